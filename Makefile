@@ -1,0 +1,40 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+VENV    ?= .venv
+PYTHON  ?= python3
+PY      := $(VENV)/bin/python
+MSSGW   := $(VENV)/bin/mssgw
+STAMP   := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: run test lint bench system-deps venv clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Initialise on the embedded default (idempotent), register the demo population, serve.
+run: $(STAMP)
+	$(MSSGW) init --demo
+	$(MSSGW) serve
+
+# Debian packages the tests drive (mail clients, PDF tools...). Installed only when we are root
+# on Debian; otherwise the tests that need them skip with a reason (and fail under CI=true).
+system-deps:
+	@bash tools/system-deps.sh
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check gateway tests bench
+	$(VENV)/bin/mypy
+
+test: $(STAMP) system-deps lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,175 @@
+"""Load `config.toml` into typed sections.
+
+Each capability owns one section dataclass below; unknown keys and wrong types are refused with a
+message naming the key, so a typo in the configuration never silently falls back to a default.
+Relative paths are resolved against the folder holding the configuration file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gateway.errors import ConfigError
+
+DEFAULT_CONFIG = "config.toml"
+
+
+@dataclass(frozen=True)
+class GatewaySection:
+    domain: str = "mssgw.localhost"
+    hostname: str = "mx.mssgw.localhost"
+    product: str = "mssgw/0.1"
+    workers: int = 0
+
+    @property
+    def patient_domain(self) -> str:
+        return f"patient.{self.domain}"
+
+
+@dataclass(frozen=True)
+class StorageSection:
+    database: str = "var/gateway.db"
+    mailboxes: str = "mailboxes"
+    queue: str = "var/queue"
+    certs: str = "certs"
+    audit_log: str = "var/audit.log"
+
+
+@dataclass(frozen=True)
+class TLSSection:
+    profile: str = "default"
+
+
+@dataclass(frozen=True)
+class SMTPSection:
+    submission: str = "127.0.0.1:10587"
+    submission_tls: str = "127.0.0.1:10465"
+    relay: str = "127.0.0.1:10025"
+    max_message_size: int = 25 * 1024 * 1024
+    max_recipients: int = 100
+
+
+@dataclass(frozen=True)
+class IMAPSection:
+    starttls: str = "127.0.0.1:10143"
+    tls: str = "127.0.0.1:10993"
+
+
+@dataclass(frozen=True)
+class DocumentsSection:
+    cda_schema: str = "../shared/ci-sis/infrastructure/cda/CDA_extended.xsd"
+    schematron_dir: str = "../shared/ci-sis/schematrons"
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration. `home` is the folder relative paths are resolved against."""
+
+    home: Path
+    gateway: GatewaySection = field(default_factory=GatewaySection)
+    storage: StorageSection = field(default_factory=StorageSection)
+    tls: TLSSection = field(default_factory=TLSSection)
+    smtp: SMTPSection = field(default_factory=SMTPSection)
+    imap: IMAPSection = field(default_factory=IMAPSection)
+    documents: DocumentsSection = field(default_factory=DocumentsSection)
+    source: Path | None = None
+
+    def path(self, value: str) -> Path:
+        """Resolve a configured path (absolute, or relative to the configuration's folder)."""
+        p = Path(os.path.expanduser(value))
+        return p if p.is_absolute() else (self.home / p)
+
+    @property
+    def database_path(self) -> Path:
+        return self.path(self.storage.database)
+
+    @property
+    def mailboxes_path(self) -> Path:
+        return self.path(self.storage.mailboxes)
+
+    @property
+    def queue_path(self) -> Path:
+        return self.path(self.storage.queue)
+
+    @property
+    def certs_path(self) -> Path:
+        return self.path(self.storage.certs)
+
+    @property
+    def audit_log_path(self) -> Path:
+        return self.path(self.storage.audit_log)
+
+
+_S = TypeVar("_S")
+
+
+def _section(cls: type[_S], name: str, values: Any) -> _S:
+    if not isinstance(values, dict):
+        raise ConfigError(f"config: [{name}] must be a table")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"config: unknown key [{name}] {key} (known: {known})")
+        default = fields[key].default
+        expected = type(default) if default is not dataclasses.MISSING else None
+        if expected is not None and not isinstance(value, expected):
+            raise ConfigError(
+                f"config: [{name}] {key} must be {expected.__name__}, not {type(value).__name__}"
+            )
+        if expected is int and isinstance(value, bool):
+            raise ConfigError(f"config: [{name}] {key} must be int, not bool")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+_SECTIONS: dict[str, type] = {
+    "gateway": GatewaySection,
+    "storage": StorageSection,
+    "tls": TLSSection,
+    "smtp": SMTPSection,
+    "imap": IMAPSection,
+    "documents": DocumentsSection,
+}
+
+
+def config_from_dict(data: dict[str, Any], home: Path, source: Path | None = None) -> Config:
+    sections: dict[str, Any] = {}
+    for name, values in data.items():
+        if name not in _SECTIONS:
+            raise ConfigError(f"config: unknown section [{name}] (known: {', '.join(_SECTIONS)})")
+        sections[name] = _section(_SECTIONS[name], name, values)
+    cfg = Config(home=home.resolve(), source=source, **sections)
+    if cfg.tls.profile not in ("default", "strict"):
+        raise ConfigError("config: [tls] profile must be 'default' or 'strict'")
+    return cfg
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read the configuration file (default `./config.toml`, or `$MSSGW_CONFIG`)."""
+    p = Path(path or os.environ.get("MSSGW_CONFIG") or DEFAULT_CONFIG)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"config: {p} not found (use --config FILE)") from None
+    except OSError as exc:
+        raise ConfigError(f"config: cannot read {p}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config: {p} is not valid TOML: {exc}") from None
+    return config_from_dict(data, p.resolve().parent, source=p.resolve())
+
+
+def parse_hostport(value: str) -> tuple[str, int]:
+    """'127.0.0.1:587' -> ('127.0.0.1', 587); '[::1]:587' -> ('::1', 587)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"config: {value!r} is not HOST:PORT")
+    return host.strip("[]") or "127.0.0.1", int(port)

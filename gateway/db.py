@@ -1,0 +1,91 @@
+"""SQLite (WAL) connections and versioned, per-component schema migrations.
+
+Each capability (directory, drugs, prescriptions, dmp...) owns its tables and its list of
+migrations, so components evolve independently: `schema_version` holds one row per component.
+A PostgreSQL implementation of the repositories can follow behind the same interfaces.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
+    """Open the database in WAL mode with foreign keys on and autocommit (explicit transactions)."""
+    if readonly:
+        conn = sqlite3.connect(
+            f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+        )
+    else:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=10000")
+    # FULL: a committed transaction survives power loss (we promise nothing acknowledged is lost).
+    conn.execute("PRAGMA synchronous=FULL")
+    return conn
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception: a change is whole or absent."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def migrate(conn: sqlite3.Connection, component: str, migrations: Sequence[str]) -> int:
+    """Apply the migrations of `component` not applied yet; return how many were applied.
+
+    `migrations[i]` is the SQL script taking the component from version i to i+1. Never edit a
+    released migration: append a new one.
+    """
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version ("
+        " component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+    )
+    applied = 0
+    with transaction(conn):
+        row = conn.execute(
+            "SELECT version FROM schema_version WHERE component = ?", (component,)
+        ).fetchone()
+        current = row[0] if row else 0
+        if current > len(migrations):
+            raise RuntimeError(
+                f"database schema of {component} is version {current}, newer than this program"
+            )
+        for version in range(current, len(migrations)):
+            for statement in _statements(migrations[version]):
+                conn.execute(statement)
+            applied += 1
+        if applied:
+            conn.execute(
+                "INSERT INTO schema_version(component, version) VALUES (?, ?)"
+                " ON CONFLICT(component) DO UPDATE SET version = excluded.version",
+                (component, len(migrations)),
+            )
+    return applied
+
+
+def _statements(script: str) -> list[str]:
+    # executescript() would COMMIT our transaction; split on complete statements instead.
+    out: list[str] = []
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip():
+                out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        out.append(buf.strip())
+    return out
