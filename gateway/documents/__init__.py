@@ -1,0 +1,1 @@
+"""Clinical documents: the prescription/dispensation model, CDA build, parse and validation."""
