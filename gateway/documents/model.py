@@ -7,8 +7,8 @@ build -> parse round-trips exactly.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
-from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
 
@@ -28,7 +28,7 @@ class PatientInfo:
     birth_name: str
     given_names: str
     sex: str  # "F" | "M"
-    birth_date: date
+    birth_date: dt.date
     birth_place: str | None = None  # INSEE code
     used_name: str | None = None
     address: str | None = None
@@ -107,9 +107,9 @@ class PrescriptionLine:
 class Prescription:
     patient: PatientInfo
     author: AuthorInfo
-    date: datetime  # when it was written (document effectiveTime)
+    date: dt.datetime  # when it was written (document effectiveTime)
     lines: tuple[PrescriptionLine, ...]
-    validity_end: date | None = None  # default: 3 months after the date
+    validity_end: dt.date | None = None  # default: 3 months after the date
     identifier: str | None = None  # e-prescription id, 18 chars (documentationOf/serviceEvent/id)
     bizone: bool = False  # ALD layout (MED-1096)
     exception_drugs: bool = False  # MED-1097
@@ -138,7 +138,7 @@ class Dispensation:
     prescription_document_id: str  # the prescription's ClinicalDocument/id (inFulfillmentOf)
     patient: PatientInfo
     author: AuthorInfo  # the pharmacist
-    date: datetime
+    date: dt.datetime
     lines: tuple[DispensedLine, ...]
     document_id: str | None = None
     set_id: str | None = None
