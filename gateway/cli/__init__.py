@@ -24,6 +24,7 @@ from gateway.errors import GatewayError
 COMMAND_MODULES: list[str] = [
     "gateway.cli.setup",
     "gateway.pki.cli",
+    "gateway.prescriptions.cli",
 ]
 
 Handler = Callable[[argparse.Namespace], int | None]
