@@ -9,12 +9,19 @@ from __future__ import annotations
 import getpass
 import json
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from gateway.config import Config
 from gateway.errors import GatewayError
-from gateway.prescriptions.registry import Audit
+
+# (actor, action, target, details): the audit log's `record` bound to a configuration.
+Audit = Callable[[str, str, str, dict[str, Any]], None]
+
+
+def no_audit(actor: str, action: str, target: str, details: dict[str, Any]) -> None:
+    """For tests and benchmarks that do not look at the audit log."""
 
 
 def audit_for(config: Config) -> Audit:

@@ -1,4 +1,4 @@
-"""`mssgw prescriptions ...`: list, show, cancel, dispense, expire, purge — messages and exit codes."""
+"""`mssgw prescriptions ...`: list, show, cancel, dispense, expire, purge; messages, exit codes."""
 
 from __future__ import annotations
 

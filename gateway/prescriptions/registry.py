@@ -27,7 +27,7 @@ import calendar
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
@@ -44,13 +44,6 @@ if TYPE_CHECKING:
 FIRST_DISPENSATION_MONTHS = 3
 TREATMENT_MAX_MONTHS = 12
 RETENTION_YEARS = 5
-
-# (actor, action, target, details): the audit log's `record` bound to a configuration.
-Audit = Callable[[str, str, str, dict[str, Any]], None]
-
-
-def no_audit(actor: str, action: str, target: str, details: dict[str, Any]) -> None:
-    """For tests and benchmarks that do not look at the audit log."""
 
 
 class Status(StrEnum):

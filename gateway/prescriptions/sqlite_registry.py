@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from gateway import identifiers
+from gateway.audit_sink import Audit, no_audit
 from gateway.db import connect, migrate, transaction
 from gateway.documents.model import Prescription
 from gateway.prescriptions.registry import (
     RETENTION_YEARS,
     AlreadyRegistered,
-    Audit,
     CancellationRefused,
     CancelResult,
     DispensationConflict,
@@ -40,7 +40,6 @@ from gateway.prescriptions.registry import (
     checked_identifier,
     is_prescriber,
     lines_from_prescription,
-    no_audit,
     plan_dispensation,
     status_after,
     utcnow,
