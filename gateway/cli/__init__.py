@@ -25,6 +25,7 @@ COMMAND_MODULES: list[str] = [
     "gateway.cli.setup",
     "gateway.pki.cli",
     "gateway.prescriptions.cli",
+    "gateway.dmp.cli",
     "gateway.ordonnance.cli",
 ]
 
