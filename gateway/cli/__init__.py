@@ -24,6 +24,8 @@ from gateway.errors import GatewayError
 COMMAND_MODULES: list[str] = [
     "gateway.cli.setup",
     "gateway.prescriptions.cli",
+    "gateway.drugs.cli",
+    "gateway.documents.cli",
 ]
 
 Handler = Callable[[argparse.Namespace], int | None]
