@@ -23,9 +23,12 @@ from gateway.errors import GatewayError
 # Each module has `register(sub: argparse._SubParsersAction) -> None`.
 COMMAND_MODULES: list[str] = [
     "gateway.cli.setup",
+    "gateway.pki.cli",
     "gateway.prescriptions.cli",
     "gateway.drugs.cli",
     "gateway.documents.cli",
+    "gateway.dmp.cli",
+    "gateway.ordonnance.cli",
 ]
 
 Handler = Callable[[argparse.Namespace], int | None]
