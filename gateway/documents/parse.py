@@ -91,6 +91,22 @@ def parse_document(data: bytes) -> ParsedDocument:
     return parse_tree(tree.getroot())
 
 
+def parse_prescription(data: bytes) -> Prescription:
+    """The prescription in a CDA document (problems are tolerated; see parse_document)."""
+    parsed = parse_document(data)
+    if parsed.prescription is None:
+        raise DocumentError(f"this CDA document is a {parsed.kind}, not a prescription")
+    return parsed.prescription
+
+
+def parse_dispensation(data: bytes) -> Dispensation:
+    """The dispensation in a CDA document (problems are tolerated; see parse_document)."""
+    parsed = parse_document(data)
+    if parsed.dispensation is None:
+        raise DocumentError(f"this CDA document is a {parsed.kind}, not a dispensation")
+    return parsed.dispensation
+
+
 def parse_tree(root: etree._Element) -> ParsedDocument:
     kind = document_kind(root)
     reader = _Reader(root)
