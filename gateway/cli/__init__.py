@@ -25,6 +25,9 @@ COMMAND_MODULES: list[str] = [
     "gateway.cli.setup",
     "gateway.directory.cli",
     "gateway.directory.trust_cli",
+    "gateway.pki.cli",
+    "gateway.prescriptions.cli",
+    "gateway.ordonnance.cli",
 ]
 
 Handler = Callable[[argparse.Namespace], int | None]

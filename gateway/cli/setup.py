@@ -19,6 +19,7 @@ from gateway.config import Config
 INIT_STEPS: list[str] = [
     "gateway.storage_layout:initialise",
     "gateway.directory.setup:initialise",
+    "gateway.pki.ca:initialise",
 ]
 
 # Registers the demo population; `(config: Config) -> list[str]` (empty when already there).

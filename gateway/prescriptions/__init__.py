@@ -1,0 +1,1 @@
+"""The e-prescription: its identifier, and (later) the registry and its life cycle."""

@@ -1,0 +1,1 @@
+"""Mail storage: one Maildir per mailbox (local delivery) and the outbound queue."""

@@ -1,0 +1,40 @@
+import os
+import stat
+
+import pytest
+
+from gateway.store.maildir import (
+    UnsafeAddress,
+    deliver,
+    deliver_many,
+    folder_path,
+    mailbox_path,
+)
+
+
+def test_deliver_is_in_new_with_size_and_private(tmp_path):
+    inbox = mailbox_path(tmp_path, "Dr.Martin@Example.localhost")
+    assert inbox == tmp_path / "example.localhost" / "dr.martin"
+    path = deliver(inbox, b"Subject: hi\r\n\r\nbody\r\n")
+    assert path.parent == inbox / "new"
+    assert path.read_bytes() == b"Subject: hi\r\n\r\nbody\r\n"
+    assert path.name.endswith(",S=21")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert os.listdir(inbox / "tmp") == []
+
+
+def test_deliver_many_unique_names(tmp_path):
+    a = mailbox_path(tmp_path, "a@x.localhost")
+    b = folder_path(mailbox_path(tmp_path, "b@x.localhost"), "Sent")
+    paths = deliver_many([(a, b"1"), (a, b"2"), (b, b"3")])
+    assert len({p.name for p in paths}) == 3
+    assert [p.read_bytes() for p in paths] == [b"1", b"2", b"3"]
+    assert paths[2].parent == tmp_path / "x.localhost" / "b" / ".Sent" / "new"
+
+
+@pytest.mark.parametrize(
+    "address", ["../../etc@x.localhost", "a/b@x.localhost", "a@../x", "nodomain", "a@", ".a@x.y"]
+)
+def test_unsafe_addresses_refused(tmp_path, address):
+    with pytest.raises(UnsafeAddress):
+        mailbox_path(tmp_path, address)
