@@ -27,6 +27,7 @@ COMMAND_MODULES: list[str] = [
     "gateway.directory.trust_cli",
     "gateway.pki.cli",
     "gateway.prescriptions.cli",
+    "gateway.dmp.cli",
     "gateway.ordonnance.cli",
 ]
 
