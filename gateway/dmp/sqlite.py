@@ -17,7 +17,7 @@ from typing import Any
 
 from gateway import identifiers
 from gateway.audit_sink import Audit, no_audit
-from gateway.db import connect, migrate, transaction
+from gateway.db import atomic, connect, migrate, snapshot
 from gateway.dmp.access import Decision, may_change, may_read, may_submit
 from gateway.dmp.model import (
     AccessDenied,
@@ -76,6 +76,13 @@ MIGRATIONS = [
         PRIMARY KEY (unique_id, author_key)
     );
     CREATE INDEX dmp_authors_patient ON dmp_authors(patient_ins, author_key);
+    """,
+    # Reading `signature IS NOT NULL` from dmp_content walks the content's overflow pages: keep
+    # the flag beside the metadata instead (queries list many entries).
+    """
+    ALTER TABLE dmp_documents ADD COLUMN has_signature INTEGER NOT NULL DEFAULT 0;
+    UPDATE dmp_documents SET has_signature = (SELECT c.signature IS NOT NULL FROM dmp_content c
+        WHERE c.unique_id = dmp_documents.unique_id);
     """,
 ]
 
@@ -156,10 +163,7 @@ class SQLiteDMP:
             replaced_by=row["replaced_by"],
         )
 
-    _SELECT = (
-        "SELECT d.*, (SELECT c.signature IS NOT NULL FROM dmp_content c"
-        " WHERE c.unique_id = d.unique_id) AS has_signature FROM dmp_documents d"
-    )
+    _SELECT = "SELECT d.* FROM dmp_documents d"
 
     def _load(self, unique_id: str) -> DocumentEntry | None:
         row = self.conn.execute(self._SELECT + " WHERE d.unique_id = ?", (unique_id,)).fetchone()
@@ -264,7 +268,7 @@ class SQLiteDMP:
         signature_format: str | None,
         replaces: str | None,
     ) -> DocumentEntry:
-        with transaction(self.conn):
+        with atomic(self.conn):
             _enforce(may_submit(actor), actor)
             if self._load(metadata.unique_id) is not None:
                 raise DuplicateDocument(metadata.unique_id)
@@ -296,8 +300,8 @@ class SQLiteDMP:
                 " format_code, creation_time, title, mime_type, author_id, author_address,"
                 " author_institution, set_id, version, confidentiality_code, language_code,"
                 " prescription_id, hash, size, status, submitted_at, submitted_by,"
-                " signature_format, replaces) VALUES"
-                " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " signature_format, replaces, has_signature) VALUES"
+                " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     metadata.unique_id,
                     ins,
@@ -322,6 +326,7 @@ class SQLiteDMP:
                     actor.name,
                     signature_format if signature is not None else None,
                     replaces,
+                    int(signature is not None),
                 ),
             )
             self.conn.execute(
@@ -377,13 +382,10 @@ class SQLiteDMP:
         # `where` holds only fixed fragments and placeholders; every value is bound.
         sql = self._SELECT + " WHERE " + " AND ".join(where) + " ORDER BY d.creation_time DESC"
         rows: list[sqlite3.Row] = []
-        self.conn.execute("BEGIN")
-        try:
+        with snapshot(self.conn):
             decision = may_read(actor, ins, self._authored_in(ins, actor))
             if decision.granted:
                 rows = self.conn.execute(sql, params).fetchall()
-        finally:
-            self.conn.execute("COMMIT")
         filters = {
             "class": list(class_codes),
             "type": list(type_codes),
@@ -412,21 +414,18 @@ class SQLiteDMP:
         return self._readable(unique_id, actor, "dmp.entry")
 
     def retrieve(self, unique_id: str, *, actor: Actor) -> StoredDocument:
-        self.conn.execute("BEGIN")
-        try:
+        with snapshot(self.conn):
             entry = self._readable(unique_id, actor, "dmp.retrieve")
             row = self.conn.execute(
                 "SELECT content, signature FROM dmp_content WHERE unique_id = ?", (unique_id,)
             ).fetchone()
-        finally:
-            self.conn.execute("COMMIT")
         signature = None if row["signature"] is None else bytes(row["signature"])
         return StoredDocument(entry, bytes(row["content"]), signature)
 
     # ---- changes ----
 
     def deprecate(self, unique_id: str, *, actor: Actor) -> bool:
-        with transaction(self.conn):
+        with atomic(self.conn):
             entry = self._require(unique_id, actor, "dmp.deprecate")
             ins = entry.metadata.patient_ins
             self._check(may_change(actor, entry), actor, "dmp.deprecate", unique_id, patient=ins)
@@ -440,7 +439,7 @@ class SQLiteDMP:
     def delete(self, unique_id: str, *, actor: Actor) -> DocumentEntry:
         """Remove the document, its bytes and signature. A version it replaced stays deprecated
         (deleting is not undoing a replacement)."""
-        with transaction(self.conn):
+        with atomic(self.conn):
             entry = self._require(unique_id, actor, "dmp.delete")
             self._check(
                 may_change(actor, entry, delete=True),
