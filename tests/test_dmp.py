@@ -342,3 +342,30 @@ def test_atomic_part_failure_undoes_only_that_part(tmp_path):
             raise RuntimeError("this part fails")
     assert [e.unique_id for e in dmp.find(INS, actor=GATEWAY)] == ["kept"]
     conn.close()
+
+
+def test_dispensation_hidden_from_the_prescriber(dmp, audit):
+    """The patient objected to prescriber feedback: the flow files the dispensation hidden from
+    the prescriber, who still sees their own prescription."""
+    prescription_doc(dmp, "p1")
+    dmp.submit(
+        meta(
+            "d1",
+            class_code="43",
+            author_id=None,
+            author_address="ph.durand@test.localhost",
+            author_institution="pharmacie@test.localhost",
+        ),
+        b"<disp/>",
+        actor=GATEWAY,
+        hidden_from=["DR.MARTIN@test.localhost", "810000000009"],
+    )
+    assert [e.unique_id for e in dmp.find(INS, actor=DOCTOR)] == ["p1"]
+    with pytest.raises(AccessDenied, match="hidden this document"):
+        dmp.retrieve("d1", actor=DOCTOR)
+    assert audit[-1]["outcome"] == "refused" and audit[-1]["target"] == "d1"
+    assert dmp.retrieve("d1", actor=PHARMACY).content == b"<disp/>"
+    assert dmp.retrieve("d1", actor=PATIENT).content == b"<disp/>"
+    assert len(dmp.find(INS, actor=PATIENT)) == 2
+    entry = dmp.entry("d1", actor=GATEWAY)
+    assert entry.hidden_from == ("810000000009", "dr.martin@test.localhost")

@@ -18,7 +18,14 @@ from typing import Any
 from gateway import identifiers
 from gateway.audit_sink import Audit, no_audit
 from gateway.db import atomic, connect, migrate, snapshot
-from gateway.dmp.access import Decision, may_change, may_read, may_submit
+from gateway.dmp.access import (
+    HIDEABLE_FROM,
+    Decision,
+    may_change,
+    may_read,
+    may_see,
+    may_submit,
+)
 from gateway.dmp.model import (
     AccessDenied,
     Actor,
@@ -83,6 +90,15 @@ MIGRATIONS = [
     ALTER TABLE dmp_documents ADD COLUMN has_signature INTEGER NOT NULL DEFAULT 0;
     UPDATE dmp_documents SET has_signature = (SELECT c.signature IS NOT NULL FROM dmp_content c
         WHERE c.unique_id = dmp_documents.unique_id);
+    """,
+    # Documents hidden from some professionals (e.g. a dispensation from the prescriber when the
+    # patient objected to prescriber feedback): keys are addresses or national ids, lower case.
+    """
+    CREATE TABLE dmp_masks (
+        unique_id TEXT NOT NULL REFERENCES dmp_documents(unique_id) ON DELETE CASCADE,
+        mask_key TEXT NOT NULL,
+        PRIMARY KEY (unique_id, mask_key)
+    );
     """,
 ]
 
@@ -161,9 +177,13 @@ class SQLiteDMP:
             signature_format=row["signature_format"],
             replaces=row["replaces"],
             replaced_by=row["replaced_by"],
+            hidden_from=tuple(sorted((row["hidden_from"] or "").split())),
         )
 
-    _SELECT = "SELECT d.* FROM dmp_documents d"
+    _SELECT = (
+        "SELECT d.*, (SELECT group_concat(m.mask_key, ' ') FROM dmp_masks m"
+        " WHERE m.unique_id = d.unique_id) AS hidden_from FROM dmp_documents d"
+    )
 
     def _load(self, unique_id: str) -> DocumentEntry | None:
         row = self.conn.execute(self._SELECT + " WHERE d.unique_id = ?", (unique_id,)).fetchone()
@@ -209,6 +229,7 @@ class SQLiteDMP:
         signature: bytes | None = None,
         signature_format: str | None = None,
         replaces: str | None = None,
+        hidden_from: Sequence[str] = (),
     ) -> DocumentEntry:
         ins = identifiers.ins(metadata.patient_ins, "patient INS")
         if not metadata.unique_id.strip():
@@ -238,6 +259,7 @@ class SQLiteDMP:
                 signature=signature,
                 signature_format=signature_format,
                 replaces=replaces,
+                hidden_from=hidden_from,
             )
         except GatewayError as exc:
             self.audit(
@@ -267,6 +289,7 @@ class SQLiteDMP:
         signature: bytes | None,
         signature_format: str | None,
         replaces: str | None,
+        hidden_from: Sequence[str],
     ) -> DocumentEntry:
         with atomic(self.conn):
             _enforce(may_submit(actor), actor)
@@ -342,6 +365,11 @@ class SQLiteDMP:
                 "INSERT INTO dmp_authors (unique_id, patient_ins, author_key) VALUES (?, ?, ?)",
                 [(metadata.unique_id, ins, key) for key in sorted(authors)],
             )
+            masks = {k.strip().lower() for k in hidden_from if k.strip()} - authors
+            self.conn.executemany(
+                "INSERT INTO dmp_masks (unique_id, mask_key) VALUES (?, ?)",
+                [(metadata.unique_id, key) for key in sorted(masks)],
+            )
             entry = self._load(metadata.unique_id)
         assert entry is not None
         return entry
@@ -379,6 +407,13 @@ class SQLiteDMP:
         if status is not None:
             where.append("d.status = ?")
             params.append(status.value)
+        keys = sorted(actor.keys())
+        if actor.kind in HIDEABLE_FROM and keys:
+            where.append(
+                "NOT EXISTS (SELECT 1 FROM dmp_masks m WHERE m.unique_id = d.unique_id"  # noqa: S608
+                f" AND m.mask_key IN ({','.join('?' * len(keys))}))"
+            )
+            params.extend(keys)
         # `where` holds only fixed fragments and placeholders; every value is bound.
         sql = self._SELECT + " WHERE " + " AND ".join(where) + " ORDER BY d.creation_time DESC"
         rows: list[sqlite3.Row] = []
@@ -407,6 +442,8 @@ class SQLiteDMP:
         entry = self._require(unique_id, actor, action)
         ins = entry.metadata.patient_ins
         decision = may_read(actor, ins, self._authored_in(ins, actor))
+        if decision.granted and not (seen := may_see(actor, entry)).granted:
+            decision = seen
         self._check(decision, actor, action, unique_id, patient=ins)
         return entry
 
