@@ -65,11 +65,8 @@ def line(label: str, **kw: object) -> PrescriptionLine:
 
 LINES = (
     PrescriptionLine(
-        product=Product(
-            label="AMOXICILLINE BIOGARAN 1 g, comprimé dispersible",
-            cis="60234100",
-            cip13="3400936403114",
-        ),
+        product=Product(label="AMOXICILLINE BIOGARAN 1 g, comprimé dispersible", cis="60234100",
+                        cip13="3400936403114"),
         dose=Dose(Decimal(1), "{comprime}"),
         frequency=Frequency(3),
         route="20053000",
@@ -111,24 +108,13 @@ def prescription(**kw: object) -> Prescription:
 
 def bizone_prescription() -> Prescription:
     ald = (
-        PrescriptionLine(
-            product=Product(label="METFORMINE 1000 mg, comprimé pelliculé"),
-            dose=Dose(Decimal(1), "{comprime}"),
-            frequency=Frequency(2),
-            duration_days=90,
-            quantity=Decimal(3),
-            renewals=3,
-            ald=True,
-        ),
-        PrescriptionLine(
-            product=Product(label="INSULINE GLARGINE 100 U/mL, stylo prérempli"),
-            dosage_text="20 unités le soir",
-            duration_days=30,
-            quantity=Decimal(1),
-            substitutable=False,
-            substitution_refusal=SubstitutionRefusal.CIF,
-            ald=True,
-        ),
+        PrescriptionLine(product=Product(label="METFORMINE 1000 mg, comprimé pelliculé"),
+                         dose=Dose(Decimal(1), "{comprime}"), frequency=Frequency(2),
+                         duration_days=90, quantity=Decimal(3), renewals=3, ald=True),
+        PrescriptionLine(product=Product(label="INSULINE GLARGINE 100 U/mL, stylo prérempli"),
+                         dosage_text="20 unités le soir", duration_days=30, quantity=Decimal(1),
+                         substitutable=False, substitution_refusal=SubstitutionRefusal.CIF,
+                         ald=True),
     )
     other = (LINES[2],)
     return prescription(lines=ald + other, bizone=True)

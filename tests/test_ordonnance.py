@@ -227,7 +227,6 @@ def test_non_substituable_without_reason_still_says_so() -> None:
     line = dataclasses.replace(LINES[0], substitutable=False, substitution_refusal=None)
     t = flat(pages_text(render_pdf(prescription(lines=(line,))))[0])
     assert "Non substituable" in t and "Non substituable (" not in t
-    line = dataclasses.replace(
-        LINES[0], substitutable=False, substitution_refusal=SubstitutionRefusal.EFG
-    )
+    line = dataclasses.replace(LINES[0], substitutable=False,
+                               substitution_refusal=SubstitutionRefusal.EFG)
     assert "Non substituable (EFG)" in flat(pages_text(render_pdf(prescription(lines=(line,))))[0])

@@ -133,7 +133,9 @@ class _Ordonnance(FPDF):
     ) -> None:  # fmt: skip
         self.set_font(FONT, style, size)
         self.set_text_color(*color)
-        self.multi_cell(w, h or size * 0.45, text, align=align, new_x=XPos.LEFT, new_y=YPos.NEXT)
+        self.multi_cell(
+            w, h or size * 0.45, text, align=align, new_x=XPos.LEFT, new_y=YPos.NEXT
+        )
         self.set_text_color(*BLACK)
 
     def block_height(self, text: str, size: float, style: str = "", w: float = 0) -> float:
@@ -277,7 +279,9 @@ class _Ordonnance(FPDF):
         indent = 7
         body_w = self.epw - indent
         label = w.clean(line.product.label) or "(médicament sans libellé)"
-        pieces: list[tuple[str, float, str, tuple[int, int, int]]] = [(label, 10.5, "B", BLACK)]
+        pieces: list[tuple[str, float, str, tuple[int, int, int]]] = [
+            (label, 10.5, "B", BLACK)
+        ]
         codes = w.product_codes(line)
         if codes:
             pieces.append((codes, 7.5, "", GREY))
