@@ -23,7 +23,9 @@ from gateway.errors import GatewayError
 # Each module has `register(sub: argparse._SubParsersAction) -> None`.
 COMMAND_MODULES: list[str] = [
     "gateway.cli.setup",
+    "gateway.pki.cli",
     "gateway.prescriptions.cli",
+    "gateway.ordonnance.cli",
 ]
 
 Handler = Callable[[argparse.Namespace], int | None]
