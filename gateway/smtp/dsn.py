@@ -9,8 +9,8 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.utils import format_datetime, formatdate
-from datetime import datetime, UTC
 
 from gateway.smtp.checks import split_header
 

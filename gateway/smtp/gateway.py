@@ -73,7 +73,8 @@ class Gateway:
         return mailbox
 
     def size_limit(self, domain: str) -> int:
-        return int(self.config.smtp.domain_size_limits.get(domain, self.config.smtp.max_message_size))
+        s = self.config.smtp
+        return int(s.domain_size_limits.get(domain, s.max_message_size))
 
     def rate_limit(self, client_ip: str, account: str | None) -> Reply | None:
         wait = self.client_limit.hit(client_ip)
@@ -87,7 +88,9 @@ class Gateway:
 
     # --- policy ---------------------------------------------------------------------------------
 
-    async def check_recipient(self, sender: Mailbox | None, rcpt: str, *, relay: bool) -> Reply | None:
+    async def check_recipient(
+        self, sender: Mailbox | None, rcpt: str, *, relay: bool
+    ) -> Reply | None:
         """May `sender` (our authenticated mailbox; None for the relay) write to `rcpt`?"""
         domain = domain_of(rcpt)
         target: Mailbox | None = None
@@ -105,7 +108,9 @@ class Gateway:
             return self._patient_may_write(sender, rcpt, target)
         return None
 
-    def _patient_may_write(self, patient: Mailbox, rcpt: str, target: Mailbox | None) -> Reply | None:
+    def _patient_may_write(
+        self, patient: Mailbox, rcpt: str, target: Mailbox | None
+    ) -> Reply | None:
         is_patient = (target is not None and target.kind is MailboxKind.PATIENT) or (
             target is None and domain_of(rcpt).startswith("patient.")
         )
@@ -246,7 +251,9 @@ class Gateway:
             r for d in outcome.deliveries for r in d.recipients
             if domain_of(r) == self.config.gateway.patient_domain
         ]
-        sender_is_patient = sender_mailbox is not None and sender_mailbox.kind is MailboxKind.PATIENT
+        sender_is_patient = (
+            sender_mailbox is not None and sender_mailbox.kind is MailboxKind.PATIENT
+        )
         if patients and message.sender and not sender_is_patient:
             await asyncio.to_thread(
                 self.conversations.record,
@@ -254,3 +261,14 @@ class Gateway:
             )
         if local or queued:
             await self.committer.commit(local, queued)
+
+
+_shared: dict[int, Gateway] = {}
+
+
+def shared_gateway(config: Config) -> Gateway:
+    """The worker process's Gateway (listeners and queue runner share one)."""
+    key = id(config)
+    if key not in _shared:
+        _shared[key] = Gateway(config)
+    return _shared[key]

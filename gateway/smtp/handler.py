@@ -250,7 +250,8 @@ class SubmissionHandler(BaseHandler):
         if authz and authz != login:
             return AuthResult(
                 success=False, handled=False,
-                message="535 5.7.8 authentication failed: acting for another mailbox is not allowed",
+                message="535 5.7.8 authentication failed: "
+                "acting for another mailbox is not allowed",
             )
         return await self._check(server, login, password)
 

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from gateway.config import Config, parse_hostport
 from gateway.smtp.checks import domain_of
 from gateway.smtp.dsn import Failure
-from gateway.smtp.gateway import Gateway
-from gateway.store.queue import FAILED, SENT, Queue, Record, RecipientState
+from gateway.smtp.gateway import Gateway, shared_gateway
+from gateway.store.queue import FAILED, SENT, Queue, RecipientState, Record
 
 log = logging.getLogger("mssgw.queue")
 
@@ -195,7 +195,8 @@ class Runner:
         try:
             return self._send(domain, host, port, mta, sender, rcpts, data)
         except smtplib.SMTPResponseException as exc:
-            text = exc.smtp_error.decode("utf-8", "replace")
+            err = exc.smtp_error
+            text = err.decode("utf-8", "replace") if isinstance(err, bytes) else str(err)
             return [Attempt(r, exc.smtp_code, text, mta) for r in rcpts]
         except PeerRefused as exc:
             return [Attempt(r, 0, str(exc), mta) for r in rcpts]
@@ -229,9 +230,10 @@ class Runner:
                 else:
                     results[r] = Attempt(r, code, msg.decode("utf-8", "replace"), mta)
             if accepted:
-                code, msg = client.data(data)
+                code, reply = client.data(data)
+                text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
                 for r in accepted:
-                    results[r] = Attempt(r, code, msg.decode("utf-8", "replace"), mta)
+                    results[r] = Attempt(r, code, text, mta)
             return [results[r] for r in rcpts]
 
     def _check_peer(self, domain: str, sock: ssl.SSLSocket) -> None:
@@ -251,7 +253,7 @@ class Runner:
 
 async def start(config: Config, *, gateway: Gateway | None = None) -> asyncio.Task[None]:
     """Start the delivery worker in the running loop; cancel the task to stop it."""
-    runner = Runner(config, gateway or Gateway(config))
+    runner = Runner(config, gateway or shared_gateway(config))
     return asyncio.create_task(runner.run(), name="mssgw-queue-runner")
 
 

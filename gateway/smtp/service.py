@@ -14,7 +14,7 @@ import ssl
 from collections.abc import Callable
 
 from gateway.config import Config, parse_hostport
-from gateway.smtp.gateway import Gateway
+from gateway.smtp.gateway import Gateway, shared_gateway
 from gateway.smtp.handler import RelayHandler, SubmissionHandler
 from gateway.smtp.protocol import GatewaySMTP
 
@@ -42,7 +42,7 @@ async def start(
 ) -> list[asyncio.Server]:
     """Bind the configured SMTP listeners and return the servers (already serving)."""
     loop = asyncio.get_running_loop()
-    gw = gateway or Gateway(config)
+    gw = gateway or shared_gateway(config)
     submission_ctx, relay_ctx = tls_contexts(config)
     s = config.smtp
     size = max([s.max_message_size, *s.domain_size_limits.values()])
