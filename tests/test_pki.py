@@ -380,3 +380,40 @@ def test_dn_matches_whitelist_entries(config, shared_dir):
     )
     assert pki.subject_dn(name) == sample
     assert pki.dn_matches(name, sample)
+
+
+def test_revoke_mailbox_revokes_all_its_certificates(config):
+    a = pki.issue(config, "personal-auth", "doc@test.localhost", "Doc")
+    b = pki.issue(config, "personal-sign", "doc@test.localhost", "Doc")
+    other = pki.issue(config, "personal-auth", "other@test.localhost", "Other")
+    done = pki.revoke_mailbox(config, "Doc@test.localhost")
+    assert {r.serial for r in done} == {a.serial, b.serial}
+    assert all(r.reason == "cessation-of-operation" for r in done)
+    for issued, purpose in ((a, "client"), (b, "sign")):
+        assert not pki.verify_certificate(config, leaf(issued.cert_path), purpose=purpose).ok
+    assert pki.verify_certificate(config, leaf(other.cert_path), purpose="client").ok
+    assert pki.revoke_mailbox(config, "doc@test.localhost") == []
+    # The key of a revoked certificate is not handed out any more.
+    with pytest.raises(pki.PKIError, match="revoked"):
+        pki.export_pkcs12(config, a.serial, b"pw")
+    with pytest.raises(pki.PKIError, match="revoked"):
+        pki.export_pem(config, a.serial, with_key=True)
+
+
+def test_crls_are_refreshed_before_they_expire(gateway_home):
+    from gateway.pki.crl import refresh_due
+
+    config = config_of(gateway_home)
+    path = Layout.of(config).ca_crl(CA.SERVERS)
+
+    def number() -> int:
+        crl = x509.load_pem_x509_crl(path.read_bytes())
+        return crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+
+    first = number()
+    assert refresh_due(config) == []  # fresh: 7 days left of 7
+    cfg = gateway_home / "config.toml"
+    cfg.write_text(cfg.read_text() + "[pki]\ncrl_days = 30\n")  # 7 days left < 15: due
+    assert len(refresh_due(config_of(gateway_home))) == 3
+    assert number() == first + 1
+    assert refresh_due(config_of(gateway_home)) == []

@@ -24,8 +24,11 @@ from gateway.errors import GatewayError
 COMMAND_MODULES: list[str] = [
     "gateway.store.cli",
     "gateway.cli.setup",
+    "gateway.directory.cli",
+    "gateway.directory.trust_cli",
     "gateway.pki.cli",
     "gateway.prescriptions.cli",
+    "gateway.dmp.cli",
     "gateway.ordonnance.cli",
 ]
 

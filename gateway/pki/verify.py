@@ -103,6 +103,12 @@ def verify_certificate(
                 )
             notes.append(f"no CRL imported for {subject_dn(issuer.subject)}")
             continue
+        if crl.next_update_utc is not None and crl.next_update_utc < datetime.now(UTC):
+            # Référentiel #2: keep using the last CRL; say that it is out of date.
+            notes.append(
+                f"CRL of {subject_dn(issuer.subject)} out of date since "
+                f"{crl.next_update_utc.isoformat()}"
+            )
         entry = crl.get_revoked_certificate_by_serial_number(child.serial_number)
         if entry is None:
             continue
