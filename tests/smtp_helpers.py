@@ -4,7 +4,9 @@ and smtplib clients over real TLS on 127.0.0.1."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import smtplib
+import sqlite3
 import ssl
 import threading
 from collections.abc import Iterator
@@ -49,10 +51,23 @@ def setup_gateway(home: Path, extra: str = "", **settings: str) -> Config:
     section = "\n[smtp]\n" + "".join(f"{k} = {v}\n" for k, v in values.items()) + extra
     cfg.write_text(cfg.read_text() + section)
     config = load_config(cfg)
-    register(config)
-    directory = open_directory(config, actor="test")
-    for address in (DOCTOR, PRACTICE, PHARMACY, PHARMACIST, PATIENT, ROBOT):
-        directory.set_password(address, PASSWORD)
+    db = config.database_path
+    # One populated database per test session, kept in the session's base temporary folder.
+    cached = home.parent.parent / "smtp-populated.db"
+    if not cached.exists():
+        register(config)
+        directory = open_directory(config, actor="test")
+        for address in (DOCTOR, PRACTICE, PHARMACY, PHARMACIST, PATIENT, ROBOT):
+            directory.set_password(address, PASSWORD)
+        # scrypt makes this slow: later tests start from a copy of the populated database.
+        src, dst = sqlite3.connect(db), sqlite3.connect(cached)
+        src.backup(dst)
+        src.close()
+        dst.close()
+    else:
+        for suffix in ("-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        shutil.copyfile(cached, db)
     return config
 
 

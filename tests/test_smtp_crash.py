@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from email.policy import SMTP
 from pathlib import Path
 
 from smtp_helpers import DOCTOR, PHARMACIST, PHARMACY, client_context, message, setup_gateway
@@ -72,7 +73,7 @@ def test_sigkill_during_load_loses_nothing_acknowledged(gateway_home):
 
     def load(n: int) -> None:
         rcpts = [[PHARMACIST], [PHARMACY, PHARMACIST], ["dr.house@peer.localhost"]][n % 3]
-        data = message(DOCTOR, ", ".join(rcpts), body="x" * 2000).as_bytes()
+        data = message(DOCTOR, ", ".join(rcpts), body="x" * 2000).as_bytes(policy=SMTP)
         while not stop.is_set():
             try:
                 with smtplib.SMTP("127.0.0.1", ports["smtp submission"], timeout=10) as c:

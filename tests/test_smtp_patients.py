@@ -103,6 +103,5 @@ def test_subject_fin_closes_the_thread(gw):
     with submission(config, port, login=PRACTICE) as c:
         c.send_message(first)
     late = message(PATIENT, PRACTICE, "Re: [FIN]", In_Reply_To=first["Message-ID"])
-    with submission(config, port, login=PATIENT) as c:
-        with pytest.raises(smtplib.SMTPDataError):
-            c.send_message(late)
+    with submission(config, port, login=PATIENT) as c, pytest.raises(smtplib.SMTPDataError):
+        c.send_message(late)

@@ -32,14 +32,18 @@ HOUSE = "dr.house@peer.localhost"
 
 
 @pytest.fixture
-def peer(peer_home):
-    return config_of(peer_home)
+def peer(peer_home, gateway_home):
+    """The other operator, trusting our CA (before its listener's TLS context is built)."""
+    peer = config_of(peer_home)
+    pki.add_anchor(peer, (gateway_home / "certs" / "ca" / "root.pem").read_bytes())
+    return peer
 
 
 def gateway_towards(gateway_home, peer, port, dn=PEER_DN):
     config = setup_gateway(gateway_home, f'routes = {{ "peer.localhost" = "127.0.0.1:{port}" }}\n')
-    pki.add_anchor(config, Layout.of(peer).ca_cert(CA.ROOT).read_bytes())
-    pki.add_anchor(peer, Layout.of(config).ca_cert(CA.ROOT).read_bytes())
+    # The peer's issuing CA too: on Python < 3.13 the verifier only sees the peer's leaf.
+    for ca in (CA.ROOT, CA.SERVERS):
+        pki.add_anchor(config, Layout.of(peer).ca_cert(ca).read_bytes())
     open_directory(config, actor="test").add_domain("peer.localhost", [dn])
     return config
 

@@ -87,35 +87,35 @@ def test_mail_needs_auth(gw):
         assert code == 530 and b"5.7.0" in text
 
 
+def login_error(config, port, **kw) -> smtplib.SMTPAuthenticationError:
+    try:
+        with submission(config, port, **kw):
+            pass
+    except smtplib.SMTPAuthenticationError as exc:
+        return exc
+    raise AssertionError("the login succeeded")
+
+
 def test_wrong_password_and_suspended_mailbox(gw):
     config, server = gw
-    with pytest.raises(smtplib.SMTPAuthenticationError) as err:
-        with submission(config, server.ports["submission"], password="wrong password!!"):
-            pass
-    assert err.value.smtp_code == 535 and b"5.7.8" in err.value.smtp_error
+    err = login_error(config, server.ports["submission"], password="wrong password!!")
+    assert err.smtp_code == 535 and b"5.7.8" in err.smtp_error
     open_directory(config, actor="test").suspend(PHARMACIST)
-    with pytest.raises(smtplib.SMTPAuthenticationError) as err:
-        with submission(config, server.ports["submission"], login=PHARMACIST):
-            pass
-    assert err.value.smtp_code == 535
+    err = login_error(config, server.ports["submission"], login=PHARMACIST)
+    assert err.smtp_code == 535
 
 
 def test_lockout_after_failed_logins(gw):
     config, server = gw
-    codes = []
-    for _ in range(config.auth.account_max_failures + 1):
-        try:
-            with submission(config, server.ports["submission"], login=PRACTICE,
-                            password="not the password"):
-                pass
-        except smtplib.SMTPAuthenticationError as exc:
-            codes.append(exc.smtp_code)
-    assert codes[-1] == 454
+    codes = [
+        login_error(config, server.ports["submission"], login=PRACTICE,
+                    password="not the password").smtp_code
+        for _ in range(config.auth.account_max_failures + 1)
+    ]
+    assert codes[0] == 535 and codes[-1] == 454
     # Even the right password is refused while the account is locked.
-    with pytest.raises(smtplib.SMTPAuthenticationError) as err:
-        with submission(config, server.ports["submission"], login=PRACTICE):
-            pass
-    assert err.value.smtp_code == 454 and b"try again" in err.value.smtp_error
+    err = login_error(config, server.ports["submission"], login=PRACTICE)
+    assert err.smtp_code == 454 and b"try again" in err.smtp_error
 
 
 def test_envelope_sender_must_be_the_mailbox(gw):
@@ -129,9 +129,10 @@ def test_envelope_sender_must_be_the_mailbox(gw):
 
 def test_from_header_must_be_the_mailbox(gw):
     config, server = gw
-    with submission(config, server.ports["submission"]) as c:
-        with pytest.raises(smtplib.SMTPDataError) as err:
-            c.sendmail(DOCTOR, [PHARMACIST], message(PHARMACY, PHARMACIST).as_bytes())
+    with submission(config, server.ports["submission"]) as c, pytest.raises(
+        smtplib.SMTPDataError
+    ) as err:
+        c.send_message(message(PHARMACY, PHARMACIST), from_addr=DOCTOR)
     assert err.value.smtp_code == 550 and b"From:" in err.value.smtp_error
     assert inbox(config, PHARMACIST) == []
 
@@ -186,18 +187,23 @@ def test_recipient_count_limit(gw):
 
 def test_size_limit_per_domain(gw):
     config, server = gw
-    big = message(DOCTOR, PATIENT, body="x" * 70 + "\n" * 0 + ("y" * 70 + "\n") * 80)
+    body = ("y" * 70 + "\n") * 80
+    big = message(DOCTOR, PATIENT, body=body).as_bytes().replace(b"\n", b"\r\n")
     with submission(config, server.ports["submission"]) as c:
-        with pytest.raises(smtplib.SMTPDataError) as err:
-            c.send_message(big)
-        assert err.value.smtp_code == 552 and b"5.3.4" in err.value.smtp_error
+        # Announced with SIZE= (smtplib does when the server offers SIZE): refused at RCPT.
+        with pytest.raises(smtplib.SMTPRecipientsRefused) as err:
+            c.send_message(message(DOCTOR, PATIENT, body=body))
+        [(code, text)] = err.value.recipients.values()
+        assert code == 552 and b"5.3.4" in text and b"patient.test.localhost" in text
+        # Not announced: refused at the end of DATA.
+        c.mail(DOCTOR)
+        c.rcpt(PATIENT)
+        code, text = c.data(big)
+        assert code == 552 and b"5.3.4" in text
         # The same message to a professional is fine: the limit is for the patient domain.
-        c.send_message(message(DOCTOR, PHARMACIST, body=("y" * 70 + "\n") * 80))
-        # Announced with SIZE= it is refused at RCPT already.
-        c.mail(DOCTOR, ["SIZE=5000"])
-        code, text = c.rcpt(PATIENT)
-        assert code == 552
+        c.send_message(message(DOCTOR, PHARMACIST, body=body))
     assert inbox(config, PATIENT) == []
+    assert len(inbox(config, PHARMACIST)) == 1
 
 
 def test_bare_lf_is_refused(gw):

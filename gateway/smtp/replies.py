@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 
 
@@ -12,8 +13,10 @@ class Reply:
     text: str
 
     def __str__(self) -> str:
-        # One line: a CR or LF in text would break the protocol.
+        # One line of ASCII: a CR or LF would break the protocol, and replies are ASCII
+        # (accents are dropped: "MSSanté" -> "MSSante").
         text = " ".join(self.text.split())
+        text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
         return f"{self.code} {self.status} {text}"
 
     @property

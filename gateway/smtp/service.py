@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import warnings
 from collections.abc import Callable
 
 from gateway.config import Config, parse_hostport
@@ -51,19 +52,23 @@ async def start(
         handler: object, *, tls: ssl.SSLContext | None, starttls: bool, auth: bool
     ) -> Callable[[], GatewaySMTP]:
         def make() -> GatewaySMTP:
-            return GatewaySMTP(
+            with warnings.catch_warnings():
+                # aiosmtpd warns about AUTH without STARTTLS: on the implicit-TLS listener the
+                # whole connection is already encrypted.
+                warnings.simplefilter("ignore", UserWarning)
+                return GatewaySMTP(
                 handler,
-                hostname=config.gateway.hostname,
-                ident="mssgw ESMTP",
-                data_size_limit=size,
-                tls_context=tls if starttls else None,
-                require_starttls=starttls,
-                auth_required=auth,
-                # With implicit TLS the whole connection is encrypted: AUTH is allowed at once.
-                auth_require_tls=starttls,
-                timeout=s.timeout,
-                loop=loop,
-            )
+                    hostname=config.gateway.hostname,
+                    ident="mssgw ESMTP",
+                    data_size_limit=size,
+                    tls_context=tls if starttls else None,
+                    require_starttls=starttls,
+                    auth_required=auth,
+                    # Implicit TLS: the connection is encrypted from the start, AUTH may follow.
+                    auth_require_tls=starttls,
+                    timeout=s.timeout,
+                    loop=loop,
+                )
 
         return make
 
