@@ -28,6 +28,8 @@ COMMAND_MODULES: list[str] = [
     "gateway.directory.trust_cli",
     "gateway.pki.cli",
     "gateway.prescriptions.cli",
+    "gateway.drugs.cli",
+    "gateway.documents.cli",
     "gateway.dmp.cli",
     "gateway.ordonnance.cli",
 ]

@@ -28,13 +28,14 @@ from gateway.pki.crl import import_crl, publish_all
 from gateway.pki.dn import dn_matches, normalise_dn, subject_dn
 from gateway.pki.kinds import KINDS, Purpose
 from gateway.pki.store import CertRecord
-from gateway.pki.verify import VerifyResult, verify_certificate
+from gateway.pki.verify import Failure, VerifyResult, verify_certificate
 
 __all__ = [
     "KINDS",
     "Anchor",
     "CertRecord",
     "Credentials",
+    "Failure",
     "Identity",
     "Issued",
     "PKIError",
