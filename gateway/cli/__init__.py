@@ -24,6 +24,7 @@ from gateway.errors import GatewayError
 COMMAND_MODULES: list[str] = [
     "gateway.cli.setup",
     "gateway.prescriptions.cli",
+    "gateway.xdm.cli",
 ]
 
 Handler = Callable[[argparse.Namespace], int | None]
