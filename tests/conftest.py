@@ -40,12 +40,12 @@ def shared_dir() -> Path:
     return path
 
 
-@pytest.fixture
-def gateway_home(tmp_path: Path) -> Path:
-    """An initialised gateway home: config.toml pointing at folders under tmp_path."""
+@pytest.fixture(scope="session")
+def _gateway_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One initialised gateway home per test session (creating the CAs takes seconds)."""
     from gateway.cli import main
 
-    home = tmp_path / "gw"
+    home = tmp_path_factory.mktemp("template") / "gw"
     home.mkdir()
     shared = Path(os.environ.get("MSSGW_SHARED", ROOT.parent / "shared")).resolve()
     (home / "config.toml").write_text(
@@ -58,4 +58,36 @@ def gateway_home(tmp_path: Path) -> Path:
         f'schematron_dir = "{shared}/ci-sis/schematrons"\n'
     )
     assert main(["init", "--config", str(home / "config.toml")]) == 0
+    return home
+
+
+@pytest.fixture
+def gateway_home(tmp_path: Path, _gateway_template: Path) -> Path:
+    """An initialised gateway home: config.toml pointing at folders under tmp_path (a copy of
+    the session's template, so every test gets its own CA files and database)."""
+    home = tmp_path / "gw"
+    shutil.copytree(_gateway_template, home, symlinks=True)
+    return home
+
+
+@pytest.fixture(scope="session")
+def _peer_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another operator's gateway home (domain peer.localhost) with its own CAs."""
+    from gateway.cli import main
+
+    home = tmp_path_factory.mktemp("peer") / "gw"
+    home.mkdir()
+    (home / "config.toml").write_text(
+        '[gateway]\ndomain = "peer.localhost"\nhostname = "mx.peer.localhost"\n'
+        '[pki]\norganisation = "Peer Operator"\nca_key_bits = 2048\n'
+    )
+    assert main(["init", "--config", str(home / "config.toml")]) == 0
+    return home
+
+
+@pytest.fixture
+def peer_home(tmp_path: Path, _peer_template: Path) -> Path:
+    """A second, independent gateway (another trust-space operator) for relay/PKI tests."""
+    home = tmp_path / "peer"
+    shutil.copytree(_peer_template, home, symlinks=True)
     return home

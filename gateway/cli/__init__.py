@@ -23,8 +23,10 @@ from gateway.errors import GatewayError
 # Each module has `register(sub: argparse._SubParsersAction) -> None`.
 COMMAND_MODULES: list[str] = [
     "gateway.cli.setup",
+    "gateway.pki.cli",
     "gateway.prescriptions.cli",
     "gateway.xdm.cli",
+    "gateway.ordonnance.cli",
 ]
 
 Handler = Callable[[argparse.Namespace], int | None]

@@ -18,6 +18,7 @@ from gateway.config import Config
 # "module:function", each `(config: Config) -> list[str]`, run in this order.
 INIT_STEPS: list[str] = [
     "gateway.storage_layout:initialise",
+    "gateway.pki.ca:initialise",
 ]
 
 # Registers the demo population; `(config: Config) -> list[str]` (empty when already there).

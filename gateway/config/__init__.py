@@ -46,6 +46,17 @@ class TLSSection:
 
 
 @dataclass(frozen=True)
+class PKISection:
+    organisation: str = "mssgw"  # O= of every certificate we issue
+    country: str = "FR"
+    ca_key_bits: int = 3072  # RSA; the MSSanté TLS 1.2 suites are ECDHE-RSA
+    key_bits: int = 2048
+    days: int = 1095  # default validity of issued certificates (IGC-Santé: 3 years)
+    crl_days: int = 7  # nextUpdate of published CRLs
+    ca_passphrase_file: str = ""  # CA keys encrypted with its first line ($MSSGW_CA_PASSPHRASE)
+
+
+@dataclass(frozen=True)
 class SMTPSection:
     submission: str = "127.0.0.1:10587"
     submission_tls: str = "127.0.0.1:10465"
@@ -82,6 +93,7 @@ class Config:
     gateway: GatewaySection = field(default_factory=GatewaySection)
     storage: StorageSection = field(default_factory=StorageSection)
     tls: TLSSection = field(default_factory=TLSSection)
+    pki: PKISection = field(default_factory=PKISection)
     smtp: SMTPSection = field(default_factory=SMTPSection)
     imap: IMAPSection = field(default_factory=IMAPSection)
     documents: DocumentsSection = field(default_factory=DocumentsSection)
@@ -142,6 +154,7 @@ _SECTIONS: dict[str, type] = {
     "gateway": GatewaySection,
     "storage": StorageSection,
     "tls": TLSSection,
+    "pki": PKISection,
     "smtp": SMTPSection,
     "imap": IMAPSection,
     "documents": DocumentsSection,
@@ -158,6 +171,12 @@ def config_from_dict(data: dict[str, Any], home: Path, source: Path | None = Non
     cfg = Config(home=home.resolve(), source=source, **sections)
     if cfg.tls.profile not in ("default", "strict"):
         raise ConfigError("config: [tls] profile must be 'default' or 'strict'")
+    for key in ("ca_key_bits", "key_bits"):
+        if not 2048 <= getattr(cfg.pki, key) <= 8192:
+            raise ConfigError(f"config: [pki] {key} must be between 2048 and 8192")
+    for key in ("days", "crl_days"):
+        if getattr(cfg.pki, key) < 1:
+            raise ConfigError(f"config: [pki] {key} must be at least 1")
     return cfg
 
 

@@ -1,0 +1,351 @@
+"""The paper ordonnance: one A4 page per screenful of lines, laid out as art. R5132-3 asks.
+
+Every page is self-contained (prescriber, QR code and identifier, patient, date, page "n/N"),
+because pharmacists scan whichever page they are handed. Bizone (ALD) prescriptions get the two
+zones of the national form. The output is PDF/A-2B (fonts embedded, sRGB output intent, XMP
+metadata) and deterministic: the same prescription gives the same bytes (dates come from the
+prescription, never from the clock), so a re-render can be compared with the copy in the CDA.
+
+`render_pdf` is pure and synchronous: the servers call it in a process pool.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+from collections.abc import Sequence
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from fpdf import FPDF, FPDF_VERSION
+from fpdf.enums import MethodReturnValue, XPos, YPos
+
+from gateway import __version__
+from gateway.documents.model import Prescription, PrescriptionLine
+from gateway.ordonnance import wording as w
+from gateway.ordonnance.code128 import code128_modules
+from gateway.ordonnance.qr import checked_identifier, qr_matrix
+from gateway.prescriptions.identifier import group
+
+FONT_DIR = Path(__file__).resolve().parent / "fonts"
+FONT = "DejaVu"
+PARIS = ZoneInfo("Europe/Paris")
+
+# Page geometry (mm). A4 with 15 mm margins; the footer keeps 30 mm for the legal mention.
+MARGIN = 15.0
+FOOTER_H = 30.0
+QR_SIZE = 30.0  # 21 modules + quiet zone: ~1.1 mm per module, easy for any scanner
+QR_BOX_W = 54.0
+GREY = (90, 90, 90)
+BLACK = (0, 0, 0)
+
+ALD_HEADING = (
+    "Prescriptions relatives au traitement de l'affection de longue durée reconnue "
+    "(liste ou hors liste)"
+)
+ALD_SUB = "(AFFECTION EXONÉRANTE)"
+NON_ALD_HEADING = "Prescriptions SANS RAPPORT avec l'affection de longue durée"
+NON_ALD_SUB = "(MALADIES INTERCURRENTES)"
+
+
+def _aware(when: dt.datetime) -> dt.datetime:
+    """A naive prescription time is French local time (never the renderer's time zone)."""
+    return when.replace(tzinfo=PARIS) if when.tzinfo is None else when
+
+
+def legal_mention(identifier: str, valid_until: dt.date) -> str:
+    return (
+        f"Ordonnance numérique n° {group(identifier)}, enregistrée électroniquement. "
+        "Le pharmacien scanne le QR code ou saisit cet identifiant pour la vérifier et "
+        "retrouver vos médicaments ; seule la version enregistrée fait foi, une copie modifiée "
+        "ne sera pas délivrée. "
+        f"À présenter en pharmacie avant le {w.short_date(valid_until)} pour une première "
+        "délivrance (3 mois). Conservez-la pour les renouvellements. Ce document contient des "
+        "données de santé personnelles : ne le transmettez qu'à votre pharmacien ou à un "
+        "professionnel de santé."
+    )
+
+
+class _Ordonnance(FPDF):
+    """FPDF with this ordonnance's header and footer on every page."""
+
+    def __init__(self, p: Prescription, identifier: str) -> None:
+        super().__init__(orientation="P", unit="mm", format="A4", enforce_compliance="PDFA_2B")
+        self.p = p
+        self.identifier = identifier
+        self.when = _aware(p.date)
+        self.valid_until = p.validity_end or w.add_months(self.when.date(), 3)
+        self.qr = qr_matrix(identifier)
+        for style, file in (("", "DejaVuSans.ttf"), ("B", "DejaVuSans-Bold.ttf"),
+                            ("I", "DejaVuSans-Oblique.ttf")):  # fmt: skip
+            self.add_font(FONT, style, str(FONT_DIR / file))
+        self.set_margins(MARGIN, MARGIN, MARGIN)
+        self.set_auto_page_break(True, margin=FOOTER_H + 4)
+        self.set_creation_date(self.when)
+        self.set_lang("fr-FR")
+        self.doc_title = f"Ordonnance numérique {identifier}"
+        self.set_title(self.doc_title)
+        self.set_author(w.prescriber_name(p.author))
+        self.set_creator(f"mssgw {__version__}")
+        self.set_producer(f"mssgw {__version__} (fpdf2 {FPDF_VERSION})")
+        self.set_xmp_metadata(self._xmp())
+        self.alias_nb_pages()
+
+    # -- metadata --------------------------------------------------------------------------
+
+    def _xmp(self) -> str:
+        """PDF/A identification and document info; dates from the prescription (determinism)."""
+
+        def e(text: str) -> str:
+            return html.escape(text, quote=True)
+
+        stamp = self.when.isoformat(timespec="seconds")
+        return (
+            '<x:xmpmeta xmlns:x="adobe:ns:meta/">\n'
+            ' <rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">\n'
+            '  <rdf:Description rdf:about=""\n'
+            '    xmlns:pdfaid="http://www.aiim.org/pdfa/ns/id/"\n'
+            '    xmlns:dc="http://purl.org/dc/elements/1.1/"\n'
+            '    xmlns:xmp="http://ns.adobe.com/xap/1.0/"\n'
+            '    xmlns:pdf="http://ns.adobe.com/pdf/1.3/">\n'
+            "   <pdfaid:part>2</pdfaid:part>\n"
+            "   <pdfaid:conformance>B</pdfaid:conformance>\n"
+            f'   <dc:title><rdf:Alt><rdf:li xml:lang="x-default">{e(self.doc_title)}'
+            "</rdf:li></rdf:Alt></dc:title>\n"
+            f"   <dc:creator><rdf:Seq><rdf:li>{e(str(self.author))}</rdf:li></rdf:Seq>"
+            "</dc:creator>\n"
+            "   <dc:language><rdf:Bag><rdf:li>fr-FR</rdf:li></rdf:Bag></dc:language>\n"
+            f"   <xmp:CreateDate>{stamp}</xmp:CreateDate>\n"
+            f"   <xmp:ModifyDate>{stamp}</xmp:ModifyDate>\n"
+            f"   <xmp:MetadataDate>{stamp}</xmp:MetadataDate>\n"
+            f"   <xmp:CreatorTool>{e(self.creator)}</xmp:CreatorTool>\n"
+            f"   <pdf:Producer>{e(self.producer)}</pdf:Producer>\n"
+            "  </rdf:Description>\n"
+            " </rdf:RDF>\n"
+            "</x:xmpmeta>"
+        )
+
+    # -- small drawing helpers ---------------------------------------------------------------
+
+    def text_block(
+        self, text: str, size: float, style: str = "", *, w: float = 0, h: float | None = None,
+        align: str = "L", color: tuple[int, int, int] = BLACK,
+    ) -> None:  # fmt: skip
+        self.set_font(FONT, style, size)
+        self.set_text_color(*color)
+        self.multi_cell(
+            w, h or size * 0.45, text, align=align, new_x=XPos.LEFT, new_y=YPos.NEXT
+        )
+        self.set_text_color(*BLACK)
+
+    def block_height(self, text: str, size: float, style: str = "", w: float = 0) -> float:
+        self.set_font(FONT, style, size)
+        height = self.multi_cell(
+            w, size * 0.45, text, dry_run=True, output=MethodReturnValue.HEIGHT
+        )
+        assert isinstance(height, float | int)
+        return float(height)
+
+    def draw_qr(self, x: float, y: float, size: float) -> None:
+        """The QR symbol as filled rectangles: crisp at any zoom, no image to embed.
+        Horizontal runs of dark modules become one rectangle (fewer drawing operators)."""
+        n = len(self.qr)
+        quiet = 4
+        module = size / (n + 2 * quiet)
+        self.set_fill_color(255, 255, 255)
+        self.rect(x, y, size, size, style="F")
+        self.set_fill_color(*BLACK)
+        for r, row in enumerate(self.qr):
+            c = 0
+            while c < n:
+                if not row[c]:
+                    c += 1
+                    continue
+                start = c
+                while c < n and row[c]:
+                    c += 1
+                self.rect(
+                    x + (quiet + start) * module, y + (quiet + r) * module,
+                    (c - start) * module, module, style="F",
+                )  # fmt: skip
+
+    def draw_code128(self, text: str, x: float, y: float, height: float, module: float) -> float:
+        """A Code 128 barcode (bars as rectangles); returns its width."""
+        modules = code128_modules(text)
+        self.set_fill_color(*BLACK)
+        pos = 0
+        for dark, width in modules:
+            if dark:
+                self.rect(x + pos * module, y, width * module, height, style="F")
+            pos += width
+        return pos * module
+
+    # -- page furniture ------------------------------------------------------------------------
+
+    def header(self) -> None:
+        p, a = self.p, self.p.author
+        top = MARGIN - 3
+        left_w = self.w - 2 * MARGIN - QR_BOX_W - 5
+        self.set_xy(MARGIN, top)
+        self.text_block(w.prescriber_name(a), 13, "B", w=left_w, h=6)
+        self.text_block(w.profession_line(a), 9.5, w=left_w)
+        if a.rpps:
+            self.text_block(f"N° RPPS {w.clean(a.rpps, limit=20)}", 9, w=left_w)
+            if a.rpps.isdigit():
+                self.draw_code128(a.rpps, self.x, self.y + 0.5, 7, 0.25)
+                self.set_y(self.y + 8.5)
+        s = a.structure
+        if s:
+            self.text_block(w.clean(s.name, limit=300), 9.5, "B", w=left_w)
+            if s.address:
+                self.text_block(w.clean(s.address, multiline=True, limit=400), 9, w=left_w)
+            ident = w.structure_id_line(s)
+            if ident:
+                self.text_block(ident, 8, w=left_w, color=GREY)
+        phone = a.phone or (s.phone if s else None)
+        contact = []
+        if phone:
+            contact.append(f"Tél. {w.clean(phone, limit=40)}")
+        if a.email:
+            contact.append(w.clean(a.email, limit=200))
+        if contact:
+            self.text_block(" — ".join(contact), 9, w=left_w)
+        left_end = self.y
+
+        # QR code box, top right.
+        qx = self.w - MARGIN - QR_BOX_W
+        self.set_xy(qx, top)
+        self.text_block("Ordonnance numérique", 8, "B", w=QR_BOX_W, align="C")
+        self.draw_qr(qx + (QR_BOX_W - QR_SIZE) / 2, self.y, QR_SIZE)
+        self.set_xy(qx, self.y + QR_SIZE)
+        self.text_block(group(self.identifier), 10, "B", w=QR_BOX_W, align="C", h=5)
+        right_end = self.y
+
+        y = max(left_end, right_end) + 2
+        self.set_draw_color(*BLACK)
+        self.set_line_width(0.3)
+        self.line(MARGIN, y, self.w - MARGIN, y)
+
+        # Patient and date.
+        self.set_xy(MARGIN, y + 2.5)
+        pat = p.patient
+        date_w = 60
+        self.set_font(FONT, "", 10)
+        self.cell(
+            0, 5, f"Le {w.long_date(self.when.date())}", align="R",
+            new_x=XPos.LMARGIN, new_y=YPos.TOP,
+        )  # fmt: skip
+        self.text_block(w.patient_name(pat), 11, "B", w=self.epw - date_w, h=5.5)
+        born = f"{w.born_word(pat.sex)} le {w.short_date(pat.birth_date)}"
+        old = w.age(pat.birth_date, self.when.date())
+        self.text_block(
+            f"Sexe : {w.sex_word(pat.sex)}    {born}" + (f" ({old})" if old else ""), 9.5
+        )
+        y = self.y + 2
+        self.set_line_width(0.2)
+        self.line(MARGIN, y, self.w - MARGIN, y)
+        self.set_xy(MARGIN, y + 4)
+
+    def footer(self) -> None:
+        y = self.h - FOOTER_H
+        self.set_draw_color(*BLACK)
+        self.set_line_width(0.2)
+        self.line(MARGIN, y, self.w - MARGIN, y)
+        self.set_xy(MARGIN, y + 1.5)
+        self.text_block(legal_mention(self.identifier, self.valid_until), 7.2, "I", h=3.2,
+                        color=GREY)  # fmt: skip
+        self.set_xy(MARGIN, self.h - MARGIN + 2)
+        self.set_font(FONT, "", 8)
+        self.set_text_color(*GREY)
+        self.cell(0, 4, f"N° {self.identifier}", align="L", new_x=XPos.LMARGIN, new_y=YPos.TOP)
+        self.cell(0, 4, f"Page {self.page_no()}/{{nb}}", align="R")
+        self.set_text_color(*BLACK)
+
+    # -- body ----------------------------------------------------------------------------------
+
+    def zone_heading(self, title: str, sub: str, *, continued: bool = False) -> None:
+        text = f"{title} {sub}" + (" (suite)" if continued else "")
+        height = self.block_height(text, 8.5, "B", w=self.epw - 4) + 3
+        if self.will_page_break(height + 20):
+            self.add_page()
+        y = self.y
+        self.set_fill_color(235, 235, 235)
+        self.rect(MARGIN, y, self.epw, height, style="F")
+        self.set_xy(MARGIN + 2, y + 1.5)
+        self.text_block(text, 8.5, "B", w=self.epw - 4, align="C")
+        self.set_xy(MARGIN, y + height + 3)
+
+    def prescription_line(self, number: int, line: PrescriptionLine) -> None:
+        indent = 7
+        body_w = self.epw - indent
+        label = w.clean(line.product.label) or "(médicament sans libellé)"
+        pieces: list[tuple[str, float, str, tuple[int, int, int]]] = [
+            (label, 10.5, "B", BLACK)
+        ]
+        codes = w.product_codes(line)
+        if codes:
+            pieces.append((codes, 7.5, "", GREY))
+        for sentence in w.dosage_lines(line):
+            pieces.append((sentence, 9.5, "", BLACK))
+        supply = w.supply_text(line)
+        if supply:
+            pieces.append((supply, 9.5, "", BLACK))
+        subst = w.substitution_text(line)
+        if subst:
+            pieces.append((subst, 9.5, "B", BLACK))
+        height = sum(self.block_height(t, s, st, w=body_w) for t, s, st, _ in pieces)
+        # Keep a medicine on one page unless it alone is longer than a page.
+        if self.will_page_break(height) and height < self.h - 140:
+            self.add_page()
+        self.set_font(FONT, "B", 10.5)
+        self.cell(indent, 10.5 * 0.45, f"{number}.", new_x=XPos.RIGHT, new_y=YPos.TOP)
+        for text, size, style, color in pieces:
+            self.set_x(MARGIN + indent)
+            self.text_block(text, size, style, w=body_w, color=color)
+        self.set_y(self.y + 3.5)
+
+    def lines(self, lines: Sequence[tuple[int, PrescriptionLine]]) -> None:
+        for number, line in lines:
+            self.prescription_line(number, line)
+
+    def signature(self) -> None:
+        text = (
+            f"{w.prescriber_name(self.p.author)}\n"
+            "Ordonnance signée électroniquement par le prescripteur"
+        )
+        height = self.block_height(text, 8.5, w=110) + 6
+        if self.will_page_break(height):
+            self.add_page()
+        self.set_y(self.y + 2)
+        self.set_x(self.w - MARGIN - 110)
+        self.text_block(text, 8.5, w=110, align="R", color=GREY)
+
+
+def is_bizone(p: Prescription) -> bool:
+    """The ALD layout when the document says so (MED-1096) or any line is ALD-related: a line
+    related to the long-term illness must be in the upper zone to be reimbursed as such."""
+    return p.bizone or any(line.ald for line in p.lines)
+
+
+def render_pdf(prescription: Prescription) -> bytes:
+    """The ordonnance as PDF/A-2B bytes. Raises OrdonnanceError when the prescription has no
+    valid identifier (the QR code and the legal mention need one)."""
+    identifier = checked_identifier(prescription.identifier)
+    pdf = _Ordonnance(prescription, identifier)
+    pdf.add_page()
+    numbered = list(enumerate(prescription.lines, start=1))
+    if is_bizone(prescription):
+        pdf.zone_heading(ALD_HEADING, ALD_SUB)
+        pdf.lines([(n, line) for n, line in numbered if line.ald])
+        pdf.set_y(pdf.y + 2)
+        pdf.zone_heading(NON_ALD_HEADING, NON_ALD_SUB)
+        pdf.lines([(n, line) for n, line in numbered if not line.ald])
+    else:
+        pdf.lines(numbered)
+    if not prescription.lines:
+        pdf.text_block("(aucune ligne de prescription)", 10, "I")
+    notes = w.clean(prescription.notes, multiline=True)
+    if notes:
+        pdf.text_block(f"Commentaire : {notes}", 9.5, "I")
+    pdf.signature()
+    return bytes(pdf.output())

@@ -1,0 +1,56 @@
+"""The QR code that carries the e-prescription identifier, and nothing else.
+
+The pharmacist's scanner reads the identifier and fetches the prescription from the registry, so
+the code holds exactly the 18 characters (no spaces, no URL, no prefix). An identifier uses only
+0-9A-Z, which QR's alphanumeric mode encodes compactly: a version 1 symbol (21x21) holds it at
+error-correction level M, leaving large modules that survive a crumpled paper or a phone screen.
+"""
+
+from __future__ import annotations
+
+import io
+
+import segno
+
+from gateway.errors import GatewayError
+from gateway.prescriptions.identifier import check_identifier
+
+
+class OrdonnanceError(GatewayError):
+    """The prescription cannot be rendered as an ordonnance (e.g. no valid identifier)."""
+
+
+def checked_identifier(identifier: str | None) -> str:
+    """The identifier in its canonical form (no spaces), or OrdonnanceError saying why not."""
+    if not identifier:
+        raise OrdonnanceError("the prescription has no e-prescription identifier to print")
+    result = check_identifier(identifier)
+    if not result.ok:
+        raise OrdonnanceError(f"identifier {result.identifier!r} is not valid: {result.reason}")
+    return result.identifier
+
+
+def make_qr(identifier: str) -> segno.QRCode:
+    """The symbol for `identifier` (checked and normalised first)."""
+    ident = checked_identifier(identifier)
+    # boost_error=False keeps level M stable across segno versions (same symbol, same tests).
+    return segno.make_qr(ident, error="m", mode="alphanumeric", boost_error=False)
+
+
+def qr_matrix(identifier: str) -> list[list[bool]]:
+    """Dark modules (True) row by row, without the quiet zone: the PDF draws them as vectors."""
+    return [[bool(v) for v in row] for row in make_qr(identifier).matrix]
+
+
+def qr_png(identifier: str, *, scale: int = 8, border: int = 4) -> bytes:
+    """A black-on-white PNG of the QR code, for the CDA's 2D-code section.
+
+    The default gives (21 + 2*4) * 8 = 232 pixels square, about 400 bytes: large enough to scan
+    from a screen, small enough to embed in base64. `border` is the quiet zone in modules (the QR
+    standard asks for 4).
+    """
+    if scale < 1 or border < 0:
+        raise OrdonnanceError("scale must be >= 1 and border >= 0")
+    out = io.BytesIO()
+    make_qr(identifier).save(out, kind="png", scale=scale, border=border)
+    return out.getvalue()

@@ -1,0 +1,307 @@
+"""How the model's codes and values read on a French ordonnance: pure text functions.
+
+The CDA carries codes (profession 10, speciality SM26, UCUM units, EDQM routes); a patient and a
+pharmacist read words. The tables hold the common values in the wording of the national
+nomenclatures (TRE_G15 professions, TRE_R38 specialities); an unknown code is printed as-is rather
+than guessed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import unicodedata
+from decimal import Decimal
+
+from gateway.documents.model import (
+    AuthorInfo,
+    Dose,
+    Frequency,
+    PatientInfo,
+    PrescriptionLine,
+    StructureInfo,
+)
+
+PROFESSIONS = {
+    "10": "Médecin",
+    "21": "Pharmacien",
+    "40": "Chirurgien-dentiste",
+    "50": "Sage-femme",
+    "60": "Infirmier",
+    "70": "Masseur-kinésithérapeute",
+    "80": "Pédicure-podologue",
+}
+
+SPECIALTIES = {
+    "SM02": "Anesthésie-réanimation",
+    "SM04": "Cardiologie et maladies vasculaires",
+    "SM15": "Dermatologie et vénéréologie",
+    "SM16": "Endocrinologie et métabolisme",
+    "SM18": "Gériatrie",
+    "SM19": "Gynécologie médicale",
+    "SM20": "Gynécologie-obstétrique",
+    "SM21": "Hématologie",
+    "SM24": "Gastro-entérologie et hépatologie",
+    "SM26": "Médecine générale",
+    "SM27": "Médecine interne",
+    "SM30": "Néphrologie",
+    "SM32": "Neurologie",
+    "SM38": "Ophtalmologie",
+    "SM39": "Oto-rhino-laryngologie",
+    "SM40": "Pédiatrie",
+    "SM41": "Pneumologie",
+    "SM42": "Psychiatrie",
+    "SM48": "Rhumatologie",
+    "SM53": "Médecine générale",
+    "SM54": "Médecine générale",
+    "SM57": "Allergologie",
+    "SM58": "Maladies infectieuses et tropicales",
+    "SM59": "Médecine d'urgence",
+    "SM62": "Endocrinologie, diabétologie, nutrition",
+    "SM73": "Médecine cardiovasculaire",
+}
+
+# UCUM annotations and units as words (singular, plural).
+UNITS: dict[str, tuple[str, str]] = {
+    "{comprime}": ("comprimé", "comprimés"),
+    "{comprimé}": ("comprimé", "comprimés"),
+    "{gelule}": ("gélule", "gélules"),
+    "{gélule}": ("gélule", "gélules"),
+    "{capsule}": ("capsule", "capsules"),
+    "{sachet}": ("sachet", "sachets"),
+    "{goutte}": ("goutte", "gouttes"),
+    "{bouffee}": ("bouffée", "bouffées"),
+    "{bouffée}": ("bouffée", "bouffées"),
+    "{suppositoire}": ("suppositoire", "suppositoires"),
+    "{application}": ("application", "applications"),
+    "{ampoule}": ("ampoule", "ampoules"),
+    "{dose}": ("dose", "doses"),
+    "{cuillere-mesure}": ("cuillère-mesure", "cuillères-mesure"),
+    "{pulverisation}": ("pulvérisation", "pulvérisations"),
+    "{patch}": ("patch", "patchs"),
+    "[iU]": ("UI", "UI"),
+    "[IU]": ("UI", "UI"),
+    "mL": ("mL", "mL"),
+    "ml": ("mL", "mL"),
+}
+
+PERIODS: dict[str, tuple[str, str, str]] = {  # unit: (par ..., tous/toutes les N ..., gender)
+    "h": ("heure", "heures", "f"),
+    "d": ("jour", "jours", "m"),
+    "wk": ("semaine", "semaines", "f"),
+    "mo": ("mois", "mois", "m"),
+    "a": ("an", "ans", "m"),
+}
+
+ROUTES = {  # EDQM standard terms
+    "20053000": "voie orale",
+    "20061000": "voie rectale",
+    "20066000": "voie sublinguale",
+    "20003000": "voie cutanée",
+    "20045000": "voie intraveineuse",
+    "20035000": "voie intramusculaire",
+    "20066500": "voie sous-cutanée",
+    "20020000": "voie inhalée",
+    "20049000": "voie nasale",
+    "20051000": "voie ophtalmique",
+    "20023000": "voie auriculaire",
+    "20072000": "voie vaginale",
+    "20070000": "voie transdermique",
+}
+
+MONTHS = (
+    "janvier", "février", "mars", "avril", "mai", "juin",
+    "juillet", "août", "septembre", "octobre", "novembre", "décembre",
+)  # fmt: skip
+
+# The longest a single field may print: a hostile or broken document must not produce a
+# thousand-page PDF. The structured CDA keeps the full text; the cut is visible.
+MAX_FIELD = 1500
+_CUT = " […]"
+
+
+def clean(text: str | None, *, multiline: bool = False, limit: int = MAX_FIELD) -> str:
+    """Text safe to print: control and invisible format characters become spaces, runs of
+    spaces collapse, and the field is cut (visibly) at `limit` characters."""
+    if not text:
+        return ""
+    out = []
+    for ch in unicodedata.normalize("NFC", text):
+        if ch == "\n" and multiline:
+            out.append("\n")
+        elif unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
+            out.append(" ")
+        else:
+            out.append(ch)
+    lines = [re.sub(r"\s+", " ", line).strip() for line in "".join(out).split("\n")]
+    result = "\n".join(line for line in lines if line)
+    if len(result) > limit:
+        result = result[: limit - len(_CUT)].rstrip() + _CUT
+    return result
+
+
+def long_date(day: dt.date) -> str:
+    """`22 novembre 2026` (1er for the first of the month, as written in French)."""
+    d = "1er" if day.day == 1 else str(day.day)
+    return f"{d} {MONTHS[day.month - 1]} {day.year}"
+
+
+def short_date(day: dt.date) -> str:
+    return day.strftime("%d/%m/%Y")
+
+
+def number(value: Decimal | int) -> str:
+    """French decimal notation without trailing zeros: 0.50 -> `0,5`, 2 -> `2`."""
+    text = format(Decimal(value), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text.replace(".", ",")
+
+
+def plural(value: Decimal | int, singular: str, plural_form: str | None = None) -> str:
+    """French rule: plural from 2 upwards (`1,5 comprimé`, `2 comprimés`)."""
+    if Decimal(value) >= 2:
+        if plural_form is not None:
+            return plural_form
+        return singular if singular.endswith(("s", "x", "z")) else singular + "s"
+    return singular
+
+
+def add_months(day: dt.date, months: int) -> dt.date:
+    month0 = day.month - 1 + months
+    year, month = day.year + month0 // 12, month0 % 12 + 1
+    for d in (day.day, 30, 29, 28):
+        try:
+            return dt.date(year, month, d)
+        except ValueError:
+            continue
+    raise AssertionError("unreachable")
+
+
+def age(birth: dt.date, on: dt.date) -> str:
+    """`41 ans`, or months for a young child (doses depend on it)."""
+    months = (on.year - birth.year) * 12 + on.month - birth.month - (on.day < birth.day)
+    if months < 0:
+        return ""
+    if months < 24:
+        return f"{months} mois"
+    return f"{months // 12} ans"
+
+
+def profession_line(author: AuthorInfo) -> str:
+    """`Médecin — Médecine générale` (an unknown code stays visible rather than dropped)."""
+    prof = PROFESSIONS.get(author.profession, f"Profession {clean(author.profession)}")
+    if author.specialty:
+        spec = author.specialty.split("/")[-1]  # accept G15_10/SM26 as well as SM26
+        return f"{prof} — {SPECIALTIES.get(spec, clean(spec))}"
+    return prof
+
+
+def prescriber_name(author: AuthorInfo) -> str:
+    title = clean(author.title, limit=40) or ("Dr" if author.profession in ("10", "40") else "")
+    name = f"{clean(author.given_name, limit=200)} {clean(author.family_name, limit=200).upper()}"
+    return f"{title} {name}".strip()
+
+
+def structure_id_line(structure: StructureInfo) -> str:
+    nid = clean(structure.national_id, limit=40)
+    if nid.startswith("1") and len(nid) == 10:
+        return f"FINESS {nid[1:]}"
+    if nid.startswith("3") and len(nid) == 15:
+        return f"SIRET {nid[1:]}"
+    return nid
+
+
+def patient_name(patient: PatientInfo) -> str:
+    """`Mme DURAND Marie Claire (née MARTIN)`: used name first when there is one."""
+    civ = {"F": "Mme", "M": "M."}.get(patient.sex, "")
+    birth = clean(patient.birth_name, limit=200).upper()
+    used = clean(patient.used_name, limit=200).upper()
+    given = clean(patient.given_names, limit=300)
+    if used and used != birth:
+        born = {"F": "née", "M": "né"}.get(patient.sex, "né(e)")
+        return f"{civ} {used} {given} ({born} {birth})".strip()
+    return f"{civ} {birth} {given}".strip()
+
+
+def sex_word(sex: str) -> str:
+    return {"F": "Féminin", "M": "Masculin"}.get(sex, "Indéterminé")
+
+
+def born_word(sex: str) -> str:
+    return {"F": "Née", "M": "Né"}.get(sex, "Né(e)")
+
+
+def unit_words(unit: str, quantity: Decimal) -> str:
+    known = UNITS.get(unit)
+    if known:
+        return known[1] if Decimal(quantity) >= 2 else known[0]
+    label = clean(unit.strip("{}"), limit=60)
+    return label
+
+
+def dose_text(dose: Dose) -> str:
+    return f"{number(dose.quantity)} {unit_words(dose.unit, dose.quantity)}".strip()
+
+
+def frequency_text(freq: Frequency) -> str:
+    """`3 fois par jour`, `1 fois tous les 2 jours`, `toutes les 8 heures`."""
+    single, many, gender = PERIODS.get(freq.period_unit, (freq.period_unit, freq.period_unit, "m"))
+    every = "toutes les" if gender == "f" else "tous les"
+    if freq.period_value == 1:
+        return f"{freq.times} fois par {single}"
+    period = f"{every} {number(freq.period_value)} {many}"
+    return period if freq.times == 1 else f"{freq.times} fois {period}"
+
+
+def dosage_lines(line: PrescriptionLine) -> list[str]:
+    """The dosage as sentences: structured part first, then the prescriber's free text."""
+    parts = []
+    if line.dose:
+        parts.append(dose_text(line.dose))
+    if line.frequency:
+        parts.append(frequency_text(line.frequency))
+    if line.route and line.route in ROUTES:
+        parts.append(ROUTES[line.route])
+    out = []
+    if parts:
+        sentence = ", ".join(parts)
+        out.append(sentence[0].upper() + sentence[1:])
+    text = clean(line.dosage_text, multiline=True)
+    if text:
+        out.append(text)
+    return out
+
+
+def supply_text(line: PrescriptionLine) -> str:
+    """`Pendant 7 jours — Quantité : 2 boîtes — À renouveler 2 fois`."""
+    parts = []
+    if line.duration_days:
+        parts.append(f"Pendant {line.duration_days} {plural(line.duration_days, 'jour')}")
+    if line.quantity is not None:
+        unit = clean(line.quantity_unit, limit=60) or "boîte"
+        parts.append(f"Quantité : {number(line.quantity)} {plural(line.quantity, unit)}")
+    if line.renewals > 0:
+        parts.append(f"À renouveler {line.renewals} fois")
+    return " — ".join(parts)
+
+
+def substitution_text(line: PrescriptionLine) -> str:
+    """The legal mention `Non substituable (MTE)`, or empty when substitution is allowed."""
+    if line.substitutable:
+        return ""
+    if line.substitution_refusal is not None:
+        return f"Non substituable ({line.substitution_refusal.value})"
+    return "Non substituable"
+
+
+def product_codes(line: PrescriptionLine) -> str:
+    p = line.product
+    codes = []
+    if p.magistral:
+        codes.append("Préparation magistrale")
+    if p.cis:
+        codes.append(f"CIS {clean(p.cis, limit=20)}")
+    if p.cip13:
+        codes.append(f"CIP {clean(p.cip13, limit=20)}")
+    return " · ".join(codes)

@@ -1,0 +1,90 @@
+"""Atomic file writes for keys, certificates and CRLs, and the layout of `certs/`.
+
+A file is written to a temporary name created with O_CREAT|O_EXCL and its final mode (so a
+private key is never readable by others, not even for an instant), fsynced, then renamed over
+the target and the folder fsynced: a reader sees the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.config import Config
+from gateway.pki.kinds import CA
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        try:
+            os.fchmod(fd, mode)  # the umask may have narrowed it; never widens beyond `mode`
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """A private key (or anything holding one): mode 0600, in a 0700 folder."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_atomic(path, data, 0o600)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where everything lives under `certs/` (see certs/README.md)."""
+
+    root: Path
+
+    @classmethod
+    def of(cls, config: Config) -> Layout:
+        return cls(config.certs_path)
+
+    @property
+    def private(self) -> Path:
+        return self.root / "private"
+
+    def ca_cert(self, ca: CA) -> Path:
+        return self.root / "ca" / f"{ca.value}.pem"
+
+    def ca_key(self, ca: CA) -> Path:
+        return self.private / f"ca-{ca.value}.key"
+
+    def ca_crl(self, ca: CA) -> Path:
+        return self.root / "crl" / f"{ca.value}.crl.pem"
+
+    @property
+    def chain(self) -> Path:
+        """Our issuing CAs then the root: what a client needs beside the root to build a chain."""
+        return self.root / "ca" / "chain.pem"
+
+    def cert(self, serial: str) -> Path:
+        """The issued certificate followed by its issuing CA (loadable by load_cert_chain)."""
+        return self.root / "issued" / f"{serial}.pem"
+
+    def key(self, serial: str) -> Path:
+        return self.private / f"{serial}.key"
+
+    @property
+    def anchors(self) -> Path:
+        return self.root / "anchors"
+
+    @property
+    def peer_crls(self) -> Path:
+        return self.root / "crl" / "peers"

@@ -1,0 +1,120 @@
+"""Sample prescriptions for the ordonnance tests and bench (built in code: no shared data)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+from gateway.documents.model import (
+    AuthorInfo,
+    Dose,
+    Frequency,
+    PatientInfo,
+    Prescription,
+    PrescriptionLine,
+    Product,
+    StructureInfo,
+    SubstitutionRefusal,
+)
+
+IDENTIFIER = "01S2TBPZ2JCNZZYGHZ"  # replaced below by a valid one (check character)
+
+
+def valid_identifier() -> str:
+    from gateway.prescriptions.identifier import ALPHABET, check_character
+
+    body = "01S2TBPZ2JCNZZYGH"
+    for last in ALPHABET:  # vary the last body character until the check is in 0-9A-Z
+        try:
+            return body[:-1] + last + check_character(body[:-1] + last)
+        except ValueError:
+            continue
+    raise AssertionError
+
+
+PATIENT = PatientInfo(
+    ins="279035121518989",
+    ins_oid="1.2.250.1.213.1.4.10",
+    birth_name="Lefèvre",
+    given_names="Françoise Cécile",
+    sex="F",
+    birth_date=dt.date(1979, 3, 12),
+    birth_place="51215",
+)
+
+AUTHOR = AuthorInfo(
+    national_id="810101234567",
+    family_name="Martin",
+    given_name="Hélène",
+    profession="10",
+    specialty="SM26",
+    phone="01 23 45 67 89",
+    email="helene.martin@medecin.mssante.test",
+    structure=StructureInfo(
+        national_id="1750000000",
+        name="Cabinet médical de l'Église",
+        address="12 rue de la Paix\n75002 Paris",
+        phone="01 23 45 67 80",
+    ),
+)
+
+
+def line(label: str, **kw: object) -> PrescriptionLine:
+    return PrescriptionLine(product=Product(label=label, cis=kw.pop("cis", None)), **kw)  # type: ignore[arg-type]
+
+
+LINES = (
+    PrescriptionLine(
+        product=Product(label="AMOXICILLINE BIOGARAN 1 g, comprimé dispersible", cis="60234100",
+                        cip13="3400936403114"),
+        dose=Dose(Decimal(1), "{comprime}"),
+        frequency=Frequency(3),
+        route="20053000",
+        duration_days=7,
+        quantity=Decimal(2),
+        dosage_text="À prendre au cours des repas.",
+    ),
+    PrescriptionLine(
+        product=Product(label="LÉVOTHYROX 75 microgrammes, comprimé sécable", cis="67570116"),
+        dose=Dose(Decimal(1), "{comprime}"),
+        frequency=Frequency(1),
+        dosage_text="Le matin à jeun, 30 minutes avant le petit-déjeuner.",
+        duration_days=90,
+        quantity=Decimal(3),
+        renewals=2,
+        substitutable=False,
+        substitution_refusal=SubstitutionRefusal.MTE,
+    ),
+    PrescriptionLine(
+        product=Product(label="PARACÉTAMOL 500 mg, gélule"),
+        dose=Dose(Decimal("0.5"), "{gelule}"),
+        dosage_text="En cas de douleur ou de fièvre, jusqu'à 6 gélules par jour ; œdème : éviter.",
+        quantity=Decimal(1),
+    ),
+)
+
+
+def prescription(**kw: object) -> Prescription:
+    base: dict[str, object] = dict(
+        patient=PATIENT,
+        author=AUTHOR,
+        date=dt.datetime(2026, 11, 22, 9, 30),
+        lines=LINES,
+        identifier=valid_identifier(),
+    )
+    base.update(kw)
+    return Prescription(**base)  # type: ignore[arg-type]
+
+
+def bizone_prescription() -> Prescription:
+    ald = (
+        PrescriptionLine(product=Product(label="METFORMINE 1000 mg, comprimé pelliculé"),
+                         dose=Dose(Decimal(1), "{comprime}"), frequency=Frequency(2),
+                         duration_days=90, quantity=Decimal(3), renewals=3, ald=True),
+        PrescriptionLine(product=Product(label="INSULINE GLARGINE 100 U/mL, stylo prérempli"),
+                         dosage_text="20 unités le soir", duration_days=30, quantity=Decimal(1),
+                         substitutable=False, substitution_refusal=SubstitutionRefusal.CIF,
+                         ald=True),
+    )
+    other = (LINES[2],)
+    return prescription(lines=ald + other, bizone=True)

@@ -1,0 +1,232 @@
+"""The ordonnance PDF, read back the way a pharmacist's tools read it: pdfium renders the pages,
+zxing-cpp scans the QR code and the RPPS barcode, pdfium extracts the text."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import re
+import subprocess
+import zlib
+from decimal import Decimal
+
+import pypdfium2 as pdfium
+import pytest
+import zxingcpp
+from conftest import require_tool
+from ordonnance_samples import AUTHOR, LINES, bizone_prescription, prescription
+
+from gateway.documents.model import PrescriptionLine, Product, SubstitutionRefusal
+from gateway.ordonnance import OrdonnanceError, qr_png, render_pdf
+from gateway.prescriptions.identifier import group, new_identifier
+
+
+def pages_text(data: bytes) -> list[str]:
+    doc = pdfium.PdfDocument(data)
+    return [page.get_textpage().get_text_range() for page in doc]
+
+
+def scan(data: bytes, page: int = 0) -> dict[str, list[str]]:
+    """Barcodes found on a page rendered at 216 dpi (a phone camera sees less; the QR's
+    modules are over a millimetre, so this is not generous)."""
+    image = pdfium.PdfDocument(data)[page].render(scale=3).to_pil()
+    found: dict[str, list[str]] = {}
+    for result in zxingcpp.read_barcodes(image):
+        found.setdefault(str(result.format), []).append(result.text)
+    return found
+
+
+def flat(text: str) -> str:
+    return re.sub(r"\s+", " ", text)
+
+
+def test_qr_code_carries_exactly_the_identifier() -> None:
+    p = prescription(identifier=new_identifier())
+    data = render_pdf(p)
+    assert data.startswith(b"%PDF-1.7")
+    codes = scan(data)
+    assert codes["QR Code"] == [p.identifier]
+
+
+def test_identifier_typed_with_spaces_is_normalised_in_the_qr_code() -> None:
+    ident = new_identifier()
+    data = render_pdf(prescription(identifier=group(ident).lower()))
+    assert scan(data)["QR Code"] == [ident]
+
+
+def test_rpps_barcode_decodes_to_the_rpps() -> None:
+    assert scan(render_pdf(prescription()))["Code 128"] == [AUTHOR.rpps]
+
+
+def test_text_has_prescriber_patient_drugs_identifier_and_mentions() -> None:
+    p = prescription()
+    [text] = pages_text(render_pdf(p))
+    for expected in (
+        "Dr Hélène MARTIN",
+        "Médecin — Médecine générale",
+        "N° RPPS 10101234567",
+        "Cabinet médical de l'Église",
+        "75002 Paris",
+        "Tél. 01 23 45 67 89",
+        "helene.martin@medecin.mssante.test",
+        "Mme LEFÈVRE Françoise Cécile",
+        "Sexe : Féminin",
+        "Née le 12/03/1979 (47 ans)",
+        "Le 22 novembre 2026",
+        "AMOXICILLINE BIOGARAN 1 g, comprimé dispersible",
+        "1 comprimé, 3 fois par jour, voie orale",
+        "Pendant 7 jours — Quantité : 2 boîtes",
+        "LÉVOTHYROX 75 microgrammes",
+        "À renouveler 2 fois",
+        "Non substituable (MTE)",
+        "0,5 gélule",
+        group(p.identifier),
+        "avant le 22/02/2027",
+        "Page 1/1",
+    ):
+        assert expected in flat(text), expected
+    # Substitutable lines carry no mention: exactly one line is non substituable.
+    assert flat(text).count("Non substituable") == 1
+
+
+def test_accents_and_ligatures_survive_extraction() -> None:
+    label = "Crème à l'œuf — ça ÉÈÀÇŒ ïôù"
+    line = PrescriptionLine(product=Product(label=label), quantity=Decimal(1))
+    [text] = pages_text(render_pdf(prescription(lines=(line,))))
+    assert "Crème à l'œuf — ça ÉÈÀÇŒ ïôù" in text
+    assert "œdème" in flat(pages_text(render_pdf(prescription()))[0])
+
+
+def test_bizone_layout_puts_ald_lines_in_the_upper_zone() -> None:
+    [text] = pages_text(render_pdf(bizone_prescription()))
+    t = flat(text)
+    upper = t.index("Prescriptions relatives au traitement de l'affection de longue durée reconnue")
+    lower = t.index("Prescriptions SANS RAPPORT avec l'affection de longue durée")
+    assert "(liste ou hors liste)" in t
+    assert upper < t.index("METFORMINE") < t.index("INSULINE GLARGINE") < lower
+    assert lower < t.index("PARACÉTAMOL")
+    assert "Non substituable (CIF)" in t
+
+
+def test_no_ald_zones_without_ald() -> None:
+    [text] = pages_text(render_pdf(prescription()))
+    assert "affection de longue durée" not in flat(text)
+
+
+def test_ald_line_without_the_flag_still_gets_the_bizone_layout() -> None:
+    lines = (dataclasses.replace(LINES[0], ald=True), LINES[1])
+    t = flat(pages_text(render_pdf(prescription(lines=lines)))[0])
+    assert t.index("AMOXICILLINE") < t.index("SANS RAPPORT") < t.index("LÉVOTHYROX")
+
+
+def test_many_lines_spill_to_more_pages_each_with_qr_and_page_numbers() -> None:
+    many = tuple(
+        dataclasses.replace(LINES[i % 3], product=Product(label=f"MÉDICAMENT N° {i + 1}"))
+        for i in range(14)
+    )
+    p = prescription(lines=many)
+    data = render_pdf(p)
+    texts = [flat(t) for t in pages_text(data)]
+    n = len(texts)
+    assert n >= 2
+    for i, text in enumerate(texts, start=1):
+        assert f"Page {i}/{n}" in text
+        assert "Mme LEFÈVRE Françoise Cécile" in text  # every page names the patient
+    assert scan(data, n - 1)["QR Code"] == [p.identifier]
+    labels = re.findall(r"MÉDICAMENT N° (\d+)", " ".join(texts))
+    assert labels == [str(i + 1) for i in range(14)]  # every line, once, in order
+    # a medicine is never split across pages: its label and its quantity are on the same page
+    for text in texts:
+        assert text.count("MÉDICAMENT N°") == text.count("Quantité")
+
+
+def test_hostile_text_does_not_break_the_renderer() -> None:
+    nasty = (
+        "A" * 5000,
+        "x\x00y\x07z\x1b[31m\u202ered\u200b\ufeff\ud800",
+        "🙂 漢字 עברית العربية",
+        "(" * 300 + ")" * 300 + "\\) Tj ET",
+        "",
+    )
+    lines = tuple(
+        PrescriptionLine(product=Product(label=label), dosage_text=label * 2, quantity_unit=label)
+        for label in nasty
+    )
+    p = prescription(lines=lines, notes="\x00" * 50 + "fin")
+    author = dataclasses.replace(p.author, family_name="B" * 3000, email="\n\r\t@")
+    data = render_pdf(dataclasses.replace(p, author=author))
+    texts = pages_text(data)
+    whole = flat(" ".join(texts))
+    assert "xyz" not in whole and "x y z" in whole  # control characters became spaces
+    assert "[…]" in whole  # over-long fields are visibly cut
+    assert len(texts) <= 12
+    assert scan(data)["QR Code"] == [p.identifier]
+
+
+@pytest.mark.parametrize("bad", [None, "", "01S2TBPZ2JCNZZYGHA", "TOO-SHORT"])
+def test_missing_or_malformed_identifier_is_refused(bad: str | None) -> None:
+    with pytest.raises(OrdonnanceError, match="identifier"):
+        render_pdf(prescription(identifier=bad))
+    if bad is not None:
+        with pytest.raises(OrdonnanceError):
+            qr_png(bad)
+
+
+def test_same_prescription_same_bytes() -> None:
+    p = prescription()
+    assert render_pdf(p) == render_pdf(p)
+    assert render_pdf(p) != render_pdf(dataclasses.replace(p, identifier=new_identifier()))
+
+
+def test_qr_png_scans_back() -> None:
+    from PIL import Image
+
+    ident = new_identifier()
+    data = qr_png(ident)
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    image = Image.open(io.BytesIO(data))
+    assert image.size == (232, 232)
+    [result] = zxingcpp.read_barcodes(image)
+    assert result.text == ident
+
+
+def _objects(data: bytes) -> bytes:
+    """The PDF's object dictionaries plus inflated streams (fpdf2 writes no object streams)."""
+    parts = [data]
+    for m in re.finditer(rb"stream\r?\n(.*?)\r?\nendstream", data, re.S):
+        with contextlib.suppress(zlib.error):  # only the Flate streams matter here
+            parts.append(zlib.decompress(m.group(1)))
+    return b"\n".join(parts)
+
+
+def test_pdfa_2b_markers_fonts_embedded_and_output_intent() -> None:
+    data = render_pdf(bizone_prescription())
+    body = _objects(data)
+    assert b"<pdfaid:part>2</pdfaid:part>" in body
+    assert b"<pdfaid:conformance>B</pdfaid:conformance>" in body
+    assert b"<xmp:CreateDate>2026-11-22T09:30:00+01:00</xmp:CreateDate>" in body
+    assert b"/S /GTS_PDFA1" in body and b"/DestOutputProfile" in body
+    fonts = set(re.findall(rb"/BaseFont /[A-Z]{6}\+([\w-]+)", body))
+    assert fonts == {b"DejaVuSansBook", b"DejaVuSansBold", b"DejaVuSansOblique"}
+    assert body.count(b"/FontFile2") == len(fonts)  # every font embedded (as a subset)
+    assert not re.search(rb"/BaseFont /(Helvetica|Times|Courier)", body)  # no base-14 font
+    assert b"/Encrypt" not in body
+
+
+def test_qpdf_finds_no_structural_problem(tmp_path) -> None:
+    qpdf = require_tool("qpdf")
+    path = tmp_path / "o.pdf"
+    path.write_bytes(render_pdf(bizone_prescription()))
+    out = subprocess.run([qpdf, "--check", str(path)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "No syntax or stream encoding errors found" in out.stdout
+
+
+def test_non_substituable_without_reason_still_says_so() -> None:
+    line = dataclasses.replace(LINES[0], substitutable=False, substitution_refusal=None)
+    t = flat(pages_text(render_pdf(prescription(lines=(line,))))[0])
+    assert "Non substituable" in t and "Non substituable (" not in t
+    line = dataclasses.replace(LINES[0], substitutable=False,
+                               substitution_refusal=SubstitutionRefusal.EFG)
+    assert "Non substituable (EFG)" in flat(pages_text(render_pdf(prescription(lines=(line,))))[0])

@@ -1,0 +1,112 @@
+"""The ordonnance's pieces on their own: French wording, Code 128, the `mssgw ordonnance` CLI."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import zxingcpp
+from ordonnance_samples import AUTHOR
+from PIL import Image, ImageDraw
+
+from gateway.cli import main
+from gateway.documents.model import Frequency
+from gateway.ordonnance import wording as w
+from gateway.ordonnance.code128 import code128_modules, code128_values
+from gateway.prescriptions.identifier import group, new_identifier
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(Decimal("0.5"), "0,5"), (Decimal("2.00"), "2"), (Decimal(10), "10"), (Decimal("1E+1"), "10"),
+     (Decimal("1.25"), "1,25")],
+)  # fmt: skip
+def test_french_numbers(value: Decimal, text: str) -> None:
+    assert w.number(value) == text
+
+
+def test_frequency_and_plural_wording() -> None:
+    assert w.frequency_text(Frequency(3)) == "3 fois par jour"
+    assert w.frequency_text(Frequency(1, Decimal(8), "h")) == "toutes les 8 heures"
+    assert w.frequency_text(Frequency(2, Decimal(2), "d")) == "2 fois tous les 2 jours"
+    assert w.frequency_text(Frequency(1, Decimal(1), "wk")) == "1 fois par semaine"
+    assert w.plural(Decimal("1.5"), "boîte") == "boîte"  # French: plural from 2
+    assert w.plural(2, "boîte") == "boîtes"
+    assert w.plural(3, "mois") == "mois"
+
+
+def test_dates_and_ages() -> None:
+    assert w.long_date(dt.date(2026, 3, 1)) == "1er mars 2026"
+    assert w.long_date(dt.date(2026, 8, 15)) == "15 août 2026"
+    assert w.add_months(dt.date(2026, 11, 30), 3) == dt.date(2027, 2, 28)
+    assert w.age(dt.date(2025, 6, 2), dt.date(2026, 6, 1)) == "11 mois"
+    assert w.age(dt.date(1979, 3, 12), dt.date(2026, 3, 12)) == "47 ans"
+
+
+def test_clean_removes_controls_and_cuts_visibly() -> None:
+    assert w.clean("a\x00b\u202ec\n d", multiline=False) == "a b c d"
+    assert w.clean("a\n\n b", multiline=True) == "a\nb"
+    cut = w.clean("x" * 5000)
+    assert len(cut) == w.MAX_FIELD and cut.endswith("[…]")
+
+
+def test_profession_and_specialty_in_words() -> None:
+    assert w.profession_line(AUTHOR) == "Médecin — Médecine générale"
+    assert w.prescriber_name(AUTHOR) == "Dr Hélène MARTIN"
+
+
+def _draw(text: str) -> Image.Image:
+    modules = code128_modules(text)
+    scale, quiet = 3, 10
+    width = (sum(n for _, n in modules) + 2 * quiet) * scale
+    image = Image.new("L", (width, 60), 255)
+    draw = ImageDraw.Draw(image)
+    x = quiet * scale
+    for dark, n in modules:
+        if dark:
+            draw.rectangle([x, 5, x + n * scale - 1, 55], fill=0)
+        x += n * scale
+    return image
+
+
+@pytest.mark.parametrize("text", ["10101234567", "1010123456", "8", "RPPS 42-x", "00"])
+def test_code128_decodes_back(text: str) -> None:
+    [result] = zxingcpp.read_barcodes(_draw(text))
+    assert str(result.format) == "Code 128" and result.text == text
+
+
+def test_code128_uses_set_c_for_digits_and_refuses_non_ascii() -> None:
+    assert code128_values("10101234567")[0] == 105  # start C: 7 symbols instead of 12
+    with pytest.raises(ValueError):
+        code128_values("é")
+
+
+def test_cli_qr_writes_a_png_that_scans(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ident = new_identifier()
+    out = tmp_path / "qr.png"
+    assert main(["ordonnance", "qr", group(ident), "-o", str(out)]) == 0
+    [result] = zxingcpp.read_barcodes(Image.open(io.BytesIO(out.read_bytes())))
+    assert result.text == ident
+    assert ident in capsys.readouterr().out
+
+
+def test_cli_qr_refuses_a_bad_identifier_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "qr.png"
+    assert main(["ordonnance", "qr", "01S2TBPZ2JCNZZYGHA", "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "check character" in err
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_cli_pdf_reports_a_missing_document(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "o.pdf"
+    assert main(["ordonnance", "pdf", str(tmp_path / "nope.xml"), "-o", str(out)]) == 1
+    assert capsys.readouterr().err.startswith("mssgw: error: ")
+    assert not out.exists()
