@@ -228,5 +228,5 @@ def sign_package(
         association(m.Association(new_id(), m.HAS_MEMBER, ss, entry.entry_id)),
         association(m.Association(new_id(), m.SIGNS, entry.entry_id, ss)),
     ]
-    metadata = append_objects(pkg.files[f"{pkg.subset}/METADATA.XML"], objects)
+    metadata = append_objects(pkg.files[pkg.metadata_path], objects)
     return repack(package, [(entry.uri, data)], metadata)

@@ -16,7 +16,7 @@ from lxml import etree
 from gateway.errors import GatewayError
 from gateway.xdm import model as m
 from gateway.xdm.model import Association, Author, Code, DocumentEntry, SubmissionSet
-from gateway.xmlsafe import parse_xml
+from gateway.xmlsafe import UnsafeXML, parse_xml
 
 RIM = "urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"
 LCM = "urn:oasis:names:tc:ebxml-regrep:xsd:lcm:3.0"
@@ -319,7 +319,10 @@ def read_metadata(
     data: bytes,
 ) -> tuple[SubmissionSet, tuple[DocumentEntry, ...], tuple[Association, ...]]:
     """Parse METADATA.XML (untrusted) into the submission set, entries and associations."""
-    tree = parse_xml(data, what="METADATA.XML", max_bytes=MAX_METADATA_BYTES)
+    try:
+        tree = parse_xml(data, what="METADATA.XML", max_bytes=MAX_METADATA_BYTES)
+    except UnsafeXML as exc:
+        raise InvalidMetadata(str(exc)) from None
     root = tree.getroot()
     if root.tag != f"{{{LCM}}}SubmitObjectsRequest":
         raise InvalidMetadata(

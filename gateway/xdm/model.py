@@ -126,6 +126,7 @@ class Package:
     documents: tuple[Document, ...]
     associations: tuple[Association, ...]
     subset: str  # e.g. IHE_XDM/SUBSET01
+    metadata_path: str  # e.g. IHE_XDM/SUBSET01/METADATA.XML
     files: dict[str, bytes] = field(repr=False, default_factory=dict)
 
     def document(self, entry_id: str) -> Document | None:

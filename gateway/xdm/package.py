@@ -223,13 +223,14 @@ def repack(package: bytes, add: Sequence[tuple[str, bytes]], metadata: bytes) ->
     folder, bytes) added, and METADATA.XML replaced. The input is assumed already read."""
     out: list[tuple[str, bytes]] = []
     with zipfile.ZipFile(io.BytesIO(package)) as zf:
-        subset = _subset_of(zf.namelist())
+        meta_path = _metadata_path(zf.namelist())
+        subset = meta_path.rsplit("/", 1)[0]
         for info in zf.infolist():
-            if info.filename == f"{subset}/{METADATA}":
+            if info.filename == meta_path:
                 continue
             out.append((info.filename, b"" if info.is_dir() else zf.read(info)))
     out += [(f"{subset}/{name}", data) for name, data in add]
-    out.append((f"{subset}/{METADATA}", metadata))
+    out.append((meta_path, metadata))
     return _zip(out)
 
 
@@ -252,9 +253,10 @@ def check_name(name: str) -> str | None:
     return None
 
 
-def _subset_of(names: Sequence[str]) -> str:
+def _metadata_path(names: Sequence[str]) -> str:
+    """The path of the one METADATA.XML (any case) under IHE_XDM/<SUBSET>/."""
     found = sorted(
-        n[: -len(METADATA) - 1]
+        n
         for n in names
         if n.upper().endswith("/" + METADATA)
         and n.upper().startswith(ROOT_FOLDER + "/")
@@ -364,8 +366,9 @@ def read_package(package: bytes, limits: Limits | None = None) -> Package:
     """
     limits = limits or Limits()
     files = _read_entries(package, limits)
-    subset = _subset_of(list(files))
-    submission, entries, associations = read_metadata(files[f"{subset}/{METADATA}"])
+    meta_path = _metadata_path(list(files))
+    subset = meta_path.rsplit("/", 1)[0]
+    submission, entries, associations = read_metadata(files[meta_path])
     documents: list[Document] = []
     for entry in entries:
         path = _resolve(files, subset, entry.uri)
@@ -388,4 +391,4 @@ def read_package(package: bytes, limits: Limits | None = None) -> Package:
     paths = [d.path for d in documents]
     if len(set(paths)) != len(paths):
         raise InvalidMetadata("METADATA.XML: two document entries name the same file")
-    return Package(submission, tuple(documents), associations, subset, files)
+    return Package(submission, tuple(documents), associations, subset, meta_path, files)
