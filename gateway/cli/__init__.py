@@ -26,6 +26,7 @@ COMMAND_MODULES: list[str] = [
     "gateway.pki.cli",
     "gateway.prescriptions.cli",
     "gateway.xdm.cli",
+    "gateway.dmp.cli",
     "gateway.ordonnance.cli",
 ]
 
