@@ -26,6 +26,8 @@ COMMAND_MODULES: list[str] = [
     "gateway.pki.cli",
     "gateway.prescriptions.cli",
     "gateway.xdm.cli",
+    "gateway.drugs.cli",
+    "gateway.documents.cli",
     "gateway.dmp.cli",
     "gateway.ordonnance.cli",
 ]
