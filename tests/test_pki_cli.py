@@ -124,6 +124,16 @@ def test_issue_server_certificate_with_sans(mssgw):
             1,
             "common name: must not be empty",
         ),
+        (
+            ["pki", "issue", "a@b.fr", "--kind", "org-seal", "--name", "x" * 65],
+            1,
+            "longer than 64 characters",
+        ),
+        (
+            ["pki", "issue", "a@b.fr", "--kind", "org-seal", "--san", "bad_host!"],
+            1,
+            "is not a DNS name",
+        ),
         (["pki", "show", "ABC123"], 1, "no such certificate"),
         (["pki", "show", "xyz"], 1, "is not a hexadecimal certificate serial"),
         (["pki", "revoke", "ABC123"], 1, "no such certificate"),
