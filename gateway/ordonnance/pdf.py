@@ -48,6 +48,9 @@ NON_ALD_HEADING = "Prescriptions SANS RAPPORT avec l'affection de longue durée"
 NON_ALD_SUB = "(MALADIES INTERCURRENTES)"
 
 
+FONT_FILES = {"": "DejaVuSans.ttf", "B": "DejaVuSans-Bold.ttf"}
+
+
 def _aware(when: dt.datetime) -> dt.datetime:
     """A naive prescription time is French local time (never the renderer's time zone)."""
     return when.replace(tzinfo=PARIS) if when.tzinfo is None else when
@@ -76,8 +79,7 @@ class _Ordonnance(FPDF):
         self.when = _aware(p.date)
         self.valid_until = p.validity_end or w.add_months(self.when.date(), 3)
         self.qr = qr_matrix(identifier)
-        for style, file in (("", "DejaVuSans.ttf"), ("B", "DejaVuSans-Bold.ttf"),
-                            ("I", "DejaVuSans-Oblique.ttf")):  # fmt: skip
+        for style, file in FONT_FILES.items():
             self.add_font(FONT, style, str(FONT_DIR / file))
         self.set_margins(MARGIN, MARGIN, MARGIN)
         self.set_auto_page_break(True, margin=FOOTER_H + 4)
@@ -90,6 +92,14 @@ class _Ordonnance(FPDF):
         self.set_producer(f"mssgw {__version__} (fpdf2 {FPDF_VERSION})")
         self.set_xmp_metadata(self._xmp())
         self.alias_nb_pages()
+
+    def normalize_text(self, text: str) -> str:
+        """A character the embedded font lacks prints as U+FFFD (a visible "?" in a diamond)
+        instead of vanishing: a name or a drug must never lose a letter silently."""
+        cmap = getattr(self.current_font, "cmap", None)
+        if cmap and any(ord(ch) not in cmap for ch in text):
+            text = "".join(ch if ord(ch) in cmap or ch in "\n\r" else "\ufffd" for ch in text)
+        return super().normalize_text(text)
 
     # -- metadata --------------------------------------------------------------------------
 
@@ -131,20 +141,32 @@ class _Ordonnance(FPDF):
         self, text: str, size: float, style: str = "", *, w: float = 0, h: float | None = None,
         align: str = "L", color: tuple[int, int, int] = BLACK,
     ) -> None:  # fmt: skip
+        """Text wrapped to `w` (0: to the right margin); the cursor ends at the next line."""
         self.set_font(FONT, style, size)
         self.set_text_color(*color)
-        self.multi_cell(
-            w, h or size * 0.45, text, align=align, new_x=XPos.LEFT, new_y=YPos.NEXT
-        )
+        height = h or size * 0.45
+        if self._fits_one_line(text, w):
+            # A single line needs no line breaking: cell() is several times cheaper.
+            x = self.x
+            self.cell(w, height, text, align=align, new_x=XPos.LEFT, new_y=YPos.NEXT)
+            self.x = x
+        else:
+            self.multi_cell(w, height, text, align=align, new_x=XPos.LEFT, new_y=YPos.NEXT)
         self.set_text_color(*BLACK)
 
     def block_height(self, text: str, size: float, style: str = "", w: float = 0) -> float:
         self.set_font(FONT, style, size)
+        if self._fits_one_line(text, w):
+            return size * 0.45
         height = self.multi_cell(
             w, size * 0.45, text, dry_run=True, output=MethodReturnValue.HEIGHT
         )
         assert isinstance(height, float | int)
         return float(height)
+
+    def _fits_one_line(self, text: str, w: float) -> bool:
+        width = w or (self.w - self.r_margin - self.x)
+        return "\n" not in text and self.get_string_width(text) <= width - 2 * self.c_margin
 
     def draw_qr(self, x: float, y: float, size: float) -> None:
         """The QR symbol as filled rectangles: crisp at any zoom, no image to embed.
@@ -252,7 +274,7 @@ class _Ordonnance(FPDF):
         self.set_line_width(0.2)
         self.line(MARGIN, y, self.w - MARGIN, y)
         self.set_xy(MARGIN, y + 1.5)
-        self.text_block(legal_mention(self.identifier, self.valid_until), 7.2, "I", h=3.2,
+        self.text_block(legal_mention(self.identifier, self.valid_until), 7.2, "", h=3.2,
                         color=GREY)  # fmt: skip
         self.set_xy(MARGIN, self.h - MARGIN + 2)
         self.set_font(FONT, "", 8)
@@ -343,9 +365,9 @@ def render_pdf(prescription: Prescription) -> bytes:
     else:
         pdf.lines(numbered)
     if not prescription.lines:
-        pdf.text_block("(aucune ligne de prescription)", 10, "I")
+        pdf.text_block("(aucune ligne de prescription)", 10)
     notes = w.clean(prescription.notes, multiline=True)
     if notes:
-        pdf.text_block(f"Commentaire : {notes}", 9.5, "I")
+        pdf.text_block(f"Commentaire : {notes}", 9.5)
     pdf.signature()
     return bytes(pdf.output())
