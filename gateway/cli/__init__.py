@@ -25,6 +25,8 @@ COMMAND_MODULES: list[str] = [
     "gateway.cli.setup",
     "gateway.pki.cli",
     "gateway.prescriptions.cli",
+    "gateway.drugs.cli",
+    "gateway.documents.cli",
     "gateway.dmp.cli",
     "gateway.ordonnance.cli",
 ]
