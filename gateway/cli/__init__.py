@@ -22,6 +22,7 @@ from gateway.errors import GatewayError
 
 # Each module has `register(sub: argparse._SubParsersAction) -> None`.
 COMMAND_MODULES: list[str] = [
+    "gateway.store.cli",
     "gateway.cli.setup",
     "gateway.directory.cli",
     "gateway.directory.trust_cli",
