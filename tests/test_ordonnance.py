@@ -14,9 +14,9 @@ from decimal import Decimal
 import pypdfium2 as pdfium
 import pytest
 import zxingcpp
+from conftest import require_tool
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from conftest import require_tool
 from ordonnance_samples import AUTHOR, LINES, bizone_prescription, prescription
 
 from gateway.documents.model import PrescriptionLine, Product, SubstitutionRefusal
