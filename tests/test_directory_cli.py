@@ -424,3 +424,44 @@ def test_reading_patients_is_audited(cli, gateway_home):
     cli.ok("directory", "list", "--json")
     (entry,) = audit.read(config, action="directory.list")
     assert entry.details["patients"] == [f"{INS}@patient.{D}"]
+
+
+def _on_terminal(home, *answers: str) -> tuple[int, str]:
+    """Run `mssgw directory set-password` on a real pseudo-terminal, answering the prompts."""
+    import os
+    import pty
+    import sys
+    import time
+
+    pid, fd = pty.fork()
+    if pid == 0:  # child: the pty is its controlling terminal, as for an administrator
+        os.execv(sys.executable, [sys.executable, "-m", "gateway", "directory", "set-password",
+                                  f"dr.house@{D}", "--config", str(home / "config.toml")])
+    output = b""
+    deadline = time.monotonic() + 60
+    pending = list(answers)
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(fd, 1024)
+        except OSError:
+            break  # the child closed the terminal
+        if not chunk:
+            break
+        output += chunk
+        if pending and output.rstrip().endswith(b":"):
+            os.write(fd, pending.pop(0).encode() + b"\n")
+            output += b"\n"
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), output.decode(errors="replace")
+
+
+def test_set_password_prompts_twice_on_a_terminal(cli, gateway_home):
+    add_doctor(cli)
+    code, out = _on_terminal(gateway_home, "terminal password 1", "terminal password 2")
+    assert code == 1 and "the two entries differ" in out and "terminal password" not in out
+    code, out = _on_terminal(gateway_home, "terminal password 1", "terminal password 1")
+    assert code == 0, out
+    assert "new password:" in out and "again:" in out and "terminal password" not in out
+    directory = open_directory(load_config(gateway_home / "config.toml"))
+    assert directory.verify_password(f"dr.house@{D}", "terminal password 1")
