@@ -9,6 +9,7 @@ that also appends the audit entry, so a refused change leaves nothing behind.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import sqlite3
 import threading
@@ -17,6 +18,8 @@ from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
+
+from cryptography import x509
 
 from gateway import audit
 from gateway import identifiers as ids
@@ -50,7 +53,7 @@ from gateway.directory.repository import (
 )
 from gateway.directory.whitelist import InvalidWhitelist, parse_whitelist
 from gateway.errors import Conflict, GatewayError
-from gateway.pki.dn import dn_matches, normalise_dn
+from gateway.pki.dn import dn_matches, normalise_dn, subject_dn
 
 COMPONENT = "directory"
 MIGRATIONS: list[str] = [
@@ -91,6 +94,15 @@ MIGRATIONS: list[str] = [
     CREATE TABLE directory_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
 ]
+
+@functools.lru_cache(maxsize=4096)
+def _normalised_dn(dn: str) -> str | None:
+    # The whitelist repeats a few dozen operator DNs over hundreds of domains: normalise once.
+    try:
+        return normalise_dn(dn)
+    except ValueError:
+        return None
+
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
@@ -628,6 +640,17 @@ class SQLiteDirectory:
 
     def peer_certificate_matches(self, domain: str, subject: Any) -> bool:
         return any(dn_matches(dn, subject) for dn in self.expected_operator_dns(domain))
+
+    def is_trust_space_operator(self, subject: Any) -> bool:
+        text = subject_dn(subject) if isinstance(subject, x509.Name) else str(subject)
+        key = _normalised_dn(text)
+        if key is None:
+            return False
+        rows = self._read(
+            "SELECT DISTINCT j.value FROM directory_domain AS d, json_each(d.operator_dns) AS j"
+            " WHERE d.ours = 0"
+        )
+        return any(_normalised_dn(r[0]) == key for r in rows)
 
     def import_whitelist(self, path: str, *, allow_older: bool = False) -> WhitelistChange:
         p = Path(path)
