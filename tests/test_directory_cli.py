@@ -430,29 +430,44 @@ def _on_terminal(home, *answers: str) -> tuple[int, str]:
     """Run `mssgw directory set-password` on a real pseudo-terminal, answering the prompts."""
     import os
     import pty
+    import select
+    import signal
     import sys
     import time
 
     pid, fd = pty.fork()
     if pid == 0:  # child: the pty is its controlling terminal, as for an administrator
-        os.execv(sys.executable, [sys.executable, "-m", "gateway", "directory", "set-password",
-                                  f"dr.house@{D}", "--config", str(home / "config.toml")])
-    output = b""
-    deadline = time.monotonic() + 60
-    pending = list(answers)
-    while time.monotonic() < deadline:
         try:
-            chunk = os.read(fd, 1024)
-        except OSError:
-            break  # the child closed the terminal
-        if not chunk:
-            break
-        output += chunk
-        if pending and output.rstrip().endswith(b":"):
-            os.write(fd, pending.pop(0).encode() + b"\n")
-            output += b"\n"
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
+            os.execv(sys.executable, [
+                sys.executable, "-m", "gateway", "directory", "set-password", f"dr.house@{D}",
+                "--config", str(home / "config.toml"),
+            ])
+        finally:
+            os._exit(127)
+    output, seen = b"", 0
+    pending = list(answers)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 1.0)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(fd, 1024)
+            except OSError:
+                break  # the child exited and closed the terminal
+            if not chunk:
+                break
+            output += chunk
+            # answer each prompt once, when it has been written in full
+            if pending and output.count(b":") > seen and output.rstrip().endswith(b":"):
+                seen = output.count(b":")
+                os.write(fd, pending.pop(0).encode() + b"\n")
+        else:
+            os.kill(pid, signal.SIGKILL)
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
     return os.waitstatus_to_exitcode(status), output.decode(errors="replace")
 
 
