@@ -447,10 +447,10 @@ class Session:
 
     async def _failed(self, tag: str, exc: AuthFailed) -> None:
         self.failures += 1
-        self.tagged(tag, "NO", str(exc), exc.code)
         if self.failures >= MAX_LOGIN_FAILURES:
             self.untagged("BYE too many failed logins")
             self.closing = True
+        self.tagged(tag, "NO", str(exc), exc.code)
 
     def _logged_in(self, tag: str, login: Login) -> None:
         self.store = self.hooks.pool.acquire(login.address)
