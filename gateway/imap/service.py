@@ -22,10 +22,9 @@ from gateway.store.mailstore import StorePool
 
 
 def build_hooks(config: Config) -> Hooks:
-    from gateway.directory.auth import Authenticator
-
     from gateway import audit
     from gateway.directory import open_directory
+    from gateway.directory.auth import Authenticator
     from gateway.directory.model import MailboxKind
     from gateway.pki.kinds import Purpose
     from gateway.pki.tls import verify_peer

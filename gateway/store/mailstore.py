@@ -76,6 +76,7 @@ CREATE TABLE IF NOT EXISTS expunged (
     PRIMARY KEY (folder_id, uid)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged(folder_id, modseq);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
 
@@ -237,8 +238,15 @@ class MailStore:
         return [self._folder(r) for r in rows]
 
     def _create(self, name: str) -> None:
-        last = self.conn.execute("SELECT MAX(uidvalidity) FROM folders").fetchone()[0] or 0
+        # Remembered apart from the folders: a deleted folder's UIDVALIDITY is never reissued.
+        last = self.conn.execute(
+            "SELECT MAX(v) FROM (SELECT MAX(uidvalidity) AS v FROM folders"
+            " UNION ALL SELECT value FROM meta WHERE key = 'uidvalidity')"
+        ).fetchone()[0] or 0
         uidvalidity = max(int(time.time()), last + 1)
+        self.conn.execute(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES ('uidvalidity', ?)", (uidvalidity,)
+        )
         maildir.ensure_maildir(self.path_of(name))
         self.conn.execute(
             "INSERT INTO folders(name, uidvalidity, special_use) VALUES (?, ?, ?)",
