@@ -130,12 +130,19 @@ class Selected:
     readonly: bool
     uids: list[int]
     modseq: int  # highest MODSEQ whose changes this session has reported
+    flags: dict[int, str] = field(default_factory=dict)  # uid -> flags text, when not empty
     recent: set[int] = field(default_factory=set)
     own: dict[int, int] = field(default_factory=dict)  # uid -> modseq of this session's STOREs
 
     @property
     def exists(self) -> int:
         return len(self.uids)
+
+    def set_flags(self, uid: int, flags: tuple[str, ...]) -> None:
+        if flags:
+            self.flags[uid] = " ".join(flags)
+        else:
+            self.flags.pop(uid, None)
 
     def seq_of(self, uid: int) -> int:
         i = bisect.bisect_left(self.uids, uid)
@@ -491,11 +498,12 @@ class Session:
         folder = self._get_folder(args[0])
         self.store.import_new(folder)
         folder = self.store.folder_by_id(folder.id) or folder
-        uids = self.store.uids(folder)
-        sel = Selected(folder, readonly, uids, folder.highestmodseq)
+        view = self.store.view(folder)
+        uids = view.uids
+        sel = Selected(folder, readonly, uids, view.modseq, flags=view.flags)
         if not readonly:
             sel.recent = self.store.claim_recent(folder)
-        _, unseen, _ = self.store.counts(folder)
+        seen = sum(1 for text in view.flags.values() if "\\Seen" in text)
         flags = list(SYSTEM_FLAGS) + list(folder.keywords)
         self.untagged(f"FLAGS ({' '.join(flags)})")
         if readonly:
@@ -504,13 +512,15 @@ class Session:
             self.untagged(f"OK [PERMANENTFLAGS ({' '.join(flags)} \\*)] flags permitted")
         self.untagged(f"{len(uids)} EXISTS")
         self.untagged(f"{len(sel.recent)} RECENT")
-        if unseen:
-            first = self.store.first_unseen_uid(folder)
-            if first is not None and sel.seq_of(first):
-                self.untagged(f"OK [UNSEEN {sel.seq_of(first)}] first unseen message")
+        if seen < len(uids):
+            first = next(
+                i for i, u in enumerate(uids, 1) if "\\Seen" not in view.flags.get(u, "")
+            )
+            self.untagged(f"OK [UNSEEN {first}] first unseen message")
+        uidnext = max(folder.uidnext, uids[-1] + 1 if uids else 1)
         self.untagged(f"OK [UIDVALIDITY {folder.uidvalidity}] UIDs valid")
-        self.untagged(f"OK [UIDNEXT {folder.uidnext}] predicted next UID")
-        self.untagged(f"OK [HIGHESTMODSEQ {folder.highestmodseq}] highest mod-sequence")
+        self.untagged(f"OK [UIDNEXT {uidnext}] predicted next UID")
+        self.untagged(f"OK [HIGHESTMODSEQ {view.modseq}] highest mod-sequence")
         self.selected = sel
         self._audit("imap.select", {"folder": folder.name, "messages": len(uids)})
         mode = "READ-ONLY" if readonly else "READ-WRITE"
@@ -713,6 +723,8 @@ class Session:
             self.untagged(f"{s} EXPUNGE")
         sel.uids = [u for u in sel.uids if u not in gone]
         sel.recent -= gone
+        for u in gone:
+            sel.flags.pop(u, None)
 
     async def cmd_uid(self, tag: str, args: list[Token]) -> None:
         if not args:
@@ -789,7 +801,10 @@ class Session:
                 items.insert(0, FetchItem("UID", label="UID"))
         if changedsince is not None and "MODSEQ" not in names:
             items.append(FetchItem("MODSEQ", label="MODSEQ"))
-        await self._fetch(uids, items, changedsince)
+        if names <= {"FLAGS", "UID"} and changedsince is None:
+            self._fetch_flags(uids, [i.name for i in items])
+        else:
+            await self._fetch(uids, items, changedsince)
         await self._notify(uid)
         self.tagged(tag, "OK", f"{'UID ' if uid else ''}FETCH completed")
 
@@ -837,6 +852,7 @@ class Session:
                 if changed:
                     _, flags, modseq = changed[0]
                     sel.own[u] = modseq
+                    sel.set_flags(u, flags)
                     flags_changed = True
             data: bytes | None = None
             root: mime.Part | None = None
@@ -908,6 +924,28 @@ class Session:
         if read_uids:
             self._audit("imap.read", {"folder": folder.name, "uids": seq_set(read_uids)})
 
+    def _fetch_flags(self, uids: list[int], names: list[str]) -> None:
+        """FETCH of FLAGS and UID only: from the session's view, without the index (the
+        common "what changed" poll of every client, and SELECT + FETCH 1:* FLAGS)."""
+        sel = self.selected
+        assert sel is not None
+        memo: dict[str, bytes] = {}
+        flags, recent, all_uids = sel.flags, sel.recent, sel.uids
+        out: list[bytes] = []
+        j = bisect.bisect_left(all_uids, uids[0]) if uids else 0
+        for u in uids:
+            while all_uids[j] != u:
+                j += 1
+            text = flags.get(u, "")
+            if u in recent:
+                text = f"{text} \\Recent" if text else "\\Recent"
+            fb = memo.get(text)
+            if fb is None:
+                fb = memo[text] = b"FLAGS (" + text.encode() + b")"
+            parts = [fb if n == "FLAGS" else b"UID %d" % u for n in names]
+            out.append(b"* %d FETCH (%s)\r\n" % (j + 1, b" ".join(parts)))
+        self.io.send(b"".join(out))
+
     def _flags_of(self, sel: Selected, uid: int, flags: tuple[str, ...]) -> bytes:
         if uid in sel.recent:
             return flag_list((*flags, "\\Recent"))
@@ -968,8 +1006,9 @@ class Session:
             raise No("mailbox is read-only", "READ-ONLY")
         mode = base[0] if base[0] in "+-" else ""
         changed, failed = self.store.store_flags(sel.folder, uids, flags, mode, unchangedsince)
-        for u, _, m in changed:
+        for u, f, m in changed:
             sel.own[u] = m
+            sel.set_flags(u, f)
         done = {u for u, _, _ in changed}
         infos = self.store.infos(sel.folder, uids) if not silent or unchangedsince else {}
         for u in uids:
@@ -1090,10 +1129,11 @@ class Session:
         if present:
             self._report_expunged(present)
         for u, flags, m in changes.changed:
-            if sel.own.get(u) == m:
-                continue
             seq = sel.seq_of(u)
             if not seq:
+                continue
+            sel.set_flags(u, flags)
+            if sel.own.get(u) == m:
                 continue
             extra = b" MODSEQ (%d)" % m if self.condstore else b""
             self.io.send(
@@ -1101,8 +1141,11 @@ class Session:
                 + b")\r\n"
             )
         sel.own.clear()
-        if changes.new_uids:
-            sel.uids.extend(changes.new_uids)
+        if changes.new:
+            for u, text in changes.new:
+                sel.uids.append(u)
+                if text:
+                    sel.flags[u] = text
             if not sel.readonly:
                 sel.recent |= store.claim_recent(sel.folder)
             self.untagged(f"{len(sel.uids)} EXISTS")

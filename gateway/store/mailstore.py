@@ -29,6 +29,7 @@ import os
 import re
 import sqlite3
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from pathlib import Path
 from gateway.store import maildir
 
 INDEX_NAME = "mssgw-index.sqlite"
+SCHEMA_VERSION = 1  # PRAGMA user_version of an index whose tables and default folders exist
 DELIMITER = "/"
 SPECIAL_USE = {"Sent": "\\Sent", "Drafts": "\\Drafts", "Trash": "\\Trash"}
 MAX_FOLDER_NAME = 255
@@ -69,6 +71,7 @@ CREATE TABLE IF NOT EXISTS messages (
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS messages_base ON messages(folder_id, base);
 CREATE INDEX IF NOT EXISTS messages_modseq ON messages(folder_id, modseq);
+CREATE INDEX IF NOT EXISTS messages_recent ON messages(folder_id) WHERE recent = 1;
 CREATE TABLE IF NOT EXISTS expunged (
     folder_id INTEGER NOT NULL,
     uid INTEGER NOT NULL,
@@ -113,9 +116,45 @@ class MessageInfo:
 @dataclass(frozen=True)
 class Changes:
     highestmodseq: int
-    new_uids: list[int]
+    new: list[tuple[int, str]]  # uid, flags (space-separated) of messages above last_uid
     changed: list[tuple[int, tuple[str, ...], int]]  # uid, flags, modseq
     expunged: list[int]
+
+    @property
+    def new_uids(self) -> list[int]:
+        return [u for u, _ in self.new]
+
+
+@dataclass
+class FolderView:
+    """A folder's UIDs and flags at `modseq`: what SELECT needs, without a row per message
+    through Python each time. Flags are the index's space-separated text; only non-empty
+    ones are kept."""
+
+    uidvalidity: int
+    modseq: int
+    uids: list[int]
+    flags: dict[int, str]
+
+    def copy(self) -> FolderView:
+        return FolderView(self.uidvalidity, self.modseq, list(self.uids), dict(self.flags))
+
+    def apply(self, changes: Changes) -> None:
+        if changes.expunged:
+            gone = set(changes.expunged)
+            self.uids = [u for u in self.uids if u not in gone]
+            for u in gone:
+                self.flags.pop(u, None)
+        for u, text in changes.new:
+            self.uids.append(u)
+            if text:
+                self.flags[u] = text
+        for u, flags, _ in changes.changed:
+            if flags:
+                self.flags[u] = " ".join(flags)
+            else:
+                self.flags.pop(u, None)
+        self.modseq = changes.highestmodseq
 
 
 def split_flags(text: str) -> tuple[str, ...]:
@@ -162,16 +201,23 @@ class MailStore:
         )
         self.conn.execute("PRAGMA busy_timeout=10000")
         self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=FULL")
+        # NORMAL: a commit survives a crash of the process, and is on disk at the next
+        # checkpoint or durable commit. Commits that make a message exist (APPEND, COPY,
+        # adopting a delivery) use `transaction(durable=True)`, which fsyncs the WAL, so no
+        # acknowledged message can be lost; a flag change may at worst be undone by a power cut.
+        self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("PRAGMA foreign_keys=ON")
-        with self.transaction():
-            for stmt in _SCHEMA.split(";"):
-                if stmt.strip():
-                    self.conn.execute(stmt)
-            for name in ("INBOX", *SPECIAL_USE):
-                if not self._row(name):
-                    self._create(name)
+        if self.conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+            with self.transaction(durable=True):
+                for stmt in _SCHEMA.split(";"):
+                    if stmt.strip():
+                        self.conn.execute(stmt)
+                for name in ("INBOX", *SPECIAL_USE):
+                    if not self._row(name):
+                        self._create(name)
+                self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._new_mtimes: dict[int, int] = {}
+        self._views: dict[int, FolderView] = {}
         with contextlib.suppress(OSError):
             os.chmod(root / INDEX_NAME, 0o600)
 
@@ -179,14 +225,20 @@ class MailStore:
         self.conn.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        self.conn.execute("BEGIN IMMEDIATE")
+    def transaction(self, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        if durable:
+            self.conn.execute("PRAGMA synchronous=FULL")
         try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+        finally:
+            if durable:
+                self.conn.execute("PRAGMA synchronous=NORMAL")
 
     # --- folders -------------------------------------------------------------------------
 
@@ -297,7 +349,7 @@ class MailStore:
             raise StoreError("cannot rename to INBOX", "ALREADYEXISTS")
         if new == old or new.startswith(old + DELIMITER):
             raise StoreError("cannot rename a folder into itself", "CANNOT")
-        with self.transaction():
+        with self.transaction(durable=True):
             if not self._row(old):
                 raise StoreError(f"no folder named {old}", "NONEXISTENT")
             if self._row(new):
@@ -427,7 +479,7 @@ class MailStore:
             names = [e.name for e in it if not e.name.startswith(".")]
         added = False
         if names:
-            with self.transaction():
+            with self.transaction(durable=True):
                 known = {
                     name
                     for name in names
@@ -485,6 +537,10 @@ class MailStore:
 
     def claim_recent(self, folder: Folder) -> set[int]:
         """Take the \\Recent marks: the session that claims them is the one that shows them."""
+        if not self.conn.execute(
+            "SELECT 1 FROM messages WHERE folder_id = ? AND recent = 1 LIMIT 1", (folder.id,)
+        ).fetchone():
+            return set()
         with self.transaction():
             rows = self.conn.execute(
                 "UPDATE messages SET recent = 0 WHERE folder_id = ? AND recent = 1 RETURNING uid",
@@ -578,7 +634,7 @@ class MailStore:
         maildir.fsync_dir(path / "cur")
         when = int(time.time()) if internaldate is None else internaldate
         try:
-            with self.transaction():
+            with self.transaction(durable=True):
                 if not self.folder_by_id(folder.id):
                     raise StoreError(f"folder {folder.name} was deleted", "TRYCREATE")
                 return self._insert(folder.id, base, flags, when, len(data))
@@ -606,7 +662,7 @@ class MailStore:
                 linked.append((uid, base, info))
             maildir.fsync_dir(dst_path / "cur")
             out = []
-            with self.transaction():
+            with self.transaction(durable=True):
                 if not self.folder_by_id(dst.id):
                     raise StoreError(f"folder {dst.name} was deleted", "TRYCREATE")
                 for uid, base, info in linked:
@@ -682,13 +738,10 @@ class MailStore:
             return Changes(highest, [], [], [])
         self.conn.execute("BEGIN")  # one consistent snapshot for the three reads
         try:
-            new = [
-                r[0]
-                for r in self.conn.execute(
-                    "SELECT uid FROM messages WHERE folder_id = ? AND uid > ? ORDER BY uid",
-                    (folder.id, last_uid),
-                )
-            ]
+            new = self.conn.execute(
+                "SELECT uid, flags FROM messages WHERE folder_id = ? AND uid > ? ORDER BY uid",
+                (folder.id, last_uid),
+            ).fetchall()
             changed = [
                 (int(r[0]), split_flags(r[1]), int(r[2]))
                 for r in self.conn.execute(
@@ -712,6 +765,36 @@ class MailStore:
         finally:
             self.conn.execute("COMMIT")
         return Changes(highest, new, changed, expunged)
+
+    def view(self, folder: Folder) -> FolderView:
+        """The folder's current UIDs and flags (a private copy). The first call in a process
+        reads every row; later ones start from the process's cached view and apply only what
+        changed since (one indexed query), so re-selecting a big folder stays cheap."""
+        cached = self._views.get(folder.id)
+        if cached is None or cached.uidvalidity != folder.uidvalidity:
+            self.conn.execute("BEGIN")
+            try:
+                highest = self.conn.execute(
+                    "SELECT highestmodseq FROM folders WHERE id = ?", (folder.id,)
+                ).fetchone()
+                rows = self.conn.execute(
+                    "SELECT uid, flags FROM messages WHERE folder_id = ? ORDER BY uid",
+                    (folder.id,),
+                ).fetchall()
+            finally:
+                self.conn.execute("COMMIT")
+            cached = FolderView(
+                folder.uidvalidity,
+                int(highest[0]) if highest else 0,
+                [r[0] for r in rows],
+                {r[0]: r[1] for r in rows if r[1]},
+            )
+        else:
+            changes = self.changes_since(folder, cached.modseq, cached.uids[-1] if cached.uids else 0)
+            if changes is not None:
+                cached.apply(changes)
+        self._views[folder.id] = cached
+        return cached.copy()
 
 
 def crlf(data: bytes) -> bytes:
@@ -762,11 +845,17 @@ def _remove_maildir(path: Path) -> None:
 
 
 class StorePool:
-    """The process's open stores, one per user, shared by that user's sessions."""
+    """The process's open stores, one per user, shared by that user's sessions.
 
-    def __init__(self, mailboxes: Path) -> None:
+    Mail clients reconnect often (a login, a few commands, a logout), so a store nobody uses
+    stays open for a while: `keep_idle` of them, least recently used closed first. Opening one
+    costs a SQLite open and closing one a WAL checkpoint."""
+
+    def __init__(self, mailboxes: Path, keep_idle: int = 256) -> None:
         self.mailboxes = mailboxes
+        self.keep_idle = keep_idle
         self._stores: dict[str, tuple[MailStore, int]] = {}
+        self._idle: OrderedDict[str, MailStore] = OrderedDict()
 
     def acquire(self, address: str) -> MailStore:
         address = address.lower()
@@ -774,7 +863,9 @@ class StorePool:
         if entry:
             self._stores[address] = (entry[0], entry[1] + 1)
             return entry[0]
-        store = MailStore(maildir.mailbox_path(self.mailboxes, address))
+        store = self._idle.pop(address, None) or MailStore(
+            maildir.mailbox_path(self.mailboxes, address)
+        )
         self._stores[address] = (store, 1)
         return store
 
@@ -785,11 +876,16 @@ class StorePool:
             return
         if entry[1] <= 1:
             del self._stores[address]
-            entry[0].close()
+            self._idle[address] = entry[0]
+            while len(self._idle) > self.keep_idle:
+                self._idle.popitem(last=False)[1].close()
         else:
             self._stores[address] = (entry[0], entry[1] - 1)
 
     def close(self) -> None:
         for store, _ in self._stores.values():
             store.close()
+        for store in self._idle.values():
+            store.close()
         self._stores.clear()
+        self._idle.clear()
