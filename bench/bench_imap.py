@@ -39,7 +39,7 @@ PASSWORD = "bench-password-123"  # noqa: S105
 
 
 def message(i: int, size: int = 2000) -> bytes:
-    body = ("Ligne de texte de l'ordonnance numéro %d.\r\n" % i) * (size // 45)
+    body = f"Ligne de texte de l'ordonnance numéro {i}.\r\n" * (size // 45)
     return (
         f"From: Dr Martin <martin@bench.localhost>\r\nTo: user@bench.localhost\r\n"
         f"Subject: Message {i}\r\nDate: Mon, 2 Feb 2026 10:00:00 +0100\r\n"
@@ -157,7 +157,9 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
-def start_workers(config: Config, n: int) -> tuple[list[multiprocessing.Process], int, socket.socket]:
+def start_workers(
+    config: Config, n: int
+) -> tuple[list[multiprocessing.Process], int, socket.socket]:
     hold = socket.socket()
     hold.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     hold.bind(("127.0.0.1", 0))

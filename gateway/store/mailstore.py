@@ -790,7 +790,8 @@ class MailStore:
                 {r[0]: r[1] for r in rows if r[1]},
             )
         else:
-            changes = self.changes_since(folder, cached.modseq, cached.uids[-1] if cached.uids else 0)
+            last = cached.uids[-1] if cached.uids else 0
+            changes = self.changes_since(folder, cached.modseq, last)
             if changes is not None:
                 cached.apply(changes)
         self._views[folder.id] = cached
