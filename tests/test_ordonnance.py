@@ -160,6 +160,7 @@ def test_hostile_text_does_not_break_the_renderer() -> None:
     whole = flat(" ".join(texts))
     assert "xyz" not in whole and "x y z" in whole  # control characters became spaces
     assert "[…]" in whole  # over-long fields are visibly cut
+    assert "\ufffd \ufffd\ufffd" in whole  # letters the font lacks show, never vanish
     assert len(texts) <= 12
     assert scan(data)["QR Code"] == [p.identifier]
 
@@ -202,13 +203,17 @@ def _objects(data: bytes) -> bytes:
 
 def test_pdfa_2b_markers_fonts_embedded_and_output_intent() -> None:
     data = render_pdf(bizone_prescription())
+    # PDF/A-2: header then a comment of 4 bytes >= 128 (binary file marker); metadata unfiltered
+    assert re.match(rb"%PDF-1\.7\n%[\x80-\xff]{4}\n", data)
+    assert re.search(rb"/Subtype /XML\n/Type /Metadata\n>>\nstream\n<\?xpacket", data)
+    assert b"/ID [<" in data and b"/Lang (fr-FR)" in data
     body = _objects(data)
     assert b"<pdfaid:part>2</pdfaid:part>" in body
     assert b"<pdfaid:conformance>B</pdfaid:conformance>" in body
     assert b"<xmp:CreateDate>2026-11-22T09:30:00+01:00</xmp:CreateDate>" in body
     assert b"/S /GTS_PDFA1" in body and b"/DestOutputProfile" in body
     fonts = set(re.findall(rb"/BaseFont /[A-Z]{6}\+([\w-]+)", body))
-    assert fonts == {b"DejaVuSansBook", b"DejaVuSansBold", b"DejaVuSansOblique"}
+    assert fonts == {b"DejaVuSansBook", b"DejaVuSansBold"}
     assert body.count(b"/FontFile2") == len(fonts)  # every font embedded (as a subset)
     assert not re.search(rb"/BaseFont /(Helvetica|Times|Courier)", body)  # no base-14 font
     assert b"/Encrypt" not in body
@@ -230,3 +235,19 @@ def test_non_substituable_without_reason_still_says_so() -> None:
     line = dataclasses.replace(LINES[0], substitutable=False,
                                substitution_refusal=SubstitutionRefusal.EFG)
     assert "Non substituable (EFG)" in flat(pages_text(render_pdf(prescription(lines=(line,))))[0])
+
+
+def test_bizone_zone_heading_repeats_on_the_next_page() -> None:
+    base = bizone_prescription()
+    ald = tuple(
+        dataclasses.replace(base.lines[0], product=Product(label=f"ALD N° {i + 1}"))
+        for i in range(12)
+    )
+    p = dataclasses.replace(base, lines=ald + (base.lines[2],))
+    texts = [flat(t) for t in pages_text(render_pdf(p))]
+    assert len(texts) >= 2
+    assert "(AFFECTION EXONÉRANTE) (suite)" in texts[1]
+    assert "(suite)" not in texts[0]
+    last = texts[-1]
+    assert last.index("SANS RAPPORT") < last.index("PARACÉTAMOL")
+    assert "MALADIES INTERCURRENTES) (suite)" not in " ".join(texts)

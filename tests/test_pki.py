@@ -152,6 +152,7 @@ def test_purpose_must_fit_kind(config, kind, fits):
         assert result.ok == (purpose in fits), (purpose, result.reason)
         if not result.ok:
             assert result.reason.startswith("not ")
+            assert result.failure is pki.Failure.WRONG_PURPOSE
 
 
 def test_revoked_certificate_fails_verification(config):
@@ -161,7 +162,7 @@ def test_revoked_certificate_fails_verification(config):
     rec = pki.revoke(config, issued.serial, "key-compromise")
     assert rec.revoked and rec.reason == "key-compromise"
     result = pki.verify_certificate(config, cert, purpose="client")
-    assert not result.ok
+    assert not result.ok and result.failure is pki.Failure.REVOKED
     assert "revoked" in result.reason and "key-compromise" in result.reason
     # The CRL on disk lists it, signed by the issuing CA.
     crl = x509.load_pem_x509_crl(Layout.of(config).ca_crl(CA.PERSONS).read_bytes())
@@ -225,6 +226,7 @@ def test_expired_and_not_yet_valid(config):
     )
     result = pki.verify_certificate(config, leaf(past.cert_path), purpose="client")
     assert not result.ok and "expired" in result.reason
+    assert result.failure is pki.Failure.EXPIRED
     future = pki.issue(
         config,
         "personal-auth",
@@ -234,6 +236,7 @@ def test_expired_and_not_yet_valid(config):
     )
     result = pki.verify_certificate(config, leaf(future.cert_path), purpose="client")
     assert not result.ok and "not valid before" in result.reason
+    assert result.failure is pki.Failure.NOT_YET_VALID
     # The same certificate checked at a time inside its validity passes.
     later = datetime.now(UTC) + timedelta(days=11)
     assert pki.verify_certificate(config, leaf(future.cert_path), at=later).ok
@@ -247,6 +250,7 @@ def test_foreign_certificate_needs_its_anchor(config, foreign):
     cert = leaf(peer.cert_path)
     result = pki.verify_certificate(config, cert, purpose="server")
     assert not result.ok and "untrusted issuer" in result.reason
+    assert result.failure is pki.Failure.UNTRUSTED
     # Importing the peer's root: its issuing CA must then be presented as an intermediate.
     root = Layout.of(foreign).ca_cert(CA.ROOT).read_bytes()
     added = pki.add_anchor(config, root)
@@ -380,3 +384,69 @@ def test_dn_matches_whitelist_entries(config, shared_dir):
     )
     assert pki.subject_dn(name) == sample
     assert pki.dn_matches(name, sample)
+
+
+def test_revoke_mailbox_revokes_all_its_certificates(config):
+    a = pki.issue(config, "personal-auth", "doc@test.localhost", "Doc")
+    b = pki.issue(config, "personal-sign", "doc@test.localhost", "Doc")
+    other = pki.issue(config, "personal-auth", "other@test.localhost", "Other")
+    done = pki.revoke_mailbox(config, "Doc@test.localhost")
+    assert {r.serial for r in done} == {a.serial, b.serial}
+    assert all(r.reason == "cessation-of-operation" for r in done)
+    for issued, purpose in ((a, "client"), (b, "sign")):
+        assert not pki.verify_certificate(config, leaf(issued.cert_path), purpose=purpose).ok
+    assert pki.verify_certificate(config, leaf(other.cert_path), purpose="client").ok
+    assert pki.revoke_mailbox(config, "doc@test.localhost") == []
+    # The key of a revoked certificate is not handed out any more.
+    with pytest.raises(pki.PKIError, match="revoked"):
+        pki.export_pkcs12(config, a.serial, b"pw")
+    with pytest.raises(pki.PKIError, match="revoked"):
+        pki.export_pem(config, a.serial, with_key=True)
+
+
+def test_crls_are_refreshed_before_they_expire(gateway_home):
+    from gateway.pki.crl import refresh_due
+
+    config = config_of(gateway_home)
+    path = Layout.of(config).ca_crl(CA.SERVERS)
+
+    def number() -> int:
+        crl = x509.load_pem_x509_crl(path.read_bytes())
+        return crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+
+    first = number()
+    assert refresh_due(config) == []  # fresh: 7 days left of 7
+    cfg = gateway_home / "config.toml"
+    cfg.write_text(cfg.read_text() + "[pki]\ncrl_days = 30\n")  # 7 days left < 15: due
+    assert len(refresh_due(config_of(gateway_home))) == 3
+    assert number() == first + 1
+    assert refresh_due(config_of(gateway_home)) == []
+
+
+def test_forged_certificate_claiming_our_issuer_fails(config):
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    ours = leaf(Layout.of(config).ca_cert(CA.SERVERS))
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    now = datetime.now(UTC)
+    forged = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mx.evil.example")]))
+        .issuer_name(ours.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    result = pki.verify_certificate(config, forged, purpose="server")
+    assert not result.ok and result.failure is pki.Failure.INVALID
+    assert "signature" in result.reason
+
+
+def test_ca_certificate_is_not_an_end_entity(config):
+    issuing = leaf(Layout.of(config).ca_cert(CA.SERVERS))
+    result = pki.verify_certificate(config, issuing, purpose="server")
+    assert not result.ok and result.failure is pki.Failure.WRONG_PURPOSE
+    assert pki.verify_certificate(config, issuing, purpose="any").ok

@@ -63,6 +63,21 @@ class SMTPSection:
     relay: str = "127.0.0.1:10025"
     max_message_size: int = 25 * 1024 * 1024
     max_recipients: int = 100
+    # Per recipient domain size limits (bytes), e.g. {"patient.mssgw.localhost" = 26214400}.
+    domain_size_limits: dict[str, int] = field(default_factory=dict)
+    rate_limit_client: int = 600  # messages per minute per client address (0: no limit)
+    rate_limit_account: int = 300  # messages per minute per authenticated mailbox (0: no limit)
+    timeout: int = 300  # idle seconds before a session is closed
+    # Outbound queue: retries back off from retry_initial, doubling up to retry_max (seconds);
+    # after lifetime seconds the sender gets a DSN.
+    queue_retry_initial: int = 60
+    queue_retry_max: int = 3600
+    queue_lifetime: int = 5 * 24 * 3600
+    queue_scan_interval: int = 1
+    queue_concurrency: int = 10
+    # Where to relay each trust-space domain: {"example.fr" = "mx.example.fr:25"}; a domain
+    # without a route is reached at its own name on port 25 (no MX lookup).
+    routes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -79,6 +94,19 @@ class DocumentsSection:
 
 
 @dataclass(frozen=True)
+class AuthSection:
+    """Password logins (SMTP submission, IMAP): verified-credential cache and lockouts."""
+
+    cache_ttl: int = 300  # seconds a verified address+password is remembered; 0 = no cache
+    cache_size: int = 10000  # entries kept at most (oldest dropped first)
+    account_max_failures: int = 5  # failed logins on one account within account_window...
+    account_window: int = 900  # ...lock that account for the rest of the window (seconds)
+    client_max_failures: int = 20  # failed logins from one client address (IPv6: its /64)...
+    client_window: int = 900  # ...within this many seconds lock that client out
+    min_password_length: int = 12
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration. `home` is the folder relative paths are resolved against."""
 
@@ -90,6 +118,7 @@ class Config:
     smtp: SMTPSection = field(default_factory=SMTPSection)
     imap: IMAPSection = field(default_factory=IMAPSection)
     documents: DocumentsSection = field(default_factory=DocumentsSection)
+    auth: AuthSection = field(default_factory=AuthSection)
     source: Path | None = None
 
     def path(self, value: str) -> Path:
@@ -150,6 +179,7 @@ _SECTIONS: dict[str, type] = {
     "smtp": SMTPSection,
     "imap": IMAPSection,
     "documents": DocumentsSection,
+    "auth": AuthSection,
 }
 
 

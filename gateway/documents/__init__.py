@@ -1,1 +1,12 @@
-"""Clinical documents: the prescription/dispensation model, CDA build, parse and validation."""
+"""Clinical documents: the prescription/dispensation model, CDA build, parse and validation.
+
+Public API (pure, synchronous functions; the servers run them in a process pool):
+- `model`: Prescription, Dispensation and their parts (frozen dataclasses);
+- `build.assign_ids(p)`, `build.build_prescription(p, pdf, qr_png) -> bytes`,
+  `build.build_dispensation(d) -> bytes`;
+- `parse.parse_document(data) -> ParsedDocument` (model + problems with locations),
+  `parse.parse_prescription(data)`, `parse.parse_dispensation(data)`;
+- `validate.validate_document(data, schema=, schematron_dir=, drugs=) -> ValidationReport`;
+- `form.parse_prescription_form(text, ...)`, `form.parse_dispensation_form(text, ...)`: the
+  plain-text forms doctors and pharmacists mail.
+"""

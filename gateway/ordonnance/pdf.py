@@ -48,6 +48,9 @@ NON_ALD_HEADING = "Prescriptions SANS RAPPORT avec l'affection de longue durée"
 NON_ALD_SUB = "(MALADIES INTERCURRENTES)"
 
 
+FONT_FILES = {"": "DejaVuSans.ttf", "B": "DejaVuSans-Bold.ttf"}
+
+
 def _aware(when: dt.datetime) -> dt.datetime:
     """A naive prescription time is French local time (never the renderer's time zone)."""
     return when.replace(tzinfo=PARIS) if when.tzinfo is None else when
@@ -76,8 +79,8 @@ class _Ordonnance(FPDF):
         self.when = _aware(p.date)
         self.valid_until = p.validity_end or w.add_months(self.when.date(), 3)
         self.qr = qr_matrix(identifier)
-        for style, file in (("", "DejaVuSans.ttf"), ("B", "DejaVuSans-Bold.ttf"),
-                            ("I", "DejaVuSans-Oblique.ttf")):  # fmt: skip
+        self.current_zone: tuple[str, str] | None = None  # bizone: the zone being written
+        for style, file in FONT_FILES.items():
             self.add_font(FONT, style, str(FONT_DIR / file))
         self.set_margins(MARGIN, MARGIN, MARGIN)
         self.set_auto_page_break(True, margin=FOOTER_H + 4)
@@ -90,6 +93,14 @@ class _Ordonnance(FPDF):
         self.set_producer(f"mssgw {__version__} (fpdf2 {FPDF_VERSION})")
         self.set_xmp_metadata(self._xmp())
         self.alias_nb_pages()
+
+    def normalize_text(self, text: str) -> str:
+        """A character the embedded font lacks prints as U+FFFD (a visible "?" in a diamond)
+        instead of vanishing: a name or a drug must never lose a letter silently."""
+        cmap = getattr(self.current_font, "cmap", None)
+        if cmap and any(ord(ch) not in cmap for ch in text):
+            text = "".join(ch if ord(ch) in cmap or ch in "\n\r" else "\ufffd" for ch in text)
+        return super().normalize_text(text)
 
     # -- metadata --------------------------------------------------------------------------
 
@@ -131,20 +142,32 @@ class _Ordonnance(FPDF):
         self, text: str, size: float, style: str = "", *, w: float = 0, h: float | None = None,
         align: str = "L", color: tuple[int, int, int] = BLACK,
     ) -> None:  # fmt: skip
+        """Text wrapped to `w` (0: to the right margin); the cursor ends at the next line."""
         self.set_font(FONT, style, size)
         self.set_text_color(*color)
-        self.multi_cell(
-            w, h or size * 0.45, text, align=align, new_x=XPos.LEFT, new_y=YPos.NEXT
-        )
+        height = h or size * 0.45
+        if self._fits_one_line(text, w):
+            # A single line needs no line breaking: cell() is several times cheaper.
+            x = self.x
+            self.cell(w, height, text, align=align, new_x=XPos.LEFT, new_y=YPos.NEXT)
+            self.x = x
+        else:
+            self.multi_cell(w, height, text, align=align, new_x=XPos.LEFT, new_y=YPos.NEXT)
         self.set_text_color(*BLACK)
 
     def block_height(self, text: str, size: float, style: str = "", w: float = 0) -> float:
         self.set_font(FONT, style, size)
+        if self._fits_one_line(text, w):
+            return size * 0.45
         height = self.multi_cell(
             w, size * 0.45, text, dry_run=True, output=MethodReturnValue.HEIGHT
         )
         assert isinstance(height, float | int)
         return float(height)
+
+    def _fits_one_line(self, text: str, w: float) -> bool:
+        width = w or (self.w - self.r_margin - self.x)
+        return "\n" not in text and self.get_string_width(text) <= width - 2 * self.c_margin
 
     def draw_qr(self, x: float, y: float, size: float) -> None:
         """The QR symbol as filled rectangles: crisp at any zoom, no image to embed.
@@ -245,6 +268,8 @@ class _Ordonnance(FPDF):
         self.set_line_width(0.2)
         self.line(MARGIN, y, self.w - MARGIN, y)
         self.set_xy(MARGIN, y + 4)
+        if self.current_zone is not None:
+            self.zone_heading(continued=True)
 
     def footer(self) -> None:
         y = self.h - FOOTER_H
@@ -252,7 +277,7 @@ class _Ordonnance(FPDF):
         self.set_line_width(0.2)
         self.line(MARGIN, y, self.w - MARGIN, y)
         self.set_xy(MARGIN, y + 1.5)
-        self.text_block(legal_mention(self.identifier, self.valid_until), 7.2, "I", h=3.2,
+        self.text_block(legal_mention(self.identifier, self.valid_until), 7.2, "", h=3.2,
                         color=GREY)  # fmt: skip
         self.set_xy(MARGIN, self.h - MARGIN + 2)
         self.set_font(FONT, "", 8)
@@ -263,11 +288,21 @@ class _Ordonnance(FPDF):
 
     # -- body ----------------------------------------------------------------------------------
 
-    def zone_heading(self, title: str, sub: str, *, continued: bool = False) -> None:
+    def zone(self, title: str, sub: str) -> None:
+        """Start a bizone zone: its heading here, and again "(suite)" atop each page it runs
+        onto, so a pharmacist always knows which zone a line on page 2 belongs to."""
+        self.current_zone = None  # a page break below must not repeat the previous zone
+        height = self.block_height(f"{title} {sub}", 8.5, "B", w=self.epw - 4) + 3
+        if self.will_page_break(height + 20):  # never a heading alone at the foot of a page
+            self.add_page()
+        self.current_zone = (title, sub)
+        self.zone_heading(continued=False)
+
+    def zone_heading(self, *, continued: bool) -> None:
+        assert self.current_zone is not None
+        title, sub = self.current_zone
         text = f"{title} {sub}" + (" (suite)" if continued else "")
         height = self.block_height(text, 8.5, "B", w=self.epw - 4) + 3
-        if self.will_page_break(height + 20):
-            self.add_page()
         y = self.y
         self.set_fill_color(235, 235, 235)
         self.rect(MARGIN, y, self.epw, height, style="F")
@@ -276,7 +311,7 @@ class _Ordonnance(FPDF):
         self.set_xy(MARGIN, y + height + 3)
 
     def prescription_line(self, number: int, line: PrescriptionLine) -> None:
-        indent = 7
+        indent = 9
         body_w = self.epw - indent
         label = w.clean(line.product.label) or "(médicament sans libellé)"
         pieces: list[tuple[str, float, str, tuple[int, int, int]]] = [
@@ -335,17 +370,18 @@ def render_pdf(prescription: Prescription) -> bytes:
     pdf.add_page()
     numbered = list(enumerate(prescription.lines, start=1))
     if is_bizone(prescription):
-        pdf.zone_heading(ALD_HEADING, ALD_SUB)
+        pdf.zone(ALD_HEADING, ALD_SUB)
         pdf.lines([(n, line) for n, line in numbered if line.ald])
         pdf.set_y(pdf.y + 2)
-        pdf.zone_heading(NON_ALD_HEADING, NON_ALD_SUB)
+        pdf.zone(NON_ALD_HEADING, NON_ALD_SUB)
         pdf.lines([(n, line) for n, line in numbered if not line.ald])
+        pdf.current_zone = None
     else:
         pdf.lines(numbered)
     if not prescription.lines:
-        pdf.text_block("(aucune ligne de prescription)", 10, "I")
+        pdf.text_block("(aucune ligne de prescription)", 10)
     notes = w.clean(prescription.notes, multiline=True)
     if notes:
-        pdf.text_block(f"Commentaire : {notes}", 9.5, "I")
+        pdf.text_block(f"Commentaire : {notes}", 9.5)
     pdf.signature()
     return bytes(pdf.output())

@@ -18,7 +18,7 @@ from gateway.config import Config
 from gateway.errors import Conflict
 from gateway.pki import store
 from gateway.pki.dn import subject_dn
-from gateway.pki.files import Layout, write_atomic
+from gateway.pki.files import Layout, load_cached, write_atomic
 
 
 @dataclass(frozen=True)
@@ -107,5 +107,5 @@ def anchor_certificates(config: Config) -> list[x509.Certificate]:
         return []
     out: list[x509.Certificate] = []
     for path in sorted(folder.glob("*.pem")):
-        out += x509.load_pem_x509_certificates(path.read_bytes())
+        out += load_cached(path, x509.load_pem_x509_certificates)
     return out

@@ -25,7 +25,7 @@ from gateway.config import Config
 from gateway.errors import Conflict, GatewayError, NotFound
 from gateway.pki import store
 from gateway.pki.dn import subject_dn
-from gateway.pki.files import Layout, write_atomic, write_private
+from gateway.pki.files import Layout, load_cached, write_atomic, write_private
 from gateway.pki.kinds import CA, CA_NAMES, KINDS, Kind
 
 PASSPHRASE_ENV = "MSSGW_CA_PASSPHRASE"  # noqa: S105 (the name of a variable, not a secret)
@@ -140,7 +140,7 @@ def load_ca(config: Config, ca: CA) -> tuple[x509.Certificate, rsa.RSAPrivateKey
 
 def ca_certificate(config: Config, ca: CA) -> x509.Certificate:
     try:
-        return x509.load_pem_x509_certificate(Layout.of(config).ca_cert(ca).read_bytes())
+        return load_cached(Layout.of(config).ca_cert(ca), x509.load_pem_x509_certificate)
     except FileNotFoundError:
         raise PKIError(f"the {CA_NAMES[ca]} is missing: run `mssgw init`") from None
 
@@ -214,13 +214,10 @@ def initialise(config: Config) -> list[str]:
     chain = b"".join(layout.ca_cert(ca).read_bytes() for ca in (CA.SERVERS, CA.PERSONS, CA.ROOT))
     if not layout.chain.exists() or layout.chain.read_bytes() != chain:
         write_atomic(layout.chain, chain)
-    with store.connection(config) as conn:
-        missing = [ca for ca in CA if not layout.ca_crl(ca).exists()]
-        if missing:
-            from gateway.pki import crl
+    from gateway.pki import crl
 
-            for ca in missing:
-                created.append(f"published CRL: {crl.publish(config, conn, ca)}")
+    created += [f"published CRL: {path}" for path in crl.refresh_due(config)]
+    with store.connection(config) as conn:
         server = store.get_state(conn, "server_serial")
     hostname = config.gateway.hostname
     if server is None or not _server_cert_fits(config, server):
@@ -505,6 +502,31 @@ def revoke(config: Config, serial: str, reason: str = "unspecified") -> store.Ce
     return get_certificate(config, rec.serial)
 
 
+def revoke_mailbox(
+    config: Config, email: str, reason: str = "cessation-of-operation"
+) -> list[store.CertRecord]:
+    """Revoke every unrevoked certificate issued to `email` (e.g. when its mailbox is deleted
+    or suspended); returns the revoked records. One transaction, CRLs re-published."""
+    from gateway import db
+    from gateway.pki import crl
+
+    if reason not in REASONS:
+        raise PKIError(f"reason: {reason!r} is not a revocation reason")
+    stamp = now().replace(microsecond=0).isoformat()
+    with store.connection(config) as conn, db.transaction(conn):
+        rows = conn.execute(
+            "SELECT serial, ca FROM pki_certificates WHERE email = ? AND revoked_at IS NULL",
+            (email.lower(),),
+        ).fetchall()
+        conn.executemany(
+            "UPDATE pki_certificates SET revoked_at = ?, reason = ? WHERE serial = ?",
+            [(stamp, reason, r["serial"]) for r in rows],
+        )
+        for ca in sorted({r["ca"] for r in rows}):
+            crl.publish(config, conn, CA(ca))
+    return [get_certificate(config, r["serial"]) for r in rows]
+
+
 # --- exports -------------------------------------------------------------------------------
 
 
@@ -515,6 +537,8 @@ def export_pem(config: Config, serial: str, *, with_key: bool = False) -> bytes:
     out += b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
     out += ca_certificate(config, CA.ROOT).public_bytes(serialization.Encoding.PEM)
     if with_key:
+        if get_certificate(config, serial).revoked_at is not None:
+            raise PKIError(f"certificate {cert_serial(cert)} is revoked: its key is not exported")
         out = Layout.of(config).key(cert_serial(cert)).read_bytes() + out
     return out
 
@@ -527,6 +551,9 @@ def export_pkcs12(config: Config, serial: str, password: bytes) -> bytes:
     """A password-protected PKCS#12 (certificate, key, CA chain) for mail clients."""
     if not password:
         raise PKIError("PKCS#12 password: must not be empty")
+    rec = get_certificate(config, serial)
+    if rec.revoked_at is not None:
+        raise PKIError(f"certificate {rec.serial} is revoked: its key is not exported")
     cert, chain = load_issued(config, serial)
     try:
         key = serialization.load_pem_private_key(

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 from gateway.config import Config
 from gateway.pki import store
-from gateway.pki.files import Layout, write_atomic
+from gateway.pki.files import Layout, load_cached, write_atomic
 from gateway.pki.kinds import CA
 
 
@@ -68,6 +68,25 @@ def publish_all(config: Config) -> list[Path]:
         return [publish(config, conn, ca) for ca in CA]
 
 
+def refresh_due(config: Config) -> list[Path]:
+    """Publish the CRLs of our CAs that are missing or past half their lifetime (`mssgw init`
+    does it; a long-running gateway should call it daily). Returns the paths written."""
+    from gateway import db
+    from gateway.pki.ca import now
+
+    layout = Layout.of(config)
+    margin = timedelta(days=config.pki.crl_days) / 2
+    due = []
+    for ca in CA:
+        crl = _read(layout.ca_crl(ca))
+        if crl is None or crl.next_update_utc is None or crl.next_update_utc - now() < margin:
+            due.append(ca)
+    if not due:
+        return []
+    with store.connection(config) as conn, db.transaction(conn):
+        return [publish(config, conn, ca) for ca in due]
+
+
 def load_crl(data: bytes) -> x509.CertificateRevocationList:
     """A CRL in PEM or DER (raises ValueError otherwise)."""
     if b"-----BEGIN" in data:
@@ -75,21 +94,11 @@ def load_crl(data: bytes) -> x509.CertificateRevocationList:
     return x509.load_der_x509_crl(data)
 
 
-# (path) -> (mtime_ns, size, parsed): verifiers run per handshake, CRLs change rarely.
-_cache: dict[Path, tuple[int, int, x509.CertificateRevocationList]] = {}
-
-
 def _read(path: Path) -> x509.CertificateRevocationList | None:
     try:
-        st = path.stat()
-        hit = _cache.get(path)
-        if hit and hit[0] == st.st_mtime_ns and hit[1] == st.st_size:
-            return hit[2]
-        crl = load_crl(path.read_bytes())
+        return load_cached(path, load_crl)
     except (OSError, ValueError):
         return None
-    _cache[path] = (st.st_mtime_ns, st.st_size, crl)
-    return crl
 
 
 def all_crls(config: Config) -> list[x509.CertificateRevocationList]:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from gateway.config import Config
 from gateway.pki.kinds import CA
@@ -44,6 +46,24 @@ def write_private(path: Path, data: bytes) -> None:
     """A private key (or anything holding one): mode 0600, in a 0700 folder."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     write_atomic(path, data, 0o600)
+
+
+_T = TypeVar("_T")
+# path -> (mtime_ns, size, parser, parsed): verifiers run per handshake, the files change rarely.
+_cache: dict[Path, tuple[int, int, Any, Any]] = {}
+
+
+def load_cached(path: Path, parse: Callable[[bytes], _T]) -> _T:
+    """`parse(path's bytes)`, re-parsed only when the file changes (atomic writes replace the
+    file, so a new version always has a new mtime or size). Raises OSError/ValueError."""
+    st = path.stat()
+    hit = _cache.get(path)
+    if hit and hit[0] == st.st_mtime_ns and hit[1] == st.st_size and hit[2] is parse:
+        value: _T = hit[3]
+        return value
+    value = parse(path.read_bytes())
+    _cache[path] = (st.st_mtime_ns, st.st_size, parse, value)
+    return value
 
 
 @dataclass(frozen=True)

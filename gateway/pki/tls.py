@@ -27,7 +27,7 @@ from gateway.pki.anchors import anchor_certificates
 from gateway.pki.ca import Credentials, server_credentials
 from gateway.pki.files import Layout
 from gateway.pki.kinds import CA, Purpose
-from gateway.pki.verify import VerifyResult, verify_certificate
+from gateway.pki.verify import Failure, VerifyResult, verify_certificate
 
 MSSANTE_TLS12_SUITES = (
     "ECDHE-RSA-AES256-GCM-SHA384",
@@ -142,5 +142,5 @@ def verify_peer(
     we are the client."""
     cert, chain = peer_certificate(conn)
     if cert is None:
-        return VerifyResult(False, "no certificate presented", "")
+        return VerifyResult(False, "no certificate presented", "", (), Failure.NO_CERTIFICATE)
     return verify_certificate(config, cert, chain, purpose)

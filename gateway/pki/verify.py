@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -40,12 +41,27 @@ _COMPROMISE = {
 }
 
 
+class Failure(StrEnum):
+    """Why a certificate was refused, for callers that map it to their own codes."""
+
+    NONE = ""  # valid
+    UNTRUSTED = "untrusted"  # no chain to our root or an imported anchor
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not-yet-valid"
+    WRONG_PURPOSE = "wrong-purpose"  # key usage / EKU / CA certificate as leaf
+    REVOKED = "revoked"
+    REVOCATION_UNKNOWN = "revocation-unknown"  # our CA without a CRL
+    INVALID = "invalid"  # bad signature, malformed chain...
+    NO_CERTIFICATE = "no-certificate"
+
+
 @dataclass(frozen=True)
 class VerifyResult:
     ok: bool
-    reason: str  # "valid", "valid (…note…)", or why not
+    reason: str  # "valid", "valid (…note…)", or why not, for people
     subject_dn: str  # RFC 4514, comparable with dn.dn_matches / the whitelist
     chain: tuple[x509.Certificate, ...] = field(default=(), repr=False)  # leaf first, anchor last
+    failure: Failure = Failure.NONE  # why not, for programs
 
     def __bool__(self) -> bool:
         return self.ok
@@ -53,10 +69,6 @@ class VerifyResult:
     @property
     def certificate(self) -> x509.Certificate | None:
         return self.chain[0] if self.chain else None
-
-
-def _fail(cert: x509.Certificate, reason: str) -> VerifyResult:
-    return VerifyResult(False, reason, subject_dn(cert.subject), (cert,))
 
 
 def verify_certificate(
@@ -82,11 +94,12 @@ def verify_certificate(
         ctx = crypto.X509StoreContext(st, crypto.X509.from_cryptography(cert), pool)
         chain = tuple(c.to_cryptography() for c in ctx.get_verified_chain())
     except crypto.X509StoreContextError as exc:
-        return _fail(cert, _chain_error(exc, cert, at))
+        failure, why = _chain_error(exc, cert, at)
+        return VerifyResult(False, why, name, (cert,), failure)
 
     problem = _purpose_problem(cert, purpose)
     if problem:
-        return VerifyResult(False, problem, name, chain)
+        return VerifyResult(False, problem, name, chain, Failure.WRONG_PURPOSE)
 
     notes: list[str] = []
     ours_fp = {c.fingerprint(hashes.SHA256()) for c in (*ours, trusted[0])}
@@ -100,9 +113,16 @@ def verify_certificate(
                     f"revocation unknown: no CRL published for {subject_dn(issuer.subject)}",
                     name,
                     chain,
+                    Failure.REVOCATION_UNKNOWN,
                 )
             notes.append(f"no CRL imported for {subject_dn(issuer.subject)}")
             continue
+        if crl.next_update_utc is not None and crl.next_update_utc < datetime.now(UTC):
+            # Référentiel #2: keep using the last CRL; say that it is out of date.
+            notes.append(
+                f"CRL of {subject_dn(issuer.subject)} out of date since "
+                f"{crl.next_update_utc.isoformat()}"
+            )
         entry = crl.get_revoked_certificate_by_serial_number(child.serial_number)
         if entry is None:
             continue
@@ -112,7 +132,11 @@ def verify_certificate(
             who = "certificate" if depth == 0 else f"CA {subject_dn(child.subject)}"
             label = reason.name.replace("_", "-") if reason else "unspecified"
             return VerifyResult(
-                False, f"{who} revoked on {when.isoformat()} ({label})", name, chain
+                False,
+                f"{who} revoked on {when.isoformat()} ({label})",
+                name,
+                chain,
+                Failure.REVOKED,
             )
         notes.append(f"revoked later, on {when.isoformat()}")
     return VerifyResult(True, "valid" + (f" ({'; '.join(notes)})" if notes else ""), name, chain)
@@ -144,24 +168,28 @@ def _crl_for(
     return best
 
 
-def _chain_error(exc: crypto.X509StoreContextError, cert: x509.Certificate, at: datetime) -> str:
+def _chain_error(
+    exc: crypto.X509StoreContextError, cert: x509.Certificate, at: datetime
+) -> tuple[Failure, str]:
     code = exc.errors[0] if exc.errors else None
     message = str(exc.errors[2]) if len(exc.errors) > 2 else str(exc)
     depth = exc.errors[1] if len(exc.errors) > 1 else 0
     failing = exc.certificate.to_cryptography() if exc.certificate is not None else cert
     who = "certificate" if depth == 0 else f"CA {subject_dn(failing.subject)}"
     if code == 10:  # X509_V_ERR_CERT_HAS_EXPIRED
-        return f"{who} expired on {failing.not_valid_after_utc.isoformat()} (at {at.isoformat()})"
+        when = failing.not_valid_after_utc.isoformat()
+        return Failure.EXPIRED, f"{who} expired on {when} (at {at.isoformat()})"
     if code == 9:  # X509_V_ERR_CERT_NOT_YET_VALID
-        return (
-            f"{who} not valid before {failing.not_valid_before_utc.isoformat()}"
-            f" (at {at.isoformat()})"
-        )
+        when = failing.not_valid_before_utc.isoformat()
+        return Failure.NOT_YET_VALID, f"{who} not valid before {when} (at {at.isoformat()})"
     if code in (2, 20, 21):  # unable to get (local) issuer certificate
-        return f"untrusted issuer {subject_dn(cert.issuer)}: not our CA nor an imported anchor"
+        return (
+            Failure.UNTRUSTED,
+            f"untrusted issuer {subject_dn(cert.issuer)}: not our CA nor an imported anchor",
+        )
     if code in (18, 19):  # self-signed
-        return "self-signed certificate, not a trust anchor"
-    return f"{message} ({who})"
+        return Failure.UNTRUSTED, "self-signed certificate, not a trust anchor"
+    return Failure.INVALID, f"{message} ({who})"
 
 
 def _purpose_problem(cert: x509.Certificate, purpose: Purpose) -> str | None:

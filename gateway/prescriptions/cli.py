@@ -1,12 +1,31 @@
-"""`mssgw prescriptions ...`: the e-prescription identifier (and, later, the registry)."""
+"""`mssgw prescriptions ...`: the identifier check and the registry's administration.
+
+Administrative commands run as the local administrator (`admin:<os user>` in the audit log); the
+mail flows call the registry directly with the sender's address as actor.
+"""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import uuid
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from gateway.cli import add_command, command_group, print_json
+from gateway.audit_sink import local_actor
+from gateway.cli import add_command, command_group, config_of, print_json
+from gateway.documents.model import DispensedLine, Product
+from gateway.errors import GatewayError
 from gateway.prescriptions.identifier import check_identifier, group
+from gateway.prescriptions.registry import (
+    RETENTION_YEARS,
+    DispensationReport,
+    Dispenser,
+    PrescriptionRecord,
+    PrescriptionRegistry,
+    Status,
+    open_registry,
+)
 
 
 def cmd_check_id(args: argparse.Namespace) -> int:
@@ -20,6 +39,229 @@ def cmd_check_id(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def _registry(args: argparse.Namespace) -> PrescriptionRegistry:
+    return open_registry(config_of(args))
+
+
+def _summary(rec: PrescriptionRecord) -> str:
+    return (
+        f"{rec.identifier}  {rec.status_at().value:<19}  {rec.prescribed_at.date()}"
+        f"  patient {rec.patient_ins}  by {rec.prescriber_address}  {len(rec.lines)} line(s)"
+    )
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    status = Status(args.status) if args.status else None
+    registry = _registry(args)
+    try:
+        records = registry.find(
+            actor=local_actor(),
+            patient_ins=args.patient,
+            prescriber=args.prescriber,
+            status=status,
+            limit=args.limit,
+        )
+    finally:
+        registry.close()
+    if args.json:
+        print_json([r.as_dict() for r in records])
+    elif not records:
+        print("no prescription matches")
+    else:
+        for rec in records:
+            print(_summary(rec))
+    return 0
+
+
+def _qty(value: Any) -> str:
+    return "—" if value is None else str(value)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    try:
+        rec = registry.get(args.identifier, actor=local_actor())
+    finally:
+        registry.close()
+    if args.json:
+        print_json(rec.as_dict())
+        return 0
+    d = rec.as_dict()
+    print(f"prescription {group(rec.identifier)} ({rec.identifier})")
+    print(f"  status:       {d['status']}")
+    print(f"  prescriber:   {rec.prescriber_address} (RPPS {rec.prescriber_rpps or '—'})")
+    print(f"  patient:      {rec.patient_address} (INS {rec.patient_ins})")
+    print(f"  date:         {rec.prescribed_at.isoformat()}")
+    print(f"  first dispensation by {rec.validity_end}; renewals until {rec.dispensable_until}")
+    print(
+        f"  objection to prescriber feedback: {'yes' if rec.patient_objects_to_feedback else 'no'}"
+    )
+    if rec.cancelled_at:
+        why = rec.cancel_reason or "no reason given"
+        print(f"  cancelled:    {rec.cancelled_at.isoformat()} by {rec.cancelled_by}: {why}")
+    print("  lines:")
+    for line in d["lines"]:
+        print(
+            f"    {line['line']}. {line['label']}: {_qty(line['quantity'])} {line['unit']}"
+            f" × {1 + line['renewals']} — delivered {line['delivered']},"
+            f" remaining {_qty(line['remaining'])}"
+            + ("" if line["remaining"] is not None else f" ({line['deliveries_left']} deliveries)")
+        )
+    if rec.dispensations:
+        print("  dispensations:")
+    for disp in rec.dispensations:
+        print(f"    {disp.dispensed_at.date()} {disp.pharmacy} ({disp.dispensation_id})")
+        for dl in disp.lines:
+            extra = [
+                "substituted" if dl.substituted else "",
+                f"adjusted: {dl.adjustment_reason}" if dl.adjustment_reason else "",
+                f"not delivered: {dl.not_delivered_reason}" if dl.not_delivered_reason else "",
+            ]
+            note = "; ".join(x for x in extra if x)
+            print(
+                f"      line {dl.position}: {dl.quantity} {dl.label}"
+                + (f" ({note})" if note else "")
+            )
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    try:
+        result = registry.cancel(
+            args.identifier, by=args.by, reason=args.reason, actor=f"{local_actor()} for {args.by}"
+        )
+    finally:
+        registry.close()
+    print(result.message)
+    return 0
+
+
+def _pairs(values: list[str], what: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values or []:
+        ref, sep, value = item.partition("=")
+        if not sep or not ref.strip() or not value.strip():
+            raise GatewayError(f"{what}: expected LINE=VALUE, got {item!r}")
+        out[ref.strip()] = value.strip()
+    return out
+
+
+def _dispenser(args: argparse.Namespace) -> Dispenser:
+    """The pharmacy as the trust directory knows it (only pharmacies may dispense)."""
+    try:  # the trust directory lands in parallel; until then the command says so
+        from gateway.directory import open_directory  # type: ignore[attr-defined]
+    except ImportError:
+        raise GatewayError(
+            "the trust directory is not available: cannot check the pharmacy"
+        ) from None
+
+    config = config_of(args)
+    directory = open_directory(config, actor=local_actor())
+    mailbox = directory.get(args.pharmacy)
+    if mailbox is None:
+        raise GatewayError(f"{args.pharmacy}: no such mailbox in the directory")
+    structure = None
+    if mailbox.professional and mailbox.professional.structure:
+        structure = directory.get(mailbox.professional.structure)
+    return Dispenser.from_mailbox(mailbox, structure)
+
+
+def cmd_dispense(args: argparse.Namespace) -> int:
+    quantities = _pairs(args.lines, "line")
+    substituted = set(args.substituted or [])
+    adjusted = _pairs(args.adjusted, "--adjusted")
+    not_delivered = _pairs(args.not_delivered, "--not-delivered")
+    for ref in [*substituted, *adjusted, *not_delivered]:
+        if ref not in quantities and ref not in not_delivered:
+            raise GatewayError(f"line {ref}: give its quantity as {ref}=QTY")
+    dispenser = _dispenser(args)
+    registry = _registry(args)
+    try:
+        record = registry.get(args.identifier, actor=local_actor())
+        lines = []
+        for ref in {**quantities, **dict.fromkeys(not_delivered, "0")}:
+            qty_text = quantities.get(ref, "0")
+            try:
+                qty = Decimal(qty_text.replace(",", "."))
+            except InvalidOperation:
+                raise GatewayError(f"line {ref}: {qty_text!r} is not a quantity") from None
+            label = next((ln.label for ln in record.lines if ln.matches(ref)), "?")
+            lines.append(
+                DispensedLine(
+                    line_ref=ref,
+                    product=Product(label=label),
+                    quantity=qty,
+                    substituted=ref in substituted,
+                    adjustment_reason=adjusted.get(ref),
+                    not_delivered_reason=not_delivered.get(ref),
+                )
+            )
+        report = DispensationReport(
+            dispensation_id=args.id or f"cli-{uuid.uuid4()}",
+            prescription_id=args.identifier,
+            dispenser=dispenser,
+            date=dt.datetime.now(dt.UTC),
+            lines=tuple(lines),
+        )
+        result = registry.dispense(report)
+    finally:
+        registry.close()
+    if args.json:
+        print_json(
+            {
+                "applied": result.applied,
+                "message": result.message,
+                "status": result.record.status_at().value,
+                "remaining": [ln.as_dict() for ln in result.record.lines],
+            }
+        )
+    else:
+        print(result.message)
+        for ln in result.record.lines:
+            print(f"  line {ln.position} ({ln.label}): remaining {_qty(ln.as_dict()['remaining'])}")
+    return 0
+
+
+def cmd_expire(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    try:
+        expired = registry.expire(actor=local_actor())
+    finally:
+        registry.close()
+    if args.json:
+        print_json({"expired": expired})
+    else:
+        print(
+            f"{len(expired)} prescription(s) expired"
+            + (": " + ", ".join(expired) if expired else "")
+        )
+    return 0
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    try:
+        idents = registry.purge(
+            actor=local_actor(), older_than_years=args.older_than_years, dry_run=args.dry_run
+        )
+    finally:
+        registry.close()
+    if args.json:
+        print_json(
+            {
+                "purged": [] if args.dry_run else idents,
+                "would_purge": idents if args.dry_run else [],
+            }
+        )
+    else:
+        verb = "would purge" if args.dry_run else "purged"
+        print(f"{verb} {len(idents)} prescription(s) older than {args.older_than_years} years")
+        for ident in idents:
+            print(f"  {ident}")
+    return 0
+
+
 def register(sub: Any) -> None:
     group_ = command_group(sub, "prescriptions", "e-prescription identifiers and registry")
     p = add_command(
@@ -30,3 +272,60 @@ def register(sub: Any) -> None:
         json_output=True,
     )
     p.add_argument("identifier", help="18 characters 0-9A-Z (spaces and hyphens ignored)")
+
+    p = add_command(group_, "list", "list registered prescriptions", cmd_list, json_output=True)
+    p.add_argument("--patient", metavar="INS", help="only this patient's prescriptions")
+    p.add_argument("--prescriber", metavar="RPPS|EMAIL", help="only this prescriber's")
+    p.add_argument("--status", choices=[s.value for s in Status], help="status as of today")
+    p.add_argument("--limit", type=int, default=1000, help="at most this many (default 1000)")
+
+    p = add_command(
+        group_,
+        "show",
+        "show one prescription: lines, remaining, dispensations",
+        cmd_show,
+        json_output=True,
+    )
+    p.add_argument("identifier")
+
+    p = add_command(
+        group_, "cancel", "cancel a prescription on its prescriber's behalf", cmd_cancel
+    )
+    p.add_argument("identifier")
+    p.add_argument("--by", required=True, metavar="EMAIL", help="the prescriber's address")
+    p.add_argument("--reason", help="why (kept in the record)")
+
+    p = add_command(
+        group_,
+        "dispense",
+        "record a dispensation (administrators, tests): ID --pharmacy EMAIL LINE=QTY...",
+        cmd_dispense,
+        json_output=True,
+    )
+    p.add_argument("identifier")
+    p.add_argument("lines", nargs="*", metavar="LINE=QTY", help="line number (or id) = quantity")
+    p.add_argument("--pharmacy", required=True, metavar="EMAIL", help="the pharmacy's mailbox")
+    p.add_argument("--id", help="dispensation id (same id twice = recorded once)")
+    p.add_argument("--substituted", action="append", metavar="LINE", help="generic substitution")
+    p.add_argument("--adjusted", action="append", metavar="LINE=REASON", help="dose adjusted")
+    p.add_argument(
+        "--not-delivered", action="append", metavar="LINE=REASON", help="line not delivered"
+    )
+
+    p = add_command(
+        group_,
+        "expire",
+        "mark prescriptions past their validity expired",
+        cmd_expire,
+        json_output=True,
+    )
+
+    p = add_command(
+        group_,
+        "purge",
+        f"delete records older than the retention period ({RETENTION_YEARS} years)",
+        cmd_purge,
+        json_output=True,
+    )
+    p.add_argument("--older-than-years", type=int, default=RETENTION_YEARS, metavar="N")
+    p.add_argument("--dry-run", action="store_true", help="only list what would be purged")

@@ -1,0 +1,51 @@
+"""The DMP feed: patients' shared records (documents with their XDS metadata) behind an interface.
+
+    from gateway.dmp import open_dmp, Actor
+    dmp = open_dmp(config)
+    dmp.submit(metadata, cda_bytes, actor=Actor.gateway(), signature=dsg_bytes)
+    dmp.find(ins, actor=Actor.from_mailbox(mailbox), class_codes=["42"])
+
+`repository.py` is the interface (an XDS.b ITI-41 connector can implement it), `sqlite.py` the
+embedded implementation, `access.py` the access rule. Every access is written to the audit log.
+"""
+
+from __future__ import annotations
+
+from gateway.config import Config
+from gateway.dmp.model import (
+    AccessDenied,
+    Actor,
+    ActorKind,
+    DocumentEntry,
+    DocumentMetadata,
+    DocumentNotFound,
+    DocumentStatus,
+    DuplicateDocument,
+    InvalidDocument,
+    StoredDocument,
+)
+from gateway.dmp.repository import DocumentRepository
+
+
+def open_dmp(config: Config) -> DocumentRepository:
+    """The configured DMP (embedded, in the gateway's database), writing to the audit log."""
+    from gateway.audit_sink import audit_for
+    from gateway.dmp.sqlite import SQLiteDMP
+
+    return SQLiteDMP.open(config.database_path, audit=audit_for(config))
+
+
+__all__ = [
+    "AccessDenied",
+    "Actor",
+    "ActorKind",
+    "DocumentEntry",
+    "DocumentMetadata",
+    "DocumentNotFound",
+    "DocumentRepository",
+    "DocumentStatus",
+    "DuplicateDocument",
+    "InvalidDocument",
+    "StoredDocument",
+    "open_dmp",
+]

@@ -1,0 +1,174 @@
+"""`mssgw dmp ...`: read and administer the embedded DMP, as the audited local administrator."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any
+
+from gateway.audit_sink import local_actor
+from gateway.cli import add_command, command_group, config_of, print_json
+from gateway.dmp import Actor, DocumentRepository, DocumentStatus, open_dmp
+from gateway.errors import GatewayError
+
+STATUS_CHOICES = [s.value for s in DocumentStatus] + ["all"]
+
+
+def _admin() -> Actor:
+    return Actor.admin(local_actor())
+
+
+def _dmp(args: argparse.Namespace) -> DocumentRepository:
+    return open_dmp(config_of(args))
+
+
+def _day(text: str | None, *, end: bool = False) -> dt.datetime | None:
+    if text is None:
+        return None
+    try:
+        day = dt.date.fromisoformat(text)
+    except ValueError:
+        raise GatewayError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+    moment = dt.datetime.combine(day, dt.time.max if end else dt.time.min)
+    return moment.replace(tzinfo=dt.UTC)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    status = None if args.status == "all" else DocumentStatus(args.status)
+    dmp = _dmp(args)
+    try:
+        entries = dmp.find(
+            args.patient,
+            actor=_admin(),
+            class_codes=args.class_code or (),
+            type_codes=args.type_code or (),
+            created_from=_day(args.date_from),
+            created_to=_day(args.date_to, end=True),
+            status=status,
+        )
+    finally:
+        dmp.close()
+    if args.json:
+        print_json([e.as_dict() for e in entries])
+    elif not entries:
+        print("no document matches")
+    else:
+        for e in entries:
+            m = e.metadata
+            print(
+                f"{m.unique_id}  {e.status.value:<10}  {m.creation_time:%Y-%m-%d %H:%M}"
+                f"  class {m.class_code}  {m.title}  ({e.size} bytes)"
+            )
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    dmp = _dmp(args)
+    try:
+        entry = dmp.entry(args.unique_id, actor=_admin())
+    finally:
+        dmp.close()
+    data = entry.as_dict()
+    if args.json:
+        print_json(data)
+    else:
+        width = max(len(k) for k in data)
+        for key, value in data.items():
+            if value is not None:
+                print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Write durably and without leaving a half-written file under the final name."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as exc:
+        raise GatewayError(f"cannot write {path}: {exc.strerror}") from None
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    dmp = _dmp(args)
+    try:
+        doc = dmp.retrieve(args.unique_id, actor=_admin())
+    finally:
+        dmp.close()
+    _write(Path(args.output), doc.content)
+    print(f"wrote {args.output} ({len(doc.content)} bytes, SHA-1 {doc.entry.hash})")
+    if args.signature:
+        if doc.signature is None:
+            raise GatewayError(f"document {args.unique_id} has no signature document")
+        _write(Path(args.signature), doc.signature)
+        print(f"wrote {args.signature} (signature, {len(doc.signature)} bytes)")
+    return 0
+
+
+def cmd_deprecate(args: argparse.Namespace) -> int:
+    dmp = _dmp(args)
+    try:
+        changed = dmp.deprecate(args.unique_id, actor=_admin())
+    finally:
+        dmp.close()
+    print(f"document {args.unique_id} " + ("deprecated" if changed else "was already deprecated"))
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    dmp = _dmp(args)
+    try:
+        entry = dmp.delete(args.unique_id, actor=_admin())
+    finally:
+        dmp.close()
+    print(f"document {args.unique_id} deleted (patient {entry.metadata.patient_ins})")
+    return 0
+
+
+def register(sub: Any) -> None:
+    group = command_group(sub, "dmp", "patients' shared records (documents filed by the gateway)")
+    p = add_command(group, "list", "list a patient's documents", cmd_list, json_output=True)
+    p.add_argument("--patient", required=True, metavar="INS", help="the patient's INS")
+    p.add_argument(
+        "--class",
+        dest="class_code",
+        action="append",
+        metavar="CODE",
+        help="XDS classCode, e.g. 42 prescription, 43 dispensation (repeatable)",
+    )
+    p.add_argument(
+        "--type",
+        dest="type_code",
+        action="append",
+        metavar="CODE",
+        help="XDS typeCode (LOINC), repeatable",
+    )
+    p.add_argument("--from", dest="date_from", metavar="YYYY-MM-DD", help="created on or after")
+    p.add_argument("--to", dest="date_to", metavar="YYYY-MM-DD", help="created on or before")
+    p.add_argument(
+        "--status",
+        choices=STATUS_CHOICES,
+        default="approved",
+        help="approved (default), deprecated or all",
+    )
+
+    p = add_command(group, "show", "show a document's metadata", cmd_show, json_output=True)
+    p.add_argument("unique_id", metavar="UNIQUEID")
+
+    p = add_command(group, "get", "write a document's bytes to a file", cmd_get)
+    p.add_argument("unique_id", metavar="UNIQUEID")
+    p.add_argument("-o", "--output", required=True, metavar="FILE")
+    p.add_argument("--signature", metavar="FILE", help="also write its signature document")
+
+    p = add_command(group, "deprecate", "mark a document deprecated", cmd_deprecate)
+    p.add_argument("unique_id", metavar="UNIQUEID")
+
+    p = add_command(group, "delete", "delete a document and its signature", cmd_delete)
+    p.add_argument("unique_id", metavar="UNIQUEID")

@@ -1,0 +1,192 @@
+"""CDA vocabulary shared by the builder and the parser: namespaces, OIDs, codes, time formats.
+
+Kept in one place so that what we write and what we read can never drift apart.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from decimal import Decimal
+
+from gateway.documents.model import Frequency, Prescription
+
+NS = "urn:hl7-org:v3"
+XSI = "http://www.w3.org/2001/XMLSchema-instance"
+PHARM = "urn:ihe:pharm:medication"
+NSMAP = {None: NS, "xsi": XSI, "pharm": PHARM}
+XP = {"c": NS, "xsi": XSI, "pharm": PHARM}
+
+PRESCRIPTION_TEMPLATE = "1.2.250.1.213.1.1.1.39"
+DISPENSATION_TEMPLATE = "1.2.250.1.213.1.1.1.54"
+SECTION_PRESCRIPTION = "1.2.250.1.213.1.1.2.171"
+SECTION_DISPENSATION = "1.2.250.1.213.1.1.2.236"
+SECTION_CODE2D = "1.2.250.1.213.1.1.2.223"
+SECTION_PDF_COPY = "1.2.250.1.213.1.1.2.243"
+PRESCRIBED_ITEM = "1.2.250.1.213.1.1.3.83"
+DISPENSED_ITEM = "1.3.6.1.4.1.19376.1.9.1.3.4"
+PRESCRIPTION_ITEM_REF = "1.3.6.1.4.1.19376.1.9.1.3.11"
+SUBSTITUTION_PERMISSION = "1.3.6.1.4.1.19376.1.9.1.3.9.1"
+SUBSTITUTION_DONE = "1.3.6.1.4.1.19376.1.9.1.3.9.2"
+ALD_OBSERVATION = "1.2.250.1.213.1.1.3.48.13"
+
+OID_LOINC = "2.16.840.1.113883.6.1"
+OID_PROFESSION = "1.2.250.1.213.1.1.4.5"
+OID_FLAGS = "1.2.250.1.213.1.1.4.322"
+OID_SUBSTITUTION = "2.16.840.1.113883.5.1070"
+OID_EDQM = "0.4.0.127.0.16.1.1.2.1"
+OID_ATC = "2.16.840.1.113883.6.73"
+
+FLAG_BIZONE = "MED-1096"
+FLAG_EXCEPTION = "MED-1097"
+FLAG_SECURED = "MED-1098"
+
+SUBSTITUTION_REASONS = {
+    "MTE": "Marge thérapeutique étroite",
+    "EFG": "Enfant de moins de 6 ans sans générique adapté",
+    "CIF": "Contre-indication formelle à un excipient à effet notoire",
+}
+
+PROFESSIONS = {"10": "Médecin", "21": "Pharmacien", "40": "Chirurgien-dentiste", "50": "Sage-femme",
+               "60": "Infirmier"}
+
+# EDQM packaging units for the quantity to dispense (supply/quantity/@unit).
+PACKAGING = {
+    "boîte": "30009000",
+    "flacon": "30008000",
+    "tube": "30067000",
+    "récipient": "30015500",
+    "sachet": "30041000",
+    "pot": "30046000",
+}
+PACKAGING_LABEL = {code: label for label, code in PACKAGING.items()}
+
+# UCUM / annotation units for doses, with their French words (singular, plural).
+DOSE_UNITS = {
+    "{tablet}": ("comprimé", "comprimés"),
+    "{capsule}": ("gélule", "gélules"),
+    "{sachet}": ("sachet", "sachets"),
+    "[drp]": ("goutte", "gouttes"),
+    "{application}": ("application", "applications"),
+    "{puff}": ("bouffée", "bouffées"),
+    "{suppository}": ("suppositoire", "suppositoires"),
+    "{ampoule}": ("ampoule", "ampoules"),
+    "{patch}": ("patch", "patchs"),
+    "{spoon}": ("cuillère", "cuillères"),
+    "mg": ("mg", "mg"),
+    "g": ("g", "g"),
+    "ug": ("µg", "µg"),
+    "mL": ("ml", "ml"),
+    "[iU]": ("UI", "UI"),
+}
+
+ROUTES = {
+    "20053000": "Voie orale",
+    "20003000": "Voie cutanée",
+    "20061000": "Voie rectale",
+    "20067000": "Voie sublinguale",
+    "20049000": "Voie nasale",
+    "20051000": "Voie ophtalmique",
+    "20020000": "Voie inhalée",
+    "20066000": "Voie sous-cutanée",
+    "20035000": "Voie intramusculaire",
+    "20045000": "Voie intraveineuse",
+}
+
+PERIOD_WORDS = {"h": ("heure", "heures"), "d": ("jour", "jours"), "wk": ("semaine", "semaines"),
+                "mo": ("mois", "mois")}
+
+
+def new_oid() -> str:
+    """A fresh, globally unique document/set id: the UUID-derived OID arc 2.25 (ISO/IEC 9834-8)."""
+    return f"2.25.{uuid.uuid4().int}"
+
+
+def new_uuid() -> str:
+    return str(uuid.uuid4()).upper()
+
+
+def ts(value: dt.datetime) -> str:
+    """HL7 TS with seconds and offset: 20231201093000+0100. Naive times are taken as UTC."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.strftime("%Y%m%d%H%M%S%z")
+
+
+def ts_date(value: dt.date) -> str:
+    return value.strftime("%Y%m%d")
+
+
+def parse_ts(text: str) -> dt.datetime | dt.date:
+    """HL7 TS -> date (8 digits) or aware datetime (offset defaults to UTC)."""
+    m = re.fullmatch(r"(\d{8})(\d{2})?(\d{2})?(\d{2})?(?:\.\d+)?([+-]\d{4})?", text.strip())
+    if not m:
+        raise ValueError(f"{text!r} is not an HL7 timestamp")
+    day = dt.datetime.strptime(m.group(1), "%Y%m%d")
+    if m.group(2) is None:
+        return day.date()
+    tz = dt.UTC
+    if m.group(5):
+        sign = 1 if m.group(5)[0] == "+" else -1
+        tz = dt.timezone(sign * dt.timedelta(hours=int(m.group(5)[1:3]),
+                                             minutes=int(m.group(5)[3:5])))
+    return day.replace(hour=int(m.group(2)), minute=int(m.group(3) or 0),
+                       second=int(m.group(4) or 0), tzinfo=tz)
+
+
+def num(value: Decimal | int) -> str:
+    """Decimal without exponent or useless zeros: 1.50 -> '1.5', 2 -> '2'."""
+    d = Decimal(value)
+    text = format(d.normalize(), "f") if d != d.to_integral_value() else str(int(d))
+    return text
+
+
+def frequency_period(freq: Frequency) -> tuple[Decimal, str]:
+    """The PIVL_TS period of 'n times per period': 3 per day -> 8 h (exact for divisors of 24).
+    Once per period keeps the period as written (1 per 2 d -> 2 d)."""
+    if freq.times == 1:
+        return freq.period_value, freq.period_unit
+    minutes = {"h": 60, "d": 1440, "wk": 10080, "mo": 43200}[freq.period_unit]
+    total = freq.period_value * minutes / freq.times
+    if total % 60 == 0:
+        return total / 60, "h"
+    return total.quantize(Decimal("0.001")), "min"
+
+
+def period_frequency(value: Decimal, unit: str) -> Frequency:
+    """Inverse of frequency_period: 8 h -> 3 per day; 2 d -> 1 per 2 days."""
+    minutes = {"min": 1, "h": 60}.get(unit)
+    if minutes is not None:
+        m = value * minutes
+        if m > 0 and m < 1440 and 1440 % m == 0:
+            return Frequency(times=int(1440 / m), period_value=Decimal(1), period_unit="d")
+        if unit == "min":
+            return Frequency(times=1, period_value=(m / 60).normalize(), period_unit="h")
+    return Frequency(times=1, period_value=value, period_unit=unit)
+
+
+def plural(n: Decimal | int, words: tuple[str, str]) -> str:
+    return words[0] if Decimal(n) <= 1 else words[1]
+
+
+def dose_words(quantity: Decimal, unit: str) -> str:
+    words = DOSE_UNITS.get(unit, (unit.strip("{}"), unit.strip("{}")))
+    return f"{num(quantity).replace('.', ',')} {plural(quantity, words)}"
+
+
+def frequency_words(freq: Frequency) -> str:
+    period = PERIOD_WORDS.get(freq.period_unit, (freq.period_unit, freq.period_unit))
+    if freq.period_value == 1:
+        per = f"par {period[0]}"
+    else:
+        per = f"tous les {num(freq.period_value).replace('.', ',')} {period[1]}"
+    return f"{freq.times} fois {per}"
+
+
+def parse_prescription(data: bytes) -> Prescription:
+    """Kept here for callers that look for it beside the vocabulary (gateway.ordonnance.cli);
+    the reader is gateway.documents.parse.parse_prescription."""
+    from gateway.documents.parse import parse_prescription as parse
+
+    return parse(data)
