@@ -7,11 +7,11 @@ from pathlib import Path
 
 from conftest import require_tool
 from imap_helpers import message, running_server
+from smtp_helpers import DOCTOR as USER
+from smtp_helpers import PASSWORD, setup_gateway
 
 from gateway.pki.files import Layout
 
-USER = "doc@test.localhost"
-PASSWORD = "doc-password-123"  # noqa: S105 - a test account
 
 
 def _mbsyncrc(tmp: Path, port: int, ca: Path, local: Path) -> Path:
@@ -21,7 +21,7 @@ def _mbsyncrc(tmp: Path, port: int, ca: Path, local: Path) -> Path:
 Host localhost
 Port {port}
 User {USER}
-Pass {PASSWORD}
+Pass "{PASSWORD}"
 SSLType IMAPS
 CertificateFile {ca}
 AuthMechs LOGIN
@@ -53,10 +53,8 @@ def _files(folder: Path) -> list[Path]:
 
 def test_mbsync_syncs_both_ways(gateway_home, tmp_path):
     mbsync = require_tool("mbsync")
-    from imap_users import users_hooks
-
-    hooks = users_hooks(gateway_home, {USER: PASSWORD})
-    with running_server(gateway_home, hooks) as server:
+    setup_gateway(gateway_home)
+    with running_server(gateway_home) as server:
         server.deliver(USER, message("from the gateway"))
         local = tmp_path / "local"
         local.mkdir()

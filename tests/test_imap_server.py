@@ -11,9 +11,11 @@ import time
 
 import pytest
 from imap_helpers import RunningServer, message, running_server
+from smtp_helpers import DOCTOR as DOC
+from smtp_helpers import PASSWORD, PATIENT, ROBOT, setup_gateway
+from smtp_helpers import PHARMACIST as PHARMA
 
-DOC = "doc@test.localhost"
-PHARMA = "pharma@test.localhost"
+LOGIN_DOC = f'LOGIN {DOC} "{PASSWORD}"'
 
 
 class Raw:
@@ -80,10 +82,9 @@ class Raw:
 
 @pytest.fixture
 def imap(gateway_home):
-    from imap_users import users_hooks
-
-    hooks = users_hooks(gateway_home, {DOC: "doc-password-123", PHARMA: "pharma-password-1"})
-    with running_server(gateway_home, hooks) as server:
+    """The IMAP listeners of a gateway with the demo population (real directory, PKI, audit)."""
+    setup_gateway(gateway_home)
+    with running_server(gateway_home) as server:
         yield server
 
 
@@ -97,8 +98,7 @@ def status(client: imaplib.IMAP4, *args: str) -> str:
 
 
 def login(server: RunningServer, user: str = DOC) -> imaplib.IMAP4_SSL:
-    password = {DOC: "doc-password-123", PHARMA: "pharma-password-1"}[user]
-    return server.connect(user, password)
+    return server.connect(user, PASSWORD)
 
 
 MULTIPART = (
@@ -138,14 +138,14 @@ def test_starttls_port_hides_login_until_tls(imap):
     raw = Raw(imap, implicit=False)
     assert b"STARTTLS" in raw.greeting and b"LOGINDISABLED" in raw.greeting
     assert b"AUTH=" not in raw.greeting
-    reply = raw.cmd('LOGIN doc@test.localhost "doc-password-123"')
+    reply = raw.cmd(LOGIN_DOC)
     assert reply[-1].startswith(b"t1 NO [PRIVACYREQUIRED]")
     assert raw.cmd("AUTHENTICATE PLAIN")[-1].startswith(b"t2 NO [PRIVACYREQUIRED]")
     raw.starttls()
     caps = raw.cmd("CAPABILITY")
     assert b"AUTH=PLAIN" in caps[0] and b"LOGINDISABLED" not in caps[0]
     assert b"STARTTLS" not in caps[0]
-    assert raw.cmd('LOGIN doc@test.localhost "doc-password-123"')[-1].startswith(b"t5 OK")
+    assert raw.cmd(LOGIN_DOC)[-1].startswith(b"t5 OK")
     raw.close()
 
 
@@ -153,7 +153,7 @@ def test_starttls_with_imaplib(imap):
     client = imaplib.IMAP4("127.0.0.1", imap.starttls_port, timeout=10)
     assert "LOGINDISABLED" in client.capabilities
     client.starttls(ssl_context=imap.client_context())
-    client.login(DOC, "doc-password-123")
+    client.login(DOC, PASSWORD)
     assert client.select("INBOX")[0] == "OK"
     client.logout()
 
@@ -183,17 +183,17 @@ def test_login_failures_and_disconnect_after_three(imap):
 
 def test_authenticate_plain_both_ways(imap):
     client = imap.connect()
-    typ, _ = client.authenticate("PLAIN", lambda _: f"\0{DOC}\0doc-password-123".encode())
+    typ, _ = client.authenticate("PLAIN", lambda _: f"\0{DOC}\0{PASSWORD}".encode())
     assert typ == "OK"
     client.logout()
     raw = Raw(imap)
     import base64
 
-    token = base64.b64encode(f"\0{DOC}\0doc-password-123".encode()).decode()
+    token = base64.b64encode(f"\0{DOC}\0{PASSWORD}".encode()).decode()
     assert raw.cmd(f"AUTHENTICATE PLAIN {token}")[-1].startswith(b"t1 OK [CAPABILITY")
     raw.close()
     raw = Raw(imap)
-    bad = base64.b64encode(f"{PHARMA}\0{DOC}\0doc-password-123".encode()).decode()
+    bad = base64.b64encode(f"{PHARMA}\0{DOC}\0{PASSWORD}".encode()).decode()
     assert raw.cmd(f"AUTHENTICATE PLAIN {bad}")[-1].startswith(b"t1 NO [AUTHORIZATIONFAILED]")
     assert raw.cmd("AUTHENTICATE PLAIN !!!")[-1].startswith(b"t2 BAD")
     assert raw.cmd("AUTHENTICATE CRAM-MD5")[-1].startswith(b"t3 NO")
@@ -443,7 +443,7 @@ def test_append_sent_copy_with_flags_and_date(imap):
 
 def test_literal_plus_append_and_oversize_literal(imap):
     raw = Raw(imap)
-    raw.cmd(f'LOGIN {DOC} "doc-password-123"')
+    raw.cmd(LOGIN_DOC)
     body = message("lp")
     raw.send(b"a1 APPEND Drafts (\\Draft) {%d+}\r\n" % len(body) + body + b"\r\n")
     assert raw.until(b"a1")[-1].startswith(b"a1 OK [APPENDUID")
@@ -462,7 +462,7 @@ def test_error_paths_keep_the_connection(imap):
     raw = Raw(imap)
     assert raw.cmd("FROBNICATE")[-1] == b"t1 BAD unknown command FROBNICATE"
     assert raw.cmd("SELECT INBOX")[-1].startswith(b"t2 BAD SELECT is not allowed before login")
-    assert raw.cmd(f'LOGIN {DOC} "doc-password-123"')[-1].startswith(b"t3 OK")
+    assert raw.cmd(LOGIN_DOC)[-1].startswith(b"t3 OK")
     assert raw.cmd("FETCH 1 FLAGS")[-1].startswith(b"t4 BAD FETCH needs a selected mailbox")
     assert raw.cmd("LOGIN again x")[-1].startswith(b"t5 BAD")
     assert raw.cmd("SELECT INBOX")[-1].startswith(b"t6 OK [READ-WRITE]")
@@ -554,22 +554,75 @@ def test_condstore(imap):
     client.logout()
 
 
-def test_patient_mailbox_reads_are_audited(gateway_home):
-    from imap_users import users_hooks
+def test_patient_mailbox_reads_are_audited(imap):
+    from gateway import audit
 
-    patient = "1850599123456@patient.test.localhost"
-    hooks = users_hooks(gateway_home, {patient: "patient-password1"}, patients={patient})
-    with running_server(gateway_home, hooks) as server:
-        server.deliver(patient, MULTIPART)
-        client = server.connect(patient, "patient-password1")
-        client.select("INBOX")
-        client.fetch("1", "(FLAGS)")
-        assert [a[1] for a in server.audit] == ["imap.select"]
-        client.fetch("1", "(BODY.PEEK[2])")
-        actor, action, target, details = server.audit[-1]
-        assert (actor, action, target) == (patient, "imap.read", patient)
-        assert details == {"folder": "INBOX", "uids": "1"}
-        client.logout()
+    imap.deliver(PATIENT, MULTIPART)
+    client = imap.connect(PATIENT, PASSWORD)
+    client.select("INBOX")
+    client.fetch("1", "(FLAGS)")
+    assert [a[1] for a in imap.audit] == ["imap.select"]
+    client.fetch("1", "(BODY.PEEK[2])")
+    client.logout()
+    entries = list(audit.read(imap.config, action="imap."))
+    assert [(e.actor, e.action, e.target) for e in entries] == [
+        (PATIENT, "imap.select", PATIENT),
+        (PATIENT, "imap.read", PATIENT),
+    ]
+    assert entries[1].details == {"folder": "INBOX", "uids": "1"}
+    client = login(imap, DOC)  # a professional's reads are not patient data
+    client.select("INBOX")
+    client.logout()
+    assert len(list(audit.read(imap.config, action="imap."))) == 2
+
+
+def _certificate(imap: RunningServer, kind: str, address: str) -> ssl.SSLContext:
+    from gateway.pki.ca import issue
+
+    issued = issue(imap.config, kind, address, address)
+    ctx = imap.client_context()
+    ctx.load_cert_chain(str(issued.cert_path), str(issued.key_path))
+    return ctx
+
+
+def test_application_mailbox_logs_in_with_its_certificate(imap):
+    imap.deliver(ROBOT, message("for the robot"))
+    ctx = _certificate(imap, "org-client", ROBOT)
+    client = imaplib.IMAP4_SSL("127.0.0.1", imap.tls_port, ssl_context=ctx, timeout=10)
+    assert "AUTH=EXTERNAL" in client.capabilities
+    typ, _ = client.authenticate("EXTERNAL", lambda _: b"")
+    assert typ == "OK"
+    assert client.select("INBOX") == ("OK", [b"1"])
+    client.logout()
+    # naming the mailbox explicitly works too; naming another one does not
+    client = imaplib.IMAP4_SSL("127.0.0.1", imap.tls_port, ssl_context=ctx, timeout=10)
+    assert client.authenticate("EXTERNAL", lambda _: ROBOT.encode())[0] == "OK"
+    client.logout()
+    client = imaplib.IMAP4_SSL("127.0.0.1", imap.tls_port, ssl_context=ctx, timeout=10)
+    with pytest.raises(imaplib.IMAP4.error, match="does not name"):
+        client.authenticate("EXTERNAL", lambda _: DOC.encode())
+    client.logout()
+
+
+def test_certificate_login_is_only_for_application_mailboxes(imap):
+    ctx = _certificate(imap, "personal-auth", DOC)
+    client = imaplib.IMAP4_SSL("127.0.0.1", imap.tls_port, ssl_context=ctx, timeout=10)
+    with pytest.raises(imaplib.IMAP4.error, match="only for application mailboxes"):
+        client.authenticate("EXTERNAL", lambda _: b"")
+    client.logout()
+    client = imap.connect()  # without a certificate EXTERNAL is not even offered
+    assert "AUTH=EXTERNAL" not in client.capabilities
+    client.logout()
+
+
+def test_suspended_mailbox_is_refused_at_once(imap):
+    from gateway.directory import open_directory
+
+    client = login(imap)  # a verified login: its credentials are now cached
+    client.logout()
+    open_directory(imap.config, actor="test").suspend(DOC)
+    with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+        login(imap)
 
 
 async def test_idle_announces_a_delivery_within_a_second(imap):
@@ -579,7 +632,7 @@ async def test_idle_announces_a_delivery_within_a_second(imap):
         host="127.0.0.1", port=imap.tls_port, ssl_context=imap.client_context(), timeout=10
     )
     await client.wait_hello_from_server()
-    assert (await client.login(DOC, "doc-password-123")).result == "OK"
+    assert (await client.login(DOC, PASSWORD)).result == "OK"
     assert (await client.select("INBOX")).result == "OK"
     idle = await client.idle_start(timeout=10)
     await asyncio.sleep(0.2)  # let the server enter IDLE (a delivery before it counts too)
@@ -593,4 +646,38 @@ async def test_idle_announces_a_delivery_within_a_second(imap):
     assert elapsed < 1.0
     client.idle_done()
     assert (await asyncio.wait_for(idle, 5)).result == "OK"
+    assert (await client.logout()).result == "OK"
+
+
+async def test_idle_announces_an_smtp_delivery(imap):
+    import aioimaplib
+    from smtp_helpers import ServerThread, submission
+    from smtp_helpers import message as smtp_message
+
+    client = aioimaplib.IMAP4_SSL(
+        host="127.0.0.1", port=imap.tls_port, ssl_context=imap.client_context(), timeout=10
+    )
+    await client.wait_hello_from_server()
+    assert (await client.login(PHARMA, PASSWORD)).result == "OK"
+    assert (await client.select("INBOX")).result == "OK"
+    with ServerThread(imap.config) as smtp:
+        idle = await client.idle_start(timeout=20)
+        await asyncio.sleep(0.2)
+
+        def send() -> float:
+            with submission(imap.config, smtp.ports["submission"]) as c:
+                c.send_message(smtp_message(DOC, PHARMA, "Dispensation"))
+            return time.monotonic()
+
+        accepted = await asyncio.get_running_loop().run_in_executor(None, send)
+        push = await asyncio.wait_for(client.wait_server_push(), 10)
+        elapsed = time.monotonic() - accepted
+        assert any(b"1 EXISTS" in (p if isinstance(p, bytes) else p.encode()) for p in push)
+        assert elapsed < 1.0, elapsed
+        client.idle_done()
+        assert (await asyncio.wait_for(idle, 5)).result == "OK"
+    response = await client.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert b"Subject: Dispensation" in b"".join(
+        x for x in response.lines if isinstance(x, bytes | bytearray)
+    )
     assert (await client.logout()).result == "OK"

@@ -110,7 +110,8 @@ async def start(
     hooks = hooks or build_hooks(config)
     context = tls_context(config)
     servers: list[asyncio.Server] = []
-    for address, implicit in ((config.imap.starttls, False), (config.imap.tls, True)):
+    listeners = (("starttls", config.imap.starttls, False), ("tls", config.imap.tls, True))
+    for name, address, implicit in listeners:
         if not address:
             continue
         host, port = parse_hostport(address)
@@ -118,17 +119,17 @@ async def start(
             serve_connection, hooks, tls_context=context, implicit_tls=implicit
         )
         try:
-            servers.append(
-                await asyncio.start_server(
-                    handler,
-                    host,
-                    port,
-                    ssl=context if implicit else None,
-                    ssl_handshake_timeout=30 if implicit else None,
-                    reuse_port=reuse_port or None,
-                    backlog=1024,
-                )
+            server = await asyncio.start_server(
+                handler,
+                host,
+                port,
+                ssl=context if implicit else None,
+                ssl_handshake_timeout=30 if implicit else None,
+                reuse_port=reuse_port or None,
+                backlog=1024,
             )
+            setattr(server, "mssgw_name", f"imap {name}")  # noqa: B010 - read by gateway.server
+            servers.append(server)
         except BaseException:
             for s in servers:
                 s.close()
