@@ -13,7 +13,6 @@ from smtp_helpers import PASSWORD, setup_gateway
 from gateway.pki.files import Layout
 
 
-
 def _mbsyncrc(tmp: Path, port: int, ca: Path, local: Path) -> Path:
     rc = tmp / "mbsyncrc"
     rc.write_text(
