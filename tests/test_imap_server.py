@@ -681,3 +681,19 @@ async def test_idle_announces_an_smtp_delivery(imap):
         x for x in response.lines if isinstance(x, bytes | bytearray)
     )
     assert (await client.logout()).result == "OK"
+
+
+def test_renaming_the_selected_folder_keeps_it_readable(imap):
+    client = login(imap)
+    client.create("Projets")
+    client.append("Projets", None, None, message("kept"))
+    client.select("Projets")
+    other = login(imap)
+    assert other.rename("Projets", "Archives/2026")[0] == "OK"
+    other.logout()
+    _, data = client.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert data[0][1] == b"Subject: kept\r\n\r\n"
+    client.noop()
+    _, data = client.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert data[0][1] == b"Subject: kept\r\n\r\n"
+    client.logout()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import bisect
+import dataclasses
 import functools
 import logging
 import re
@@ -552,6 +553,7 @@ class Session:
             raise Bad("RENAME expects two mailbox names")
         assert self.store is not None
         self.store.rename_folder(self._folder_name(args[0]), self._folder_name(args[1]))
+        await self._notify(True)
         self.tagged(tag, "OK", "RENAME completed")
 
     async def cmd_subscribe(self, tag: str, args: list[Token], on: bool = True) -> None:
@@ -1010,12 +1012,15 @@ class Session:
             sel.own[u] = m
             sel.set_flags(u, f)
         done = {u for u, _, _ in changed}
-        infos = self.store.infos(sel.folder, uids) if not silent or unchangedsince else {}
+        # RFC 7162 3.2: with CONDSTORE, changed messages are reported (with MODSEQ) even
+        # under .SILENT.
+        report = not silent or self.condstore
+        infos = self.store.infos(sel.folder, uids) if report else {}
         for u in uids:
             info = infos.get(u)
             if info is None or u in failed:
                 continue
-            if silent and not (self.condstore and u in done):
+            if silent and u not in done:
                 continue
             parts = []
             if uid:
@@ -1121,6 +1126,8 @@ class Session:
             self.selected = None
             self.closing = True
             return
+        if changes.name != sel.folder.name:  # renamed (by us or another session): follow it
+            sel.folder = dataclasses.replace(sel.folder, name=changes.name)
         if changes.highestmodseq <= sel.modseq:
             return
         present = [u for u in changes.expunged if sel.seq_of(u)]

@@ -119,6 +119,7 @@ class Changes:
     new: list[tuple[int, str]]  # uid, flags (space-separated) of messages above last_uid
     changed: list[tuple[int, tuple[str, ...], int]]  # uid, flags, modseq
     expunged: list[int]
+    name: str = ""  # the folder's name now (a RENAME keeps its id and UIDVALIDITY)
 
     @property
     def new_uids(self) -> list[int]:
@@ -422,7 +423,12 @@ class MailStore:
         try:
             return self.message_path(folder, base).read_bytes()
         except FileNotFoundError:
-            return b""  # expunged by another session meanwhile: an empty message, not a crash
+            pass
+        current = self.folder_by_id(folder.id)  # renamed by another session meanwhile?
+        if current is not None and current.name != folder.name:
+            with contextlib.suppress(FileNotFoundError):
+                return self.message_path(current, base).read_bytes()
+        return b""  # expunged by another session meanwhile: an empty message, not a crash
 
     def _next_modseq(self, folder_id: int) -> int:
         row = self.conn.execute(
@@ -729,13 +735,13 @@ class MailStore:
         """What happened after `modseq`: new UIDs above `last_uid`, flag changes and
         expunges. None when the folder no longer exists (deleted or renamed)."""
         row = self.conn.execute(
-            "SELECT highestmodseq, uidvalidity FROM folders WHERE id = ?", (folder.id,)
+            "SELECT highestmodseq, uidvalidity, name FROM folders WHERE id = ?", (folder.id,)
         ).fetchone()
         if row is None or row[1] != folder.uidvalidity:
             return None
-        highest = int(row[0])
+        highest, name = int(row[0]), str(row[2])
         if highest <= modseq:
-            return Changes(highest, [], [], [])
+            return Changes(highest, [], [], [], name)
         self.conn.execute("BEGIN")  # one consistent snapshot for the three reads
         try:
             new = self.conn.execute(
@@ -764,7 +770,7 @@ class MailStore:
             )
         finally:
             self.conn.execute("COMMIT")
-        return Changes(highest, new, changed, expunged)
+        return Changes(highest, new, changed, expunged, name)
 
     def view(self, folder: Folder) -> FolderView:
         """The folder's current UIDs and flags (a private copy). The first call in a process
