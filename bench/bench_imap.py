@@ -64,17 +64,20 @@ def make_home(tmp: Path) -> Config:
 
 
 def register(config: Config, addresses: list[str]) -> None:
-    pass  # stand-in until the directory lands
+    """Mailboxes with passwords in the real directory (scrypt: logins go through its cache)."""
+    from gateway.directory import open_directory
+    from gateway.directory.model import Application
+
+    directory = open_directory(config, actor="bench")
+    for address in addresses:
+        directory.add_application(address, Application(name=address.split("@")[0]))
+        directory.set_password(address, PASSWORD)
 
 
 def hooks(config: Config) -> Hooks:
-    from gateway.imap.session import Login
-    from gateway.store.mailstore import StorePool
+    from gateway.imap.service import build_hooks
 
-    async def authenticate(address: str, password: str, ip: str) -> Login:
-        return Login(address.lower())
-
-    return Hooks(pool=StorePool(config.mailboxes_path), authenticate=authenticate)
+    return build_hooks(config)
 
 
 def worker(config: Config, ready: multiprocessing.synchronize.Event) -> None:  # type: ignore[name-defined]
