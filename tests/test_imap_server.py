@@ -697,3 +697,20 @@ def test_renaming_the_selected_folder_keeps_it_readable(imap):
     _, data = client.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
     assert data[0][1] == b"Subject: kept\r\n\r\n"
     client.logout()
+
+
+def test_a_new_keyword_is_announced_in_flags_before_use(imap):
+    imap.deliver(DOC, message("one"))
+    a, b = login(imap), login(imap)
+    a.select("INBOX")
+    b.select("INBOX")
+    raw = a.untagged_responses
+    raw.clear()
+    a.store("1", "+FLAGS", "($Urgent)")
+    assert b"$Urgent" in raw["FLAGS"][-1]
+    b.untagged_responses.clear()
+    b.noop()  # the other session learns the keyword before the FETCH that shows it
+    assert b"$Urgent" in b.untagged_responses["FLAGS"][-1]
+    assert b"$Urgent" in b.untagged_responses["FETCH"][-1]
+    a.logout()
+    b.logout()

@@ -132,6 +132,7 @@ class Selected:
     uids: list[int]
     modseq: int  # highest MODSEQ whose changes this session has reported
     flags: dict[int, str] = field(default_factory=dict)  # uid -> flags text, when not empty
+    keywords: set[str] = field(default_factory=set)  # announced in the last FLAGS response
     recent: set[int] = field(default_factory=set)
     own: dict[int, int] = field(default_factory=dict)  # uid -> modseq of this session's STOREs
 
@@ -502,15 +503,11 @@ class Session:
         view = self.store.view(folder)
         uids = view.uids
         sel = Selected(folder, readonly, uids, view.modseq, flags=view.flags)
+        sel.keywords = set(folder.keywords)
         if not readonly:
             sel.recent = self.store.claim_recent(folder)
         seen = sum(1 for text in view.flags.values() if "\\Seen" in text)
-        flags = list(SYSTEM_FLAGS) + list(folder.keywords)
-        self.untagged(f"FLAGS ({' '.join(flags)})")
-        if readonly:
-            self.untagged("OK [PERMANENTFLAGS ()] read-only mailbox")
-        else:
-            self.untagged(f"OK [PERMANENTFLAGS ({' '.join(flags)} \\*)] flags permitted")
+        self._send_flags(sel)
         self.untagged(f"{len(uids)} EXISTS")
         self.untagged(f"{len(sel.recent)} RECENT")
         if seen < len(uids):
@@ -839,6 +836,14 @@ class Session:
         reads_content = bool(names & {"BODY[]", "RFC822", "RFC822.TEXT"})
         new_cache: list[tuple[int, bytes, bytes]] = []
         read_uids: list[int] = []
+        seen_now: dict[int, tuple[tuple[str, ...], int]] = {}
+        if sets_seen:  # one transaction for the whole FETCH, not one per message
+            unseen = [u for u, i in infos.items() if "\\Seen" not in i.flags]
+            changed, _ = store.store_flags(folder, unseen, ["\\Seen"], "+")
+            for u, f, m in changed:
+                seen_now[u] = (f, m)
+                sel.own[u] = m
+                sel.set_flags(u, f)
         for u in uids:
             info = infos.get(u)
             if info is None:
@@ -848,14 +853,9 @@ class Session:
             seq = sel.seq_of(u)
             flags = info.flags
             modseq = info.modseq
-            flags_changed = False
-            if sets_seen and "\\Seen" not in flags:
-                changed, _ = store.store_flags(folder, [u], ["\\Seen"], "+")
-                if changed:
-                    _, flags, modseq = changed[0]
-                    sel.own[u] = modseq
-                    sel.set_flags(u, flags)
-                    flags_changed = True
+            flags_changed = u in seen_now
+            if flags_changed:
+                flags, modseq = seen_now[u]
             data: bytes | None = None
             root: mime.Part | None = None
             env = bs = None
@@ -916,6 +916,8 @@ class Session:
                     parts.append(label + b" " + _literal(value))
             if flags_changed and "FLAGS" not in names:
                 parts.append(b"FLAGS " + self._flags_of(sel, u, flags))
+            if "FLAGS" in names or flags_changed:
+                self._announce(flags)
             if self.condstore and flags_changed and "MODSEQ" not in names:
                 parts.append(b"MODSEQ (%d)" % modseq)
             self.io.send(b"* %d FETCH (" % seq + b" ".join(parts) + b")\r\n")
@@ -944,9 +946,32 @@ class Session:
             fb = memo.get(text)
             if fb is None:
                 fb = memo[text] = b"FLAGS (" + text.encode() + b")"
+                if out and any(not w.startswith("\\") for w in text.split()):
+                    self.io.send(b"".join(out))  # keep the order: FLAGS before the FETCH
+                    out.clear()
+                self._announce(text)
             parts = [fb if n == "FLAGS" else b"UID %d" % u for n in names]
             out.append(b"* %d FETCH (%s)\r\n" % (j + 1, b" ".join(parts)))
         self.io.send(b"".join(out))
+
+    def _send_flags(self, sel: Selected) -> None:
+        flags = " ".join([*SYSTEM_FLAGS, *sorted(sel.keywords)])
+        self.untagged(f"FLAGS ({flags})")
+        if sel.readonly:
+            self.untagged("OK [PERMANENTFLAGS ()] read-only mailbox")
+        else:
+            self.untagged(f"OK [PERMANENTFLAGS ({flags} \\*)] flags permitted")
+
+    def _announce(self, flags: str | tuple[str, ...]) -> None:
+        """Before a FETCH shows a keyword the client has not seen in FLAGS, send a new FLAGS
+        (RFC 3501 7.2.6: FLAGS lists the flags the mailbox uses)."""
+        sel = self.selected
+        assert sel is not None
+        words = flags.split() if isinstance(flags, str) else flags
+        new = {w for w in words if not w.startswith("\\")} - sel.keywords
+        if new:
+            sel.keywords |= new
+            self._send_flags(sel)
 
     def _flags_of(self, sel: Selected, uid: int, flags: tuple[str, ...]) -> bytes:
         if uid in sel.recent:
@@ -1011,6 +1036,7 @@ class Session:
         for u, f, m in changed:
             sel.own[u] = m
             sel.set_flags(u, f)
+        self._announce(tuple(flags))
         done = {u for u, _, _ in changed}
         # RFC 7162 3.2: with CONDSTORE, changed messages are reported (with MODSEQ) even
         # under .SILENT.
@@ -1142,6 +1168,7 @@ class Session:
             sel.set_flags(u, flags)
             if sel.own.get(u) == m:
                 continue
+            self._announce(flags)
             extra = b" MODSEQ (%d)" % m if self.condstore else b""
             self.io.send(
                 b"* %d FETCH (UID %d FLAGS " % (seq, u) + self._flags_of(sel, u, flags) + extra
@@ -1153,6 +1180,7 @@ class Session:
                 sel.uids.append(u)
                 if text:
                     sel.flags[u] = text
+                    self._announce(text)
             if not sel.readonly:
                 sel.recent |= store.claim_recent(sel.folder)
             self.untagged(f"{len(sel.uids)} EXISTS")
