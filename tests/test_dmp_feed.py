@@ -95,3 +95,24 @@ def test_xds_time():
     assert xds_time("20231201") == dt.datetime(2023, 12, 1, tzinfo=dt.UTC)
     with pytest.raises(InvalidDocument, match="not an XDS date-time"):
         xds_time("2023-12-01")
+
+
+def test_cli_import(tmp_path, capsys, shared_dir):
+    from registry_fixtures import plain_home
+
+    from gateway.cli import main
+
+    home = plain_home(tmp_path)
+    zip_path = tmp_path / "IHE_XDM.zip"
+    zip_path.write_bytes(example_zip(shared_dir, PRESCRIPTION))
+    config = ["--config", str(home / "config.toml")]
+    assert main(["dmp", "import", str(zip_path), "--author", "dr.piou@test.localhost", *config]) == 0
+    out = capsys.readouterr().out
+    assert f"filed 1.2.250.1.213.1.1.1.39.2024.2.1 (class 42) for {INS}" in out
+    assert main(["dmp", "import", str(zip_path), *config]) == 1
+    assert "already in the DMP" in capsys.readouterr().err
+    assert main(["dmp", "import", str(tmp_path / "none.zip"), *config]) == 1
+    assert "cannot read: No such file" in capsys.readouterr().err
+    (tmp_path / "bad.zip").write_bytes(b"not a zip")
+    assert main(["dmp", "import", str(tmp_path / "bad.zip"), *config]) == 1
+    assert capsys.readouterr().err.count("\n") == 1
