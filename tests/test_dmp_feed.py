@@ -36,9 +36,13 @@ def signed(package: bytes) -> bytes:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Dr Romain PIOU")])
     now = dt.datetime.now(dt.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(1)
-        .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=1))
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
         .sign(key, hashes.SHA256())
     )
     return sign_package(package, Signer(key, (cert,)))
@@ -47,17 +51,25 @@ def signed(package: bytes) -> bytes:
 def test_official_prescription_package(dmp, shared_dir):
     package = read_package(signed(example_zip(shared_dir, PRESCRIPTION)))
     (entry,) = file_package(
-        dmp, package, actor=Actor.gateway(), author_address="dr.piou@test.localhost",
+        dmp,
+        package,
+        actor=Actor.gateway(),
+        author_address="dr.piou@test.localhost",
         prescription_id="01S2TBPZ2JCNZZYGHZ",
     )
     m = entry.metadata
     assert (m.unique_id, m.patient_ins, m.class_code, m.type_code, m.format_code) == (
-        "1.2.250.1.213.1.1.1.39.2024.2.1", INS, "42", "57833-6", "urn:ihe:pharm:pre:2010",
+        "1.2.250.1.213.1.1.1.39.2024.2.1",
+        INS,
+        "42",
+        "57833-6",
+        "urn:ihe:pharm:pre:2010",
     )
     assert m.creation_time == dt.datetime(2023, 12, 1, 8, 30, tzinfo=dt.UTC)
     assert (m.author_id, m.author_institution) == ("801234567897", "1750512345")
     assert entry.has_signature and entry.signature_format in (
-        "http://www.w3.org/2000/09/xmldsig#", "urn:ihe:iti:dsg:detached:2014",
+        "http://www.w3.org/2000/09/xmldsig#",
+        "urn:ihe:iti:dsg:detached:2014",
     )
     doc = dmp.retrieve(m.unique_id, actor=Actor.patient(INS))
     assert doc.content == example_doc(shared_dir, PRESCRIPTION)  # exact bytes, BOM and CRLF
@@ -106,7 +118,9 @@ def test_cli_import(tmp_path, capsys, shared_dir):
     zip_path = tmp_path / "IHE_XDM.zip"
     zip_path.write_bytes(example_zip(shared_dir, PRESCRIPTION))
     config = ["--config", str(home / "config.toml")]
-    assert main(["dmp", "import", str(zip_path), "--author", "dr.piou@test.localhost", *config]) == 0
+    assert (
+        main(["dmp", "import", str(zip_path), "--author", "dr.piou@test.localhost", *config]) == 0
+    )
     out = capsys.readouterr().out
     assert f"filed 1.2.250.1.213.1.1.1.39.2024.2.1 (class 42) for {INS}" in out
     assert main(["dmp", "import", str(zip_path), *config]) == 1
