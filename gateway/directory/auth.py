@@ -46,6 +46,8 @@ MIGRATIONS = [
     CREATE TABLE auth_failure (scope TEXT NOT NULL, key TEXT NOT NULL, at REAL NOT NULL);
     CREATE INDEX auth_failure_key ON auth_failure(scope, key, at);
     """,
+    # Expired failures are purged on every new failure (attackers try many addresses).
+    "CREATE INDEX auth_failure_at ON auth_failure(at);",
 ]
 
 
@@ -90,11 +92,8 @@ class FailureLog:
 
     def record(self, entries: list[tuple[str, str]], at: float, keep_since: float) -> None:
         with self._lock, transaction(self.conn):
+            self.conn.execute("DELETE FROM auth_failure WHERE at < ?", (keep_since,))
             for scope, key in entries:
-                self.conn.execute(
-                    "DELETE FROM auth_failure WHERE scope = ? AND key = ? AND at < ?",
-                    (scope, key, keep_since),
-                )
                 self.conn.execute(
                     "INSERT INTO auth_failure (scope, key, at) VALUES (?, ?, ?)", (scope, key, at)
                 )

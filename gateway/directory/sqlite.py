@@ -270,7 +270,7 @@ class SQLiteDirectory:
                 "SELECT address FROM directory_mailbox WHERE address = ?", (addr,)
             ).fetchone()
             if row:
-                raise DuplicateMailbox("email", addr, addr)
+                raise DuplicateMailbox("email", addr)
             self._check_unique(conn, identity, addr)
             self._check_structure(conn, getattr(identity, "structure", None))
             now = _now()
