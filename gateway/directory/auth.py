@@ -204,7 +204,8 @@ class Authenticator:
     def _before_verify(
         self, address: str, password: str, client_ip: str | None
     ) -> AuthResult | str | None:
-        """The cheap checks. Returns a final result, or the stored hash (None: unknown) to check."""
+        """The cheap checks. Returns a final result, or what the slow path must check: the
+        stored hash, "" when the mailbox has no password yet, None when it does not exist."""
         addr = address.strip().lower()
         wait = self._lockout(addr, client_ip)
         if wait is not None:
