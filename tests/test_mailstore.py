@@ -120,3 +120,14 @@ def test_changes_since_reports_new_flags_and_expunges(root):
     assert changes.new_uids == [4] and changes.expunged == [1]
     assert [(u, f) for u, f, _ in changes.changed] == [(2, ("$Urgent",))]
     assert store.folder("INBOX").keywords == ("$Urgent",)
+
+
+def test_deliveries_get_uids_in_delivery_order(root):
+    store = MailStore(root)
+    inbox = store.folder("INBOX")
+    for name in ("1700000000.M99P1Q1R1.h,S=9", "1700000000.M100P1Q2R2.h,S=9",
+                 "1700000001.M5P1Q3R3.h,S=9"):
+        (root / "new" / name).write_bytes(b"Subject: " + name[11:16].encode() + b"\r\n\r\n")
+    store.import_new(inbox)
+    infos = store.infos(inbox, [1, 2, 3])
+    assert [infos[u].base.split(".")[1][:4] for u in (1, 2, 3)] == ["M99P", "M100", "M5P1"]

@@ -494,7 +494,7 @@ class MailStore:
                         (folder.id, name),
                     ).fetchone()
                 }
-                for name in sorted(names):
+                for name in sorted(names, key=_delivery_order):
                     if name in known:
                         continue
                     src = new_dir / name
@@ -802,6 +802,16 @@ class MailStore:
                 cached.apply(changes)
         self._views[folder.id] = cached
         return cached.copy()
+
+
+_MAILDIR_NAME = re.compile(r"(\d+)\.M(\d+)P")
+
+
+def _delivery_order(name: str) -> tuple[int, int, str]:
+    """Sort key putting deliveries in the order they happened: `<sec>.M<usec>P...` names
+    compare numerically (as text, M987 would sort after M12345)."""
+    m = _MAILDIR_NAME.match(name)
+    return (int(m.group(1)), int(m.group(2)), name) if m else (2**63, 0, name)
 
 
 def crlf(data: bytes) -> bytes:
