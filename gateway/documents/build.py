@@ -265,18 +265,8 @@ def posology(line: PrescriptionLine) -> str:
 
 
 def _validity_end(p: Prescription) -> dt.date:
-    if p.validity_end:
-        return p.validity_end
-    start = p.date.date()
-    month = start.month + 3
-    year = start.year + (month - 1) // 12
-    month = (month - 1) % 12 + 1
-    for day in (start.day, 30, 29, 28):
-        try:
-            return dt.date(year, month, day)
-        except ValueError:
-            continue
-    raise AssertionError("unreachable")
+    # A first dispensation must happen within 3 months of the prescription date.
+    return p.validity_end or cda.add_months(p.date.date(), 3)
 
 
 def _substitution_text(line: PrescriptionLine) -> str:
