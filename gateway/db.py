@@ -43,6 +43,39 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute("COMMIT")
 
 
+@contextmanager
+def atomic(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """Like `transaction`, but inside a transaction the caller opened it is a SAVEPOINT: the
+    caller's COMMIT decides, and a failure here undoes only this part. Lets a flow make several
+    repositories' changes (e.g. register a prescription and file it in the DMP) one commit."""
+    if not conn.in_transaction:
+        with transaction(conn):
+            yield conn
+        return
+    conn.execute("SAVEPOINT atomic_part")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK TO atomic_part")
+        conn.execute("RELEASE atomic_part")
+        raise
+    conn.execute("RELEASE atomic_part")
+
+
+@contextmanager
+def snapshot(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """Several SELECTs that see one consistent state (WAL readers take no lock); inside an open
+    transaction they already do."""
+    if conn.in_transaction:
+        yield conn
+        return
+    conn.execute("BEGIN")
+    try:
+        yield conn
+    finally:
+        conn.execute("COMMIT")
+
+
 def migrate(conn: sqlite3.Connection, component: str, migrations: Sequence[str]) -> int:
     """Apply the migrations of `component` not applied yet; return how many were applied.
 

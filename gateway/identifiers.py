@@ -62,9 +62,8 @@ def finess(value: str, field: str = "finess") -> str:
     v = _clean(value)
     if not re.fullmatch(r"(\d{2}|2A|2B)\d{7}", v):
         raise InvalidIdentifier(
-            field,
-            value,
-            "a FINESS number is 9 characters: department (2 digits, 2A or 2B) then 7 digits",
+            field, value, "a FINESS number is 9 characters: department (2 digits, 2A or 2B)"
+            " then 7 digits"
         )
     # Corsican FINESS numbers carry the key computed as for department 20.
     digits = "20" + v[2:] if v[:2] in ("2A", "2B") else v
@@ -142,7 +141,9 @@ def national_professional_id(
     raise InvalidIdentifier("rpps", "", "an RPPS or ADELI number is required")
 
 
-def national_structure_id(finess_number: str | None = None, siret_number: str | None = None) -> str:
+def national_structure_id(
+    finess_number: str | None = None, siret_number: str | None = None
+) -> str:
     """The id under OID_STRUCTURE: '1' + FINESS, else '3' + SIRET."""
     if finess_number:
         return "1" + finess(finess_number)

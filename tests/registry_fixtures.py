@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from pathlib import Path
 
 from gateway.documents.model import (
     AuthorInfo,
@@ -23,6 +24,17 @@ PATIENT = f"{INS}@patient.test.localhost"
 PHARMACY = Dispenser("pharmacie.centrale@test.localhost", is_pharmacy=True)
 NOT_PHARMACY = Dispenser("dr.other@test.localhost", is_pharmacy=False)
 DAY0 = dt.datetime(2026, 1, 15, 9, 30, tzinfo=dt.UTC)
+
+
+def plain_home(tmp_path: Path) -> Path:
+    """A gateway home with only its config.toml: the registry, DMP and directory commands need
+    no `mssgw init` (whose CA keys take seconds), the database is created on first use."""
+    home = tmp_path / "gw"
+    home.mkdir()
+    (home / "config.toml").write_text(
+        '[gateway]\ndomain = "test.localhost"\nhostname = "mx.test.localhost"\nworkers = 1\n'
+    )
+    return home
 
 
 def prescription(

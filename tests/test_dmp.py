@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from registry_fixtures import plain_home
 
 from gateway.cli import main
 from gateway.dmp import (
@@ -241,7 +242,8 @@ def cli(home: Path, capsys, *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_cli(gateway_home, capsys, tmp_path):
+def test_cli(capsys, tmp_path):
+    gateway_home = plain_home(tmp_path)
     d = SQLiteDMP.open(gateway_home / "var" / "gateway.db")
     prescription_doc(d, "1.2.3.1")
     dispensation_doc(d, "1.2.3.9")
@@ -287,6 +289,7 @@ def test_cli(gateway_home, capsys, tmp_path):
     code, _, err = cli(gateway_home, capsys, "dmp", "list", "--patient", INS, "--from", "yesterday")
     assert code == 1 and "not a date" in err
     log = [json.loads(x) for x in (gateway_home / "var" / "audit.log").read_text().splitlines()]
+    log = [e for e in log if e["action"].startswith("dmp.")]  # init audits the directory too
     assert [e["action"] for e in log] == [
         "dmp.query",
         "dmp.query",
@@ -299,3 +302,71 @@ def test_cli(gateway_home, capsys, tmp_path):
         "dmp.entry",
     ]
     assert all(e["actor"].startswith("admin:") for e in log)
+
+
+def test_registry_and_dmp_in_one_transaction(tmp_path):
+    """A flow registers and files in one commit; a failure in either leaves neither."""
+    from registry_fixtures import DOCTOR as DOCTOR_ADDRESS
+    from registry_fixtures import PATIENT as PATIENT_ADDRESS
+    from registry_fixtures import prescription
+
+    from gateway.db import connect, transaction
+    from gateway.prescriptions.registry import PrescriptionNotFound
+    from gateway.prescriptions.sqlite_registry import SQLiteRegistry
+
+    conn = connect(tmp_path / "gateway.db")
+    registry, dmp = SQLiteRegistry(conn), SQLiteDMP(conn)
+    prescription_doc(dmp, "already-there")
+    p = prescription()
+    with pytest.raises(DuplicateDocument), transaction(conn):
+        registry.register(p, prescriber_address=DOCTOR_ADDRESS, patient_address=PATIENT_ADDRESS)
+        dmp.submit(meta("already-there"), b"<x/>", actor=GATEWAY)
+    with pytest.raises(PrescriptionNotFound):
+        registry.get(p.identifier, actor="admin:test")
+    with transaction(conn):
+        registry.register(p, prescriber_address=DOCTOR_ADDRESS, patient_address=PATIENT_ADDRESS)
+        dmp.submit(meta("new", prescription_id=p.identifier), b"<x/>", actor=GATEWAY)
+    assert registry.get(p.identifier, actor="admin:test").identifier == p.identifier
+    assert dmp.entry("new", actor=GATEWAY).metadata.prescription_id == p.identifier
+    conn.close()
+
+
+def test_atomic_part_failure_undoes_only_that_part(tmp_path):
+    from gateway.db import atomic, connect, transaction
+
+    conn = connect(tmp_path / "gateway.db")
+    dmp = SQLiteDMP(conn)
+    with transaction(conn):
+        prescription_doc(dmp, "kept")
+        with pytest.raises(RuntimeError), atomic(conn):
+            prescription_doc(dmp, "undone")
+            raise RuntimeError("this part fails")
+    assert [e.unique_id for e in dmp.find(INS, actor=GATEWAY)] == ["kept"]
+    conn.close()
+
+
+def test_dispensation_hidden_from_the_prescriber(dmp, audit):
+    """The patient objected to prescriber feedback: the flow files the dispensation hidden from
+    the prescriber, who still sees their own prescription."""
+    prescription_doc(dmp, "p1")
+    dmp.submit(
+        meta(
+            "d1",
+            class_code="43",
+            author_id=None,
+            author_address="ph.durand@test.localhost",
+            author_institution="pharmacie@test.localhost",
+        ),
+        b"<disp/>",
+        actor=GATEWAY,
+        hidden_from=["DR.MARTIN@test.localhost", "810000000009"],
+    )
+    assert [e.unique_id for e in dmp.find(INS, actor=DOCTOR)] == ["p1"]
+    with pytest.raises(AccessDenied, match="hidden this document"):
+        dmp.retrieve("d1", actor=DOCTOR)
+    assert audit[-1]["outcome"] == "refused" and audit[-1]["target"] == "d1"
+    assert dmp.retrieve("d1", actor=PHARMACY).content == b"<disp/>"
+    assert dmp.retrieve("d1", actor=PATIENT).content == b"<disp/>"
+    assert len(dmp.find(INS, actor=PATIENT)) == 2
+    entry = dmp.entry("d1", actor=GATEWAY)
+    assert entry.hidden_from == ("810000000009", "dr.martin@test.localhost")

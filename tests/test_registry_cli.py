@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from registry_fixtures import DOCTOR, PATIENT, prescription, report
+from registry_fixtures import DOCTOR, PATIENT, plain_home, prescription, report
 
 from gateway.cli import main
 from gateway.prescriptions.identifier import new_identifier
@@ -19,8 +19,8 @@ TODAY = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
 @pytest.fixture
-def home(gateway_home: Path) -> Path:
-    return gateway_home
+def home(tmp_path: Path) -> Path:
+    return plain_home(tmp_path)
 
 
 def cli(home: Path, capsys, *args: str) -> tuple[int, str, str]:

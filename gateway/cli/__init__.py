@@ -23,6 +23,8 @@ from gateway.errors import GatewayError
 # Each module has `register(sub: argparse._SubParsersAction) -> None`.
 COMMAND_MODULES: list[str] = [
     "gateway.cli.setup",
+    "gateway.directory.cli",
+    "gateway.directory.trust_cli",
     "gateway.pki.cli",
     "gateway.prescriptions.cli",
     "gateway.drugs.cli",

@@ -18,11 +18,12 @@ from gateway.config import Config
 # "module:function", each `(config: Config) -> list[str]`, run in this order.
 INIT_STEPS: list[str] = [
     "gateway.storage_layout:initialise",
+    "gateway.directory.setup:initialise",
     "gateway.pki.ca:initialise",
 ]
 
 # Registers the demo population; `(config: Config) -> list[str]` (empty when already there).
-DEMO_STEP: str | None = None
+DEMO_STEP: str | None = "gateway.directory.demo:register"
 
 
 def _resolve(spec: str) -> Callable[[Config], list[str]]:

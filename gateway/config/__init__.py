@@ -80,6 +80,19 @@ class DocumentsSection:
 
 
 @dataclass(frozen=True)
+class AuthSection:
+    """Password logins (SMTP submission, IMAP): verified-credential cache and lockouts."""
+
+    cache_ttl: int = 300  # seconds a verified address+password is remembered; 0 = no cache
+    cache_size: int = 10000  # entries kept at most (oldest dropped first)
+    account_max_failures: int = 5  # failed logins on one account within account_window...
+    account_window: int = 900  # ...lock that account for the rest of the window (seconds)
+    client_max_failures: int = 20  # failed logins from one client address (IPv6: its /64)...
+    client_window: int = 900  # ...within this many seconds lock that client out
+    min_password_length: int = 12
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration. `home` is the folder relative paths are resolved against."""
 
@@ -91,6 +104,7 @@ class Config:
     smtp: SMTPSection = field(default_factory=SMTPSection)
     imap: IMAPSection = field(default_factory=IMAPSection)
     documents: DocumentsSection = field(default_factory=DocumentsSection)
+    auth: AuthSection = field(default_factory=AuthSection)
     source: Path | None = None
 
     def path(self, value: str) -> Path:
@@ -151,6 +165,7 @@ _SECTIONS: dict[str, type] = {
     "smtp": SMTPSection,
     "imap": IMAPSection,
     "documents": DocumentsSection,
+    "auth": AuthSection,
 }
 
 

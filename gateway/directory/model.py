@@ -81,6 +81,7 @@ class Mailbox:
     application: Application | None = None  # set for APP
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    has_password: bool = False
 
     @property
     def active(self) -> bool:
@@ -102,3 +103,7 @@ class TrustDomain:
     description: str | None = None
     contacts: dict[str, str] = field(default_factory=dict)
     updated: str | None = None  # DateMAJ from the whitelist
+    # Every DN the domain's operator may present (a domain served by several servers is listed
+    # once per certificate); operator_dn is the most recent of them.
+    operator_dns: tuple[str, ...] = ()
+    source: str = "manual"  # "own" (ours), "whitelist" (imported) or "manual" (trust add-domain)

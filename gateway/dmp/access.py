@@ -9,6 +9,9 @@ The rule (our simple, documented version of the DMP's care-team rule):
   access, granted or refused, is written to the audit log by the repository;
 - deprecating or deleting a document: its author (or institution), the gateway, the administrator;
   deleting also the patient;
+- a document filed with `hidden_from` keys is invisible to those professionals (never to its
+  author): the flow hides a dispensation from the prescriber when the patient objected to
+  prescriber feedback;
 - other software (APP mailboxes) has no access.
 """
 
@@ -40,6 +43,16 @@ def may_read(actor: Actor, patient_ins: str, authored_in_record: bool) -> Decisi
             False, "only professionals who authored a document for this patient may read it"
         )
     return Decision(False, "software mailboxes have no access to patients' records")
+
+
+HIDEABLE_FROM = (ActorKind.PROFESSIONAL, ActorKind.ORGANISATION)
+
+
+def may_see(actor: Actor, entry: DocumentEntry) -> Decision:
+    """Once the record is readable: is this document hidden from the actor?"""
+    if actor.kind in HIDEABLE_FROM and set(entry.hidden_from) & actor.keys():
+        return Decision(False, "the patient has hidden this document from this professional")
+    return Decision(True, "not hidden")
 
 
 def is_author(actor: Actor, entry: DocumentEntry) -> bool:

@@ -68,6 +68,7 @@ class DocumentEntry:
     signature_format: str | None = None
     replaces: str | None = None  # uniqueId this version replaced (RPLC)
     replaced_by: str | None = None
+    hidden_from: tuple[str, ...] = ()  # professionals' keys this document is hidden from
 
     @property
     def unique_id(self) -> str:
@@ -101,6 +102,7 @@ class DocumentEntry:
             "signature_format": self.signature_format,
             "replaces": self.replaces,
             "replaced_by": self.replaced_by,
+            "hidden_from": list(self.hidden_from),
         }
 
 

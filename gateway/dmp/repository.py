@@ -23,9 +23,11 @@ class DocumentRepository(Protocol):
         signature: bytes | None = None,
         signature_format: str | None = None,
         replaces: str | None = None,
+        hidden_from: Sequence[str] = (),
     ) -> DocumentEntry:
         """File a document (ITI-41). `replaces`: the uniqueId it replaces (RPLC), which is
-        deprecated in the same transaction."""
+        deprecated in the same transaction. `hidden_from`: addresses or national ids of
+        professionals who may not see it (patient's objection)."""
         ...
 
     def find(

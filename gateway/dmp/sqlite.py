@@ -17,8 +17,15 @@ from typing import Any
 
 from gateway import identifiers
 from gateway.audit_sink import Audit, no_audit
-from gateway.db import connect, migrate, transaction
-from gateway.dmp.access import Decision, may_change, may_read, may_submit
+from gateway.db import atomic, connect, migrate, snapshot
+from gateway.dmp.access import (
+    HIDEABLE_FROM,
+    Decision,
+    may_change,
+    may_read,
+    may_see,
+    may_submit,
+)
 from gateway.dmp.model import (
     AccessDenied,
     Actor,
@@ -76,6 +83,22 @@ MIGRATIONS = [
         PRIMARY KEY (unique_id, author_key)
     );
     CREATE INDEX dmp_authors_patient ON dmp_authors(patient_ins, author_key);
+    """,
+    # Reading `signature IS NOT NULL` from dmp_content walks the content's overflow pages: keep
+    # the flag beside the metadata instead (queries list many entries).
+    """
+    ALTER TABLE dmp_documents ADD COLUMN has_signature INTEGER NOT NULL DEFAULT 0;
+    UPDATE dmp_documents SET has_signature = (SELECT c.signature IS NOT NULL FROM dmp_content c
+        WHERE c.unique_id = dmp_documents.unique_id);
+    """,
+    # Documents hidden from some professionals (e.g. a dispensation from the prescriber when the
+    # patient objected to prescriber feedback): keys are addresses or national ids, lower case.
+    """
+    CREATE TABLE dmp_masks (
+        unique_id TEXT NOT NULL REFERENCES dmp_documents(unique_id) ON DELETE CASCADE,
+        mask_key TEXT NOT NULL,
+        PRIMARY KEY (unique_id, mask_key)
+    );
     """,
 ]
 
@@ -154,11 +177,12 @@ class SQLiteDMP:
             signature_format=row["signature_format"],
             replaces=row["replaces"],
             replaced_by=row["replaced_by"],
+            hidden_from=tuple(sorted((row["hidden_from"] or "").split())),
         )
 
     _SELECT = (
-        "SELECT d.*, (SELECT c.signature IS NOT NULL FROM dmp_content c"
-        " WHERE c.unique_id = d.unique_id) AS has_signature FROM dmp_documents d"
+        "SELECT d.*, (SELECT group_concat(m.mask_key, ' ') FROM dmp_masks m"
+        " WHERE m.unique_id = d.unique_id) AS hidden_from FROM dmp_documents d"
     )
 
     def _load(self, unique_id: str) -> DocumentEntry | None:
@@ -205,6 +229,7 @@ class SQLiteDMP:
         signature: bytes | None = None,
         signature_format: str | None = None,
         replaces: str | None = None,
+        hidden_from: Sequence[str] = (),
     ) -> DocumentEntry:
         ins = identifiers.ins(metadata.patient_ins, "patient INS")
         if not metadata.unique_id.strip():
@@ -234,6 +259,7 @@ class SQLiteDMP:
                 signature=signature,
                 signature_format=signature_format,
                 replaces=replaces,
+                hidden_from=hidden_from,
             )
         except GatewayError as exc:
             self.audit(
@@ -263,8 +289,9 @@ class SQLiteDMP:
         signature: bytes | None,
         signature_format: str | None,
         replaces: str | None,
+        hidden_from: Sequence[str],
     ) -> DocumentEntry:
-        with transaction(self.conn):
+        with atomic(self.conn):
             _enforce(may_submit(actor), actor)
             if self._load(metadata.unique_id) is not None:
                 raise DuplicateDocument(metadata.unique_id)
@@ -296,8 +323,8 @@ class SQLiteDMP:
                 " format_code, creation_time, title, mime_type, author_id, author_address,"
                 " author_institution, set_id, version, confidentiality_code, language_code,"
                 " prescription_id, hash, size, status, submitted_at, submitted_by,"
-                " signature_format, replaces) VALUES"
-                " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " signature_format, replaces, has_signature) VALUES"
+                " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     metadata.unique_id,
                     ins,
@@ -322,6 +349,7 @@ class SQLiteDMP:
                     actor.name,
                     signature_format if signature is not None else None,
                     replaces,
+                    int(signature is not None),
                 ),
             )
             self.conn.execute(
@@ -336,6 +364,11 @@ class SQLiteDMP:
             self.conn.executemany(
                 "INSERT INTO dmp_authors (unique_id, patient_ins, author_key) VALUES (?, ?, ?)",
                 [(metadata.unique_id, ins, key) for key in sorted(authors)],
+            )
+            masks = {k.strip().lower() for k in hidden_from if k.strip()} - authors
+            self.conn.executemany(
+                "INSERT INTO dmp_masks (unique_id, mask_key) VALUES (?, ?)",
+                [(metadata.unique_id, key) for key in sorted(masks)],
             )
             entry = self._load(metadata.unique_id)
         assert entry is not None
@@ -374,16 +407,20 @@ class SQLiteDMP:
         if status is not None:
             where.append("d.status = ?")
             params.append(status.value)
+        keys = sorted(actor.keys())
+        if actor.kind in HIDEABLE_FROM and keys:
+            where.append(
+                "NOT EXISTS (SELECT 1 FROM dmp_masks m WHERE m.unique_id = d.unique_id"  # noqa: S608
+                f" AND m.mask_key IN ({','.join('?' * len(keys))}))"
+            )
+            params.extend(keys)
         # `where` holds only fixed fragments and placeholders; every value is bound.
         sql = self._SELECT + " WHERE " + " AND ".join(where) + " ORDER BY d.creation_time DESC"
         rows: list[sqlite3.Row] = []
-        self.conn.execute("BEGIN")
-        try:
+        with snapshot(self.conn):
             decision = may_read(actor, ins, self._authored_in(ins, actor))
             if decision.granted:
                 rows = self.conn.execute(sql, params).fetchall()
-        finally:
-            self.conn.execute("COMMIT")
         filters = {
             "class": list(class_codes),
             "type": list(type_codes),
@@ -405,6 +442,8 @@ class SQLiteDMP:
         entry = self._require(unique_id, actor, action)
         ins = entry.metadata.patient_ins
         decision = may_read(actor, ins, self._authored_in(ins, actor))
+        if decision.granted and not (seen := may_see(actor, entry)).granted:
+            decision = seen
         self._check(decision, actor, action, unique_id, patient=ins)
         return entry
 
@@ -412,21 +451,18 @@ class SQLiteDMP:
         return self._readable(unique_id, actor, "dmp.entry")
 
     def retrieve(self, unique_id: str, *, actor: Actor) -> StoredDocument:
-        self.conn.execute("BEGIN")
-        try:
+        with snapshot(self.conn):
             entry = self._readable(unique_id, actor, "dmp.retrieve")
             row = self.conn.execute(
                 "SELECT content, signature FROM dmp_content WHERE unique_id = ?", (unique_id,)
             ).fetchone()
-        finally:
-            self.conn.execute("COMMIT")
         signature = None if row["signature"] is None else bytes(row["signature"])
         return StoredDocument(entry, bytes(row["content"]), signature)
 
     # ---- changes ----
 
     def deprecate(self, unique_id: str, *, actor: Actor) -> bool:
-        with transaction(self.conn):
+        with atomic(self.conn):
             entry = self._require(unique_id, actor, "dmp.deprecate")
             ins = entry.metadata.patient_ins
             self._check(may_change(actor, entry), actor, "dmp.deprecate", unique_id, patient=ins)
@@ -440,7 +476,7 @@ class SQLiteDMP:
     def delete(self, unique_id: str, *, actor: Actor) -> DocumentEntry:
         """Remove the document, its bytes and signature. A version it replaced stays deprecated
         (deleting is not undoing a replacement)."""
-        with transaction(self.conn):
+        with atomic(self.conn):
             entry = self._require(unique_id, actor, "dmp.delete")
             self._check(
                 may_change(actor, entry, delete=True),

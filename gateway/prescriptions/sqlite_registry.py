@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from gateway import identifiers
 from gateway.audit_sink import Audit, no_audit
-from gateway.db import connect, migrate, transaction
+from gateway.db import atomic, connect, migrate, snapshot
 from gateway.documents.model import Prescription
 from gateway.prescriptions.registry import (
     RETENTION_YEARS,
@@ -118,16 +116,6 @@ MIGRATIONS = [
     );
     """,
 ]
-
-
-@contextmanager
-def _snapshot(conn: sqlite3.Connection) -> Iterator[None]:
-    """A read transaction: several SELECTs see one consistent state (WAL), without a lock."""
-    conn.execute("BEGIN")
-    try:
-        yield
-    finally:
-        conn.execute("COMMIT")
 
 
 def _dt(text: str | None) -> dt.datetime | None:
@@ -242,7 +230,7 @@ class SQLiteRegistry:
     def _audited_read(self, actor: str, action: str, identifier: str) -> PrescriptionRecord:
         ident = checked_identifier(identifier)
         try:
-            with _snapshot(self.conn):
+            with snapshot(self.conn):
                 record = self._load(ident)
         except PrescriptionNotFound:
             self.audit(actor, action, ident, {"outcome": "not-found"})
@@ -298,7 +286,7 @@ class SQLiteRegistry:
             + (" WHERE " + " AND ".join(where) if where else "")
             + " ORDER BY p.prescribed_at DESC, p.identifier LIMIT :limit"
         )
-        with _snapshot(self.conn):
+        with snapshot(self.conn):
             records = [self._record(row) for row in self.conn.execute(sql, params).fetchall()]
         filters = {"patient": patient_ins, "prescriber": prescriber, "status": status}
         self.audit(
@@ -334,7 +322,7 @@ class SQLiteRegistry:
         validity_end, dispensable_until = validity_of(prescription)
         prescriber = prescriber_address.strip().lower()
         registered_at = (now or utcnow()).isoformat()
-        with transaction(self.conn):
+        with atomic(self.conn):
             try:
                 self.conn.execute(
                     "INSERT INTO prescriptions (identifier, prescriber_address, prescriber_rpps,"
@@ -399,7 +387,7 @@ class SQLiteRegistry:
         fingerprint = report.fingerprint()
         actor = report.dispenser.address
         try:
-            with transaction(self.conn):
+            with atomic(self.conn):
                 record = self._load(ident)
                 prior = self.conn.execute(
                     "SELECT dispensation_id, identifier, fingerprint FROM dispensations"
@@ -529,7 +517,7 @@ class SQLiteRegistry:
         now = now or utcnow()
         actor = actor or by
         try:
-            with transaction(self.conn):
+            with atomic(self.conn):
                 record = self._load(ident)
                 if not is_prescriber(record, by, by_rpps):
                     raise NotPrescriber(
@@ -575,7 +563,7 @@ class SQLiteRegistry:
     def set_feedback_objection(self, identifier: str, objects: bool, *, actor: str) -> bool:
         """Record the patient's objection (or its withdrawal); True when it changed."""
         ident = checked_identifier(identifier)
-        with transaction(self.conn):
+        with atomic(self.conn):
             record = self._load(ident)
             changed = record.patient_objects_to_feedback != objects
             if changed:
@@ -594,7 +582,7 @@ class SQLiteRegistry:
     def expire(self, *, actor: str, now: dt.datetime | None = None) -> list[str]:
         """Write down the expiry of every prescription past its date; the identifiers."""
         today = (now or utcnow()).date().isoformat()
-        with transaction(self.conn):
+        with atomic(self.conn):
             rows = self.conn.execute(
                 "UPDATE prescriptions SET status = 'expired'"
                 " WHERE (status = 'active' AND validity_end < :t)"
@@ -618,7 +606,7 @@ class SQLiteRegistry:
         if older_than_years < 0:
             raise InvalidPrescription("--older-than-years cannot be negative")
         cutoff = add_months((now or utcnow()).date(), -12 * older_than_years).isoformat()
-        with transaction(self.conn):
+        with atomic(self.conn):
             idents = [
                 r[0]
                 for r in self.conn.execute(

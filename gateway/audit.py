@@ -1,0 +1,98 @@
+"""The audit log: who changed or read what, when. JSON lines, appended and fsynced.
+
+One line per event: `{"at": ISO-8601 UTC, "actor": ..., "action": ..., "target": ..., "details":
+{...}}`. Administrative changes (directory, trust domains, certificates) and reads of patient data
+go through `record()`. The file is created 0600: it names patients. Appending with O_APPEND keeps
+lines from concurrent processes whole (each line is one write()).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gateway.config import Config
+from gateway.errors import GatewayError
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def local_actor() -> str:
+    """The actor of a command-line change: the local OS user running `mssgw`."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid:{os.getuid()}"
+
+
+def append(path: Path, actor: str, action: str, target: str, details: dict[str, Any]) -> None:
+    """Append one entry to the log at `path` and fsync it before returning."""
+    line = json.dumps(
+        {
+            "at": datetime.now(UTC).isoformat(timespec="microseconds"),
+            "actor": actor,
+            "action": action,
+            "target": target,
+            "details": details,
+        },
+        ensure_ascii=False,
+        sort_keys=True,
+        default=str,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise GatewayError(f"audit log: cannot open {path}: {exc.strerror}") from None
+    try:
+        os.write(fd, (line + "\n").encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def record(config: Config, actor: str, action: str, target: str, **details: Any) -> None:
+    """Record that `actor` did `action` on `target` (e.g. "directory.add", "dr.x@dom")."""
+    append(config.audit_log_path, actor, action, target, details)
+
+
+def read(
+    config: Config, *, action: str | None = None, target: str | None = None
+) -> Iterator[AuditEntry]:
+    """The entries, oldest first, optionally only one action (or action prefix "x.") / target."""
+    path = config.audit_log_path
+    if not path.exists():
+        return
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                raw = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a crash mid-write: skip it, keep reading
+            act = raw.get("action", "")
+            if action and not (act == action or (action.endswith(".") and act.startswith(action))):
+                continue
+            if target and raw.get("target") != target:
+                continue
+            yield AuditEntry(
+                at=datetime.fromisoformat(raw["at"]),
+                actor=raw.get("actor", ""),
+                action=act,
+                target=raw.get("target", ""),
+                details=raw.get("details") or {},
+            )

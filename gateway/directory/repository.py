@@ -1,0 +1,188 @@
+"""The trust directory's repository interface: what callers may do, whatever the storage.
+
+`Directory` is a typing.Protocol; `SQLiteDirectory` (gateway.directory.sqlite) is the embedded
+implementation and a PostgreSQL one can follow behind the same methods. Every change is atomic:
+a refused operation raises a GatewayError subclass naming the field and the rule and leaves the
+directory as it was. Every change is also written to the audit log with the acting user.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from gateway.directory.model import (
+    Application,
+    Mailbox,
+    MailboxKind,
+    MailboxState,
+    Organisation,
+    Patient,
+    Professional,
+    TrustDomain,
+)
+from gateway.errors import Conflict, NotFound
+
+
+class UnknownMailbox(NotFound):
+    def __init__(self, address: str) -> None:
+        self.address = address
+        super().__init__(f"email: no mailbox {address!r} in the directory")
+
+
+class DuplicateMailbox(Conflict):
+    """The address, or a unique identifier (RPPS, ADELI, INS), is already registered."""
+
+    def __init__(self, field: str, value: str, owner: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {value!r} is already registered (mailbox {owner})")
+
+
+class UnknownDomain(NotFound):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"domain: {name!r} is not a trust-space domain of this gateway")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What the authenticator needs on every login: cheap to fetch (one primary-key lookup)."""
+
+    address: str
+    state: MailboxState
+    password_hash: str | None
+
+
+@dataclass(frozen=True)
+class WhitelistChange:
+    """The difference a whitelist import made."""
+
+    generated: str | None
+    entries: int
+    domains: int
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "generated": self.generated,
+            "entries": self.entries,
+            "domains": self.domains,
+            "added": list(self.added),
+            "removed": list(self.removed),
+            "changed": list(self.changed),
+            "warnings": list(self.warnings),
+        }
+
+
+class Directory(Protocol):
+    """Mailboxes and trust-space domains. Addresses are compared lower-case."""
+
+    patient_domain: str
+
+    # --- mailboxes -------------------------------------------------------------------------
+    def add_professional(
+        self, address: str, professional: Professional, display_name: str | None = None
+    ) -> Mailbox: ...
+
+    def add_organisation(
+        self, address: str, organisation: Organisation, display_name: str | None = None
+    ) -> Mailbox: ...
+
+    def add_patient(self, patient: Patient, address: str | None = None) -> Mailbox:
+        """Register a patient; the address defaults to `<INS>@patient.<domain>`."""
+        ...
+
+    def add_application(self, address: str, application: Application) -> Mailbox: ...
+
+    def get(self, address: str) -> Mailbox | None: ...
+
+    def require(self, address: str) -> Mailbox:
+        """Like get(), but raises UnknownMailbox."""
+        ...
+
+    def find_by_rpps(self, rpps: str) -> Mailbox | None: ...
+
+    def find_by_adeli(self, adeli: str) -> Mailbox | None: ...
+
+    def find_by_ins(self, ins: str) -> Mailbox | None: ...
+
+    def find_by_finess(self, finess: str) -> list[Mailbox]: ...
+
+    def list_mailboxes(
+        self,
+        *,
+        kind: MailboxKind | None = None,
+        domain: str | None = None,
+        search: str | None = None,
+        state: MailboxState | None = None,
+    ) -> list[Mailbox]: ...
+
+    def update(self, address: str, **changes: Any) -> Mailbox:
+        """Change fields of the mailbox's identity (e.g. family_name=..., structure=...)."""
+        ...
+
+    def suspend(self, address: str) -> Mailbox: ...
+
+    def resume(self, address: str) -> Mailbox: ...
+
+    def delete(self, address: str) -> None: ...
+
+    def set_password(self, address: str, password: str) -> None: ...
+
+    def verify_password(self, address: str, password: str) -> bool:
+        """Slow (scrypt): call it off the event loop. Suspended mailboxes never verify."""
+        ...
+
+    def credentials(self, address: str) -> Credentials | None: ...
+
+    # --- trust-space domains ---------------------------------------------------------------
+    def register_own_domains(self, names: Sequence[str]) -> list[str]:
+        """Mark `names` as ours (idempotent); returns the names newly registered."""
+        ...
+
+    def add_domain(
+        self,
+        name: str,
+        operator_dns: Sequence[str] = (),
+        *,
+        ours: bool = False,
+        description: str | None = None,
+    ) -> TrustDomain: ...
+
+    def remove_domain(self, name: str) -> None: ...
+
+    def get_domain(self, name: str) -> TrustDomain | None: ...
+
+    def list_domains(
+        self, *, search: str | None = None, ours: bool | None = None
+    ) -> list[TrustDomain]: ...
+
+    def is_own_domain(self, name: str) -> bool: ...
+
+    def is_trusted_domain(self, name: str) -> bool:
+        """True for our own domains and for listed peers."""
+        ...
+
+    def expected_operator_dns(self, domain: str) -> tuple[str, ...]:
+        """Every subject DN a peer serving `domain` may present (empty for unknown domains)."""
+        ...
+
+    def expected_operator_dn(self, domain: str) -> str | None:
+        """The DN of the most recent whitelist entry for `domain`."""
+        ...
+
+    def peer_certificate_matches(self, domain: str, subject: Any) -> bool:
+        """True when `subject` (x509.Name or RFC 4514 string) is a listed DN for `domain`."""
+        ...
+
+    def import_whitelist(self, path: str, *, allow_older: bool = False) -> WhitelistChange:
+        """Import the national whitelist: add, update and remove peer domains; report the change.
+
+        Refuses a list generated before the one already imported unless `allow_older`.
+        """
+        ...
+
+    def close(self) -> None: ...

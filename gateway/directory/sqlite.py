@@ -1,0 +1,813 @@
+"""The trust directory on SQLite (WAL): the embedded default implementation of `Directory`.
+
+Tables belong to the component "directory" (gateway.db.migrate). Kind-specific identity fields
+live in a JSON column; the columns that are searched or must be unique (address, RPPS, ADELI, INS,
+FINESS, structure) are real columns with indexes. Each change runs in one IMMEDIATE transaction
+that also appends the audit entry, so a refused change leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from gateway import audit
+from gateway import identifiers as ids
+from gateway.db import connect, migrate, transaction
+from gateway.directory import validate as v
+from gateway.directory.model import (
+    Application,
+    Mailbox,
+    MailboxKind,
+    MailboxState,
+    Organisation,
+    OrganisationKind,
+    Patient,
+    Professional,
+    TrustDomain,
+)
+from gateway.directory.passwords import (
+    MIN_PASSWORD_LENGTH,
+    check_new_password,
+    dummy_verify,
+    hash_password,
+)
+from gateway.directory.passwords import verify_password as _verify
+from gateway.directory.repository import (
+    Credentials,
+    DuplicateMailbox,
+    UnknownDomain,
+    UnknownMailbox,
+    WhitelistChange,
+)
+from gateway.directory.whitelist import InvalidWhitelist, dn_matches, parse_whitelist
+from gateway.errors import Conflict, GatewayError, InvalidIdentifier
+
+COMPONENT = "directory"
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE directory_mailbox (
+        address TEXT PRIMARY KEY,
+        kind TEXT NOT NULL CHECK (kind IN ('PER', 'ORG', 'APP', 'PATIENT')),
+        display_name TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'suspended')),
+        domain TEXT NOT NULL,
+        rpps TEXT UNIQUE,
+        adeli TEXT UNIQUE,
+        ins TEXT UNIQUE,
+        finess TEXT,
+        siret TEXT,
+        structure TEXT REFERENCES directory_mailbox(address) ON DELETE RESTRICT,
+        details TEXT NOT NULL,
+        search TEXT NOT NULL,
+        password_hash TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX directory_mailbox_kind ON directory_mailbox(kind);
+    CREATE INDEX directory_mailbox_domain ON directory_mailbox(domain);
+    CREATE INDEX directory_mailbox_finess ON directory_mailbox(finess);
+    CREATE INDEX directory_mailbox_structure ON directory_mailbox(structure);
+    CREATE TABLE directory_domain (
+        name TEXT PRIMARY KEY,
+        ours INTEGER NOT NULL DEFAULT 0,
+        source TEXT NOT NULL CHECK (source IN ('own', 'whitelist', 'manual')),
+        operator_dns TEXT NOT NULL DEFAULT '[]',
+        description TEXT,
+        contacts TEXT NOT NULL DEFAULT '{}',
+        updated TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE directory_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+]
+
+_KIND_FIELD = {
+    MailboxKind.PER: "professional",
+    MailboxKind.ORG: "organisation",
+    MailboxKind.PATIENT: "patient",
+    MailboxKind.APP: "application",
+}
+_KIND_CLASS: dict[MailboxKind, type] = {
+    MailboxKind.PER: Professional,
+    MailboxKind.ORG: Organisation,
+    MailboxKind.PATIENT: Patient,
+    MailboxKind.APP: Application,
+}
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _escape_like(s: str) -> str:
+    return s.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+# --- normalisation: the same rules for add and update --------------------------------------
+
+
+def _professional(p: Professional) -> Professional:
+    rpps = ids.rpps(p.rpps) if p.rpps else None
+    adeli = ids.adeli(p.adeli) if p.adeli else None
+    if not rpps and not adeli:
+        raise InvalidIdentifier("rpps", "", "a professional needs an RPPS (or ADELI) number")
+    return dataclasses.replace(
+        p,
+        rpps=rpps,
+        adeli=adeli,
+        family_name=v.text(p.family_name, "family-name"),
+        given_name=v.text(p.given_name, "given-name"),
+        profession=v.profession(p.profession),
+        specialty=v.specialty(p.specialty),
+        structure=v.address(p.structure, "structure") if p.structure else None,
+        title=v.text(p.title, "title", required=False, max_len=20) or None,
+        phone=v.phone(p.phone),
+    )
+
+
+def _organisation(o: Organisation) -> Organisation:
+    finess = ids.finess(o.finess) if o.finess else None
+    siret = ids.siret(o.siret) if o.siret else None
+    if not finess and not siret:
+        raise InvalidIdentifier("finess", "", "a structure needs a FINESS (or SIRET) number")
+    try:
+        kind = OrganisationKind(str(o.kind).strip().lower())
+    except ValueError:
+        raise v.InvalidField(
+            "kind", o.kind, "one of " + ", ".join(k.value for k in OrganisationKind)
+        ) from None
+    return dataclasses.replace(
+        o,
+        finess=finess,
+        siret=siret,
+        name=v.text(o.name, "name"),
+        kind=kind,
+        address=v.multiline(o.address, "address"),
+        phone=v.phone(o.phone),
+    )
+
+
+def _patient(p: Patient) -> Patient:
+    ins = ids.ins(p.ins)
+    sex = v.sex(p.sex)
+    born = v.birth_date(p.birth_date)
+    v.ins_matches_traits(ins, sex, born)
+    return dataclasses.replace(
+        p,
+        ins=ins,
+        birth_name=v.text(p.birth_name, "birth-name"),
+        given_names=v.text(p.given_names, "given-names"),
+        sex=sex,
+        birth_date=born,
+        birth_place=v.birth_place(p.birth_place),
+        objects_to_prescriber_feedback=bool(p.objects_to_prescriber_feedback),
+    )
+
+
+def _application(a: Application) -> Application:
+    return dataclasses.replace(a, name=v.text(a.name, "name"))
+
+
+_NORMALISE: dict[MailboxKind, Any] = {
+    MailboxKind.PER: _professional,
+    MailboxKind.ORG: _organisation,
+    MailboxKind.PATIENT: _patient,
+    MailboxKind.APP: _application,
+}
+
+
+def default_display_name(identity: Any) -> str:
+    if isinstance(identity, Professional):
+        title = f"{identity.title} " if identity.title else ""
+        return f"{title}{identity.given_name} {identity.family_name}"
+    if isinstance(identity, Patient):
+        return f"{identity.given_names.split()[0]} {identity.birth_name}"
+    return str(identity.name)
+
+
+def _details_json(identity: Any) -> str:
+    data = dataclasses.asdict(identity)
+    data.pop("structure", None)  # a real column (foreign key)
+    return json.dumps(data, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def _identity(kind: MailboxKind, details: str, structure: str | None) -> Any:
+    data = json.loads(details)
+    if kind is MailboxKind.PER:
+        return Professional(**data, structure=structure)
+    if kind is MailboxKind.ORG:
+        data["kind"] = OrganisationKind(data["kind"])
+        return Organisation(**data)
+    if kind is MailboxKind.PATIENT:
+        data["birth_date"] = date.fromisoformat(data["birth_date"])
+        return Patient(**data)
+    return Application(**data)
+
+
+class SQLiteDirectory:
+    """`Directory` on one SQLite database. Thread-safe (one lock around the connection)."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        patient_domain: str,
+        audit_path: Path | None = None,
+        actor: str = "gateway",
+        min_password_length: int = MIN_PASSWORD_LENGTH,
+    ) -> None:
+        self.conn = conn
+        self.patient_domain = patient_domain.lower()
+        self.audit_path = audit_path
+        self.actor = actor
+        self.min_password_length = min_password_length
+        self._lock = threading.RLock()
+        migrate(conn, COMPONENT, MIGRATIONS)
+
+    @classmethod
+    def open(
+        cls,
+        path: Path | str,
+        *,
+        patient_domain: str,
+        audit_path: Path | None = None,
+        actor: str = "gateway",
+        min_password_length: int = MIN_PASSWORD_LENGTH,
+    ) -> SQLiteDirectory:
+        return cls(
+            connect(path),
+            patient_domain=patient_domain,
+            audit_path=audit_path,
+            actor=actor,
+            min_password_length=min_password_length,
+        )
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    @contextmanager
+    def _change(self) -> Iterator[sqlite3.Connection]:
+        with self._lock, transaction(self.conn) as conn:
+            yield conn
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self.conn.execute(sql, params).fetchall()
+
+    def _audit(self, action: str, target: str, **details: Any) -> None:
+        # Inside the transaction: if the entry cannot be written, the change is rolled back.
+        if self.audit_path is not None:
+            audit.append(self.audit_path, self.actor, action, target, details)
+
+    def _mailbox(self, row: sqlite3.Row) -> Mailbox:
+        kind = MailboxKind(row["kind"])
+        identity = _identity(kind, row["details"], row["structure"])
+        return Mailbox(
+            address=row["address"],
+            kind=kind,
+            display_name=row["display_name"],
+            state=MailboxState(row["state"]),
+            created_at=datetime.fromisoformat(row["created_at"]),
+            updated_at=datetime.fromisoformat(row["updated_at"]),
+            has_password=row["password_hash"] is not None,
+            **{_KIND_FIELD[kind]: identity},
+        )
+
+    def _row(self, address: str) -> sqlite3.Row | None:
+        rows = self._read("SELECT * FROM directory_mailbox WHERE address = ?", (address.lower(),))
+        return rows[0] if rows else None
+
+    def _owned_address(self, conn: sqlite3.Connection, address: str, kind: MailboxKind) -> str:
+        addr = v.address(address)
+        dom = addr.rpartition("@")[2]
+        own = [r[0] for r in conn.execute("SELECT name FROM directory_domain WHERE ours = 1")]
+        if kind is MailboxKind.PATIENT:
+            if dom != self.patient_domain:
+                raise v.InvalidField(
+                    "email", addr, f"a patient's address is in {self.patient_domain}"
+                )
+        elif dom == self.patient_domain:
+            raise v.InvalidField("email", addr, f"{dom} holds patients' mailboxes only")
+        if dom not in own:
+            raise v.InvalidField(
+                "email",
+                addr,
+                f"{dom} is not one of our domains ({', '.join(sorted(own)) or 'none'});"
+                f" add it with `mssgw trust add-domain {dom} --own`",
+            )
+        return addr
+
+    def _check_unique(
+        self, conn: sqlite3.Connection, identity: Any, address: str, *, exclude: str | None = None
+    ) -> None:
+        for column, value in (
+            ("rpps", getattr(identity, "rpps", None)),
+            ("adeli", getattr(identity, "adeli", None)),
+            ("ins", getattr(identity, "ins", None)),
+        ):
+            if not value:
+                continue
+            row = conn.execute(
+                f"SELECT address FROM directory_mailbox WHERE {column} = ?",  # noqa: S608
+                (value,),
+            ).fetchone()
+            if row and row[0] != exclude:
+                raise DuplicateMailbox(column, value, row[0])
+
+    def _check_structure(self, conn: sqlite3.Connection, structure: str | None) -> None:
+        if not structure:
+            return
+        row = conn.execute(
+            "SELECT kind FROM directory_mailbox WHERE address = ?", (structure,)
+        ).fetchone()
+        if row is None or row[0] != MailboxKind.ORG.value:
+            raise v.InvalidField(
+                "structure", structure, "must be the address of an organisation (ORG) mailbox"
+            )
+
+    def _search_text(self, address: str, display: str, identity: Any) -> str:
+        values = [str(x) for x in dataclasses.asdict(identity).values() if x is not None]
+        return v.folded(address, display, *values)
+
+    def _add(
+        self, kind: MailboxKind, address: str, identity: Any, display_name: str | None
+    ) -> Mailbox:
+        identity = _NORMALISE[kind](identity)
+        display = v.text(display_name, "display-name") if display_name else None
+        display = display or default_display_name(identity)
+        with self._change() as conn:
+            addr = self._owned_address(conn, address, kind)
+            row = conn.execute(
+                "SELECT address FROM directory_mailbox WHERE address = ?", (addr,)
+            ).fetchone()
+            if row:
+                raise DuplicateMailbox("email", addr, addr)
+            self._check_unique(conn, identity, addr)
+            self._check_structure(conn, getattr(identity, "structure", None))
+            now = _now()
+            conn.execute(
+                "INSERT INTO directory_mailbox (address, kind, display_name, state, domain, rpps,"
+                " adeli, ins, finess, siret, structure, details, search, created_at, updated_at)"
+                " VALUES (?, ?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    addr,
+                    kind.value,
+                    display,
+                    addr.rpartition("@")[2],
+                    getattr(identity, "rpps", None),
+                    getattr(identity, "adeli", None),
+                    getattr(identity, "ins", None),
+                    getattr(identity, "finess", None),
+                    getattr(identity, "siret", None),
+                    getattr(identity, "structure", None),
+                    _details_json(identity),
+                    self._search_text(addr, display, identity),
+                    now,
+                    now,
+                ),
+            )
+            self._audit("directory.add", addr, kind=kind.value, display_name=display)
+        return self.require(addr)
+
+    # --- mailboxes ---------------------------------------------------------------------------
+
+    def add_professional(
+        self, address: str, professional: Professional, display_name: str | None = None
+    ) -> Mailbox:
+        return self._add(MailboxKind.PER, address, professional, display_name)
+
+    def add_organisation(
+        self, address: str, organisation: Organisation, display_name: str | None = None
+    ) -> Mailbox:
+        return self._add(MailboxKind.ORG, address, organisation, display_name)
+
+    def add_patient(self, patient: Patient, address: str | None = None) -> Mailbox:
+        if address is None:
+            address = f"{ids.ins(patient.ins).lower()}@{self.patient_domain}"
+        return self._add(MailboxKind.PATIENT, address, patient, None)
+
+    def add_application(self, address: str, application: Application) -> Mailbox:
+        return self._add(MailboxKind.APP, address, application, None)
+
+    def get(self, address: str) -> Mailbox | None:
+        row = self._row(address.strip())
+        return self._mailbox(row) if row else None
+
+    def require(self, address: str) -> Mailbox:
+        mailbox = self.get(address)
+        if mailbox is None:
+            raise UnknownMailbox(address.strip().lower())
+        return mailbox
+
+    def _find_one(self, column: str, value: str) -> Mailbox | None:
+        rows = self._read(
+            f"SELECT * FROM directory_mailbox WHERE {column} = ?", (value,)  # noqa: S608
+        )
+        return self._mailbox(rows[0]) if rows else None
+
+    def find_by_rpps(self, rpps: str) -> Mailbox | None:
+        return self._find_one("rpps", ids.rpps(rpps))
+
+    def find_by_adeli(self, adeli: str) -> Mailbox | None:
+        return self._find_one("adeli", ids.adeli(adeli))
+
+    def find_by_ins(self, ins: str) -> Mailbox | None:
+        return self._find_one("ins", ids.ins(ins))
+
+    def find_by_finess(self, finess: str) -> list[Mailbox]:
+        rows = self._read(
+            "SELECT * FROM directory_mailbox WHERE finess = ? ORDER BY address",
+            (ids.finess(finess),),
+        )
+        return [self._mailbox(r) for r in rows]
+
+    def list_mailboxes(
+        self,
+        *,
+        kind: MailboxKind | None = None,
+        domain: str | None = None,
+        search: str | None = None,
+        state: MailboxState | None = None,
+    ) -> list[Mailbox]:
+        where: list[str] = []
+        params: list[Any] = []
+        if kind is not None:
+            where.append("kind = ?")
+            params.append(MailboxKind(kind).value)
+        if domain:
+            where.append("domain = ?")
+            params.append(domain.strip().lower().rstrip("."))
+        if state is not None:
+            where.append("state = ?")
+            params.append(MailboxState(state).value)
+        for word in v.folded(search or "").split():
+            where.append("search LIKE ? ESCAPE '\\'")
+            params.append(f"%{_escape_like(word)}%")
+        sql = "SELECT * FROM directory_mailbox"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return [self._mailbox(r) for r in self._read(sql + " ORDER BY address", params)]
+
+    def update(self, address: str, **changes: Any) -> Mailbox:
+        current = self.require(address)
+        kind = current.kind
+        identity = getattr(current, _KIND_FIELD[kind])
+        display_name = changes.pop("display_name", None)
+        allowed = {f.name for f in dataclasses.fields(_KIND_CLASS[kind])}
+        for key in changes:
+            if key not in allowed:
+                raise v.InvalidField(
+                    key.replace("_", "-"), changes[key], f"does not apply to a {kind.value} mailbox"
+                )
+        if kind is MailboxKind.PATIENT and "ins" in changes and changes["ins"] != identity.ins:
+            raise Conflict(
+                "ins: a patient's INS is their address: delete the mailbox and add it again"
+            )
+        if not changes and display_name is None:
+            raise GatewayError("update: nothing to change (give at least one field option)")
+        new = _NORMALISE[kind](dataclasses.replace(identity, **changes))
+        if display_name is not None:
+            display = v.text(display_name, "display-name")
+        elif current.display_name == default_display_name(identity):
+            display = default_display_name(new)  # an automatic name follows the identity
+        else:
+            display = current.display_name
+        with self._change() as conn:
+            self._check_unique(conn, new, current.address, exclude=current.address)
+            self._check_structure(conn, getattr(new, "structure", None))
+            conn.execute(
+                "UPDATE directory_mailbox SET display_name = ?, rpps = ?, adeli = ?, finess = ?,"
+                " siret = ?, structure = ?, details = ?, search = ?, updated_at = ?"
+                " WHERE address = ?",
+                (
+                    display,
+                    getattr(new, "rpps", None),
+                    getattr(new, "adeli", None),
+                    getattr(new, "finess", None),
+                    getattr(new, "siret", None),
+                    getattr(new, "structure", None),
+                    _details_json(new),
+                    self._search_text(current.address, display, new),
+                    _now(),
+                    current.address,
+                ),
+            )
+            changed = {
+                k: getattr(new, k)
+                for k in changes
+                if getattr(new, k) != getattr(identity, k)
+            }
+            if display != current.display_name:
+                changed["display_name"] = display
+            self._audit("directory.update", current.address, changes=changed)
+        return self.require(current.address)
+
+    def _set_state(self, address: str, state: MailboxState, action: str) -> Mailbox:
+        current = self.require(address)
+        if current.state is state:
+            raise Conflict(f"state: {current.address} is already {state.value}")
+        with self._change() as conn:
+            conn.execute(
+                "UPDATE directory_mailbox SET state = ?, updated_at = ? WHERE address = ?",
+                (state.value, _now(), current.address),
+            )
+            self._audit(action, current.address)
+        return self.require(current.address)
+
+    def suspend(self, address: str) -> Mailbox:
+        return self._set_state(address, MailboxState.SUSPENDED, "directory.suspend")
+
+    def resume(self, address: str) -> Mailbox:
+        return self._set_state(address, MailboxState.ACTIVE, "directory.resume")
+
+    def delete(self, address: str) -> None:
+        current = self.require(address)
+        with self._change() as conn:
+            members = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT address FROM directory_mailbox WHERE structure = ? ORDER BY address",
+                    (current.address,),
+                )
+            ]
+            if members:
+                raise Conflict(
+                    f"structure: {current.address} is the structure of {len(members)}"
+                    f" professional(s) ({', '.join(members[:3])}); move or delete them first"
+                )
+            conn.execute("DELETE FROM directory_mailbox WHERE address = ?", (current.address,))
+            self._audit("directory.delete", current.address, kind=current.kind.value)
+
+    def set_password(self, address: str, password: str) -> None:
+        current = self.require(address)
+        check_new_password(password, self.min_password_length)
+        encoded = hash_password(password)  # slow: computed before taking the write lock
+        with self._change() as conn:
+            conn.execute(
+                "UPDATE directory_mailbox SET password_hash = ?, updated_at = ? WHERE address = ?",
+                (encoded, _now(), current.address),
+            )
+            self._audit("directory.set-password", current.address)
+
+    def credentials(self, address: str) -> Credentials | None:
+        rows = self._read(
+            "SELECT address, state, password_hash FROM directory_mailbox WHERE address = ?",
+            (address.strip().lower(),),
+        )
+        if not rows:
+            return None
+        r = rows[0]
+        return Credentials(r["address"], MailboxState(r["state"]), r["password_hash"])
+
+    def verify_password(self, address: str, password: str) -> bool:
+        cred = self.credentials(address)
+        if cred is None or cred.password_hash is None:
+            dummy_verify(password)
+            return False
+        ok = _verify(password, cred.password_hash)
+        return ok and cred.state is MailboxState.ACTIVE
+
+    # --- trust-space domains -----------------------------------------------------------------
+
+    def _domain(self, row: sqlite3.Row) -> TrustDomain:
+        dns = tuple(json.loads(row["operator_dns"]))
+        return TrustDomain(
+            name=row["name"],
+            ours=bool(row["ours"]),
+            operator_dn=dns[0] if dns else None,
+            description=row["description"],
+            contacts=json.loads(row["contacts"]),
+            updated=row["updated"],
+            operator_dns=dns,
+            source=row["source"],
+        )
+
+    def get_domain(self, name: str) -> TrustDomain | None:
+        rows = self._read(
+            "SELECT * FROM directory_domain WHERE name = ?", (name.strip().lower().rstrip("."),)
+        )
+        return self._domain(rows[0]) if rows else None
+
+    def list_domains(
+        self, *, search: str | None = None, ours: bool | None = None
+    ) -> list[TrustDomain]:
+        sql = "SELECT * FROM directory_domain"
+        params: list[Any] = []
+        where: list[str] = []
+        if ours is not None:
+            where.append("ours = ?")
+            params.append(int(ours))
+        for word in (search or "").split():
+            where.append(
+                "(name LIKE ? ESCAPE '\\' OR description LIKE ? ESCAPE '\\'"
+                " OR operator_dns LIKE ? ESCAPE '\\')"
+            )
+            params += [f"%{_escape_like(word)}%"] * 3
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return [self._domain(r) for r in self._read(sql + " ORDER BY ours DESC, name", params)]
+
+    def register_own_domains(self, names: Sequence[str]) -> list[str]:
+        added: list[str] = []
+        with self._change() as conn:
+            for raw in names:
+                name = v.domain_name(raw)
+                row = conn.execute(
+                    "SELECT ours FROM directory_domain WHERE name = ?", (name,)
+                ).fetchone()
+                if row and row[0]:
+                    continue
+                now = _now()
+                conn.execute(
+                    "INSERT INTO directory_domain (name, ours, source, created_at, updated_at)"
+                    " VALUES (?, 1, 'own', ?, ?) ON CONFLICT(name) DO UPDATE SET ours = 1,"
+                    " source = 'own', operator_dns = '[]', updated_at = excluded.updated_at",
+                    (name, now, now),
+                )
+                self._audit("trust.add-domain", name, ours=True)
+                added.append(name)
+        return added
+
+    def add_domain(
+        self,
+        name: str,
+        operator_dns: Sequence[str] = (),
+        *,
+        ours: bool = False,
+        description: str | None = None,
+    ) -> TrustDomain:
+        domain = v.domain_name(name)
+        dns = [" ".join(dn.split()) for dn in operator_dns if dn.strip()]
+        for dn in dns:
+            try:
+                x509.Name.from_rfc4514_string(dn)
+            except ValueError:
+                raise v.InvalidField(
+                    "dn", dn, "not an RFC 4514 distinguished name (e.g. CN=mx.example.fr,O=X,C=FR)"
+                ) from None
+        if ours and dns:
+            raise v.InvalidField("dn", dns[0], "our own domains carry no peer certificate DN")
+        if not ours and not dns:
+            raise v.InvalidField(
+                "dn", "", "a peer domain needs the subject DN of its operator's certificate"
+            )
+        desc = v.text(description, "description", required=False) or None
+        with self._change() as conn:
+            row = conn.execute(
+                "SELECT source FROM directory_domain WHERE name = ?", (domain,)
+            ).fetchone()
+            if row:
+                raise Conflict(f"domain: {domain!r} is already listed (source: {row[0]})")
+            now = _now()
+            conn.execute(
+                "INSERT INTO directory_domain (name, ours, source, operator_dns, description,"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    domain,
+                    int(ours),
+                    "own" if ours else "manual",
+                    json.dumps(dns, ensure_ascii=False),
+                    desc,
+                    now,
+                    now,
+                ),
+            )
+            self._audit("trust.add-domain", domain, ours=ours, operator_dns=dns)
+        found = self.get_domain(domain)
+        assert found is not None
+        return found
+
+    def remove_domain(self, name: str) -> None:
+        domain = v.domain_name(name)
+        with self._change() as conn:
+            if conn.execute(
+                "SELECT 1 FROM directory_domain WHERE name = ?", (domain,)
+            ).fetchone() is None:
+                raise UnknownDomain(domain)
+            (count,) = conn.execute(
+                "SELECT count(*) FROM directory_mailbox WHERE domain = ?", (domain,)
+            ).fetchone()
+            if count:
+                raise Conflict(
+                    f"domain: {domain!r} still holds {count} mailbox(es); delete them first"
+                )
+            conn.execute("DELETE FROM directory_domain WHERE name = ?", (domain,))
+            self._audit("trust.remove-domain", domain)
+
+    def is_own_domain(self, name: str) -> bool:
+        d = self.get_domain(name)
+        return d is not None and d.ours
+
+    def is_trusted_domain(self, name: str) -> bool:
+        return self.get_domain(name) is not None
+
+    def expected_operator_dns(self, domain: str) -> tuple[str, ...]:
+        d = self.get_domain(domain)
+        return d.operator_dns if d is not None and not d.ours else ()
+
+    def expected_operator_dn(self, domain: str) -> str | None:
+        dns = self.expected_operator_dns(domain)
+        return dns[0] if dns else None
+
+    def peer_certificate_matches(self, domain: str, subject: Any) -> bool:
+        return any(dn_matches(dn, subject) for dn in self.expected_operator_dns(domain))
+
+    def import_whitelist(self, path: str, *, allow_older: bool = False) -> WhitelistChange:
+        p = Path(path)
+        try:
+            data = p.read_bytes()
+        except OSError as exc:
+            raise GatewayError(f"whitelist: cannot read {p}: {exc.strerror}") from None
+        wl = parse_whitelist(data, source=p.name)
+        warnings = list(wl.warnings)
+        added: list[str] = []
+        removed: list[str] = []
+        changed: list[str] = []
+        with self._change() as conn:
+            row = conn.execute(
+                "SELECT value FROM directory_meta WHERE key = 'whitelist_generated'"
+            ).fetchone()
+            previous = row[0] if row else None
+            if previous and wl.generated and wl.generated < previous and not allow_older:
+                raise InvalidWhitelist(
+                    f"{p.name}: generated {wl.generated}, older than the list already imported"
+                    f" ({previous}): refused (use --allow-older to import it anyway)"
+                )
+            existing = {
+                r["name"]: r for r in conn.execute("SELECT * FROM directory_domain")
+            }
+            now = _now()
+            for name, dom in sorted(wl.domains.items()):
+                old = existing.get(name)
+                if old is not None and old["ours"]:
+                    warnings.append(f"{name} is one of our own domains: its entry is ignored")
+                    continue
+                values = (
+                    json.dumps(list(dom.operator_dns), ensure_ascii=False),
+                    dom.description,
+                    json.dumps(dom.contacts, ensure_ascii=False, sort_keys=True),
+                    dom.updated,
+                    now,
+                    name,
+                )
+                if old is None:
+                    conn.execute(
+                        "INSERT INTO directory_domain (operator_dns, description, contacts,"
+                        " updated, updated_at, name, ours, source, created_at)"
+                        " VALUES (?, ?, ?, ?, ?, ?, 0, 'whitelist', ?)",
+                        (*values, now),
+                    )
+                    added.append(name)
+                    continue
+                if tuple(json.loads(old["operator_dns"])) != dom.operator_dns:
+                    changed.append(name)
+                conn.execute(
+                    "UPDATE directory_domain SET operator_dns = ?, description = ?, contacts = ?,"
+                    " updated = ?, updated_at = ?, source = 'whitelist' WHERE name = ?",
+                    values,
+                )
+            for name, old in sorted(existing.items()):
+                if old["source"] == "whitelist" and name not in wl.domains:
+                    conn.execute("DELETE FROM directory_domain WHERE name = ?", (name,))
+                    removed.append(name)
+            if wl.generated:
+                conn.execute(
+                    "INSERT INTO directory_meta (key, value) VALUES ('whitelist_generated', ?)"
+                    " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (wl.generated,),
+                )
+            result = WhitelistChange(
+                generated=wl.generated,
+                entries=wl.entries,
+                domains=len(wl.domains),
+                added=tuple(added),
+                removed=tuple(removed),
+                changed=tuple(changed),
+                warnings=tuple(warnings),
+            )
+            self._audit(
+                "trust.import-whitelist",
+                str(p.resolve()),
+                generated=wl.generated,
+                added=len(added),
+                removed=removed,
+                changed=changed,
+            )
+        return result
+
+    def whitelist_generated(self) -> str | None:
+        rows = self._read("SELECT value FROM directory_meta WHERE key = 'whitelist_generated'")
+        return rows[0][0] if rows else None

@@ -1,0 +1,135 @@
+"""`mssgw trust ...`: the trust-space domains (ours, and peers with their operator's DN)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any
+
+from gateway.audit import local_actor
+from gateway.cli import add_command, command_group, config_of, print_json
+from gateway.directory import open_directory
+from gateway.directory.model import TrustDomain
+from gateway.directory.repository import Directory, UnknownDomain
+
+SHOW_NAMES = 50  # above this, import-whitelist prints counts only (the JSON has every name)
+
+
+def _directory(args: argparse.Namespace) -> Directory:
+    return open_directory(config_of(args), actor=local_actor())
+
+
+def domain_dict(d: TrustDomain) -> dict[str, Any]:
+    data = dataclasses.asdict(d)
+    data["operator_dns"] = list(d.operator_dns)
+    return data
+
+
+def cmd_import(args: argparse.Namespace) -> None:
+    change = _directory(args).import_whitelist(args.file, allow_older=args.allow_older)
+    if args.json:
+        print_json(change.as_dict())
+        return
+    for warning in change.warnings:
+        print(f"warning: {warning}")
+    print(
+        f"imported {args.file} (generated {change.generated or 'unknown'}): {change.entries}"
+        f" entries, {change.domains} domains"
+    )
+    print(
+        f"added {len(change.added)}, removed {len(change.removed)},"
+        f" changed {len(change.changed)} (operator certificate DN)"
+    )
+    for mark, names in (("+", change.added), ("-", change.removed), ("~", change.changed)):
+        if len(names) > SHOW_NAMES:
+            print(f"{mark} ... {len(names)} domains (--json lists them)")
+            continue
+        for name in names:
+            print(f"{mark} {name}")
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    ours = True if args.own else False if args.peers else None
+    found = _directory(args).list_domains(search=args.search, ours=ours)
+    if args.json:
+        print_json([domain_dict(d) for d in found])
+        return
+    for d in found:
+        if d.ours:
+            print(f"{d.name}  (ours)")
+        else:
+            more = f" (+{len(d.operator_dns) - 1} more)" if len(d.operator_dns) > 1 else ""
+            print(f"{d.name}  {d.source}  {d.operator_dn}{more}")
+
+
+def cmd_show(args: argparse.Namespace) -> None:
+    d = _directory(args).get_domain(args.name)
+    if d is None:
+        raise UnknownDomain(args.name)
+    if args.json:
+        print_json(domain_dict(d))
+        return
+    print(f"domain:       {d.name}")
+    print(f"ours:         {'yes' if d.ours else 'no'}")
+    print(f"source:       {d.source}")
+    if d.description:
+        print(f"description:  {d.description}")
+    for dn in d.operator_dns:
+        print(f"operator DN:  {dn}")
+    for key, value in sorted(d.contacts.items()):
+        print(f"{key + ':':<14}{value}")
+    if d.updated:
+        print(f"updated:      {d.updated}")
+
+
+def cmd_add_domain(args: argparse.Namespace) -> None:
+    d = _directory(args).add_domain(
+        args.name, args.dn or [], ours=args.own, description=args.description
+    )
+    print(f"added {'our own' if d.ours else 'peer'} domain {d.name}")
+
+
+def cmd_remove_domain(args: argparse.Namespace) -> None:
+    directory = _directory(args)
+    directory.remove_domain(args.name)
+    print(f"removed domain {args.name.strip().lower()}")
+
+
+def register(sub: Any) -> None:
+    group = command_group(sub, "trust", "trust-space domains: ours and our peers")
+
+    p = add_command(
+        group, "import-whitelist", "import (or re-import) the national MSSanté whitelist XML",
+        cmd_import, json_output=True,
+    )
+    p.add_argument("file", help="listeblanchemssante.xml")
+    p.add_argument(
+        "--allow-older", action="store_true",
+        help="accept a list generated before the one already imported",
+    )
+
+    p = add_command(group, "list", "list trust-space domains", cmd_list, json_output=True)
+    p.add_argument("--search", help="words in the name, description or operator DN")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--own", action="store_true", help="only our own domains")
+    which.add_argument("--peers", action="store_true", help="only peer domains")
+
+    p = add_command(group, "show", "show one domain", cmd_show, json_output=True)
+    p.add_argument("name")
+
+    p = add_command(
+        group, "add-domain", "add a peer domain with its operator's certificate DN (or --own)",
+        cmd_add_domain,
+    )
+    p.add_argument("name")
+    p.add_argument(
+        "--dn", action="append",
+        help="subject DN of the peer operator's server certificate (repeat for several)",
+    )
+    p.add_argument("--own", action="store_true", help="a domain this gateway hosts mailboxes for")
+    p.add_argument("--description")
+
+    p = add_command(
+        group, "remove-domain", "remove a domain from the trust space", cmd_remove_domain
+    )
+    p.add_argument("name")
