@@ -107,16 +107,18 @@ def _norm(text: str) -> str:
     return normalise_name(text)
 
 
-def _logical_lines(text: str) -> list[_Line]:
-    """Lines with continuations (indented lines) joined; blank lines dropped; a signature
-    ('-- ') ends the form."""
+def _logical_lines(text: str, keys: dict[str, str]) -> list[_Line]:
+    """Lines with continuations joined (an indented line under a numbered line, unless it is a
+    header itself); blank lines dropped; a signature ('-- ') ends the form."""
     out: list[_Line] = []
     for number, raw in enumerate(text.replace("\r\n", "\n").split("\n"), start=1):
         if raw.rstrip() == "--":
             break
         if not raw.strip():
             continue
-        if raw[:1] in (" ", "\t") and out:
+        continues = (raw[:1] in (" ", "\t") and out and _ITEM.match(out[-1].text)
+                     and not _ITEM.match(raw) and _header_key(raw, keys) is None)
+        if continues:
             joiner = " " if out[-1].text.rstrip().endswith(";") else " ; "
             out[-1].text = out[-1].text.rstrip() + joiner + raw.strip()
             continue
@@ -188,6 +190,9 @@ class _Posology:
 def _posology(text: str) -> _Posology:
     """Structured dose, frequency and duration found in `text`; `leftover` is what was not
     understood (kept as free text by the caller)."""
+    # Shorthands doctors type: '3x/j', '1 cp/jour'.
+    text = re.sub(r"(?i)(\d)\s*x\b", r"\1 fois", text)
+    text = re.sub(r"(?i)\s*/\s*(j|jour)\b", " par jour", text)
     t = " " + _norm(text) + " "
     out = _Posology()
     unit_alt = "|".join(sorted((re.escape(k) for k in DOSE_WORDS), key=len, reverse=True))
@@ -222,7 +227,7 @@ def _posology(text: str) -> _Posology:
         _, days = _period_unit(m.group(2))
         out.duration_days = int(_number(m.group(1)) * days)
         t = t.replace(m.group(0), " ", 1)
-    filler = {"a", "prendre", "de", "par", "et", "en", "au", "du", "le", "la", "les", "puis",
+    filler = {"a", "un", "une", "prendre", "de", "par", "et", "en", "au", "du", "le", "la", "les", "puis",
               "posologie"}
     leftover = [w for w in t.split() if w not in filler]
     out.leftover = " ".join(leftover)
@@ -274,7 +279,7 @@ def _resolve_product(ctx: _Context, n: int, text: str) -> Product | None:
                   tuple(f"{s.name} (CIS {s.cis})" for s in hints))
         return None
     shown = found[:MAX_CANDIDATES]
-    more = " (liste tronquée, précisez)" if len(found) > MAX_CANDIDATES else ""
+    more = f" (les {MAX_CANDIDATES} premiers)" if len(found) > MAX_CANDIDATES else ""
     ctx.error(n, f"« {t} » désigne plusieurs médicaments ; précisez le nom complet ou le code"
               f" CIS{more} :", tuple(f"{s.name} (CIS {s.cis})" for s in shown))
     return None
@@ -419,12 +424,16 @@ def _identify_professional(ctx: _Context, n: int, value: str, people: People, wh
     return author
 
 
-def _split_header(line: _Line, keys: dict[str, str]) -> tuple[str, str] | None:
-    m = _HEADER.match(line.text)
+def _header_key(text: str, keys: dict[str, str]) -> tuple[str, str] | None:
+    m = _HEADER.match(text)
     if not m:
         return None
     key = keys.get(_norm(m.group(1)))
     return (key, m.group(2).strip()) if key else None
+
+
+def _split_header(line: _Line, keys: dict[str, str]) -> tuple[str, str] | None:
+    return _header_key(line.text, keys)
 
 
 def parse_prescription_form(
@@ -444,7 +453,7 @@ def parse_prescription_form(
     lines: list[PrescriptionLine] = []
     seen_patient = seen_author = False
     numbered = 0
-    for line in _logical_lines(text):
+    for line in _logical_lines(text, PRESCRIPTION_KEYS):
         item = _ITEM.match(line.text)
         header = _split_header(line, PRESCRIPTION_KEYS)
         if header and not item:
@@ -532,7 +541,7 @@ def parse_dispensation_form(
     seen_author = False
     notes = None
     raw_lines: list[tuple[int, int, str]] = []
-    for line in _logical_lines(text):
+    for line in _logical_lines(text, DISPENSATION_KEYS):
         item = _ITEM.match(line.text)
         header = _split_header(line, DISPENSATION_KEYS)
         if header and not item:

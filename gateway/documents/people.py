@@ -49,6 +49,11 @@ class StaticPeople:
         return self.professionals.get(key.lower())
 
 
+def _phone(value: str | None) -> str | None:
+    # tel: URIs allow no spaces (RFC 3966): keep the digits (and a leading +).
+    return "".join(c for c in value if c.isdigit() or c == "+") or None if value else None
+
+
 def patient_info(mailbox: Mailbox, ins_oid: str = OID_INS_TEST) -> PatientInfo | None:
     p = mailbox.patient
     if p is None:
@@ -68,10 +73,10 @@ def author_info(mailbox: Mailbox, structure: Mailbox | None) -> AuthorInfo | Non
     if org is not None:
         info = StructureInfo(
             national_id="1" + org.finess if org.finess else "3" + (org.siret or ""),
-            name=org.name, address=org.address, phone=org.phone)
+            name=org.name, address=org.address, phone=_phone(org.phone))
     return AuthorInfo(national_id=national_id, family_name=pro.family_name,
                       given_name=pro.given_name, profession=pro.profession,
-                      specialty=pro.specialty, title=pro.title, phone=pro.phone,
+                      specialty=pro.specialty, title=pro.title, phone=_phone(pro.phone),
                       email=mailbox.address, structure=info)
 
 
