@@ -227,8 +227,8 @@ def _posology(text: str) -> _Posology:
         _, days = _period_unit(m.group(2))
         out.duration_days = int(_number(m.group(1)) * days)
         t = t.replace(m.group(0), " ", 1)
-    filler = {"a", "un", "une", "prendre", "de", "par", "et", "en", "au", "du", "le", "la", "les", "puis",
-              "posologie"}
+    filler = {"a", "un", "une", "prendre", "de", "par", "et", "en", "au", "du", "le", "la",
+              "les", "puis", "posologie"}
     leftover = [w for w in t.split() if w not in filler]
     out.leftover = " ".join(leftover)
     return out
