@@ -235,3 +235,19 @@ def test_non_substituable_without_reason_still_says_so() -> None:
     line = dataclasses.replace(LINES[0], substitutable=False,
                                substitution_refusal=SubstitutionRefusal.EFG)
     assert "Non substituable (EFG)" in flat(pages_text(render_pdf(prescription(lines=(line,))))[0])
+
+
+def test_bizone_zone_heading_repeats_on_the_next_page() -> None:
+    base = bizone_prescription()
+    ald = tuple(
+        dataclasses.replace(base.lines[0], product=Product(label=f"ALD N° {i + 1}"))
+        for i in range(12)
+    )
+    p = dataclasses.replace(base, lines=ald + (base.lines[2],))
+    texts = [flat(t) for t in pages_text(render_pdf(p))]
+    assert len(texts) >= 2
+    assert "(AFFECTION EXONÉRANTE) (suite)" in texts[1]
+    assert "(suite)" not in texts[0]
+    last = texts[-1]
+    assert last.index("SANS RAPPORT") < last.index("PARACÉTAMOL")
+    assert "MALADIES INTERCURRENTES) (suite)" not in " ".join(texts)

@@ -22,11 +22,13 @@ from gateway.errors import GatewayError
 
 # Each module has `register(sub: argparse._SubParsersAction) -> None`.
 COMMAND_MODULES: list[str] = [
+    "gateway.store.cli",
     "gateway.cli.setup",
     "gateway.directory.cli",
     "gateway.directory.trust_cli",
     "gateway.pki.cli",
     "gateway.prescriptions.cli",
+    "gateway.xdm.cli",
     "gateway.drugs.cli",
     "gateway.documents.cli",
     "gateway.dmp.cli",

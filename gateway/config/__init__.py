@@ -63,6 +63,21 @@ class SMTPSection:
     relay: str = "127.0.0.1:10025"
     max_message_size: int = 25 * 1024 * 1024
     max_recipients: int = 100
+    # Per recipient domain size limits (bytes), e.g. {"patient.mssgw.localhost" = 26214400}.
+    domain_size_limits: dict[str, int] = field(default_factory=dict)
+    rate_limit_client: int = 600  # messages per minute per client address (0: no limit)
+    rate_limit_account: int = 300  # messages per minute per authenticated mailbox (0: no limit)
+    timeout: int = 300  # idle seconds before a session is closed
+    # Outbound queue: retries back off from retry_initial, doubling up to retry_max (seconds);
+    # after lifetime seconds the sender gets a DSN.
+    queue_retry_initial: int = 60
+    queue_retry_max: int = 3600
+    queue_lifetime: int = 5 * 24 * 3600
+    queue_scan_interval: int = 1
+    queue_concurrency: int = 10
+    # Where to relay each trust-space domain: {"example.fr" = "mx.example.fr:25"}; a domain
+    # without a route is reached at its own name on port 25 (no MX lookup).
+    routes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -77,6 +92,14 @@ class DocumentsSection:
     schematron_dir: str = "../shared/ci-sis/schematrons"
     # OID of the patients' INS in the documents we build: .8 INS-NIR in production, .10 test INS.
     patient_ins_root: str = "1.2.250.1.213.1.4.10"
+
+
+@dataclass(frozen=True)
+class XDMSection:
+    max_entries: int = 64  # files in one IHE_XDM.zip
+    max_total_bytes: int = 64 * 1024 * 1024  # uncompressed, all files together
+    max_package_bytes: int = 32 * 1024 * 1024  # the ZIP itself
+    sign_with_seal: bool = False  # sign with the structure's seal instead of the author's key
 
 
 @dataclass(frozen=True)
@@ -104,6 +127,7 @@ class Config:
     smtp: SMTPSection = field(default_factory=SMTPSection)
     imap: IMAPSection = field(default_factory=IMAPSection)
     documents: DocumentsSection = field(default_factory=DocumentsSection)
+    xdm: XDMSection = field(default_factory=XDMSection)
     auth: AuthSection = field(default_factory=AuthSection)
     source: Path | None = None
 
@@ -165,6 +189,7 @@ _SECTIONS: dict[str, type] = {
     "smtp": SMTPSection,
     "imap": IMAPSection,
     "documents": DocumentsSection,
+    "xdm": XDMSection,
     "auth": AuthSection,
 }
 

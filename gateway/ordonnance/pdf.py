@@ -79,6 +79,7 @@ class _Ordonnance(FPDF):
         self.when = _aware(p.date)
         self.valid_until = p.validity_end or w.add_months(self.when.date(), 3)
         self.qr = qr_matrix(identifier)
+        self.current_zone: tuple[str, str] | None = None  # bizone: the zone being written
         for style, file in FONT_FILES.items():
             self.add_font(FONT, style, str(FONT_DIR / file))
         self.set_margins(MARGIN, MARGIN, MARGIN)
@@ -267,6 +268,8 @@ class _Ordonnance(FPDF):
         self.set_line_width(0.2)
         self.line(MARGIN, y, self.w - MARGIN, y)
         self.set_xy(MARGIN, y + 4)
+        if self.current_zone is not None:
+            self.zone_heading(continued=True)
 
     def footer(self) -> None:
         y = self.h - FOOTER_H
@@ -285,11 +288,21 @@ class _Ordonnance(FPDF):
 
     # -- body ----------------------------------------------------------------------------------
 
-    def zone_heading(self, title: str, sub: str, *, continued: bool = False) -> None:
+    def zone(self, title: str, sub: str) -> None:
+        """Start a bizone zone: its heading here, and again "(suite)" atop each page it runs
+        onto, so a pharmacist always knows which zone a line on page 2 belongs to."""
+        self.current_zone = None  # a page break below must not repeat the previous zone
+        height = self.block_height(f"{title} {sub}", 8.5, "B", w=self.epw - 4) + 3
+        if self.will_page_break(height + 20):  # never a heading alone at the foot of a page
+            self.add_page()
+        self.current_zone = (title, sub)
+        self.zone_heading(continued=False)
+
+    def zone_heading(self, *, continued: bool) -> None:
+        assert self.current_zone is not None
+        title, sub = self.current_zone
         text = f"{title} {sub}" + (" (suite)" if continued else "")
         height = self.block_height(text, 8.5, "B", w=self.epw - 4) + 3
-        if self.will_page_break(height + 20):
-            self.add_page()
         y = self.y
         self.set_fill_color(235, 235, 235)
         self.rect(MARGIN, y, self.epw, height, style="F")
@@ -298,7 +311,7 @@ class _Ordonnance(FPDF):
         self.set_xy(MARGIN, y + height + 3)
 
     def prescription_line(self, number: int, line: PrescriptionLine) -> None:
-        indent = 7
+        indent = 9
         body_w = self.epw - indent
         label = w.clean(line.product.label) or "(médicament sans libellé)"
         pieces: list[tuple[str, float, str, tuple[int, int, int]]] = [
@@ -357,11 +370,12 @@ def render_pdf(prescription: Prescription) -> bytes:
     pdf.add_page()
     numbered = list(enumerate(prescription.lines, start=1))
     if is_bizone(prescription):
-        pdf.zone_heading(ALD_HEADING, ALD_SUB)
+        pdf.zone(ALD_HEADING, ALD_SUB)
         pdf.lines([(n, line) for n, line in numbered if line.ald])
         pdf.set_y(pdf.y + 2)
-        pdf.zone_heading(NON_ALD_HEADING, NON_ALD_SUB)
+        pdf.zone(NON_ALD_HEADING, NON_ALD_SUB)
         pdf.lines([(n, line) for n, line in numbered if not line.ald])
+        pdf.current_zone = None
     else:
         pdf.lines(numbered)
     if not prescription.lines:

@@ -1,25 +1,323 @@
-"""`mssgw serve`: the process model and the listeners.
+"""`mssgw serve`: the process model.
 
-Placeholder until the SMTP and IMAP listeners land: it runs no listener and says so.
+A supervisor process starts `[gateway] workers` worker processes (0: one per core). Each worker
+runs its own asyncio loop and starts every entry of SERVICES on SO_REUSEPORT listeners: the kernel
+spreads new connections across the workers' sockets, so every core accepts and serves mail with
+no shared accept lock and no hand-off between processes. Storage is shared on disk (Maildir,
+queue files, SQLite in WAL mode), which is why any worker may take any session.
+
+The supervisor logs one line per listener (from the first worker that is ready), restarts a
+worker that dies (with a pause if workers die young, so a broken configuration does not spin),
+and on SIGTERM/SIGINT asks every worker to stop (listeners close, sessions in progress get a
+grace period) and waits for them.
+
+Ports given as 0 in the configuration are resolved once by the supervisor (a bound, non-listening
+SO_REUSEPORT socket holds the port), so that every worker listens on the same ephemeral port.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
+import importlib
 import logging
+import multiprocessing
+import os
+import re
 import signal
-import threading
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from multiprocessing.connection import Connection, wait
+from typing import Any
 
-from gateway.config import Config
+from gateway.config import Config, parse_hostport
+from gateway.errors import GatewayError
 
 log = logging.getLogger("mssgw.server")
 
+# "module:function" entries: `async def start(config, *, reuse_port: bool) -> list[asyncio.Server]`
+# started in every worker process.
+SERVICES: list[str] = [
+    "gateway.smtp.service:start",
+]
+
+# "module:function" entries: `async def start(config) -> asyncio.Task` started in the first
+# worker only (work that must not run once per core, e.g. the outbound queue runner).
+SINGLETONS: list[str] = [
+    "gateway.smtp.outbound:start",
+]
+
+GRACE_SECONDS = 10.0  # how long sessions in progress may finish after SIGTERM
+_ZERO_PORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[\w.-]+):0$")
+
+
+class ServeError(GatewayError):
+    pass
+
+
+def _resolve(spec: str) -> Callable[..., Awaitable[Any]]:
+    module, _, func = spec.partition(":")
+    fn: Callable[..., Awaitable[Any]] = getattr(importlib.import_module(module), func)
+    return fn
+
+
+# --- ephemeral ports ---------------------------------------------------------------------------
+
+
+def reserve_ephemeral_ports(config: Config) -> tuple[Config, list[socket.socket]]:
+    """Replace every `HOST:0` listener address by a port the supervisor holds."""
+    held: list[socket.socket] = []
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        section = getattr(config, f.name)
+        if not dataclasses.is_dataclass(section):
+            continue
+        updates: dict[str, str] = {}
+        for sf in dataclasses.fields(section):
+            value = getattr(section, sf.name)
+            if isinstance(value, str) and _ZERO_PORT.match(value):
+                host, _ = parse_hostport(value)
+                family = socket.AF_INET6 if ":" in host else socket.AF_INET
+                sock = socket.socket(family, socket.SOCK_STREAM)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                sock.bind((host, 0))
+                held.append(sock)
+                port = sock.getsockname()[1]
+                shown = f"[{host}]" if family == socket.AF_INET6 else host
+                updates[sf.name] = f"{shown}:{port}"
+        if updates:
+            changes[f.name] = dataclasses.replace(section, **updates)  # type: ignore[type-var]
+    return (dataclasses.replace(config, **changes) if changes else config), held
+
+
+# --- worker ------------------------------------------------------------------------------------
+
+
+async def run_services(
+    config: Config, *, reuse_port: bool, singletons: bool
+) -> tuple[list[asyncio.Server], list[asyncio.Task[Any]]]:
+    servers: list[asyncio.Server] = []
+    tasks: list[asyncio.Task[Any]] = []
+    try:
+        for spec in SERVICES:
+            for server in await _resolve(spec)(config, reuse_port=reuse_port):
+                if not getattr(server, "mssgw_name", None):
+                    setattr(server, "mssgw_name", spec.split(":")[0].split(".")[1])  # noqa: B010
+                servers.append(server)
+        if singletons:
+            for spec in SINGLETONS:
+                tasks.append(await _resolve(spec)(config))
+    except BaseException:
+        for s in servers:
+            s.close()
+        for t in tasks:
+            t.cancel()
+        raise
+    return servers, tasks
+
+
+def listeners(servers: list[asyncio.Server]) -> list[tuple[str, str, int]]:
+    out = []
+    for s in servers:
+        for sock in s.sockets:
+            host, port = sock.getsockname()[:2]
+            out.append((str(getattr(s, "mssgw_name", "service")), str(host), int(port)))
+    return out
+
+
+async def _worker(config: Config, index: int, conn: Connection) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        servers, tasks = await run_services(config, reuse_port=True, singletons=index == 0)
+    except Exception as exc:
+        conn.send(("error", _describe(exc)))
+        return
+    conn.send(("ready", listeners(servers)))
+    await stop.wait()
+    for s in servers:
+        s.close()
+    for t in tasks:
+        t.cancel()
+    # Sessions in progress (a DATA being stored) may finish; then the process ends.
+    deadline = time.monotonic() + GRACE_SECONDS
+    current = asyncio.current_task()
+    while time.monotonic() < deadline:
+        pending = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+        if not pending:
+            break
+        await asyncio.sleep(0.05)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return f"cannot listen: {exc.strerror} ({exc})"
+    if isinstance(exc, GatewayError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def worker_main(config: Config, index: int, conn: Connection) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; SIGTERM stops us
+    _logging()
+    try:
+        asyncio.run(_worker(config, index, conn))
+    finally:
+        with contextlib.suppress(Exception):
+            from gateway import pipeline
+
+            pipeline.shutdown()
+
+
+# --- supervisor --------------------------------------------------------------------------------
+
+
+def _logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(process)d %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+def worker_count(config: Config) -> int:
+    return config.gateway.workers if config.gateway.workers > 0 else (os.cpu_count() or 1)
+
+
+class Supervisor:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.n = worker_count(config)
+        self.ctx = multiprocessing.get_context("fork")
+        self.procs: dict[int, multiprocessing.process.BaseProcess] = {}
+        self.pipes: dict[int, Connection] = {}
+        self.started: dict[int, float] = {}
+        self.stopping = False
+        self.announced = False
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+
+    def _signal(self, signum: int, frame: Any) -> None:
+        self.stopping = True
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+
+    def spawn(self, index: int) -> None:
+        parent, child = self.ctx.Pipe(duplex=False)
+        proc = self.ctx.Process(
+            target=worker_main, args=(self.config, index, child), name=f"mssgw-worker-{index}",
+            daemon=False,
+        )
+        proc.start()
+        child.close()
+        self.procs[index] = proc
+        self.pipes[index] = parent
+        self.started[index] = time.monotonic()
+
+    def announce(self, items: list[tuple[str, str, int]]) -> None:
+        for name, host, port in items:
+            shown = f"[{host}]" if ":" in host else host
+            log.info("listening: %s on %s:%d", name, shown, port)
+        log.info("gateway %s: %d worker process(es) ready", self.config.gateway.domain, self.n)
+        print(client_help(self.config, items), file=sys.stderr, flush=True)
+        self.announced = True
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._signal)
+        signal.signal(signal.SIGINT, self._signal)
+        for i in range(self.n):
+            self.spawn(i)
+        quick_deaths = 0
+        try:
+            while not self.stopping:
+                sentinels: dict[Any, int] = {p.sentinel: i for i, p in self.procs.items()}
+                readers: dict[Any, int] = {c: i for i, c in self.pipes.items()}
+                ready = wait([*sentinels, *readers, self._wake_r], timeout=5)
+                for obj in ready:
+                    if obj in readers:
+                        i = readers[obj]
+                        try:
+                            kind, payload = self.pipes[i].recv()
+                        except (EOFError, OSError):
+                            self.pipes.pop(i, None)
+                            continue
+                        if kind == "error":
+                            log.error("worker %d could not start: %s", i, payload)
+                            print(f"mssgw: error: {payload}", file=sys.stderr)
+                            self.stopping = True
+                            return_code = 1
+                            self._stop_all()
+                            return return_code
+                        if kind == "ready" and not self.announced:
+                            self.announce(payload)
+                for obj in ready:
+                    if obj in sentinels and not self.stopping:
+                        i = sentinels[obj]
+                        proc = self.procs[i]
+                        proc.join()
+                        lived = time.monotonic() - self.started[i]
+                        log.warning("worker %d (pid %s) died (exit %s) after %.1f s; restarting",
+                                    i, proc.pid, proc.exitcode, lived)
+                        quick_deaths = quick_deaths + 1 if lived < 5 else 0
+                        if quick_deaths > 3:
+                            time.sleep(min(10.0, 0.5 * quick_deaths))
+                        self.pipes.pop(i, None)
+                        self.spawn(i)
+        finally:
+            self._stop_all()
+        log.info("gateway stopped")
+        return 0
+
+    def _stop_all(self) -> None:
+        for p in self.procs.values():
+            if p.is_alive() and p.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p.pid, signal.SIGTERM)
+        deadline = time.monotonic() + GRACE_SECONDS + 5
+        for p in self.procs.values():
+            p.join(max(0.0, deadline - time.monotonic()))
+            if p.is_alive() and p.pid is not None:
+                log.warning("worker pid %s did not stop in time; killing it", p.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p.pid, signal.SIGKILL)
+                p.join()
+        self.procs.clear()
+
+
+def client_help(config: Config, items: list[tuple[str, str, int]]) -> str:
+    ports = {name: port for name, _, port in items}
+    host = items[0][1] if items else "127.0.0.1"
+    lines = ["", "Point a mail client at this gateway:"]
+    if "smtp submission" in ports:
+        lines.append(
+            f"  outgoing (SMTP): server {host}, port {ports['smtp submission']}, STARTTLS"
+            + (f" (or port {ports['smtp submission-tls']}, SSL/TLS)"
+               if "smtp submission-tls" in ports else "")
+            + ", normal password; user name = the full mail address"
+        )
+    imap = [(n, p) for n, p in ports.items() if n.startswith("imap")]
+    if imap:
+        shown = ", ".join(f"{p} ({n.removeprefix('imap').strip() or 'imap'})" for n, p in imap)
+        lines.append(f"  incoming (IMAP): server {host}, port {shown}; same user name and password")
+    lines.append(
+        f"  trust the gateway's CA (certs/ca/root.pem under {config.home}) or accept its "
+        "certificate once; `mssgw init --demo` printed the demo addresses and passwords"
+    )
+    return "\n".join(lines) + "\n"
+
 
 def serve(config: Config) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    log.info("gateway %s: no listener is built yet; waiting (Ctrl-C stops)", config.gateway.domain)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with contextlib.suppress(KeyboardInterrupt):
-        stop.wait()
-    return 0
+    _logging()
+    config, held = reserve_ephemeral_ports(config)
+    try:
+        return Supervisor(config).run()
+    finally:
+        for s in held:
+            s.close()

@@ -1,0 +1,155 @@
+"""The one entry point every accepted message passes through before delivery.
+
+    outcome = await process(message)
+
+The SMTP server calls `process` after the policy checks and before storing anything; what the
+outcome says is then stored durably (Maildirs, outbound queue, DSNs) in one commit, and only then
+does the client get its 250. Later parts (prescriptions, dispensations, documents) add a step to
+`STEPS` ("module:function"); each step is
+
+    async def step(message: Message, outcome: Outcome) -> Outcome
+
+and returns the outcome to continue with: the deliveries to make (possibly several different
+messages, e.g. the patient's ordonnance and a notice to the prescriber) and the recipients
+rejected, each with a reason. Rejected recipients never vanish: the sender gets a DSN saying why.
+A step that raises makes the SMTP server answer 451 (temporary failure, nothing stored), so the
+client retries; never a silent drop.
+
+Rules for steps:
+- CPU-heavy work (XML, signatures, PDF, images) goes through `run_cpu(func, *args)`, a process
+  pool shared by the worker, never on the event loop; blocking I/O through `asyncio.to_thread`.
+- Be idempotent where you can: a client that saw a 451 sends the message again.
+- The identity of the sender is trusted (`message.authenticated` for submission, the relay peer's
+  verified certificate for `channel == "relay"`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Literal, TypeVar
+
+Channel = Literal["submission", "relay", "internal"]
+
+
+@dataclass(frozen=True)
+class Message:
+    """An accepted message, as the SMTP server hands it over."""
+
+    queue_id: str  # stable id, in the logs and the Received: header
+    sender: str  # envelope sender ("" for a bounce)
+    recipients: tuple[str, ...]  # envelope recipients, lower-case
+    data: bytes  # the whole message, our Received: header first, CRLF line ends
+    channel: Channel
+    authenticated: str | None = None  # the mailbox that logged in (submission)
+    peer: str | None = None  # client address
+    received_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Deliver `data` to `recipients` (local mailboxes or remote, decided by the store)."""
+
+    recipients: tuple[str, ...]
+    data: bytes
+    sender: str | None = None  # envelope sender for these copies; None: the message's
+
+
+@dataclass(frozen=True)
+class Rejection:
+    recipient: str
+    status: str  # enhanced status code, e.g. "5.6.0"
+    reason: str  # a sentence for the DSN the sender receives
+
+
+@dataclass(frozen=True)
+class Outcome:
+    deliveries: tuple[Delivery, ...] = ()
+    rejections: tuple[Rejection, ...] = ()
+
+    @classmethod
+    def unchanged(cls, message: Message) -> Outcome:
+        return cls(deliveries=(Delivery(message.recipients, message.data),))
+
+    def reject(self, recipient: str, status: str, reason: str) -> Outcome:
+        """This outcome with `recipient` removed from every delivery and rejected."""
+        rcpt = recipient.lower()
+        kept = tuple(
+            replace(d, recipients=tuple(r for r in d.recipients if r != rcpt))
+            for d in self.deliveries
+        )
+        return Outcome(
+            deliveries=tuple(d for d in kept if d.recipients),
+            rejections=(*self.rejections, Rejection(rcpt, status, reason)),
+        )
+
+
+Step = Callable[[Message, Outcome], Awaitable[Outcome]]
+
+# "module:function" entries, run in this order. Later parts append theirs here.
+STEPS: list[str] = []
+
+_steps: list[Step] | None = None
+
+
+def _load_steps() -> list[Step]:
+    global _steps
+    if _steps is None:
+        loaded: list[Step] = []
+        for spec in STEPS:
+            module, _, func = spec.partition(":")
+            loaded.append(getattr(importlib.import_module(module), func))
+        _steps = loaded
+    return _steps
+
+
+async def process(message: Message) -> Outcome:
+    """Run every step; with none, the message is delivered unchanged to its recipients."""
+    outcome = Outcome.unchanged(message)
+    for step in _load_steps():
+        outcome = await step(message, outcome)
+    return outcome
+
+
+_pool: ProcessPoolExecutor | None = None
+_T = TypeVar("_T")
+
+
+def _executor() -> ProcessPoolExecutor:
+    global _pool
+    if _pool is None:
+        # One pool per worker process, created on first use; sized for the cores left over by
+        # the event loops (every worker has one).
+        _pool = ProcessPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) // 2))
+    return _pool
+
+
+async def run_cpu(func: Callable[..., _T], *args: Any) -> _T:
+    """Run CPU-heavy `func(*args)` (picklable) in the process pool, off the event loop."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_executor(), func, *args)
+
+
+def shutdown() -> None:
+    global _pool
+    if _pool is not None:
+        _pool.shutdown(wait=False, cancel_futures=True)
+        _pool = None
+
+
+__all__ = [
+    "STEPS",
+    "Channel",
+    "Delivery",
+    "Message",
+    "Outcome",
+    "Rejection",
+    "Step",
+    "process",
+    "run_cpu",
+]

@@ -1,0 +1,274 @@
+"""What the SMTP sessions of one worker process share: directory, policy, storage.
+
+`Gateway` answers the policy questions (may this sender write to that recipient?) and turns a
+pipeline outcome into one durable commit (Maildir copies, queue entries, DSNs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from gateway import pipeline
+from gateway.config import Config
+from gateway.directory import Directory, Mailbox, MailboxKind, open_directory, own_domains
+from gateway.directory.auth import Authenticator
+from gateway.smtp import replies
+from gateway.smtp.checks import Headers, domain_of
+from gateway.smtp.conversations import Conversations
+from gateway.smtp.dsn import Failure, build_dsn
+from gateway.smtp.limits import RateLimiter
+from gateway.smtp.replies import Reply
+from gateway.store.commit import Committer
+from gateway.store.maildir import UnsafeAddress, mailbox_path
+from gateway.store.queue import Entry, Queue, new_queue_id
+
+log = logging.getLogger("mssgw.smtp")
+
+# A mailbox looked up is remembered this long: a suspension reaches RCPT checks within it
+# (logins see it at once: the Authenticator reads the state on every AUTH).
+MAILBOX_CACHE_TTL = 2.0
+
+
+class Gateway:
+    def __init__(
+        self,
+        config: Config,
+        directory: Directory | None = None,
+        authenticator: Authenticator | None = None,
+    ) -> None:
+        self.config = config
+        self.directory = directory or open_directory(config, actor="smtp")
+        self.authenticator = authenticator or Authenticator.from_config(config, self.directory)
+        self.conversations = Conversations.open(config.database_path)
+        self.queue = Queue(config.queue_path).ensure()
+        self.committer = Committer(self.queue)
+        self.client_limit = RateLimiter(config.smtp.rate_limit_client)
+        self.account_limit = RateLimiter(config.smtp.rate_limit_account)
+        self.local_domains = set(own_domains(config))
+        self._mailboxes: dict[str, tuple[float, Mailbox | None]] = {}
+
+    def close(self) -> None:
+        self.committer.close()
+
+    # --- lookups --------------------------------------------------------------------------------
+
+    def is_local(self, domain: str) -> bool:
+        return domain in self.local_domains or self.directory.is_own_domain(domain)
+
+    async def mailbox(self, address: str) -> Mailbox | None:
+        now = time.monotonic()
+        hit = self._mailboxes.get(address)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        mailbox = self.directory.get(address)
+        if len(self._mailboxes) > 50_000:
+            self._mailboxes.clear()
+        self._mailboxes[address] = (now + MAILBOX_CACHE_TTL, mailbox)
+        return mailbox
+
+    def size_limit(self, domain: str) -> int:
+        s = self.config.smtp
+        return int(s.domain_size_limits.get(domain, s.max_message_size))
+
+    def rate_limit(self, client_ip: str, account: str | None) -> Reply | None:
+        wait = self.client_limit.hit(client_ip)
+        if wait is not None:
+            return replies.rate_limited(f"client address {client_ip}", wait)
+        if account is not None:
+            wait = self.account_limit.hit(account)
+            if wait is not None:
+                return replies.rate_limited(f"<{account}>", wait)
+        return None
+
+    # --- policy ---------------------------------------------------------------------------------
+
+    async def check_recipient(
+        self, sender: Mailbox | None, rcpt: str, *, relay: bool
+    ) -> Reply | None:
+        """May `sender` (our authenticated mailbox; None for the relay) write to `rcpt`?"""
+        domain = domain_of(rcpt)
+        target: Mailbox | None = None
+        if self.is_local(domain):
+            target = await self.mailbox(rcpt)
+            if target is None:
+                return replies.no_such_mailbox(rcpt)
+            if not target.active:
+                return replies.mailbox_disabled(rcpt)
+        elif relay:
+            return replies.relay_denied(rcpt)
+        elif not self.directory.is_trusted_domain(domain):
+            return replies.outside_trust_space(rcpt, domain)
+        if sender is not None and sender.kind is MailboxKind.PATIENT:
+            return self._patient_may_write(sender, rcpt, target)
+        return None
+
+    def _patient_may_write(
+        self, patient: Mailbox, rcpt: str, target: Mailbox | None
+    ) -> Reply | None:
+        is_patient = (target is not None and target.kind is MailboxKind.PATIENT) or (
+            target is None and domain_of(rcpt).startswith("patient.")
+        )
+        if is_patient:
+            return Reply(550, "5.7.1", f"<{rcpt}>: patients cannot write to other patients")
+        if target is not None and target.is_pharmacy:
+            return None
+        if self.conversations.has_written(rcpt, patient.address):
+            return None
+        return Reply(
+            550,
+            "5.7.1",
+            f"<{rcpt}>: a patient may write only to a professional or structure who wrote to "
+            "them first, or to a pharmacy",
+        )
+
+    async def check_thread(self, sender: Mailbox | None, headers: Headers) -> Reply | None:
+        """A patient may not write into a thread the professional closed (FIN)."""
+        if sender is None or sender.kind is not MailboxKind.PATIENT:
+            return None
+        if self.conversations.closed_thread(sender.address, headers.references):
+            return Reply(
+                550,
+                "5.7.1",
+                "the professional closed this conversation (X-MSS-MES: FIN); "
+                "replies to it are not possible",
+            )
+        return None
+
+    async def check_peer_sender(self, sender: str, subject_dn: str) -> Reply | None:
+        """Relay: is the sender's domain in the trust space, with this certificate's DN?"""
+        if not sender:
+            # A bounce: it names no domain, so any whitelisted operator may send it.
+            ok = await asyncio.to_thread(self._dn_of_any_operator, subject_dn)
+            if ok:
+                return None
+            return Reply(550, "5.7.1", f"relay refused: certificate subject {subject_dn!r} is "
+                         "not the operator of any trust-space domain")
+        domain = domain_of(sender)
+        if self.is_local(domain):
+            return Reply(550, "5.7.1", f"relay refused: <{sender}> is one of our own domains; "
+                         "peers cannot send in its name")
+        if not self.directory.is_trusted_domain(domain):
+            return replies.outside_trust_space(sender, domain)
+        if not self.directory.peer_certificate_matches(domain, subject_dn):
+            expected = self.directory.expected_operator_dn(domain) or "(none listed)"
+            return Reply(
+                550,
+                "5.7.1",
+                f"relay refused: the certificate subject {subject_dn!r} is not the operator DN "
+                f"the whitelist lists for {domain} ({expected!r})",
+            )
+        return None
+
+    def _dn_of_any_operator(self, subject_dn: str) -> bool:
+        return any(
+            self.directory.peer_certificate_matches(d.name, subject_dn)
+            for d in self.directory.list_domains(ours=False)
+        )
+
+    # --- certificates (called in a thread) ----------------------------------------------------
+
+    def verify_client_certificate(self, tls: ssl.SSLObject) -> Any:
+        from gateway.pki.kinds import Purpose
+        from gateway.pki.tls import verify_peer
+
+        return verify_peer(self.config, tls, Purpose.CLIENT)
+
+    def verify_peer_certificate(self, tls: ssl.SSLObject) -> Any:
+        """A relay peer: operators present their server certificate as TLS client."""
+        from gateway.pki.kinds import Purpose
+        from gateway.pki.tls import verify_peer
+
+        return verify_peer(self.config, tls, Purpose.SERVER)
+
+    # --- delivery -------------------------------------------------------------------------------
+
+    def plan(
+        self, sender: str, recipients: Sequence[str], data: bytes, qid: str, kind: str = "message"
+    ) -> tuple[list[tuple[Path, bytes]], list[Entry]]:
+        """Local Maildir copies (one per local recipient) and one queue entry for the rest."""
+        local: list[tuple[Path, bytes]] = []
+        remote: list[str] = []
+        for rcpt in recipients:
+            if self.is_local(domain_of(rcpt)):
+                try:
+                    local.append((mailbox_path(self.config.mailboxes_path, rcpt), data))
+                except UnsafeAddress:
+                    log.warning("queue id %s: cannot store mail for %r", qid, rcpt)
+            else:
+                remote.append(rcpt)
+        queued = [Entry(qid, sender, remote, data, kind)] if remote else []
+        return local, queued
+
+    def dsn_for(
+        self, message: pipeline.Message, failures: Sequence[Failure]
+    ) -> tuple[list[tuple[Path, bytes]], list[Entry]]:
+        """The DSN telling the message's sender about `failures` (nothing for a bounce)."""
+        if not message.sender or not failures:
+            return [], []
+        data = build_dsn(
+            hostname=self.config.gateway.hostname,
+            domain=self.config.gateway.domain,
+            sender=message.sender,
+            queue_id=message.queue_id,
+            arrival=time.time(),
+            failures=failures,
+            original=message.data,
+        )
+        return self.plan("", [message.sender], data, new_queue_id(), kind="dsn")
+
+    async def deliver(
+        self,
+        message: pipeline.Message,
+        outcome: pipeline.Outcome,
+        headers: Headers,
+        *,
+        sender_mailbox: Mailbox | None = None,
+    ) -> None:
+        """Store the outcome durably (one commit), and note conversations with patients."""
+        local: list[tuple[Path, bytes]] = []
+        queued: list[Entry] = []
+        for i, d in enumerate(outcome.deliveries):
+            qid = message.queue_id if i == 0 else new_queue_id()
+            sender = message.sender if d.sender is None else d.sender
+            lo, qu = self.plan(sender, d.recipients, d.data, qid)
+            local += lo
+            queued += qu
+        if outcome.rejections:
+            failures = [Failure(r.recipient, r.status, r.reason) for r in outcome.rejections]
+            lo, qu = self.dsn_for(message, failures)
+            local += lo
+            queued += qu
+            for r in outcome.rejections:
+                log.info("queue id %s: pipeline rejected <%s>: %s %s",
+                         message.queue_id, r.recipient, r.status, r.reason)
+        patients = [
+            r for d in outcome.deliveries for r in d.recipients
+            if domain_of(r) == self.config.gateway.patient_domain
+        ]
+        sender_is_patient = (
+            sender_mailbox is not None and sender_mailbox.kind is MailboxKind.PATIENT
+        )
+        if patients and message.sender and not sender_is_patient:
+            await asyncio.to_thread(
+                self.conversations.record,
+                message.sender, patients, headers.message_id, headers.references, headers.mss_fin,
+            )
+        if local or queued:
+            await self.committer.commit(local, queued)
+
+
+_shared: dict[int, Gateway] = {}
+
+
+def shared_gateway(config: Config) -> Gateway:
+    """The worker process's Gateway (listeners and queue runner share one)."""
+    key = id(config)
+    if key not in _shared:
+        _shared[key] = Gateway(config)
+    return _shared[key]

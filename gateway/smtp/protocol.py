@@ -1,0 +1,58 @@
+"""aiosmtpd's SMTP protocol with the few changes a gateway needs.
+
+- The TLS object is kept on the session for STARTTLS and implicit TLS alike (aiosmtpd only records
+  it after STARTTLS), so handlers can read the client certificate and the cipher.
+- `MAIL FROM:<>` (the null reverse-path of bounces, RFC 5321 4.5.5) is accepted; aiosmtpd refuses
+  it as a syntax error. The handler sees it as NULL_SENDER and treats it as "".
+- The deprecated `login_data` warning aiosmtpd logs on every AUTH is silenced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import ssl
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Session
+
+NULL_SENDER = "null-sender@mssgw.invalid"
+_NULL_FROM = re.compile(r"^\s*FROM:\s*<>", re.IGNORECASE)
+
+
+class GatewaySession(Session):
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self.ssl_object: ssl.SSLObject | None = None
+        self.mailbox: Any = None  # the authenticated gateway.directory.Mailbox
+        self.peer_check: Any = None  # relay: the verified peer certificate (handler.PeerCheck)
+        self.mail_size: int | None = None  # SIZE= of the current MAIL
+
+    @property
+    def login_data(self) -> Any:
+        return self._login_data
+
+    @login_data.setter
+    def login_data(self, value: Any) -> None:
+        self._login_data = value
+
+
+class GatewaySMTP(SMTP):
+    session: GatewaySession | None  # type: ignore[assignment]
+
+    def _create_session(self) -> GatewaySession:
+        return GatewaySession(self.loop)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if self.session is not None:
+            self.session.ssl_object = transport.get_extra_info("ssl_object")
+
+    @property
+    def tls_active(self) -> bool:
+        return self.session is not None and self.session.ssl_object is not None
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        if arg and _NULL_FROM.match(arg):
+            arg = _NULL_FROM.sub(f"FROM:<{NULL_SENDER}>", arg, count=1)
+        await super().smtp_MAIL(arg)

@@ -1,0 +1,119 @@
+"""Durability: `mssgw serve` (two worker processes) is killed with SIGKILL in the middle of
+concurrent submissions; every message that got a 250 must be in a mailbox or in the queue."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import smtplib
+import subprocess
+import sys
+import threading
+import time
+from email.policy import SMTP
+from pathlib import Path
+
+from smtp_helpers import DOCTOR, PHARMACIST, PHARMACY, client_context, message, setup_gateway
+
+from gateway.directory import open_directory
+from gateway.store.queue import Queue
+
+QID = re.compile(rb"queued as ([0-9A-F]{21})")
+RECEIVED_ID = re.compile(rb"with ESMTPSA id ([0-9A-F]{21})")
+
+
+def start_serve(cfg: Path) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(cfg)],
+        stderr=subprocess.PIPE, start_new_session=True,
+    )
+    ports: dict[str, int] = {}
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        m = re.search(rb"listening: (.+?) on 127\.0\.0\.1:(\d+)", line)
+        if m:
+            ports[m.group(1).decode()] = int(m.group(2))
+        if b"worker process(es) ready" in line:
+            # Keep draining stderr so the server never blocks on a full pipe.
+            threading.Thread(target=proc.stderr.read, daemon=True).start()
+            return proc, ports
+    proc.kill()
+    raise AssertionError(f"serve did not start: {proc.stderr.read()!r}")
+
+
+def stored_ids(config) -> set[bytes]:
+    ids: set[bytes] = set()
+    for path in config.mailboxes_path.glob("*/*/new/*"):
+        m = RECEIVED_ID.search(path.read_bytes()[:400])
+        if m:
+            ids.add(m.group(1))
+    return ids | {q.encode() for q in Queue(config.queue_path).ids()}
+
+
+def test_sigkill_during_load_loses_nothing_acknowledged(gateway_home):
+    cfg = gateway_home / "config.toml"
+    cfg.write_text(cfg.read_text().replace("workers = 1", "workers = 2"))
+    config = setup_gateway(
+        gateway_home, queue_lifetime="86400", queue_retry_initial="60",
+        rate_limit_client="0", rate_limit_account="0",
+        routes='{ "peer.localhost" = "127.0.0.1:9" }',
+    )
+    open_directory(config, actor="test").add_domain(
+        "peer.localhost", ["CN=mx.peer.localhost,O=Peer Operator,C=FR"]
+    )
+    proc, ports = start_serve(cfg)
+    acked: list[bytes] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def load(n: int) -> None:
+        rcpts = [[PHARMACIST], [PHARMACY, PHARMACIST], ["dr.house@peer.localhost"]][n % 3]
+        data = message(DOCTOR, ", ".join(rcpts), body="x" * 2000).as_bytes(policy=SMTP)
+        while not stop.is_set():
+            try:
+                with smtplib.SMTP("127.0.0.1", ports["smtp submission"], timeout=10) as c:
+                    c.starttls(context=client_context(config))
+                    c.login(DOCTOR, "correct horse battery staple")
+                    while not stop.is_set():
+                        c.mail(DOCTOR)
+                        for r in rcpts:
+                            c.rcpt(r)
+                        code, reply = c.data(data)
+                        m = QID.search(reply)
+                        if code == 250 and m:
+                            with lock:
+                                acked.append(m.group(1))
+            except (OSError, smtplib.SMTPException):
+                time.sleep(0.01)
+
+    threads = [threading.Thread(target=load, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 20
+    while len(acked) < 150 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # supervisor and workers, mid-flight
+    proc.wait(10)
+    stop.set()
+    for t in threads:
+        t.join(20)
+    assert len(acked) >= 150, "the load did not get going"
+    missing = set(acked) - stored_ids(config)
+    assert not missing, f"{len(missing)} acknowledged message(s) lost of {len(acked)}"
+
+    # After a restart the gateway serves again, and everything is still there.
+    proc, ports = start_serve(cfg)
+    try:
+        with smtplib.SMTP("127.0.0.1", ports["smtp submission"], timeout=10) as c:
+            c.starttls(context=client_context(config))
+            c.login(DOCTOR, "correct horse battery staple")
+            c.send_message(message(DOCTOR, PHARMACIST))
+        assert set(acked) <= stored_ids(config)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
