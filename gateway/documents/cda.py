@@ -10,7 +10,7 @@ import re
 import uuid
 from decimal import Decimal
 
-from gateway.documents.model import Frequency, Prescription
+from gateway.documents.model import Frequency
 
 NS = "urn:hl7-org:v3"
 XSI = "http://www.w3.org/2001/XMLSchema-instance"
@@ -192,10 +192,3 @@ def frequency_words(freq: Frequency) -> str:
         per = f"tous les {num(freq.period_value).replace('.', ',')} {period[1]}"
     return f"{freq.times} fois {per}"
 
-
-def parse_prescription(data: bytes) -> Prescription:
-    """Kept here for callers that look for it beside the vocabulary (gateway.ordonnance.cli);
-    the reader is gateway.documents.parse.parse_prescription."""
-    from gateway.documents.parse import parse_prescription as parse
-
-    return parse(data)

@@ -476,6 +476,8 @@ def parse_prescription_form(
                     fields["validity_end"] = _date(ctx, line.number, value)
             elif key == "notes":
                 fields["notes"] = value
+            elif key == "title":
+                pass  # "Ordonnance : n° ..." from a template: the gateway numbers it
             elif key in ("secured", "exception", "bizone"):
                 flag = _norm(value) not in ("non", "no", "0", "false")
                 fields[{"secured": "secured", "exception": "exception_drugs",
