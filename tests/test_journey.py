@@ -1,0 +1,117 @@
+"""The prescription journey end to end, through the real SMTP and IMAP listeners over TLS."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.journey_helpers import (
+    DOCTOR,
+    PATIENT,
+    Gateway,
+    attachment,
+    form_message,
+    make_home,
+    running,
+    text_of,
+)
+
+FORM = """Bonjour,
+
+Patient : INS 279035121518989
+1. DOLIPRANE 1000 mg, comprimé ; 1 comprimé 3 fois par jour pendant 5 jours ; 2 boîtes
+2. CIS 65143010 ; 1 comprimé le matin pendant 30 jours ; 1 boîte ; à renouveler 1 fois
+
+Cordialement
+"""
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory, _gateway_template: Path,
+         shared_dir: Path) -> Path:
+    return make_home(_gateway_template, tmp_path_factory.mktemp("journey") / "gw", shared_dir)
+
+
+@pytest.fixture(scope="module")
+def gw(home: Path):  # noqa: ANN201
+    with running(home) as gateway:
+        yield gateway
+
+
+def qr_text(pdf: bytes) -> str:
+    import pypdfium2
+    import zxingcpp
+
+    doc = pypdfium2.PdfDocument(pdf)
+    image = doc[0].render(scale=3).to_pil()
+    found = [r.text for r in zxingcpp.read_barcodes(image)
+             if r.format == zxingcpp.BarcodeFormat.QRCode]
+    doc.close()
+    assert found, "no QR code found on the first page"
+    return found[0]
+
+
+def prescribe(gw: Gateway, body: str = FORM, **headers: str) -> None:
+    gw.send(DOCTOR, form_message(DOCTOR, PATIENT, body, **headers))
+
+
+def test_doctor_to_patient(gw: Gateway) -> None:
+    from gateway.signature.trust import check_package
+
+    before_patient = len(gw.fetch_all(PATIENT))
+    before_doctor = len(gw.fetch_all(DOCTOR))
+    prescribe(gw, Disposition_Notification_To=DOCTOR)
+    got = gw.wait_for(PATIENT, before_patient + 1)
+    msg = got[-1]
+    assert msg["Subject"].startswith("XDM/1.0/DDM+Prescription de produits de santé DUPONT Chloé")
+    assert msg["Subject"].endswith("15/03/1979")
+    assert msg["X-MSS-CODECDA"] == "57833-6" and msg["X-MSS-INS"] == "O"
+    assert msg["X-MSS-NIL"]
+    pdf = attachment(msg, ".pdf")
+    names = [p.get_filename() for p in msg.iter_attachments()]
+    assert any(re.fullmatch(r"\d{8}_Prescription_DUPONT_Chloe_1\.pdf", n or "") for n in names)
+    identifier = qr_text(pdf)
+    assert re.fullmatch(r"[0-9A-Z]{18}", identifier)
+    verification = check_package(gw.config, attachment(msg, "IHE_XDM.zip"))
+    assert verification.valid, verification.reason
+    assert "MARTIN" in (verification.signer or "").upper()
+    doctor = gw.wait_for(DOCTOR, before_doctor + 2)
+    receipt = [m for m in doctor if identifier in str(m["Subject"])]
+    assert receipt and identifier in text_of(receipt[0])
+    mdns = [m for m in doctor if m.get_content_type() == "multipart/report"]
+    assert mdns, "an MDN was asked for"
+    assert "processed" in mdns[-1].as_string()
+
+
+def test_unknown_drug_is_explained_with_candidates(gw: Gateway) -> None:
+    before_patient = len(gw.fetch_all(PATIENT))
+    before_doctor = len(gw.fetch_all(DOCTOR))
+    prescribe(gw, FORM.replace("DOLIPRANE 1000 mg, comprimé", "DOLIPRANE 3000 mg"))
+    doctor = gw.wait_for(DOCTOR, before_doctor + 1)
+    refusal = text_of(doctor[-1])
+    assert "refusée" in str(doctor[-1]["Subject"])
+    assert "ligne 4" in refusal and "DOLIPRANE 3000 mg" in refusal
+    assert "CIS 6" in refusal  # candidates listed with their codes
+    assert len(gw.fetch_all(PATIENT)) == before_patient
+
+
+def test_invalid_ins_is_explained(gw: Gateway) -> None:
+    before_patient = len(gw.fetch_all(PATIENT))
+    before_doctor = len(gw.fetch_all(DOCTOR))
+    prescribe(gw, FORM.replace("279035121518989", "279035121518988"))
+    doctor = gw.wait_for(DOCTOR, before_doctor + 1)
+    assert "INS" in text_of(doctor[-1]) and "ligne 3" in text_of(doctor[-1])
+    assert len(gw.fetch_all(PATIENT)) == before_patient
+
+
+def test_ordinary_mail_is_delivered_unchanged(gw: Gateway) -> None:
+    before = len(gw.fetch_all(PATIENT))
+    gw.send(DOCTOR, form_message(DOCTOR, PATIENT, "Bonjour, vos résultats sont normaux.\n",
+                                 subject="Résultats"))
+    got = gw.wait_for(PATIENT, before + 1)
+    assert got[-1]["Subject"] == "Résultats"
+    assert "normaux" in text_of(got[-1])
+
+
