@@ -800,11 +800,17 @@ class Session:
                 items.insert(0, FetchItem("UID", label="UID"))
         if changedsince is not None and "MODSEQ" not in names:
             items.append(FetchItem("MODSEQ", label="MODSEQ"))
+        gone = 0
         if names <= {"FLAGS", "UID"} and changedsince is None:
             self._fetch_flags(uids, [i.name for i in items])
         else:
-            await self._fetch(uids, items, changedsince)
+            gone = await self._fetch(uids, items, changedsince)
         await self._notify(uid)
+        if gone and not uid:
+            # RFC 5530: messages another session expunged meanwhile (their EXPUNGE is pending)
+            self.tagged(tag, "NO", "some of the requested messages no longer exist",
+                        "EXPUNGEISSUED")
+            return
         self.tagged(tag, "OK", f"{'UID ' if uid else ''}FETCH completed")
 
     def _fetch_items(self, tok: Token) -> list[FetchItem]:
@@ -820,7 +826,8 @@ class Session:
 
     async def _fetch(
         self, uids: list[int], items: list[FetchItem], changedsince: int | None
-    ) -> None:
+    ) -> int:
+        """Send the FETCH responses; returns how many messages no longer exist."""
         sel = self.selected
         store = self.store
         assert sel is not None and store is not None
@@ -927,6 +934,7 @@ class Session:
             store.set_cached(folder, new_cache)
         if read_uids:
             self._audit("imap.read", {"folder": folder.name, "uids": seq_set(read_uids)})
+        return len(uids) - len(infos)
 
     def _fetch_flags(self, uids: list[int], names: list[str]) -> None:
         """FETCH of FLAGS and UID only: from the session's view, without the index (the
