@@ -55,6 +55,7 @@ from gateway.store.mailstore import (
     MessageInfo,
     StoreError,
     StorePool,
+    unlink_all,
 )
 
 log = logging.getLogger("mssgw.imap")
@@ -331,6 +332,10 @@ class Session:
             if state not in states:
                 raise Bad(_state_error(name, state))
             await fn(self, cmd.tag, cmd.args)
+            if self.store is not None and self.store.garbage:
+                asyncio.get_running_loop().run_in_executor(
+                    None, unlink_all, self.store.take_garbage()
+                )
         except Bad as exc:
             self.tagged(cmd.tag, "BAD", str(exc))
         except SyntaxProblem as exc:
@@ -651,7 +656,10 @@ class Session:
             raise No("no such mailbox; create it first", "TRYCREATE")
         loop = asyncio.get_running_loop()
         store = self.store
-        uid = await loop.run_in_executor(None, store.append, folder, data, flags, when)
+        # The file (and its fsyncs) in a thread; the index on this thread: the SQLite
+        # connection is shared by this process's sessions of the user and is not thread-safe.
+        written = await loop.run_in_executor(None, store.write_message, folder, data)
+        uid = store.add_written(folder, written, flags, when)
         await self._notify(True)
         self.tagged(tag, "OK", "APPEND completed", f"APPENDUID {folder.uidvalidity} {uid}")
 
@@ -989,9 +997,11 @@ class Session:
     async def _read(self, folder: Folder, info: MessageInfo) -> bytes:
         assert self.store is not None
         if info.size > 1024 * 1024:
-            return await asyncio.get_running_loop().run_in_executor(
-                None, self.store.read, folder, info.base
+            data = await asyncio.get_running_loop().run_in_executor(
+                None, self.store.read_file, folder, info.base
             )
+            if data is not None:
+                return data
         return self.store.read(folder, info.base)
 
     def _parse_flags(self, toks: list[Token]) -> list[str]:
