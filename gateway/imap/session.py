@@ -852,6 +852,7 @@ class Session:
         new_cache: list[tuple[int, bytes, bytes]] = []
         read_uids: list[int] = []
         seen_now: dict[int, tuple[tuple[str, ...], int]] = {}
+        cache = store.cached(folder, list(infos)) if need_cache else {}
         if sets_seen:  # one transaction for the whole FETCH, not one per message
             unseen = [u for u, i in infos.items() if "\\Seen" not in i.flags]
             changed, _ = store.store_flags(folder, unseen, ["\\Seen"], "+")
@@ -877,7 +878,7 @@ class Session:
             if need_file:
                 data = await self._read(folder, info)
             if need_cache:
-                env, bs = store.cached(folder, u)
+                env, bs = cache.get(u, (None, None))
                 if env is None or bs is None or "BODY" in names:
                     if data is None:
                         data = await self._read(folder, info)

@@ -569,27 +569,43 @@ class MailStore:
             ).fetchall()
         return {int(r[0]) for r in rows}
 
-    def infos(self, folder: Folder, uids: Sequence[int]) -> dict[int, MessageInfo]:
-        out: dict[int, MessageInfo] = {}
+    def _rows(self, folder: Folder, uids: Sequence[int], columns: str) -> Iterator[tuple]:  # type: ignore[type-arg]
+        """Rows `uid, <columns>` of the given messages: one range scan when they are dense,
+        primary-key lookups when they are sparse (e.g. "1,100000")."""
         if not uids:
-            return out
+            return
         lo, hi = min(uids), max(uids)
-        wanted = set(uids) if len(uids) < hi - lo + 1 else None
-        for uid, flags, modseq, idate, size, base in self.conn.execute(
-            "SELECT uid, flags, modseq, internaldate, size, base FROM messages"
-            " WHERE folder_id = ? AND uid BETWEEN ? AND ?",
-            (folder.id, lo, hi),
-        ):
-            if wanted is None or uid in wanted:
-                out[uid] = MessageInfo(uid, split_flags(flags), modseq, idate, size, base)
-        return out
+        if hi - lo + 1 <= 4 * len(uids):
+            wanted = set(uids) if len(uids) < hi - lo + 1 else None
+            for row in self.conn.execute(
+                f"SELECT uid, {columns} FROM messages"  # noqa: S608 - columns are ours
+                " WHERE folder_id = ? AND uid BETWEEN ? AND ?",
+                (folder.id, lo, hi),
+            ):
+                if wanted is None or row[0] in wanted:
+                    yield row
+            return
+        query = f"SELECT uid, {columns} FROM messages WHERE folder_id = ? AND uid = ?"  # noqa: S608
+        for uid in sorted(set(uids)):
+            row = self.conn.execute(query, (folder.id, uid)).fetchone()
+            if row is not None:
+                yield row
 
-    def cached(self, folder: Folder, uid: int) -> tuple[bytes | None, bytes | None]:
-        row = self.conn.execute(
-            "SELECT envelope, bodystructure FROM messages WHERE folder_id = ? AND uid = ?",
-            (folder.id, uid),
-        ).fetchone()
-        return (row[0], row[1]) if row else (None, None)
+    def infos(self, folder: Folder, uids: Sequence[int]) -> dict[int, MessageInfo]:
+        return {
+            uid: MessageInfo(uid, split_flags(flags), modseq, idate, size, base)
+            for uid, flags, modseq, idate, size, base in self._rows(
+                folder, uids, "flags, modseq, internaldate, size, base"
+            )
+        }
+
+    def cached(
+        self, folder: Folder, uids: Sequence[int]
+    ) -> dict[int, tuple[bytes | None, bytes | None]]:
+        """The cached (ENVELOPE, BODYSTRUCTURE) of each message."""
+        return {
+            uid: (env, bs) for uid, env, bs in self._rows(folder, uids, "envelope, bodystructure")
+        }
 
     def set_cached(self, folder: Folder, items: list[tuple[int, bytes, bytes]]) -> None:
         # A cache, not state: no modseq change; a lost write is recomputed later.
