@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import re
+from email.message import EmailMessage
+from email.utils import make_msgid
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,7 @@ import pytest
 from tests.journey_helpers import (
     DOCTOR,
     PATIENT,
+    PHARMACY,
     Gateway,
     attachment,
     form_message,
@@ -83,6 +87,88 @@ def test_doctor_to_patient(gw: Gateway) -> None:
     mdns = [m for m in doctor if m.get_content_type() == "multipart/report"]
     assert mdns, "an MDN was asked for"
     assert "processed" in mdns[-1].as_string()
+
+
+def latest_ordonnance(gw: Gateway) -> tuple[EmailMessage, str]:
+    """Prescribe, then the patient's new message and its identifier."""
+    before = len(gw.fetch_all(PATIENT))
+    prescribe(gw)
+    msg = gw.wait_for(PATIENT, before + 1)[-1]
+    return msg, str(msg["X-Ordonnance-Id"])
+
+
+def forward(gw: Gateway, original: EmailMessage, *, inline: bool = False,
+            body: str = "Bonjour, voici mon ordonnance.\n") -> EmailMessage:
+    """The patient forwards to the pharmacy (as an attachment, or inline as many clients do);
+    the pharmacy's new message."""
+    fwd = EmailMessage()
+    fwd["From"] = PATIENT
+    fwd["To"] = PHARMACY
+    fwd["Subject"] = "Fwd: " + str(original["Subject"])
+    fwd["Message-ID"] = make_msgid(domain="patient.test")
+    if inline:
+        fwd.set_content(body + "\n---------- Message transféré ----------\n" + text_of(original))
+        for part in original.iter_attachments():
+            fwd.add_attachment(part.get_payload(decode=True), maintype="application",
+                               subtype=part.get_content_subtype(), filename=part.get_filename())
+    else:
+        fwd.set_content(body)
+        fwd.add_attachment(original)
+    before = len(gw.fetch_all(PHARMACY))
+    gw.send(PATIENT, fwd)
+    return gw.wait_for(PHARMACY, before + 1)[-1]
+
+
+def test_forward_to_pharmacy_is_valid(gw: Gateway) -> None:
+    msg, identifier = latest_ordonnance(gw)
+    got = forward(gw, msg)
+    assert str(got["X-Ordonnance-Verification"]).strip().startswith(f"valid; id={identifier};")
+    assert "VALIDE" in text_of(got) and "reste 2 boîte" in text_of(got)
+    inline = forward(gw, msg, inline=True)
+    assert str(inline["X-Ordonnance-Verification"]).strip().startswith(f"valid; id={identifier};")
+
+
+def test_altered_package_is_invalid(gw: Gateway) -> None:
+    msg, identifier = latest_ordonnance(gw)
+    package = attachment(msg, "IHE_XDM.zip")
+    altered = zipfile_replace(package, b"DOLIPRANE", b"DOLIPRANF")
+    for part in msg.iter_attachments():
+        if part.get_filename() == "IHE_XDM.zip":
+            part.set_content(altered, maintype="application", subtype="zip",
+                             filename="IHE_XDM.zip")
+    before = len(gw.fetch_all(PATIENT))
+    got = forward(gw, msg)
+    assert str(got["X-Ordonnance-Verification"]).strip().startswith("invalid;")
+    notice = gw.wait_for(PATIENT, before + 1)[-1]
+    assert "pas valide" in text_of(notice)
+
+
+def test_cancelled_is_invalid(gw: Gateway) -> None:
+    from gateway.cli import main
+
+    msg, identifier = latest_ordonnance(gw)
+    assert main(["prescriptions", "cancel", identifier, "--by", DOCTOR, "--reason", "erreur",
+                 "--config", str(gw.config.home / "config.toml")]) == 0
+    got = forward(gw, msg)
+    assert str(got["X-Ordonnance-Verification"]).strip().startswith(f"invalid; id={identifier}; reason=")
+    assert "cancel" in got["X-Ordonnance-Verification"]
+
+
+def zipfile_replace(package: bytes, old: bytes, new: bytes) -> bytes:
+    """The package with `old` replaced in its prescription document (hashes left as they were:
+    what a forger editing the ZIP would do)."""
+    import zipfile
+
+    src = zipfile.ZipFile(io.BytesIO(package))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename.endswith("DOC0001.XML"):
+                assert old in data
+                data = data.replace(old, new)
+            dst.writestr(info, data)
+    return out.getvalue()
 
 
 def test_unknown_drug_is_explained_with_candidates(gw: Gateway) -> None:

@@ -13,8 +13,9 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage, Message
 from email.utils import format_datetime, getaddresses, make_msgid
 
-# Bytes out: CRLF line ends, lines folded at 78, UTF-8 headers encoded (RFC 2047).
-OUT = policy.SMTP.clone(max_line_length=78)
+# Bytes out: CRLF line ends, UTF-8 headers encoded (RFC 2047); headers folded only past 998
+# octets, so that scripts reading X-Ordonnance-Verification see one line.
+OUT = policy.SMTP.clone(max_line_length=998)
 
 
 def parse(data: bytes) -> EmailMessage:

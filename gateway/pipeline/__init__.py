@@ -94,6 +94,7 @@ Step = Callable[[Message, Outcome], Awaitable[Outcome]]
 # "module:function" entries, run in this order. Later parts append theirs here.
 STEPS: list[str] = [
     "gateway.flows.prescribe:step",  # doctor → patient: the ordonnance
+    "gateway.flows.verify:step",  # patient → pharmacy: the verdict on a forwarded ordonnance
 ]
 
 _steps: list[Step] | None = None
