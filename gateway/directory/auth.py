@@ -174,12 +174,6 @@ class Authenticator:
             return early
         return self._verify(address, password, client_ip, early)
 
-    def forget(self) -> None:
-        """Empty the credential cache (a changed password or state needs no call: every login
-        re-reads them)."""
-        with self._cache_lock:
-            self._cache.clear()
-
     # --- steps ---------------------------------------------------------------------------------
 
     def _key(self, address: str, password: str) -> bytes:
