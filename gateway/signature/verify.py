@@ -291,7 +291,10 @@ def _purpose(root: etree._Element) -> str | None:
 
 
 def _subject(cert: x509.Certificate) -> str:
-    return cert.subject.rfc4514_string()
+    # As the PKI names subjects everywhere else (GN/SN spelled out, comparable with dn_matches).
+    from gateway.pki.dn import subject_dn
+
+    return subject_dn(cert.subject)
 
 
 def verify_package(
