@@ -13,7 +13,9 @@ import pytest
 from tests.journey_helpers import (
     DOCTOR,
     PATIENT,
+    PHARMACIST,
     PHARMACY,
+    ROBOT,
     Gateway,
     attachment,
     form_message,
@@ -150,8 +152,74 @@ def test_cancelled_is_invalid(gw: Gateway) -> None:
     assert main(["prescriptions", "cancel", identifier, "--by", DOCTOR, "--reason", "erreur",
                  "--config", str(gw.config.home / "config.toml")]) == 0
     got = forward(gw, msg)
-    assert str(got["X-Ordonnance-Verification"]).strip().startswith(f"invalid; id={identifier}; reason=")
-    assert "cancel" in got["X-Ordonnance-Verification"]
+    verdict = str(got["X-Ordonnance-Verification"]).strip()
+    assert verdict.startswith(f"invalid; id={identifier}; reason=")
+    assert "cancel" in verdict
+
+
+def dispense(gw: Gateway, identifier: str, lines: str, sender: str = PHARMACIST,
+             to: str = ROBOT) -> EmailMessage:
+    """The pharmacist mails the dispensation form; the reply they get."""
+    before = len(gw.fetch_all(sender))
+    gw.send(sender, form_message(sender, to, f"Ordonnance : {identifier}\n{lines}",
+                                 subject="Délivrance"))
+    return gw.wait_for(sender, before + 1)[-1]
+
+
+def test_dispense_part_then_rest_then_refused(gw: Gateway) -> None:
+    msg, identifier = latest_ordonnance(gw)
+    doctor_before = len(gw.fetch_all(DOCTOR))
+    patient_before = len(gw.fetch_all(PATIENT))
+    first = dispense(gw, identifier, "1 : délivré ; 1 boîte\n2 : délivré ; 1 boîte")
+    assert "enregistrée" in str(first["Subject"]), text_of(first)
+    assert "reste 1 boîte" in text_of(first)
+    second = dispense(gw, identifier, "1 : délivré ; 1 boîte\n2 : délivré ; 1 boîte")
+    assert "enregistrée" in str(second["Subject"]), text_of(second)
+    assert "dispensed" in text_of(second)
+    third = dispense(gw, identifier, "1 : délivré ; 1 boîte")
+    assert "refusée" in str(third["Subject"])
+    assert "fully dispensed" in text_of(third) or "already" in text_of(third)
+    reports = gw.wait_for(DOCTOR, doctor_before + 2)[doctor_before:]
+    assert [identifier in str(m["Subject"]) for m in reports] == [True, True]
+    assert all(attachment(m, "IHE_XDM.zip") for m in reports)
+    copies = gw.wait_for(PATIENT, patient_before + 2)[patient_before:]
+    assert len(copies) == 2
+    verdict = forward(gw, msg)
+    assert "invalid" in str(verdict["X-Ordonnance-Verification"])
+
+
+def test_patient_objection_means_no_report(gw: Gateway) -> None:
+    msg, identifier = latest_ordonnance(gw)
+    got = forward(gw, msg, body="Bonjour, je m'oppose à ce que mon médecin soit informé.\n")
+    assert "valid;" in str(got["X-Ordonnance-Verification"])
+    doctor_before = len(gw.fetch_all(DOCTOR))
+    reply = dispense(gw, identifier, "1 : délivré ; 2 boîtes")
+    assert "enregistrée" in str(reply["Subject"]), text_of(reply)
+    assert len(gw.fetch_all(DOCTOR)) == doctor_before
+
+
+def test_over_dispensing_is_refused(gw: Gateway) -> None:
+    _msg, identifier = latest_ordonnance(gw)
+    reply = dispense(gw, identifier, "1 : délivré ; 5 boîtes")
+    assert "refusée" in str(reply["Subject"])
+
+
+def test_non_pharmacy_cannot_dispense(gw: Gateway) -> None:
+    _msg, identifier = latest_ordonnance(gw)
+    reply = dispense(gw, identifier, "1 : délivré ; 1 boîte", sender=DOCTOR)
+    assert "refusée" in str(reply["Subject"])
+    assert "pharmacien" in text_of(reply)
+
+
+def test_cancel_by_mail(gw: Gateway) -> None:
+    msg, identifier = latest_ordonnance(gw)
+    before = len(gw.fetch_all(DOCTOR))
+    gw.send(DOCTOR, form_message(DOCTOR, ROBOT, f"Annulation : {identifier}\n",
+                                 subject="Annulation"))
+    reply = gw.wait_for(DOCTOR, before + 1)[-1]
+    assert "est annulée" in text_of(reply)
+    verdict = forward(gw, msg)
+    assert "invalid" in str(verdict["X-Ordonnance-Verification"])
 
 
 def zipfile_replace(package: bytes, old: bytes, new: bytes) -> bytes:
@@ -169,6 +237,15 @@ def zipfile_replace(package: bytes, old: bytes, new: bytes) -> bytes:
                 data = data.replace(old, new)
             dst.writestr(info, data)
     return out.getvalue()
+
+
+def test_expired_is_invalid(gw: Gateway) -> None:
+    before = len(gw.fetch_all(PATIENT))
+    prescribe(gw, FORM.replace("Patient :", "Date : 01/01/2026\nPatient :"))
+    msg = gw.wait_for(PATIENT, before + 1)[-1]
+    identifier = str(msg["X-Ordonnance-Id"])
+    verdict = str(forward(gw, msg)["X-Ordonnance-Verification"]).strip()
+    assert verdict.startswith(f"invalid; id={identifier}; reason=expired"), verdict
 
 
 def test_unknown_drug_is_explained_with_candidates(gw: Gateway) -> None:

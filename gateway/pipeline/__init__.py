@@ -95,6 +95,7 @@ Step = Callable[[Message, Outcome], Awaitable[Outcome]]
 STEPS: list[str] = [
     "gateway.flows.prescribe:step",  # doctor → patient: the ordonnance
     "gateway.flows.verify:step",  # patient → pharmacy: the verdict on a forwarded ordonnance
+    "gateway.flows.dispense:step",  # pharmacy → prescriber: dispensations; cancellations
 ]
 
 _steps: list[Step] | None = None
