@@ -269,6 +269,28 @@ def test_invalid_ins_is_explained(gw: Gateway) -> None:
     assert len(gw.fetch_all(PATIENT)) == before_patient
 
 
+def test_lab_report_package_is_delivered_and_filed(gw: Gateway, shared_dir: Path) -> None:
+    from gateway.dmp import Actor, open_dmp
+    from gateway.xdm import read_package
+
+    package = (shared_dir / "xdm-examples/BIO-CR-BIO_2024.01_TSH_1/IHE_XDM.ZIP").read_bytes()
+    unique_id = read_package(package).content[0].entry.unique_id
+    msg = form_message(DOCTOR, PATIENT, "Bonjour, voici vos résultats.\n",
+                       subject="Compte rendu de biologie")
+    msg.add_attachment(package, maintype="application", subtype="zip", filename="IHE_XDM.zip")
+    before = len(gw.fetch_all(PATIENT))
+    gw.send(DOCTOR, msg)
+    got = gw.wait_for(PATIENT, before + 1)[-1]
+    assert got["Subject"] == "Compte rendu de biologie"
+    assert attachment(got, "IHE_XDM.zip") == package
+    dmp = open_dmp(gw.config)
+    try:
+        filed = dmp.find("279035121518989", actor=Actor.admin("test"))
+    finally:
+        dmp.close()
+    assert unique_id in [e.metadata.unique_id for e in filed]
+
+
 def test_ordinary_mail_is_delivered_unchanged(gw: Gateway) -> None:
     before = len(gw.fetch_all(PATIENT))
     gw.send(DOCTOR, form_message(DOCTOR, PATIENT, "Bonjour, vos résultats sont normaux.\n",

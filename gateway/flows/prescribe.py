@@ -40,6 +40,7 @@ from gateway.flows.common import (
     packages,
 )
 from gateway.flows.context import ACTOR, Context, context, now
+from gateway.flows.filing import file_packages
 from gateway.ordonnance import qr_png, render_pdf
 from gateway.pipeline import Delivery, Message, Outcome
 from gateway.prescriptions.identifier import group
@@ -254,7 +255,9 @@ def handle(config: Config, sender: str, patients: tuple[str, ...], data: bytes) 
     receipt_to = mail.disposition_to(msg)
     try:
         source = find_source(msg, Limits.of(config))
-        if source is None:
+        if source is None:  # an ordinary mail; its structured documents go to the DMP too
+            for patient in patients:
+                file_packages(ctx, msg, sender, patient)
             return None
         if len(patients) > 1:
             raise Refused("une ordonnance concerne un seul patient : envoyez un message par"
