@@ -18,6 +18,14 @@ from aiosmtpd.smtp import SMTP, Session
 
 NULL_SENDER = "null-sender@mssgw.invalid"
 _NULL_FROM = re.compile(r"^\s*FROM:\s*<>", re.IGNORECASE)
+# The everyday `<local@domain> [params]` path: parsed here with one regular expression, since
+# aiosmtpd's full RFC 5322 parser costs a fifth of the CPU of a message; anything else (quoted
+# local parts, source routes...) still goes through aiosmtpd's parser.
+_SIMPLE_PATH = re.compile(
+    r"\s*<([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*)>"
+    r"((?:\s.*)?)$"
+)
 
 
 class GatewaySession(Session):
@@ -51,6 +59,13 @@ class GatewaySMTP(SMTP):
     @property
     def tls_active(self) -> bool:
         return self.session is not None and self.session.ssl_object is not None
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        m = _SIMPLE_PATH.match(arg) if arg else None
+        if m:
+            return m.group(1), m.group(2)
+        result: tuple[str | None, str | None] = super()._getaddr(arg)
+        return result
 
     async def smtp_MAIL(self, arg: str | None) -> None:
         if arg and _NULL_FROM.match(arg):
