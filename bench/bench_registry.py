@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from registry_fixtures import DOCTOR, PATIENT, prescription, report  # noqa: E402
 
-from gateway.audit_sink import audit_for, no_audit  # noqa: E402
+from gateway.audit import no_record, recorder  # noqa: E402
 from gateway.config import Config  # noqa: E402
 from gateway.db import connect, transaction  # noqa: E402
 from gateway.dmp import Actor, DocumentMetadata  # noqa: E402
@@ -61,7 +61,7 @@ def main() -> int:
         home = Path(tmp)
         config = Config(home=home)
         now = utcnow()
-        for label, audit in (("with audit log", audit_for(config)), ("no audit", no_audit)):
+        for label, audit in (("with audit log", recorder(config)), ("no audit", no_record)):
             reg = SQLiteRegistry.open(home / f"{label[:2]}.db", audit=audit)
             idents: list[str] = []
 
@@ -89,7 +89,7 @@ def main() -> int:
             rate(f"remaining() look-ups ({label})", remaining)
             reg.close()
 
-        dmp = SQLiteDMP.open(home / "dmp.db", audit=audit_for(config))
+        dmp = SQLiteDMP.open(home / "dmp.db", audit=recorder(config))
         gw = Actor.gateway()
 
         def file(i: int) -> None:
@@ -119,7 +119,7 @@ def main() -> int:
 
         # What the doctor->patient flow does: register and file in the DMP, one commit, audited.
         conn = connect(home / "flow.db")
-        audit = audit_for(config)
+        audit = recorder(config)
         reg, dmp = SQLiteRegistry(conn, audit), SQLiteDMP(conn, audit)
 
         def register_and_file(i: int) -> None:

@@ -8,10 +8,11 @@ lines from concurrent processes whole (each line is one write()).
 
 from __future__ import annotations
 
+import functools
 import getpass
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -96,3 +97,16 @@ def read(
                 target=raw.get("target", ""),
                 details=raw.get("details") or {},
             )
+
+
+# `record` bound to a configuration, as repositories take it: (actor, action, target, details).
+Recorder = Callable[[str, str, str, dict[str, Any]], None]
+
+
+def recorder(config: Config) -> Recorder:
+    """The audit log of `config` as a Recorder (the registry and the DMP write through it)."""
+    return functools.partial(append, config.audit_log_path)
+
+
+def no_record(actor: str, action: str, target: str, details: dict[str, Any]) -> None:
+    """A Recorder that keeps nothing: for tests and benchmarks that do not read the log."""

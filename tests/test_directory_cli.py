@@ -408,3 +408,19 @@ def test_changes_are_audited(cli, gateway_home):
     assert all(e.actor == audit.local_actor() for e in entries)
     assert "correct horse" not in (gateway_home / "var" / "audit.log").read_text()
     assert not [e for e in audit.read(config) if "279035121518988" in e.target]
+
+
+def test_reading_patients_is_audited(cli, gateway_home):
+    add_patient(cli)
+    add_pharmacy(cli)
+    config = load_config(gateway_home / "config.toml")
+    cli.ok("directory", "show", f"pharma@{D}")
+    assert list(audit.read(config, action="directory.show")) == []
+    cli.ok("directory", "show", f"{INS}@patient.{D}")
+    (entry,) = audit.read(config, action="directory.show")
+    assert entry.target == f"{INS}@patient.{D}" and entry.actor == audit.local_actor()
+    cli.ok("directory", "list", "--kind", "ORG")
+    assert list(audit.read(config, action="directory.list")) == []
+    cli.ok("directory", "list", "--json")
+    (entry,) = audit.read(config, action="directory.list")
+    assert entry.details["patients"] == [f"{INS}@patient.{D}"]

@@ -301,7 +301,9 @@ def test_cli(capsys, tmp_path):
         "dmp.delete",
         "dmp.entry",
     ]
-    assert all(e["actor"].startswith("admin:") for e in log)
+    from gateway.audit import local_actor
+
+    assert {e["actor"] for e in log} == {local_actor()}
 
 
 def test_registry_and_dmp_in_one_transaction(tmp_path):
@@ -370,3 +372,50 @@ def test_dispensation_hidden_from_the_prescriber(dmp, audit):
     assert len(dmp.find(INS, actor=PATIENT)) == 2
     entry = dmp.entry("d1", actor=GATEWAY)
     assert entry.hidden_from == ("810000000009", "dr.martin@test.localhost")
+
+
+def test_actors_and_dispensers_from_directory_mailboxes():
+    from gateway.directory.model import (
+        Mailbox,
+        MailboxKind,
+        Organisation,
+        OrganisationKind,
+        Patient,
+        Professional,
+    )
+    from gateway.prescriptions.registry import Dispenser
+
+    pharmacy = Mailbox(
+        "pharmacie@x",
+        MailboxKind.ORG,
+        "Pharmacie",
+        organisation=Organisation("750712184", None, "Pharmacie", OrganisationKind.PHARMACY),
+    )
+    practice = Mailbox(
+        "cabinet@x",
+        MailboxKind.ORG,
+        "Cabinet",
+        organisation=Organisation("750712184", None, "Cabinet", OrganisationKind.PRACTICE),
+    )
+    pharmacist = Mailbox(
+        "ph@x",
+        MailboxKind.PER,
+        "Anne Durand",
+        professional=Professional(
+            "10000000017", None, "DURAND", "Anne", "21", structure="pharmacie@x"
+        ),
+    )
+    patient = Mailbox(
+        f"{INS}@patient.x",
+        MailboxKind.PATIENT,
+        "Marie",
+        patient=Patient(INS, "DUPONT", "Marie", "F", dt.date(1979, 3, 5), "51215"),
+    )
+    assert Dispenser.from_mailbox(pharmacy).is_pharmacy
+    assert not Dispenser.from_mailbox(practice).is_pharmacy
+    assert Dispenser.from_mailbox(pharmacist, pharmacy).is_pharmacy
+    assert not Dispenser.from_mailbox(pharmacist, practice).is_pharmacy
+    a = Actor.from_mailbox(pharmacist)
+    assert a.kind is ActorKind.PROFESSIONAL and a.keys() == {"ph@x", "810000000017", "pharmacie@x"}
+    assert Actor.from_mailbox(pharmacy).keys() == {"pharmacie@x", "1750712184"}
+    assert Actor.from_mailbox(patient) == Actor.patient(INS, f"{INS}@patient.x")

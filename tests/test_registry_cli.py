@@ -155,3 +155,140 @@ def test_dispense_refusal_reaches_the_user_as_one_line(home):
         r.stderr
         == f"mssgw: error: prescription {ident} is fully dispensed: too late to cancel it\n"
     )
+
+
+PHARMACY_EMAIL = "pharmacie.centrale@test.localhost"
+
+
+def directory_with_pharmacy(home: Path, capsys) -> None:
+    for args in (
+        ["trust", "add-domain", "test.localhost", "--own"],
+        [
+            "directory",
+            "add-organisation",
+            "--email",
+            PHARMACY_EMAIL,
+            "--finess",
+            "750712184",
+            "--name",
+            "Pharmacie Centrale",
+            "--kind",
+            "pharmacy",
+        ],
+        [
+            "directory",
+            "add-organisation",
+            "--email",
+            "cabinet@test.localhost",
+            "--finess",
+            "750712184",
+            "--name",
+            "Cabinet",
+            "--kind",
+            "practice",
+        ],
+        [
+            "directory",
+            "add-professional",
+            "--email",
+            "ph.durand@test.localhost",
+            "--rpps",
+            "10000000017",
+            "--family-name",
+            "DURAND",
+            "--given-name",
+            "Anne",
+            "--profession",
+            "21",
+            "--structure",
+            PHARMACY_EMAIL,
+        ],
+    ):
+        code, _, err = cli(home, capsys, *args)
+        assert code == 0, err
+
+
+def test_dispense_partial_then_rest_then_refused(home, capsys):
+    directory_with_pharmacy(home, capsys)
+    ident = registered(home)  # line 1: 2 × (1 + 1), line 2: 1
+    code, out, err = cli(
+        home,
+        capsys,
+        "prescriptions",
+        "dispense",
+        ident,
+        "--pharmacy",
+        PHARMACY_EMAIL,
+        "1=2",
+        "2=1",
+        "--substituted",
+        "2",
+        "--id",
+        "first",
+    )
+    assert code == 0, err
+    assert "partially dispensed" in out and "line 1 (DOLIPRANE 1000 mg): remaining 2" in out
+    # same report again: recorded once
+    code, out, _ = cli(
+        home,
+        capsys,
+        "prescriptions",
+        "dispense",
+        ident,
+        "--pharmacy",
+        PHARMACY_EMAIL,
+        "1=2",
+        "2=1",
+        "--substituted",
+        "2",
+        "--id",
+        "first",
+    )
+    assert code == 0 and "already recorded" in out and "nothing changed" in out
+    # a pharmacist of the pharmacy dispenses the renewal
+    code, out, err = cli(
+        home,
+        capsys,
+        "prescriptions",
+        "dispense",
+        ident,
+        "--pharmacy",
+        "ph.durand@test.localhost",
+        "1=2",
+        "--json",
+    )
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["applied"] and data["status"] == "dispensed"
+    code, _, err = cli(
+        home, capsys, "prescriptions", "dispense", ident, "--pharmacy", PHARMACY_EMAIL, "1=1"
+    )
+    assert code == 1 and "already fully dispensed" in err and err.count("\n") == 1
+    code, out, _ = cli(home, capsys, "prescriptions", "show", ident)
+    assert "line 2: 1 AMOXICILLINE 500 mg (substituted)" in out
+
+
+def test_dispense_refusals(home, capsys):
+    directory_with_pharmacy(home, capsys)
+    ident = registered(home)
+
+    def dispense(*args):
+        return cli(home, capsys, "prescriptions", "dispense", ident, *args)
+
+    code, _, err = dispense("--pharmacy", "cabinet@test.localhost", "1=1")
+    assert code == 1 and "cabinet@test.localhost is not a pharmacy mailbox" in err
+    code, _, err = dispense("--pharmacy", "nobody@test.localhost", "1=1")
+    assert code == 1 and "nobody@test.localhost" in err
+    code, _, err = dispense("--pharmacy", PHARMACY_EMAIL, "1=1", "2=5")
+    assert code == 1 and "line 2 (AMOXICILLINE 500 mg): 5 boîte asked, only 1 remain" in err
+    code, _, err = dispense("--pharmacy", PHARMACY_EMAIL, "1=deux")
+    assert code == 1 and "'deux' is not a quantity" in err
+    code, _, err = dispense("--pharmacy", PHARMACY_EMAIL, "1")
+    assert code == 1 and "expected LINE=VALUE" in err
+    code, out, _ = cli(home, capsys, "prescriptions", "show", ident, "--json")
+    assert json.loads(out)["dispensations"] == []  # nothing of the refused reports
+    code, out, _ = dispense("--pharmacy", PHARMACY_EMAIL, "2=0", "--not-delivered", "2=rupture")
+    assert code == 0
+    code, _, _ = cli(home, capsys, "prescriptions", "cancel", ident, "--by", DOCTOR)
+    code, _, err = dispense("--pharmacy", PHARMACY_EMAIL, "1=1")
+    assert code == 1 and "was cancelled by its prescriber" in err

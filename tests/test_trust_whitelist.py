@@ -10,7 +10,8 @@ from directory_cli import Cli
 from gateway import audit
 from gateway.config import load_config
 from gateway.directory import open_directory
-from gateway.directory.whitelist import InvalidWhitelist, dn_matches, parse_whitelist
+from gateway.directory.whitelist import InvalidWhitelist, parse_whitelist
+from gateway.pki.dn import dn_matches
 
 D = "test.localhost"
 NS = "https://listeblanche.mssante.fr/schema"
@@ -241,7 +242,29 @@ def test_dn_matching():
     ])
     assert dn_matches(listed, name)
     assert dn_matches(listed, listed.replace(",", ", ").lower())
-    assert dn_matches(listed, "C=FR,ST=Gironde (33),O=DEDALUS HEALTHCARE FRANCE,"
-                              "OU=341459958900028,CN=smtp-1.sante.santnet.com")
+    assert dn_matches(listed, "/C=FR/ST=Gironde (33)/O=DEDALUS HEALTHCARE FRANCE"
+                              "/OU=341459958900028/CN=smtp-1.sante.santnet.com")
     assert not dn_matches(listed, listed.replace("smtp-1", "smtp-9"))
     assert not dn_matches(listed, "CN=smtp-1.sante.santnet.com,C=FR")
+
+
+def test_parser_fuzz_only_refuses_cleanly(whitelist):
+    """Random cuts and byte flips of the real list: parsed, or refused with InvalidWhitelist."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    data = whitelist.read_bytes()[:6000]
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(cut=st.integers(0, len(data)), pos=st.integers(0, len(data) - 1),
+           byte=st.integers(0, 255))
+    def check(cut, pos, byte):
+        mutated = bytearray(data)
+        mutated[pos] = byte
+        for sample in (data[:cut], bytes(mutated)):
+            try:
+                parse_whitelist(sample)
+            except InvalidWhitelist as exc:
+                assert "\n" not in str(exc)
+
+    check()

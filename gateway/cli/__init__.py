@@ -28,6 +28,7 @@ COMMAND_MODULES: list[str] = [
     "gateway.directory.trust_cli",
     "gateway.pki.cli",
     "gateway.prescriptions.cli",
+    "gateway.xdm.cli",
     "gateway.drugs.cli",
     "gateway.documents.cli",
     "gateway.dmp.cli",

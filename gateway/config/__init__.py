@@ -93,6 +93,14 @@ class DocumentsSection:
 
 
 @dataclass(frozen=True)
+class XDMSection:
+    max_entries: int = 64  # files in one IHE_XDM.zip
+    max_total_bytes: int = 64 * 1024 * 1024  # uncompressed, all files together
+    max_package_bytes: int = 32 * 1024 * 1024  # the ZIP itself
+    sign_with_seal: bool = False  # sign with the structure's seal instead of the author's key
+
+
+@dataclass(frozen=True)
 class AuthSection:
     """Password logins (SMTP submission, IMAP): verified-credential cache and lockouts."""
 
@@ -117,6 +125,7 @@ class Config:
     smtp: SMTPSection = field(default_factory=SMTPSection)
     imap: IMAPSection = field(default_factory=IMAPSection)
     documents: DocumentsSection = field(default_factory=DocumentsSection)
+    xdm: XDMSection = field(default_factory=XDMSection)
     auth: AuthSection = field(default_factory=AuthSection)
     source: Path | None = None
 
@@ -178,6 +187,7 @@ _SECTIONS: dict[str, type] = {
     "smtp": SMTPSection,
     "imap": IMAPSection,
     "documents": DocumentsSection,
+    "xdm": XDMSection,
     "auth": AuthSection,
 }
 

@@ -9,6 +9,7 @@ import sys
 from enum import Enum
 from typing import Any
 
+from gateway import audit
 from gateway.audit import local_actor
 from gateway.cli import add_command, command_group, config_of, print_json
 from gateway.directory import open_directory
@@ -126,12 +127,22 @@ def cmd_add_application(args: argparse.Namespace) -> None:
 # --- read -----------------------------------------------------------------------------------
 
 
+def _audit_patient_reads(args: argparse.Namespace, action: str, patients: list[Mailbox]) -> None:
+    """An administrator reading patients' identities is a patient-data read: audit it."""
+    if patients:
+        audit.record(
+            config_of(args), local_actor(), action, patients[0].address if len(patients) == 1
+            else f"{len(patients)} patients", patients=[p.address for p in patients],
+        )
+
+
 def cmd_list(args: argparse.Namespace) -> None:
     kind = MailboxKind(args.kind.upper()) if args.kind else None
     state = MailboxState(args.state) if args.state else None
     found = _directory(args).list_mailboxes(
         kind=kind, domain=args.domain, search=args.search, state=state
     )
+    _audit_patient_reads(args, "directory.list", [m for m in found if m.patient])
     if args.json:
         print_json([mailbox_dict(m) for m in found])
         return
@@ -149,6 +160,7 @@ def cmd_list(args: argparse.Namespace) -> None:
 
 def cmd_show(args: argparse.Namespace) -> None:
     m = _directory(args).require(args.email)
+    _audit_patient_reads(args, "directory.show", [m] if m.patient else [])
     if args.json:
         print_json(mailbox_dict(m))
         return

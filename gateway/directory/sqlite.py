@@ -18,8 +18,6 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-
 from gateway import audit
 from gateway import identifiers as ids
 from gateway.db import connect, migrate, transaction
@@ -49,8 +47,9 @@ from gateway.directory.repository import (
     UnknownMailbox,
     WhitelistChange,
 )
-from gateway.directory.whitelist import InvalidWhitelist, dn_matches, parse_whitelist
+from gateway.directory.whitelist import InvalidWhitelist, parse_whitelist
 from gateway.errors import Conflict, GatewayError, InvalidIdentifier
+from gateway.pki.dn import dn_matches, normalise_dn
 
 COMPONENT = "directory"
 MIGRATIONS: list[str] = [
@@ -653,7 +652,7 @@ class SQLiteDirectory:
         dns = [" ".join(dn.split()) for dn in operator_dns if dn.strip()]
         for dn in dns:
             try:
-                x509.Name.from_rfc4514_string(dn)
+                normalise_dn(dn)
             except ValueError:
                 raise v.InvalidField(
                     "dn", dn, "not an RFC 4514 distinguished name (e.g. CN=mx.example.fr,O=X,C=FR)"

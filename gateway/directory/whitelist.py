@@ -15,11 +15,9 @@ refused.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from cryptography import x509
 from lxml import etree
 
 from gateway.directory.validate import InvalidField, domain_name
@@ -115,7 +113,9 @@ def parse_whitelist(data: bytes, source: str = "whitelist") -> Whitelist:
         root = etree.fromstring(data, etree.XMLParser(**_parser_options()))
     except etree.XMLSyntaxError as exc:
         if getattr(exc, "code", None) != _XML_ERR_TAG_NOT_FINISHED:
-            raise InvalidWhitelist(f"{source}: not well-formed XML: {exc.msg}") from None
+            # libxml2 may quote the offending bytes (a newline...): keep the message on one line
+            message = " ".join(str(exc.msg).split()).encode("ascii", "backslashreplace").decode()
+            raise InvalidWhitelist(f"{source}: not well-formed XML: {message}") from None
         root = _truncated_root(data, source)
         warnings.append(
             f"{source}: the file ends without </ListeBlancheMSSante>; the domain list itself"
@@ -169,36 +169,3 @@ def _merge(raw: list[etree._Element], warnings: list[str]) -> dict[str, Whitelis
             updated=entries[0][0] or None,
         )
     return out
-
-
-_ATTR_TYPE = re.compile(r"(^|(?<!\\)\s*,)\s*([A-Za-z][A-Za-z0-9-]*|[0-9.]+)\s*=")
-
-
-def _dn_key(dn: str) -> tuple[tuple[str, str], ...] | str:
-    """A comparable form of a DN: attribute OIDs with case- and space-folded values.
-
-    Parsed with cryptography's RFC 4514 parser (escapes, hex values, multi-valued RDNs) rather
-    than split by hand; a DN it cannot parse compares as folded text.
-    """
-    # Tolerate what people type: spaces around separators, lower-case attribute types.
-    tidy = _ATTR_TYPE.sub(lambda m: f"{m[1] and ','}{m[2].upper()}=", dn.strip())
-    try:
-        name = x509.Name.from_rfc4514_string(tidy)
-    except ValueError:
-        return " ".join(dn.split()).casefold()
-    return tuple(
-        (attr.oid.dotted_string, " ".join(str(attr.value).split()).casefold())
-        for rdn in name.rdns
-        for attr in rdn
-    )
-
-
-def dn_matches(expected: str, presented: str | x509.Name) -> bool:
-    """True when the presented certificate subject is the expected DN.
-
-    `presented` may be an x509.Name (from the peer certificate) or an RFC 4514 string. Both RDN
-    orders are accepted: the whitelist writes CN first, OpenSSL's one-line form writes C first.
-    """
-    text = presented.rfc4514_string() if isinstance(presented, x509.Name) else presented
-    a, b = _dn_key(expected), _dn_key(text)
-    return a == b or (isinstance(a, tuple) and isinstance(b, tuple) and a == b[::-1])

@@ -29,10 +29,10 @@ from gateway.dmp.repository import DocumentRepository
 
 def open_dmp(config: Config) -> DocumentRepository:
     """The configured DMP (embedded, in the gateway's database), writing to the audit log."""
-    from gateway.audit_sink import audit_for
+    from gateway.audit import recorder
     from gateway.dmp.sqlite import SQLiteDMP
 
-    return SQLiteDMP.open(config.database_path, audit=audit_for(config))
+    return SQLiteDMP.open(config.database_path, audit=recorder(config))
 
 
 __all__ = [

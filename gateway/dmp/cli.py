@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from gateway.audit_sink import local_actor
+from gateway.audit import local_actor
 from gateway.cli import add_command, command_group, config_of, print_json
 from gateway.dmp import Actor, DocumentRepository, DocumentStatus, open_dmp
 from gateway.errors import GatewayError

@@ -127,14 +127,14 @@ class Actor:
     """Who asks. `name` goes to the audit log; the other fields are what the rules compare."""
 
     kind: ActorKind
-    name: str  # mailbox address, `admin:<user>` or `gateway`
+    name: str  # mailbox address, the local OS user (administrator) or `gateway`
     ins: str | None = None  # set for a patient
     national_id: str | None = None  # "8" + RPPS, or "1" + FINESS for an organisation
     organisation: str | None = None  # the professional's structure mailbox
 
     @classmethod
     def admin(cls, user: str) -> Actor:
-        return cls(ActorKind.ADMIN, f"admin:{user}")
+        return cls(ActorKind.ADMIN, user)
 
     @classmethod
     def gateway(cls) -> Actor:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import identifiers
-from gateway.audit_sink import Audit, no_audit
+from gateway.audit import Recorder, no_record
 from gateway.db import atomic, connect, migrate, snapshot
 from gateway.dmp.access import (
     HIDEABLE_FROM,
@@ -131,13 +131,13 @@ def _enforce(decision: Decision, actor: Actor) -> None:
 class SQLiteDMP:
     """`DocumentRepository` over one SQLite connection."""
 
-    def __init__(self, conn: sqlite3.Connection, audit: Audit = no_audit) -> None:
+    def __init__(self, conn: sqlite3.Connection, audit: Recorder = no_record) -> None:
         self.conn = conn
         self.audit = audit
         migrate(conn, COMPONENT, MIGRATIONS)
 
     @classmethod
-    def open(cls, path: Path | str, audit: Audit = no_audit) -> SQLiteDMP:
+    def open(cls, path: Path | str, audit: Recorder = no_record) -> SQLiteDMP:
         return cls(connect(path), audit)
 
     def close(self) -> None:

@@ -1,6 +1,6 @@
 """`mssgw prescriptions ...`: the identifier check and the registry's administration.
 
-Administrative commands run as the local administrator (`admin:<os user>` in the audit log); the
+Administrative commands run as the local administrator (the OS user, in the audit log); the
 mail flows call the registry directly with the sender's address as actor.
 """
 
@@ -12,8 +12,9 @@ import uuid
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from gateway.audit_sink import local_actor
+from gateway.audit import local_actor
 from gateway.cli import add_command, command_group, config_of, print_json
+from gateway.directory import open_directory
 from gateway.documents.model import DispensedLine, Product
 from gateway.errors import GatewayError
 from gateway.prescriptions.identifier import check_identifier, group
@@ -149,21 +150,16 @@ def _pairs(values: list[str], what: str) -> dict[str, str]:
 
 def _dispenser(args: argparse.Namespace) -> Dispenser:
     """The pharmacy as the trust directory knows it (only pharmacies may dispense)."""
-    try:  # the trust directory lands in parallel; until then the command says so
-        from gateway.directory import open_directory  # type: ignore[attr-defined]
-    except ImportError:
-        raise GatewayError(
-            "the trust directory is not available: cannot check the pharmacy"
-        ) from None
-
-    config = config_of(args)
-    directory = open_directory(config, actor=local_actor())
-    mailbox = directory.get(args.pharmacy)
-    if mailbox is None:
-        raise GatewayError(f"{args.pharmacy}: no such mailbox in the directory")
-    structure = None
-    if mailbox.professional and mailbox.professional.structure:
-        structure = directory.get(mailbox.professional.structure)
+    directory = open_directory(config_of(args), actor=local_actor())
+    try:
+        mailbox = directory.require(args.pharmacy)
+        if not mailbox.active:
+            raise GatewayError(f"{mailbox.address} is suspended: it cannot dispense")
+        structure = None
+        if mailbox.professional and mailbox.professional.structure:
+            structure = directory.get(mailbox.professional.structure)
+    finally:
+        directory.close()
     return Dispenser.from_mailbox(mailbox, structure)
 
 
@@ -303,13 +299,20 @@ def register(sub: Any) -> None:
         json_output=True,
     )
     p.add_argument("identifier")
-    p.add_argument("lines", nargs="*", metavar="LINE=QTY", help="line number (or id) = quantity")
+    # nargs="+": with "*" argparse would match an empty list right after ID and then refuse the
+    # LINE=QTY given after the options.
+    p.add_argument(
+        "lines", nargs="+", metavar="LINE=QTY", help="line number (or id) = quantity (0 if none)"
+    )
     p.add_argument("--pharmacy", required=True, metavar="EMAIL", help="the pharmacy's mailbox")
     p.add_argument("--id", help="dispensation id (same id twice = recorded once)")
     p.add_argument("--substituted", action="append", metavar="LINE", help="generic substitution")
     p.add_argument("--adjusted", action="append", metavar="LINE=REASON", help="dose adjusted")
     p.add_argument(
-        "--not-delivered", action="append", metavar="LINE=REASON", help="line not delivered"
+        "--not-delivered",
+        action="append",
+        metavar="LINE=REASON",
+        help="why LINE=0 was not delivered",
     )
 
     p = add_command(

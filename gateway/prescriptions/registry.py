@@ -365,7 +365,7 @@ class CancelResult:
 
 
 class PrescriptionRegistry(Protocol):
-    """The registry's storage-independent interface. `actor` (an address, or `admin:<user>`) is
+    """The registry's storage-independent interface. `actor` (an address, or the OS user) is
     written to the audit log with every access to patient data."""
 
     def register(
@@ -430,10 +430,10 @@ class PrescriptionRegistry(Protocol):
 
 def open_registry(config: Config) -> PrescriptionRegistry:
     """The configured registry (SQLite in the gateway's database), writing to the audit log."""
-    from gateway.audit_sink import audit_for
+    from gateway.audit import recorder
     from gateway.prescriptions.sqlite_registry import SQLiteRegistry
 
-    return SQLiteRegistry.open(config.database_path, audit=audit_for(config))
+    return SQLiteRegistry.open(config.database_path, audit=recorder(config))
 
 
 # ---- pure rules ----

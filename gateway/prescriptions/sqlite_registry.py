@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import identifiers
-from gateway.audit_sink import Audit, no_audit
+from gateway.audit import Recorder, no_record
 from gateway.db import atomic, connect, migrate, snapshot
 from gateway.documents.model import Prescription
 from gateway.prescriptions.registry import (
@@ -129,13 +129,13 @@ def _req_dt(text: str) -> dt.datetime:
 class SQLiteRegistry:
     """`PrescriptionRegistry` over one SQLite connection (one per process or thread)."""
 
-    def __init__(self, conn: sqlite3.Connection, audit: Audit = no_audit) -> None:
+    def __init__(self, conn: sqlite3.Connection, audit: Recorder = no_record) -> None:
         self.conn = conn
         self.audit = audit
         migrate(conn, COMPONENT, MIGRATIONS)
 
     @classmethod
-    def open(cls, path: Path | str, audit: Audit = no_audit) -> SQLiteRegistry:
+    def open(cls, path: Path | str, audit: Recorder = no_record) -> SQLiteRegistry:
         return cls(connect(path), audit)
 
     def close(self) -> None:
