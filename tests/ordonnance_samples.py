@@ -98,7 +98,7 @@ def prescription(**kw: object) -> Prescription:
     base: dict[str, object] = dict(
         patient=PATIENT,
         author=AUTHOR,
-        date=dt.datetime(2026, 11, 22, 9, 30),
+        date=dt.datetime(2026, 11, 22, 9, 30, tzinfo=dt.timezone(dt.timedelta(hours=1))),
         lines=LINES,
         identifier=valid_identifier(),
     )

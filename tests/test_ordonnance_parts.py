@@ -110,3 +110,106 @@ def test_cli_pdf_reports_a_missing_document(
     assert main(["ordonnance", "pdf", str(tmp_path / "nope.xml"), "-o", str(out)]) == 1
     assert capsys.readouterr().err.startswith("mssgw: error: ")
     assert not out.exists()
+
+
+def _cda(tmp_path: Path) -> tuple[Path, bytes, str]:
+    """A prescription CDA as the gateway builds it, with the real ordonnance embedded."""
+    from gateway.documents import samples
+    from gateway.documents.build import assign_ids, build_prescription
+    from gateway.ordonnance import qr_png, render_pdf
+
+    p = assign_ids(samples.prescription())
+    assert p.identifier
+    pdf = render_pdf(p)
+    path = tmp_path / "prescription.xml"
+    path.write_bytes(build_prescription(p, pdf, qr_png(p.identifier)))
+    return path, pdf, p.identifier
+
+
+def test_cli_pdf_renders_a_cda_back_to_the_embedded_copy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pypdfium2 as pdfium
+
+    doc, embedded, ident = _cda(tmp_path)
+    out = tmp_path / "ordonnance.pdf"
+    assert main(["ordonnance", "pdf", str(doc), "-o", str(out)]) == 0
+    assert ident in capsys.readouterr().out
+    data = out.read_bytes()
+    assert data == embedded  # parse -> render reproduces the copy inside the CDA, byte for byte
+    page = pdfium.PdfDocument(data)[0]
+    text = page.get_textpage().get_text_range()
+    assert "PAT-TROIS" in text and "DOLIPRANE 1000 mg" in text and group(ident) in text
+    results = zxingcpp.read_barcodes(page.render(scale=3).to_pil())
+    assert [r.text for r in results if str(r.format) == "QR Code"] == [ident]
+
+
+def test_cli_pdf_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    doc, embedded, ident = _cda(tmp_path)
+    out = tmp_path / "o.pdf"
+    assert main(["ordonnance", "pdf", str(doc), "-o", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report == {"output": str(out), "identifier": ident, "bytes": len(embedded)}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"not xml at all", "mssgw: error: "),
+        (b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e "boom">]><x>&e;</x>', "mssgw: error: "),
+        (b"<ClinicalDocument xmlns='urn:hl7-org:v3'/>", "neither a prescription"),
+    ],
+)
+def test_cli_pdf_refuses_what_is_not_a_prescription(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, message: str
+) -> None:
+    doc = tmp_path / "doc.xml"
+    doc.write_bytes(content)
+    out = tmp_path / "o.pdf"
+    assert main(["ordonnance", "pdf", str(doc), "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert not out.exists()
+
+
+def test_cli_pdf_refuses_a_dispensation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.documents import samples
+    from gateway.documents.build import build_dispensation
+
+    doc = tmp_path / "disp.xml"
+    doc.write_bytes(build_dispensation(samples.dispensation()))
+    assert main(["ordonnance", "pdf", str(doc), "-o", str(tmp_path / "o.pdf")]) == 1
+    assert "not a prescription" in capsys.readouterr().err
+
+
+def test_cli_pdf_into_a_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    doc, _, _ = _cda(tmp_path)
+    assert main(["ordonnance", "pdf", str(doc), "-o", str(tmp_path / "no" / "o.pdf")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_cda_with_the_real_ordonnance_and_qr_passes_schema_and_schematron(
+    tmp_path: Path, shared_dir: Path
+) -> None:
+    """The issue's promise: the PDF and QR image embedded, the CDA still passes every layer,
+    and its serviceEvent carries the same identifier as the QR code."""
+    from lxml import etree
+
+    from gateway.documents.validate import validate_document
+    from gateway.identifiers import OID_PRESCRIPTION_ID
+
+    doc, _, ident = _cda(tmp_path)
+    data = doc.read_bytes()
+    report = validate_document(
+        data,
+        schema=shared_dir / "ci-sis/infrastructure/cda/CDA_extended.xsd",
+        schematron_dir=shared_dir / "ci-sis/schematrons",
+    )
+    assert report.ok, [str(p) for layer in report.layers for p in layer.problems]
+    ns = {"c": "urn:hl7-org:v3"}
+    ids = etree.fromstring(data).xpath(
+        "/c:ClinicalDocument/c:documentationOf/c:serviceEvent/c:id", namespaces=ns
+    )
+    assert [(i.get("root"), i.get("extension")) for i in ids] == [(OID_PRESCRIPTION_ID, ident)]

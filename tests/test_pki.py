@@ -450,3 +450,30 @@ def test_ca_certificate_is_not_an_end_entity(config):
     result = pki.verify_certificate(config, issuing, purpose="server")
     assert not result.ok and result.failure is pki.Failure.WRONG_PURPOSE
     assert pki.verify_certificate(config, issuing, purpose="any").ok
+
+
+def test_demo_population_gets_certificates(gateway_home, capsys):
+    from gateway.cli import main
+    from gateway.directory import demo
+
+    cfg = str(gateway_home / "config.toml")
+    assert main(["init", "--demo", "--config", cfg]) == 0
+    config = config_of(gateway_home)
+    held = {(r.email, r.kind) for r in pki.list_certificates(config) if r.email}
+    domain = config.gateway.domain
+    assert held == {
+        (demo.doctor_address(domain), "personal-sign"),
+        (demo.pharmacist_address(domain), "personal-sign"),
+        (demo.pharmacy_address(domain), "org-seal"),
+        (demo.practice_address(domain), "org-seal"),
+        (demo.robot_address(domain), "org-client"),
+        (demo.robot_address(domain), "org-seal"),
+    }
+    doctor = pki.list_certificates(config, email=demo.doctor_address(domain))[0]
+    assert f"UID=8{demo.DOCTOR_RPPS}" in doctor.subject_dn
+    cert = leaf(Layout.of(config).cert(doctor.serial))
+    assert pki.verify_certificate(config, cert, purpose="sign").ok
+    capsys.readouterr()
+    assert main(["init", "--demo", "--config", cfg]) == 0
+    assert "issued" not in capsys.readouterr().out
+    assert len(pki.list_certificates(config)) == 7

@@ -36,6 +36,57 @@ def mssgw(gateway_home, capsys):
     return run
 
 
+@pytest.fixture(autouse=True)
+def mailboxes(gateway_home):
+    """A professional, a pharmacy, an application and a patient in the directory."""
+    from datetime import date
+
+    from gateway.directory import open_directory
+    from gateway.directory.model import (
+        Application,
+        Organisation,
+        OrganisationKind,
+        Patient,
+        Professional,
+    )
+
+    directory = open_directory(config_of(gateway_home), actor="test")
+    try:
+        directory.add_professional(
+            "dr.who@test.localhost",
+            Professional(
+                rpps="10100123453",
+                adeli=None,
+                family_name="SMITH",
+                given_name="John",
+                profession="10",
+            ),
+        )
+        directory.add_organisation(
+            "lab@test.localhost",
+            Organisation(
+                finess="510004567",
+                siret=None,
+                name="Pharmacie du Lab",
+                kind=OrganisationKind.PHARMACY,
+            ),
+        )
+        directory.add_application("robot@test.localhost", Application(name="Robot"))
+        patient = directory.add_patient(
+            Patient(
+                ins="279035121518989",
+                birth_name="DUPONT",
+                given_names="Chloé",
+                sex="F",
+                birth_date=date(1979, 3, 15),
+                birth_place="51215",
+            )
+        )
+    finally:
+        directory.close()
+    return {"patient": patient.address}
+
+
 def one_line_error(err: str, text: str) -> None:
     assert err.startswith("mssgw: error:"), err
     assert err.strip().count("\n") == 0, err
@@ -62,7 +113,8 @@ def test_issue_list_show(mssgw):
         "30",
     )
     assert code == 0
-    assert "issued personal-auth certificate" in out and "CN=John Smith,O=mssgw,C=FR" in out
+    assert "issued personal-auth certificate" in out and "CN=John Smith," in out
+    assert "UID=810100123453" in out and "SN=SMITH" in out
     assert "PRIVATE KEY" not in out
     code, out, _ = mssgw("pki", "list", "--json")
     records = json.loads(out)
@@ -80,6 +132,21 @@ def test_issue_list_show(mssgw):
     assert shown["subject_alt_names"] == ["dr.who@test.localhost"]
     code, out, _ = mssgw("pki", "show", serial)
     assert code == 0 and "status:" in out and "valid" in out
+
+
+def test_issue_takes_names_from_the_directory(mssgw, mailboxes, gateway_home):
+    code, out, err = mssgw("pki", "issue", "LAB@test.localhost", "--kind", "org-seal", "--json")
+    assert code == 0, err
+    issued = json.loads(out)
+    assert issued["subject"] == "CN=Pharmacie du Lab,UID=1510004567,O=mssgw,C=FR"
+    assert issued["email"] == "lab@test.localhost"
+    code, _, err = mssgw("pki", "issue", mailboxes["patient"], "--kind", "org-client")
+    assert code == 1
+    one_line_error(err, "cannot hold a org-client certificate (it may hold none)")
+    assert mssgw("directory", "suspend", "lab@test.localhost")[0] == 0
+    code, _, err = mssgw("pki", "issue", "lab@test.localhost", "--kind", "org-seal")
+    assert code == 1
+    one_line_error(err, "lab@test.localhost: the mailbox is suspended")
 
 
 def test_issue_server_certificate_with_sans(mssgw):
@@ -108,21 +175,54 @@ def test_issue_server_certificate_with_sans(mssgw):
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["pki", "issue", "a@b.fr", "--kind", "wizard"], 2, "invalid choice"),
-        (["pki", "issue", "a@b.fr"], 2, "--kind"),
-        (["pki", "issue", "nobody", "--kind", "personal-auth"], 1, "is not an e-mail address"),
+        (["pki", "issue", "lab@test.localhost", "--kind", "wizard"], 2, "invalid choice"),
+        (["pki", "issue", "lab@test.localhost"], 2, "--kind"),
+        (["pki", "issue", "nobody", "--kind", "personal-auth"], 1, "no such mailbox"),
+        (
+            ["pki", "issue", "ghost@test.localhost", "--kind", "personal-auth"],
+            1,
+            "no such mailbox in the directory",
+        ),
+        (
+            ["pki", "issue", "robot@test.localhost", "--kind", "personal-sign"],
+            1,
+            "a APP mailbox cannot hold a personal-sign certificate",
+        ),
+        (
+            ["pki", "issue", "dr.who@test.localhost", "--kind", "org-seal"],
+            1,
+            "(it may hold: personal-auth, personal-sign)",
+        ),
         (["pki", "issue", "bad host", "--kind", "server"], 1, "is not a DNS name"),
         (
             ["pki", "issue", "h.fr", "--kind", "server", "--ip", "300.1.1.1"],
             1,
             "is not an IP address",
         ),
-        (["pki", "issue", "a@b.fr", "--kind", "org-seal", "--days", "0"], 2, "out of range"),
-        (["pki", "issue", "a@b.fr", "--kind", "org-seal", "--days", "x"], 2, "whole number"),
         (
-            ["pki", "issue", "a@b.fr", "--kind", "org-seal", "--name", " "],
+            ["pki", "issue", "lab@test.localhost", "--kind", "org-seal", "--days", "0"],
+            2,
+            "out of range",
+        ),
+        (
+            ["pki", "issue", "lab@test.localhost", "--kind", "org-seal", "--days", "x"],
+            2,
+            "whole number",
+        ),
+        (
+            ["pki", "issue", "lab@test.localhost", "--kind", "org-seal", "--name", " "],
             1,
             "common name: must not be empty",
+        ),
+        (
+            ["pki", "issue", "lab@test.localhost", "--kind", "org-seal", "--name", "x" * 65],
+            1,
+            "longer than 64 characters",
+        ),
+        (
+            ["pki", "issue", "lab@test.localhost", "--kind", "org-seal", "--san", "bad_host!"],
+            1,
+            "is not a DNS name",
         ),
         (["pki", "show", "ABC123"], 1, "no such certificate"),
         (["pki", "show", "xyz"], 1, "is not a hexadecimal certificate serial"),
@@ -249,7 +349,7 @@ def test_pki_commands_before_init(tmp_path):
             "gateway",
             "pki",
             "issue",
-            "a@b.fr",
+            "lab@test.localhost",
             "--kind",
             "org-seal",
             "--config",

@@ -24,6 +24,10 @@ INIT_STEPS: list[str] = [
 
 # Registers the demo population; `(config: Config) -> list[str]` (empty when already there).
 DEMO_STEP: str | None = "gateway.directory.demo:register"
+# Further demo steps, run after DEMO_STEP, same signature (e.g. the demo's certificates).
+DEMO_EXTRA_STEPS: list[str] = [
+    "gateway.pki.demo:issue_certificates",
+]
 
 
 def _resolve(spec: str) -> Callable[[Config], list[str]]:
@@ -39,6 +43,8 @@ def cmd_init(args: argparse.Namespace) -> int:
         done += _resolve(spec)(config)
     if args.demo and DEMO_STEP:
         done += _resolve(DEMO_STEP)(config)
+        for spec in DEMO_EXTRA_STEPS:
+            done += _resolve(spec)(config)
     if done:
         for line in done:
             print(line)

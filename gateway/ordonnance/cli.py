@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.cli import add_command, command_group, print_json
+from gateway.documents.model import Prescription
+from gateway.documents.parse import parse_prescription
 from gateway.errors import GatewayError
 from gateway.ordonnance.pdf import render_pdf
 from gateway.ordonnance.qr import checked_identifier, qr_png
@@ -39,17 +41,14 @@ def write_output(target: str, data: bytes) -> None:
         raise GatewayError(f"{target}: cannot write: {exc.strerror}") from exc
 
 
-def read_prescription(path: str) -> Any:
-    """The Prescription in a CDA file, through the documents package's reader."""
-    try:
-        from gateway.documents import cda  # type: ignore[attr-defined]
-    except ImportError as exc:
-        raise GatewayError("reading prescription CDA files is not available yet") from exc
+def read_prescription(path: str) -> Prescription:
+    """The Prescription in a CDA file (the documents package's reader; its errors are
+    one-line GatewayErrors: not XML, DTD refused, not a prescription...)."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise GatewayError(f"{path}: cannot read: {exc.strerror}") from exc
-    return cda.parse_prescription(data)
+    return parse_prescription(data)
 
 
 def cmd_pdf(args: argparse.Namespace) -> int:

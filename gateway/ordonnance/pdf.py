@@ -52,8 +52,8 @@ FONT_FILES = {"": "DejaVuSans.ttf", "B": "DejaVuSans-Bold.ttf"}
 
 
 def _aware(when: dt.datetime) -> dt.datetime:
-    """A naive prescription time is French local time (never the renderer's time zone)."""
-    return when.replace(tzinfo=PARIS) if when.tzinfo is None else when
+    """A naive time is UTC, as the CDA builder writes it (never the renderer's time zone)."""
+    return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when
 
 
 def legal_mention(identifier: str, valid_until: dt.date) -> str:
@@ -77,7 +77,8 @@ class _Ordonnance(FPDF):
         self.p = p
         self.identifier = identifier
         self.when = _aware(p.date)
-        self.valid_until = p.validity_end or w.add_months(self.when.date(), 3)
+        self.day = self.when.astimezone(PARIS).date()  # the date a French patient reads
+        self.valid_until = p.validity_end or w.add_months(self.day, 3)
         self.qr = qr_matrix(identifier)
         self.current_zone: tuple[str, str] | None = None  # bizone: the zone being written
         for style, file in FONT_FILES.items():
@@ -255,12 +256,12 @@ class _Ordonnance(FPDF):
         date_w = 60
         self.set_font(FONT, "", 10)
         self.cell(
-            0, 5, f"Le {w.long_date(self.when.date())}", align="R",
+            0, 5, f"Le {w.long_date(self.day)}", align="R",
             new_x=XPos.LMARGIN, new_y=YPos.TOP,
         )  # fmt: skip
         self.text_block(w.patient_name(pat), 11, "B", w=self.epw - date_w, h=5.5)
         born = f"{w.born_word(pat.sex)} le {w.short_date(pat.birth_date)}"
-        old = w.age(pat.birth_date, self.when.date())
+        old = w.age(pat.birth_date, self.day)
         self.text_block(
             f"Sexe : {w.sex_word(pat.sex)}    {born}" + (f" ({old})" if old else ""), 9.5
         )

@@ -13,6 +13,7 @@ import re
 import unicodedata
 from decimal import Decimal
 
+from gateway.documents import cda
 from gateway.documents.model import (
     AuthorInfo,
     Dose,
@@ -22,12 +23,10 @@ from gateway.documents.model import (
     StructureInfo,
 )
 
+# The CDA vocabulary (gateway.documents.cda) is the reference for codes the builder writes; these
+# tables add the words an ordonnance needs beyond it.
 PROFESSIONS = {
-    "10": "Médecin",
-    "21": "Pharmacien",
-    "40": "Chirurgien-dentiste",
-    "50": "Sage-femme",
-    "60": "Infirmier",
+    **cda.PROFESSIONS,
     "70": "Masseur-kinésithérapeute",
     "80": "Pédicure-podologue",
 }
@@ -61,28 +60,21 @@ SPECIALTIES = {
     "SM73": "Médecine cardiovasculaire",
 }
 
-# UCUM annotations and units as words (singular, plural).
+# Dose units as words (singular, plural): the builder's units, and French annotations a form or
+# another producer may use.
 UNITS: dict[str, tuple[str, str]] = {
+    **cda.DOSE_UNITS,
     "{comprime}": ("comprimé", "comprimés"),
     "{comprimé}": ("comprimé", "comprimés"),
     "{gelule}": ("gélule", "gélules"),
     "{gélule}": ("gélule", "gélules"),
-    "{capsule}": ("capsule", "capsules"),
-    "{sachet}": ("sachet", "sachets"),
     "{goutte}": ("goutte", "gouttes"),
     "{bouffee}": ("bouffée", "bouffées"),
-    "{bouffée}": ("bouffée", "bouffées"),
     "{suppositoire}": ("suppositoire", "suppositoires"),
-    "{application}": ("application", "applications"),
-    "{ampoule}": ("ampoule", "ampoules"),
     "{dose}": ("dose", "doses"),
-    "{cuillere-mesure}": ("cuillère-mesure", "cuillères-mesure"),
     "{pulverisation}": ("pulvérisation", "pulvérisations"),
-    "{patch}": ("patch", "patchs"),
-    "[iU]": ("UI", "UI"),
     "[IU]": ("UI", "UI"),
-    "mL": ("mL", "mL"),
-    "ml": ("mL", "mL"),
+    "ml": ("ml", "ml"),
 }
 
 PERIODS: dict[str, tuple[str, str, str]] = {  # unit: (par ..., tous/toutes les N ..., gender)
@@ -93,20 +85,11 @@ PERIODS: dict[str, tuple[str, str, str]] = {  # unit: (par ..., tous/toutes les 
     "a": ("an", "ans", "m"),
 }
 
-ROUTES = {  # EDQM standard terms
-    "20053000": "voie orale",
-    "20061000": "voie rectale",
-    "20066000": "voie sublinguale",
-    "20003000": "voie cutanée",
-    "20045000": "voie intraveineuse",
-    "20035000": "voie intramusculaire",
-    "20066500": "voie sous-cutanée",
-    "20020000": "voie inhalée",
-    "20049000": "voie nasale",
-    "20051000": "voie ophtalmique",
+ROUTES = {  # EDQM standard terms, lower case: they end a sentence
+    **{code: label[0].lower() + label[1:] for code, label in cda.ROUTES.items()},
     "20023000": "voie auriculaire",
-    "20072000": "voie vaginale",
     "20070000": "voie transdermique",
+    "20072000": "voie vaginale",
 }
 
 MONTHS = (

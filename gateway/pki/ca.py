@@ -221,14 +221,21 @@ def initialise(config: Config) -> list[str]:
         server = store.get_state(conn, "server_serial")
     hostname = config.gateway.hostname
     if server is None or not _server_cert_fits(config, server):
-        issued = issue(config, "server", hostname, hostname, _gateway_server=True)
+        names, ips = _server_sans(config)
+        issued = issue(config, "server", None, hostname, dns_names=names, ip_addresses=ips)
+        from gateway import db
+
+        with store.connection(config) as conn, db.transaction(conn):
+            # Recorded after issuing: a crash in between leaves an unused certificate, and the
+            # next `mssgw init` issues another.
+            store.set_state(conn, "server_serial", issued.serial)
         created.append(f"issued server certificate for {hostname}: {issued.cert_path}")
     return created
 
 
-def _server_sans(config: Config) -> tuple[list[str], list[str]]:
+def _server_sans(config: Config) -> tuple[tuple[str, ...], tuple[str, ...]]:
     names = [config.gateway.hostname, config.gateway.domain, "localhost"]
-    return list(dict.fromkeys(names)), ["127.0.0.1", "::1"]
+    return tuple(dict.fromkeys(names)), ("127.0.0.1", "::1")
 
 
 def _server_cert_fits(config: Config, serial: str) -> bool:
@@ -310,7 +317,6 @@ def issue(
     ip_addresses: tuple[str, ...] = (),
     identity: Identity | None = None,
     not_before: datetime | None = None,
-    _gateway_server: bool = False,
 ) -> Issued:
     """Issue a certificate of `kind` (see kinds.KINDS) and record it in the index.
 
@@ -321,27 +327,26 @@ def issue(
     spec = _kind(kind)
     if not common_name.strip():
         raise PKIError("common name: must not be empty")
+    if len(common_name.strip()) > 64:
+        raise PKIError(f"common name: {common_name.strip()!r} is longer than 64 characters")
     if days is not None and not 1 <= days <= 36500:
         raise PKIError(f"days: {days} is out of range (1..36500)")
     sans: list[x509.GeneralName] = []
     mail: str | None = None
     if spec.name == "server":
         names = list(dns_names) or ([email] if email else [])
-        if _gateway_server:
-            names, ips = _server_sans(config)
-            ip_addresses = tuple(ips)
         if not names:
             raise PKIError("a server certificate needs a host name")
-        for n in names:
-            if not re.fullmatch(r"[A-Za-z0-9*]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?", n):
-                raise PKIError(f"host name: {n!r} is not a DNS name")
-            sans.append(x509.DNSName(n.lower()))
     else:
         if not email or not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
             raise PKIError(f"email: {email!r} is not an e-mail address")
         mail = email.lower()
         sans.append(x509.RFC822Name(mail))
-        sans += [x509.DNSName(n) for n in dns_names]
+        names = list(dns_names)
+    for n in names:
+        if not re.fullmatch(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?", n):
+            raise PKIError(f"host name: {n!r} is not a DNS name")
+        sans.append(x509.DNSName(n.lower()))
     for ip in ip_addresses:
         try:
             sans.append(x509.IPAddress(ipaddress.ip_address(ip)))
@@ -355,7 +360,10 @@ def issue(
     ca_end = ca_cert.not_valid_after_utc
     if end > ca_end:
         end = ca_end  # never outlive the issuing CA
-    subject = _subject(config, common_name.strip(), (identity or Identity()).attributes())
+    try:
+        subject = _subject(config, common_name.strip(), (identity or Identity()).attributes())
+    except ValueError as exc:  # e.g. an attribute longer than X.520 allows
+        raise PKIError(f"subject: {exc}") from None
     serial = x509.random_serial_number()
     cert = (
         x509.CertificateBuilder()
@@ -402,8 +410,6 @@ def issue(
                         issued_at.isoformat(),
                     ),
                 )
-                if _gateway_server:
-                    store.set_state(conn, "server_serial", sid)
                 # Files inside the transaction: if writing fails, the index is rolled back.
                 write_private(layout.key(sid), _key_pem(key))
                 write_atomic(layout.cert(sid), chain)

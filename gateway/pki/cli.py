@@ -38,6 +38,7 @@ def _now() -> datetime:
 
 def cmd_issue(args: argparse.Namespace) -> int:
     config = config_of(args)
+    ca.ca_certificate(config, KINDS[args.kind].ca)  # "run `mssgw init`" before anything else
     email, name, identity, dns = identity_for(config, args.kind, args.subject, args.name)
     issued = ca.issue(
         config,

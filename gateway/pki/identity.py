@@ -1,21 +1,36 @@
 """Who a certificate is for: names and identifiers taken from the trust directory.
 
-For a mailbox registered in the directory, the certificate's common name is its display name
-and the subject carries the holder's national identifier (`8`+RPPS / `0`+ADELI for a
-professional, `1`+FINESS / `3`+SIRET for a structure) in UID, and surname/given name for a
-person. Until the directory exists (no mailbox repository), the address and --name are used.
+`mssgw pki issue EMAIL --kind K` issues only for a mailbox of the directory, active, whose kind
+fits the certificate kind (personal kinds for professionals, organisation kinds for structures
+and applications; patients get none). The certificate's common name is the mailbox's display
+name (unless --name), and the subject carries the holder's national identifier in UID (`8`+RPPS
+or `0`+ADELI for a professional, `1`+FINESS or `3`+SIRET for a structure — our choice, close to
+what IGC-Santé certificates carry), with surname and given name for a person.
 """
 
 from __future__ import annotations
 
 from gateway.config import Config
-from gateway.directory.model import Mailbox
+from gateway.directory import open_directory
+from gateway.directory.model import Mailbox, MailboxKind
+from gateway.errors import NotFound
 from gateway.pki.ca import Identity, PKIError
 
+# Which mailbox kinds may hold which certificate kinds.
+_FITS: dict[str, tuple[MailboxKind, ...]] = {
+    "personal-auth": (MailboxKind.PER,),
+    "personal-sign": (MailboxKind.PER,),
+    "org-client": (MailboxKind.ORG, MailboxKind.APP),
+    "org-seal": (MailboxKind.ORG, MailboxKind.APP),
+}
 
-def _lookup(config: Config, email: str) -> tuple[bool, Mailbox | None]:
-    """(directory available, the mailbox or None)."""
-    return False, None
+
+def lookup(config: Config, email: str) -> Mailbox | None:
+    directory = open_directory(config, actor="pki")
+    try:
+        return directory.get(email)
+    finally:
+        directory.close()
 
 
 def identity_for(
@@ -25,12 +40,24 @@ def identity_for(
     if kind == "server":
         return None, name or subject, Identity(), [subject]
     email = subject.strip().lower()
-    available, mailbox = _lookup(config, email)
+    mailbox = lookup(config, email)
     if mailbox is None:
-        if available:
-            raise PKIError(f"{email}: no such mailbox in the directory")
-        return email, name or email, Identity(), []
+        raise NotFound(f"{email}: no such mailbox in the directory (add it first)")
+    check_fits(mailbox, kind)
     return email, name or mailbox.display_name, identity_of(mailbox), []
+
+
+def check_fits(mailbox: Mailbox, kind: str) -> None:
+    allowed = _FITS.get(kind, ())
+    if mailbox.kind not in allowed:
+        fits = [k for k, kinds in _FITS.items() if mailbox.kind in kinds]
+        hint = f" (it may hold: {', '.join(fits)})" if fits else " (it may hold none)"
+        raise PKIError(
+            f"{mailbox.address}: a {mailbox.kind.value} mailbox cannot hold a {kind} "
+            f"certificate{hint}"
+        )
+    if not mailbox.active:
+        raise PKIError(f"{mailbox.address}: the mailbox is suspended")
 
 
 def identity_of(mailbox: Mailbox) -> Identity:
