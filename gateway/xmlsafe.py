@@ -41,7 +41,8 @@ def parse_xml(
     try:
         tree = etree.ElementTree(etree.fromstring(data, _parser()))
     except etree.XMLSyntaxError as exc:
-        raise UnsafeXML(f"{what}: not well-formed XML: {exc}") from None
+        reason = " ".join(str(exc).split())  # lxml messages may span lines; ours are one line
+        raise UnsafeXML(f"{what}: not well-formed XML: {reason}") from None
     docinfo: Any = tree.docinfo  # lxml-stubs lacks DocInfo.doctype
     if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
         raise UnsafeXML(f"{what}: a DOCTYPE (DTD) is not allowed")

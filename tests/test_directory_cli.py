@@ -424,3 +424,59 @@ def test_reading_patients_is_audited(cli, gateway_home):
     cli.ok("directory", "list", "--json")
     (entry,) = audit.read(config, action="directory.list")
     assert entry.details["patients"] == [f"{INS}@patient.{D}"]
+
+
+def _on_terminal(home, *answers: str) -> tuple[int, str]:
+    """Run `mssgw directory set-password` on a real pseudo-terminal, answering the prompts."""
+    import os
+    import pty
+    import select
+    import signal
+    import sys
+    import time
+
+    pid, fd = pty.fork()
+    if pid == 0:  # child: the pty is its controlling terminal, as for an administrator
+        try:
+            os.execv(sys.executable, [
+                sys.executable, "-m", "gateway", "directory", "set-password", f"dr.house@{D}",
+                "--config", str(home / "config.toml"),
+            ])
+        finally:
+            os._exit(127)
+    output, seen = b"", 0
+    pending = list(answers)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 1.0)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(fd, 1024)
+            except OSError:
+                break  # the child exited and closed the terminal
+            if not chunk:
+                break
+            output += chunk
+            # answer each prompt once, when it has been written in full
+            if pending and output.count(b":") > seen and output.rstrip().endswith(b":"):
+                seen = output.count(b":")
+                os.write(fd, pending.pop(0).encode() + b"\n")
+        else:
+            os.kill(pid, signal.SIGKILL)
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    return os.waitstatus_to_exitcode(status), output.decode(errors="replace")
+
+
+def test_set_password_prompts_twice_on_a_terminal(cli, gateway_home):
+    add_doctor(cli)
+    code, out = _on_terminal(gateway_home, "terminal password 1", "terminal password 2")
+    assert code == 1 and "the two entries differ" in out and "terminal password" not in out
+    code, out = _on_terminal(gateway_home, "terminal password 1", "terminal password 1")
+    assert code == 0, out
+    assert "new password:" in out and "again:" in out and "terminal password" not in out
+    directory = open_directory(load_config(gateway_home / "config.toml"))
+    assert directory.verify_password(f"dr.house@{D}", "terminal password 1")

@@ -5,19 +5,33 @@ from __future__ import annotations
 
 import base64
 import re
+import shutil
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from lxml import etree
 from pki_helpers import config_of
-from xdm_helpers import EXAMPLES, LAB, PRESCRIPTION, entries, example_doc, example_zip, rezip
+from xdm_helpers import (
+    EXAMPLES,
+    LAB,
+    PRESCRIPTION,
+    entries,
+    example_doc,
+    example_zip,
+    fix_metadata,
+    register_practice,
+    register_professional,
+    rezip,
+)
 
 from gateway import pki
+from gateway.config import Config
+from gateway.errors import NotFound
 from gateway.signature import sign_package, verify_package
 from gateway.signature.dsg import DS, XADES
 from gateway.signature.trust import pki_check, signer_for
 from gateway.xdm import pack, read_package
-from gateway.xdm.header import sha1_hex
 
 META = "IHE_XDM/SUBSET01/METADATA.XML"
 DOC1 = "IHE_XDM/SUBSET01/DOC0001.XML"
@@ -25,39 +39,44 @@ SIG = "IHE_XDM/SUBSET01/DOC0003.XML"
 DOCTOR = "doc@test.localhost"
 
 
-@pytest.fixture
-def config(gateway_home):
-    return config_of(gateway_home)
-
-
-@pytest.fixture
-def doctor(config):
+def _with_doctor(home: Path) -> Config:
+    config = config_of(home)
+    register_professional(config, DOCTOR)
     pki.issue(config, "personal-sign", DOCTOR, "Dr Romain PIOU")
+    return config
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory, _gateway_template) -> Config:
+    """One gateway for the tests that only add to it (issuing a key takes a while); tests that
+    revoke or reconfigure use `fresh`."""
+    home = tmp_path_factory.mktemp("signature") / "gw"
+    shutil.copytree(_gateway_template, home, symlinks=True)
+    return _with_doctor(home)
+
+
+@pytest.fixture
+def fresh(gateway_home) -> Config:
+    return _with_doctor(gateway_home)
+
+
+@pytest.fixture(scope="module")
+def doctor(config):
     return signer_for(config, DOCTOR)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def unsigned(shared_dir) -> bytes:
     return pack([example_doc(shared_dir, PRESCRIPTION), example_doc(shared_dir, LAB)])
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def signed(unsigned, doctor) -> bytes:
     return sign_package(unsigned, doctor)
 
 
 def verify(config, data: bytes, **kw):
     return verify_package(data, pki_check(config), **kw)
-
-
-def fix_metadata(package: bytes, path: str, data: bytes) -> bytes:
-    """Replace a file and update its hash and size in METADATA.XML, as an attacker would."""
-    files = entries(package)
-    old = files[path]
-    meta = files[META].replace(sha1_hex(old).encode(), sha1_hex(data).encode())
-    meta = meta.replace(f"<rim:Value>{len(old)}</rim:Value>".encode(),
-                        f"<rim:Value>{len(data)}</rim:Value>".encode())
-    return rezip(package, {path: data, META: meta})
 
 
 def test_untouched_package_verifies(config, signed):
@@ -215,6 +234,7 @@ def test_signs_association_required(config, signed):
 def test_untrusted_signer(config, peer_home, unsigned):
     """A signature certificate from another operator's CA, not imported as an anchor."""
     peer = config_of(peer_home)
+    register_professional(peer, "x@peer.localhost")
     pki.issue(peer, "personal-sign", "x@peer.localhost", "Dr Outsider")
     signed = sign_package(unsigned, signer_for(peer, "x@peer.localhost"))
     assert verify(peer, signed).valid  # its own gateway trusts it
@@ -240,21 +260,25 @@ def test_self_signed_certificate(config, unsigned, doctor):
     assert result.code == "unknown-signer", result.reason
 
 
-def test_revoked_signer(config, signed):
-    (record,) = pki.list_certificates(config, email=DOCTOR)
-    assert verify(config, signed).valid
-    pki.revoke(config, record.serial, "key-compromise")
-    result = verify(config, signed)
+def test_revoked_signer(fresh, unsigned):
+    signed = sign_package(unsigned, signer_for(fresh, DOCTOR))
+    (record,) = pki.list_certificates(fresh, email=DOCTOR)
+    assert verify(fresh, signed).valid
+    pki.revoke(fresh, record.serial, "key-compromise")
+    result = verify(fresh, signed)
     assert result.code == "revoked", result.reason
+    with pytest.raises(NotFound, match="no valid personal-sign"):
+        signer_for(fresh, DOCTOR)  # nobody signs with a revoked certificate
 
 
-def test_signature_made_after_an_ordinary_revocation(config, unsigned, doctor):
-    (record,) = pki.list_certificates(config, email=DOCTOR)
+def test_signature_made_after_an_ordinary_revocation(fresh, unsigned):
+    doctor = signer_for(fresh, DOCTOR)
+    (record,) = pki.list_certificates(fresh, email=DOCTOR)
     before = sign_package(unsigned, doctor, signing_time=datetime.now(UTC) - timedelta(minutes=2))
-    pki.revoke(config, record.serial, "superseded")
+    pki.revoke(fresh, record.serial, "superseded")
     after = sign_package(unsigned, doctor)
-    assert verify(config, before).valid  # signed while the certificate was good
-    assert verify(config, after).code == "revoked"
+    assert verify(fresh, before).valid  # signed while the certificate was good
+    assert verify(fresh, after).code == "revoked"
 
 
 def test_expired_signer(config, unsigned):
@@ -276,6 +300,7 @@ def test_expired_signer(config, unsigned):
 
 
 def test_authentication_certificate_cannot_sign(config, unsigned):
+    register_professional(config, "auth@test.localhost", 2)
     pki.issue(config, "personal-auth", "auth@test.localhost", "Dr Auth")
     signer = signer_for(config, "auth@test.localhost", kinds=("personal-auth",))
     result = verify(config, sign_package(unsigned, signer))
@@ -310,17 +335,42 @@ def test_garbage_signature_document(config, signed):
 
 
 def test_no_signing_certificate_for_mailbox(config):
-    from gateway.errors import NotFound
-
-    with pytest.raises(NotFound, match="nobody@test.localhost: no valid signature certificate"):
+    with pytest.raises(NotFound, match="nobody@test.localhost: no such mailbox"):
         signer_for(config, "nobody@test.localhost")
+    register_professional(config, "nocert@test.localhost", 3)
+    with pytest.raises(NotFound, match="no valid personal-sign certificate.*mssgw pki issue"):
+        signer_for(config, "nocert@test.localhost")
+
+
+def test_suspended_or_patient_mailbox_cannot_sign(fresh):
+    from gateway.directory import Patient, open_directory
+    from gateway.signature import SigningError
+
+    directory = open_directory(fresh)
+    directory.suspend(DOCTOR)
+    with pytest.raises(SigningError, match="suspended"):
+        signer_for(fresh, DOCTOR)
+    directory.resume(DOCTOR)
+    assert signer_for(fresh, DOCTOR).certificate is not None
+    patient = directory.add_patient(Patient(
+        ins="279035121518989", birth_name="PAT-TROIS", given_names="DOMINIQUE", sex="F",
+        birth_date=datetime(1979, 3, 28).date(), birth_place="51215"))
+    with pytest.raises(SigningError, match="patient"):
+        signer_for(fresh, patient.address)
 
 
 def test_seal_when_configured(gateway_home, unsigned):
     text = (gateway_home / "config.toml").read_text() + "[xdm]\nsign_with_seal = true\n"
     (gateway_home / "config.toml").write_text(text)
     config = config_of(gateway_home)
+    practice = "cabinet@test.localhost"
+    register_practice(config, practice)
+    register_professional(config, DOCTOR, structure=practice)
     pki.issue(config, "personal-sign", DOCTOR, "Dr Romain PIOU")
-    pki.issue(config, "org-seal", DOCTOR, "Cabinet du Dr JOLI")
+    with pytest.raises(NotFound, match="cabinet@test.localhost: no valid org-seal"):
+        signer_for(config, DOCTOR)
+    pki.issue(config, "org-seal", practice, "Cabinet du Dr JOLI")
     result = verify(config, sign_package(unsigned, signer_for(config, DOCTOR)))
     assert result.valid and "Cabinet du Dr JOLI" in result.signer
+    # A structure mailbox signs with its own seal.
+    assert "JOLI" in str(signer_for(config, practice).certificate.subject)

@@ -268,3 +268,20 @@ def test_parser_fuzz_only_refuses_cleanly(whitelist):
                 assert "\n" not in str(exc)
 
     check()
+
+
+def test_is_trust_space_operator(cli, whitelist, gateway_home):
+    cli.ok("trust", "import-whitelist", str(whitelist))
+    directory = open_directory(load_config(gateway_home / "config.toml"))
+    dedalus = x509.Name([
+        x509.NameAttribute(NameOID.COUNTRY_NAME, "FR"),
+        x509.NameAttribute(NameOID.STATE_OR_PROVINCE_NAME, "Gironde (33)"),
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "DEDALUS HEALTHCARE FRANCE"),
+        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "341459958900028"),
+        x509.NameAttribute(NameOID.COMMON_NAME, "smtp-2.sante.santnet.com"),
+    ])
+    assert directory.is_trust_space_operator(dedalus)
+    assert directory.is_trust_space_operator(
+        "CN=mss.enovacom.fr, OU=344368557300034, O=ENOVACOM, ST=Bouches-du-Rhône (13), C=FR")
+    assert not directory.is_trust_space_operator("CN=mx.evil.example,O=Evil,C=FR")
+    assert not directory.is_trust_space_operator("garbage")

@@ -6,7 +6,15 @@ import json
 
 import pytest
 from pki_helpers import config_of
-from xdm_helpers import LAB, PRESCRIPTION, entries, example_doc, example_zip, rezip
+from xdm_helpers import (
+    LAB,
+    PRESCRIPTION,
+    entries,
+    example_doc,
+    example_zip,
+    register_professional,
+    rezip,
+)
 
 from gateway import pki
 from gateway.cli import main
@@ -39,6 +47,7 @@ def docs(tmp_path, shared_dir) -> list[str]:
 
 @pytest.fixture
 def doctor(gateway_home):
+    register_professional(config_of(gateway_home), DOCTOR)
     pki.issue(config_of(gateway_home), "personal-sign", DOCTOR, "Dr Romain PIOU")
     return DOCTOR
 
@@ -139,7 +148,7 @@ def test_bad_inputs(mssgw, docs, tmp_path, shared_dir):
     assert not (tmp_path / "o.zip").exists()
     code, _, err = mssgw("xdm", "pack", docs[0], "-o", str(tmp_path / "o.zip"),
                          "--sign-as", "nobody@test.localhost")
-    one_line_error(code, err, "nobody@test.localhost: no valid signature certificate")
+    one_line_error(code, err, "nobody@test.localhost: no such mailbox in the directory")
     assert not (tmp_path / "o.zip").exists()  # nothing half-written
     evil = tmp_path / "evil.zip"
     evil.write_bytes(rezip(example_zip(shared_dir, PRESCRIPTION), extra=[("../x", b"x")]))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 EXAMPLES = ("eP-MED-DM_2024.01_PosoStruct", "eDISP-MED_2024.01", "BIO-CR-BIO_2024.01_TSH_1")
 PRESCRIPTION, DISPENSATION, LAB = EXAMPLES
+META = "IHE_XDM/SUBSET01/METADATA.XML"
 
 
 def example_zip(shared_dir: Path, name: str) -> bytes:
@@ -86,3 +87,51 @@ def set_flag(package: bytes, name: str, bit: int) -> bytes:
                 struct.pack_into("<H", data, pos + flag_at, flags | bit)
             pos += 4
     return bytes(data)
+
+
+def luhn_rpps(n: int) -> str:
+    """An RPPS number (11 digits, Luhn) built from `n`."""
+    body = f"1010{n:06d}"
+    for check in "0123456789":
+        digits = body + check
+        total = 0
+        for i, ch in enumerate(reversed(digits)):
+            d = int(ch) * (2 if i % 2 else 1)
+            total += d - 9 if d > 9 else d
+        if total % 10 == 0:
+            return digits
+    raise AssertionError("unreachable")
+
+
+def register_professional(config, email: str, n: int = 1, structure: str | None = None,
+                          name: str = "PIOU"):
+    """Add a doctor's mailbox to the trust directory of `config`."""
+    from gateway.directory import Professional, open_directory
+
+    return open_directory(config).add_professional(
+        email,
+        Professional(rpps=luhn_rpps(n), adeli=None, family_name=name, given_name="Romain",
+                     profession="10", specialty="SM26", structure=structure),
+    )
+
+
+def register_practice(config, email: str):
+    from gateway.directory import Organisation, OrganisationKind, open_directory
+
+    return open_directory(config).add_organisation(
+        email,
+        Organisation(finess=None, siret="82512345000017", name="Cabinet du Dr JOLI",
+                     kind=OrganisationKind.PRACTICE),
+    )
+
+
+def fix_metadata(package: bytes, path: str, data: bytes) -> bytes:
+    """Replace a file and update its hash and size in METADATA.XML, as an attacker would."""
+    from gateway.xdm.header import sha1_hex
+
+    files = entries(package)
+    old = files[path]
+    meta = files[META].replace(sha1_hex(old).encode(), sha1_hex(data).encode())
+    meta = meta.replace(f"<rim:Value>{len(old)}</rim:Value>".encode(),
+                        f"<rim:Value>{len(data)}</rim:Value>".encode())
+    return rezip(package, {path: data, META: meta})

@@ -178,6 +178,11 @@ class Directory(Protocol):
         """True when `subject` (x509.Name or RFC 4514 string) is a listed DN for `domain`."""
         ...
 
+    def is_trust_space_operator(self, subject: Any) -> bool:
+        """True when `subject` is the DN listed for at least one peer domain (e.g. for a bounce,
+        whose empty sender names no domain)."""
+        ...
+
     def import_whitelist(self, path: str, *, allow_older: bool = False) -> WhitelistChange:
         """Import the national whitelist: add, update and remove peer domains; report the change.
 

@@ -9,6 +9,7 @@ that also appends the audit entry, so a refused change leaves nothing behind.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import sqlite3
 import threading
@@ -18,10 +19,13 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+
 from gateway import audit
 from gateway import identifiers as ids
 from gateway.db import connect, migrate, transaction
 from gateway.directory import validate as v
+from gateway.directory.identity import KIND_CLASS, KIND_FIELD, default_display_name, normalise
 from gateway.directory.model import (
     Application,
     Mailbox,
@@ -48,8 +52,8 @@ from gateway.directory.repository import (
     WhitelistChange,
 )
 from gateway.directory.whitelist import InvalidWhitelist, parse_whitelist
-from gateway.errors import Conflict, GatewayError, InvalidIdentifier
-from gateway.pki.dn import dn_matches, normalise_dn
+from gateway.errors import Conflict, GatewayError
+from gateway.pki.dn import dn_matches, normalise_dn, subject_dn
 
 COMPONENT = "directory"
 MIGRATIONS: list[str] = [
@@ -91,18 +95,13 @@ MIGRATIONS: list[str] = [
     """,
 ]
 
-_KIND_FIELD = {
-    MailboxKind.PER: "professional",
-    MailboxKind.ORG: "organisation",
-    MailboxKind.PATIENT: "patient",
-    MailboxKind.APP: "application",
-}
-_KIND_CLASS: dict[MailboxKind, type] = {
-    MailboxKind.PER: Professional,
-    MailboxKind.ORG: Organisation,
-    MailboxKind.PATIENT: Patient,
-    MailboxKind.APP: Application,
-}
+@functools.lru_cache(maxsize=4096)
+def _normalised_dn(dn: str) -> str | None:
+    # The whitelist repeats a few dozen operator DNs over hundreds of domains: normalise once.
+    try:
+        return normalise_dn(dn)
+    except ValueError:
+        return None
 
 
 def _now() -> str:
@@ -111,88 +110,6 @@ def _now() -> str:
 
 def _escape_like(s: str) -> str:
     return s.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-# --- normalisation: the same rules for add and update --------------------------------------
-
-
-def _professional(p: Professional) -> Professional:
-    rpps = ids.rpps(p.rpps) if p.rpps else None
-    adeli = ids.adeli(p.adeli) if p.adeli else None
-    if not rpps and not adeli:
-        raise InvalidIdentifier("rpps", "", "a professional needs an RPPS (or ADELI) number")
-    return dataclasses.replace(
-        p,
-        rpps=rpps,
-        adeli=adeli,
-        family_name=v.text(p.family_name, "family-name"),
-        given_name=v.text(p.given_name, "given-name"),
-        profession=v.profession(p.profession),
-        specialty=v.specialty(p.specialty),
-        structure=v.address(p.structure, "structure") if p.structure else None,
-        title=v.text(p.title, "title", required=False, max_len=20) or None,
-        phone=v.phone(p.phone),
-    )
-
-
-def _organisation(o: Organisation) -> Organisation:
-    finess = ids.finess(o.finess) if o.finess else None
-    siret = ids.siret(o.siret) if o.siret else None
-    if not finess and not siret:
-        raise InvalidIdentifier("finess", "", "a structure needs a FINESS (or SIRET) number")
-    try:
-        kind = OrganisationKind(str(o.kind).strip().lower())
-    except ValueError:
-        raise v.InvalidField(
-            "kind", o.kind, "one of " + ", ".join(k.value for k in OrganisationKind)
-        ) from None
-    return dataclasses.replace(
-        o,
-        finess=finess,
-        siret=siret,
-        name=v.text(o.name, "name"),
-        kind=kind,
-        address=v.multiline(o.address, "address"),
-        phone=v.phone(o.phone),
-    )
-
-
-def _patient(p: Patient) -> Patient:
-    ins = ids.ins(p.ins)
-    sex = v.sex(p.sex)
-    born = v.birth_date(p.birth_date)
-    v.ins_matches_traits(ins, sex, born)
-    return dataclasses.replace(
-        p,
-        ins=ins,
-        birth_name=v.text(p.birth_name, "birth-name"),
-        given_names=v.text(p.given_names, "given-names"),
-        sex=sex,
-        birth_date=born,
-        birth_place=v.birth_place(p.birth_place),
-        objects_to_prescriber_feedback=bool(p.objects_to_prescriber_feedback),
-    )
-
-
-def _application(a: Application) -> Application:
-    return dataclasses.replace(a, name=v.text(a.name, "name"))
-
-
-_NORMALISE: dict[MailboxKind, Any] = {
-    MailboxKind.PER: _professional,
-    MailboxKind.ORG: _organisation,
-    MailboxKind.PATIENT: _patient,
-    MailboxKind.APP: _application,
-}
-
-
-def default_display_name(identity: Any) -> str:
-    if isinstance(identity, Professional):
-        title = f"{identity.title} " if identity.title else ""
-        return f"{title}{identity.given_name} {identity.family_name}"
-    if isinstance(identity, Patient):
-        return f"{identity.given_names.split()[0]} {identity.birth_name}"
-    return str(identity.name)
 
 
 def _details_json(identity: Any) -> str:
@@ -282,7 +199,7 @@ class SQLiteDirectory:
             created_at=datetime.fromisoformat(row["created_at"]),
             updated_at=datetime.fromisoformat(row["updated_at"]),
             has_password=row["password_hash"] is not None,
-            **{_KIND_FIELD[kind]: identity},
+            **{KIND_FIELD[kind]: identity},
         )
 
     def _row(self, address: str) -> sqlite3.Row | None:
@@ -344,7 +261,7 @@ class SQLiteDirectory:
     def _add(
         self, kind: MailboxKind, address: str, identity: Any, display_name: str | None
     ) -> Mailbox:
-        identity = _NORMALISE[kind](identity)
+        identity = normalise(kind, identity)
         display = v.text(display_name, "display-name") if display_name else None
         display = display or default_display_name(identity)
         with self._change() as conn:
@@ -463,9 +380,9 @@ class SQLiteDirectory:
     def update(self, address: str, **changes: Any) -> Mailbox:
         current = self.require(address)
         kind = current.kind
-        identity = getattr(current, _KIND_FIELD[kind])
+        identity = getattr(current, KIND_FIELD[kind])
         display_name = changes.pop("display_name", None)
-        allowed = {f.name for f in dataclasses.fields(_KIND_CLASS[kind])}
+        allowed = {f.name for f in dataclasses.fields(KIND_CLASS[kind])}
         for key in changes:
             if key not in allowed:
                 raise v.InvalidField(
@@ -477,7 +394,7 @@ class SQLiteDirectory:
             )
         if not changes and display_name is None:
             raise GatewayError("update: nothing to change (give at least one field option)")
-        new = _NORMALISE[kind](dataclasses.replace(identity, **changes))
+        new = normalise(kind, dataclasses.replace(identity, **changes))
         if display_name is not None:
             display = v.text(display_name, "display-name")
         elif current.display_name == default_display_name(identity):
@@ -723,6 +640,17 @@ class SQLiteDirectory:
 
     def peer_certificate_matches(self, domain: str, subject: Any) -> bool:
         return any(dn_matches(dn, subject) for dn in self.expected_operator_dns(domain))
+
+    def is_trust_space_operator(self, subject: Any) -> bool:
+        text = subject_dn(subject) if isinstance(subject, x509.Name) else str(subject)
+        key = _normalised_dn(text)
+        if key is None:
+            return False
+        rows = self._read(
+            "SELECT DISTINCT j.value FROM directory_domain AS d, json_each(d.operator_dns) AS j"
+            " WHERE d.ours = 0"
+        )
+        return any(_normalised_dn(r[0]) == key for r in rows)
 
     def import_whitelist(self, path: str, *, allow_older: bool = False) -> WhitelistChange:
         p = Path(path)

@@ -34,36 +34,66 @@ def pki_check(config: Config) -> CertificateCheck:
     return check
 
 
+def signing_mailbox(config: Config, email: str) -> tuple[str, tuple[str, ...]]:
+    """(address holding the signing certificate, acceptable kinds) for mailbox `email`.
+
+    A professional signs with their personal signature certificate, or with their structure's
+    seal when [xdm] sign_with_seal is set; a structure or application signs with its own seal.
+    The mailbox must exist in the directory and be active; patients do not sign.
+    """
+    from gateway.directory import MailboxKind, open_directory
+
+    address = email.strip().lower()
+    mailbox = open_directory(config).get(address)
+    if mailbox is None:
+        raise NotFound(f"{address}: no such mailbox in the directory")
+    if not mailbox.active:
+        raise SigningError(f"{address}: the mailbox is suspended and cannot sign")
+    if mailbox.kind is MailboxKind.PATIENT:
+        raise SigningError(f"{address}: a patient mailbox does not sign documents")
+    if mailbox.kind is MailboxKind.PER:
+        if not config.xdm.sign_with_seal:
+            return address, ("personal-sign",)
+        structure = mailbox.professional.structure if mailbox.professional else None
+        if not structure:
+            raise SigningError(
+                f"{address}: [xdm] sign_with_seal is set but this professional has no structure"
+            )
+        return structure.lower(), ("org-seal",)
+    return address, ("org-seal",)
+
+
 def signer_for(config: Config, email: str, *, kinds: Sequence[str] | None = None) -> Signer:
-    """The signing key and chain of mailbox `email`: its newest unrevoked, unexpired personal
-    signature certificate, or its structure seal (`org-seal`) when it has no personal one or
-    when [xdm] sign_with_seal is set."""
+    """The signing key and chain for mailbox `email` (see `signing_mailbox`): the newest
+    unrevoked, currently valid certificate of the right kind issued by our PKI. `kinds`
+    overrides the directory's choice (tests, tools)."""
     from gateway.pki import list_certificates
     from gateway.pki.ca import load_issued
     from gateway.pki.files import Layout
 
-    wanted = tuple(kinds or (("org-seal",) if config.xdm.sign_with_seal
-                             else ("personal-sign", "org-seal")))
+    holder, wanted = signing_mailbox(config, email)
+    if kinds is not None:
+        wanted = tuple(kinds)
     now = dt.datetime.now(dt.UTC)
-    for kind in wanted:
-        records = [
-            r for r in list_certificates(config, email=email, kind=kind)
-            if r.revoked_at is None and r.not_before <= now < r.not_after
-        ]
-        if not records:
-            continue
-        record = max(records, key=lambda r: r.not_before)
-        cert, chain = load_issued(config, record.serial)
-        try:
-            key = load_pem_private_key(Layout.of(config).key(record.serial).read_bytes(), None)
-        except (OSError, ValueError, TypeError) as exc:
-            raise SigningError(
-                f"{email}: the key of certificate {record.serial} cannot be read: {exc}"
-            ) from None
-        if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
-            raise SigningError(f"{email}: certificate {record.serial} has an unsupported key type")
-        return Signer(key, (cert, *chain))
-    raise NotFound(
-        f"{email}: no valid signature certificate ({' or '.join(wanted)}) issued by this"
-        " gateway; issue one with `mssgw pki issue`"
-    )
+    records = [
+        r
+        for kind in wanted
+        for r in list_certificates(config, email=holder, kind=kind)
+        if r.revoked_at is None and r.not_before <= now < r.not_after
+    ]
+    if not records:
+        raise NotFound(
+            f"{holder}: no valid {' or '.join(wanted)} certificate issued by this gateway;"
+            f" issue one with `mssgw pki issue {holder} --kind {wanted[0]}`"
+        )
+    record = max(records, key=lambda r: r.not_before)
+    cert, chain = load_issued(config, record.serial)
+    try:
+        key = load_pem_private_key(Layout.of(config).key(record.serial).read_bytes(), None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise SigningError(
+            f"{holder}: the key of certificate {record.serial} cannot be read: {exc}"
+        ) from None
+    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        raise SigningError(f"{holder}: certificate {record.serial} has an unsupported key type")
+    return Signer(key, (cert, *chain))

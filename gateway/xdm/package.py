@@ -13,8 +13,10 @@ import datetime as dt
 import io
 import posixpath
 import re
+import struct
 import uuid
 import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -36,6 +38,9 @@ SUBSET = "IHE_XDM/SUBSET01"
 METADATA = "METADATA.XML"
 ARCHIVE_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"\x1f\x8b", b"7z\xbc\xaf", b"Rar!", b"BZh",
                  b"\xfd7zXZ")
+# What zipfile raises on corrupt input (it has no single error type for it).
+ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, struct.error, EOFError, ValueError, OSError,
+              KeyError, IndexError, OverflowError, NotImplementedError, RuntimeError)
 ARCHIVE_SUFFIXES = (".zip", ".gz", ".tgz", ".tar", ".7z", ".rar", ".bz2", ".xz", ".jar")
 
 
@@ -278,7 +283,7 @@ def _read_entries(package: bytes, limits: Limits) -> dict[str, bytes]:
         )
     try:
         zf = zipfile.ZipFile(io.BytesIO(package))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as exc:
+    except (*ZIP_ERRORS, zipfile.LargeZipFile) as exc:
         raise InvalidPackage(f"not a ZIP file: {exc}") from None
     with zf:
         infos = zf.infolist()
@@ -337,8 +342,7 @@ def _read_bounded(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int) -> by
                 chunks.append(chunk)
     except InvalidPackage:
         raise
-    except (zipfile.BadZipFile, NotImplementedError, RuntimeError, ValueError, EOFError,
-            OSError) as exc:
+    except ZIP_ERRORS as exc:
         raise InvalidPackage(f"entry {info.filename!r} cannot be read: {exc}") from None
     if total != info.file_size:
         raise InvalidPackage(
