@@ -38,3 +38,25 @@ def test_init_registers_own_domains_in_audit(gateway_home):
     config = load_config(gateway_home / "config.toml")
     targets = [e.target for e in audit.read(config, action="trust.add-domain")]
     assert targets == ["test.localhost", "patient.test.localhost"]
+
+
+def test_audit_list_command(gateway_home, capsys):
+    from gateway.cli import main
+
+    config_arg = ["--config", str(gateway_home / "config.toml")]
+    config = load_config(gateway_home / "config.toml")
+    audit.record(config, "alice", "dmp.read", "279035121518989", document="doc-1")
+    audit.record(config, "bob", "directory.add", "x@test.localhost")
+    capsys.readouterr()
+    assert main(["audit", "list", "--action", "dmp.", *config_arg]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "alice  dmp.read  279035121518989" in out
+    assert main(["audit", "list", "--actor", "bob", "--json", *config_arg]) == 0
+    (entry,) = json.loads(capsys.readouterr().out)
+    assert entry["target"] == "x@test.localhost"
+    assert main(["audit", "list", "--last", "1", *config_arg]) == 0
+    assert "directory.add" in capsys.readouterr().out
+    assert main(["audit", "list", "--since", "2999-01-01", *config_arg]) == 0
+    assert capsys.readouterr().out == ""
+    assert main(["audit", "list", "--since", "yesterday", *config_arg]) == 1
+    assert "since: 'yesterday' is invalid" in capsys.readouterr().err

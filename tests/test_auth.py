@@ -210,3 +210,15 @@ def test_client_key():
     assert client_key("::ffff:192.0.2.1") == "192.0.2.1"
     assert client_key("2001:db8::1") == client_key("2001:db8::ffff") == "2001:db8::/64"
     assert client_key(None) == "unknown"
+
+
+async def test_expired_failures_are_purged(setup):
+    _, auth, clock = setup
+    for i in range(10):  # an attacker trying many addresses
+        await auth.authenticate(f"guess{i}@{D}", "x", f"198.51.100.{i}")
+    rows = auth.failures.conn.execute("SELECT count(*) FROM auth_failure").fetchone()[0]
+    assert rows == 20  # one per account and one per client address
+    clock.now += 901
+    await auth.authenticate(f"bob@{D}", "wrong", "192.0.2.1")
+    rows = auth.failures.conn.execute("SELECT count(*) FROM auth_failure").fetchone()[0]
+    assert rows == 2

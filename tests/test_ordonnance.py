@@ -15,6 +15,8 @@ import pypdfium2 as pdfium
 import pytest
 import zxingcpp
 from conftest import require_tool
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from ordonnance_samples import AUTHOR, LINES, bizone_prescription, prescription
 
 from gateway.documents.model import PrescriptionLine, Product, SubstitutionRefusal
@@ -251,3 +253,23 @@ def test_bizone_zone_heading_repeats_on_the_next_page() -> None:
     last = texts[-1]
     assert last.index("SANS RAPPORT") < last.index("PARACÉTAMOL")
     assert "MALADIES INTERCURRENTES) (suite)" not in " ".join(texts)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    label=st.text(max_size=300),
+    dosage=st.text(max_size=300),
+    name=st.text(max_size=80),
+    quantity=st.decimals(min_value=0, max_value=10**6, places=2, allow_nan=False),
+    renewals=st.integers(min_value=0, max_value=10**7),
+)
+def test_any_text_renders_and_scans(
+    label: str, dosage: str, name: str, quantity: Decimal, renewals: int
+) -> None:
+    line = PrescriptionLine(
+        product=Product(label=label), dosage_text=dosage, quantity=quantity, renewals=renewals
+    )
+    p = prescription(lines=(line,), secured=True)
+    p = dataclasses.replace(p, patient=dataclasses.replace(p.patient, birth_name=name))
+    data = render_pdf(p)
+    assert pdfium.PdfDocument(data)[0].get_textpage().get_text_range()

@@ -7,13 +7,15 @@ import io
 from decimal import Decimal
 from pathlib import Path
 
+import pypdfium2 as pdfium
 import pytest
 import zxingcpp
-from ordonnance_samples import AUTHOR
+from ordonnance_samples import AUTHOR, prescription
 from PIL import Image, ImageDraw
 
 from gateway.cli import main
 from gateway.documents.model import Frequency
+from gateway.ordonnance import render_pdf
 from gateway.ordonnance import wording as w
 from gateway.ordonnance.code128 import code128_modules, code128_values
 from gateway.prescriptions.identifier import group, new_identifier
@@ -116,7 +118,7 @@ def _cda(tmp_path: Path) -> tuple[Path, bytes, str]:
     """A prescription CDA as the gateway builds it, with the real ordonnance embedded."""
     from gateway.documents import samples
     from gateway.documents.build import assign_ids, build_prescription
-    from gateway.ordonnance import qr_png, render_pdf
+    from gateway.ordonnance import qr_png
 
     p = assign_ids(samples.prescription())
     assert p.identifier
@@ -129,8 +131,6 @@ def _cda(tmp_path: Path) -> tuple[Path, bytes, str]:
 def test_cli_pdf_renders_a_cda_back_to_the_embedded_copy(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import pypdfium2 as pdfium
-
     doc, embedded, ident = _cda(tmp_path)
     out = tmp_path / "ordonnance.pdf"
     assert main(["ordonnance", "pdf", str(doc), "-o", str(out)]) == 0
@@ -213,3 +213,33 @@ def test_cda_with_the_real_ordonnance_and_qr_passes_schema_and_schematron(
         "/c:ClinicalDocument/c:documentationOf/c:serviceEvent/c:id", namespaces=ns
     )
     assert [(i.get("root"), i.get("extension")) for i in ids] == [(OID_PRESCRIPTION_ID, ident)]
+
+
+@pytest.mark.parametrize(
+    ("n", "text"),
+    [(1, "un"), (17, "dix-sept"), (21, "vingt et un"), (28, "vingt-huit"),
+     (71, "soixante et onze"), (80, "quatre-vingts"), (81, "quatre-vingt-un"),
+     (99, "quatre-vingt-dix-neuf"), (200, "deux cents"), (201, "deux cent un"),
+     (1000, "mille"), (80_000, "quatre-vingt mille"), (200_000, "deux cent mille")],
+)  # fmt: skip
+def test_numbers_in_letters(n: int, text: str) -> None:
+    assert w.in_letters(n) == text
+
+
+def test_secured_prescription_gives_quantities_in_letters() -> None:
+    data = render_pdf(prescription(secured=True))
+    text = " ".join(pdfium.PdfDocument(data)[0].get_textpage().get_text_range().split())
+    assert "ORDONNANCE SÉCURISÉE — nombre de médicaments prescrits : 3 (trois)" in text
+    assert "Pendant 90 (quatre-vingt-dix) jours — Quantité : 3 (trois) boîtes" in text
+    assert "À renouveler 2 (deux) fois" in text
+    assert "1 (un) comprimé, 3 (trois) fois par jour" in text
+    assert "Quantité : 1 (une) boîte" in text  # the gender follows the noun
+    assert "0,5 gélule" in text  # fractions stay in figures
+
+
+def test_exception_drugs_are_announced() -> None:
+    data = render_pdf(prescription(exception_drugs=True))
+    text = pdfium.PdfDocument(data)[0].get_textpage().get_text_range()
+    assert "PRESCRIPTION DE MÉDICAMENTS D'EXCEPTION" in text
+    assert "SÉCURISÉE" not in text
+

@@ -14,6 +14,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID as EKU
 from cryptography.x509.oid import NameOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pki_helpers import config_of, leaf
 
 from gateway import pki
@@ -477,3 +479,38 @@ def test_demo_population_gets_certificates(gateway_home, capsys):
     assert main(["init", "--demo", "--config", cfg]) == 0
     assert "issued" not in capsys.readouterr().out
     assert len(pki.list_certificates(config)) == 7
+
+
+_DN_TEXT = st.text(
+    alphabet=st.characters(
+        codec="utf-8", exclude_categories=("Cs", "Cc"), include_characters=',+="\\<>;# '
+    ),
+    min_size=1,
+    max_size=20,
+).filter(lambda v: v.strip())
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["CN", "O", "OU", "ST", "L", "C"]), _DN_TEXT),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_rendered_dn_parses_back(attributes):
+    """Whatever a subject holds (commas, plus signs, quotes, backslashes, leading '#' or spaces,
+    accents), subject_dn's rendering normalises to the attribute values themselves."""
+    oids = {
+        "CN": NameOID.COMMON_NAME,
+        "O": NameOID.ORGANIZATION_NAME,
+        "OU": NameOID.ORGANIZATIONAL_UNIT_NAME,
+        "ST": NameOID.STATE_OR_PROVINCE_NAME,
+        "L": NameOID.LOCALITY_NAME,
+        "C": NameOID.COUNTRY_NAME,
+    }
+    attrs = [(k, v if k != "C" else "FR") for k, v in attributes]
+    name = x509.Name([x509.NameAttribute(oids[k], v) for k, v in attrs])
+    expected = ",".join(f"{k}={' '.join(v.split()).casefold()}" for k, v in reversed(attrs))
+    assert pki.normalise_dn(pki.subject_dn(name)) == expected
+    assert pki.dn_matches(name, pki.subject_dn(name))

@@ -305,6 +305,9 @@ def test_export_pem_with_key_and_p12(mssgw, tmp_path):
     code, _, err = mssgw("pki", "export", serial, "-o", str(keyed))
     one_line_error(err, "already exists")
     assert code == 1
+    code, _, err = mssgw("pki", "export", serial, "-o", str(tmp_path / "no" / "such.pem"))
+    one_line_error(err, "no such folder")
+    assert code == 1 and not (tmp_path / "no").exists()
 
     p12 = tmp_path / "robot.p12"
     code, _, err = mssgw("pki", "export", serial, "--format", "p12", "-o", str(p12), stdin="\n")

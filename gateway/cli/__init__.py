@@ -26,6 +26,7 @@ COMMAND_MODULES: list[str] = [
     "gateway.cli.setup",
     "gateway.directory.cli",
     "gateway.directory.trust_cli",
+    "gateway.audit_cli",
     "gateway.pki.cli",
     "gateway.prescriptions.cli",
     "gateway.xdm.cli",

@@ -46,6 +46,8 @@ MIGRATIONS = [
     CREATE TABLE auth_failure (scope TEXT NOT NULL, key TEXT NOT NULL, at REAL NOT NULL);
     CREATE INDEX auth_failure_key ON auth_failure(scope, key, at);
     """,
+    # Expired failures are purged on every new failure (attackers try many addresses).
+    "CREATE INDEX auth_failure_at ON auth_failure(at);",
 ]
 
 
@@ -90,11 +92,8 @@ class FailureLog:
 
     def record(self, entries: list[tuple[str, str]], at: float, keep_since: float) -> None:
         with self._lock, transaction(self.conn):
+            self.conn.execute("DELETE FROM auth_failure WHERE at < ?", (keep_since,))
             for scope, key in entries:
-                self.conn.execute(
-                    "DELETE FROM auth_failure WHERE scope = ? AND key = ? AND at < ?",
-                    (scope, key, keep_since),
-                )
                 self.conn.execute(
                     "INSERT INTO auth_failure (scope, key, at) VALUES (?, ?, ?)", (scope, key, at)
                 )
@@ -205,7 +204,8 @@ class Authenticator:
     def _before_verify(
         self, address: str, password: str, client_ip: str | None
     ) -> AuthResult | str | None:
-        """The cheap checks. Returns a final result, or the stored hash (None: unknown) to check."""
+        """The cheap checks. Returns a final result, or what the slow path must check: the
+        stored hash, "" when the mailbox has no password yet, None when it does not exist."""
         addr = address.strip().lower()
         wait = self._lockout(addr, client_ip)
         if wait is not None:

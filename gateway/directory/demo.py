@@ -154,16 +154,19 @@ def register(config: Config) -> list[str]:
     ]
     lines: list[str] = []
     existing: list[str] = []
-    for label, address, add in steps:
-        if directory.get(address) is not None:
-            existing.append(address)
-            continue
-        mailbox = add(address)
-        password = secrets.token_urlsafe(12)
-        directory.set_password(address, password)
-        lines.append(
-            f"demo {label}: {address} ({mailbox.display_name}) password: {password}"
-        )
+    try:
+        for label, address, add in steps:
+            if directory.get(address) is not None:
+                existing.append(address)
+                continue
+            mailbox = add(address)
+            password = secrets.token_urlsafe(12)
+            directory.set_password(address, password)
+            lines.append(
+                f"demo {label}: {address} ({mailbox.display_name}) password: {password}"
+            )
+    finally:
+        directory.close()
     if not lines:
         print(f"the demo population already exists ({len(existing)} mailboxes, e.g. "
               f"{doctor_address(domain)}); its passwords were printed when it was created")

@@ -34,9 +34,10 @@ class UnknownMailbox(NotFound):
 class DuplicateMailbox(Conflict):
     """The address, or a unique identifier (RPPS, ADELI, INS), is already registered."""
 
-    def __init__(self, field: str, value: str, owner: str) -> None:
+    def __init__(self, field: str, value: str, owner: str | None = None) -> None:
         self.field = field
-        super().__init__(f"{field}: {value!r} is already registered (mailbox {owner})")
+        whose = f" (mailbox {owner})" if owner else ""
+        super().__init__(f"{field}: {value!r} is already registered{whose}")
 
 
 class UnknownDomain(NotFound):

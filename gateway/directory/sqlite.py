@@ -227,7 +227,7 @@ class SQLiteDirectory:
         return addr
 
     def _check_unique(
-        self, conn: sqlite3.Connection, identity: Any, address: str, *, exclude: str | None = None
+        self, conn: sqlite3.Connection, identity: Any, *, exclude: str | None = None
     ) -> None:
         for column, value in (
             ("rpps", getattr(identity, "rpps", None)),
@@ -270,8 +270,8 @@ class SQLiteDirectory:
                 "SELECT address FROM directory_mailbox WHERE address = ?", (addr,)
             ).fetchone()
             if row:
-                raise DuplicateMailbox("email", addr, addr)
-            self._check_unique(conn, identity, addr)
+                raise DuplicateMailbox("email", addr)
+            self._check_unique(conn, identity)
             self._check_structure(conn, getattr(identity, "structure", None))
             now = _now()
             conn.execute(
@@ -402,7 +402,7 @@ class SQLiteDirectory:
         else:
             display = current.display_name
         with self._change() as conn:
-            self._check_unique(conn, new, current.address, exclude=current.address)
+            self._check_unique(conn, new, exclude=current.address)
             self._check_structure(conn, getattr(new, "structure", None))
             conn.execute(
                 "UPDATE directory_mailbox SET display_name = ?, rpps = ?, adeli = ?, finess = ?,"

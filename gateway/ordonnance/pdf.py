@@ -321,9 +321,10 @@ class _Ordonnance(FPDF):
         codes = w.product_codes(line)
         if codes:
             pieces.append((codes, 7.5, "", GREY))
-        for sentence in w.dosage_lines(line):
+        letters = self.p.secured
+        for sentence in w.dosage_lines(line, letters):
             pieces.append((sentence, 9.5, "", BLACK))
-        supply = w.supply_text(line)
+        supply = w.supply_text(line, letters)
         if supply:
             pieces.append((supply, 9.5, "", BLACK))
         subst = w.substitution_text(line)
@@ -339,6 +340,18 @@ class _Ordonnance(FPDF):
             self.set_x(MARGIN + indent)
             self.text_block(text, size, style, w=body_w, color=color)
         self.set_y(self.y + 3.5)
+
+    def kind_banner(self) -> None:
+        """What kind of ordonnance this is, when it is not an ordinary one."""
+        if self.p.secured:
+            count = w.spelled(len(self.p.lines), True)
+            self.text_block(
+                f"ORDONNANCE SÉCURISÉE — nombre de médicaments prescrits : {count}", 10, "B"
+            )
+        if self.p.exception_drugs:
+            self.text_block("PRESCRIPTION DE MÉDICAMENTS D'EXCEPTION", 10, "B")
+        if self.p.secured or self.p.exception_drugs:
+            self.set_y(self.y + 3)
 
     def lines(self, lines: Sequence[tuple[int, PrescriptionLine]]) -> None:
         for number, line in lines:
@@ -370,6 +383,7 @@ def render_pdf(prescription: Prescription) -> bytes:
     pdf = _Ordonnance(prescription, identifier)
     pdf.add_page()
     numbered = list(enumerate(prescription.lines, start=1))
+    pdf.kind_banner()
     if is_bizone(prescription):
         pdf.zone(ALD_HEADING, ALD_SUB)
         pdf.lines([(n, line) for n, line in numbered if line.ald])

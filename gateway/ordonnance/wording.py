@@ -141,6 +141,73 @@ def number(value: Decimal | int) -> str:
     return text.replace(".", ",")
 
 
+_UNITS = (
+    "zéro", "un", "deux", "trois", "quatre", "cinq", "six", "sept", "huit", "neuf", "dix",
+    "onze", "douze", "treize", "quatorze", "quinze", "seize",
+)  # fmt: skip
+_TENS = {2: "vingt", 3: "trente", 4: "quarante", 5: "cinquante", 6: "soixante"}
+
+
+def _below_100(n: int) -> str:
+    if n <= 16:
+        return _UNITS[n]
+    if n < 20:
+        return "dix-" + _UNITS[n - 10]
+    if n < 70:
+        tens, unit = divmod(n, 10)
+        if unit == 0:
+            return _TENS[tens]
+        return _TENS[tens] + (" et un" if unit == 1 else "-" + _UNITS[unit])
+    if n < 80:
+        return "soixante et onze" if n == 71 else "soixante-" + _below_100(n - 60)
+    return "quatre-vingts" if n == 80 else "quatre-vingt-" + _below_100(n - 80)
+
+
+def _below_1000(n: int, *, before_mille: bool = False) -> str:
+    hundreds, rest = divmod(n, 100)
+    if hundreds == 0:
+        text = _below_100(rest)
+        return text[:-1] if before_mille and text == "quatre-vingts" else text
+    head = "cent" if hundreds == 1 else f"{_UNITS[hundreds]} cent"
+    if rest == 0:
+        return head if hundreds == 1 or before_mille else head + "s"
+    return f"{head} {_below_100(rest)}"
+
+
+def in_letters(n: int) -> str:
+    """French numbers in words (traditional spelling: `vingt et un`, `quatre-vingts`, `deux
+    cents`, `deux cent mille`), as secured prescriptions require for quantities."""
+    if not 0 <= n < 1_000_000:
+        raise ValueError("0 to 999 999 only")
+    thousands, rest = divmod(n, 1000)
+    if thousands == 0:
+        return _below_1000(rest)
+    head = "mille" if thousands == 1 else _below_1000(thousands, before_mille=True) + " mille"
+    return head if rest == 0 else f"{head} {_below_1000(rest)}"
+
+
+# Feminine nouns counted on an ordonnance: "une gélule", "vingt et une boîtes", "une fois".
+FEMININE = {
+    "ampoule", "application", "boîte", "bouffée", "capsule", "cuillère", "cuillère-mesure",
+    "dose", "fois", "goutte", "gélule", "pulvérisation", "seringue", "unité",
+}  # fmt: skip
+
+
+def spelled(value: Decimal | int, letters: bool, noun: str = "") -> str:
+    """`28`, or `28 (vingt-huit)` when the ordonnance must give quantities in letters
+    (secured prescriptions, art. R5132-29); fractions stay in figures. `noun` (the counted
+    word) gives the gender: `1 (une) gélule`."""
+    text = number(value)
+    d = Decimal(value)
+    if letters and d == d.to_integral_value() and 0 <= d < 1_000_000:
+        spelt = in_letters(int(d))
+        first = noun.split(" ")[0].lower()
+        if spelt.endswith("un") and (first in FEMININE or first.rstrip("s") in FEMININE):
+            spelt += "e"
+        return f"{text} ({spelt})"
+    return text
+
+
 def plural(value: Decimal | int, singular: str, plural_form: str | None = None) -> str:
     """French rule: plural from 2 upwards (`1,5 comprimé`, `2 comprimés`)."""
     if Decimal(value) >= 2:
@@ -223,27 +290,29 @@ def unit_words(unit: str, quantity: Decimal) -> str:
     return label
 
 
-def dose_text(dose: Dose) -> str:
-    return f"{number(dose.quantity)} {unit_words(dose.unit, dose.quantity)}".strip()
+def dose_text(dose: Dose, letters: bool = False) -> str:
+    unit = unit_words(dose.unit, dose.quantity)
+    return f"{spelled(dose.quantity, letters, unit)} {unit}".strip()
 
 
-def frequency_text(freq: Frequency) -> str:
+def frequency_text(freq: Frequency, letters: bool = False) -> str:
     """`3 fois par jour`, `1 fois tous les 2 jours`, `toutes les 8 heures`."""
     single, many, gender = PERIODS.get(freq.period_unit, (freq.period_unit, freq.period_unit, "m"))
     every = "toutes les" if gender == "f" else "tous les"
+    times = spelled(freq.times, letters, "fois")
     if freq.period_value == 1:
-        return f"{freq.times} fois par {single}"
-    period = f"{every} {number(freq.period_value)} {many}"
-    return period if freq.times == 1 else f"{freq.times} fois {period}"
+        return f"{times} fois par {single}"
+    period = f"{every} {spelled(freq.period_value, letters, single)} {many}"
+    return period if freq.times == 1 else f"{times} fois {period}"
 
 
-def dosage_lines(line: PrescriptionLine) -> list[str]:
+def dosage_lines(line: PrescriptionLine, letters: bool = False) -> list[str]:
     """The dosage as sentences: structured part first, then the prescriber's free text."""
     parts = []
     if line.dose:
-        parts.append(dose_text(line.dose))
+        parts.append(dose_text(line.dose, letters))
     if line.frequency:
-        parts.append(frequency_text(line.frequency))
+        parts.append(frequency_text(line.frequency, letters))
     if line.route and line.route in ROUTES:
         parts.append(ROUTES[line.route])
     out = []
@@ -256,16 +325,18 @@ def dosage_lines(line: PrescriptionLine) -> list[str]:
     return out
 
 
-def supply_text(line: PrescriptionLine) -> str:
+def supply_text(line: PrescriptionLine, letters: bool = False) -> str:
     """`Pendant 7 jours — Quantité : 2 boîtes — À renouveler 2 fois`."""
     parts = []
     if line.duration_days:
-        parts.append(f"Pendant {line.duration_days} {plural(line.duration_days, 'jour')}")
+        days = spelled(line.duration_days, letters)
+        parts.append(f"Pendant {days} {plural(line.duration_days, 'jour')}")
     if line.quantity is not None:
         unit = clean(line.quantity_unit, limit=60) or "boîte"
-        parts.append(f"Quantité : {number(line.quantity)} {plural(line.quantity, unit)}")
+        count = spelled(line.quantity, letters, unit)
+        parts.append(f"Quantité : {count} {plural(line.quantity, unit)}")
     if line.renewals > 0:
-        parts.append(f"À renouveler {line.renewals} fois")
+        parts.append(f"À renouveler {spelled(line.renewals, letters, 'fois')} fois")
     return " — ".join(parts)
 
 

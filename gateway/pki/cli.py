@@ -92,6 +92,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise PKIError(f"{out}: already exists (use --force to replace it)")
     if out.is_dir():
         raise PKIError(f"{out}: is a folder")
+    if not out.parent.is_dir():
+        raise PKIError(f"{out.parent}: no such folder")
     record = ca.get_certificate(config, args.serial)
     if args.format == "p12":
         write_private(out, ca.export_pkcs12(config, record.serial, _p12_password()))

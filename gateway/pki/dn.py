@@ -111,7 +111,8 @@ def _attribute(text: str) -> tuple[str, str]:
         raise ValueError(f"not a distinguished name attribute: {text.strip()!r}")
     key = key.strip().upper()
     key = _ALIASES.get(key, key)
-    value = " ".join(_unescape(value.strip()).split()).casefold()
+    # Unescape before trimming: an escaped trailing space ("x\\ ") must not leave a backslash.
+    value = " ".join(_unescape(value.lstrip()).split()).casefold()
     return key, value
 
 

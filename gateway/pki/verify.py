@@ -78,8 +78,10 @@ def verify_certificate(
     purpose: Purpose | str = Purpose.ANY,
     at: datetime | None = None,
 ) -> VerifyResult:
+    """Whether `cert` is acceptable for `purpose` at time `at` (default now; naive = UTC)."""
     purpose = Purpose(purpose)
-    at = (at or datetime.now(UTC)).astimezone(UTC)
+    at = at or datetime.now(UTC)
+    at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
     name = subject_dn(cert.subject)
 
     trusted = [ca_certificate(config, CA.ROOT), *anchor_certificates(config)]
