@@ -5,6 +5,7 @@
     dmp.submit(metadata, cda_bytes, actor=Actor.gateway(), signature=dsg_bytes)
     dmp.find(ins, actor=Actor.from_mailbox(mailbox), class_codes=["42"])
 
+`feed.file_package(dmp, package, actor=...)` files a checked XDM package (all or none).
 `repository.py` is the interface (an XDS.b ITI-41 connector can implement it), `sqlite.py` the
 embedded implementation, `access.py` the access rule. Every access is written to the audit log.
 """
@@ -23,6 +24,7 @@ from gateway.dmp.model import (
     DuplicateDocument,
     InvalidDocument,
     StoredDocument,
+    Submission,
 )
 from gateway.dmp.repository import DocumentRepository
 
@@ -47,5 +49,6 @@ __all__ = [
     "DuplicateDocument",
     "InvalidDocument",
     "StoredDocument",
+    "Submission",
     "open_dmp",
 ]

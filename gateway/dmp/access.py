@@ -56,11 +56,7 @@ def may_see(actor: Actor, entry: DocumentEntry) -> Decision:
 
 
 def is_author(actor: Actor, entry: DocumentEntry) -> bool:
-    m = entry.metadata
-    authors = {
-        k.strip().lower() for k in (m.author_id, m.author_address, m.author_institution) if k
-    }
-    return bool(authors & actor.keys())
+    return bool(entry.metadata.author_keys() & actor.keys())
 
 
 def may_change(actor: Actor, entry: DocumentEntry, *, delete: bool = False) -> Decision:

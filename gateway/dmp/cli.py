@@ -112,6 +112,40 @@ def cmd_get(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from gateway.dmp.feed import file_package
+    from gateway.xdm import read_package
+    from gateway.xdm.cli import limits_of
+
+    config = config_of(args)
+    limits = limits_of(config)
+    path = Path(args.package)
+    try:
+        if path.stat().st_size > limits.max_package_bytes:
+            raise GatewayError(f"{path}: over the limit of {limits.max_package_bytes} bytes")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise GatewayError(f"{path}: cannot read: {exc.strerror}") from None
+    package = read_package(data, limits)
+    dmp = open_dmp(config)
+    try:
+        entries = file_package(
+            dmp,
+            package,
+            actor=_admin(),
+            author_address=args.author,
+            prescription_id=args.prescription,
+        )
+    finally:
+        dmp.close()
+    for e in entries:
+        sig = " with its signature" if e.has_signature else ""
+        print(
+            f"filed {e.unique_id} (class {e.metadata.class_code}) for {e.metadata.patient_ins}{sig}"
+        )
+    return 0
+
+
 def cmd_deprecate(args: argparse.Namespace) -> int:
     dmp = _dmp(args)
     try:
@@ -166,6 +200,13 @@ def register(sub: Any) -> None:
     p.add_argument("unique_id", metavar="UNIQUEID")
     p.add_argument("-o", "--output", required=True, metavar="FILE")
     p.add_argument("--signature", metavar="FILE", help="also write its signature document")
+
+    p = add_command(
+        group, "import", "file every document of an IHE_XDM.zip in its patient's record", cmd_import
+    )
+    p.add_argument("package", metavar="IHE_XDM.zip")
+    p.add_argument("--author", metavar="EMAIL", help="the author's mailbox (access rule)")
+    p.add_argument("--prescription", metavar="ID", help="the e-prescription identifier")
 
     p = add_command(group, "deprecate", "mark a document deprecated", cmd_deprecate)
     p.add_argument("unique_id", metavar="UNIQUEID")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -50,8 +50,14 @@ class DocumentMetadata:
     confidentiality_code: str = "N"
     language_code: str = "fr-FR"
     prescription_id: str | None = None  # the e-prescription identifier it belongs to
+    other_authors: tuple[str, ...] = ()  # further authors' national ids or addresses
     hash: str | None = None
     size: int | None = None
+
+    def author_keys(self) -> set[str]:
+        """Every identity of the document's authors, lower case (what access rules compare)."""
+        keys = (self.author_id, self.author_address, self.author_institution, *self.other_authors)
+        return {k.strip().lower() for k in keys if k and k.strip()}
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,7 @@ class DocumentEntry:
             "confidentiality_code": m.confidentiality_code,
             "language_code": m.language_code,
             "prescription_id": m.prescription_id,
+            "other_authors": list(m.other_authors),
             "hash": self.hash,
             "size": self.size,
             "status": self.status.value,
@@ -104,6 +111,18 @@ class DocumentEntry:
             "replaced_by": self.replaced_by,
             "hidden_from": list(self.hidden_from),
         }
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One document to file: its metadata, exact bytes, and what goes with it."""
+
+    metadata: DocumentMetadata
+    content: bytes = field(repr=False)
+    signature: bytes | None = field(default=None, repr=False)  # IHE DSG signature document
+    signature_format: str | None = None
+    replaces: str | None = None  # uniqueId of the version it replaces (RPLC)
+    hidden_from: tuple[str, ...] = ()  # professionals (address or national id) kept out
 
 
 @dataclass(frozen=True)

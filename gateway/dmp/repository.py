@@ -10,7 +10,14 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Protocol
 
-from gateway.dmp.model import Actor, DocumentEntry, DocumentMetadata, DocumentStatus, StoredDocument
+from gateway.dmp.model import (
+    Actor,
+    DocumentEntry,
+    DocumentMetadata,
+    DocumentStatus,
+    StoredDocument,
+    Submission,
+)
 
 
 class DocumentRepository(Protocol):
@@ -28,6 +35,10 @@ class DocumentRepository(Protocol):
         """File a document (ITI-41). `replaces`: the uniqueId it replaces (RPLC), which is
         deprecated in the same transaction. `hidden_from`: addresses or national ids of
         professionals who may not see it (patient's objection)."""
+        ...
+
+    def submit_set(self, submissions: Sequence[Submission], *, actor: Actor) -> list[DocumentEntry]:
+        """File a submission set (ITI-41 "Provide and Register Document Set"): all or none."""
         ...
 
     def find(

@@ -36,6 +36,7 @@ from gateway.dmp.model import (
     DuplicateDocument,
     InvalidDocument,
     StoredDocument,
+    Submission,
 )
 from gateway.errors import GatewayError
 
@@ -100,6 +101,10 @@ MIGRATIONS = [
         PRIMARY KEY (unique_id, mask_key)
     );
     """,
+    # XDS entries may name several authors (e.g. the pharmacist and the pharmacy record system).
+    """
+    ALTER TABLE dmp_documents ADD COLUMN other_authors TEXT NOT NULL DEFAULT '';
+    """,
 ]
 
 _UTC = dt.UTC
@@ -163,6 +168,7 @@ class SQLiteDMP:
             confidentiality_code=row["confidentiality_code"],
             language_code=row["language_code"],
             prescription_id=row["prescription_id"],
+            other_authors=tuple(row["other_authors"].split()),
             hash=row["hash"],
             size=row["size"],
         )
@@ -231,6 +237,44 @@ class SQLiteDMP:
         replaces: str | None = None,
         hidden_from: Sequence[str] = (),
     ) -> DocumentEntry:
+        one = Submission(
+            metadata, content, signature, signature_format, replaces, tuple(hidden_from)
+        )
+        return self.submit_set([one], actor=actor)[0]
+
+    def submit_set(self, submissions: Sequence[Submission], *, actor: Actor) -> list[DocumentEntry]:
+        """File several documents in one transaction (one XDS submission set): all or none."""
+        try:
+            if not submissions:
+                raise InvalidDocument("nothing to file: the submission set is empty")
+            with atomic(self.conn):
+                entries = [self._file(sub, actor=actor) for sub in submissions]
+        except GatewayError as exc:
+            for sub in submissions:
+                self.audit(
+                    actor.name,
+                    "dmp.submit",
+                    sub.metadata.unique_id,
+                    {"outcome": "refused", "reason": str(exc), "patient": sub.metadata.patient_ins},
+                )
+            raise
+        for entry in entries:
+            self.audit(
+                actor.name,
+                "dmp.submit",
+                entry.unique_id,
+                {
+                    "outcome": "filed",
+                    "patient": entry.metadata.patient_ins,
+                    "replaces": entry.replaces,
+                },
+            )
+        return entries
+
+    @staticmethod
+    def _checked(sub: Submission) -> tuple[str, str, int]:
+        """(INS, hash, size) of a submission whose metadata hold together."""
+        metadata, content = sub.metadata, sub.content
         ins = identifiers.ins(metadata.patient_ins, "patient INS")
         if not metadata.unique_id.strip():
             raise InvalidDocument("a document needs a uniqueId")
@@ -248,49 +292,16 @@ class SQLiteDMP:
                 f"document {metadata.unique_id}: size {metadata.size} does not match its bytes"
                 f" ({size})"
             )
-        try:
-            entry = self._file(
-                metadata,
-                ins,
-                content,
-                digest,
-                size,
-                actor=actor,
-                signature=signature,
-                signature_format=signature_format,
-                replaces=replaces,
-                hidden_from=hidden_from,
-            )
-        except GatewayError as exc:
-            self.audit(
-                actor.name,
-                "dmp.submit",
-                metadata.unique_id,
-                {"outcome": "refused", "reason": str(exc), "patient": ins},
-            )
-            raise
-        self.audit(
-            actor.name,
-            "dmp.submit",
-            metadata.unique_id,
-            {"outcome": "filed", "patient": ins, "replaces": replaces},
-        )
-        return entry
+        return ins, digest, size
 
-    def _file(
-        self,
-        metadata: DocumentMetadata,
-        ins: str,
-        content: bytes,
-        digest: str,
-        size: int,
-        *,
-        actor: Actor,
-        signature: bytes | None,
-        signature_format: str | None,
-        replaces: str | None,
-        hidden_from: Sequence[str],
-    ) -> DocumentEntry:
+    def _file(self, sub: Submission, *, actor: Actor) -> DocumentEntry:
+        metadata, content, replaces = sub.metadata, sub.content, sub.replaces
+        signature, signature_format, hidden_from = (
+            sub.signature,
+            sub.signature_format,
+            sub.hidden_from,
+        )
+        ins, digest, size = self._checked(sub)
         with atomic(self.conn):
             _enforce(may_submit(actor), actor)
             if self._load(metadata.unique_id) is not None:
@@ -323,8 +334,8 @@ class SQLiteDMP:
                 " format_code, creation_time, title, mime_type, author_id, author_address,"
                 " author_institution, set_id, version, confidentiality_code, language_code,"
                 " prescription_id, hash, size, status, submitted_at, submitted_by,"
-                " signature_format, replaces, has_signature) VALUES"
-                " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " signature_format, replaces, has_signature, other_authors) VALUES"
+                " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     metadata.unique_id,
                     ins,
@@ -350,17 +361,14 @@ class SQLiteDMP:
                     signature_format if signature is not None else None,
                     replaces,
                     int(signature is not None),
+                    " ".join(k.strip() for k in metadata.other_authors if k.strip()),
                 ),
             )
             self.conn.execute(
                 "INSERT INTO dmp_content (unique_id, content, signature) VALUES (?, ?, ?)",
                 (metadata.unique_id, content, signature),
             )
-            authors = {
-                k.strip().lower()
-                for k in (metadata.author_id, metadata.author_address, metadata.author_institution)
-                if k and k.strip()
-            }
+            authors = metadata.author_keys()
             self.conn.executemany(
                 "INSERT INTO dmp_authors (unique_id, patient_ins, author_key) VALUES (?, ?, ?)",
                 [(metadata.unique_id, ins, key) for key in sorted(authors)],

@@ -1,0 +1,157 @@
+"""From an XDM package (as `gateway.xdm.read_package` checked it) to DMP submissions.
+
+The XDM METADATA.XML carries the same XDS metadata the DMP wants (ITI-41 uses them as they are):
+each content document becomes one `Submission` with its exact bytes, and the package's IHE DSG
+signature document (which signs the whole submission set) goes with each of them. Pure: filing
+is `DocumentRepository.submit_set`, all documents or none.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from gateway.dmp.model import (
+    Actor,
+    DocumentEntry,
+    DocumentMetadata,
+    InvalidDocument,
+    Submission,
+)
+from gateway.dmp.repository import DocumentRepository
+from gateway.xdm import Author, Package
+from gateway.xdm import DocumentEntry as XdsEntry
+
+
+def ins_of(patient_id: str) -> str:
+    """`INS^^^&1.2.250.1.213.1.4.8&ISO^NH` (an HL7 CX) -> `INS`."""
+    return patient_id.split("^", 1)[0].strip()
+
+
+_DTM_FORMATS = {
+    4: "%Y",
+    6: "%Y%m",
+    8: "%Y%m%d",
+    10: "%Y%m%d%H",
+    12: "%Y%m%d%H%M",
+    14: "%Y%m%d%H%M%S",
+}
+
+
+def xds_time(value: str | None) -> dt.datetime | None:
+    """XDS DTM (`YYYY[MM[DD[hh[mm[ss]]]]]`, UTC) -> an aware datetime."""
+    if not value:
+        return None
+    fmt = _DTM_FORMATS.get(len(value))
+    try:
+        if fmt is None:
+            raise ValueError(value)
+        return dt.datetime.strptime(value, fmt).replace(tzinfo=dt.UTC)
+    except ValueError:
+        raise InvalidDocument(f"creationTime {value!r} is not an XDS date-time") from None
+
+
+def _person_id(author: Author) -> str | None:
+    """XCN `id^FAMILY^Given^...`: the national id ("8" + RPPS...) is the first component."""
+    return (author.person or "").split("^", 1)[0].strip() or None
+
+
+def _institution_id(author: Author) -> str | None:
+    """XON `name^^^^^&OID&ISO^IDNST^^^id`: the structure's national id is the 10th component."""
+    parts = (author.institution or "").split("^")
+    return parts[9].strip() if len(parts) > 9 and parts[9].strip() else None
+
+
+def metadata_of(
+    entry: XdsEntry, *, author_address: str | None = None, prescription_id: str | None = None
+) -> DocumentMetadata:
+    """Our DocumentMetadata for one XDS entry. `author_address`: the sender's mailbox, when the
+    package came by mail from its author (lets the access rule match the mailbox too)."""
+    missing = [
+        name
+        for name, value in (
+            ("classCode", entry.class_code),
+            ("typeCode", entry.type_code),
+            ("formatCode", entry.format_code),
+            ("creationTime", entry.creation_time),
+        )
+        if not value
+    ]
+    if missing:
+        raise InvalidDocument(f"document {entry.unique_id}: no {', '.join(missing)} in metadata")
+    assert entry.class_code and entry.type_code and entry.format_code  # for the type checker
+    ids = [(_person_id(a), _institution_id(a)) for a in entry.authors]
+    first_person, first_institution = ids[0] if ids else (None, None)
+    others = tuple(
+        k for pair in ids[1:] for k in pair if k and k not in (first_person, first_institution)
+    )
+    created = xds_time(entry.creation_time)
+    assert created is not None
+    return DocumentMetadata(
+        unique_id=entry.unique_id,
+        patient_ins=ins_of(entry.patient_id),
+        class_code=entry.class_code.code,
+        type_code=entry.type_code.code,
+        format_code=entry.format_code.code,
+        creation_time=created,
+        title=entry.title or entry.type_code.display or entry.type_code.code,
+        mime_type=entry.mime_type,
+        author_id=first_person,
+        author_address=author_address,
+        author_institution=first_institution,
+        confidentiality_code=entry.confidentiality[0].code if entry.confidentiality else "N",
+        language_code=entry.language_code or "fr-FR",
+        prescription_id=prescription_id,
+        other_authors=others,
+        hash=entry.hash,
+        size=entry.size,
+    )
+
+
+def submissions_of(
+    package: Package,
+    *,
+    author_address: str | None = None,
+    prescription_id: str | None = None,
+    hidden_from: Sequence[str] = (),
+) -> list[Submission]:
+    """One submission per content document, each with the package's signature document."""
+    if not package.content:
+        raise InvalidDocument("the package holds no document to file (only signatures)")
+    signatures = package.signatures
+    signature = signatures[0] if signatures else None
+    return [
+        Submission(
+            metadata=metadata_of(
+                doc.entry, author_address=author_address, prescription_id=prescription_id
+            ),
+            content=doc.data,
+            signature=signature.data if signature else None,
+            signature_format=(
+                signature.entry.format_code.code
+                if signature and signature.entry.format_code
+                else None
+            ),
+            hidden_from=tuple(hidden_from),
+        )
+        for doc in package.content
+    ]
+
+
+def file_package(
+    dmp: DocumentRepository,
+    package: Package,
+    *,
+    actor: Actor,
+    author_address: str | None = None,
+    prescription_id: str | None = None,
+    hidden_from: Sequence[str] = (),
+) -> list[DocumentEntry]:
+    """File every document of a checked XDM package in the patient's record, all or none."""
+    subs = submissions_of(
+        package,
+        author_address=author_address,
+        prescription_id=prescription_id,
+        hidden_from=hidden_from,
+    )
+    return dmp.submit_set(subs, actor=actor)
