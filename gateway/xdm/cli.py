@@ -19,6 +19,11 @@ class FileError(GatewayError):
     """A file named on the command line cannot be read or written."""
 
 
+def limits_of(config: Config) -> Limits:
+    """The [xdm] limits (kept here for callers; same as `Limits.of(config)`)."""
+    return Limits.of(config)
+
+
 def _read(path: str, what: str, limit: int) -> bytes:
     p = Path(path)
     try:
