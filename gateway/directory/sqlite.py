@@ -217,6 +217,10 @@ class SQLiteDirectory:
                 )
         elif dom == self.patient_domain:
             raise v.InvalidField("email", addr, f"{dom} holds patients' mailboxes only")
+        if not own:
+            raise GatewayError(
+                "directory: this gateway has no domain of its own yet: run `mssgw init` first"
+            )
         if dom not in own:
             raise v.InvalidField(
                 "email",
@@ -664,10 +668,7 @@ class SQLiteDirectory:
         removed: list[str] = []
         changed: list[str] = []
         with self._change() as conn:
-            row = conn.execute(
-                "SELECT value FROM directory_meta WHERE key = 'whitelist_generated'"
-            ).fetchone()
-            previous = row[0] if row else None
+            previous = self.whitelist_generated()
             if previous and wl.generated and wl.generated < previous and not allow_older:
                 raise InvalidWhitelist(
                     f"{p.name}: generated {wl.generated}, older than the list already imported"
