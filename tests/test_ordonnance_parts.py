@@ -243,3 +243,9 @@ def test_exception_drugs_are_announced() -> None:
     assert "PRESCRIPTION DE MÉDICAMENTS D'EXCEPTION" in text
     assert "SÉCURISÉE" not in text
 
+
+
+def test_cli_qr_refuses_an_absurd_scale(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "qr.png"
+    assert main(["ordonnance", "qr", new_identifier(), "-o", str(out), "--scale", "100000"]) == 1
+    assert "1 to 100 pixels" in capsys.readouterr().err and not out.exists()
