@@ -275,6 +275,23 @@ def test_cda_attachment_from_the_doctors_software(gw: Gateway, tmp_path: Path) -
     assert qr_text(attachment(got, ".pdf")) == str(got["X-Ordonnance-Id"])
 
 
+def test_same_message_twice_registers_once(gw: Gateway) -> None:
+    from gateway.prescriptions.registry import open_registry
+
+    registry = open_registry(gw.config)
+    try:
+        before = len(registry.find(actor="test", patient_ins="279035121518989"))
+        msg = form_message(DOCTOR, PATIENT, FORM)
+        received = len(gw.fetch_all(PATIENT))
+        gw.send(DOCTOR, msg)
+        gw.send(DOCTOR, msg)  # a client retrying after a lost answer
+        got = gw.wait_for(PATIENT, received + 2)[received:]
+        assert len({str(m["X-Ordonnance-Id"]) for m in got}) == 1
+        assert len(registry.find(actor="test", patient_ins="279035121518989")) == before + 1
+    finally:
+        registry.close()
+
+
 def test_unknown_drug_is_explained_with_candidates(gw: Gateway) -> None:
     before_patient = len(gw.fetch_all(PATIENT))
     before_doctor = len(gw.fetch_all(DOCTOR))
