@@ -272,7 +272,16 @@ def test_cda_attachment_from_the_doctors_software(gw: Gateway, tmp_path: Path) -
     gw.send(DOCTOR, msg)
     got = gw.wait_for(PATIENT, before + 1)[-1]
     assert str(got["Subject"]).startswith("XDM/1.0/DDM+")
-    assert qr_text(attachment(got, ".pdf")) == str(got["X-Ordonnance-Id"])
+    identifier = str(got["X-Ordonnance-Id"])
+    assert qr_text(attachment(got, ".pdf")) == identifier
+    # The same document in another mail: already registered, refused, not delivered again.
+    del msg["Message-ID"]
+    msg["Message-ID"] = make_msgid(domain="client.test")
+    doctor = len(gw.fetch_all(DOCTOR))
+    gw.send(DOCTOR, msg)
+    refusal = gw.wait_for(DOCTOR, doctor + 1)[-1]
+    assert "refusée" in str(refusal["Subject"]) and identifier in text_of(refusal)
+    assert len(gw.fetch_all(PATIENT)) == before + 1
 
 
 def test_same_message_twice_registers_once(gw: Gateway) -> None:
