@@ -395,7 +395,9 @@ class RelayHandler(BaseHandler):
         return session.peer_check
 
     async def check_sender(self, session: GatewaySession, sender: str) -> Reply | None:
-        return self.gw.rate_limit(_ip(session), None)
+        # No rate limit here: peers are operators identified by certificate, whose volume is
+        # legitimately high; a peer without a valid certificate is refused at RCPT anyway.
+        return None
 
     async def check_recipient(
         self, session: GatewaySession, sender: str, rcpt: str
