@@ -16,7 +16,7 @@ import ssl
 from cryptography import x509
 
 from gateway.config import Config, parse_hostport
-from gateway.imap.server import serve_connection
+from gateway.imap.server import end_sessions, serve_connection
 from gateway.imap.session import AuthFailed, Hooks, Login
 from gateway.store.mailstore import StorePool
 
@@ -102,6 +102,18 @@ def _small_tls_buffers() -> None:
         sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
 
 
+def _close_sessions_with(server: asyncio.Server) -> None:
+    """Closing the listener also ends its sessions (BYE): IMAP clients stay connected for
+    hours, so `mssgw serve` would otherwise wait its whole grace period for them."""
+    close = server.close
+
+    def close_all_too() -> None:
+        close()
+        end_sessions()
+
+    server.close = close_all_too  # type: ignore[method-assign]
+
+
 async def start(
     config: Config, *, reuse_port: bool = False, hooks: Hooks | None = None
 ) -> list[asyncio.Server]:
@@ -129,6 +141,7 @@ async def start(
                 backlog=1024,
             )
             setattr(server, "mssgw_name", f"imap {name}")  # noqa: B010 - read by gateway.server
+            _close_sessions_with(server)
             servers.append(server)
         except BaseException:
             for s in servers:
