@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import ssl
 
 from cryptography import x509
@@ -19,6 +20,8 @@ from gateway.config import Config, parse_hostport
 from gateway.imap.server import end_sessions, serve_connection
 from gateway.imap.session import AuthFailed, Hooks, Login
 from gateway.store.mailstore import StorePool
+
+log = logging.getLogger("mssgw.imap")
 
 
 def build_hooks(config: Config) -> Hooks:
@@ -37,6 +40,8 @@ def build_hooks(config: Config) -> Hooks:
         if not result.ok or result.mailbox is None:
             # One answer for every failure (unknown, wrong password, suspended, locked out):
             # the reason goes to the log, never to the client.
+            log.warning("IMAP login refused for %s from %s: %s", address, client_ip,
+                        result.reason)
             raise AuthFailed("authentication failed")
         mailbox = result.mailbox
         return Login(mailbox.address, mailbox.kind is MailboxKind.PATIENT)
@@ -47,6 +52,7 @@ def build_hooks(config: Config) -> Hooks:
             None, verify_peer, config, ssl_object, Purpose.CLIENT  # type: ignore[arg-type]
         )
         if not result or result.certificate is None:
+            log.warning("IMAP certificate login refused: %s", result.reason)
             raise AuthFailed(f"certificate refused: {result.reason}")
         addresses = _certificate_addresses(result.certificate)
         address = authzid.strip().lower() or (addresses[0] if len(addresses) == 1 else "")
