@@ -358,3 +358,29 @@ def test_two_processes_dispensing_the_last_unit(reg, db):
     assert outcomes == ["refused", "won"]
     rec = reg.get(ident, actor=ADMIN)
     assert rec.lines[0].delivered == 2 and rec.stored_status is Status.DISPENSED
+
+
+def test_report_from_a_parsed_dispensation(reg):
+    from gateway.documents.model import Dispensation
+    from gateway.prescriptions.registry import DispensationReport
+
+    p = prescription(lines=(("DOLIPRANE", "2", 0),))
+    reg.register(p, prescriber_address=DOCTOR, patient_address=PATIENT)
+    one = report(p.identifier, ("L1", "2"))
+    disp = Dispensation(
+        prescription_id=p.identifier,
+        prescription_document_id=p.document_id,
+        patient=p.patient,
+        author=p.author,
+        date=DAY0,
+        lines=one.lines,
+        document_id="1.2.250.1.999.2.77",
+    )
+    rep = DispensationReport.from_dispensation(disp, one.dispenser)
+    assert rep.dispensation_id == rep.document_id == "1.2.250.1.999.2.77"
+    assert reg.dispense(rep, now=DAY0).applied
+    assert not reg.dispense(rep, now=DAY0).applied  # the eDISP document id is the key
+    with pytest.raises(InvalidDispensation, match="needs an id"):
+        DispensationReport.from_dispensation(
+            Dispensation(**{**disp.__dict__, "document_id": None}), one.dispenser
+        )

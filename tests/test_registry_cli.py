@@ -266,6 +266,7 @@ def test_dispense_partial_then_rest_then_refused(home, capsys):
     assert code == 1 and "already fully dispensed" in err and err.count("\n") == 1
     code, out, _ = cli(home, capsys, "prescriptions", "show", ident)
     assert "line 2: 1 AMOXICILLINE 500 mg (substituted)" in out
+    assert f"{PHARMACY_EMAIL} (pharmacist ph.durand@test.localhost)" in out
 
 
 def test_dispense_refusals(home, capsys):
