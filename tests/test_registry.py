@@ -122,6 +122,9 @@ def test_register_refuses_bad_input(reg):
             prescriber_address=DOCTOR,
             patient_address=PATIENT,
         )
+    for bad in ("0", "NaN", "-2"):
+        with pytest.raises(InvalidPrescription, match="quantity must be positive"):
+            register(reg, lines=(("DOLIPRANE", bad, 0),))
     assert reg.find(actor=ADMIN) == []
 
 
@@ -202,10 +205,13 @@ def test_refused_report_is_refused_whole(reg, audit):
         reg.dispense(report(ident, ("1", "1"), ("9", "1")), now=DAY0)
     with pytest.raises(InvalidDispensation, match="reason"):
         reg.dispense(report(ident, ("1", "0")), now=DAY0)
+    for bad in ("NaN", "-1", "Infinity"):
+        with pytest.raises(InvalidDispensation, match="is not a quantity"):
+            reg.dispense(report(ident, ("1", bad)), now=DAY0)
     after = reg.get(ident, actor=ADMIN)
     assert after == before and after.dispensations == ()
     refusals = [e for e in audit.entries if e[3].get("outcome") == "refused"]
-    assert len(refusals) == 3
+    assert len(refusals) == 6
     # the id of a refused report is not burnt: the corrected report goes through
     assert reg.dispense(report(ident, ("1", "1"), ("2", "1")), now=DAY0).applied
 

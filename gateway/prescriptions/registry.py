@@ -474,7 +474,7 @@ def lines_from_prescription(prescription: Prescription) -> tuple[LineRecord, ...
     out: list[LineRecord] = []
     seen: set[str] = set()
     for pos, line in enumerate(prescription.lines, start=1):
-        if line.quantity is not None and line.quantity <= 0:
+        if line.quantity is not None and not (line.quantity.is_finite() and line.quantity > 0):
             raise InvalidPrescription(f"line {pos}: the quantity must be positive")
         if line.renewals < 0:
             raise InvalidPrescription(f"line {pos}: renewals cannot be negative")
@@ -559,8 +559,10 @@ def plan_dispensation(
             raise UnknownLine(
                 f"prescription {record.identifier} has no line {line.line_ref!r} (lines: {known})"
             )
-        if line.quantity < 0:
-            raise InvalidDispensation(f"line {line.line_ref}: a quantity cannot be negative")
+        if not line.quantity.is_finite() or line.quantity < 0:
+            raise InvalidDispensation(
+                f"line {line.line_ref}: {line.quantity} is not a quantity (0 or more)"
+            )
         if line.quantity == 0 and not line.not_delivered_reason:
             raise InvalidDispensation(
                 f"line {line.line_ref}: nothing delivered needs the reason why"
