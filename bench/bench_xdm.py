@@ -17,9 +17,10 @@ from pathlib import Path
 
 from gateway import pki
 from gateway.cli import main as mssgw
-from gateway.config import Config, load_config
+from gateway.config import load_config
+from gateway.directory import Professional, open_directory
 from gateway.signature import sign_package, verify_package
-from gateway.signature.trust import pki_check, signer_for
+from gateway.signature.trust import check_package, pki_check, sign_as, signer_for
 from gateway.xdm import pack, read_package
 
 SECONDS = 2.0
@@ -27,7 +28,6 @@ SHARED = Path(os.environ.get("MSSGW_SHARED", Path(__file__).resolve().parents[2]
 EXAMPLE = SHARED / "xdm-examples" / "eP-MED-DM_2024.01_PosoStruct" / "IHE_XDM.ZIP"
 EMAIL = "bench@bench.localhost"
 
-_worker: tuple[Config, bytes] | None = None
 
 
 def rate(label: str, fn: Callable[[], object]) -> None:
@@ -40,18 +40,6 @@ def rate(label: str, fn: Callable[[], object]) -> None:
     print(f"{label}: {n / elapsed:8.1f}/s  ({elapsed / n * 1000:.1f} ms each, 1 process)")
 
 
-def _init_worker(config_path: str, package: bytes) -> None:
-    global _worker
-    _worker = (load_config(config_path), package)
-
-
-def _verify_batch(n: int) -> int:
-    assert _worker is not None
-    config, package = _worker
-    check = pki_check(config)
-    for _ in range(n):
-        assert verify_package(package, check).valid
-    return n
 
 
 def main() -> int:
@@ -67,6 +55,10 @@ def main() -> int:
             if mssgw(["init", "--config", str(cfg)]) != 0:
                 return 1
         config = load_config(cfg)
+        open_directory(config).add_professional(
+            EMAIL, Professional(rpps="10100123453", adeli=None, family_name="BENCH",
+                                given_name="Doc", profession="10")
+        )
         pki.issue(config, "personal-sign", EMAIL, "Dr Bench")
         signer = signer_for(config, EMAIL)
         check = pki_check(config)
@@ -78,14 +70,26 @@ def main() -> int:
         rate("sign_package  ", lambda: sign_package(unsigned, signer))
         rate("verify_package", lambda: verify_package(signed, check))
         workers = os.cpu_count() or 1
-        with ProcessPoolExecutor(workers, initializer=_init_worker,
-                                 initargs=(str(cfg), signed)) as pool:
-            list(pool.map(_verify_batch, [1] * workers))
+        # As the servers do: check_package(config, data) in a process pool.
+        with ProcessPoolExecutor(workers) as pool:
+            assert all(r.valid for r in pool.map(check_package, [config] * workers,
+                                                 [signed] * workers))
             done, start = 0, time.perf_counter()
             while time.perf_counter() - start < SECONDS:
-                done += sum(pool.map(_verify_batch, [4] * workers))
+                batch = 4 * workers
+                results = pool.map(check_package, [config] * batch, [signed] * batch)
+                done += sum(r.valid for r in results)
             elapsed = time.perf_counter() - start
-        print(f"verify_package, pool of {workers}: {done / elapsed:8.1f} packages/s")
+        print(f"check_package, pool of {workers}: {done / elapsed:8.1f} packages/s")
+        with ProcessPoolExecutor(workers) as pool:
+            list(pool.map(sign_as, [config] * workers, [EMAIL] * workers, [unsigned] * workers))
+            done, start = 0, time.perf_counter()
+            while time.perf_counter() - start < SECONDS:
+                batch = 4 * workers
+                done += len(list(pool.map(sign_as, [config] * batch, [EMAIL] * batch,
+                                          [unsigned] * batch)))
+            elapsed = time.perf_counter() - start
+        print(f"sign_as, pool of {workers}:       {done / elapsed:8.1f} packages/s")
     return 0
 
 

@@ -84,6 +84,7 @@ class SMTPSection:
 class IMAPSection:
     starttls: str = "127.0.0.1:10143"
     tls: str = "127.0.0.1:10993"
+    max_message_size: int = 50 * 1024 * 1024  # APPEND limit (a Sent copy of a 25 MB mail)
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ log = logging.getLogger("mssgw.server")
 # started in every worker process.
 SERVICES: list[str] = [
     "gateway.smtp.service:start",
+    "gateway.imap.service:start",
 ]
 
 # "module:function" entries: `async def start(config) -> asyncio.Task` started in the first

@@ -6,7 +6,9 @@ Public API (pure, synchronous; see docs/architecture.md, section "XDM packages a
 - `verify_package(package, check_certificate, now=) -> Verification` — never raises for bad input;
 - `Signer(key, chain)`; `CertificateCheck`; `Verification(valid, code, reason, signer, ...)`.
 The gateway binds `check_certificate` to its PKI with `gateway.signature.trust.pki_check(config)`
-and finds a mailbox's signer with `gateway.signature.trust.signer_for(config, email)`.
+and finds a mailbox's signer with `gateway.signature.trust.signer_for(config, email)`; the
+picklable `trust.check_package(config, data)` and `trust.sign_as(config, email, data)` are what
+the servers run in their process pool.
 """
 
 from gateway.signature.dsg import (

@@ -20,11 +20,8 @@ class FileError(GatewayError):
 
 
 def limits_of(config: Config) -> Limits:
-    return Limits(
-        max_entries=config.xdm.max_entries,
-        max_total_bytes=config.xdm.max_total_bytes,
-        max_package_bytes=config.xdm.max_package_bytes,
-    )
+    """The [xdm] limits (kept here for callers; same as `Limits.of(config)`)."""
+    return Limits.of(config)
 
 
 def _read(path: str, what: str, limit: int) -> bytes:
@@ -66,20 +63,15 @@ def _sender(config: Config, email: str | None) -> Sender:
                   product=config.gateway.product, vendor="mssgw")
 
 
-def _sign(config: Config, package: bytes, email: str) -> bytes:
-    from gateway.signature import sign_package
-    from gateway.signature.trust import signer_for
-
-    return sign_package(package, signer_for(config, email), limits=limits_of(config))
-
-
 def cmd_pack(args: argparse.Namespace) -> int:
     config = config_of(args)
-    limits = limits_of(config)
+    limits = Limits.of(config)
     docs = [_read(p, "CDA document", limits.max_package_bytes) for p in args.documents]
     data = pack(docs, sender=_sender(config, args.sign_as))
     if args.sign_as:
-        data = _sign(config, data, args.sign_as)
+        from gateway.signature.trust import sign_as
+
+        data = sign_as(config, args.sign_as, data)
     _write_atomic(args.output, data)
     pkg = read_package(data, limits)
     if args.json:
@@ -93,21 +85,21 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 def cmd_sign(args: argparse.Namespace) -> int:
     config = config_of(args)
-    limits = limits_of(config)
-    data = _sign(config, _read(args.package, "package", limits.max_package_bytes), args.sign_as)
+    limits = Limits.of(config)
+    from gateway.signature.trust import sign_as
+
+    data = sign_as(config, args.sign_as, _read(args.package, "package", limits.max_package_bytes))
     _write_atomic(args.output, data)
     print(f"{args.output}: signed by {args.sign_as}")
     return 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from gateway.signature import verify_package
-    from gateway.signature.trust import pki_check
+    from gateway.signature.trust import check_package
 
     config = config_of(args)
-    limits = limits_of(config)
-    result = verify_package(
-        _read(args.package, "package", limits.max_package_bytes), pki_check(config), limits=limits
+    result = check_package(
+        config, _read(args.package, "package", Limits.of(config).max_package_bytes)
     )
     if args.json:
         print_json({"package": args.package, **result.as_json()})
@@ -173,7 +165,7 @@ def _package_json(pkg: Package) -> dict[str, Any]:
 
 def cmd_list(args: argparse.Namespace) -> int:
     config = config_of(args)
-    limits = limits_of(config)
+    limits = Limits.of(config)
     pkg = read_package(_read(args.package, "package", limits.max_package_bytes), limits)
     if args.json:
         print_json(_package_json(pkg))

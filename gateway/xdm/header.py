@@ -100,8 +100,11 @@ def _xcn(entity: etree._Element | None, person: str) -> str | None:
     family = _text(entity, f"h:{person}/h:name/h:family")
     given = _text(entity, f"h:{person}/h:name/h:given")
     root = ident.get("root", "")
-    kind = "IDNPS" if root == "1.2.250.1.71.4.2.1" else "RI"
-    return f"{ident.get('extension')}^{family}^{given}^^^^^^&{root}&ISO^D^^^{kind}"
+    name_type, kind = "D", "IDNPS" if root == "1.2.250.1.71.4.2.1" else "RI"
+    if not family:  # software as author (e.g. the DP): written as the ANS examples do
+        family = _text(entity, "h:assignedAuthoringDevice/h:softwareName")
+        given, name_type, kind = ".", "U", "RI"
+    return f"{ident.get('extension')}^{family}^{given}^^^^^^&{root}&ISO^{name_type}^^^{kind}"
 
 
 def _xon(org: etree._Element | None) -> str | None:

@@ -20,6 +20,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from gateway.config import Config
 from gateway.errors import GatewayError
 from gateway.xdm import model as m
 from gateway.xdm.header import cda_entry, sha1_hex
@@ -55,6 +56,12 @@ class Limits:
     max_entries: int = 64
     max_total_bytes: int = 64 * 1024 * 1024  # uncompressed, all entries together
     max_package_bytes: int = 32 * 1024 * 1024  # the ZIP itself (mail is capped at 25 MB)
+
+    @classmethod
+    def of(cls, config: Config) -> Limits:
+        """The limits set in config.toml [xdm]."""
+        x = config.xdm
+        return cls(x.max_entries, x.max_total_bytes, x.max_package_bytes)
 
 
 @dataclass(frozen=True)

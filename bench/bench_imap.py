@@ -1,0 +1,313 @@
+"""IMAP figures: commands/s for 20 concurrent clients on a mixed workload, memory for 1,000 idle
+connections, SELECT + FETCH 1:* (FLAGS) on a 100,000-message mailbox.
+
+The server runs as in `mssgw serve`: worker processes (one per core) each listening with
+SO_REUSEPORT on the same implicit-TLS port, logins through the directory's authenticator. The
+clients are minimal asyncio IMAP clients in this process (they share the machine's cores with the
+server, so the figures are a floor). Bounded: about 30 seconds in all. Loopback only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import io
+import multiprocessing
+import os
+import re
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gateway.cli import main as cli  # noqa: E402
+from gateway.config import Config, load_config  # noqa: E402
+from gateway.imap.session import Hooks  # noqa: E402
+from gateway.pki.tls import client_context  # noqa: E402
+from gateway.store.maildir import deliver, mailbox_path  # noqa: E402
+from gateway.store.mailstore import MailStore  # noqa: E402
+
+CLIENTS = 20
+MIXED_SECONDS = 8.0
+IDLE_CONNECTIONS = 1000
+BIG = 100_000
+PASSWORD = "bench-password-123"  # noqa: S105
+
+
+def message(i: int, size: int = 2000) -> bytes:
+    body = f"Ligne de texte de l'ordonnance numéro {i}.\r\n" * (size // 45)
+    return (
+        f"From: Dr Martin <martin@bench.localhost>\r\nTo: user@bench.localhost\r\n"
+        f"Subject: Message {i}\r\nDate: Mon, 2 Feb 2026 10:00:00 +0100\r\n"
+        f"Message-ID: <{i}@bench>\r\nMIME-Version: 1.0\r\n"
+        f"Content-Type: text/plain; charset=utf-8\r\n\r\n{body}"
+    ).encode()
+
+
+def users(n: int) -> list[str]:
+    return [f"user{i}@bench.localhost" for i in range(n)]
+
+
+def make_home(tmp: Path) -> Config:
+    home = tmp / "gw"
+    home.mkdir()
+    (home / "config.toml").write_text(
+        '[gateway]\ndomain = "bench.localhost"\nhostname = "mx.bench.localhost"\n'
+    )
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert cli(["init", "--config", str(home / "config.toml")]) == 0
+    return load_config(home / "config.toml")
+
+
+def register(config: Config, addresses: list[str]) -> None:
+    """Mailboxes with passwords in the real directory (scrypt: logins go through its cache)."""
+    from gateway.directory import open_directory
+    from gateway.directory.model import Application
+
+    directory = open_directory(config, actor="bench")
+    for address in addresses:
+        directory.add_application(address, Application(name=address.split("@")[0]))
+        directory.set_password(address, PASSWORD)
+
+
+def hooks(config: Config) -> Hooks:
+    from gateway.imap.service import build_hooks
+
+    return build_hooks(config)
+
+
+def worker(config: Config, ready: multiprocessing.synchronize.Event) -> None:  # type: ignore[name-defined]
+    from gateway.imap.service import start
+
+    async def run() -> None:
+        await start(config, reuse_port=True, hooks=hooks(config))
+        ready.set()
+        await asyncio.Event().wait()
+
+    asyncio.run(run())
+
+
+class Client:
+    def __init__(self) -> None:
+        self.n = 0
+        self.commands = 0
+
+    async def connect(self, port: int, ctx: object) -> None:
+        self.reader, self.writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=ctx, server_hostname="127.0.0.1", limit=1 << 20
+        )
+        await self.reader.readline()
+
+    async def cmd(self, text: str, literal: bytes | None = None) -> list[bytes]:
+        self.n += 1
+        tag = b"b%d" % self.n
+        data = tag + b" " + text.encode()
+        if literal is not None:
+            data += b" {%d+}\r\n" % len(literal) + literal
+        self.writer.write(data + b"\r\n")
+        out = []
+        while True:
+            line = await self.reader.readline()
+            if not line:
+                raise EOFError(text)
+            m = re.search(rb"\{(\d+)\}\r\n$", line)
+            if m:
+                line += await self.reader.readexactly(int(m.group(1)))
+                line += await self.reader.readline()
+            out.append(line)
+            if line.startswith(tag + b" "):
+                if not line.startswith(tag + b" OK"):
+                    raise RuntimeError(f"{text}: {line!r}")
+                self.commands += 1
+                return out
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def mixed(port: int, ctx: object, address: str, stop: float, counter: list[int]) -> None:
+    """login, select, fetch headers and bodies, store flags, append, expunge, logout."""
+    new = message(0, 3000)
+    while time.perf_counter() < stop:
+        c = Client()
+        await c.connect(port, ctx)
+        await c.cmd(f'LOGIN {address} "{PASSWORD}"')
+        out = await c.cmd("SELECT INBOX")
+        exists = int(next(x for x in out if x.endswith(b" EXISTS\r\n")).split()[1])
+        await c.cmd("FETCH 1:* (UID FLAGS)")
+        await c.cmd(f"FETCH {max(1, exists - 19)}:* (UID RFC822.SIZE ENVELOPE)")
+        for seq in (exists, max(1, exists - 1), max(1, exists - 2)):
+            await c.cmd(f"FETCH {seq} (BODY.PEEK[HEADER] BODY.PEEK[TEXT])")
+        await c.cmd(f"STORE {exists} +FLAGS (\\Seen)")
+        out = await c.cmd("APPEND INBOX", new)
+        uid = re.search(rb"APPENDUID \d+ (\d+)", out[-1]).group(1).decode()  # type: ignore[union-attr]
+        await c.cmd("NOOP")
+        await c.cmd(f"UID STORE {uid} +FLAGS.SILENT (\\Deleted)")
+        await c.cmd(f"UID EXPUNGE {uid}")
+        await c.cmd("LOGOUT")
+        c.close()
+        counter[0] += c.commands
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def start_workers(
+    config: Config, n: int
+) -> tuple[list[multiprocessing.Process], int, socket.socket]:
+    hold = socket.socket()
+    hold.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    hold.bind(("127.0.0.1", 0))
+    port = hold.getsockname()[1]
+    cfg = dataclasses.replace(
+        config, imap=dataclasses.replace(config.imap, starttls="", tls=f"127.0.0.1:{port}")
+    )
+    ctx = multiprocessing.get_context("fork")
+    procs = []
+    for _ in range(n):
+        ready = ctx.Event()
+        p = ctx.Process(target=worker, args=(cfg, ready), daemon=True)
+        p.start()
+        if not ready.wait(60):
+            raise RuntimeError("IMAP worker did not start")
+        procs.append(p)
+    return procs, port, hold
+
+
+def stop_workers(procs: list[multiprocessing.Process]) -> None:
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        p.join(10)
+
+
+def big_mailbox(config: Config, address: str) -> None:
+    """100,000 messages written straight into the index (one real file they all point to)."""
+    root = mailbox_path(config.mailboxes_path, address)
+    store = MailStore(root)
+    inbox = store.folder("INBOX")
+    assert inbox is not None
+    path = deliver(root, message(1, 500))
+    store.import_new(inbox)
+    base = store.infos(inbox, [1])[1].base
+    cur = root / "cur"
+    now = int(time.time())
+    with store.transaction():
+        rows = []
+        for uid in range(2, BIG + 1):
+            name = f"{base}-{uid}"
+            rows.append((inbox.id, uid, name, "\\Seen" if uid % 3 else "", uid, now, 520))
+        store.conn.executemany(
+            "INSERT INTO messages(folder_id, uid, base, flags, modseq, internaldate, size,"
+            " recent) VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
+            rows,
+        )
+        store.conn.execute(
+            "UPDATE folders SET uidnext = ?, highestmodseq = ? WHERE id = ?",
+            (BIG + 1, BIG + 1, inbox.id),
+        )
+    del path, cur
+    store.close()
+
+
+async def run_benchmarks(config: Config) -> None:
+    ctx = client_context(config, present_certificate=False)
+    cores = os.cpu_count() or 1
+
+    # 1. mixed workload, 20 clients, every core serving
+    procs, port, hold = start_workers(config, cores)
+    try:
+        counter = [0]
+        warm = [0]
+        await asyncio.gather(
+            *(mixed(port, ctx, a, time.perf_counter() + 1.0, warm) for a in users(CLIENTS))
+        )
+        start = time.perf_counter()
+        await asyncio.gather(
+            *(mixed(port, ctx, a, start + MIXED_SECONDS, counter) for a in users(CLIENTS))
+        )
+        elapsed = time.perf_counter() - start
+        print(
+            f"mixed workload, {CLIENTS} clients, {cores} worker processes: "
+            f"{counter[0] / elapsed:,.0f} commands/s ({counter[0]} commands in {elapsed:.1f} s; "
+            "target >= 2,000/s)"
+        )
+
+        # 3. SELECT + FETCH 1:* (FLAGS) on 100,000 messages
+        address = "big@bench.localhost"
+        c = Client()
+        await c.connect(port, ctx)
+        await c.cmd(f'LOGIN {address} "{PASSWORD}"')
+        t0 = time.perf_counter()
+        out = await c.cmd("SELECT INBOX")
+        t1 = time.perf_counter()
+        out = await c.cmd("FETCH 1:* (FLAGS)")
+        t2 = time.perf_counter()
+        assert len(out) == BIG + 1, len(out)
+        print(
+            f"SELECT + FETCH 1:* (FLAGS) on {BIG:,} messages: {t2 - t0:.2f} s "
+            f"(SELECT {t1 - t0:.2f} s, FETCH {t2 - t1:.2f} s; target < 1 s)"
+        )
+        t0 = time.perf_counter()
+        await c.cmd("SELECT INBOX")
+        await c.cmd("FETCH 1:* (FLAGS)")
+        print(f"  again (warm): {time.perf_counter() - t0:.2f} s")
+        await c.cmd("LOGOUT")
+        c.close()
+    finally:
+        stop_workers(procs)
+        hold.close()
+
+    # 2. memory for 1,000 idle connections (logged in, INBOX selected) in one worker process
+    procs, port, hold = start_workers(config, 1)
+    try:
+        pid = procs[0].pid
+        assert pid is not None
+        before = rss_kb(pid)
+        clients = []
+        addresses = users(CLIENTS)
+        for i in range(IDLE_CONNECTIONS):
+            c = Client()
+            await c.connect(port, ctx)
+            await c.cmd(f'LOGIN {addresses[i % len(addresses)]} "{PASSWORD}"')
+            await c.cmd("SELECT INBOX")
+            clients.append(c)
+        await asyncio.sleep(1)
+        after = rss_kb(pid)
+        print(
+            f"{IDLE_CONNECTIONS} idle connections (TLS, logged in, INBOX selected): worker RSS "
+            f"{after / 1024:.0f} MB ({(after - before) / 1024:.0f} MB for the connections, "
+            f"{(after - before) / IDLE_CONNECTIONS:.0f} kB each; target < 300 MB)"
+        )
+        for c in clients:
+            c.close()
+    finally:
+        stop_workers(procs)
+        hold.close()
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        config = make_home(Path(tmp))
+        t0 = time.perf_counter()
+        register(config, [*users(CLIENTS), "big@bench.localhost"])
+        for address in users(CLIENTS):
+            root = mailbox_path(config.mailboxes_path, address)
+            for i in range(50):
+                deliver(root, message(i))
+        big_mailbox(config, "big@bench.localhost")
+        print(f"(set-up: {time.perf_counter() - t0:.1f} s)")
+        asyncio.run(run_benchmarks(config))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,138 @@
+"""The IMAP service: listeners from config [imap], wired to the directory, PKI and audit log.
+
+`start(config, reuse_port=...)` is what `mssgw serve` calls in every worker process: it opens the
+STARTTLS listener (143-style) and the implicit-TLS listener (993-style) and returns the servers.
+Logins go through the directory's Authenticator (credential cache, lockouts, suspension);
+AUTHENTICATE EXTERNAL accepts a client certificate from our CA for an APP mailbox whose address
+is in the certificate; reads of a patient's mailbox go to the audit log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import ssl
+
+from cryptography import x509
+
+from gateway.config import Config, parse_hostport
+from gateway.imap.server import serve_connection
+from gateway.imap.session import AuthFailed, Hooks, Login
+from gateway.store.mailstore import StorePool
+
+
+def build_hooks(config: Config) -> Hooks:
+    from gateway import audit
+    from gateway.directory import open_directory
+    from gateway.directory.auth import Authenticator
+    from gateway.directory.model import MailboxKind
+    from gateway.pki.kinds import Purpose
+    from gateway.pki.tls import verify_peer
+
+    directory = open_directory(config)
+    authenticator = Authenticator.from_config(config, directory)
+
+    async def authenticate(address: str, password: str, client_ip: str) -> Login:
+        result = await authenticator.authenticate(address, password, client_ip)
+        if not result.ok or result.mailbox is None:
+            # One answer for every failure (unknown, wrong password, suspended, locked out):
+            # the reason goes to the log, never to the client.
+            raise AuthFailed("authentication failed")
+        mailbox = result.mailbox
+        return Login(mailbox.address, mailbox.kind is MailboxKind.PATIENT)
+
+    async def authenticate_certificate(ssl_object: object, authzid: str) -> Login:
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(
+            None, verify_peer, config, ssl_object, Purpose.CLIENT  # type: ignore[arg-type]
+        )
+        if not result or result.certificate is None:
+            raise AuthFailed(f"certificate refused: {result.reason}")
+        addresses = _certificate_addresses(result.certificate)
+        address = authzid.strip().lower() or (addresses[0] if len(addresses) == 1 else "")
+        if not address or address not in addresses:
+            raise AuthFailed("the certificate does not name this mailbox")
+        mailbox = directory.get(address)
+        if mailbox is None or mailbox.kind is not MailboxKind.APP:
+            raise AuthFailed("certificate login is only for application mailboxes")
+        if not mailbox.active:
+            raise AuthFailed("authentication failed")
+        return Login(mailbox.address, False)
+
+    def record(actor: str, action: str, target: str, details: dict[str, object]) -> None:
+        audit.record(config, actor, action, target, **details)
+
+    return Hooks(
+        pool=StorePool(config.mailboxes_path),
+        authenticate=authenticate,
+        authenticate_certificate=authenticate_certificate,
+        audit=record,
+        hostname=config.gateway.hostname,
+        max_append=config.imap.max_message_size,
+    )
+
+
+def _certificate_addresses(cert: x509.Certificate) -> list[str]:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [a.lower() for a in san.get_values_for_type(x509.RFC822Name)]
+
+
+def tls_context(config: Config) -> ssl.SSLContext:
+    from gateway.pki.tls import server_context
+
+    # "optional": application mailboxes may present a client certificate (AUTHENTICATE
+    # EXTERNAL); everyone else logs in with a password once TLS is up.
+    return server_context(config, client_certs="optional")
+
+
+# asyncio (3.11-3.13) gives every TLS connection a zero-filled 256 KiB read buffer, which
+# makes 1,000 idle IMAP clients cost 250 MB. A TLS record carries at most 16 KiB, so a 32 KiB
+# buffer reads whole records; larger reads only batch them. Lowered process-wide, deliberately:
+# every TLS listener of the worker benefits.
+TLS_READ_BUFFER = 32 * 1024
+
+
+def _small_tls_buffers() -> None:
+    from asyncio import sslproto
+
+    if getattr(sslproto.SSLProtocol, "max_size", 0) > TLS_READ_BUFFER:
+        sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
+
+
+async def start(
+    config: Config, *, reuse_port: bool = False, hooks: Hooks | None = None
+) -> list[asyncio.Server]:
+    """Start the configured IMAP listeners ([imap] starttls and tls; "" disables one)."""
+    _small_tls_buffers()
+    hooks = hooks or build_hooks(config)
+    context = tls_context(config)
+    servers: list[asyncio.Server] = []
+    listeners = (("starttls", config.imap.starttls, False), ("tls", config.imap.tls, True))
+    for name, address, implicit in listeners:
+        if not address:
+            continue
+        host, port = parse_hostport(address)
+        handler = functools.partial(
+            serve_connection, hooks, tls_context=context, implicit_tls=implicit
+        )
+        try:
+            server = await asyncio.start_server(
+                handler,
+                host,
+                port,
+                ssl=context if implicit else None,
+                ssl_handshake_timeout=30 if implicit else None,
+                reuse_port=reuse_port or None,
+                backlog=1024,
+            )
+            setattr(server, "mssgw_name", f"imap {name}")  # noqa: B010 - read by gateway.server
+            servers.append(server)
+        except BaseException:
+            for s in servers:
+                s.close()
+            raise
+    return servers
+

@@ -1,0 +1,908 @@
+"""A user's mail store: Maildir++ folders plus a per-user SQLite index (UIDs, flags, MODSEQ).
+
+Layout (see gateway.store.maildir): the user's root `<mailboxes>/<domain>/<local>/` is INBOX;
+folder `A/B` lives in `.A.B/` (IMAP hierarchy delimiter "/", Maildir++ "."; a "." or "%" inside
+a name is written %2E / %25). The index `mssgw-index.sqlite` in the root is the truth for UIDs,
+flags, keywords and MODSEQ: files never move once in `cur/` (named `<base>:2,`), so a flag change
+is one SQLite update, not a rename.
+
+Sharing: every process serving the user opens the same index (WAL); writers serialise on SQLite's
+write lock (BEGIN IMMEDIATE). Each folder row has a `highestmodseq` that every change bumps (new
+message, flag change, expunge), so a session learns about other sessions' changes with one
+indexed read (`changes_since`).
+
+Delivery (SMTP) only adds files to `new/`. `import_new` adopts them: inside one write
+transaction it lists `new/`, gives each unknown file the next UID (a file with bare LF line ends
+is rewritten with CRLF first, atomically, so sizes and offsets match what IMAP sends), commits,
+then renames the files to `cur/`. A crash between commit and rename leaves an indexed file in
+`new/`: lookups fall back to `new/<base>`, and the next import finishes the rename.
+
+UIDVALIDITY is chosen when a folder is created (seconds since the epoch, strictly above any
+earlier one of this user) so a folder deleted and re-created never reuses a UID under the same
+UIDVALIDITY; UIDNEXT only grows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sqlite3
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.store import maildir
+
+INDEX_NAME = "mssgw-index.sqlite"
+SCHEMA_VERSION = 1  # PRAGMA user_version of an index whose tables and default folders exist
+DELIMITER = "/"
+SPECIAL_USE = {"Sent": "\\Sent", "Drafts": "\\Drafts", "Trash": "\\Trash"}
+MAX_FOLDER_NAME = 255
+MAX_FOLDERS = 1000
+EXPUNGED_KEPT = 50_000  # expunge records kept per folder for other sessions to catch up
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS folders (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    uidvalidity INTEGER NOT NULL,
+    uidnext INTEGER NOT NULL DEFAULT 1,
+    highestmodseq INTEGER NOT NULL DEFAULT 1,
+    subscribed INTEGER NOT NULL DEFAULT 1,
+    special_use TEXT,
+    keywords TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS messages (
+    folder_id INTEGER NOT NULL REFERENCES folders(id) ON DELETE CASCADE,
+    uid INTEGER NOT NULL,
+    base TEXT NOT NULL,
+    flags TEXT NOT NULL DEFAULT '',
+    modseq INTEGER NOT NULL,
+    internaldate INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    recent INTEGER NOT NULL DEFAULT 1,
+    envelope BLOB,
+    bodystructure BLOB,
+    PRIMARY KEY (folder_id, uid)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS messages_base ON messages(folder_id, base);
+CREATE INDEX IF NOT EXISTS messages_modseq ON messages(folder_id, modseq);
+CREATE INDEX IF NOT EXISTS messages_recent ON messages(folder_id) WHERE recent = 1;
+CREATE TABLE IF NOT EXISTS expunged (
+    folder_id INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    modseq INTEGER NOT NULL,
+    PRIMARY KEY (folder_id, uid)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged(folder_id, modseq);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+class StoreError(Exception):
+    """A refused folder operation; the text is shown to the user (IMAP NO)."""
+
+    def __init__(self, text: str, code: str | None = None) -> None:
+        super().__init__(text)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Folder:
+    id: int
+    name: str
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    subscribed: bool
+    special_use: str | None
+    keywords: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class MessageInfo:
+    uid: int
+    flags: tuple[str, ...]
+    modseq: int
+    internaldate: int
+    size: int
+    base: str
+
+
+@dataclass(frozen=True)
+class Changes:
+    highestmodseq: int
+    new: list[tuple[int, str]]  # uid, flags (space-separated) of messages above last_uid
+    changed: list[tuple[int, tuple[str, ...], int]]  # uid, flags, modseq
+    expunged: list[int]
+    name: str = ""  # the folder's name now (a RENAME keeps its id and UIDVALIDITY)
+
+    @property
+    def new_uids(self) -> list[int]:
+        return [u for u, _ in self.new]
+
+
+@dataclass
+class FolderView:
+    """A folder's UIDs and flags at `modseq`: what SELECT needs, without a row per message
+    through Python each time. Flags are the index's space-separated text; only non-empty
+    ones are kept."""
+
+    uidvalidity: int
+    modseq: int
+    uids: list[int]
+    flags: dict[int, str]
+
+    def copy(self) -> FolderView:
+        return FolderView(self.uidvalidity, self.modseq, list(self.uids), dict(self.flags))
+
+    def apply(self, changes: Changes) -> None:
+        if changes.expunged:
+            gone = set(changes.expunged)
+            self.uids = [u for u in self.uids if u not in gone]
+            for u in gone:
+                self.flags.pop(u, None)
+        for u, text in changes.new:
+            self.uids.append(u)
+            if text:
+                self.flags[u] = text
+        for u, flags, _ in changes.changed:
+            if flags:
+                self.flags[u] = " ".join(flags)
+            else:
+                self.flags.pop(u, None)
+        self.modseq = changes.highestmodseq
+
+
+def split_flags(text: str) -> tuple[str, ...]:
+    return tuple(text.split()) if text else ()
+
+
+def join_flags(flags: Iterable[str]) -> str:
+    return " ".join(sorted(set(flags), key=lambda f: (not f.startswith("\\"), f.lower())))
+
+
+def validate_name(name: str) -> str:
+    """Normalise an IMAP folder name (already decoded from the wire) or refuse it."""
+    if name.upper() == "INBOX":
+        return "INBOX"
+    if not name or len(name) > MAX_FOLDER_NAME:
+        raise StoreError("invalid folder name: empty or too long", "CANNOT")
+    if name.startswith(DELIMITER) or name.endswith(DELIMITER) or "//" in name:
+        raise StoreError("invalid folder name: empty hierarchy level", "CANNOT")
+    if any(ord(c) < 0x20 or c == "\x7f" for c in name) or any(c in name for c in "*%"):
+        raise StoreError("invalid folder name: control or wildcard character", "CANNOT")
+    parts = name.split(DELIMITER)
+    if any(p in (".", "..") for p in parts):
+        raise StoreError("invalid folder name: '.' or '..' level", "CANNOT")
+    if parts[0].upper() == "INBOX":
+        parts[0] = "INBOX"
+    return DELIMITER.join(parts)
+
+
+def folder_dir_name(name: str) -> str:
+    """Maildir++ directory of a (non-INBOX) folder: '.' + levels joined by '.'."""
+    levels = [p.replace("%", "%25").replace(".", "%2E") for p in name.split(DELIMITER)]
+    return "." + ".".join(levels)
+
+
+class MailStore:
+    """One user's folders and messages. Not thread-safe: one instance per process and user,
+    shared by that user's sessions (see `StorePool`)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        maildir.ensure_maildir(root)
+        self.conn = sqlite3.connect(
+            str(root / INDEX_NAME), isolation_level=None, check_same_thread=False
+        )
+        self.conn.execute("PRAGMA busy_timeout=10000")
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        # NORMAL: a commit survives a crash of the process, and is on disk at the next
+        # checkpoint or durable commit. Commits that make a message exist (APPEND, COPY,
+        # adopting a delivery) use `transaction(durable=True)`, which fsyncs the WAL, so no
+        # acknowledged message can be lost; a flag change may at worst be undone by a power cut.
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.execute("PRAGMA foreign_keys=ON")
+        if self.conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+            with self.transaction(durable=True):
+                for stmt in _SCHEMA.split(";"):
+                    if stmt.strip():
+                        self.conn.execute(stmt)
+                for name in ("INBOX", *SPECIAL_USE):
+                    if not self._row(name):
+                        self._create(name)
+                self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._new_mtimes: dict[int, int] = {}
+        self._views: dict[int, FolderView] = {}
+        with contextlib.suppress(OSError):
+            os.chmod(root / INDEX_NAME, 0o600)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def transaction(self, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        if durable:
+            self.conn.execute("PRAGMA synchronous=FULL")
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+        finally:
+            if durable:
+                self.conn.execute("PRAGMA synchronous=NORMAL")
+
+    # --- folders -------------------------------------------------------------------------
+
+    def path_of(self, name: str) -> Path:
+        return self.root if name == "INBOX" else self.root / folder_dir_name(name)
+
+    def _row(self, name: str) -> sqlite3.Row | None:
+        cur = self.conn.execute(
+            "SELECT id, name, uidvalidity, uidnext, highestmodseq, subscribed, special_use,"
+            " keywords FROM folders WHERE name = ?",
+            (name,),
+        )
+        return cur.fetchone()  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _folder(row: Sequence[object]) -> Folder:
+        return Folder(
+            id=int(row[0]),  # type: ignore[call-overload]
+            name=str(row[1]),
+            uidvalidity=int(row[2]),  # type: ignore[call-overload]
+            uidnext=int(row[3]),  # type: ignore[call-overload]
+            highestmodseq=int(row[4]),  # type: ignore[call-overload]
+            subscribed=bool(row[5]),
+            special_use=str(row[6]) if row[6] else None,
+            keywords=split_flags(str(row[7])),
+        )
+
+    def folder(self, name: str) -> Folder | None:
+        try:
+            name = validate_name(name)
+        except StoreError:
+            return None
+        row = self._row(name)
+        return self._folder(row) if row else None
+
+    def folder_by_id(self, folder_id: int) -> Folder | None:
+        row = self.conn.execute(
+            "SELECT id, name, uidvalidity, uidnext, highestmodseq, subscribed, special_use,"
+            " keywords FROM folders WHERE id = ?",
+            (folder_id,),
+        ).fetchone()
+        return self._folder(row) if row else None
+
+    def folders(self) -> list[Folder]:
+        rows = self.conn.execute(
+            "SELECT id, name, uidvalidity, uidnext, highestmodseq, subscribed, special_use,"
+            " keywords FROM folders ORDER BY name"
+        ).fetchall()
+        return [self._folder(r) for r in rows]
+
+    def _create(self, name: str) -> None:
+        # Remembered apart from the folders: a deleted folder's UIDVALIDITY is never reissued.
+        last = self.conn.execute(
+            "SELECT MAX(v) FROM (SELECT MAX(uidvalidity) AS v FROM folders"
+            " UNION ALL SELECT value FROM meta WHERE key = 'uidvalidity')"
+        ).fetchone()[0] or 0
+        uidvalidity = max(int(time.time()), last + 1)
+        self.conn.execute(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES ('uidvalidity', ?)", (uidvalidity,)
+        )
+        maildir.ensure_maildir(self.path_of(name))
+        self.conn.execute(
+            "INSERT INTO folders(name, uidvalidity, special_use) VALUES (?, ?, ?)",
+            (name, uidvalidity, SPECIAL_USE.get(name)),
+        )
+
+    def create_folder(self, name: str) -> None:
+        name = validate_name(name)
+        if name == "INBOX":
+            raise StoreError("INBOX always exists", "ALREADYEXISTS")
+        with self.transaction():
+            if self._row(name):
+                raise StoreError(f"folder {name} already exists", "ALREADYEXISTS")
+            count = self.conn.execute("SELECT COUNT(*) FROM folders").fetchone()[0]
+            if count >= MAX_FOLDERS:
+                raise StoreError("too many folders", "LIMIT")
+            # Create missing parents too (RFC 3501 CREATE: "foo/bar" creates "foo").
+            parts = name.split(DELIMITER)
+            for i in range(1, len(parts) + 1):
+                sub = DELIMITER.join(parts[:i])
+                if sub != "INBOX" and not self._row(sub):
+                    self._create(sub)
+
+    def delete_folder(self, name: str) -> None:
+        name = validate_name(name)
+        if name == "INBOX":
+            raise StoreError("INBOX cannot be deleted", "CANNOT")
+        with self.transaction():
+            row = self._row(name)
+            if not row:
+                raise StoreError(f"no folder named {name}", "NONEXISTENT")
+            children = self.conn.execute(
+                "SELECT 1 FROM folders WHERE name LIKE ? ESCAPE '\\' LIMIT 1",
+                (_like_prefix(name + DELIMITER),),
+            ).fetchone()
+            if children:
+                # RFC 3501 allows refusing to delete a folder with inferiors; we keep it simple.
+                raise StoreError(f"folder {name} has sub-folders; delete them first", "INUSE")
+            self.conn.execute("DELETE FROM messages WHERE folder_id = ?", (row[0],))
+            self.conn.execute("DELETE FROM expunged WHERE folder_id = ?", (row[0],))
+            self.conn.execute("DELETE FROM folders WHERE id = ?", (row[0],))
+        _remove_maildir(self.path_of(name))
+
+    def rename_folder(self, old: str, new: str) -> None:
+        old = validate_name(old)
+        new = validate_name(new)
+        if new == "INBOX":
+            raise StoreError("cannot rename to INBOX", "ALREADYEXISTS")
+        if new == old or new.startswith(old + DELIMITER):
+            raise StoreError("cannot rename a folder into itself", "CANNOT")
+        with self.transaction(durable=True):
+            if not self._row(old):
+                raise StoreError(f"no folder named {old}", "NONEXISTENT")
+            if self._row(new):
+                raise StoreError(f"folder {new} already exists", "ALREADYEXISTS")
+            if old == "INBOX":
+                # RFC 3501: renaming INBOX moves its messages to a new folder; INBOX stays.
+                self._create(new)
+                dst = self.conn.execute("SELECT id FROM folders WHERE name = ?", (new,)).fetchone()
+                src = self._row("INBOX")
+                assert src is not None
+                self._move_all(int(src[0]), int(dst[0]), self.path_of("INBOX"), self.path_of(new))
+                return
+            rows = self.conn.execute(
+                "SELECT id, name FROM folders WHERE name = ? OR name LIKE ? ESCAPE '\\'",
+                (old, _like_prefix(old + DELIMITER)),
+            ).fetchall()
+            parts = new.split(DELIMITER)
+            for i in range(1, len(parts)):
+                sub = DELIMITER.join(parts[:i])
+                if sub != "INBOX" and not self._row(sub):
+                    self._create(sub)
+            for folder_id, name in rows:
+                target = new + name[len(old) :]
+                os.rename(self.path_of(name), self.path_of(target))
+                self.conn.execute("UPDATE folders SET name = ?, special_use = NULL WHERE id = ?",
+                                  (target, folder_id))
+                if target in SPECIAL_USE:
+                    self.conn.execute("UPDATE folders SET special_use = ? WHERE id = ?",
+                                      (SPECIAL_USE[target], folder_id))
+
+    def _move_all(self, src_id: int, dst_id: int, src: Path, dst: Path) -> None:
+        rows = self.conn.execute(
+            "SELECT uid, base, flags, internaldate, size FROM messages WHERE folder_id = ?"
+            " ORDER BY uid",
+            (src_id,),
+        ).fetchall()
+        uids = []
+        for uid, base, flags, idate, size in rows:
+            path = self._file(src, base)
+            new_base = _link_into(path, dst)
+            self._insert(dst_id, new_base, split_flags(flags), idate, size)
+            uids.append(uid)
+        self._expunge_rows(src_id, uids)
+        for _, base, *_ in rows:
+            with contextlib.suppress(FileNotFoundError):
+                self._file(src, base).unlink()
+
+    def subscribe(self, name: str, on: bool) -> None:
+        name = validate_name(name)
+        with self.transaction():
+            cur = self.conn.execute(
+                "UPDATE folders SET subscribed = ? WHERE name = ?", (int(on), name)
+            )
+            if not cur.rowcount and on:
+                raise StoreError(f"no folder named {name}", "NONEXISTENT")
+
+    # --- messages ------------------------------------------------------------------------
+
+    def _file(self, folder_path: Path, base: str) -> Path:
+        cur = folder_path / "cur" / f"{base}:2,"
+        if cur.exists():
+            return cur
+        new = folder_path / "new" / base
+        return new if new.exists() else cur
+
+    def message_path(self, folder: Folder, base: str) -> Path:
+        return self._file(self.path_of(folder.name), base)
+
+    def read(self, folder: Folder, base: str) -> bytes:
+        try:
+            return self.message_path(folder, base).read_bytes()
+        except FileNotFoundError:
+            pass
+        current = self.folder_by_id(folder.id)  # renamed by another session meanwhile?
+        if current is not None and current.name != folder.name:
+            with contextlib.suppress(FileNotFoundError):
+                return self.message_path(current, base).read_bytes()
+        return b""  # expunged by another session meanwhile: an empty message, not a crash
+
+    def _next_modseq(self, folder_id: int) -> int:
+        row = self.conn.execute(
+            "UPDATE folders SET highestmodseq = highestmodseq + 1 WHERE id = ?"
+            " RETURNING highestmodseq",
+            (folder_id,),
+        ).fetchone()
+        return int(row[0])
+
+    def _insert(
+        self, folder_id: int, base: str, flags: Iterable[str], internaldate: int, size: int
+    ) -> int:
+        row = self.conn.execute(
+            "UPDATE folders SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1"
+            " WHERE id = ? RETURNING uidnext - 1, highestmodseq",
+            (folder_id,),
+        ).fetchone()
+        uid, modseq = int(row[0]), int(row[1])
+        flags = tuple(flags)
+        self.conn.execute(
+            "INSERT INTO messages(folder_id, uid, base, flags, modseq, internaldate, size)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (folder_id, uid, base, join_flags(flags), modseq, internaldate, size),
+        )
+        self._add_keywords(folder_id, flags)
+        return uid
+
+    def _add_keywords(self, folder_id: int, flags: Iterable[str]) -> None:
+        kws = {f for f in flags if not f.startswith("\\")}
+        if not kws:
+            return
+        row = self.conn.execute("SELECT keywords FROM folders WHERE id = ?", (folder_id,))
+        known = set(split_flags(row.fetchone()[0]))
+        if not kws <= known:
+            self.conn.execute(
+                "UPDATE folders SET keywords = ? WHERE id = ?",
+                (" ".join(sorted(known | kws)), folder_id),
+            )
+
+    def import_new(self, folder: Folder) -> bool:
+        """Adopt files delivered into `new/`; True when some were added."""
+        path = self.path_of(folder.name)
+        new_dir = path / "new"
+        try:
+            mtime = new_dir.stat().st_mtime_ns
+        except FileNotFoundError:
+            return False
+        # The directory's mtime changes when a file arrives, but with the kernel's coarse clock
+        # two changes within one tick may show the same value: trust it only once it is old.
+        if self._new_mtimes.get(folder.id) == mtime and time.time_ns() - mtime > 2_000_000_000:
+            return False
+        self._new_mtimes[folder.id] = mtime
+        with os.scandir(new_dir) as it:
+            names = [e.name for e in it if not e.name.startswith(".")]
+        added = False
+        if names:
+            with self.transaction(durable=True):
+                known = {
+                    name
+                    for name in names
+                    if self.conn.execute(
+                        "SELECT 1 FROM messages WHERE folder_id = ? AND base = ?",
+                        (folder.id, name),
+                    ).fetchone()
+                }
+                for name in sorted(names, key=_delivery_order):
+                    if name in known:
+                        continue
+                    src = new_dir / name
+                    try:
+                        data = src.read_bytes()
+                        st = src.stat()
+                    except FileNotFoundError:
+                        continue  # another process adopted it meanwhile
+                    fixed = crlf(data)
+                    if fixed is not data:
+                        tmp = path / "tmp" / f"{name}.crlf"
+                        _write_synced(tmp, fixed)
+                        os.rename(tmp, src)
+                    self._insert(folder.id, name, (), int(st.st_mtime), len(fixed))
+                    added = True
+            for name in names:
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(new_dir / name, path / "cur" / f"{name}:2,")
+            with contextlib.suppress(OSError):
+                maildir.fsync_dir(path / "cur")
+        return added
+
+    def uids(self, folder: Folder) -> list[int]:
+        return [
+            r[0]
+            for r in self.conn.execute(
+                "SELECT uid FROM messages WHERE folder_id = ? ORDER BY uid", (folder.id,)
+            )
+        ]
+
+    def counts(self, folder: Folder) -> tuple[int, int, int]:
+        """(messages, unseen, recent)."""
+        row = self.conn.execute(
+            "SELECT COUNT(*), SUM(instr(flags, '\\Seen') = 0), SUM(recent) FROM messages"
+            " WHERE folder_id = ?",
+            (folder.id,),
+        ).fetchone()
+        return int(row[0]), int(row[1] or 0), int(row[2] or 0)
+
+    def first_unseen_uid(self, folder: Folder) -> int | None:
+        row = self.conn.execute(
+            "SELECT MIN(uid) FROM messages WHERE folder_id = ? AND instr(flags, '\\Seen') = 0",
+            (folder.id,),
+        ).fetchone()
+        return int(row[0]) if row and row[0] is not None else None
+
+    def claim_recent(self, folder: Folder) -> set[int]:
+        """Take the \\Recent marks: the session that claims them is the one that shows them."""
+        if not self.conn.execute(
+            "SELECT 1 FROM messages WHERE folder_id = ? AND recent = 1 LIMIT 1", (folder.id,)
+        ).fetchone():
+            return set()
+        with self.transaction():
+            rows = self.conn.execute(
+                "UPDATE messages SET recent = 0 WHERE folder_id = ? AND recent = 1 RETURNING uid",
+                (folder.id,),
+            ).fetchall()
+        return {int(r[0]) for r in rows}
+
+    def infos(self, folder: Folder, uids: Sequence[int]) -> dict[int, MessageInfo]:
+        out: dict[int, MessageInfo] = {}
+        if not uids:
+            return out
+        lo, hi = min(uids), max(uids)
+        wanted = set(uids) if len(uids) < hi - lo + 1 else None
+        for uid, flags, modseq, idate, size, base in self.conn.execute(
+            "SELECT uid, flags, modseq, internaldate, size, base FROM messages"
+            " WHERE folder_id = ? AND uid BETWEEN ? AND ?",
+            (folder.id, lo, hi),
+        ):
+            if wanted is None or uid in wanted:
+                out[uid] = MessageInfo(uid, split_flags(flags), modseq, idate, size, base)
+        return out
+
+    def cached(self, folder: Folder, uid: int) -> tuple[bytes | None, bytes | None]:
+        row = self.conn.execute(
+            "SELECT envelope, bodystructure FROM messages WHERE folder_id = ? AND uid = ?",
+            (folder.id, uid),
+        ).fetchone()
+        return (row[0], row[1]) if row else (None, None)
+
+    def set_cached(self, folder: Folder, items: list[tuple[int, bytes, bytes]]) -> None:
+        # A cache, not state: no modseq change; a lost write is recomputed later.
+        with self.transaction():
+            self.conn.executemany(
+                "UPDATE messages SET envelope = ?, bodystructure = ?"
+                " WHERE folder_id = ? AND uid = ?",
+                [(env, bs, folder.id, uid) for uid, env, bs in items],
+            )
+
+    def store_flags(
+        self,
+        folder: Folder,
+        uids: Sequence[int],
+        flags: Iterable[str],
+        mode: str,
+        unchangedsince: int | None = None,
+    ) -> tuple[list[tuple[int, tuple[str, ...], int]], list[int]]:
+        """mode '+', '-' or '' (replace). Returns (changed [(uid, flags, modseq)], failed
+        UIDs whose modseq is above `unchangedsince` (CONDSTORE))."""
+        flags = set(flags)
+        changed: list[tuple[int, tuple[str, ...], int]] = []
+        failed: list[int] = []
+        with self.transaction():
+            infos = self.infos(folder, uids)
+            updates = []
+            modseq = 0
+            for uid in uids:
+                info = infos.get(uid)
+                if info is None:
+                    continue
+                if unchangedsince is not None and info.modseq > unchangedsince:
+                    failed.append(uid)
+                    continue
+                old = set(info.flags)
+                new = old | flags if mode == "+" else old - flags if mode == "-" else set(flags)
+                if new == old:
+                    continue
+                if not modseq:
+                    modseq = self._next_modseq(folder.id)
+                text = join_flags(new)
+                updates.append((text, modseq, folder.id, uid))
+                changed.append((uid, split_flags(text), modseq))
+            if updates:
+                self.conn.executemany(
+                    "UPDATE messages SET flags = ?, modseq = ? WHERE folder_id = ? AND uid = ?",
+                    updates,
+                )
+                if mode != "-":
+                    self._add_keywords(folder.id, flags)
+        return changed, failed
+
+    def append(
+        self, folder: Folder, data: bytes, flags: Iterable[str], internaldate: int | None = None
+    ) -> int:
+        """Durably add a message (fsynced file, committed index) and return its UID."""
+        path = self.path_of(folder.name)
+        maildir.ensure_maildir(path)
+        data = crlf(data)
+        tmp, base = maildir.write_tmp(path, data)
+        final = path / "cur" / f"{base}:2,"
+        os.rename(tmp, final)
+        maildir.fsync_dir(path / "cur")
+        when = int(time.time()) if internaldate is None else internaldate
+        try:
+            with self.transaction(durable=True):
+                if not self.folder_by_id(folder.id):
+                    raise StoreError(f"folder {folder.name} was deleted", "TRYCREATE")
+                return self._insert(folder.id, base, flags, when, len(data))
+        except BaseException:
+            final.unlink(missing_ok=True)
+            raise
+
+    def copy(
+        self, src: Folder, uids: Sequence[int], dst: Folder
+    ) -> list[tuple[int, int]]:
+        """Copy messages (hard links: the files never change) and return [(src, dst uid)]."""
+        src_path, dst_path = self.path_of(src.name), self.path_of(dst.name)
+        maildir.ensure_maildir(dst_path)
+        infos = self.infos(src, uids)
+        linked: list[tuple[int, str, MessageInfo]] = []
+        try:
+            for uid in uids:
+                info = infos.get(uid)
+                if info is None:
+                    continue
+                try:
+                    base = _link_into(self._file(src_path, info.base), dst_path)
+                except FileNotFoundError:
+                    continue
+                linked.append((uid, base, info))
+            maildir.fsync_dir(dst_path / "cur")
+            out = []
+            with self.transaction(durable=True):
+                if not self.folder_by_id(dst.id):
+                    raise StoreError(f"folder {dst.name} was deleted", "TRYCREATE")
+                for uid, base, info in linked:
+                    flags = [f for f in info.flags if f != "\\Recent"]
+                    out.append(
+                        (uid, self._insert(dst.id, base, flags, info.internaldate, info.size))
+                    )
+            return out
+        except BaseException:
+            for _, base, _ in linked:
+                (dst_path / "cur" / f"{base}:2,").unlink(missing_ok=True)
+            raise
+
+    def _expunge_rows(self, folder_id: int, uids: Sequence[int]) -> int:
+        modseq = self._next_modseq(folder_id)
+        self.conn.executemany(
+            "DELETE FROM messages WHERE folder_id = ? AND uid = ?", [(folder_id, u) for u in uids]
+        )
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO expunged(folder_id, uid, modseq) VALUES (?, ?, ?)",
+            [(folder_id, u, modseq) for u in uids],
+        )
+        return modseq
+
+    def expunge(self, folder: Folder, uids: Sequence[int] | None = None) -> list[int]:
+        """Remove the \\Deleted messages (only those among `uids` when given); returns the
+        UIDs removed, ascending."""
+        with self.transaction():
+            rows = self.conn.execute(
+                "SELECT uid, base FROM messages WHERE folder_id = ? AND instr(flags, '\\Deleted')"
+                " ORDER BY uid",
+                (folder.id,),
+            ).fetchall()
+            if uids is not None:
+                keep = set(uids)
+                rows = [r for r in rows if r[0] in keep]
+            if rows:
+                self._expunge_rows(folder.id, [r[0] for r in rows])
+                self._prune_expunged(folder.id)
+        path = self.path_of(folder.name)
+        for _, base in rows:
+            with contextlib.suppress(FileNotFoundError):
+                self._file(path, base).unlink()
+        return [int(r[0]) for r in rows]
+
+    def remove(self, folder: Folder, uids: Sequence[int]) -> None:
+        """Expunge exactly `uids` whatever their flags (the second half of MOVE)."""
+        infos = self.infos(folder, uids)
+        with self.transaction():
+            self._expunge_rows(folder.id, list(infos))
+        path = self.path_of(folder.name)
+        for info in infos.values():
+            with contextlib.suppress(FileNotFoundError):
+                self._file(path, info.base).unlink()
+
+    def _prune_expunged(self, folder_id: int) -> None:
+        self.conn.execute(
+            "DELETE FROM expunged WHERE folder_id = ? AND modseq < (SELECT modseq FROM expunged"
+            " WHERE folder_id = ? ORDER BY modseq DESC LIMIT 1 OFFSET ?)",
+            (folder_id, folder_id, EXPUNGED_KEPT),
+        )
+
+    def changes_since(self, folder: Folder, modseq: int, last_uid: int) -> Changes | None:
+        """What happened after `modseq`: new UIDs above `last_uid`, flag changes and
+        expunges. None when the folder no longer exists (deleted or renamed)."""
+        row = self.conn.execute(
+            "SELECT highestmodseq, uidvalidity, name FROM folders WHERE id = ?", (folder.id,)
+        ).fetchone()
+        if row is None or row[1] != folder.uidvalidity:
+            return None
+        highest, name = int(row[0]), str(row[2])
+        if highest <= modseq:
+            return Changes(highest, [], [], [], name)
+        self.conn.execute("BEGIN")  # one consistent snapshot for the three reads
+        try:
+            new = self.conn.execute(
+                "SELECT uid, flags FROM messages WHERE folder_id = ? AND uid > ? ORDER BY uid",
+                (folder.id, last_uid),
+            ).fetchall()
+            changed = [
+                (int(r[0]), split_flags(r[1]), int(r[2]))
+                for r in self.conn.execute(
+                    "SELECT uid, flags, modseq FROM messages WHERE folder_id = ? AND modseq > ?"
+                    " AND uid <= ? ORDER BY uid",
+                    (folder.id, modseq, last_uid),
+                )
+            ]
+            expunged = [
+                r[0]
+                for r in self.conn.execute(
+                    "SELECT uid FROM expunged WHERE folder_id = ? AND modseq > ? ORDER BY uid",
+                    (folder.id, modseq),
+                )
+            ]
+            highest = int(
+                self.conn.execute(
+                    "SELECT highestmodseq FROM folders WHERE id = ?", (folder.id,)
+                ).fetchone()[0]
+            )
+        finally:
+            self.conn.execute("COMMIT")
+        return Changes(highest, new, changed, expunged, name)
+
+    def view(self, folder: Folder) -> FolderView:
+        """The folder's current UIDs and flags (a private copy). The first call in a process
+        reads every row; later ones start from the process's cached view and apply only what
+        changed since (one indexed query), so re-selecting a big folder stays cheap."""
+        cached = self._views.get(folder.id)
+        if cached is None or cached.uidvalidity != folder.uidvalidity:
+            self.conn.execute("BEGIN")
+            try:
+                highest = self.conn.execute(
+                    "SELECT highestmodseq FROM folders WHERE id = ?", (folder.id,)
+                ).fetchone()
+                rows = self.conn.execute(
+                    "SELECT uid, flags FROM messages WHERE folder_id = ? ORDER BY uid",
+                    (folder.id,),
+                ).fetchall()
+            finally:
+                self.conn.execute("COMMIT")
+            cached = FolderView(
+                folder.uidvalidity,
+                int(highest[0]) if highest else 0,
+                [r[0] for r in rows],
+                {r[0]: r[1] for r in rows if r[1]},
+            )
+        else:
+            last = cached.uids[-1] if cached.uids else 0
+            changes = self.changes_since(folder, cached.modseq, last)
+            if changes is not None:
+                cached.apply(changes)
+        self._views[folder.id] = cached
+        return cached.copy()
+
+
+_MAILDIR_NAME = re.compile(r"(\d+)\.M(\d+)P")
+
+
+def _delivery_order(name: str) -> tuple[int, int, str]:
+    """Sort key putting deliveries in the order they happened: `<sec>.M<usec>P...` names
+    compare numerically (as text, M987 would sort after M12345)."""
+    m = _MAILDIR_NAME.match(name)
+    return (int(m.group(1)), int(m.group(2)), name) if m else (2**63, 0, name)
+
+
+def crlf(data: bytes) -> bytes:
+    """`data` with every line ending CRLF (the same object when it already is)."""
+    if b"\n" not in data.replace(b"\r\n", b""):
+        return data
+    return re.sub(rb"\r?\n", b"\r\n", data)
+
+
+def _like_prefix(prefix: str) -> str:
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _link_into(src: Path, dst_folder: Path) -> str:
+    """Hard-link (or copy) a message file into `dst_folder/cur`; returns its new base name."""
+    size = src.stat().st_size
+    base = maildir.unique_name(size)
+    target = dst_folder / "cur" / f"{base}:2,"
+    try:
+        os.link(src, target)
+    except OSError:
+        _write_synced(target, src.read_bytes())
+    return base
+
+
+def _remove_maildir(path: Path) -> None:
+    for sub in maildir.SUBDIRS:
+        d = path / sub
+        if d.is_dir():
+            for entry in os.scandir(d):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+            with contextlib.suppress(OSError):
+                d.rmdir()
+    with contextlib.suppress(OSError):
+        path.rmdir()
+
+
+class StorePool:
+    """The process's open stores, one per user, shared by that user's sessions.
+
+    Mail clients reconnect often (a login, a few commands, a logout), so a store nobody uses
+    stays open for a while: `keep_idle` of them, least recently used closed first. Opening one
+    costs a SQLite open and closing one a WAL checkpoint."""
+
+    def __init__(self, mailboxes: Path, keep_idle: int = 256) -> None:
+        self.mailboxes = mailboxes
+        self.keep_idle = keep_idle
+        self._stores: dict[str, tuple[MailStore, int]] = {}
+        self._idle: OrderedDict[str, MailStore] = OrderedDict()
+
+    def acquire(self, address: str) -> MailStore:
+        address = address.lower()
+        entry = self._stores.get(address)
+        if entry:
+            self._stores[address] = (entry[0], entry[1] + 1)
+            return entry[0]
+        store = self._idle.pop(address, None) or MailStore(
+            maildir.mailbox_path(self.mailboxes, address)
+        )
+        self._stores[address] = (store, 1)
+        return store
+
+    def release(self, address: str) -> None:
+        address = address.lower()
+        entry = self._stores.get(address)
+        if not entry:
+            return
+        if entry[1] <= 1:
+            del self._stores[address]
+            self._idle[address] = entry[0]
+            while len(self._idle) > self.keep_idle:
+                self._idle.popitem(last=False)[1].close()
+        else:
+            self._stores[address] = (entry[0], entry[1] - 1)
+
+    def close(self) -> None:
+        for store, _ in self._stores.values():
+            store.close()
+        for store in self._idle.values():
+            store.close()
+        self._stores.clear()
+        self._idle.clear()
