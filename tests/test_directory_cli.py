@@ -480,3 +480,13 @@ def test_set_password_prompts_twice_on_a_terminal(cli, gateway_home):
     assert "new password:" in out and "again:" in out and "terminal password" not in out
     directory = open_directory(load_config(gateway_home / "config.toml"))
     assert directory.verify_password(f"dr.house@{D}", "terminal password 1")
+
+
+def test_uninitialised_gateway_says_run_init(tmp_path, capsys):
+    from gateway.cli import main
+
+    (tmp_path / "config.toml").write_text('[gateway]\ndomain = "new.localhost"\n')
+    code = main(["directory", "add-application", "--email", "r@new.localhost", "--name", "R",
+                 "--config", str(tmp_path / "config.toml")])
+    assert code == 1
+    assert "run `mssgw init` first" in capsys.readouterr().err

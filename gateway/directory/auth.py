@@ -244,7 +244,8 @@ class Authenticator:
             return AuthResult(AuthReason.UNKNOWN, addr)
         if not mailbox.active:
             return AuthResult(AuthReason.SUSPENDED, addr)
-        self.failures.clear("account", addr)
+        if self.failures.recent("account", addr, 0.0)[0]:  # a write only when there is one
+            self.failures.clear("account", addr)
         s = self.settings
         if s.cache_ttl > 0:
             with self._cache_lock:

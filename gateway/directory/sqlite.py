@@ -217,6 +217,10 @@ class SQLiteDirectory:
                 )
         elif dom == self.patient_domain:
             raise v.InvalidField("email", addr, f"{dom} holds patients' mailboxes only")
+        if not own:
+            raise GatewayError(
+                "directory: this gateway has no domain of its own yet: run `mssgw init` first"
+            )
         if dom not in own:
             raise v.InvalidField(
                 "email",

@@ -9,7 +9,6 @@ imported anchor.
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -134,8 +133,8 @@ def import_crl(config: Config, data: bytes) -> tuple[Path, x509.CertificateRevoc
             f"CRL issuer {crl.issuer.rfc4514_string()} is not a known CA, or its signature"
             " does not check: import its anchor first (`mssgw pki add-anchor`)"
         )
-    name = hashlib.sha256(issuer.fingerprint(hashes.SHA256())).hexdigest()[:16]
-    path = Layout.of(config).peer_crls / f"{name}.crl.pem"
+    # Named like the issuer's anchor file (certs/anchors/<sha256 prefix>.pem).
+    path = Layout.of(config).peer_crls / f"{issuer.fingerprint(hashes.SHA256()).hex()[:16]}.crl.pem"
     old = _read(path)
     if old is not None and old.last_update_utc > crl.last_update_utc:
         raise PKIError(

@@ -118,8 +118,8 @@ def _attribute(text: str) -> tuple[str, str]:
 
 def normalise_dn(dn: str) -> str:
     """The comparable key of a DN string (raises ValueError when it is not a DN)."""
-    text = dn.strip()
-    if not text:
+    text = dn.lstrip()  # not rstrip: the last value may end with an escaped space
+    if not text.strip():
         raise ValueError("empty distinguished name")
     if text.startswith("/"):
         # OpenSSL oneline form, most general first: reverse into RFC 4514 order.
