@@ -132,7 +132,9 @@ class Client:
 async def mixed(port: int, ctx: object, address: str, stop: float, counter: list[int]) -> None:
     """login, select, fetch headers and bodies, store flags, append, expunge, logout."""
     new = message(0, 3000)
-    while time.perf_counter() < stop:
+    first = True
+    while first or time.perf_counter() < stop:
+        first = False
         c = Client()
         await c.connect(port, ctx)
         await c.cmd(f'LOGIN {address} "{PASSWORD}"')
@@ -151,6 +153,11 @@ async def mixed(port: int, ctx: object, address: str, stop: float, counter: list
         await c.cmd("LOGOUT")
         c.close()
         counter[0] += c.commands
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_kb(pid: int) -> int:
@@ -227,18 +234,29 @@ async def run_benchmarks(config: Config) -> None:
     try:
         counter = [0]
         warm = [0]
-        await asyncio.gather(
-            *(mixed(port, ctx, a, time.perf_counter() + 1.0, warm) for a in users(CLIENTS))
-        )
+        # Warm-up: every user's first login (scrypt, then cached) and first look at its mail
+        # (50 deliveries adopted into the index) are not what the steady state measures.
+        await asyncio.gather(*(mixed(port, ctx, a, 0.0, warm) for a in users(CLIENTS)))
+        pids = [p.pid for p in procs if p.pid is not None]
+        cpu0 = sum(cpu_seconds(pid) for pid in pids)
         start = time.perf_counter()
         await asyncio.gather(
             *(mixed(port, ctx, a, start + MIXED_SECONDS, counter) for a in users(CLIENTS))
         )
         elapsed = time.perf_counter() - start
+        cpu = sum(cpu_seconds(pid) for pid in pids) - cpu0
         print(
             f"mixed workload, {CLIENTS} clients, {cores} worker processes: "
             f"{counter[0] / elapsed:,.0f} commands/s ({counter[0]} commands in {elapsed:.1f} s; "
             "target >= 2,000/s)"
+        )
+        # On a shared machine the rate above depends on what else runs; the server's own CPU
+        # time per command does not, and bounds what the cores could do alone.
+        per = cpu / max(counter[0], 1)
+        print(
+            f"  server CPU {per * 1000:.2f} ms per command (TLS handshake and login included): "
+            f"at most {cores / per:,.0f} commands/s on {cores} otherwise idle cores "
+            f"(load average now {os.getloadavg()[0]:.1f})"
         )
 
         # 3. SELECT + FETCH 1:* (FLAGS) on 100,000 messages

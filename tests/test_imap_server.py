@@ -714,3 +714,22 @@ def test_a_new_keyword_is_announced_in_flags_before_use(imap):
     assert b"$Urgent" in b.untagged_responses["FETCH"][-1]
     a.logout()
     b.logout()
+
+
+def test_fetch_of_a_message_expunged_by_another_session(imap):
+    imap.deliver(DOC, message("one"))
+    imap.deliver(DOC, message("two"))
+    a, b = login(imap), login(imap)
+    a.select("INBOX")
+    b.select("INBOX")
+    b.store("1", "+FLAGS", r"(\Deleted)")
+    b.expunge()
+    typ, data = a.fetch("1:2", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert typ == "NO" and b"[EXPUNGEISSUED]" in data[-1]
+    assert "EXPUNGE" not in a.untagged_responses  # numbers stay put during FETCH
+    a.noop()
+    assert a.untagged_responses["EXPUNGE"] == [b"1"]
+    typ, data = a.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert typ == "OK" and data[0][1] == b"Subject: two\r\n\r\n"
+    a.logout()
+    b.logout()

@@ -193,6 +193,13 @@ def test_wrapping_duplicated_reference_id(config, signed):
     assert not result.valid and result.code == "wrapped", result.reason
 
 
+def test_qualifying_properties_must_target_the_signature(config, signed):
+    root = _signature_tree(signed)
+    root.set("Id", "AnotherSignature")
+    result = verify(config, _with_signature(signed, root))
+    assert result.code == "wrapped" and "QualifyingProperties" in result.reason
+
+
 def test_duplicated_manifest_reference(config, doctor, shared_dir):
     """A manifest naming the same document twice is refused even when properly signed."""
     from gateway.signature.dsg import signature_document

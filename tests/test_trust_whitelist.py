@@ -67,6 +67,8 @@ def test_import_real_snapshot(cli, whitelist, gateway_home):
     assert "added 516, removed 0, changed 0" in r.out
     peers = cli.ok("trust", "list", "--peers", "--json").json()
     assert len(peers) == 516
+    assert "(518 domains; national whitelist generated 2025-03-13T14:54:10Z)" in cli.ok(
+        "trust", "list").out
     shown = cli.ok("trust", "show", "aphp.mssante.fr", "--json").json()
     assert shown["source"] == "whitelist" and len(shown["operator_dns"]) == 2
     # the same list again: nothing changes

@@ -91,6 +91,8 @@ def test_pack_then_sign(mssgw, docs, doctor, tmp_path):
     code, stdout, err = mssgw("xdm", "sign", str(plain), "--sign-as", doctor, "-o", str(signed))
     assert code == 0, err
     assert mssgw("xdm", "verify", str(signed))[0] == 0
+    code, _, err = mssgw("xdm", "sign", str(signed), "--sign-as", doctor, "-o", str(plain))
+    one_line_error(code, err, "already signed (DOC0002.XML)")
 
 
 def test_verify_reports_the_attack(mssgw, docs, doctor, tmp_path):

@@ -174,12 +174,6 @@ class Authenticator:
             return early
         return self._verify(address, password, client_ip, early)
 
-    def forget(self) -> None:
-        """Empty the credential cache (a changed password or state needs no call: every login
-        re-reads them)."""
-        with self._cache_lock:
-            self._cache.clear()
-
     # --- steps ---------------------------------------------------------------------------------
 
     def _key(self, address: str, password: str) -> bytes:
@@ -232,11 +226,12 @@ class Authenticator:
         self, address: str, password: str, client_ip: str | None, stored: str | None
     ) -> AuthResult:
         addr = address.strip().lower()
-        if stored is None:
+        if not stored:  # unknown, or no password yet: take the time a real check takes
             dummy_verify(password)
             self._fail(addr, client_ip)
-            return AuthResult(AuthReason.UNKNOWN, addr)
-        if not stored or not verify_password(password, stored):
+            reason = AuthReason.UNKNOWN if stored is None else AuthReason.BAD_PASSWORD
+            return AuthResult(reason, addr)
+        if not verify_password(password, stored):
             self._fail(addr, client_ip)
             return AuthResult(AuthReason.BAD_PASSWORD, addr)
         mailbox = self.directory.get(addr)

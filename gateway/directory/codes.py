@@ -7,7 +7,6 @@ and this short list changes rarely. Labels are the official ones.
 from __future__ import annotations
 
 OID_PROFESSION = "1.2.250.1.213.1.1.4.5"
-OID_SPECIALTY = "1.2.250.1.213.1.1.4.5"  # specialties travel as "G15_10/SM26" in XDS metadata
 
 PROFESSIONS: dict[str, str] = {
     "10": "Médecin",
@@ -40,7 +39,3 @@ PROFESSIONS: dict[str, str] = {
     "96": "Psychomotricien",
     "98": "Manipulateur ERM",
 }
-
-# Professions allowed to prescribe medicines (what a prescription's author must be).
-PRESCRIBERS = frozenset({"10", "40", "50", "60", "70", "80"})
-PHARMACIST = "21"

@@ -184,6 +184,10 @@ class Directory(Protocol):
         whose empty sender names no domain)."""
         ...
 
+    def whitelist_generated(self) -> str | None:
+        """DateDeGeneration of the whitelist last imported (None before the first import)."""
+        ...
+
     def import_whitelist(self, path: str, *, allow_older: bool = False) -> WhitelistChange:
         """Import the national whitelist: add, update and remove peer domains; report the change.
 

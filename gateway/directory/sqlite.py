@@ -668,10 +668,7 @@ class SQLiteDirectory:
         removed: list[str] = []
         changed: list[str] = []
         with self._change() as conn:
-            row = conn.execute(
-                "SELECT value FROM directory_meta WHERE key = 'whitelist_generated'"
-            ).fetchone()
-            previous = row[0] if row else None
+            previous = self.whitelist_generated()
             if previous and wl.generated and wl.generated < previous and not allow_older:
                 raise InvalidWhitelist(
                     f"{p.name}: generated {wl.generated}, older than the list already imported"

@@ -50,7 +50,8 @@ def cmd_import(args: argparse.Namespace) -> None:
 
 def cmd_list(args: argparse.Namespace) -> None:
     ours = True if args.own else False if args.peers else None
-    found = _directory(args).list_domains(search=args.search, ours=ours)
+    directory = _directory(args)
+    found = directory.list_domains(search=args.search, ours=ours)
     if args.json:
         print_json([domain_dict(d) for d in found])
         return
@@ -60,6 +61,9 @@ def cmd_list(args: argparse.Namespace) -> None:
         else:
             more = f" (+{len(d.operator_dns) - 1} more)" if len(d.operator_dns) > 1 else ""
             print(f"{d.name}  {d.source}  {d.operator_dn}{more}")
+    generated = directory.whitelist_generated()
+    if generated and not args.own:
+        print(f"({len(found)} domains; national whitelist generated {generated})")
 
 
 def cmd_show(args: argparse.Namespace) -> None:

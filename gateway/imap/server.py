@@ -72,7 +72,8 @@ class Connection:
             if ev is not None:
                 continue  # cannot happen in raw-line mode; ignore defensively
             try:
-                data = await asyncio.wait_for(self.reader.read(READ_SIZE), timeout)
+                async with asyncio.timeout(timeout):  # no task per read, unlike wait_for
+                    data = await self.reader.read(READ_SIZE)
             except TimeoutError:
                 return None
             if not data:
@@ -89,7 +90,8 @@ class Connection:
                 if ev is None:
                     timeout = AUTOLOGOUT if session.login else PREAUTH_TIMEOUT
                     try:
-                        data = await asyncio.wait_for(self.reader.read(READ_SIZE), timeout)
+                        async with asyncio.timeout(timeout):
+                            data = await self.reader.read(READ_SIZE)
                     except TimeoutError:
                         self.send(b"* BYE autologout: idle for too long\r\n")
                         break

@@ -55,6 +55,7 @@ from gateway.store.mailstore import (
     MessageInfo,
     StoreError,
     StorePool,
+    unlink_all,
 )
 
 log = logging.getLogger("mssgw.imap")
@@ -331,6 +332,10 @@ class Session:
             if state not in states:
                 raise Bad(_state_error(name, state))
             await fn(self, cmd.tag, cmd.args)
+            if self.store is not None and self.store.garbage:
+                asyncio.get_running_loop().run_in_executor(
+                    None, unlink_all, self.store.take_garbage()
+                )
         except Bad as exc:
             self.tagged(cmd.tag, "BAD", str(exc))
         except SyntaxProblem as exc:
@@ -651,7 +656,10 @@ class Session:
             raise No("no such mailbox; create it first", "TRYCREATE")
         loop = asyncio.get_running_loop()
         store = self.store
-        uid = await loop.run_in_executor(None, store.append, folder, data, flags, when)
+        # The file (and its fsyncs) in a thread; the index on this thread: the SQLite
+        # connection is shared by this process's sessions of the user and is not thread-safe.
+        written = await loop.run_in_executor(None, store.write_message, folder, data)
+        uid = store.add_written(folder, written, flags, when)
         await self._notify(True)
         self.tagged(tag, "OK", "APPEND completed", f"APPENDUID {folder.uidvalidity} {uid}")
 
@@ -800,11 +808,17 @@ class Session:
                 items.insert(0, FetchItem("UID", label="UID"))
         if changedsince is not None and "MODSEQ" not in names:
             items.append(FetchItem("MODSEQ", label="MODSEQ"))
+        gone = 0
         if names <= {"FLAGS", "UID"} and changedsince is None:
             self._fetch_flags(uids, [i.name for i in items])
         else:
-            await self._fetch(uids, items, changedsince)
+            gone = await self._fetch(uids, items, changedsince)
         await self._notify(uid)
+        if gone and not uid:
+            # RFC 5530: messages another session expunged meanwhile (their EXPUNGE is pending)
+            self.tagged(tag, "NO", "some of the requested messages no longer exist",
+                        "EXPUNGEISSUED")
+            return
         self.tagged(tag, "OK", f"{'UID ' if uid else ''}FETCH completed")
 
     def _fetch_items(self, tok: Token) -> list[FetchItem]:
@@ -820,7 +834,8 @@ class Session:
 
     async def _fetch(
         self, uids: list[int], items: list[FetchItem], changedsince: int | None
-    ) -> None:
+    ) -> int:
+        """Send the FETCH responses; returns how many messages no longer exist."""
         sel = self.selected
         store = self.store
         assert sel is not None and store is not None
@@ -837,6 +852,7 @@ class Session:
         new_cache: list[tuple[int, bytes, bytes]] = []
         read_uids: list[int] = []
         seen_now: dict[int, tuple[tuple[str, ...], int]] = {}
+        cache = store.cached(folder, list(infos)) if need_cache else {}
         if sets_seen:  # one transaction for the whole FETCH, not one per message
             unseen = [u for u, i in infos.items() if "\\Seen" not in i.flags]
             changed, _ = store.store_flags(folder, unseen, ["\\Seen"], "+")
@@ -862,7 +878,7 @@ class Session:
             if need_file:
                 data = await self._read(folder, info)
             if need_cache:
-                env, bs = store.cached(folder, u)
+                env, bs = cache.get(u, (None, None))
                 if env is None or bs is None or "BODY" in names:
                     if data is None:
                         data = await self._read(folder, info)
@@ -927,6 +943,7 @@ class Session:
             store.set_cached(folder, new_cache)
         if read_uids:
             self._audit("imap.read", {"folder": folder.name, "uids": seq_set(read_uids)})
+        return len(uids) - len(infos)
 
     def _fetch_flags(self, uids: list[int], names: list[str]) -> None:
         """FETCH of FLAGS and UID only: from the session's view, without the index (the
@@ -981,9 +998,11 @@ class Session:
     async def _read(self, folder: Folder, info: MessageInfo) -> bytes:
         assert self.store is not None
         if info.size > 1024 * 1024:
-            return await asyncio.get_running_loop().run_in_executor(
-                None, self.store.read, folder, info.base
+            data = await asyncio.get_running_loop().run_in_executor(
+                None, self.store.read_file, folder, info.base
             )
+            if data is not None:
+                return data
         return self.store.read(folder, info.base)
 
     def _parse_flags(self, toks: list[Token]) -> list[str]:

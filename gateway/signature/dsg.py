@@ -213,6 +213,12 @@ def sign_package(
     documents, with its metadata and a `signs` association to the submission set.
     Existing entries are kept byte for byte."""
     pkg = read_package(package, limits)
+    if pkg.signatures:
+        # One signature per package is what verifiers (ours included) accept.
+        raise SigningError(
+            f"the package is already signed ({pkg.signatures[0].entry.uri}): sign the unsigned"
+            " package instead"
+        )
     when = (signing_time or dt.datetime.now(dt.UTC)).replace(microsecond=0)
     data = signature_document(pkg.content, signer, signing_time=when, purpose=purpose)
     taken = {d.path.rsplit("/", 1)[-1].upper() for d in pkg.documents} | {
@@ -229,4 +235,4 @@ def sign_package(
         association(m.Association(new_id(), m.SIGNS, entry.entry_id, ss)),
     ]
     metadata = append_objects(pkg.files[pkg.metadata_path], objects)
-    return repack(package, [(entry.uri, data)], metadata)
+    return repack(pkg, [(entry.uri, data)], metadata)

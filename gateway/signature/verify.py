@@ -169,7 +169,14 @@ class _Checker:
                 f"{len(manifests)} ds:Manifest elements: exactly one is expected (wrapping or"
                 " duplicated manifest)",
             )
-        self.checks.append("one ds:Signature, one ds:Manifest")
+        # XAdES binds its properties to the signature through Target (the Id of ds:Signature,
+        # which is itself not signed): properties lifted from another signature do not count.
+        qualifying = root.findall(f"{_q(DS, 'Object')}/{_q(XADES, 'QualifyingProperties')}")
+        if len(qualifying) != 1 or not root.get("Id") or (
+            qualifying[0].get("Target") != f"#{root.get('Id')}"
+        ):
+            raise _Fail("wrapped", "the XAdES QualifyingProperties do not target this signature")
+        self.checks.append("one ds:Signature, one ds:Manifest, its XAdES properties")
         return root
 
     def certificate(self, root: etree._Element) -> tuple[x509.Certificate, list[x509.Certificate],
@@ -291,7 +298,10 @@ def _purpose(root: etree._Element) -> str | None:
 
 
 def _subject(cert: x509.Certificate) -> str:
-    return cert.subject.rfc4514_string()
+    # As the PKI names subjects everywhere else (GN/SN spelled out, comparable with dn_matches).
+    from gateway.pki.dn import subject_dn
+
+    return subject_dn(cert.subject)
 
 
 def verify_package(

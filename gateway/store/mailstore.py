@@ -219,10 +219,18 @@ class MailStore:
                 self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._new_mtimes: dict[int, int] = {}
         self._views: dict[int, FolderView] = {}
+        # Files of expunged messages, unlinked later by `take_garbage()`'s caller (off the
+        # event loop: an unlink waits for the journal). A crash before leaves only stray files.
+        self.garbage: list[Path] = []
         with contextlib.suppress(OSError):
             os.chmod(root / INDEX_NAME, 0o600)
 
+    def take_garbage(self) -> list[Path]:
+        paths, self.garbage = self.garbage, []
+        return paths
+
     def close(self) -> None:
+        unlink_all(self.take_garbage())
         self.conn.close()
 
     @contextmanager
@@ -419,11 +427,18 @@ class MailStore:
     def message_path(self, folder: Folder, base: str) -> Path:
         return self._file(self.path_of(folder.name), base)
 
-    def read(self, folder: Folder, base: str) -> bytes:
+    def read_file(self, folder: Folder, base: str) -> bytes | None:
+        """The message's octets, or None if it is not where `folder` says. File access only:
+        safe in a worker thread."""
         try:
             return self.message_path(folder, base).read_bytes()
         except FileNotFoundError:
-            pass
+            return None
+
+    def read(self, folder: Folder, base: str) -> bytes:
+        data = self.read_file(folder, base)
+        if data is not None:
+            return data
         current = self.folder_by_id(folder.id)  # renamed by another session meanwhile?
         if current is not None and current.name != folder.name:
             with contextlib.suppress(FileNotFoundError):
@@ -554,27 +569,43 @@ class MailStore:
             ).fetchall()
         return {int(r[0]) for r in rows}
 
-    def infos(self, folder: Folder, uids: Sequence[int]) -> dict[int, MessageInfo]:
-        out: dict[int, MessageInfo] = {}
+    def _rows(self, folder: Folder, uids: Sequence[int], columns: str) -> Iterator[tuple]:  # type: ignore[type-arg]
+        """Rows `uid, <columns>` of the given messages: one range scan when they are dense,
+        primary-key lookups when they are sparse (e.g. "1,100000")."""
         if not uids:
-            return out
+            return
         lo, hi = min(uids), max(uids)
-        wanted = set(uids) if len(uids) < hi - lo + 1 else None
-        for uid, flags, modseq, idate, size, base in self.conn.execute(
-            "SELECT uid, flags, modseq, internaldate, size, base FROM messages"
-            " WHERE folder_id = ? AND uid BETWEEN ? AND ?",
-            (folder.id, lo, hi),
-        ):
-            if wanted is None or uid in wanted:
-                out[uid] = MessageInfo(uid, split_flags(flags), modseq, idate, size, base)
-        return out
+        if hi - lo + 1 <= 4 * len(uids):
+            wanted = set(uids) if len(uids) < hi - lo + 1 else None
+            for row in self.conn.execute(
+                f"SELECT uid, {columns} FROM messages"  # noqa: S608 - columns are ours
+                " WHERE folder_id = ? AND uid BETWEEN ? AND ?",
+                (folder.id, lo, hi),
+            ):
+                if wanted is None or row[0] in wanted:
+                    yield row
+            return
+        query = f"SELECT uid, {columns} FROM messages WHERE folder_id = ? AND uid = ?"  # noqa: S608
+        for uid in sorted(set(uids)):
+            row = self.conn.execute(query, (folder.id, uid)).fetchone()
+            if row is not None:
+                yield row
 
-    def cached(self, folder: Folder, uid: int) -> tuple[bytes | None, bytes | None]:
-        row = self.conn.execute(
-            "SELECT envelope, bodystructure FROM messages WHERE folder_id = ? AND uid = ?",
-            (folder.id, uid),
-        ).fetchone()
-        return (row[0], row[1]) if row else (None, None)
+    def infos(self, folder: Folder, uids: Sequence[int]) -> dict[int, MessageInfo]:
+        return {
+            uid: MessageInfo(uid, split_flags(flags), modseq, idate, size, base)
+            for uid, flags, modseq, idate, size, base in self._rows(
+                folder, uids, "flags, modseq, internaldate, size, base"
+            )
+        }
+
+    def cached(
+        self, folder: Folder, uids: Sequence[int]
+    ) -> dict[int, tuple[bytes | None, bytes | None]]:
+        """The cached (ENVELOPE, BODYSTRUCTURE) of each message."""
+        return {
+            uid: (env, bs) for uid, env, bs in self._rows(folder, uids, "envelope, bodystructure")
+        }
 
     def set_cached(self, folder: Folder, items: list[tuple[int, bytes, bytes]]) -> None:
         # A cache, not state: no modseq change; a lost write is recomputed later.
@@ -631,6 +662,12 @@ class MailStore:
         self, folder: Folder, data: bytes, flags: Iterable[str], internaldate: int | None = None
     ) -> int:
         """Durably add a message (fsynced file, committed index) and return its UID."""
+        written = self.write_message(folder, data)
+        return self.add_written(folder, written, flags, internaldate)
+
+    def write_message(self, folder: Folder, data: bytes) -> tuple[Path, str, int]:
+        """The file half of APPEND: the message fsynced into `cur/` (CRLF line ends). Touches
+        no SQLite, so it may run in a worker thread. Returns (path, base name, size)."""
         path = self.path_of(folder.name)
         maildir.ensure_maildir(path)
         data = crlf(data)
@@ -638,12 +675,23 @@ class MailStore:
         final = path / "cur" / f"{base}:2,"
         os.rename(tmp, final)
         maildir.fsync_dir(path / "cur")
+        return final, base, len(data)
+
+    def add_written(
+        self,
+        folder: Folder,
+        written: tuple[Path, str, int],
+        flags: Iterable[str],
+        internaldate: int | None = None,
+    ) -> int:
+        """The index half of APPEND (durable commit); the file is removed if it fails."""
+        final, base, size = written
         when = int(time.time()) if internaldate is None else internaldate
         try:
             with self.transaction(durable=True):
                 if not self.folder_by_id(folder.id):
                     raise StoreError(f"folder {folder.name} was deleted", "TRYCREATE")
-                return self._insert(folder.id, base, flags, when, len(data))
+                return self._insert(folder.id, base, flags, when, size)
         except BaseException:
             final.unlink(missing_ok=True)
             raise
@@ -709,9 +757,7 @@ class MailStore:
                 self._expunge_rows(folder.id, [r[0] for r in rows])
                 self._prune_expunged(folder.id)
         path = self.path_of(folder.name)
-        for _, base in rows:
-            with contextlib.suppress(FileNotFoundError):
-                self._file(path, base).unlink()
+        self.garbage += [self._file(path, base) for _, base in rows]
         return [int(r[0]) for r in rows]
 
     def remove(self, folder: Folder, uids: Sequence[int]) -> None:
@@ -720,9 +766,7 @@ class MailStore:
         with self.transaction():
             self._expunge_rows(folder.id, list(infos))
         path = self.path_of(folder.name)
-        for info in infos.values():
-            with contextlib.suppress(FileNotFoundError):
-                self._file(path, info.base).unlink()
+        self.garbage += [self._file(path, info.base) for info in infos.values()]
 
     def _prune_expunged(self, folder_id: int) -> None:
         self.conn.execute(
@@ -812,6 +856,12 @@ def _delivery_order(name: str) -> tuple[int, int, str]:
     compare numerically (as text, M987 would sort after M12345)."""
     m = _MAILDIR_NAME.match(name)
     return (int(m.group(1)), int(m.group(2)), name) if m else (2**63, 0, name)
+
+
+def unlink_all(paths: Iterable[Path]) -> None:
+    for p in paths:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
 
 
 def crlf(data: bytes) -> bytes:

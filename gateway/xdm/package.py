@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from gateway.config import Config
 from gateway.errors import GatewayError
 from gateway.xdm import model as m
-from gateway.xdm.header import cda_entry, sha1_hex
+from gateway.xdm.header import MissingMetadata, cda_entry, sha1_hex
 from gateway.xdm.metadata import InvalidMetadata, read_metadata, write_metadata
 from gateway.xdm.model import (
     Association,
@@ -197,7 +197,8 @@ def pack(
                           codes=codes[i - 1] if codes else None)
             )
         except GatewayError as exc:
-            raise type(exc)(f"document {i}: {exc}") from None
+            error = MissingMetadata if isinstance(exc, MissingMetadata) else InvalidPackage
+            raise error(f"document {i}: {exc}") from None
     patients = {e.patient_id for e in entries}
     if len(patients) > 1:
         raise InvalidPackage(
@@ -230,19 +231,22 @@ def pack(
                                                                       strict=True)]))
 
 
-def repack(package: bytes, add: Sequence[tuple[str, bytes]], metadata: bytes) -> bytes:
-    """The same ZIP with every entry kept byte for byte, files `add` (name in the subset
-    folder, bytes) added, and METADATA.XML replaced. The input is assumed already read."""
+def repack(package: Package, add: Sequence[tuple[str, bytes]], metadata: bytes) -> bytes:
+    """A new ZIP with every file of the (already read and checked) `package` byte for byte,
+    the files `add` (name in the submission set folder, bytes) and METADATA.XML replaced."""
+    files = {p: d for p, d in package.files.items() if p != package.metadata_path}
+    files.update((f"{package.subset}/{name}", data) for name, data in add)
+    files[package.metadata_path] = metadata
     out: list[tuple[str, bytes]] = []
-    with zipfile.ZipFile(io.BytesIO(package)) as zf:
-        meta_path = _metadata_path(zf.namelist())
-        subset = meta_path.rsplit("/", 1)[0]
-        for info in zf.infolist():
-            if info.filename == meta_path:
-                continue
-            out.append((info.filename, b"" if info.is_dir() else zf.read(info)))
-    out += [(f"{subset}/{name}", data) for name, data in add]
-    out.append((meta_path, metadata))
+    folders: set[str] = set()
+    for path, data in files.items():
+        parts = path.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            folder = "/".join(parts[:i]) + "/"
+            if folder not in folders:
+                folders.add(folder)
+                out.append((folder, b""))
+        out.append((path, data))
     return _zip(out)
 
 
