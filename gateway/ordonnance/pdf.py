@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -234,7 +235,7 @@ class _Ordonnance(FPDF):
         self.text_block(w.profession_line(a), 9.5, w=left_w)
         if a.rpps:
             self.text_block(f"N° RPPS {w.clean(a.rpps, limit=20)}", 9, w=left_w)
-            if a.rpps.isdigit():
+            if re.fullmatch(r"[0-9]{11}", a.rpps):  # only a real RPPS gets a barcode
                 self.draw_code128(a.rpps, self.x, self.y + 0.5, 7, 0.25)
                 self.set_y(self.y + 8.5)
         s = a.structure

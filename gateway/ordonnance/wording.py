@@ -199,7 +199,7 @@ def spelled(value: Decimal | int, letters: bool, noun: str = "") -> str:
     word) gives the gender: `1 (une) gélule`."""
     text = number(value)
     d = Decimal(value)
-    if letters and d == d.to_integral_value() and 0 <= d < 1_000_000:
+    if letters and d.is_finite() and d == d.to_integral_value() and 0 <= d < 1_000_000:
         spelt = in_letters(int(d))
         first = noun.split(" ")[0].lower()
         if spelt.endswith("un") and (first in FEMININE or first.rstrip("s") in FEMININE):
@@ -210,7 +210,8 @@ def spelled(value: Decimal | int, letters: bool, noun: str = "") -> str:
 
 def plural(value: Decimal | int, singular: str, plural_form: str | None = None) -> str:
     """French rule: plural from 2 upwards (`1,5 comprimé`, `2 comprimés`)."""
-    if Decimal(value) >= 2:
+    d = Decimal(value)
+    if d.is_finite() and d >= 2:
         if plural_form is not None:
             return plural_form
         return singular if singular.endswith(("s", "x", "z")) else singular + "s"
@@ -285,7 +286,7 @@ def born_word(sex: str) -> str:
 def unit_words(unit: str, quantity: Decimal) -> str:
     known = UNITS.get(unit)
     if known:
-        return known[1] if Decimal(quantity) >= 2 else known[0]
+        return plural(quantity, *known)
     label = clean(unit.strip("{}"), limit=60)
     return label
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
-from email.parser import BytesHeaderParser
-from email.policy import compat32
 from email.utils import getaddresses
 
 _MSGID = re.compile(r"<[^<>\s]+>")
@@ -51,21 +49,46 @@ def _decoded(value: str | None) -> str:
         return value
 
 
-def read_headers(data: bytes) -> Headers:
+_WANTED = {"from", "message-id", "in-reply-to", "references", "subject", "x-mss-mes"}
+
+
+def header_fields(data: bytes) -> dict[str, list[str]]:
+    """The values of the few fields the policy reads, unfolded (RFC 5322 2.2.3).
+
+    A direct scan of the header block: the email package's parser builds a full object model
+    and costs more than the rest of the message's handling together."""
     head, _ = split_header(data)
-    msg = BytesHeaderParser(policy=compat32).parsebytes(head)
+    out: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in head.decode("utf-8", "surrogateescape").split("\r\n"):
+        if line[:1] in (" ", "\t"):
+            if current is not None:
+                current[-1] += " " + line.strip()
+            continue
+        name, sep, value = line.partition(":")
+        key = name.strip().lower()
+        if sep and key in _WANTED:
+            current = out.setdefault(key, [])
+            current.append(value.strip())
+        else:
+            current = None
+    return out
+
+
+def read_headers(data: bytes) -> Headers:
+    fields = header_fields(data)
     froms = [
         addr.strip().lower()
-        for _, addr in getaddresses([str(v) for v in msg.get_all("From", [])])
+        for _, addr in getaddresses(fields.get("from", []))
         if addr.strip()
     ]
-    mid = _MSGID.search(str(msg.get("Message-ID", "")))
+    mid = _MSGID.search(" ".join(fields.get("message-id", [])))
     refs: list[str] = []
-    for name in ("In-Reply-To", "References"):
-        for value in msg.get_all(name, []):
-            refs += [m for m in _MSGID.findall(str(value)) if m not in refs]
-    subject = _decoded(msg.get("Subject")).strip()
-    fin = any(str(v).strip().upper() == "FIN" for v in msg.get_all("X-MSS-MES", []))
+    for name in ("in-reply-to", "references"):
+        for value in fields.get(name, []):
+            refs += [m for m in _MSGID.findall(value) if m not in refs]
+    subject = _decoded(" ".join(fields.get("subject", []))).strip()
+    fin = any(v.strip().upper() == "FIN" for v in fields.get("x-mss-mes", []))
     return Headers(
         from_addresses=froms,
         message_id=mid.group(0) if mid else None,

@@ -1,0 +1,236 @@
+"""SMTP acceptance throughput: 2 KB messages over 20 concurrent sessions, durably stored.
+
+Starts `mssgw serve` (one worker per core) on a fresh gateway in a temporary folder, then drives
+the submission port (STARTTLS + AUTH PLAIN, as a mail client does) from client processes:
+- many messages per connection (20 sessions, each sending messages back to back);
+- one message per connection (20 concurrent clients: connect, TLS, AUTH, one message, QUIT).
+Prints accepted-and-stored messages/s (every 250 is checked against the files in the Maildir)
+and the p50/p99 latency from the end of DATA to the 250.
+
+The clients run on the same machine and share its cores with the server: figures are indicative
+(they also move with whatever else the machine is doing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import multiprocessing
+import os
+import re
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SESSIONS = 20
+DURATION = 8.0
+PASSWORD = "bench password 123456"
+SENDER = "dr.martin@bench.localhost"
+RCPT = "ph.durand@bench.localhost"
+
+
+def body() -> bytes:
+    head = (
+        f"From: <{SENDER}>\r\nTo: <{RCPT}>\r\nSubject: bench\r\n"
+        "Message-ID: <{n}@bench.client>\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n\r\n"
+    )
+    line = "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod.\r\n"
+    text = head + line * ((2048 - len(head)) // len(line) + 1)
+    return text.encode()[:2046] + b"\r\n"
+
+
+async def reply(reader: asyncio.StreamReader) -> bytes:
+    while True:
+        line = await reader.readline()
+        if not line:
+            raise ConnectionError("server closed the connection")
+        if line[3:4] != b"-":
+            return line
+
+
+async def command(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, cmd: bytes,
+                  expect: bytes) -> bytes:
+    writer.write(cmd + b"\r\n")
+    line = await reply(reader)
+    if not line.startswith(expect):
+        raise RuntimeError(f"{cmd!r}: {line!r}")
+    return line
+
+
+async def open_session(port: int, ctx: ssl.SSLContext) -> tuple[asyncio.StreamReader,
+                                                                asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    await reply(reader)
+    await command(reader, writer, b"EHLO bench.client", b"250")
+    await command(reader, writer, b"STARTTLS", b"220")
+    await writer.start_tls(ctx)
+    await command(reader, writer, b"EHLO bench.client", b"250")
+    auth = base64.b64encode(f"\0{SENDER}\0{PASSWORD}".encode())
+    await command(reader, writer, b"AUTH PLAIN " + auth, b"235")
+    return reader, writer
+
+
+async def send_one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, data: bytes,
+                   latencies: list[float]) -> None:
+    await command(reader, writer, f"MAIL FROM:<{SENDER}>".encode(), b"250")
+    await command(reader, writer, f"RCPT TO:<{RCPT}>".encode(), b"250")
+    await command(reader, writer, b"DATA", b"354")
+    writer.write(data + b".\r\n")
+    t0 = time.perf_counter()
+    line = await reply(reader)
+    if not line.startswith(b"250"):
+        raise RuntimeError(f"DATA: {line!r}")
+    latencies.append(time.perf_counter() - t0)
+
+
+async def client(port: int, cafile: str, sessions: int, per_connection: bool,
+                 deadline: float) -> tuple[int, list[float], int]:
+    ctx = ssl.create_default_context(cafile=cafile)
+    ctx.check_hostname = False
+    data = body()
+    latencies: list[float] = []
+    errors = 0
+
+    async def many() -> None:
+        nonlocal errors
+        reader, writer = await open_session(port, ctx)
+        while time.time() < deadline:
+            try:
+                await send_one(reader, writer, data, latencies)
+            except (OSError, RuntimeError, ConnectionError):
+                errors += 1
+                return
+        writer.close()
+
+    async def single() -> None:
+        nonlocal errors
+        while time.time() < deadline:
+            try:
+                reader, writer = await open_session(port, ctx)
+                await send_one(reader, writer, data, latencies)
+                writer.write(b"QUIT\r\n")
+                writer.close()
+            except (OSError, RuntimeError, ConnectionError, ssl.SSLError):
+                errors += 1
+
+    await asyncio.gather(*[(single() if per_connection else many()) for _ in range(sessions)])
+    return len(latencies), latencies, errors
+
+
+def client_process(args: tuple[int, str, int, bool, float]) -> tuple[int, list[float], int]:
+    return asyncio.run(client(*args))
+
+
+def count_stored(home: Path) -> int:
+    new = home / "mailboxes" / "bench.localhost" / "ph.durand" / "new"
+    return len(os.listdir(new)) if new.is_dir() else 0
+
+
+def server_cpu(pid: int) -> float:
+    """CPU seconds used so far by the server's processes (supervisor and workers)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    pids = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        pids += [int(c) for c in children]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def run_mode(port: int, home: Path, per_connection: bool, procs: int, pid: int) -> None:
+    cafile = str(home / "certs" / "ca" / "root.pem")
+    before = count_stored(home)
+    cpu_before = server_cpu(pid)
+    start = time.time() + 0.5
+    deadline = start + DURATION
+    per_proc = SESSIONS // procs
+    with multiprocessing.get_context("fork").Pool(procs) as pool:
+        results = pool.map(client_process,
+                           [(port, cafile, per_proc, per_connection, deadline)] * procs)
+    elapsed = time.time() - start
+    cpu = server_cpu(pid) - cpu_before
+    accepted = sum(r[0] for r in results)
+    errors = sum(r[2] for r in results)
+    lat = sorted(x for r in results for x in r[1])
+    stored = count_stored(home) - before
+    assert stored >= accepted, f"{accepted} accepted but only {stored} stored"
+    label = "one message per connection" if per_connection else "many messages per connection"
+    p50 = lat[len(lat) // 2] * 1000 if lat else float("nan")
+    p99 = lat[int(len(lat) * 0.99)] * 1000 if lat else float("nan")
+    print(f"{label:32s} {accepted / elapsed:8.0f} msg/s accepted and stored "
+          f"({accepted} in {elapsed:.1f} s, {errors} errors)  "
+          f"latency p50 {p50:.1f} ms  p99 {p99:.1f} ms; "
+          f"server CPU {cpu * 1e6 / max(accepted, 1):.0f} us/message", flush=True)
+
+
+def setup(home: Path, workers: int) -> None:
+    (home / "config.toml").write_text(
+        '[gateway]\ndomain = "bench.localhost"\nhostname = "mx.bench.localhost"\n'
+        f"workers = {workers}\n"
+        '[smtp]\nsubmission = "127.0.0.1:0"\nsubmission_tls = ""\nrelay = ""\n'
+        "rate_limit_client = 0\nrate_limit_account = 0\n"
+    )
+    env = {**os.environ, "MSSGW_CONFIG": str(home / "config.toml")}
+    mssgw = [sys.executable, "-m", "gateway"]
+    subprocess.run([*mssgw, "init", "--demo"], check=True, env=env, stdout=subprocess.DEVNULL)
+    for who in (SENDER, RCPT):
+        subprocess.run([*mssgw, "directory", "set-password", who], input=PASSWORD.encode(),
+                       check=True, env=env, stdout=subprocess.DEVNULL)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workers", type=int, default=0, help="server workers (0: per core)")
+    parser.add_argument("--clients", type=int, default=2, help="client processes")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="mssgw-bench-", dir=ROOT / "var"
+                                     if (ROOT / "var").is_dir() else None) as tmp:
+        home = Path(tmp)
+        setup(home, args.workers)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--config", str(home / "config.toml")],
+            stderr=subprocess.PIPE, start_new_session=True, cwd=home,
+        )
+        try:
+            assert proc.stderr is not None
+            port = 0
+            for raw in proc.stderr:
+                m = re.search(rb"smtp submission on 127\.0\.0\.1:(\d+)", raw)
+                if m:
+                    port = int(m.group(1))
+                if b"ready" in raw:
+                    break
+            if not port:
+                print("the server did not start")
+                return 1
+            threading.Thread(target=proc.stderr.read, daemon=True).start()
+            print(f"server: {os.cpu_count()} core(s), workers: {args.workers or 'one per core'}; "
+                  f"{SESSIONS} sessions from {args.clients} client process(es); 2 KB messages; "
+                  "fsync before every 250", flush=True)
+            run_mode(port, home, per_connection=False, procs=args.clients, pid=proc.pid)
+            run_mode(port, home, per_connection=True, procs=args.clients, pid=proc.pid)
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(30)
+    print("(indicative: clients and server share this machine's cores)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

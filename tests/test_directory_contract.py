@@ -1,0 +1,149 @@
+"""The `Directory` contract, through the Python API: what every implementation must do.
+
+Parametrised by implementation (SQLite today); a PostgreSQL implementation adds its factory to
+IMPLEMENTATIONS and must pass unchanged.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from gateway.directory.model import (
+    Application,
+    MailboxKind,
+    MailboxState,
+    Organisation,
+    OrganisationKind,
+    Patient,
+    Professional,
+)
+from gateway.directory.repository import Directory, DuplicateMailbox, UnknownMailbox
+from gateway.directory.sqlite import SQLiteDirectory
+from gateway.errors import Conflict, GatewayError, InvalidIdentifier
+
+D = "example.localhost"
+
+
+def sqlite_directory(tmp_path) -> Directory:
+    return SQLiteDirectory.open(
+        tmp_path / "dir.db", patient_domain=f"patient.{D}", audit_path=tmp_path / "audit.log"
+    )
+
+
+IMPLEMENTATIONS = [sqlite_directory]
+
+
+@pytest.fixture(params=IMPLEMENTATIONS, ids=lambda f: f.__name__)
+def directory(request, tmp_path):
+    d = request.param(tmp_path)
+    d.register_own_domains([D, f"patient.{D}"])
+    yield d
+    d.close()
+
+
+PHARMACY = Organisation(
+    finess="750712184", siret=None, name="Pharmacie", kind=OrganisationKind.PHARMACY
+)
+DOCTOR = Professional(rpps="10003829917", adeli=None, family_name="House", given_name="Greg",
+                      profession="10", specialty="SM26")
+PATIENT = Patient(ins="279035121518989", birth_name="DUPONT", given_names="Chloé Marie", sex="F",
+                  birth_date=date(1979, 3, 15), birth_place="51215")
+
+
+def test_mailbox_life_cycle(directory):
+    pharmacy = directory.add_organisation(f"Pharma@{D}", PHARMACY)
+    assert pharmacy.address == f"pharma@{D}" and pharmacy.is_pharmacy
+    doctor = directory.add_professional(
+        f"dr@{D}", Professional(**{**DOCTOR.__dict__, "structure": f"pharma@{D}"})
+    )
+    assert doctor.kind is MailboxKind.PER and doctor.display_name == "Greg House"
+    patient = directory.add_patient(PATIENT)
+    assert patient.address == f"279035121518989@patient.{D}"
+    robot = directory.add_application(f"robot@{D}", Application("Robot"))
+    assert robot.application == Application("Robot")
+
+    assert directory.get(f"DR@{D}") == doctor
+    assert directory.require(f"dr@{D}") == doctor
+    assert directory.get(f"nobody@{D}") is None
+    with pytest.raises(UnknownMailbox):
+        directory.require(f"nobody@{D}")
+    assert directory.find_by_rpps("100 038 299 17") == doctor
+    assert directory.find_by_ins("279035121518989") == patient
+    assert directory.find_by_finess("750712184") == [pharmacy]
+    assert directory.find_by_adeli("123456782") is None
+
+    assert [m.address for m in directory.list_mailboxes(kind=MailboxKind.PER)] == [f"dr@{D}"]
+    assert [m.address for m in directory.list_mailboxes(search="chloe")] == [patient.address]
+    assert len(directory.list_mailboxes(domain=D)) == 3
+
+    updated = directory.update(f"dr@{D}", given_name="Gregory", specialty=None)
+    assert updated.professional.given_name == "Gregory" and updated.professional.specialty is None
+    assert updated.display_name == "Gregory House"
+
+    assert directory.suspend(f"dr@{D}").state is MailboxState.SUSPENDED
+    assert directory.list_mailboxes(state=MailboxState.SUSPENDED)[0].address == f"dr@{D}"
+    with pytest.raises(Conflict):
+        directory.suspend(f"dr@{D}")
+    assert directory.resume(f"dr@{D}").active
+
+    with pytest.raises(Conflict):
+        directory.delete(f"pharma@{D}")  # the doctor practises there
+    directory.delete(f"dr@{D}")
+    directory.delete(f"pharma@{D}")
+    assert directory.get(f"dr@{D}") is None
+
+
+def test_refusals_change_nothing(directory):
+    directory.add_professional(f"dr@{D}", DOCTOR)
+    before = directory.list_mailboxes()
+    for call in (
+        lambda: directory.add_professional(f"dr@{D}", DOCTOR),
+        lambda: directory.add_professional(f"other@{D}", DOCTOR),
+        lambda: directory.add_professional(f"x@{D}", Professional(**{**DOCTOR.__dict__,
+                                                                   "rpps": "10003829916"})),
+        lambda: directory.add_patient(Patient(**{**PATIENT.__dict__, "sex": "M"})),
+        lambda: directory.add_application("robot@elsewhere.example", Application("R")),
+        lambda: directory.update(f"dr@{D}", rpps="123"),
+        lambda: directory.update(f"dr@{D}", structure=f"nowhere@{D}"),
+        lambda: directory.set_password(f"dr@{D}", "short"),
+    ):
+        with pytest.raises(GatewayError):
+            call()
+    assert directory.list_mailboxes() == before
+    with pytest.raises(DuplicateMailbox):
+        directory.add_professional(f"other@{D}", DOCTOR)
+    with pytest.raises(InvalidIdentifier):
+        directory.find_by_ins("279035121518988")
+
+
+def test_passwords_and_credentials(directory):
+    directory.add_application(f"robot@{D}", Application("Robot"))
+    assert directory.credentials(f"robot@{D}").password_hash is None
+    assert not directory.verify_password(f"robot@{D}", "")
+    directory.set_password(f"robot@{D}", "a long enough password")
+    assert directory.verify_password(f"ROBOT@{D}", "a long enough password")
+    assert not directory.verify_password(f"robot@{D}", "a long enough passwor")
+    assert directory.get(f"robot@{D}").has_password
+    directory.suspend(f"robot@{D}")
+    assert directory.credentials(f"robot@{D}").state is MailboxState.SUSPENDED
+    assert not directory.verify_password(f"robot@{D}", "a long enough password")
+    assert directory.credentials(f"ghost@{D}") is None
+
+
+def test_domains(directory):
+    assert directory.register_own_domains([D]) == []  # idempotent
+    assert directory.is_own_domain(D) and directory.is_trusted_domain(f"patient.{D}")
+    dn = "CN=mx.peer.fr,O=Peer,C=FR"
+    peer = directory.add_domain("peer.fr", [dn], description="A peer")
+    assert peer.operator_dn == dn and peer.operator_dns == (dn,) and not peer.ours
+    assert directory.expected_operator_dn("peer.fr") == dn
+    assert directory.peer_certificate_matches("peer.fr", "cn=mx.peer.fr, o=Peer, c=FR")
+    assert directory.is_trust_space_operator(dn)
+    assert [d.name for d in directory.list_domains(ours=False)] == ["peer.fr"]
+    assert [d.name for d in directory.list_domains(search="peer")] == ["peer.fr"]
+    directory.remove_domain("peer.fr")
+    assert not directory.is_trusted_domain("peer.fr")
+    assert directory.get_domain("peer.fr") is None
+    assert directory.whitelist_generated() is None

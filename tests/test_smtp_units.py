@@ -1,0 +1,223 @@
+"""The SMTP part's pure pieces, without sockets: checks, DSN, queue, limits, conversations,
+group commit, and the pipeline hook (through a real server)."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import json
+import smtplib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from smtp_helpers import (
+    DOCTOR,
+    PHARMACIST,
+    PHARMACY,
+    ServerThread,
+    inbox,
+    message,
+    setup_gateway,
+    submission,
+)
+
+from gateway import pipeline
+from gateway.errors import NotFound
+from gateway.smtp.checks import has_bare_cr_or_lf, read_headers
+from gateway.smtp.conversations import Conversations
+from gateway.smtp.dsn import Failure, build_dsn
+from gateway.smtp.limits import RateLimiter
+from gateway.store.commit import Committer
+from gateway.store.queue import Entry, Queue, QueueError, check_id, new_queue_id
+
+
+@pytest.mark.parametrize(
+    ("data", "bare"),
+    [
+        (b"a\r\nb\r\n", False),
+        (b"a\nb\r\n", True),
+        (b"a\r\nb\rc\r\n", True),
+        (b"a\r\n.\n\r\n", True),
+        (b"", False),
+    ],
+)
+def test_bare_cr_or_lf(data, bare):
+    assert has_bare_cr_or_lf(data) is bare
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary().map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"")), max_size=5))
+def test_crlf_only_text_is_never_flagged(lines):
+    data = b"".join(line + b"\r\n" for line in lines)
+    assert not has_bare_cr_or_lf(data)
+    assert has_bare_cr_or_lf(data + b"x\n")
+
+
+def test_read_headers_unfolds_and_finds_fin():
+    data = (
+        b"Received: from x\r\n\tby y\r\n"
+        b"From: \"Dr Martin\" <Dr.Martin@Test.localhost>\r\n"
+        b"Subject: =?utf-8?q?=5BFIN=5D?=\r\n"
+        b"Message-ID: <a@b>\r\n"
+        b"In-Reply-To: <c@d>\r\n"
+        b"References: <e@f>\r\n <c@d>\r\n"
+        b"\r\nFrom: not a header\r\n"
+    )
+    h = read_headers(data)
+    assert h.from_addresses == ["dr.martin@test.localhost"]
+    assert h.message_id == "<a@b>" and h.references == ["<c@d>", "<e@f>"]
+    assert h.subject == "[FIN]" and h.mss_fin
+    assert read_headers(b"X-MSS-MES: fin\r\n\r\n").mss_fin
+    assert not read_headers(b"Subject: Re: [FIN]\r\n\r\n").mss_fin
+
+
+def test_dsn_is_a_delivery_status_report():
+    data = build_dsn(
+        hostname="mx.test.localhost", domain="test.localhost", sender=DOCTOR,
+        queue_id="0123456789ABCDEF01234", arrival=1_700_000_000.0,
+        failures=[Failure("a@peer.localhost", "5.1.1", "550 5.1.1 unknown", "mx.peer", 1.7e9)],
+        original=b"Subject: Ordonnance\r\nFrom: x\r\n\r\nbody\r\n",
+    )
+    assert b"\n" not in data.replace(b"\r\n", b"")
+    msg = email.message_from_bytes(data)
+    assert msg["To"] == f"<{DOCTOR}>" and msg["Auto-Submitted"] == "auto-replied"
+    text, status, headers = msg.get_payload()
+    assert status.get_content_type() == "message/delivery-status"
+    per_message, per_rcpt = status.get_payload()
+    assert per_message["Reporting-MTA"] == "dns; mx.test.localhost"
+    assert per_rcpt["Final-Recipient"] == "rfc822; a@peer.localhost"
+    assert per_rcpt["Status"] == "5.1.1" and per_rcpt["Action"] == "failed"
+    assert per_rcpt["Diagnostic-Code"] == "smtp; 550 5.1.1 unknown"
+    assert headers.get_content_type() == "text/rfc822-headers"
+    assert "Subject: Ordonnance" in headers.get_payload()
+
+
+def test_queue_records_are_durable_and_locked(tmp_path):
+    q = Queue(tmp_path / "q")
+    qid = new_queue_id()
+    q.enqueue_many([Entry(qid, DOCTOR, ["A@peer.localhost"], b"data\r\n")])
+    assert q.ids() == [qid] and q.message(qid) == b"data\r\n"
+    rec = q.load(qid)
+    assert rec.recipients[0].address == "a@peer.localhost" and rec.pending
+    rec.recipients[0].attempts = 3
+    q.save(rec)
+    assert json.loads((q.env / f"{qid}.json").read_text())["recipients"][0]["attempts"] == 3
+    with q.locked(qid) as held, q.locked(qid) as second:
+        assert held and not second
+    q.remove(qid)
+    assert q.ids() == [] and not list(q.msg.iterdir())
+    with pytest.raises(NotFound):
+        q.load(qid)
+    assert list(q.tmp.iterdir()) == []
+
+
+@pytest.mark.parametrize("bad", ["../../etc/passwd", "", "0123", "g" * 21])
+def test_queue_ids_are_checked(bad):
+    with pytest.raises(QueueError):
+        check_id(bad)
+
+
+def test_queue_sweep_removes_debris_only(tmp_path):
+    q = Queue(tmp_path / "q").ensure()
+    qid = new_queue_id()
+    q.enqueue_many([Entry(qid, DOCTOR, ["a@peer.localhost"], b"x")])
+    (q.tmp / "leftover").write_bytes(b"x")
+    (q.msg / new_queue_id()).write_bytes(b"orphan")
+    assert q.sweep(older_than=-1) == 2
+    assert q.ids() == [qid] and q.message(qid) == b"x"
+
+
+def test_rate_limiter_window():
+    now = [0.0]
+    limiter = RateLimiter(2, clock=lambda: now[0])
+    assert limiter.hit("a") is None and limiter.hit("a") is None
+    assert limiter.hit("a") == pytest.approx(60.0)
+    assert limiter.hit("b") is None
+    now[0] = 60.5
+    assert limiter.hit("a") is None
+    assert RateLimiter(0).hit("x") is None
+
+
+def test_conversations(tmp_path):
+    c = Conversations.open(tmp_path / "db.sqlite")
+    patient = "p@patient.x"
+    assert not c.has_written(DOCTOR, patient)
+    c.record(DOCTOR, [patient], "<m1@x>", [], False)
+    assert c.has_written(DOCTOR, patient) and not c.has_written(PHARMACY, patient)
+    assert c.closed_thread(patient, ["<m1@x>"]) is None
+    c.record(DOCTOR, [patient], "<m2@x>", ["<m1@x>"], True)
+    assert c.closed_thread(patient, ["<m2@x>"]) == "<m1@x>"
+    assert c.closed_thread(patient, ["<m1@x>"]) == "<m1@x>"
+    assert c.closed_thread(patient, ["<other@x>"]) is None
+    assert c.closed_thread("q@patient.x", ["<m1@x>"]) is None
+
+
+async def test_group_commit_batches_concurrent_commits(tmp_path):
+    committer = Committer(Queue(tmp_path / "q"))
+    folders = [tmp_path / "mb" / f"u{i % 3}" for i in range(40)]
+    try:
+        paths = await asyncio.gather(
+            *[committer.commit([(f, f"m{i}".encode())]) for i, f in enumerate(folders)]
+        )
+    finally:
+        committer.close()
+    assert [p[0].read_bytes() for p in paths] == [f"m{i}".encode() for i in range(40)]
+    assert all(p[0].parent.name == "new" for p in paths)
+    assert committer.committed == 40 and committer.batches < 40
+
+
+async def test_group_commit_failure_is_per_message(tmp_path):
+    committer = Committer(None)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    try:
+        good, bad = await asyncio.gather(
+            committer.commit([(tmp_path / "ok", b"1")]),
+            committer.commit([(blocker / "x", b"2")]),
+            return_exceptions=True,
+        )
+    finally:
+        committer.close()
+    assert isinstance(bad, OSError)
+    assert good[0].read_bytes() == b"1"
+
+
+@pytest.fixture
+def gw(gateway_home):
+    config = setup_gateway(gateway_home)
+    with ServerThread(config) as server:
+        yield config, server
+
+
+def test_pipeline_rejection_sends_a_dsn(gw, monkeypatch):
+    config, server = gw
+
+    async def refuse_pharmacy(msg: pipeline.Message, outcome: pipeline.Outcome):
+        assert msg.authenticated == DOCTOR and msg.channel == "submission"
+        assert msg.data.startswith(b"Received: ")
+        return outcome.reject(PHARMACY, "5.6.0", "the prescription could not be read")
+
+    monkeypatch.setattr(pipeline, "_steps", [refuse_pharmacy])
+    with submission(config, server.ports["submission"]) as c:
+        c.send_message(message(DOCTOR, f"{PHARMACY}, {PHARMACIST}", "Ordonnance"))
+    assert len(inbox(config, PHARMACIST)) == 1 and inbox(config, PHARMACY) == []
+    [dsn] = inbox(config, DOCTOR)
+    assert b"report-type=delivery-status" in dsn.data
+    assert f"Final-Recipient: rfc822; {PHARMACY}".encode() in dsn.data
+    assert b"the prescription could not be read" in dsn.data and b"Status: 5.6.0" in dsn.data
+
+
+def test_pipeline_failure_is_temporary_and_stores_nothing(gw, monkeypatch):
+    config, server = gw
+
+    async def broken(msg, outcome):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(pipeline, "_steps", [broken])
+    with submission(config, server.ports["submission"]) as c, pytest.raises(
+        smtplib.SMTPDataError
+    ) as err:
+        c.send_message(message(DOCTOR, PHARMACIST))
+    assert err.value.smtp_code == 451 and b"4.3.0" in err.value.smtp_error
+    assert inbox(config, PHARMACIST) == [] and inbox(config, DOCTOR) == []
