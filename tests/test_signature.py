@@ -381,3 +381,24 @@ def test_seal_when_configured(gateway_home, unsigned):
     assert result.valid and "Cabinet du Dr JOLI" in result.signer
     # A structure mailbox signs with its own seal.
     assert "JOLI" in str(signer_for(config, practice).certificate.subject)
+
+
+def test_document_without_oid_unique_id_is_named_by_its_file(config, doctor, shared_dir):
+    doc = example_doc(shared_dir, PRESCRIPTION).replace(
+        b'<id root="1.2.250.1.213.1.1.1.39.2024.2.1"/>',
+        b'<id root="1.2.250.1.213.1.1.1.39.2024.2" extension="DOC-1"/>', 1)
+    signed = sign_package(pack([doc]), doctor)
+    pkg = read_package(signed)
+    assert pkg.documents[0].entry.unique_id == "1.2.250.1.213.1.1.1.39.2024.2^DOC-1"
+    root = etree.fromstring(pkg.signatures[0].data)
+    (ref,) = root.findall(f".//{{{DS}}}Manifest/{{{DS}}}Reference")
+    assert ref.get("URI") == "DOC0001.XML"
+    assert verify(config, signed).valid
+
+
+def test_dsg_detached_format_code_is_accepted(config, signed):
+    meta = entries(signed)[META].replace(
+        b'nodeRepresentation="http://www.w3.org/2000/09/xmldsig#"',
+        b'nodeRepresentation="urn:ihe:iti:dsg:detached:2014"')
+    result = verify(config, rezip(signed, {META: meta}))
+    assert result.valid, result.reason

@@ -4,7 +4,7 @@ Order of the checks (each failure stops with its own `code`):
 1. the package itself (ZIP safety, metadata, hash and size of every document);
 2. a signature document is present and linked to the submission set by a `signs` association;
 3. structure: exactly one ds:Signature (the root) and one ds:Manifest — a second copy of
-   either is a wrapping attempt;
+   either is a wrapping attempt — and XAdES properties that target this signature;
 4. the signer's certificate, through the PKI's verifier (chain to a trust anchor, validity at
    the signing time, key usage for signatures, revocation);
 5. signxml verifies the signature value and the digests of the Manifest, the XAdES
@@ -21,7 +21,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cryptography import x509
@@ -31,7 +31,7 @@ from signxml.exceptions import InvalidCertificate, InvalidDigest, InvalidInput, 
 from signxml.xades import XAdESSignatureConfiguration, XAdESVerifier
 
 from gateway.errors import GatewayError
-from gateway.signature.dsg import DIGESTS, DS, MANIFEST_TYPE, XADES, reference_uri
+from gateway.signature.dsg import DIGESTS, DS, MANIFEST_TYPE, XADES
 from gateway.xdm import model as m
 from gateway.xdm.model import Document, Package
 from gateway.xdm.package import Limits, read_package
@@ -206,13 +206,7 @@ class _Checker:
 
     def signed_manifest(self, root: etree._Element, cert: x509.Certificate,
                         when: dt.datetime) -> etree._Element:
-        config = XAdESSignatureConfiguration(
-            expect_references=_ALLOWED.expect_references,
-            location=_ALLOWED.location,
-            signature_methods=_ALLOWED.signature_methods,
-            digest_algorithms=_ALLOWED.digest_algorithms,
-            verification_time=when,
-        )
+        config = replace(_ALLOWED, verification_time=when)
         try:
             results = XAdESVerifier().verify(root, x509_cert=cert, expect_config=config)
         except InvalidDigest as exc:
@@ -250,10 +244,10 @@ class _Checker:
     def manifest(self, manifest: etree._Element, sig: Document) -> tuple[str, ...]:
         content = [d for d in self.pkg.documents if d is not sig]
         by_uri: dict[str, Document] = {}
-        for d in content:
-            by_uri[reference_uri(d)] = d
-            by_uri[d.entry.uri] = d
+        for d in content:  # a document is named by urn:oid:<uniqueId> or by its file name
             by_uri[f"urn:oid:{d.entry.unique_id}"] = d
+            by_uri[d.entry.uri] = d
+            by_uri[d.path] = d
         covered: list[Document] = []
         seen: set[str] = set()
         for ref in manifest.findall(_q(DS, "Reference")):
