@@ -61,7 +61,9 @@ def _template(name: str) -> etree._ElementTree:
 
 def _e(tag: str, *children: Any, **attrs: str | None) -> etree._Element:
     """An element in the CDA namespace; children may be elements or text; None attrs dropped."""
-    el = etree.Element(f"{{{NS}}}{tag}", nsmap=cda.NSMAP)  # type: ignore[arg-type]
+    # No nsmap here: lxml reuses the template root's declarations when the element is attached,
+    # and building 400+ elements per document is 3x faster without one on each.
+    el = etree.Element(f"{{{NS}}}{tag}")
     for key, value in attrs.items():
         if value is None:
             continue
@@ -265,18 +267,8 @@ def posology(line: PrescriptionLine) -> str:
 
 
 def _validity_end(p: Prescription) -> dt.date:
-    if p.validity_end:
-        return p.validity_end
-    start = p.date.date()
-    month = start.month + 3
-    year = start.year + (month - 1) // 12
-    month = (month - 1) % 12 + 1
-    for day in (start.day, 30, 29, 28):
-        try:
-            return dt.date(year, month, day)
-        except ValueError:
-            continue
-    raise AssertionError("unreachable")
+    # A first dispensation must happen within 3 months of the prescription date.
+    return p.validity_end or cda.add_months(p.date.date(), 3)
 
 
 def _substitution_text(line: PrescriptionLine) -> str:
@@ -322,11 +314,14 @@ def _prescription_narrative(p: Prescription) -> etree._Element:
     numbered = list(enumerate(p.lines, start=1))
     text = _e("text")
     if p.bizone:
-        text.append(table([x for x in numbered if x[1].ald],
-                          "Prescriptions relatives au traitement de l'affection de longue durée"
-                          " reconnue (liste ou hors liste)"))
-        text.append(table([x for x in numbered if not x[1].ald],
-                          "Prescriptions sans rapport avec l'affection de longue durée"))
+        ald = [x for x in numbered if x[1].ald]
+        other = [x for x in numbered if not x[1].ald]
+        if ald:
+            text.append(table(ald, "Prescriptions relatives au traitement de l'affection de"
+                              " longue durée reconnue (liste ou hors liste)"))
+        if other:
+            text.append(table(other, "Prescriptions sans rapport avec l'affection de longue"
+                              " durée"))
     else:
         text.append(table(numbered, None))
     if p.notes:

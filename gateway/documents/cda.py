@@ -10,7 +10,7 @@ import re
 import uuid
 from decimal import Decimal
 
-from gateway.documents.model import Frequency, Prescription
+from gateway.documents.model import Frequency
 
 NS = "urn:hl7-org:v3"
 XSI = "http://www.w3.org/2001/XMLSchema-instance"
@@ -135,6 +135,15 @@ def parse_ts(text: str) -> dt.datetime | dt.date:
                        second=int(m.group(4) or 0), tzinfo=tz)
 
 
+def add_months(day: dt.date, months: int) -> dt.date:
+    """The same day `months` later, or the last day of that month (31/01 + 1 -> 28/02)."""
+    index = day.month - 1 + months
+    year, month = day.year + index // 12, index % 12 + 1
+    following = dt.date(year + month // 12, month % 12 + 1, 1)
+    return min(dt.date(year, month, 1) + dt.timedelta(days=day.day - 1),
+               following - dt.timedelta(days=1))
+
+
 def num(value: Decimal | int) -> str:
     """Decimal without exponent or useless zeros: 1.50 -> '1.5', 2 -> '2'."""
     d = Decimal(value)
@@ -183,10 +192,3 @@ def frequency_words(freq: Frequency) -> str:
         per = f"tous les {num(freq.period_value).replace('.', ',')} {period[1]}"
     return f"{freq.times} fois {per}"
 
-
-def parse_prescription(data: bytes) -> Prescription:
-    """Kept here for callers that look for it beside the vocabulary (gateway.ordonnance.cli);
-    the reader is gateway.documents.parse.parse_prescription."""
-    from gateway.documents.parse import parse_prescription as parse
-
-    return parse(data)

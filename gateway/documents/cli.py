@@ -6,6 +6,8 @@ import argparse
 import dataclasses
 import datetime as dt
 import enum
+import os
+import sys
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,82 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, Decimal | dt.date | dt.datetime):
         return str(value) if not isinstance(value, dt.date) else value.isoformat()
     return value
+
+
+def _people(config: Config) -> Any:
+    """The trust directory as the form's `People`."""
+    import importlib
+
+    from gateway.documents.people import DirectoryPeople
+
+    try:
+        open_directory = importlib.import_module("gateway.directory").open_directory
+    except AttributeError:
+        raise GatewayError("the trust directory is not available in this build") from None
+    return DirectoryPeople(open_directory(config), config.documents.patient_ins_root)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside `path`, fsync, rename: never a half-written file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise GatewayError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from gateway.documents.build import assign_ids, build_prescription
+    from gateway.documents.form import FormError, parse_prescription_form
+    from gateway.documents.validate import validate_document
+    from gateway.ordonnance import qr_png, render_pdf
+    from gateway.prescriptions.identifier import group
+
+    config = config_of(args)
+    raw = read_input(args.form, "form")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = raw.decode("cp1252", errors="replace")  # forms saved by older Windows editors
+    drugs = _drugs(config)
+    try:
+        prescription = parse_prescription_form(text, people=_people(config), drugs=drugs,
+                                               sender=args.sender)
+    except FormError as exc:
+        for problem in exc.problems:
+            where = f"{args.form}:{problem.line}" if problem.line else args.form
+            extra = f" {'; '.join(problem.candidates)}" if problem.candidates else ""
+            print(f"mssgw: error: {where}: {problem.message}{extra}", file=sys.stderr)
+        return 1
+    prescription = assign_ids(prescription)
+    assert prescription.identifier is not None
+    document = build_prescription(prescription, render_pdf(prescription),
+                                  qr_png(prescription.identifier))
+    schema, schematrons = kit_paths(config)
+    report = validate_document(document, schema=schema, schematron_dir=schematrons,
+                               drugs=drugs)
+    failed = [p for layer in report.layers if layer.status == "failed" for p in layer.problems]
+    if failed:
+        raise GatewayError(f"the document built from {args.form} is not valid: {failed[0]}")
+    write_atomically(Path(args.output), document)
+    if args.json:
+        print_json({"output": args.output, "identifier": prescription.identifier,
+                    "document_id": prescription.document_id,
+                    "lines": len(prescription.lines),
+                    "layers": {layer.name: layer.status for layer in report.layers}})
+    else:
+        p = prescription.patient
+        print(f"{args.output}: prescription {group(prescription.identifier)} for"
+              f" {p.given_names} {p.birth_name}, {len(prescription.lines)} line(s)")
+        for layer in report.layers:
+            if layer.status == "skipped":
+                print(f"  {layer.name} check skipped: {layer.note}")
+    return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -95,6 +173,13 @@ def cmd_parse(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     group = command_group(sub, "cda", "CDA prescriptions and dispensations: build, validate, parse")
+    p = add_command(group, "build",
+                    "build a prescription CDA (with its ordonnance PDF and QR code) from a"
+                    " doctor's mail form", cmd_build, json_output=True)
+    p.add_argument("form", metavar="FORM.txt", help="the form (see examples/prescription.txt)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.xml")
+    p.add_argument("--sender", metavar="EMAIL",
+                   help="the prescriber when the form names none (the mail's sender)")
     p = add_command(group, "validate",
                     "check a CDA document: schema, volet schematron and our own rules"
                     " (exit 0 only when every layer passes)", cmd_validate, json_output=True)

@@ -13,6 +13,7 @@ import datetime as dt
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Literal
 
 from lxml import etree
@@ -119,6 +120,12 @@ def parse_tree(root: etree._Element) -> ParsedDocument:
                           line_locations=locations)
 
 
+@lru_cache(maxsize=512)
+def _xpath(path: str) -> etree.XPath:
+    """Compiled once per process: compiling dominates evaluating on documents this small."""
+    return etree.XPath(path, namespaces=XP)
+
+
 def _text(el: etree._Element | None) -> str:
     """Text of a narrative element, <br/> read as a space, whitespace collapsed."""
     if el is None:
@@ -159,7 +166,7 @@ class _Reader:
 
     # helpers
     def x(self, context: etree._Element, path: str) -> list[etree._Element]:
-        result = context.xpath(path, namespaces=XP)
+        result = _xpath(path)(context)
         assert isinstance(result, list)
         return [r for r in result if isinstance(r, etree._Element)]
 

@@ -92,9 +92,28 @@ class Outcome:
 Step = Callable[[Message, Outcome], Awaitable[Outcome]]
 
 # "module:function" entries, run in this order. Later parts append theirs here.
-STEPS: list[str] = []
+STEPS: list[str] = [
+    "gateway.flows.prescribe:step",  # doctor → patient: the ordonnance
+    "gateway.flows.verify:step",  # patient → pharmacy: the verdict on a forwarded ordonnance
+    "gateway.flows.dispense:step",  # pharmacy → prescriber: dispensations; cancellations
+]
 
 _steps: list[Step] | None = None
+
+# The configuration of the process running the pipeline (set by the SMTP Gateway, which every
+# listener and the queue runner share): steps read it through `config()`.
+_config: Any = None
+
+
+def configure(config: Any) -> None:
+    global _config
+    _config = config
+
+
+def config() -> Any:
+    if _config is None:
+        raise RuntimeError("pipeline.configure(config) was not called in this process")
+    return _config
 
 
 def _load_steps() -> list[Step]:

@@ -43,6 +43,7 @@ class Gateway:
         authenticator: Authenticator | None = None,
     ) -> None:
         self.config = config
+        pipeline.configure(config)
         self.directory = directory or open_directory(config, actor="smtp")
         self.authenticator = authenticator or Authenticator.from_config(config, self.directory)
         self.conversations = Conversations.open(config.database_path)

@@ -1,0 +1,689 @@
+"""The plain-text forms people type in a mail body: a doctor's prescription, a pharmacist's
+dispensation. Sans-IO and pure: text in, model out, or a FormError listing every problem with its
+line number, in words the writer understands (French, as the writers are).
+
+Prescription form (keywords are case-, accent- and spacing-insensitive; `;` separates the parts
+of a medicine line; a line starting with a space or a tab continues the previous one):
+
+    Patient : INS 279035121518989
+    Prescripteur : RPPS 10100123453        (or the prescriber's address; default: the sender)
+    Date : 22/11/2026                       (optional: default now)
+    1. DOLIPRANE 1000 mg, comprimé ; 1 comprimé 3 fois par jour pendant 5 jours ; 2 boîtes
+    2. CIS 65143010 ; 1 comprimé le matin ; 3 boîtes ; à renouveler 3 fois ;
+       non substituable (MTE) ; ALD
+    3. Préparation magistrale : diprosone 30 g, cérat de Galien 70 g ;
+       posologie : 2 applications par jour ; 1 tube
+    Remarques : ...
+
+Medicines are named by CIS (8 digits), CIP13 (13 digits) or by name, looked up in the drug
+reference: an unknown or ambiguous name is an error listing the candidates.
+
+Dispensation form (the pharmacist's answer for a prescription):
+
+    Ordonnance : 01S 2TB PZ2 JCN ZZY GHZ
+    Pharmacien : RPPS 10100678902          (or the pharmacist's address; default: the sender)
+    1 : délivré ; 2 boîtes
+    2 : substitué par CIS 62772966 ; 2 boîtes ; motif : générique
+    3 : non délivré ; motif : rupture de stock
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Protocol
+
+from gateway.documents import cda
+from gateway.documents.model import (
+    AuthorInfo,
+    Dispensation,
+    DispensedLine,
+    Dose,
+    Frequency,
+    PatientInfo,
+    Prescription,
+    PrescriptionLine,
+    Product,
+    SubstitutionRefusal,
+)
+from gateway.documents.people import People
+from gateway.drugs.bdpm import normalise_name
+from gateway.errors import GatewayError, InvalidIdentifier
+from gateway.identifiers import cip13, cis, ins, rpps
+from gateway.prescriptions.identifier import check_identifier
+
+MAX_CANDIDATES = 8
+MAX_RENEWALS = 12
+
+
+class Drugs(Protocol):
+    """What the form needs from the drug reference (gateway.drugs.store.DrugReference)."""
+
+    def is_loaded(self) -> bool: ...
+    def by_cis(self, cis: str) -> Any: ...
+    def by_cip13(self, cip13: str) -> Any: ...
+    def search(self, text: str, limit: int = 10) -> list[Any]: ...
+
+
+@dataclass(frozen=True)
+class FormProblem:
+    line: int  # 0: the form as a whole
+    message: str
+    candidates: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        where = f"ligne {self.line}" if self.line else "formulaire"
+        text = f"{where} : {self.message}"
+        if self.candidates:
+            text += "\n" + "\n".join(f"    - {c}" for c in self.candidates)
+        return text
+
+
+class FormError(GatewayError):
+    """The form cannot be turned into a document; `problems` lists every reason."""
+
+    def __init__(self, problems: list[FormProblem]) -> None:
+        self.problems = problems
+        first = problems[0]
+        more = f" (+{len(problems) - 1} autre(s) problème(s))" if len(problems) > 1 else ""
+        super().__init__(str(first).splitlines()[0] + more)
+
+    def report(self) -> str:
+        """Every problem, one block each, for the reply mail."""
+        return "\n".join(str(p) for p in self.problems)
+
+
+@dataclass
+class _Line:
+    number: int
+    text: str
+
+
+def _norm(text: str) -> str:
+    return normalise_name(text)
+
+
+def _logical_lines(text: str, keys: dict[str, str]) -> list[_Line]:
+    """Lines with continuations joined (an indented line under a numbered line, unless it is a
+    header itself); blank lines dropped; a signature ('-- ') ends the form."""
+    out: list[_Line] = []
+    for number, raw in enumerate(text.replace("\r\n", "\n").split("\n"), start=1):
+        if raw.rstrip() == "--":
+            break
+        if not raw.strip():
+            continue
+        continues = (raw[:1] in (" ", "\t") and out and _ITEM.match(out[-1].text)
+                     and not _ITEM.match(raw) and _header_key(raw, keys) is None)
+        if continues:
+            joiner = " " if out[-1].text.rstrip().endswith(";") else " ; "
+            out[-1].text = out[-1].text.rstrip() + joiner + raw.strip()
+            continue
+        out.append(_Line(number, raw.strip()))
+    return out
+
+
+_HEADER = re.compile(r"^\s*([^:;]{2,40}?)\s*:\s*(.*)$")
+_ITEM = re.compile(r"^\s*(?:ligne\s*)?(\d{1,2})\s*[.):-]?\s*[:.)-]?\s*(.+)$", re.IGNORECASE)
+
+PRESCRIPTION_KEYS = {
+    "patient": "patient", "patiente": "patient", "ins": "patient",
+    "prescripteur": "author", "medecin": "author", "docteur": "author", "auteur": "author",
+    "date": "date", "validite": "validity", "valable jusqu au": "validity",
+    "remarque": "notes", "remarques": "notes", "note": "notes", "notes": "notes",
+    "commentaire": "notes", "ordonnance securisee": "secured",
+    "medicaments d exception": "exception", "medicament d exception": "exception",
+    "ordonnance": "title", "bizone": "bizone", "ald": "bizone",
+}
+DISPENSATION_KEYS = {
+    "ordonnance": "prescription", "prescription": "prescription", "identifiant": "prescription",
+    "pharmacien": "author", "pharmacienne": "author", "auteur": "author", "date": "date",
+    "remarque": "notes", "remarques": "notes", "note": "notes", "notes": "notes",
+    "commentaire": "notes",
+}
+
+NUMBERS: dict[str, int | Decimal] = {
+    "un": 1, "une": 1, "deux": 2, "trois": 3, "quatre": 4, "cinq": 5, "six": 6, "sept": 7,
+    "huit": 8, "neuf": 9, "dix": 10, "douze": 12, "demi": Decimal("0.5"),
+}
+_NUM = r"(\d+(?:[.,]\d+)?|un|une|deux|trois|quatre|cinq|six|sept|huit|neuf|dix|douze|demi)"
+
+DOSE_WORDS = {
+    "comprime": "{tablet}", "cp": "{tablet}", "cps": "{tablet}", "gelule": "{capsule}",
+    "sachet": "{sachet}", "goutte": "[drp]", "application": "{application}",
+    "bouffee": "{puff}", "inhalation": "{puff}", "suppositoire": "{suppository}",
+    "ampoule": "{ampoule}", "patch": "{patch}", "cuillere": "{spoon}",
+    "cuillere a soupe": "{spoon}", "mg": "mg", "g": "g", "microgrammes": "ug", "ug": "ug",
+    "ml": "mL", "ui": "[iU]",
+}
+PACK_WORDS = {"boite": "boîte", "boites": "boîte", "flacon": "flacon", "tube": "tube",
+              "recipient": "récipient", "sachet": "sachet", "pot": "pot"}
+ROUTE_WORDS = {_norm(label): code for code, label in cda.ROUTES.items()}
+MOMENTS = {"le matin": 1, "le midi": 1, "le soir": 1, "au coucher": 1, "matin et soir": 2,
+           "matin midi et soir": 3, "matin, midi et soir": 3}
+
+
+def _number(text: str) -> Decimal:
+    t = text.strip().lower()
+    if t in NUMBERS:
+        return Decimal(NUMBERS[t])
+    return Decimal(t.replace(",", "."))
+
+
+def _period_unit(word: str) -> tuple[str, int]:
+    w = word.rstrip("s")
+    return {"jour": ("d", 1), "j": ("d", 1), "semaine": ("wk", 7), "mois": ("mo", 30),
+            "heure": ("h", 0), "h": ("h", 0)}.get(w, ("d", 1))
+
+
+@dataclass
+class _Posology:
+    dose: Dose | None = None
+    frequency: Frequency | None = None
+    duration_days: int | None = None
+    leftover: str = ""
+
+
+def _posology(text: str) -> _Posology:
+    """Structured dose, frequency and duration found in `text`; `leftover` is what was not
+    understood (kept as free text by the caller)."""
+    # Shorthands doctors type: '3x/j', '1 cp/jour'.
+    text = re.sub(r"(?i)(\d)\s*x\b", r"\1 fois", text)
+    text = re.sub(r"(?i)\s*/\s*(j|jour)\b", " par jour", text)
+    t = " " + _norm(text) + " "
+    out = _Posology()
+    unit_alt = "|".join(sorted((re.escape(k) for k in DOSE_WORDS), key=len, reverse=True))
+    m = re.search(rf" {_NUM} ({unit_alt})s? ", t)
+    if m:
+        out.dose = Dose(_number(m.group(1)), DOSE_WORDS[m.group(2)])
+        t = t.replace(m.group(0), " ", 1)
+    m = re.search(rf" {_NUM} fois par (jour|j|semaine|mois|heure) ", t)
+    if m:
+        unit, _ = _period_unit(m.group(2))
+        out.frequency = Frequency(int(_number(m.group(1))), Decimal(1), unit)
+        t = t.replace(m.group(0), " ", 1)
+    else:
+        m = re.search(r" (toutes|tous) les (\d+) (heures|h|jours|semaines) ", t)
+        if m:
+            unit, _ = _period_unit(m.group(3))
+            out.frequency = cda.period_frequency(Decimal(m.group(2)), unit)
+            t = t.replace(m.group(0), " ", 1)
+        else:
+            for words in sorted(MOMENTS, key=len, reverse=True):
+                key = f" {_norm(words)} "
+                if key in t:
+                    out.frequency = Frequency(MOMENTS[words])
+                    t = t.replace(key, " ", 1)
+                    break
+            else:
+                if " par jour " in t:
+                    out.frequency = Frequency(1)
+                    t = t.replace(" par jour ", " ", 1)
+    m = re.search(rf" pendant {_NUM} (jours?|j|semaines?|mois) ", t)
+    if m:
+        _, days = _period_unit(m.group(2))
+        out.duration_days = int(_number(m.group(1)) * days)
+        t = t.replace(m.group(0), " ", 1)
+    filler = {"a", "un", "une", "prendre", "de", "par", "et", "en", "au", "du", "le", "la",
+              "les", "puis", "posologie"}
+    leftover = [w for w in t.split() if w not in filler]
+    out.leftover = " ".join(leftover)
+    return out
+
+
+@dataclass
+class _Context:
+    drugs: Drugs | None
+    problems: list[FormProblem] = field(default_factory=list)
+
+    def error(self, line: int, message: str, candidates: tuple[str, ...] = ()) -> None:
+        self.problems.append(FormProblem(line, message, candidates))
+
+
+def _product_from_speciality(spec: Any, cip: str | None = None) -> Product:
+    return Product(label=spec.name, cis=spec.cis, cip13=cip, atc=getattr(spec, "atc", None))
+
+
+def _resolve_product(ctx: _Context, n: int, text: str) -> Product | None:
+    """A medicine named by CIS, CIP13, name or as a magistral preparation."""
+    t = text.strip()
+    norm = _norm(t)
+    m = re.match(r"^(preparation magistrale|magistrale|pm)\b", norm)
+    if m:
+        label = re.sub(r"^[^:]*:\s*", "", t) if ":" in t else t[len(m.group(0)):].strip()
+        if not label:
+            ctx.error(n, "la préparation magistrale n'a pas de composition")
+            return None
+        return Product(label=label, magistral=True)
+    code = re.sub(r"[\s.]", "", re.sub(r"(?i)^(cis|cip13|cip)\s*:?\s*", "", t))
+    if code.isdigit():
+        return _product_by_code(ctx, n, code)
+    if ctx.drugs is None or not ctx.drugs.is_loaded():
+        ctx.error(n, f"« {t} » : la base des médicaments n'est pas chargée, je ne peux pas"
+                  " chercher un nom ; donnez le code CIS ou CIP13")
+        return None
+    found = ctx.drugs.search(t, limit=MAX_CANDIDATES + 1)
+    exact = [s for s in found if _norm(s.name) == norm]
+    if len(exact) == 1:
+        return _product_from_speciality(exact[0])
+    if len(found) == 1:
+        return _product_from_speciality(found[0])
+    if not found:
+        words = norm.split()
+        hints = ctx.drugs.search(words[0], limit=MAX_CANDIDATES) if words else []
+        ctx.error(n, f"médicament « {t} » inconnu de la base des médicaments"
+                  + (" ; vouliez-vous dire :" if hints else ""),
+                  tuple(f"{s.name} (CIS {s.cis})" for s in hints))
+        return None
+    shown = found[:MAX_CANDIDATES]
+    more = f" (les {MAX_CANDIDATES} premiers)" if len(found) > MAX_CANDIDATES else ""
+    ctx.error(n, f"« {t} » désigne plusieurs médicaments ; précisez le nom complet ou le code"
+              f" CIS{more} :", tuple(f"{s.name} (CIS {s.cis})" for s in shown))
+    return None
+
+
+def _product_by_code(ctx: _Context, n: int, code: str) -> Product | None:
+    try:
+        if len(code) == 8:
+            value = cis(code)
+            spec = ctx.drugs.by_cis(value) if ctx.drugs is not None else None
+            if ctx.drugs is not None and ctx.drugs.is_loaded() and spec is None:
+                ctx.error(n, f"le code CIS {value} n'existe pas dans la base des médicaments")
+                return None
+            return _product_from_speciality(spec) if spec else Product(f"CIS {value}", cis=value)
+        if len(code) == 13:
+            value = cip13(code)
+            found = ctx.drugs.by_cip13(value) if ctx.drugs is not None else None
+            if ctx.drugs is not None and ctx.drugs.is_loaded() and found is None:
+                ctx.error(n, f"le code CIP13 {value} n'existe pas dans la base des médicaments")
+                return None
+            if found:
+                spec, pres = found
+                label = f"{spec.name}, {pres.label}" if pres.label else spec.name
+                return dataclasses.replace(_product_from_speciality(spec, value), label=label)
+            return Product(f"CIP13 {value}", cip13=value)
+    except InvalidIdentifier as exc:
+        rule = {"the CIP13 check digit (EAN-13) does not match":
+                "la clé du code CIP13 est fausse (faute de frappe ?)",
+                "a CIS code is 8 digits starting with 6": "un code CIS commence par 6"}
+        ctx.error(n, f"code {code} : {rule.get(exc.rule, exc.rule)}")
+        return None
+    ctx.error(n, f"code {code} : un code CIS a 8 chiffres, un code CIP13 en a 13")
+    return None
+
+
+def _medicine_line(ctx: _Context, n: int, text: str) -> PrescriptionLine | None:
+    parts = [p.strip() for p in text.split(";") if p.strip()]
+    product = _resolve_product(ctx, n, parts[0])
+    line: dict[str, Any] = {}
+    free: list[str] = []
+    for part in parts[1:]:
+        norm = _norm(part)
+        if m := re.fullmatch(rf"(?:quantite )?{_NUM} (boites?|flacons?|tubes?|recipients?|"
+                             r"sachets?|pots?)", norm):
+            line["quantity"] = _number(m.group(1))
+            line["quantity_unit"] = PACK_WORDS.get(m.group(2), PACK_WORDS.get(
+                m.group(2).rstrip("s"), "boîte"))
+        elif m := re.fullmatch(rf"(?:a )?renouvel(?:er|able)(?: {_NUM} fois)?", norm):
+            if m.group(1) is None:
+                ctx.error(n, f"« {part} » : combien de fois ? (par exemple « à renouveler 2"
+                          " fois »)")
+                continue
+            renewals = int(_number(m.group(1)))
+            if renewals > MAX_RENEWALS:
+                ctx.error(n, f"{renewals} renouvellements, c'est plus que les"
+                          f" {MAX_RENEWALS} permis")
+            line["renewals"] = renewals
+        elif m := re.fullmatch(r"non substituable(?: ?\(?(mte|efg|cif)\)?)?", norm):
+            line["substitutable"] = False
+            if m.group(1) is None:
+                ctx.error(n, "« non substituable » demande sa raison : MTE (marge"
+                          " thérapeutique étroite), EFG (enfant de moins de 6 ans) ou CIF"
+                          " (contre-indication à un excipient)")
+            else:
+                line["substitution_refusal"] = SubstitutionRefusal(m.group(1).upper())
+        elif norm in ("ald", "en rapport avec l ald", "en rapport avec une ald"):
+            line["ald"] = True
+        elif norm in ROUTE_WORDS:
+            line["route"] = ROUTE_WORDS[norm]
+        elif norm.startswith("posologie") and ":" in part:
+            text_part = part.split(":", 1)[1].strip()
+            pos = _posology(text_part)
+            line["duration_days"] = pos.duration_days
+            free.append(text_part)
+        else:
+            pos = _posology(part)
+            if pos.dose is None and pos.frequency is None and pos.duration_days is None:
+                ctx.error(n, f"je ne comprends pas « {part} » ; attendu : une posologie (« 1"
+                          " comprimé 3 fois par jour pendant 5 jours »), une quantité (« 2"
+                          " boîtes »), « à renouveler N fois », « non substituable (MTE) »,"
+                          " « ALD » ou « posologie : texte libre »")
+                continue
+            for key in ("dose", "frequency", "duration_days"):
+                if getattr(pos, key) is not None:
+                    line[key] = getattr(pos, key)
+            if pos.leftover:
+                free.append(part)
+    if free:
+        line["dosage_text"] = " ; ".join(free)
+    if not any(k in line for k in ("dose", "frequency", "dosage_text")):
+        ctx.error(n, "pas de posologie : écrivez par exemple « 1 comprimé 3 fois par jour"
+                  " pendant 5 jours » ou « posologie : ... »")
+    if product is None:
+        return None
+    return PrescriptionLine(product=product, **line)
+
+
+def _date(ctx: _Context, n: int, text: str) -> dt.date | None:
+    t = text.strip()
+    for fmt in ("%d/%m/%Y", "%d/%m/%y", "%Y-%m-%d", "%d-%m-%Y", "%d.%m.%Y"):
+        try:
+            return dt.datetime.strptime(t, fmt).date()
+        except ValueError:
+            continue
+    ctx.error(n, f"date « {t} » illisible ; écrivez-la JJ/MM/AAAA")
+    return None
+
+
+def _identify_patient(ctx: _Context, n: int, value: str, people: People) -> PatientInfo | None:
+    digits = re.sub(r"(?i)^ins(-nir)?\s*:?\s*", "", value.strip())
+    digits = re.sub(r"[\s.]", "", digits)
+    try:
+        number = ins(digits)
+    except InvalidIdentifier as exc:
+        ctx.error(n, f"INS du patient « {value.strip()} » invalide : " + {
+            "the INS key does not match (97 - N mod 97)":
+            "la clé (2 derniers chiffres) ne correspond pas, vérifiez le numéro"}.get(
+                exc.rule, "un INS a 15 caractères (13 chiffres et une clé de 2 chiffres)"))
+        return None
+    patient = people.patient(number)
+    if patient is None:
+        ctx.error(n, f"aucun patient d'INS {number} dans l'annuaire de la messagerie")
+    return patient
+
+
+def _identify_professional(ctx: _Context, n: int, value: str, people: People, what: str
+                           ) -> AuthorInfo | None:
+    v = value.strip()
+    if "@" in v:
+        key = v.strip("<>").lower()
+    else:
+        key = re.sub(r"[\s.]", "", re.sub(r"(?i)^rpps\s*:?\s*", "", v))
+        try:
+            key = rpps(key)
+        except InvalidIdentifier:
+            ctx.error(n, f"RPPS du {what} « {v} » invalide (11 chiffres, clé de Luhn) ;"
+                      " donnez le RPPS ou l'adresse de messagerie")
+            return None
+    author = people.professional(key)
+    if author is None:
+        ctx.error(n, f"{what} « {v} » inconnu de l'annuaire de la messagerie")
+    return author
+
+
+def _header_key(text: str, keys: dict[str, str]) -> tuple[str, str] | None:
+    m = _HEADER.match(text)
+    if not m:
+        return None
+    key = keys.get(_norm(m.group(1)))
+    return (key, m.group(2).strip()) if key else None
+
+
+def _split_header(line: _Line, keys: dict[str, str]) -> tuple[str, str] | None:
+    return _header_key(line.text, keys)
+
+
+def parse_prescription_form(
+    text: str,
+    *,
+    people: People,
+    drugs: Drugs | None,
+    sender: str | None = None,
+    now: dt.datetime | None = None,
+) -> Prescription:
+    """The Prescription a doctor's form describes, or FormError listing every problem."""
+    ctx = _Context(drugs)
+    patient: PatientInfo | None = None
+    author: AuthorInfo | None = None
+    when = now or dt.datetime.now(dt.UTC)
+    fields: dict[str, Any] = {}
+    lines: list[PrescriptionLine] = []
+    seen_patient = seen_author = False
+    numbered = 0
+    for line in _logical_lines(text, PRESCRIPTION_KEYS):
+        item = _ITEM.match(line.text)
+        header = _split_header(line, PRESCRIPTION_KEYS)
+        if header and not item:
+            key, value = header
+            if key == "patient":
+                seen_patient = True
+                patient = _identify_patient(ctx, line.number, value, people)
+            elif key == "author":
+                seen_author = True
+                author = _identify_professional(ctx, line.number, value, people, "prescripteur")
+            elif key == "date":
+                day = _date(ctx, line.number, value)
+                if day:
+                    when = dt.datetime.combine(day, when.timetz())
+            elif key == "validity":
+                m = re.fullmatch(r"(\d+) mois", _norm(value))
+                if m:
+                    fields["validity_months"] = int(m.group(1))
+                else:
+                    fields["validity_end"] = _date(ctx, line.number, value)
+            elif key == "notes":
+                fields["notes"] = value
+            elif key == "title":
+                pass  # "Ordonnance : n° ..." from a template: the gateway numbers it
+            elif key in ("secured", "exception", "bizone"):
+                flag = _norm(value) not in ("non", "no", "0", "false")
+                fields[{"secured": "secured", "exception": "exception_drugs",
+                        "bizone": "bizone"}[key]] = flag
+            continue
+        if item:
+            numbered += 1
+            got = _medicine_line(ctx, line.number, item.group(2))
+            if got is not None:
+                lines.append(got)
+            continue
+        norm = _norm(line.text)
+        if norm in ("ordonnance", "prescription", "bonjour", "merci", "cordialement") or \
+                norm.startswith(("bonjour", "cordialement", "merci", "dr ", "docteur ")):
+            continue
+        ctx.error(line.number, f"je ne comprends pas « {line.text} » ; une ligne de médicament"
+                  " commence par son numéro (« 1. DOLIPRANE 1000 mg ; ... »)")
+    if not seen_patient:
+        ctx.error(0, "le patient manque : ajoutez « Patient : INS <15 chiffres> »")
+    if not seen_author:
+        if sender:
+            author = _identify_professional(ctx, 0, sender, people, "prescripteur")
+        else:
+            ctx.error(0, "le prescripteur manque : ajoutez « Prescripteur : RPPS <11 chiffres> »")
+    if numbered == 0:
+        ctx.error(0, "aucun médicament : numérotez chaque ligne (« 1. DOLIPRANE 1000 mg ;"
+                  " 1 comprimé 3 fois par jour pendant 5 jours ; 2 boîtes »)")
+    if author is not None and author.profession != "10" and not ctx.problems:
+        ctx.error(0, f"{author.given_name} {author.family_name} n'est pas enregistré comme"
+                  " médecin : seul un médecin peut prescrire ici")
+    if ctx.problems:
+        raise FormError(ctx.problems)
+    assert patient is not None and author is not None
+    validity_end = fields.get("validity_end")
+    if "validity_months" in fields:
+        validity_end = cda.add_months(when.date(), fields["validity_months"])
+    return Prescription(
+        patient=patient, author=author, date=when, lines=tuple(lines),
+        validity_end=validity_end,
+        bizone=fields.get("bizone", any(line.ald for line in lines)),
+        exception_drugs=fields.get("exception_drugs", False),
+        secured=fields.get("secured", False),
+        notes=fields.get("notes"),
+    )
+
+
+def parse_dispensation_form(
+    text: str,
+    *,
+    prescription_for: Callable[[str], Prescription | None],
+    people: People,
+    drugs: Drugs | None,
+    sender: str | None = None,
+    now: dt.datetime | None = None,
+) -> Dispensation:
+    """The Dispensation a pharmacist's form describes. `prescription_for(identifier)` gives the
+    registered prescription (the registry's record, authoritative over any printed text)."""
+    ctx = _Context(drugs)
+    when = now or dt.datetime.now(dt.UTC)
+    prescription: Prescription | None = None
+    identifier = ""
+    author: AuthorInfo | None = None
+    seen_author = False
+    notes = None
+    raw_lines: list[tuple[int, int, str]] = []
+    for line in _logical_lines(text, DISPENSATION_KEYS):
+        item = _ITEM.match(line.text)
+        header = _split_header(line, DISPENSATION_KEYS)
+        if header and not item:
+            key, value = header
+            if key == "prescription":
+                check = check_identifier(value)
+                if not check.ok:
+                    ctx.error(line.number, f"identifiant d'ordonnance « {value} » invalide : "
+                              + _identifier_reason(check.reason))
+                    continue
+                identifier = check.identifier
+                prescription = prescription_for(identifier)
+                if prescription is None:
+                    ctx.error(line.number, f"aucune ordonnance enregistrée sous {identifier}")
+            elif key == "author":
+                seen_author = True
+                author = _identify_professional(ctx, line.number, value, people, "pharmacien")
+            elif key == "date":
+                day = _date(ctx, line.number, value)
+                if day:
+                    when = dt.datetime.combine(day, when.timetz())
+            elif key == "notes":
+                notes = value
+            continue
+        if item:
+            raw_lines.append((line.number, int(item.group(1)), item.group(2)))
+            continue
+        norm = _norm(line.text)
+        if norm in ("dispensation", "delivrance") or norm.startswith(
+                ("bonjour", "cordialement", "merci")):
+            continue
+        ctx.error(line.number, f"je ne comprends pas « {line.text} » ; une ligne commence par"
+                  " le numéro de la ligne de l'ordonnance (« 1 : délivré ; 2 boîtes »)")
+    if not identifier and not any(p.message.startswith("identifiant") for p in ctx.problems):
+        ctx.error(0, "l'identifiant de l'ordonnance manque : ajoutez « Ordonnance : <18"
+                  " caractères> » (imprimé sous le QR code)")
+    if not seen_author:
+        if sender:
+            author = _identify_professional(ctx, 0, sender, people, "pharmacien")
+        else:
+            ctx.error(0, "le pharmacien manque : ajoutez « Pharmacien : RPPS <11 chiffres> »")
+    if not raw_lines:
+        ctx.error(0, "aucune ligne : indiquez pour chaque ligne de l'ordonnance ce qui a été"
+                  " délivré (« 1 : délivré ; 2 boîtes »)")
+    dispensed: list[DispensedLine] = []
+    if prescription is not None:
+        seen: set[int] = set()
+        for number, position, body in raw_lines:
+            if not 1 <= position <= len(prescription.lines):
+                ctx.error(number, f"l'ordonnance n'a pas de ligne {position} (elle en a"
+                          f" {len(prescription.lines)})")
+                continue
+            if position in seen:
+                ctx.error(number, f"la ligne {position} est indiquée deux fois")
+                continue
+            seen.add(position)
+            got = _dispensed_line(ctx, number, prescription.lines[position - 1], position, body)
+            if got is not None:
+                dispensed.append(got)
+    if author is not None and author.profession != "21" and not ctx.problems:
+        ctx.error(0, f"{author.given_name} {author.family_name} n'est pas enregistré comme"
+                  " pharmacien")
+    if ctx.problems:
+        raise FormError(ctx.problems)
+    assert prescription is not None and author is not None
+    return Dispensation(
+        prescription_id=identifier,
+        prescription_document_id=prescription.document_id or "",
+        patient=prescription.patient,
+        author=author,
+        date=when,
+        lines=tuple(dispensed),
+        notes=notes,
+    )
+
+
+def _identifier_reason(reason: str) -> str:
+    if "check character" in reason:
+        return "le dernier caractère (contrôle) ne correspond pas : faute de frappe ?"
+    if "characters, not" in reason:
+        return "il faut 18 caractères (chiffres et lettres)"
+    return "seuls les chiffres et les lettres A-Z sont permis"
+
+
+def _dispensed_line(ctx: _Context, n: int, prescribed: PrescriptionLine, position: int,
+                    body: str) -> DispensedLine | None:
+    parts = [p.strip() for p in body.split(";") if p.strip()]
+    status = _norm(parts[0]) if parts else ""
+    product: Product | None = prescribed.product
+    substituted = False
+    quantity: Decimal | None = None
+    reasons: list[str] = []
+    for part in parts[1:]:
+        norm = _norm(part)
+        if m := re.fullmatch(rf"(?:quantite )?{_NUM}(?: (boites?|flacons?|tubes?|recipients?|"
+                             r"sachets?|pots?))?", norm):
+            quantity = _number(m.group(1))
+        elif ":" in part and _norm(part.split(":", 1)[0]) in ("motif", "raison", "commentaire"):
+            reasons.append(part.split(":", 1)[1].strip())
+        else:
+            reasons.append(part)
+    reason = " ; ".join(r for r in reasons if r) or None
+    line_ref = prescribed.line_id or str(position)
+    if status.startswith("substitue par") or status.startswith("substitution par"):
+        target = re.sub(r"(?i)^\s*substitu\w*\s+par\s+", "", parts[0])
+        product = _resolve_product(ctx, n, target)
+        substituted = True
+        if not prescribed.substitutable:
+            ctx.error(n, f"la ligne {position} est « non substituable"
+                      f" ({prescribed.substitution_refusal}) » : la substitution est interdite")
+    elif status.startswith("non delivre"):
+        if quantity not in (None, Decimal(0)):
+            ctx.error(n, "« non délivré » avec une quantité : indiquez 0 ou retirez-la")
+        if reason is None:
+            ctx.error(n, "« non délivré » demande un motif (« motif : rupture de stock »)")
+        return DispensedLine(line_ref, prescribed.product, Decimal(0),
+                             not_delivered_reason=reason)
+    elif status.startswith("delivre partiellement") or status.startswith("partiel"):
+        if quantity is None:
+            ctx.error(n, "délivrance partielle : indiquez la quantité délivrée (« 1 boîte »)")
+        elif prescribed.quantity is not None and quantity >= prescribed.quantity:
+            ctx.error(n, f"délivrance partielle de {quantity} alors que {prescribed.quantity}"
+                      " sont prescrits")
+        return DispensedLine(line_ref, prescribed.product, quantity or Decimal(0),
+                             adjustment_reason=reason or "délivrance partielle")
+    elif status.startswith("adapte") or status.startswith("adaptation"):
+        if reason is None:
+            ctx.error(n, "une adaptation demande sa raison (accord du prescripteur)")
+    elif not status.startswith("delivre"):
+        ctx.error(n, f"je ne comprends pas « {parts[0] if parts else body} » ; écrivez"
+                  " « délivré », « délivré partiellement », « substitué par <médicament> »,"
+                  " « adapté » ou « non délivré »")
+        return None
+    if quantity is None:
+        quantity = prescribed.quantity
+        if quantity is None:
+            ctx.error(n, "indiquez la quantité délivrée (« 2 boîtes »)")
+            return None
+    if product is None:
+        return None
+    return DispensedLine(line_ref, product, quantity, substituted=substituted,
+                         substitution_reason=reason if substituted else None,
+                         adjustment_reason=None if substituted else reason)

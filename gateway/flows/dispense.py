@@ -1,0 +1,199 @@
+"""Pharmacy → prescriber: a dispensation mailed to the robot (or to the prescriber) is recorded.
+
+The pharmacist (or the pharmacy's mailbox) sends the dispensation form in the body or an eDISP
+CDA. The worker reads it against the registered prescription, builds and signs the eDISP
+document (the pharmacist's signature certificate or the pharmacy's seal), records it in the
+registry and files it in the DMP in one transaction, then writes: the pharmacy's receipt with
+the remaining quantities, the prescriber's report (unless the patient objected; the DMP copy is
+then hidden from the prescriber too), and the patient's copy. A refusal (over-dispensing,
+expired, cancelled, fully dispensed, not a pharmacy...) changes nothing and answers the sender.
+The dispensation's id is derived from the sender and Message-ID, so a retried message is
+recorded once.
+
+Also here: the prescriber's cancellation, mailed to the robot ("Annulation : <identifiant>").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from gateway import pipeline
+from gateway.config import Config
+from gateway.db import transaction
+from gateway.dmp.feed import file_package
+from gateway.dmp.model import Actor, ActorKind
+from gateway.documents.build import assign_dispensation_ids, build_dispensation
+from gateway.documents.model import Dispensation, Prescription
+from gateway.documents.parse import parse_dispensation, parse_prescription
+from gateway.errors import GatewayError
+from gateway.flows import mail
+from gateway.flows.common import Plan, apply, idempotence_key, identifiers_in, is_xml, kind_of_cda
+from gateway.flows.context import ACTOR, Context, context, now
+from gateway.flows.verify import remaining_text
+from gateway.pipeline import Delivery, Message, Outcome
+from gateway.prescriptions.registry import DispensationReport, Dispenser, PrescriptionRecord
+from gateway.signature.trust import sign_as
+from gateway.xdm import Limits, Sender, pack, read_package
+
+_FORM = re.compile(r"(?im)^\s*ordonnance\s*:")
+_CANCEL = re.compile(r"(?im)^\s*annulation\s*:\s*(.+)$")
+
+
+def _registered(ctx: Context, identifier: str, actor: str) -> Prescription | None:
+    try:
+        data = ctx.registry.package(identifier, actor=actor)
+    except GatewayError:
+        return None
+    if not data:
+        return None
+    pkg = read_package(data, Limits.of(ctx.config))
+    cda = next((d.data for d in pkg.content if kind_of_cda(d.data) == "prescription"), None)
+    return parse_prescription(cda) if cda else None
+
+
+def _dispensation(ctx: Context, msg: mail.EmailMessage, sender: str) -> Dispensation | None:
+    for a in mail.attachments(msg):
+        if is_xml(a) and kind_of_cda(a.data) == "dispensation":
+            return parse_dispensation(a.data)
+    for text in mail.texts(msg):
+        text = mail.strip_quotes(text)
+        if _FORM.search(text):
+            from gateway.documents.form import parse_dispensation_form
+
+            return parse_dispensation_form(
+                text, prescription_for=lambda ident: _registered(ctx, ident, sender),
+                people=ctx.people, drugs=ctx.drugs, sender=sender, now=now())
+    return None
+
+
+def _reply(ctx: Context, to: str, subject: str, body: str, in_reply_to: str | None,
+           files: tuple[mail.Attachment, ...] = ()) -> Delivery:
+    msg = mail.new_message(sender=ctx.robot, to=[to], subject=subject, body=body,
+                           domain=ctx.config.gateway.domain, in_reply_to=in_reply_to,
+                           headers=[("X-MSS-NIL", ctx.config.gateway.product)], files=files)
+    return Delivery((to,), mail.to_bytes(msg), sender="")
+
+
+def _lines_text(d: Dispensation) -> str:
+    out = []
+    for line in d.lines:
+        what = f"{format(line.quantity.normalize(), 'f').replace('.', ',')}"
+        extra = ""
+        if line.substituted:
+            extra += f" — substitué ({line.product.label})"
+        if line.not_delivered_reason:
+            extra += f" — non délivré : {line.not_delivered_reason}"
+        if line.adjustment_reason:
+            extra += f" — adapté : {line.adjustment_reason}"
+        out.append(f"  ligne {line.line_ref} : {what}{extra}")
+    return "\n".join(out)
+
+
+def _record(ctx: Context, d: Dispensation, sender: str, key: str
+            ) -> tuple[PrescriptionRecord, bool, bytes]:
+    mailbox = ctx.mailbox(sender)
+    if mailbox is None:
+        raise GatewayError(f"{sender} is not in the directory")
+    structure = ctx.structure_of(mailbox)
+    dispenser = dataclasses.replace(Dispenser.from_mailbox(mailbox, structure),
+                                    pharmacist=sender if mailbox.professional else None)
+    d = assign_dispensation_ids(d)
+    report = DispensationReport.from_dispensation(d, dispenser, dispensation_id=key)
+    record = ctx.registry.get(d.prescription_id, actor=sender)
+    from gateway.prescriptions.registry import plan_dispensation
+
+    if not any(x.dispensation_id == key for x in record.dispensations):
+        plan_dispensation(record, report, now())  # refuse before signing anything
+    cda = build_dispensation(d)
+    package = sign_as(ctx.config, sender, pack([cda], sender=Sender(
+        name=mailbox.display_name, product=ctx.config.gateway.product)))
+    pkg = read_package(package, Limits.of(ctx.config))
+    hidden = (record.prescriber_address, *((f"8{record.prescriber_rpps}",)
+                                           if record.prescriber_rpps else ()))
+    with transaction(ctx.registry.conn):
+        result = ctx.registry.dispense(report, now=now())
+        if result.applied:
+            file_package(ctx.dmp, pkg, actor=Actor(ActorKind.GATEWAY, ACTOR),
+                         author_address=sender, prescription_id=d.prescription_id,
+                         hidden_from=hidden if record.patient_objects_to_feedback else ())
+    return result.record, result.applied, package
+
+
+def handle(config: Config, sender: str, recipients: tuple[str, ...], data: bytes) -> Plan | None:
+    ctx = context(config)
+    msg = mail.parse(data)
+    original_id = mail.message_id_of(msg)
+    to_robot = ctx.robot in recipients
+    text = "\n".join(mail.texts(msg))
+    if to_robot:
+        cancel = _CANCEL.search(text)
+        if cancel:
+            return _cancel(ctx, sender, cancel.group(1), original_id)
+    try:
+        d = _dispensation(ctx, msg, sender)
+    except GatewayError as exc:
+        report = exc.report() if hasattr(exc, "report") else str(exc)
+        if not to_robot and not identifiers_in(text):
+            return None
+        return Plan(handled=(ctx.robot,) if to_robot else (), deliveries=(_reply(
+            ctx, sender, "Délivrance refusée", "Bonjour,\n\nLa délivrance n'a pas été"
+            f" enregistrée :\n\n{report}\n\nRien n'a été modifié.\n", original_id),))
+    if d is None:
+        return None
+    key = "mail:" + idempotence_key(sender, original_id or mail.idempotence_fallback(data))
+    try:
+        record, applied, package = _record(ctx, d, sender, key)
+    except GatewayError as exc:
+        return Plan(handled=(ctx.robot,) if to_robot else (), deliveries=(_reply(
+            ctx, sender, f"Délivrance refusée : ordonnance {d.prescription_id}",
+            f"Bonjour,\n\nLa délivrance pour l'ordonnance {d.prescription_id} n'a pas été"
+            f" enregistrée :\n{exc}\n\nRien n'a été modifié.\n", original_id),))
+    lines = _lines_text(d)
+    left = remaining_text(record)
+    out = [_reply(ctx, sender, f"Délivrance enregistrée : ordonnance {record.identifier}",
+                  f"Bonjour,\n\nLa délivrance est enregistrée{'' if applied else ' (déjà reçue)'}"
+                  f" et versée dans le DMP du patient :\n{lines}\n\nStatut :"
+                  f" {record.status_at(now())}\nQuantités restantes :\n{left}\n", original_id)]
+    xdm = mail.Attachment("IHE_XDM.zip", "application/zip", package)
+    if not record.patient_objects_to_feedback:
+        out.append(_reply(ctx, record.prescriber_address,
+                          f"Délivrance de votre ordonnance {record.identifier}",
+                          f"Bonjour,\n\n{sender} a délivré votre ordonnance {record.identifier}"
+                          f" (patient INS {record.patient_ins}) :\n{lines}\n\nQuantités"
+                          f" restantes :\n{left}\n", None, (xdm,)))
+    out.append(_reply(ctx, record.patient_address,
+                      f"Votre ordonnance {record.identifier} a été délivrée",
+                      f"Bonjour,\n\nVotre pharmacie ({sender}) a délivré votre ordonnance :\n"
+                      f"{lines}\n\nIl reste :\n{left}\n", None, (xdm,)))
+    handled = tuple(r for r in recipients if r in (ctx.robot, record.prescriber_address))
+    return Plan(handled=handled, deliveries=tuple(out) if applied else tuple(out[:1]))
+
+
+def _cancel(ctx: Context, sender: str, text: str, original_id: str | None) -> Plan:
+    found = identifiers_in(text)
+    if not found:
+        body = f"« {text.strip()} » n'est pas un identifiant d'ordonnance valide."
+    else:
+        try:
+            result = ctx.registry.cancel(found[0], by=sender, reason="annulée par mail",
+                                         actor=sender, now=now())
+            body = f"L'ordonnance {found[0]} est annulée : {result.message}"
+        except GatewayError as exc:
+            body = f"L'ordonnance {found[0]} n'a pas été annulée : {exc}"
+    return Plan(handled=(ctx.robot,), deliveries=(_reply(
+        ctx, sender, "Annulation d'ordonnance", f"Bonjour,\n\n{body}\n", original_id),))
+
+
+async def step(message: Message, outcome: Outcome) -> Outcome:
+    """Pipeline step: a professional's mail to the robot or to another professional."""
+    if message.channel != "submission" or not message.authenticated:
+        return outcome
+    config = pipeline.config()
+    patients = "@" + config.gateway.patient_domain
+    if message.authenticated.lower().endswith(patients) or all(
+            r.endswith(patients) for r in message.recipients):
+        return outcome
+    plan = await pipeline.run_cpu(handle, config, message.authenticated.lower(),
+                                  message.recipients, message.data)
+    return apply(message, outcome, plan)

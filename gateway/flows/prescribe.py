@@ -1,0 +1,318 @@
+"""Doctor → patient: a prescription mailed to a patient becomes a registered, signed ordonnance.
+
+The doctor writes to the patient's address with the prescription as the mail form in the body,
+a CDA attachment, or an XDM package from their software. In the pool the worker builds (or
+reads) the prescription, assigns its identifier, renders the PDF, builds the CDA with the PDF
+and QR code embedded, packs and signs it with the doctor's signature certificate, then
+registers it and files it in the DMP in one SQLite transaction, and writes the messages: the
+patient's (MSSanté format), the doctor's receipt, and an MDN when asked. A prescription the
+gateway cannot accept changes nothing and goes back to the doctor with the reasons.
+
+Idempotent: the (sender, Message-ID, patient) key is stored in the same transaction as the
+registration, so a client retrying after a 451 gets the same ordonnance again instead of a
+second one (the PDF is deterministic, so the messages are rebuilt from the registered package).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import re
+
+from gateway import pipeline
+from gateway.config import Config
+from gateway.db import migrate, transaction
+from gateway.dmp.feed import file_package
+from gateway.dmp.model import Actor, ActorKind
+from gateway.documents.build import assign_ids, build_prescription
+from gateway.documents.model import Prescription
+from gateway.documents.parse import parse_prescription
+from gateway.documents.validate import prescription_rules
+from gateway.errors import GatewayError
+from gateway.flows import mail
+from gateway.flows.common import (
+    PRESCRIPTION_CODE,
+    Plan,
+    apply,
+    idempotence_key,
+    is_xml,
+    kind_of_cda,
+    packages,
+)
+from gateway.flows.context import ACTOR, Context, context, now
+from gateway.flows.filing import file_packages
+from gateway.ordonnance import qr_png, render_pdf
+from gateway.pipeline import Delivery, Message, Outcome
+from gateway.prescriptions.identifier import group
+from gateway.signature.trust import sign_as
+from gateway.xdm import Limits, Sender, pack, read_package
+
+MIGRATIONS = [
+    """
+    CREATE TABLE flows_prescribed (
+        key TEXT PRIMARY KEY,          -- sha256(sender, Message-ID, patient)
+        identifier TEXT NOT NULL
+    );
+    """,
+]
+
+_FORM_PATIENT = re.compile(r"(?im)^\s*patient(e)?\s*:")
+
+
+class Refused(GatewayError):
+    """The prescription cannot be accepted; `report` says why, line by line, in French."""
+
+    def __init__(self, report: str) -> None:
+        self.report = report
+        super().__init__(report.splitlines()[0] if report else "refused")
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    kind: str  # "form", "cda", "xdm"
+    text: str = ""
+    data: bytes = b""
+
+
+def find_source(msg: mail.EmailMessage, limits: Limits) -> Source | None:
+    """Where the prescription is in the doctor's message, or None (an ordinary mail)."""
+    files = mail.attachments(msg)
+    for _a, pkg in packages(files, limits):
+        if isinstance(pkg, str):
+            raise Refused(f"le paquet IHE_XDM.zip joint est refusé : {pkg}")
+        for doc in pkg.content:
+            if kind_of_cda(doc.data) == "prescription":
+                return Source("xdm", data=doc.data)
+    for a in files:
+        if is_xml(a) and kind_of_cda(a.data) == "prescription":
+            return Source("cda", data=a.data)
+    for text in mail.texts(msg):
+        if _FORM_PATIENT.search(text):
+            return Source("form", text=text)
+    return None
+
+
+def _prescription(ctx: Context, source: Source, sender: str, when: dt.datetime) -> Prescription:
+    if source.kind == "form":
+        from gateway.documents.form import FormError, parse_prescription_form
+
+        try:
+            return parse_prescription_form(source.text, people=ctx.people, drugs=ctx.drugs,
+                                           sender=sender, now=when)
+        except FormError as exc:
+            raise Refused(exc.report()) from None
+    try:
+        p = parse_prescription(source.data)
+    except GatewayError as exc:
+        raise Refused(f"le document CDA joint ne peut pas être lu : {exc}") from None
+    problems = prescription_rules(p, drugs=ctx.drugs)
+    if problems:
+        raise Refused("\n".join(f"{pb.location} : {pb.message}" for pb in problems))
+    return p
+
+
+def _check_people(ctx: Context, p: Prescription, sender: str, patient_address: str) -> None:
+    doctor = ctx.mailbox(sender)
+    if doctor is None or doctor.professional is None:
+        raise Refused("seul un professionnel de santé enregistré peut prescrire ici")
+    pro = doctor.professional
+    if p.author.rpps != pro.rpps and (p.author.email or "").lower() != sender:
+        raise Refused(
+            f"le prescripteur de l'ordonnance ({p.author.given_name} {p.author.family_name},"
+            f" identifiant {p.author.national_id}) n'est pas vous ({doctor.display_name}) :"
+            " on ne prescrit que sous son propre nom"
+        )
+    patient = ctx.mailbox(patient_address)
+    if patient is None or patient.patient is None:
+        raise Refused(f"{patient_address} n'est pas une messagerie de patient")
+    if patient.patient.ins != p.patient.ins:
+        raise Refused(
+            f"l'ordonnance est au nom du patient INS {p.patient.ins}, mais vous l'adressez à"
+            f" {patient_address} (INS {patient.patient.ins}) : une ordonnance va au patient"
+            " qu'elle concerne"
+        )
+
+
+def subject_for(p: Prescription) -> str:
+    label = p.title[:40]
+    nom = mail.ascii_upper(p.patient.used_name or p.patient.birth_name)
+    prenom = p.patient.given_names.split()[0] if p.patient.given_names else ""
+    return f"XDM/1.0/DDM+{label} {nom} {prenom} {p.patient.birth_date:%d/%m/%Y}"
+
+
+def pdf_name(p: Prescription, number: int = 1) -> str:
+    nom = mail.ascii_name(mail.ascii_upper(p.patient.used_name or p.patient.birth_name))
+    prenom = mail.ascii_name(p.patient.given_names.split()[0] if p.patient.given_names else "")
+    return f"{p.date:%Y%m%d}_Prescription_{nom}_{prenom}_{number}.pdf"
+
+
+def _patient_text(p: Prescription) -> str:
+    a = p.author
+    who = f"{a.title or 'Dr'} {a.given_name} {a.family_name}"
+    lines = "\n".join(f"  {i}. {line.product.label}" for i, line in enumerate(p.lines, 1))
+    return (
+        f"Bonjour,\n\n{who} vous adresse votre ordonnance du {p.date:%d/%m/%Y}"
+        f" (n° {group(p.identifier or '')}) :\n{lines}\n\n"
+        "Vous trouverez ci-joint l'ordonnance au format PDF, à imprimer ou à présenter en"
+        " pharmacie (le pharmacien lit le QR code), et le document signé (IHE_XDM.zip).\n"
+        "Pour la faire délivrer sans papier, transférez ce message à la messagerie sécurisée"
+        " de votre pharmacie.\n"
+        f"Elle doit être présentée avant le {p.validity_end:%d/%m/%Y}."
+        " Elle a été versée dans votre dossier médical partagé.\n\n"
+        "Ce message contient des données de santé : ne le transférez qu'à des professionnels"
+        " de santé.\n"
+    )
+
+
+def _doctor_text(p: Prescription, patient_address: str, filed: list[str]) -> str:
+    lines = "\n".join(
+        f"  {i}. {line.product.label}" + (f" (CIS {line.product.cis})" if line.product.cis else "")
+        for i, line in enumerate(p.lines, 1)
+    )
+    docs = "\n".join(f"  - {d}" for d in filed)
+    return (
+        "Bonjour,\n\n"
+        f"Votre ordonnance pour {p.patient.given_names} {p.patient.birth_name}"
+        f" est enregistrée sous l'identifiant {group(p.identifier or '')}"
+        f" ({p.identifier}).\n\n{lines}\n\n"
+        f"Valable jusqu'au {p.validity_end:%d/%m/%Y} pour une première délivrance.\n"
+        f"Elle a été signée avec votre certificat, envoyée à {patient_address} et versée dans"
+        f" le DMP du patient (INS {p.patient.ins}) :\n{docs}\n\n"
+        "L'ordonnance PDF est jointe. Pour l'annuler, écrivez au service des ordonnances :"
+        f" « Annulation : {p.identifier} ».\n"
+    )
+
+
+def _refusal_text(report: str) -> str:
+    return (
+        "Bonjour,\n\nVotre ordonnance n'a pas été acceptée : rien n'a été enregistré ni"
+        " envoyé au patient.\n\n" + report + "\n\nCorrigez et renvoyez le message.\n"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Built:
+    prescription: Prescription
+    pdf: bytes
+    package: bytes
+    filed: tuple[str, ...]
+
+
+def _build(ctx: Context, p: Prescription, sender: str) -> tuple[Prescription, bytes, bytes]:
+    p = assign_ids(p)
+    assert p.identifier
+    pdf = render_pdf(p)
+    cda = build_prescription(p, pdf, qr_png(p.identifier))
+    author = p.author
+    package = pack([cda], sender=Sender(name=f"{author.given_name} {author.family_name}",
+                                        product=ctx.config.gateway.product))
+    return p, pdf, sign_as(ctx.config, sender, package)
+
+
+def _again(ctx: Context, identifier: str, sender: str) -> Built:
+    """The ordonnance registered for this message already (a retried message)."""
+    package = ctx.registry.package(identifier, actor=sender) or b""
+    pkg = read_package(package, Limits.of(ctx.config))
+    cda = next(d.data for d in pkg.content if kind_of_cda(d.data) == "prescription")
+    p = parse_prescription(cda)
+    entries = ctx.dmp.find(p.patient.ins, actor=Actor(ActorKind.GATEWAY, ACTOR))
+    filed = tuple(e.metadata.unique_id for e in entries
+                  if e.metadata.prescription_id == identifier)
+    return Built(p, render_pdf(p), package, filed)
+
+
+def _register(ctx: Context, key: str, source: Source, sender: str, patient_address: str,
+              when: dt.datetime) -> Built:
+    conn = ctx.registry.conn
+    migrate(conn, "flows", MIGRATIONS)
+    row = conn.execute("SELECT identifier FROM flows_prescribed WHERE key = ?", (key,)).fetchone()
+    if row is not None:
+        return _again(ctx, row["identifier"], sender)
+    p = _prescription(ctx, source, sender, when)
+    _check_people(ctx, p, sender, patient_address)
+    try:
+        p, pdf, signed = _build(ctx, p, sender)
+    except GatewayError as exc:
+        raise Refused(f"l'ordonnance n'a pas pu être signée : {exc}") from None
+    pkg = read_package(signed, Limits.of(ctx.config))
+    with transaction(conn):
+        ctx.registry.register(p, prescriber_address=sender, patient_address=patient_address,
+                              package=signed, actor=sender, now=when)
+        entries = file_package(ctx.dmp, pkg, actor=Actor(ActorKind.GATEWAY, ACTOR),
+                               author_address=sender, prescription_id=p.identifier)
+        conn.execute("INSERT INTO flows_prescribed (key, identifier) VALUES (?, ?)",
+                     (key, p.identifier))
+    return Built(p, pdf, signed, tuple(e.metadata.unique_id for e in entries))
+
+
+def handle(config: Config, sender: str, patients: tuple[str, ...], data: bytes) -> Plan | None:
+    """Worker side (process pool). None: not a prescription, deliver unchanged."""
+    ctx = context(config)
+    domain = config.gateway.domain
+    product = config.gateway.product
+    msg = mail.parse(data)
+    original_id = mail.message_id_of(msg)
+    receipt_to = mail.disposition_to(msg)
+    try:
+        source = find_source(msg, Limits.of(config))
+        if source is None:  # an ordinary mail; its structured documents go to the DMP too
+            for patient in patients:
+                file_packages(ctx, msg, sender, patient)
+            return None
+        if len(patients) > 1:
+            raise Refused("une ordonnance concerne un seul patient : envoyez un message par"
+                          f" patient (destinataires : {', '.join(patients)})")
+        patient = patients[0]
+        key = idempotence_key(sender, original_id or mail.idempotence_fallback(data), patient)
+        built = _register(ctx, key, source, sender, patient, now())
+    except Refused as exc:
+        reply = mail.new_message(
+            sender=ctx.robot, to=[sender], domain=domain, in_reply_to=original_id,
+            subject="Ordonnance refusée : " + str(msg.get("Subject", ""))[:80],
+            body=_refusal_text(exc.report), headers=[("X-MSS-NIL", product)],
+        )
+        out = [Delivery((sender,), mail.to_bytes(reply), sender="")]
+        if receipt_to:
+            out.append(Delivery((receipt_to,), mail.mdn(
+                msg, reporter=ctx.robot, recipient=patients[0], to=receipt_to, domain=domain,
+                product=product, error=(900, "ordonnance refusée")), sender=""))
+        return Plan(handled=patients, deliveries=tuple(out), notes=(exc.report,))
+    p = built.prescription
+    pdf = mail.Attachment(pdf_name(p), "application/pdf", built.pdf)
+    xdm = mail.Attachment("IHE_XDM.zip", "application/zip", built.package)
+    to_patient = mail.new_message(
+        sender=sender, to=[patient], subject=subject_for(p), domain=domain,
+        body=_patient_text(p), files=[pdf, xdm],
+        headers=[("X-MSS-CODECDA", PRESCRIPTION_CODE), ("X-MSS-INS", "O"),
+                 ("X-MSS-NIL", product), ("X-Ordonnance-Id", p.identifier or "")],
+    )
+    to_doctor = mail.new_message(
+        sender=ctx.robot, to=[sender], domain=domain, in_reply_to=original_id,
+        subject=f"Ordonnance {p.identifier} enregistrée pour {p.patient.birth_name}",
+        body=_doctor_text(p, patient, list(built.filed)), files=[pdf],
+        headers=[("X-MSS-NIL", product), ("X-Ordonnance-Id", p.identifier or "")],
+    )
+    out = [
+        Delivery((patient,), mail.to_bytes(to_patient)),
+        Delivery((sender,), mail.to_bytes(to_doctor), sender=""),
+    ]
+    if receipt_to:
+        out.append(Delivery((receipt_to,), mail.mdn(
+            msg, reporter=ctx.robot, recipient=patient, to=receipt_to, domain=domain,
+            product=product), sender=""))
+    return Plan(handled=patients, deliveries=tuple(out), notes=(f"prescription {p.identifier}",))
+
+
+async def step(message: Message, outcome: Outcome) -> Outcome:
+    """Pipeline step: a professional's submission to one or more patients."""
+    if message.channel != "submission" or not message.authenticated:
+        return outcome
+    config = pipeline.config()
+    suffix = "@" + config.gateway.patient_domain
+    patients = tuple(r for r in message.recipients if r.endswith(suffix))
+    if not patients:
+        return outcome
+    plan = await pipeline.run_cpu(handle, config, message.authenticated.lower(), patients,
+                                  message.data)
+    return apply(message, outcome, plan)
+

@@ -1,0 +1,218 @@
+"""Patient → pharmacy: a forwarded ordonnance is checked before the pharmacist sees it.
+
+The patient forwards the gateway's message to a pharmacy mailbox, as an attachment
+(message/rfc822) or inline, as mail clients do. The worker looks for the ordonnance: an XDM
+package (its signature is verified against our PKI and its prescription must be the one
+registered), else the identifier in the text, the subject or the PDF's text. The registry is
+the authority: a cancelled, expired or fully dispensed prescription is not valid whatever the
+paper says. The pharmacy receives the patient's message with the verdict in
+`X-Ordonnance-Verification: valid|invalid; id=...; reason=...` and a readable part (result and
+remaining quantities); when the verdict is "invalid" the patient is told why. A patient who
+writes that they object ("je m'oppose ...") to feedback to the prescriber has it recorded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from decimal import Decimal
+
+from gateway import pipeline
+from gateway.config import Config
+from gateway.documents.parse import parse_prescription
+from gateway.errors import GatewayError
+from gateway.flows import mail
+from gateway.flows.common import Plan, apply, identifiers_in, kind_of_cda, packages
+from gateway.flows.context import Context, context, now
+from gateway.pipeline import Delivery, Message, Outcome
+from gateway.prescriptions.identifier import group
+from gateway.prescriptions.registry import (
+    PrescriptionNotFound,
+    PrescriptionRecord,
+    refuse_unless_dispensable,
+)
+from gateway.signature.trust import check_package
+from gateway.xdm import Limits
+
+_OBJECTION = re.compile(r"(?i)\bje m'oppose\b|\bopposition\b|\bj'oppose\b|\bm'oppose\b")
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    identifier: str | None
+    valid: bool
+    reason: str  # short, for the header
+    explanation: str  # sentences, for people
+    record: PrescriptionRecord | None = None
+
+
+def _pdf_text(data: bytes) -> str:
+    try:
+        import pypdfium2
+
+        doc = pypdfium2.PdfDocument(data)
+        try:
+            pages = range(min(len(doc), 5))
+            return "\n".join(doc[i].get_textpage().get_text_range() for i in pages)
+        finally:
+            doc.close()
+    except Exception:  # not a PDF we can read: the identifier is looked for elsewhere
+        return ""
+
+
+def _by_registry(ctx: Context, identifier: str, actor: str) -> Verdict:
+    try:
+        record = ctx.registry.get(identifier, actor=actor)
+    except PrescriptionNotFound:
+        return Verdict(identifier, False, "unknown identifier",
+                       f"Aucune ordonnance n'est enregistrée sous l'identifiant"
+                       f" {group(identifier)} : elle n'a pas été émise par cette messagerie"
+                       " ou l'identifiant est faux.")
+    try:
+        refuse_unless_dispensable(record, now())
+    except GatewayError as exc:
+        code = getattr(exc, "code", "") or type(exc).__name__
+        return Verdict(identifier, False, str(code), str(exc), record)
+    return Verdict(identifier, True, "signature and registry checked",
+                   "L'ordonnance est authentique (signature vérifiée) et enregistrée ; elle"
+                   " peut être délivrée dans la limite des quantités restantes.", record)
+
+
+def _registered_cda(ctx: Context, identifier: str, actor: str) -> bytes | None:
+    from gateway.xdm import read_package
+
+    data = ctx.registry.package(identifier, actor=actor)
+    if not data:
+        return None
+    pkg = read_package(data, Limits.of(ctx.config))
+    return next((d.data for d in pkg.content if kind_of_cda(d.data) == "prescription"), None)
+
+
+def verdict(ctx: Context, msg: mail.EmailMessage, actor: str) -> Verdict | None:
+    files = mail.attachments(msg)
+    limits = Limits.of(ctx.config)
+    for a, pkg in packages(files, limits):
+        if isinstance(pkg, str):
+            return Verdict(None, False, "invalid package",
+                           f"Le paquet {a.filename or 'IHE_XDM.zip'} est refusé : {pkg}.")
+        cdas = [d.data for d in pkg.content if kind_of_cda(d.data) == "prescription"]
+        if not cdas:
+            continue
+        try:
+            identifier = parse_prescription(cdas[0]).identifier
+        except GatewayError as exc:
+            return Verdict(None, False, "unreadable document",
+                           f"Le document de l'ordonnance est illisible : {exc}.")
+        check = check_package(ctx.config, a.data)
+        if not check.valid:
+            return Verdict(identifier, False, f"signature {check.code}",
+                           "La signature du paquet IHE_XDM.zip ne correspond pas à son contenu"
+                           f" ({check.reason}) : le document a été modifié ou falsifié.")
+        if not identifier:
+            return Verdict(None, False, "no identifier",
+                           "Le document ne porte pas d'identifiant d'ordonnance numérique.")
+        verdict_ = _by_registry(ctx, identifier, actor)
+        if verdict_.record is not None and _registered_cda(ctx, identifier, actor) != cdas[0]:
+            return Verdict(identifier, False, "not the registered document",
+                           "Le document joint n'est pas celui qui a été enregistré sous cet"
+                           " identifiant : seule la version enregistrée fait foi.",
+                           verdict_.record)
+        return verdict_
+    text = "\n".join(mail.header_texts(msg) + mail.texts(msg))
+    text += "\n".join(_pdf_text(a.data) for a in files if a.content_type == "application/pdf"
+                      or a.filename.lower().endswith(".pdf"))
+    found = identifiers_in(text)
+    if not found:
+        return None
+    return _by_registry(ctx, found[0], actor)
+
+
+def _amount(value: Decimal | None) -> str:
+    if value is None:
+        return "-"
+    return format(value.normalize(), "f").replace(".", ",")
+
+
+def remaining_text(record: PrescriptionRecord) -> str:
+    rows = []
+    for line in record.lines:
+        left = (f"reste {_amount(line.remaining)} {line.quantity_unit}"
+                if line.remaining is not None else f"{line.deliveries_left} délivrance(s)")
+        rows.append(f"  {line.position}. {line.label} — {left}"
+                    f" (prescrit {_amount(line.quantity)} × {1 + line.renewals},"
+                    f" délivré {_amount(line.delivered)})")
+    return "\n".join(rows)
+
+
+def _pharmacy_text(v: Verdict) -> str:
+    head = "VALIDE" if v.valid else "NON VALIDE"
+    text = f"Vérification de l'ordonnance par la messagerie sécurisée : {head}\n"
+    if v.identifier:
+        text += f"Identifiant : {group(v.identifier)} ({v.identifier})\n"
+    text += f"\n{v.explanation}\n"
+    if v.record is not None:
+        text += f"\nStatut : {v.record.status_at(now())}\n"
+        text += f"Première délivrance avant le : {v.record.validity_end:%d/%m/%Y}\n"
+        text += "Quantités restantes :\n" + remaining_text(v.record) + "\n"
+    if v.valid:
+        text += ("\nPour enregistrer la délivrance, répondez au service des ordonnances avec :\n"
+                 f"Ordonnance : {v.identifier}\n1 : délivré ; <quantité> boîte(s)\n")
+    return text + "\nLe message du patient est joint.\n"
+
+
+def handle(config: Config, sender: str, recipients: tuple[str, ...], data: bytes) -> Plan | None:
+    ctx = context(config)
+    pharmacies = []
+    for r in recipients:
+        mb = ctx.mailbox(r)
+        if mb is None:
+            continue
+        structure = ctx.structure_of(mb)
+        if mb.is_pharmacy or (structure is not None and structure.is_pharmacy):
+            pharmacies.append(r)
+    if not pharmacies:
+        return None
+    msg = mail.parse(data)
+    v = verdict(ctx, msg, sender)
+    if v is None:
+        return None
+    if v.record is not None and v.record.patient_address.lower() == sender and \
+            any(_OBJECTION.search(t) for t in mail.texts(msg)[:1]):
+        ctx.registry.set_feedback_objection(v.record.identifier, True, actor=sender)
+    domain, product = config.gateway.domain, config.gateway.product
+    state = "valid" if v.valid else "invalid"
+    reason = re.sub(r"[;\r\n]", " ", v.reason)
+    header = f"{state}; id={v.identifier or 'none'}; reason={reason}"
+    subject = str(msg.get("Subject", ""))
+    to_pharmacy = mail.new_message(
+        sender=sender, to=pharmacies, domain=domain, in_reply_to=mail.message_id_of(msg),
+        subject=f"[Ordonnance {'valide' if v.valid else 'NON VALIDE'}] {subject}"[:200],
+        body=_pharmacy_text(v), files=[],
+        headers=[("X-Ordonnance-Verification", header), ("X-MSS-NIL", product)],
+    )
+    to_pharmacy.add_attachment(mail.parse(data), filename="message-du-patient.eml")
+    out = [Delivery(tuple(pharmacies), mail.to_bytes(to_pharmacy))]
+    if not v.valid:
+        notice = mail.new_message(
+            sender=ctx.robot, to=[sender], domain=domain, in_reply_to=mail.message_id_of(msg),
+            subject="Votre ordonnance n'a pas pu être validée",
+            body=("Bonjour,\n\nVous avez transmis une ordonnance à "
+                  f"{', '.join(pharmacies)}. La messagerie sécurisée l'a vérifiée : elle n'est"
+                  f" pas valide.\n\n{v.explanation}\n\nLa pharmacie en est informée."
+                  " Adressez-vous à votre médecin pour une nouvelle ordonnance.\n"),
+            headers=[("X-MSS-NIL", product)],
+        )
+        out.append(Delivery((sender,), mail.to_bytes(notice), sender=""))
+    return Plan(handled=tuple(pharmacies), deliveries=tuple(out), notes=(header,))
+
+
+async def step(message: Message, outcome: Outcome) -> Outcome:
+    """Pipeline step: a patient's mail to a pharmacy."""
+    if message.channel != "submission" or not message.authenticated:
+        return outcome
+    config = pipeline.config()
+    if not message.authenticated.lower().endswith("@" + config.gateway.patient_domain):
+        return outcome
+    plan = await pipeline.run_cpu(handle, config, message.authenticated.lower(),
+                                  message.recipients, message.data)
+    return apply(message, outcome, plan)

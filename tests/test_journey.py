@@ -1,0 +1,302 @@
+"""The prescription journey end to end, through the real SMTP and IMAP listeners over TLS."""
+
+from __future__ import annotations
+
+import io
+import re
+from email.message import EmailMessage
+from email.utils import make_msgid
+from pathlib import Path
+
+import pytest
+
+from tests.journey_helpers import (
+    DOCTOR,
+    PATIENT,
+    PHARMACIST,
+    PHARMACY,
+    ROBOT,
+    Gateway,
+    attachment,
+    form_message,
+    make_home,
+    running,
+    text_of,
+)
+
+FORM = """Bonjour,
+
+Patient : INS 279035121518989
+1. DOLIPRANE 1000 mg, comprimé ; 1 comprimé 3 fois par jour pendant 5 jours ; 2 boîtes
+2. CIS 65143010 ; 1 comprimé le matin pendant 30 jours ; 1 boîte ; à renouveler 1 fois
+
+Cordialement
+"""
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory, _gateway_template: Path,
+         shared_dir: Path) -> Path:
+    return make_home(_gateway_template, tmp_path_factory.mktemp("journey") / "gw", shared_dir)
+
+
+@pytest.fixture(scope="module")
+def gw(home: Path):  # noqa: ANN201
+    with running(home) as gateway:
+        yield gateway
+
+
+def qr_text(pdf: bytes) -> str:
+    import pypdfium2
+    import zxingcpp
+
+    doc = pypdfium2.PdfDocument(pdf)
+    image = doc[0].render(scale=3).to_pil()
+    found = [r.text for r in zxingcpp.read_barcodes(image)
+             if r.format == zxingcpp.BarcodeFormat.QRCode]
+    doc.close()
+    assert found, "no QR code found on the first page"
+    return found[0]
+
+
+def prescribe(gw: Gateway, body: str = FORM, **headers: str) -> None:
+    gw.send(DOCTOR, form_message(DOCTOR, PATIENT, body, **headers))
+
+
+def test_doctor_to_patient(gw: Gateway) -> None:
+    from gateway.signature.trust import check_package
+
+    before_patient = len(gw.fetch_all(PATIENT))
+    before_doctor = len(gw.fetch_all(DOCTOR))
+    prescribe(gw, Disposition_Notification_To=DOCTOR)
+    got = gw.wait_for(PATIENT, before_patient + 1)
+    msg = got[-1]
+    assert msg["Subject"].startswith("XDM/1.0/DDM+Prescription de produits de santé DUPONT Chloé")
+    assert msg["Subject"].endswith("15/03/1979")
+    assert msg["X-MSS-CODECDA"] == "57833-6" and msg["X-MSS-INS"] == "O"
+    assert msg["X-MSS-NIL"]
+    pdf = attachment(msg, ".pdf")
+    names = [p.get_filename() for p in msg.iter_attachments()]
+    assert any(re.fullmatch(r"\d{8}_Prescription_DUPONT_Chloe_1\.pdf", n or "") for n in names)
+    identifier = qr_text(pdf)
+    assert re.fullmatch(r"[0-9A-Z]{18}", identifier)
+    verification = check_package(gw.config, attachment(msg, "IHE_XDM.zip"))
+    assert verification.valid, verification.reason
+    assert "MARTIN" in (verification.signer or "").upper()
+    doctor = gw.wait_for(DOCTOR, before_doctor + 2)
+    receipt = [m for m in doctor if identifier in str(m["Subject"])]
+    assert receipt and identifier in text_of(receipt[0])
+    mdns = [m for m in doctor if m.get_content_type() == "multipart/report"]
+    assert mdns, "an MDN was asked for"
+    assert "processed" in mdns[-1].as_string()
+
+
+def latest_ordonnance(gw: Gateway) -> tuple[EmailMessage, str]:
+    """Prescribe, then the patient's new message and its identifier."""
+    before = len(gw.fetch_all(PATIENT))
+    prescribe(gw)
+    msg = gw.wait_for(PATIENT, before + 1)[-1]
+    return msg, str(msg["X-Ordonnance-Id"])
+
+
+def forward(gw: Gateway, original: EmailMessage, *, inline: bool = False,
+            body: str = "Bonjour, voici mon ordonnance.\n") -> EmailMessage:
+    """The patient forwards to the pharmacy (as an attachment, or inline as many clients do);
+    the pharmacy's new message."""
+    fwd = EmailMessage()
+    fwd["From"] = PATIENT
+    fwd["To"] = PHARMACY
+    fwd["Subject"] = "Fwd: " + str(original["Subject"])
+    fwd["Message-ID"] = make_msgid(domain="patient.test")
+    if inline:
+        fwd.set_content(body + "\n---------- Message transféré ----------\n" + text_of(original))
+        for part in original.iter_attachments():
+            fwd.add_attachment(part.get_payload(decode=True), maintype="application",
+                               subtype=part.get_content_subtype(), filename=part.get_filename())
+    else:
+        fwd.set_content(body)
+        fwd.add_attachment(original)
+    before = len(gw.fetch_all(PHARMACY))
+    gw.send(PATIENT, fwd)
+    return gw.wait_for(PHARMACY, before + 1)[-1]
+
+
+def test_forward_to_pharmacy_is_valid(gw: Gateway) -> None:
+    msg, identifier = latest_ordonnance(gw)
+    got = forward(gw, msg)
+    assert str(got["X-Ordonnance-Verification"]).strip().startswith(f"valid; id={identifier};")
+    assert "VALIDE" in text_of(got) and "reste 2 boîte" in text_of(got)
+    inline = forward(gw, msg, inline=True)
+    assert str(inline["X-Ordonnance-Verification"]).strip().startswith(f"valid; id={identifier};")
+
+
+def test_altered_package_is_invalid(gw: Gateway) -> None:
+    msg, identifier = latest_ordonnance(gw)
+    package = attachment(msg, "IHE_XDM.zip")
+    altered = zipfile_replace(package, b"DOLIPRANE", b"DOLIPRANF")
+    for part in msg.iter_attachments():
+        if part.get_filename() == "IHE_XDM.zip":
+            part.set_content(altered, maintype="application", subtype="zip",
+                             filename="IHE_XDM.zip")
+    before = len(gw.fetch_all(PATIENT))
+    got = forward(gw, msg)
+    assert str(got["X-Ordonnance-Verification"]).strip().startswith("invalid;")
+    notice = gw.wait_for(PATIENT, before + 1)[-1]
+    assert "pas valide" in text_of(notice)
+
+
+def test_cancelled_is_invalid(gw: Gateway) -> None:
+    from gateway.cli import main
+
+    msg, identifier = latest_ordonnance(gw)
+    assert main(["prescriptions", "cancel", identifier, "--by", DOCTOR, "--reason", "erreur",
+                 "--config", str(gw.config.home / "config.toml")]) == 0
+    got = forward(gw, msg)
+    verdict = str(got["X-Ordonnance-Verification"]).strip()
+    assert verdict.startswith(f"invalid; id={identifier}; reason=")
+    assert "cancel" in verdict
+
+
+def dispense(gw: Gateway, identifier: str, lines: str, sender: str = PHARMACIST,
+             to: str = ROBOT) -> EmailMessage:
+    """The pharmacist mails the dispensation form; the reply they get."""
+    before = len(gw.fetch_all(sender))
+    gw.send(sender, form_message(sender, to, f"Ordonnance : {identifier}\n{lines}",
+                                 subject="Délivrance"))
+    return gw.wait_for(sender, before + 1)[-1]
+
+
+def test_dispense_part_then_rest_then_refused(gw: Gateway) -> None:
+    msg, identifier = latest_ordonnance(gw)
+    doctor_before = len(gw.fetch_all(DOCTOR))
+    patient_before = len(gw.fetch_all(PATIENT))
+    first = dispense(gw, identifier, "1 : délivré ; 1 boîte\n2 : délivré ; 1 boîte")
+    assert "enregistrée" in str(first["Subject"]), text_of(first)
+    assert "reste 1 boîte" in text_of(first)
+    second = dispense(gw, identifier, "1 : délivré ; 1 boîte\n2 : délivré ; 1 boîte")
+    assert "enregistrée" in str(second["Subject"]), text_of(second)
+    assert "dispensed" in text_of(second)
+    third = dispense(gw, identifier, "1 : délivré ; 1 boîte")
+    assert "refusée" in str(third["Subject"])
+    assert "fully dispensed" in text_of(third) or "already" in text_of(third)
+    reports = gw.wait_for(DOCTOR, doctor_before + 2)[doctor_before:]
+    assert [identifier in str(m["Subject"]) for m in reports] == [True, True]
+    assert all(attachment(m, "IHE_XDM.zip") for m in reports)
+    copies = gw.wait_for(PATIENT, patient_before + 2)[patient_before:]
+    assert len(copies) == 2
+    verdict = forward(gw, msg)
+    assert "invalid" in str(verdict["X-Ordonnance-Verification"])
+
+
+def test_patient_objection_means_no_report(gw: Gateway) -> None:
+    msg, identifier = latest_ordonnance(gw)
+    got = forward(gw, msg, body="Bonjour, je m'oppose à ce que mon médecin soit informé.\n")
+    assert "valid;" in str(got["X-Ordonnance-Verification"])
+    doctor_before = len(gw.fetch_all(DOCTOR))
+    reply = dispense(gw, identifier, "1 : délivré ; 2 boîtes")
+    assert "enregistrée" in str(reply["Subject"]), text_of(reply)
+    assert len(gw.fetch_all(DOCTOR)) == doctor_before
+
+
+def test_over_dispensing_is_refused(gw: Gateway) -> None:
+    _msg, identifier = latest_ordonnance(gw)
+    reply = dispense(gw, identifier, "1 : délivré ; 5 boîtes")
+    assert "refusée" in str(reply["Subject"])
+
+
+def test_non_pharmacy_cannot_dispense(gw: Gateway) -> None:
+    _msg, identifier = latest_ordonnance(gw)
+    reply = dispense(gw, identifier, "1 : délivré ; 1 boîte", sender=DOCTOR)
+    assert "refusée" in str(reply["Subject"])
+    assert "pharmacien" in text_of(reply)
+
+
+def test_cancel_by_mail(gw: Gateway) -> None:
+    msg, identifier = latest_ordonnance(gw)
+    before = len(gw.fetch_all(DOCTOR))
+    gw.send(DOCTOR, form_message(DOCTOR, ROBOT, f"Annulation : {identifier}\n",
+                                 subject="Annulation"))
+    reply = gw.wait_for(DOCTOR, before + 1)[-1]
+    assert "est annulée" in text_of(reply)
+    verdict = forward(gw, msg)
+    assert "invalid" in str(verdict["X-Ordonnance-Verification"])
+
+
+def zipfile_replace(package: bytes, old: bytes, new: bytes) -> bytes:
+    """The package with `old` replaced in its prescription document (hashes left as they were:
+    what a forger editing the ZIP would do)."""
+    import zipfile
+
+    src = zipfile.ZipFile(io.BytesIO(package))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename.endswith("DOC0001.XML"):
+                assert old in data
+                data = data.replace(old, new)
+            dst.writestr(info, data)
+    return out.getvalue()
+
+
+def test_expired_is_invalid(gw: Gateway) -> None:
+    before = len(gw.fetch_all(PATIENT))
+    prescribe(gw, FORM.replace("Patient :", "Date : 01/01/2026\nPatient :"))
+    msg = gw.wait_for(PATIENT, before + 1)[-1]
+    identifier = str(msg["X-Ordonnance-Id"])
+    verdict = str(forward(gw, msg)["X-Ordonnance-Verification"]).strip()
+    assert verdict.startswith(f"invalid; id={identifier}; reason=expired"), verdict
+
+
+def test_unknown_drug_is_explained_with_candidates(gw: Gateway) -> None:
+    before_patient = len(gw.fetch_all(PATIENT))
+    before_doctor = len(gw.fetch_all(DOCTOR))
+    prescribe(gw, FORM.replace("DOLIPRANE 1000 mg, comprimé", "DOLIPRANE 3000 mg"))
+    doctor = gw.wait_for(DOCTOR, before_doctor + 1)
+    refusal = text_of(doctor[-1])
+    assert "refusée" in str(doctor[-1]["Subject"])
+    assert "ligne 4" in refusal and "DOLIPRANE 3000 mg" in refusal
+    assert "CIS 6" in refusal  # candidates listed with their codes
+    assert len(gw.fetch_all(PATIENT)) == before_patient
+
+
+def test_invalid_ins_is_explained(gw: Gateway) -> None:
+    before_patient = len(gw.fetch_all(PATIENT))
+    before_doctor = len(gw.fetch_all(DOCTOR))
+    prescribe(gw, FORM.replace("279035121518989", "279035121518988"))
+    doctor = gw.wait_for(DOCTOR, before_doctor + 1)
+    assert "INS" in text_of(doctor[-1]) and "ligne 3" in text_of(doctor[-1])
+    assert len(gw.fetch_all(PATIENT)) == before_patient
+
+
+def test_lab_report_package_is_delivered_and_filed(gw: Gateway, shared_dir: Path) -> None:
+    from gateway.dmp import Actor, open_dmp
+    from gateway.xdm import read_package
+
+    package = (shared_dir / "xdm-examples/BIO-CR-BIO_2024.01_TSH_1/IHE_XDM.ZIP").read_bytes()
+    unique_id = read_package(package).content[0].entry.unique_id
+    msg = form_message(DOCTOR, PATIENT, "Bonjour, voici vos résultats.\n",
+                       subject="Compte rendu de biologie")
+    msg.add_attachment(package, maintype="application", subtype="zip", filename="IHE_XDM.zip")
+    before = len(gw.fetch_all(PATIENT))
+    gw.send(DOCTOR, msg)
+    got = gw.wait_for(PATIENT, before + 1)[-1]
+    assert got["Subject"] == "Compte rendu de biologie"
+    assert attachment(got, "IHE_XDM.zip") == package
+    dmp = open_dmp(gw.config)
+    try:
+        filed = dmp.find("279035121518989", actor=Actor.admin("test"))
+    finally:
+        dmp.close()
+    assert unique_id in [e.metadata.unique_id for e in filed]
+
+
+def test_ordinary_mail_is_delivered_unchanged(gw: Gateway) -> None:
+    before = len(gw.fetch_all(PATIENT))
+    gw.send(DOCTOR, form_message(DOCTOR, PATIENT, "Bonjour, vos résultats sont normaux.\n",
+                                 subject="Résultats"))
+    got = gw.wait_for(PATIENT, before + 1)
+    assert got[-1]["Subject"] == "Résultats"
+    assert "normaux" in text_of(got[-1])
+
+
