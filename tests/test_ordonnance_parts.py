@@ -243,3 +243,17 @@ def test_exception_drugs_are_announced() -> None:
     assert "PRESCRIPTION DE MÉDICAMENTS D'EXCEPTION" in text
     assert "SÉCURISÉE" not in text
 
+
+
+def test_cli_qr_refuses_an_absurd_scale(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "qr.png"
+    assert main(["ordonnance", "qr", new_identifier(), "-o", str(out), "--scale", "100000"]) == 1
+    assert "1 to 100 pixels" in capsys.readouterr().err and not out.exists()
+
+
+def test_cli_pdf_to_stdout(tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    doc, embedded, _ = _cda(tmp_path)
+    assert main(["ordonnance", "pdf", str(doc), "-o", "-"]) == 0
+    assert capsysbinary.readouterr().out == embedded
+    assert main(["ordonnance", "pdf", str(doc), "-o", "-", "--json"]) == 1
+    assert b"choose one" in capsysbinary.readouterr().err

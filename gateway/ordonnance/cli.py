@@ -52,6 +52,8 @@ def read_prescription(path: str) -> Prescription:
 
 
 def cmd_pdf(args: argparse.Namespace) -> int:
+    if args.json and args.output == "-":
+        raise GatewayError("--json and -o - would both write to standard output: choose one")
     prescription = read_prescription(args.document)
     data = render_pdf(prescription)
     write_output(args.output, data)

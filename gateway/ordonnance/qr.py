@@ -49,8 +49,8 @@ def qr_png(identifier: str, *, scale: int = 8, border: int = 4) -> bytes:
     from a screen, small enough to embed in base64. `border` is the quiet zone in modules (the QR
     standard asks for 4).
     """
-    if scale < 1 or border < 0:
-        raise OrdonnanceError("scale must be >= 1 and border >= 0")
+    if not (1 <= scale <= 100 and 0 <= border <= 20):
+        raise OrdonnanceError("the QR scale is 1 to 100 pixels per module, the border 0 to 20")
     out = io.BytesIO()
     make_qr(identifier).save(out, kind="png", scale=scale, border=border)
     return out.getvalue()
