@@ -413,7 +413,7 @@ def test_actors_and_dispensers_from_directory_mailboxes():
     )
     assert Dispenser.from_mailbox(pharmacy).is_pharmacy
     assert not Dispenser.from_mailbox(practice).is_pharmacy
-    assert Dispenser.from_mailbox(pharmacist, pharmacy).is_pharmacy
+    assert Dispenser.from_mailbox(pharmacist, pharmacy) == Dispenser("pharmacie@x", True, "ph@x")
     assert not Dispenser.from_mailbox(pharmacist, practice).is_pharmacy
     a = Actor.from_mailbox(pharmacist)
     assert a.kind is ActorKind.PROFESSIONAL and a.keys() == {"ph@x", "810000000017", "pharmacie@x"}

@@ -122,6 +122,9 @@ def test_register_refuses_bad_input(reg):
             prescriber_address=DOCTOR,
             patient_address=PATIENT,
         )
+    for bad in ("0", "NaN", "-2"):
+        with pytest.raises(InvalidPrescription, match="quantity must be positive"):
+            register(reg, lines=(("DOLIPRANE", bad, 0),))
     assert reg.find(actor=ADMIN) == []
 
 
@@ -202,10 +205,13 @@ def test_refused_report_is_refused_whole(reg, audit):
         reg.dispense(report(ident, ("1", "1"), ("9", "1")), now=DAY0)
     with pytest.raises(InvalidDispensation, match="reason"):
         reg.dispense(report(ident, ("1", "0")), now=DAY0)
+    for bad in ("NaN", "-1", "Infinity"):
+        with pytest.raises(InvalidDispensation, match="is not a quantity"):
+            reg.dispense(report(ident, ("1", bad)), now=DAY0)
     after = reg.get(ident, actor=ADMIN)
     assert after == before and after.dispensations == ()
     refusals = [e for e in audit.entries if e[3].get("outcome") == "refused"]
-    assert len(refusals) == 3
+    assert len(refusals) == 6
     # the id of a refused report is not burnt: the corrected report goes through
     assert reg.dispense(report(ident, ("1", "1"), ("2", "1")), now=DAY0).applied
 
@@ -358,3 +364,29 @@ def test_two_processes_dispensing_the_last_unit(reg, db):
     assert outcomes == ["refused", "won"]
     rec = reg.get(ident, actor=ADMIN)
     assert rec.lines[0].delivered == 2 and rec.stored_status is Status.DISPENSED
+
+
+def test_report_from_a_parsed_dispensation(reg):
+    from gateway.documents.model import Dispensation
+    from gateway.prescriptions.registry import DispensationReport
+
+    p = prescription(lines=(("DOLIPRANE", "2", 0),))
+    reg.register(p, prescriber_address=DOCTOR, patient_address=PATIENT)
+    one = report(p.identifier, ("L1", "2"))
+    disp = Dispensation(
+        prescription_id=p.identifier,
+        prescription_document_id=p.document_id,
+        patient=p.patient,
+        author=p.author,
+        date=DAY0,
+        lines=one.lines,
+        document_id="1.2.250.1.999.2.77",
+    )
+    rep = DispensationReport.from_dispensation(disp, one.dispenser)
+    assert rep.dispensation_id == rep.document_id == "1.2.250.1.999.2.77"
+    assert reg.dispense(rep, now=DAY0).applied
+    assert not reg.dispense(rep, now=DAY0).applied  # the eDISP document id is the key
+    with pytest.raises(InvalidDispensation, match="needs an id"):
+        DispensationReport.from_dispensation(
+            Dispensation(**{**disp.__dict__, "document_id": None}), one.dispenser
+        )

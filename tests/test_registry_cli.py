@@ -65,6 +65,11 @@ def test_list_and_show(home, capsys):
     assert reads and reads[-1]["target"] == ident and reads[-1]["actor"]  # admin audited
 
 
+def test_list_with_a_malformed_ins(home, capsys):
+    code, _, err = cli(home, capsys, "prescriptions", "list", "--patient", "12345")
+    assert code == 1 and "patient INS: '12345' is invalid" in err
+
+
 def test_show_unknown_and_malformed(home, capsys):
     code, _, err = cli(home, capsys, "prescriptions", "show", new_identifier())
     assert code == 1 and "not in the registry" in err and err.count("\n") == 1
@@ -266,6 +271,7 @@ def test_dispense_partial_then_rest_then_refused(home, capsys):
     assert code == 1 and "already fully dispensed" in err and err.count("\n") == 1
     code, out, _ = cli(home, capsys, "prescriptions", "show", ident)
     assert "line 2: 1 AMOXICILLINE 500 mg (substituted)" in out
+    assert f"{PHARMACY_EMAIL} (pharmacist ph.durand@test.localhost)" in out
 
 
 def test_dispense_refusals(home, capsys):

@@ -12,6 +12,8 @@ embedded implementation, `access.py` the access rule. Every access is written to
 
 from __future__ import annotations
 
+import sqlite3
+
 from gateway.config import Config
 from gateway.dmp.model import (
     AccessDenied,
@@ -29,11 +31,14 @@ from gateway.dmp.model import (
 from gateway.dmp.repository import DocumentRepository
 
 
-def open_dmp(config: Config) -> DocumentRepository:
-    """The configured DMP (embedded, in the gateway's database), writing to the audit log."""
+def open_dmp(config: Config, conn: sqlite3.Connection | None = None) -> DocumentRepository:
+    """The configured DMP (embedded, in the gateway's database), writing to the audit log.
+    `conn`: share a connection with the registry so that a flow commits both at once."""
     from gateway.audit import recorder
     from gateway.dmp.sqlite import SQLiteDMP
 
+    if conn is not None:
+        return SQLiteDMP(conn, audit=recorder(config))
     return SQLiteDMP.open(config.database_path, audit=recorder(config))
 
 

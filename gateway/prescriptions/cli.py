@@ -111,7 +111,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     if rec.dispensations:
         print("  dispensations:")
     for disp in rec.dispensations:
-        print(f"    {disp.dispensed_at.date()} {disp.pharmacy} ({disp.dispensation_id})")
+        by = f" (pharmacist {disp.pharmacist})" if disp.pharmacist else ""
+        print(f"    {disp.dispensed_at.date()} {disp.pharmacy}{by}, id {disp.dispensation_id}")
         for dl in disp.lines:
             extra = [
                 "substituted" if dl.substituted else "",

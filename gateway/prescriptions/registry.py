@@ -38,6 +38,8 @@ from gateway.errors import Conflict, GatewayError, NotFound
 from gateway.prescriptions.identifier import check_identifier
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from gateway.config import Config
     from gateway.directory.model import Mailbox
 
@@ -299,9 +301,13 @@ class Dispenser:
 
     @classmethod
     def from_mailbox(cls, mailbox: Mailbox, structure: Mailbox | None = None) -> Dispenser:
-        """A pharmacy's ORG mailbox, or a pharmacist's PER mailbox whose structure is one."""
-        pharmacy = mailbox.is_pharmacy or (structure is not None and structure.is_pharmacy)
-        return cls(address=mailbox.address, is_pharmacy=pharmacy)
+        """A pharmacy's ORG mailbox, or a pharmacist's PER mailbox whose structure is one (the
+        pharmacy is then recorded as the dispenser, the pharmacist beside it)."""
+        if mailbox.is_pharmacy:
+            return cls(address=mailbox.address, is_pharmacy=True)
+        if structure is not None and structure.is_pharmacy:
+            return cls(address=structure.address, is_pharmacy=True, pharmacist=mailbox.address)
+        return cls(address=mailbox.address, is_pharmacy=False)
 
 
 @dataclass(frozen=True)
@@ -428,11 +434,14 @@ class PrescriptionRegistry(Protocol):
     def close(self) -> None: ...
 
 
-def open_registry(config: Config) -> PrescriptionRegistry:
-    """The configured registry (SQLite in the gateway's database), writing to the audit log."""
+def open_registry(config: Config, conn: sqlite3.Connection | None = None) -> PrescriptionRegistry:
+    """The configured registry (SQLite in the gateway's database), writing to the audit log.
+    `conn`: share a connection with the DMP so that a flow commits both at once."""
     from gateway.audit import recorder
     from gateway.prescriptions.sqlite_registry import SQLiteRegistry
 
+    if conn is not None:
+        return SQLiteRegistry(conn, audit=recorder(config))
     return SQLiteRegistry.open(config.database_path, audit=recorder(config))
 
 
@@ -465,7 +474,7 @@ def lines_from_prescription(prescription: Prescription) -> tuple[LineRecord, ...
     out: list[LineRecord] = []
     seen: set[str] = set()
     for pos, line in enumerate(prescription.lines, start=1):
-        if line.quantity is not None and line.quantity <= 0:
+        if line.quantity is not None and not (line.quantity.is_finite() and line.quantity > 0):
             raise InvalidPrescription(f"line {pos}: the quantity must be positive")
         if line.renewals < 0:
             raise InvalidPrescription(f"line {pos}: renewals cannot be negative")
@@ -550,8 +559,10 @@ def plan_dispensation(
             raise UnknownLine(
                 f"prescription {record.identifier} has no line {line.line_ref!r} (lines: {known})"
             )
-        if line.quantity < 0:
-            raise InvalidDispensation(f"line {line.line_ref}: a quantity cannot be negative")
+        if not line.quantity.is_finite() or line.quantity < 0:
+            raise InvalidDispensation(
+                f"line {line.line_ref}: {line.quantity} is not a quantity (0 or more)"
+            )
         if line.quantity == 0 and not line.not_delivered_reason:
             raise InvalidDispensation(
                 f"line {line.line_ref}: nothing delivered needs the reason why"

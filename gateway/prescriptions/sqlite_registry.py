@@ -272,7 +272,7 @@ class SQLiteRegistry:
         where, params = [], {"today": today, "limit": limit}
         if patient_ins:
             where.append("p.patient_ins = :ins")
-            params["ins"] = patient_ins.strip().upper()
+            params["ins"] = identifiers.ins(patient_ins, "patient INS")
         if prescriber:
             where.append("(p.prescriber_address = :who OR p.prescriber_rpps = :who)")
             params["who"] = prescriber.strip().lower()
