@@ -1,4 +1,5 @@
-"""A mainstream IMAP client from Debian (mbsync, package isync) syncs a mailbox both ways."""
+"""Mainstream IMAP clients from Debian: mbsync (package isync) syncs a mailbox both ways; curl
+searches and fetches over STARTTLS and implicit TLS."""
 
 from __future__ import annotations
 
@@ -93,3 +94,30 @@ def test_mbsync_syncs_both_ways(gateway_home, tmp_path):
         assert _files(local / "INBOX") == []
         [archived] = _files(local / "Archives")
         assert b"Subject: archived" in archived.read_bytes()
+
+
+def test_curl_searches_and_fetches(gateway_home):
+    curl = require_tool("curl")
+    setup_gateway(gateway_home)
+    with running_server(gateway_home) as server:
+        server.deliver(USER, message("read with curl"))
+        ca = str(Layout.of(server.config).chain)
+
+        def run(url: str) -> str:
+            r = subprocess.run(
+                [curl, "-sS", "--ssl-reqd", "--cacert", ca, "--url", url,
+                 "--user", f"{USER}:{PASSWORD}"],
+                capture_output=True, text=True, timeout=60,
+            )
+            assert r.returncode == 0, r.stderr
+            return r.stdout
+
+        assert run(f"imap://localhost:{server.starttls_port}/INBOX?ALL").strip() == "* SEARCH 1"
+        body = run(f"imaps://localhost:{server.tls_port}/INBOX;UID=1")
+        assert "Subject: read with curl" in body and "Bonjour." in body
+        r = subprocess.run(
+            [curl, "-sS", "--cacert", ca, "--url", f"imaps://localhost:{server.tls_port}/INBOX",
+             "--user", f"{USER}:wrong-password"],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert r.returncode != 0 and "denied" in r.stderr.lower()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import imaplib
 import os
 import signal
+import time
 
 from imap_helpers import message
 from smtp_helpers import DOCTOR, PASSWORD, setup_gateway
@@ -46,6 +47,15 @@ def test_serve_runs_imap_in_every_worker(gateway_home):
             assert fetch.startswith(b"1 (UID 1 FLAGS (\\Flagged")
             c.logout()
         starttls.logout()
-    finally:
+        idle = imaplib.IMAP4_SSL("127.0.0.1", ports["imap tls"], ssl_context=ctx, timeout=10)
+        idle.login(DOCTOR, PASSWORD)
+        idle.select("INBOX")
+        started = time.monotonic()
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)
+        assert proc.wait(30) == 0
+        assert time.monotonic() - started < 5  # connected clients do not hold the shutdown
+        assert idle.readline().startswith(b"* BYE server shutting down")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(30)

@@ -25,7 +25,8 @@ MAX_COMMAND = 80 * 1024 * 1024
 MAX_DEPTH = 16
 
 _LITERAL_AT_END = re.compile(rb"\{(\d{1,20})(\+?)\}\r?\n\Z")
-_TAG = re.compile(rb"[!#$&'+,\-./0-9:;<=>?@A-Z\[^_`a-z|}~]+")
+# tag = 1*<ASTRING-CHAR except "+">: no CTL, space, ( ) { % * " \ or +
+_TAG = re.compile(rb"[!#$&',\-./0-9:;<=>?@A-Z\[\]^_`a-z|}~]+")
 
 
 class Atom(str):

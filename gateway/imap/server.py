@@ -119,6 +119,11 @@ class Connection:
             await self.flush()
         except (ConnectionError, EOFError, ssl.SSLError, TimeoutError):
             pass
+        except asyncio.CancelledError:  # the listener is shutting down
+            with contextlib.suppress(Exception):
+                self._out.clear()
+                self.writer.write(b"* BYE server shutting down\r\n")
+            raise
         finally:
             session.close()
             with contextlib.suppress(Exception):
@@ -158,6 +163,14 @@ async def serve_connection(
 
 
 _live: set[asyncio.Task[None]] = set()
+
+
+def end_sessions() -> None:
+    """Cancel every IMAP session of the running loop: each says BYE and closes its socket."""
+    loop = asyncio.get_running_loop()
+    for task in list(_live):
+        if task.get_loop() is loop:
+            task.cancel()
 
 
 async def close_all() -> None:

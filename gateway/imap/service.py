@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import ssl
 
 from cryptography import x509
 
 from gateway.config import Config, parse_hostport
-from gateway.imap.server import serve_connection
+from gateway.imap.server import end_sessions, serve_connection
 from gateway.imap.session import AuthFailed, Hooks, Login
 from gateway.store.mailstore import StorePool
+
+log = logging.getLogger("mssgw.imap")
 
 
 def build_hooks(config: Config) -> Hooks:
@@ -37,6 +40,8 @@ def build_hooks(config: Config) -> Hooks:
         if not result.ok or result.mailbox is None:
             # One answer for every failure (unknown, wrong password, suspended, locked out):
             # the reason goes to the log, never to the client.
+            log.warning("IMAP login refused for %s from %s: %s", address, client_ip,
+                        result.reason)
             raise AuthFailed("authentication failed")
         mailbox = result.mailbox
         return Login(mailbox.address, mailbox.kind is MailboxKind.PATIENT)
@@ -47,6 +52,7 @@ def build_hooks(config: Config) -> Hooks:
             None, verify_peer, config, ssl_object, Purpose.CLIENT  # type: ignore[arg-type]
         )
         if not result or result.certificate is None:
+            log.warning("IMAP certificate login refused: %s", result.reason)
             raise AuthFailed(f"certificate refused: {result.reason}")
         addresses = _certificate_addresses(result.certificate)
         address = authzid.strip().lower() or (addresses[0] if len(addresses) == 1 else "")
@@ -102,6 +108,18 @@ def _small_tls_buffers() -> None:
         sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
 
 
+def _close_sessions_with(server: asyncio.Server) -> None:
+    """Closing the listener also ends its sessions (BYE): IMAP clients stay connected for
+    hours, so `mssgw serve` would otherwise wait its whole grace period for them."""
+    close = server.close
+
+    def close_all_too() -> None:
+        close()
+        end_sessions()
+
+    server.close = close_all_too  # type: ignore[method-assign]
+
+
 async def start(
     config: Config, *, reuse_port: bool = False, hooks: Hooks | None = None
 ) -> list[asyncio.Server]:
@@ -129,6 +147,7 @@ async def start(
                 backlog=1024,
             )
             setattr(server, "mssgw_name", f"imap {name}")  # noqa: B010 - read by gateway.server
+            _close_sessions_with(server)
             servers.append(server)
         except BaseException:
             for s in servers:

@@ -25,7 +25,6 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
 from typing import Protocol
 
 from gateway.imap import mime, utf7
@@ -48,6 +47,17 @@ from gateway.imap.search import (
     parse_search,
     uses_modseq,
 )
+from gateway.imap.syntax import (
+    FETCH_MACROS,
+    FetchItem,
+    flag_list,
+    imap_date,
+    literal,
+    parse_fetch_item,
+    parse_imap_datetime,
+    quote,
+    seq_set,
+)
 from gateway.store.mailstore import (
     DELIMITER,
     Folder,
@@ -69,7 +79,6 @@ BASE_CAPS = (
 IDLE_POLL = 0.5  # seconds between two looks at the index during IDLE
 IDLE_TIMEOUT = 30 * 60
 MAX_LOGIN_FAILURES = 3
-MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
 
 class Channel(Protocol):
@@ -141,6 +150,11 @@ class Selected:
     def exists(self) -> int:
         return len(self.uids)
 
+    def recent_count(self) -> int:
+        # A claim may take a message adopted after our last look: it counts once we list it.
+        last = self.uids[-1] if self.uids else 0
+        return sum(1 for u in self.recent if u <= last)
+
     def set_flags(self, uid: int, flags: tuple[str, ...]) -> None:
         if flags:
             self.flags[uid] = " ".join(flags)
@@ -150,101 +164,6 @@ class Selected:
     def seq_of(self, uid: int) -> int:
         i = bisect.bisect_left(self.uids, uid)
         return i + 1 if i < len(self.uids) and self.uids[i] == uid else 0
-
-
-def quote(text: str) -> bytes:
-    return mime.string(text)
-
-
-def imap_date(ts: int) -> bytes:
-    d = datetime.fromtimestamp(ts, UTC)
-    return b'"%02d-%s-%04d %02d:%02d:%02d +0000"' % (
-        d.day, MONTHS[d.month - 1].encode(), d.year, d.hour, d.minute, d.second
-    )
-
-
-def parse_imap_datetime(text: str) -> int:
-    """'17-Jul-1996 02:44:25 -0700' -> epoch seconds."""
-    try:
-        day_s, rest = text.strip().split("-", 1)
-        mon_s, rest = rest.split("-", 1)
-        year_s, clock, zone = rest.split(" ")
-        hh, mm, ss = (int(x) for x in clock.split(":"))
-        month = [m.upper() for m in MONTHS].index(mon_s.upper()) + 1
-        if len(zone) != 5 or zone[0] not in "+-" or not zone[1:].isdigit():
-            raise ValueError(zone)
-        offset = timedelta(hours=int(zone[1:3]), minutes=int(zone[3:5]))
-        tz = timezone(offset if zone[0] == "+" else -offset)
-        return int(datetime(int(year_s), month, int(day_s), hh, mm, ss, tzinfo=tz).timestamp())
-    except (ValueError, IndexError):
-        raise SyntaxProblem(f"invalid date-time {text!r}") from None
-
-
-def flag_list(flags: tuple[str, ...] | list[str]) -> bytes:
-    return b"(" + " ".join(flags).encode() + b")"
-
-
-def seq_set(numbers: list[int]) -> str:
-    """[1,2,3,5] -> '1:3,5'."""
-    out: list[str] = []
-    nums = sorted(numbers)
-    i = 0
-    while i < len(nums):
-        j = i
-        while j + 1 < len(nums) and nums[j + 1] == nums[j] + 1:
-            j += 1
-        out.append(str(nums[i]) if i == j else f"{nums[i]}:{nums[j]}")
-        i = j + 1
-    return ",".join(out)
-
-
-@dataclass
-class FetchItem:
-    name: str  # FLAGS, UID, BODY[], ...
-    section: mime.Section | None = None
-    peek: bool = False
-    partial: tuple[int, int] | None = None
-    label: str = ""  # how the response names it
-
-
-_MACROS = {
-    "ALL": ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"],
-    "FAST": ["FLAGS", "INTERNALDATE", "RFC822.SIZE"],
-    "FULL": ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"],
-}
-_SIMPLE_ITEMS = {
-    "FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODYSTRUCTURE", "BODY",
-    "RFC822", "RFC822.HEADER", "RFC822.TEXT", "MODSEQ",
-}
-
-
-def parse_fetch_item(text: str) -> FetchItem:
-    upper = text.upper()
-    if upper in _SIMPLE_ITEMS:
-        return FetchItem(upper, label=upper)
-    for prefix, peek in (("BODY.PEEK[", True), ("BODY[", False)):
-        if upper.startswith(prefix):
-            close = text.rfind("]")
-            if close < 0:
-                raise SyntaxProblem(f"invalid fetch attribute {text}")
-            try:
-                section = mime.parse_section(text[len(prefix) : close])
-            except mime.SectionError as exc:
-                raise SyntaxProblem(str(exc)) from None
-            tail = text[close + 1 :]
-            partial = None
-            if tail:
-                if not (tail.startswith("<") and tail.endswith(">")):
-                    raise SyntaxProblem(f"invalid partial in {text}")
-                start_s, dot, count_s = tail[1:-1].partition(".")
-                if not start_s.isdigit() or not dot or not count_s.isdigit():
-                    raise SyntaxProblem(f"invalid partial in {text}")
-                if int(count_s) == 0:
-                    raise SyntaxProblem("partial length must not be zero")
-                partial = (int(start_s), int(count_s))
-            label = f"BODY[{section.label()}]"
-            return FetchItem("BODY[]", section, peek, partial, label)
-    raise SyntaxProblem(f"unknown fetch attribute {text}")
 
 
 class Session:
@@ -514,7 +433,7 @@ class Session:
         seen = sum(1 for text in view.flags.values() if "\\Seen" in text)
         self._send_flags(sel)
         self.untagged(f"{len(uids)} EXISTS")
-        self.untagged(f"{len(sel.recent)} RECENT")
+        self.untagged(f"{sel.recent_count()} RECENT")
         if seen < len(uids):
             first = next(
                 i for i, u in enumerate(uids, 1) if "\\Seen" not in view.flags.get(u, "")
@@ -822,8 +741,8 @@ class Session:
         self.tagged(tag, "OK", f"{'UID ' if uid else ''}FETCH completed")
 
     def _fetch_items(self, tok: Token) -> list[FetchItem]:
-        if isinstance(tok, Atom) and tok.upper() in _MACROS:
-            return [FetchItem(n, label=n) for n in _MACROS[tok.upper()]]
+        if isinstance(tok, Atom) and tok.upper() in FETCH_MACROS:
+            return [FetchItem(n, label=n) for n in FETCH_MACROS[tok.upper()]]
         toks = tok if isinstance(tok, list) else [tok]
         if not toks:
             raise Bad("FETCH needs at least one data item")
@@ -929,7 +848,7 @@ class Session:
                         start, count = item.partial
                         value = value[start : start + count]
                         label += b"<%d>" % start
-                    parts.append(label + b" " + _literal(value))
+                    parts.append(label + b" " + literal(value))
             if flags_changed and "FLAGS" not in names:
                 parts.append(b"FLAGS " + self._flags_of(sel, u, flags))
             if "FLAGS" in names or flags_changed:
@@ -1203,16 +1122,12 @@ class Session:
             if not sel.readonly:
                 sel.recent |= store.claim_recent(sel.folder)
             self.untagged(f"{len(sel.uids)} EXISTS")
-            self.untagged(f"{len(sel.recent)} RECENT")
+            self.untagged(f"{sel.recent_count()} RECENT")
         sel.modseq = changes.highestmodseq
 
     def _audit(self, action: str, details: dict[str, object]) -> None:
         if self.login is not None and self.login.patient:
             self.hooks.audit(self.login.address, action, self.login.address, details)
-
-
-def _literal(value: bytes) -> bytes:
-    return b"{%d}\r\n" % len(value) + value
 
 
 async def _parse(data: bytes) -> mime.Part:
