@@ -198,6 +198,28 @@ def test_dispense_part_then_rest_then_refused(gw: Gateway) -> None:
     assert verdict == f"invalid; id={identifier}; reason=fully-dispensed", verdict
 
 
+def test_edisp_cda_attachment_is_recorded(gw: Gateway) -> None:
+    import dataclasses
+    from decimal import Decimal
+
+    from gateway.documents import samples
+    from gateway.documents.build import assign_dispensation_ids, build_dispensation
+    from gateway.documents.model import DispensedLine
+
+    _msg, identifier = latest_ordonnance(gw)
+    sample = samples.dispensation(prescription_id=identifier)
+    edisp = build_dispensation(assign_dispensation_ids(dataclasses.replace(
+        sample, lines=(DispensedLine("1", sample.lines[0].product, Decimal(1),
+                                     substituted=True, substitution_reason="générique"),))))
+    msg = form_message(PHARMACIST, ROBOT, "Délivrance ci-jointe.\n", subject="Délivrance")
+    msg.add_attachment(edisp, maintype="text", subtype="xml", filename="dispensation.xml")
+    before = len(gw.fetch_all(PHARMACIST))
+    gw.send(PHARMACIST, msg)
+    reply = gw.wait_for(PHARMACIST, before + 1)[-1]
+    assert "enregistrée" in str(reply["Subject"]), text_of(reply)
+    assert "reste 1 boîte" in text_of(reply)
+
+
 def test_patient_objection_means_no_report(gw: Gateway) -> None:
     msg, identifier = latest_ordonnance(gw)
     got = forward(gw, msg, body="Bonjour, je m'oppose à ce que mon médecin soit informé.\n")
