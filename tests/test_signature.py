@@ -402,3 +402,18 @@ def test_dsg_detached_format_code_is_accepted(config, signed):
         b'nodeRepresentation="urn:ihe:iti:dsg:detached:2014"')
     result = verify(config, rezip(signed, {META: meta}))
     assert result.valid, result.reason
+
+
+def test_documents_built_by_the_gateway_pack_sign_and_verify(config, doctor):
+    """The CDA builder's prescription and dispensation carry every header field XDS needs."""
+    from gateway.documents.build import build_dispensation, build_prescription
+    from gateway.documents.samples import dispensation, prescription, sample_pdf, sample_png
+
+    for cda, class_code in ((build_prescription(prescription(), sample_pdf(), sample_png()), "42"),
+                            (build_dispensation(dispensation()), "43")):
+        signed = sign_package(pack([cda]), doctor)
+        result = verify(config, signed)
+        assert result.valid, result.reason
+        entry = read_package(signed).content[0].entry
+        assert entry.class_code.code == class_code
+        assert entry.patient_id == "279035121518989^^^&1.2.250.1.213.1.4.10&ISO^NH"

@@ -127,7 +127,9 @@ def _logical_lines(text: str, keys: dict[str, str]) -> list[_Line]:
 
 
 _HEADER = re.compile(r"^\s*([^:;]{2,40}?)\s*:\s*(.*)$")
-_ITEM = re.compile(r"^\s*(?:ligne\s*)?(\d{1,2})\s*[.):-]?\s*[:.)-]?\s*(.+)$", re.IGNORECASE)
+# "1. ...", "2) ...", "3 - ...", "ligne 4 : ...": a number then a separator (so that a line
+# starting with a bare CIS code is not read as item 12 of "345678").
+_ITEM = re.compile(r"^\s*(?:ligne\s*)?(\d{1,2})(?:\s*[.):-]+|\s)\s*(.+)$", re.IGNORECASE)
 
 PRESCRIPTION_KEYS = {
     "patient": "patient", "patiente": "patient", "ins": "patient",
