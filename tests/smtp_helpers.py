@@ -74,9 +74,10 @@ def setup_gateway(home: Path, extra: str = "", **settings: str) -> Config:
 class ServerThread:
     """The SMTP listeners (and, if asked, the queue runner) in an event loop in a thread."""
 
-    def __init__(self, config: Config, *, runner: bool = False) -> None:
+    def __init__(self, config: Config, *, runner: bool = False, imap: bool = False) -> None:
         self.config = config
         self.runner = runner
+        self.imap = imap
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.ports: dict[str, int] = {}
@@ -92,8 +93,13 @@ class ServerThread:
 
         self.gw = Gateway(self.config)
         self.servers = await service.start(self.config, gateway=self.gw)
+        if self.imap:
+            from gateway.imap import service as imap_service
+
+            self.servers += await imap_service.start(self.config)
         for s in self.servers:
-            self.ports[s.mssgw_name.split()[-1]] = s.sockets[0].getsockname()[1]
+            name = s.mssgw_name.removeprefix("smtp ")
+            self.ports[name] = s.sockets[0].getsockname()[1]
         self.task = await outbound.start(self.config, gateway=self.gw) if self.runner else None
 
     async def _stop(self) -> None:

@@ -290,3 +290,12 @@ def test_renders_in_a_fresh_worker_process_to_the_same_bytes() -> None:
     p = bizone_prescription()
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         assert pool.submit(render_pdf, p).result(timeout=120) == render_pdf(p)
+
+
+def test_identifier_prints_on_one_line_even_with_wide_letters() -> None:
+    from gateway.prescriptions.identifier import check_character
+
+    ident = "WMWMWMWMWMWMWMWMW"
+    ident += check_character(ident)
+    text = pages_text(render_pdf(prescription(identifier=ident)))[0]
+    assert group(ident) in text.splitlines()

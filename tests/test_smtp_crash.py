@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import smtplib
+import socket
 import subprocess
 import sys
 import threading
@@ -114,6 +115,49 @@ def test_sigkill_during_load_loses_nothing_acknowledged(gateway_home):
             c.login(DOCTOR, "correct horse battery staple")
             c.send_message(message(DOCTOR, PHARMACIST))
         assert set(acked) <= stored_ids(config)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+
+
+def test_dead_worker_is_restarted_and_busy_port_is_one_line(gateway_home):
+    cfg = gateway_home / "config.toml"
+    cfg.write_text(cfg.read_text().replace("workers = 1", "workers = 2"))
+    config = setup_gateway(gateway_home)
+    proc, ports = start_serve(cfg)
+    try:
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        assert len(children) == 2
+        os.kill(int(children[0]), signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            now = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+            if len(now) == 2 and children[0] not in now:
+                break
+            time.sleep(0.1)
+        assert children[0] not in now and len(now) == 2, "the worker was not restarted"
+        # Whichever worker takes the connections, the gateway serves.
+        for _ in range(4):
+            with smtplib.SMTP("127.0.0.1", ports["smtp submission"], timeout=10) as c:
+                c.starttls(context=client_context(config))
+                c.login(DOCTOR, "correct horse battery staple")
+                c.send_message(message(DOCTOR, PHARMACIST))
+        # A port held by another program: one line, exit 1. (Another mssgw of the same user
+        # would share the port through SO_REUSEPORT instead.)
+        other = socket.create_server(("127.0.0.1", 0))
+        busy = gateway_home / "busy.toml"
+        busy.write_text(
+            cfg.read_text().replace('submission = "127.0.0.1:0"',
+                                    f'submission = "127.0.0.1:{other.getsockname()[1]}"')
+        )
+        with other:
+            r = subprocess.run(
+                [sys.executable, "-m", "gateway", "serve", "--config", str(busy)],
+                capture_output=True, text=True, timeout=60, start_new_session=True,
+            )
+        assert r.returncode == 1
+        assert r.stderr.strip().splitlines()[-1].startswith("mssgw: error: cannot listen:")
+        assert "Traceback" not in r.stderr
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0

@@ -249,3 +249,22 @@ def test_session_survives_garbage(gw):
             assert tls.recv(200).startswith(b"220 ")
             tls.sendall(b"\x00\xff garbage\r\n")
             assert tls.recv(200)[:1] == b"5"
+
+
+def test_submitted_mail_is_read_over_imap(gateway_home):
+    """The store contract end to end: what SMTP delivers, the IMAP server shows."""
+    import imaplib
+
+    config = setup_gateway(gateway_home)  # the test template's [imap] uses ephemeral ports
+    with ServerThread(config, imap=True) as server:
+        with submission(config, server.ports["submission"]) as c:
+            c.send_message(message(DOCTOR, PHARMACIST, "Bonjour via IMAP"))
+        imap = imaplib.IMAP4("127.0.0.1", server.ports["imap starttls"], timeout=30)
+        try:
+            imap.starttls(ssl_context=client_context(config))
+            imap.login(PHARMACIST, PASSWORD)
+            assert imap.select("INBOX") == ("OK", [b"1"])
+            _, data = imap.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+            assert b"Bonjour via IMAP" in data[0][1]
+        finally:
+            imap.logout()

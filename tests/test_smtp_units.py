@@ -221,3 +221,14 @@ def test_pipeline_failure_is_temporary_and_stores_nothing(gw, monkeypatch):
         c.send_message(message(DOCTOR, PHARMACIST))
     assert err.value.smtp_code == 451 and b"4.3.0" in err.value.smtp_error
     assert inbox(config, PHARMACIST) == [] and inbox(config, DOCTOR) == []
+
+
+async def test_run_cpu_uses_a_process_pool():
+    import os
+
+    try:
+        pid = await pipeline.run_cpu(os.getpid)
+        assert pid != os.getpid()
+        assert await pipeline.run_cpu(sum, [1, 2, 3]) == 6
+    finally:
+        pipeline.shutdown()

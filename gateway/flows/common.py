@@ -57,15 +57,6 @@ def kind_of_cda(data: bytes) -> str | None:
         return None
 
 
-def cda_code(data: bytes) -> str | None:
-    try:
-        root = parse_xml(data).getroot()
-    except Exception:
-        return None
-    el = root.find("{urn:hl7-org:v3}code")
-    return el.get("code") if el is not None else None
-
-
 def packages(files: list[Attachment], limits: object) -> list[tuple[Attachment, Package | str]]:
     """Each ZIP attachment read as an XDM package, or the reason it cannot be."""
     out: list[tuple[Attachment, Package | str]] = []

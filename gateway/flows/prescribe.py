@@ -56,6 +56,8 @@ MIGRATIONS = [
     """,
 ]
 
+_migrated: dict[int, bool] = {}
+
 _FORM_PATIENT = re.compile(r"(?im)^\s*patient(e)?\s*:")
 
 
@@ -224,7 +226,9 @@ def _again(ctx: Context, identifier: str, sender: str) -> Built:
 def _register(ctx: Context, key: str, source: Source, sender: str, patient_address: str,
               when: dt.datetime) -> Built:
     conn = ctx.registry.conn
-    migrate(conn, "flows", MIGRATIONS)
+    if not _migrated.get(id(conn)):
+        migrate(conn, "flows", MIGRATIONS)
+        _migrated[id(conn)] = True
     row = conn.execute("SELECT identifier FROM flows_prescribed WHERE key = ?", (key,)).fetchone()
     if row is not None:
         return _again(ctx, row["identifier"], sender)
@@ -232,16 +236,19 @@ def _register(ctx: Context, key: str, source: Source, sender: str, patient_addre
     _check_people(ctx, p, sender, patient_address)
     try:
         p, pdf, signed = _build(ctx, p, sender)
-    except GatewayError as exc:
-        raise Refused(f"l'ordonnance n'a pas pu être signée : {exc}") from None
+    except GatewayError as exc:  # e.g. no valid signature certificate for the doctor
+        raise Refused(f"l'ordonnance n'a pas pu être établie et signée : {exc}") from None
     pkg = read_package(signed, Limits.of(ctx.config))
-    with transaction(conn):
-        ctx.registry.register(p, prescriber_address=sender, patient_address=patient_address,
-                              package=signed, actor=sender, now=when)
-        entries = file_package(ctx.dmp, pkg, actor=Actor(ActorKind.GATEWAY, ACTOR),
-                               author_address=sender, prescription_id=p.identifier)
-        conn.execute("INSERT INTO flows_prescribed (key, identifier) VALUES (?, ?)",
-                     (key, p.identifier))
+    try:
+        with transaction(conn):
+            ctx.registry.register(p, prescriber_address=sender, patient_address=patient_address,
+                                  package=signed, actor=sender, now=when)
+            entries = file_package(ctx.dmp, pkg, actor=Actor(ActorKind.GATEWAY, ACTOR),
+                                   author_address=sender, prescription_id=p.identifier)
+            conn.execute("INSERT INTO flows_prescribed (key, identifier) VALUES (?, ?)",
+                         (key, p.identifier))
+    except GatewayError as exc:  # the registry or the DMP refuses (e.g. an identifier reused)
+        raise Refused(f"l'ordonnance n'a pas pu être enregistrée : {exc}") from None
     return Built(p, pdf, signed, tuple(e.metadata.unique_id for e in entries))
 
 

@@ -206,8 +206,44 @@ def handle(config: Config, sender: str, recipients: tuple[str, ...], data: bytes
     return Plan(handled=tuple(pharmacies), deliveries=tuple(out), notes=(header,))
 
 
+HEADER = b"x-ordonnance-verification:"
+
+
+def strip_verdict(data: bytes) -> bytes:
+    """`data` without any X-Ordonnance-Verification header (with its folded lines): only the
+    gateway writes that header, on messages it composes."""
+    end = data.find(b"\r\n\r\n")
+    head, body = (data, b"") if end < 0 else (data[:end + 2], data[end + 2:])
+    kept: list[bytes] = []
+    dropping = False
+    for line in head.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t") and dropping:
+            continue
+        dropping = line.lower().startswith(HEADER)
+        if not dropping:
+            kept.append(line)
+    return b"\r\n".join(kept) + body
+
+
+def _sanitised(outcome: Outcome) -> Outcome:
+    deliveries = tuple(
+        dataclasses.replace(d, data=strip_verdict(d.data)) if _has_verdict(d.data) else d
+        for d in outcome.deliveries
+    )
+    return dataclasses.replace(outcome, deliveries=deliveries)
+
+
+def _has_verdict(data: bytes) -> bool:
+    end = data.find(b"\r\n\r\n")
+    head = data if end < 0 else data[:end]
+    return HEADER in head.lower()
+
+
 async def step(message: Message, outcome: Outcome) -> Outcome:
-    """Pipeline step: a patient's mail to a pharmacy."""
+    """Pipeline step: a patient's mail to a pharmacy. Any mail arriving with a verdict header
+    loses it (a patient or a peer cannot make a message look verified)."""
+    if _has_verdict(message.data):
+        outcome = _sanitised(outcome)
     if message.channel != "submission" or not message.authenticated:
         return outcome
     config = pipeline.config()

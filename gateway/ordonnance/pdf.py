@@ -262,7 +262,13 @@ class _Ordonnance(FPDF):
         self.text_block("Ordonnance numérique", 8, "B", w=QR_BOX_W, align="C")
         self.draw_qr(qx + (QR_BOX_W - QR_SIZE) / 2, self.y, QR_SIZE)
         self.set_xy(qx, self.y + QR_SIZE)
-        self.text_block(group(self.identifier), 10, "B", w=QR_BOX_W, align="C", h=5)
+        grouped = group(self.identifier)
+        size = 10.0
+        self.set_font(FONT, "B", size)
+        while self.get_string_width(grouped) > QR_BOX_W - 2 * self.c_margin:  # one line, always
+            size -= 0.5
+            self.set_font(FONT, "B", size)
+        self.text_block(grouped, size, "B", w=QR_BOX_W, align="C", h=5)
         right_end = self.y
 
         y = max(left_end, right_end) + 2

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import multiprocessing
 import os
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -143,8 +144,12 @@ def _executor() -> ProcessPoolExecutor:
     global _pool
     if _pool is None:
         # One pool per worker process, created on first use; sized for the cores left over by
-        # the event loops (every worker has one).
-        _pool = ProcessPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) // 2))
+        # the event loops (every worker has one). "spawn", not fork: the worker has threads
+        # (group commit, executors) and forking a threaded process can copy a held lock.
+        _pool = ProcessPoolExecutor(
+            max_workers=max(1, (os.cpu_count() or 2) // 2),
+            mp_context=multiprocessing.get_context("spawn"),
+        )
     return _pool
 
 

@@ -140,7 +140,9 @@ async def _worker(config: Config, index: int, conn: Connection) -> None:
         conn.send(("error", _describe(exc)))
         return
     conn.send(("ready", listeners(servers)))
+    watchdog = asyncio.create_task(_orphan_watch(stop))
     await stop.wait()
+    watchdog.cancel()
     for s in servers:
         s.close()
     for t in tasks:
@@ -155,9 +157,18 @@ async def _worker(config: Config, index: int, conn: Connection) -> None:
         await asyncio.sleep(0.05)
 
 
+async def _orphan_watch(stop: asyncio.Event) -> None:
+    """A worker whose supervisor died (SIGKILL, crash) stops instead of serving on unsupervised."""
+    parent = os.getppid()
+    while os.getppid() == parent:
+        await asyncio.sleep(1.0)
+    log.warning("the supervisor (pid %d) is gone; stopping", parent)
+    stop.set()
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.errno is not None:
-        return f"cannot listen: {exc.strerror} ({exc})"
+        return f"cannot listen: {exc.strerror}"
     if isinstance(exc, GatewayError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
