@@ -38,6 +38,7 @@ from gateway.flows.common import (
     is_xml,
     kind_of_cda,
     packages,
+    prescription_cda,
 )
 from gateway.flows.context import ACTOR, Context, context, now
 from gateway.flows.filing import file_packages
@@ -214,8 +215,8 @@ def _build(ctx: Context, p: Prescription, sender: str) -> tuple[Prescription, by
 def _again(ctx: Context, identifier: str, sender: str) -> Built:
     """The ordonnance registered for this message already (a retried message)."""
     package = ctx.registry.package(identifier, actor=sender) or b""
-    pkg = read_package(package, Limits.of(ctx.config))
-    cda = next(d.data for d in pkg.content if kind_of_cda(d.data) == "prescription")
+    cda = prescription_cda(package, Limits.of(ctx.config))
+    assert cda is not None, "the gateway registered this package with its prescription"
     p = parse_prescription(cda)
     entries = ctx.dmp.find(p.patient.ins, actor=Actor(ActorKind.GATEWAY, ACTOR))
     filed = tuple(e.metadata.unique_id for e in entries
