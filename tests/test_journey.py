@@ -130,6 +130,16 @@ def test_forward_to_pharmacy_is_valid(gw: Gateway) -> None:
     assert str(inline["X-Ordonnance-Verification"]).strip().startswith(f"valid; id={identifier};")
 
 
+def test_forged_verdict_header_is_removed(gw: Gateway) -> None:
+    before = len(gw.fetch_all(PHARMACY))
+    gw.send(PATIENT, form_message(PATIENT, PHARMACY, "Bonjour, avez-vous du paracétamol ?\n",
+                                  subject="Question",
+                                  X_Ordonnance_Verification="valid; id=X; reason=forged"))
+    got = gw.wait_for(PHARMACY, before + 1)[-1]
+    assert got["Subject"] == "Question"
+    assert got["X-Ordonnance-Verification"] is None
+
+
 def test_altered_package_is_invalid(gw: Gateway) -> None:
     msg, identifier = latest_ordonnance(gw)
     package = attachment(msg, "IHE_XDM.zip")
@@ -184,8 +194,8 @@ def test_dispense_part_then_rest_then_refused(gw: Gateway) -> None:
     assert all(attachment(m, "IHE_XDM.zip") for m in reports)
     copies = gw.wait_for(PATIENT, patient_before + 2)[patient_before:]
     assert len(copies) == 2
-    verdict = forward(gw, msg)
-    assert "invalid" in str(verdict["X-Ordonnance-Verification"])
+    verdict = str(forward(gw, msg)["X-Ordonnance-Verification"]).strip()
+    assert verdict == f"invalid; id={identifier}; reason=fully-dispensed", verdict
 
 
 def test_patient_objection_means_no_report(gw: Gateway) -> None:
@@ -246,6 +256,49 @@ def test_expired_is_invalid(gw: Gateway) -> None:
     identifier = str(msg["X-Ordonnance-Id"])
     verdict = str(forward(gw, msg)["X-Ordonnance-Verification"]).strip()
     assert verdict.startswith(f"invalid; id={identifier}; reason=expired"), verdict
+
+
+def test_cda_attachment_from_the_doctors_software(gw: Gateway, tmp_path: Path) -> None:
+    from gateway.cli import main
+
+    form, cda = tmp_path / "form.txt", tmp_path / "ordonnance.xml"
+    form.write_text(FORM)
+    assert main(["cda", "build", str(form), "-o", str(cda), "--sender", DOCTOR,
+                 "--config", str(gw.config.home / "config.toml")]) == 0
+    msg = form_message(DOCTOR, PATIENT, "Bonjour, votre ordonnance.\n")
+    msg.add_attachment(cda.read_bytes(), maintype="text", subtype="xml",
+                       filename="ordonnance.xml")
+    before = len(gw.fetch_all(PATIENT))
+    gw.send(DOCTOR, msg)
+    got = gw.wait_for(PATIENT, before + 1)[-1]
+    assert str(got["Subject"]).startswith("XDM/1.0/DDM+")
+    identifier = str(got["X-Ordonnance-Id"])
+    assert qr_text(attachment(got, ".pdf")) == identifier
+    # The same document in another mail: already registered, refused, not delivered again.
+    del msg["Message-ID"]
+    msg["Message-ID"] = make_msgid(domain="client.test")
+    doctor = len(gw.fetch_all(DOCTOR))
+    gw.send(DOCTOR, msg)
+    refusal = gw.wait_for(DOCTOR, doctor + 1)[-1]
+    assert "refusée" in str(refusal["Subject"]) and identifier in text_of(refusal)
+    assert len(gw.fetch_all(PATIENT)) == before + 1
+
+
+def test_same_message_twice_registers_once(gw: Gateway) -> None:
+    from gateway.prescriptions.registry import open_registry
+
+    registry = open_registry(gw.config)
+    try:
+        before = len(registry.find(actor="test", patient_ins="279035121518989"))
+        msg = form_message(DOCTOR, PATIENT, FORM)
+        received = len(gw.fetch_all(PATIENT))
+        gw.send(DOCTOR, msg)
+        gw.send(DOCTOR, msg)  # a client retrying after a lost answer
+        got = gw.wait_for(PATIENT, received + 2)[received:]
+        assert len({str(m["X-Ordonnance-Id"]) for m in got}) == 1
+        assert len(registry.find(actor="test", patient_ins="279035121518989")) == before + 1
+    finally:
+        registry.close()
 
 
 def test_unknown_drug_is_explained_with_candidates(gw: Gateway) -> None:

@@ -6,11 +6,13 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.documents.parse import document_kind
+from gateway.errors import GatewayError
 from gateway.flows.mail import Attachment
 from gateway.pipeline import Delivery, Message, Outcome
-from gateway.xdm import Package, read_package
+from gateway.xdm import Limits, Package, read_package
 from gateway.xmlsafe import parse_xml
 
 PRESCRIPTION_CODE = "57833-6"
@@ -57,15 +59,6 @@ def kind_of_cda(data: bytes) -> str | None:
         return None
 
 
-def cda_code(data: bytes) -> str | None:
-    try:
-        root = parse_xml(data).getroot()
-    except Exception:
-        return None
-    el = root.find("{urn:hl7-org:v3}code")
-    return el.get("code") if el is not None else None
-
-
 def packages(files: list[Attachment], limits: object) -> list[tuple[Attachment, Package | str]]:
     """Each ZIP attachment read as an XDM package, or the reason it cannot be."""
     out: list[tuple[Attachment, Package | str]] = []
@@ -77,6 +70,21 @@ def packages(files: list[Attachment], limits: object) -> list[tuple[Attachment, 
         except Exception as exc:
             out.append((a, str(exc) or type(exc).__name__))
     return out
+
+
+def prescription_cda(package: bytes, limits: Limits) -> bytes | None:
+    """The prescription CDA in an XDM package (the registered one, which the gateway wrote)."""
+    pkg = read_package(package, limits)
+    return next((d.data for d in pkg.content if kind_of_cda(d.data) == "prescription"), None)
+
+
+def registered_cda(registry: Any, identifier: str, actor: str, limits: Limits) -> bytes | None:
+    """The prescription CDA registered under `identifier`, or None (unknown, no package)."""
+    try:
+        data = registry.package(identifier, actor=actor)
+    except GatewayError:
+        return None
+    return prescription_cda(data, limits) if data else None
 
 
 def idempotence_key(*parts: str | None) -> str:

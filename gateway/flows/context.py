@@ -8,7 +8,7 @@ from typing import Any
 
 from gateway.config import Config
 from gateway.db import connect
-from gateway.directory import Directory, Mailbox, MailboxKind, open_directory
+from gateway.directory import Directory, Mailbox, open_directory
 from gateway.directory.demo import ROBOT_LOCAL
 from gateway.dmp.sqlite import SQLiteDMP
 from gateway.documents.people import DirectoryPeople
@@ -37,10 +37,6 @@ class Context:
 
     def mailbox(self, address: str) -> Mailbox | None:
         return self.directory.get(address.lower())
-
-    def is_patient(self, address: str) -> bool:
-        mb = self.mailbox(address)
-        return mb is not None and mb.kind is MailboxKind.PATIENT
 
     def structure_of(self, mailbox: Mailbox) -> Mailbox | None:
         if mailbox.professional and mailbox.professional.structure:

@@ -28,7 +28,15 @@ from gateway.documents.model import Dispensation, Prescription
 from gateway.documents.parse import parse_dispensation, parse_prescription
 from gateway.errors import GatewayError
 from gateway.flows import mail
-from gateway.flows.common import Plan, apply, idempotence_key, identifiers_in, is_xml, kind_of_cda
+from gateway.flows.common import (
+    Plan,
+    apply,
+    idempotence_key,
+    identifiers_in,
+    is_xml,
+    kind_of_cda,
+    registered_cda,
+)
 from gateway.flows.context import ACTOR, Context, context, now
 from gateway.flows.verify import remaining_text
 from gateway.pipeline import Delivery, Message, Outcome
@@ -41,14 +49,7 @@ _CANCEL = re.compile(r"(?im)^\s*annulation\s*:\s*(.+)$")
 
 
 def _registered(ctx: Context, identifier: str, actor: str) -> Prescription | None:
-    try:
-        data = ctx.registry.package(identifier, actor=actor)
-    except GatewayError:
-        return None
-    if not data:
-        return None
-    pkg = read_package(data, Limits.of(ctx.config))
-    cda = next((d.data for d in pkg.content if kind_of_cda(d.data) == "prescription"), None)
+    cda = registered_cda(ctx.registry, identifier, actor, Limits.of(ctx.config))
     return parse_prescription(cda) if cda else None
 
 

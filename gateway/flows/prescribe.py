@@ -38,6 +38,7 @@ from gateway.flows.common import (
     is_xml,
     kind_of_cda,
     packages,
+    prescription_cda,
 )
 from gateway.flows.context import ACTOR, Context, context, now
 from gateway.flows.filing import file_packages
@@ -55,6 +56,8 @@ MIGRATIONS = [
     );
     """,
 ]
+
+_migrated: dict[int, bool] = {}
 
 _FORM_PATIENT = re.compile(r"(?im)^\s*patient(e)?\s*:")
 
@@ -212,8 +215,8 @@ def _build(ctx: Context, p: Prescription, sender: str) -> tuple[Prescription, by
 def _again(ctx: Context, identifier: str, sender: str) -> Built:
     """The ordonnance registered for this message already (a retried message)."""
     package = ctx.registry.package(identifier, actor=sender) or b""
-    pkg = read_package(package, Limits.of(ctx.config))
-    cda = next(d.data for d in pkg.content if kind_of_cda(d.data) == "prescription")
+    cda = prescription_cda(package, Limits.of(ctx.config))
+    assert cda is not None, "the gateway registered this package with its prescription"
     p = parse_prescription(cda)
     entries = ctx.dmp.find(p.patient.ins, actor=Actor(ActorKind.GATEWAY, ACTOR))
     filed = tuple(e.metadata.unique_id for e in entries
@@ -224,7 +227,9 @@ def _again(ctx: Context, identifier: str, sender: str) -> Built:
 def _register(ctx: Context, key: str, source: Source, sender: str, patient_address: str,
               when: dt.datetime) -> Built:
     conn = ctx.registry.conn
-    migrate(conn, "flows", MIGRATIONS)
+    if not _migrated.get(id(conn)):
+        migrate(conn, "flows", MIGRATIONS)
+        _migrated[id(conn)] = True
     row = conn.execute("SELECT identifier FROM flows_prescribed WHERE key = ?", (key,)).fetchone()
     if row is not None:
         return _again(ctx, row["identifier"], sender)
@@ -232,16 +237,19 @@ def _register(ctx: Context, key: str, source: Source, sender: str, patient_addre
     _check_people(ctx, p, sender, patient_address)
     try:
         p, pdf, signed = _build(ctx, p, sender)
-    except GatewayError as exc:
-        raise Refused(f"l'ordonnance n'a pas pu être signée : {exc}") from None
+    except GatewayError as exc:  # e.g. no valid signature certificate for the doctor
+        raise Refused(f"l'ordonnance n'a pas pu être établie et signée : {exc}") from None
     pkg = read_package(signed, Limits.of(ctx.config))
-    with transaction(conn):
-        ctx.registry.register(p, prescriber_address=sender, patient_address=patient_address,
-                              package=signed, actor=sender, now=when)
-        entries = file_package(ctx.dmp, pkg, actor=Actor(ActorKind.GATEWAY, ACTOR),
-                               author_address=sender, prescription_id=p.identifier)
-        conn.execute("INSERT INTO flows_prescribed (key, identifier) VALUES (?, ?)",
-                     (key, p.identifier))
+    try:
+        with transaction(conn):
+            ctx.registry.register(p, prescriber_address=sender, patient_address=patient_address,
+                                  package=signed, actor=sender, now=when)
+            entries = file_package(ctx.dmp, pkg, actor=Actor(ActorKind.GATEWAY, ACTOR),
+                                   author_address=sender, prescription_id=p.identifier)
+            conn.execute("INSERT INTO flows_prescribed (key, identifier) VALUES (?, ?)",
+                         (key, p.identifier))
+    except GatewayError as exc:  # the registry or the DMP refuses (e.g. an identifier reused)
+        raise Refused(f"l'ordonnance n'a pas pu être enregistrée : {exc}") from None
     return Built(p, pdf, signed, tuple(e.metadata.unique_id for e in entries))
 
 

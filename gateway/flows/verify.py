@@ -22,7 +22,14 @@ from gateway.config import Config
 from gateway.documents.parse import parse_prescription
 from gateway.errors import GatewayError
 from gateway.flows import mail
-from gateway.flows.common import Plan, apply, identifiers_in, kind_of_cda, packages
+from gateway.flows.common import (
+    Plan,
+    apply,
+    identifiers_in,
+    kind_of_cda,
+    packages,
+    registered_cda,
+)
 from gateway.flows.context import Context, context, now
 from gateway.pipeline import Delivery, Message, Outcome
 from gateway.prescriptions.identifier import group
@@ -78,16 +85,6 @@ def _by_registry(ctx: Context, identifier: str, actor: str) -> Verdict:
                    " peut être délivrée dans la limite des quantités restantes.", record)
 
 
-def _registered_cda(ctx: Context, identifier: str, actor: str) -> bytes | None:
-    from gateway.xdm import read_package
-
-    data = ctx.registry.package(identifier, actor=actor)
-    if not data:
-        return None
-    pkg = read_package(data, Limits.of(ctx.config))
-    return next((d.data for d in pkg.content if kind_of_cda(d.data) == "prescription"), None)
-
-
 def verdict(ctx: Context, msg: mail.EmailMessage, actor: str) -> Verdict | None:
     files = mail.attachments(msg)
     limits = Limits.of(ctx.config)
@@ -112,7 +109,8 @@ def verdict(ctx: Context, msg: mail.EmailMessage, actor: str) -> Verdict | None:
             return Verdict(None, False, "no identifier",
                            "Le document ne porte pas d'identifiant d'ordonnance numérique.")
         verdict_ = _by_registry(ctx, identifier, actor)
-        if verdict_.record is not None and _registered_cda(ctx, identifier, actor) != cdas[0]:
+        if verdict_.record is not None and registered_cda(
+                ctx.registry, identifier, actor, limits) != cdas[0]:
             return Verdict(identifier, False, "not the registered document",
                            "Le document joint n'est pas celui qui a été enregistré sous cet"
                            " identifiant : seule la version enregistrée fait foi.",
@@ -206,8 +204,44 @@ def handle(config: Config, sender: str, recipients: tuple[str, ...], data: bytes
     return Plan(handled=tuple(pharmacies), deliveries=tuple(out), notes=(header,))
 
 
+HEADER = b"x-ordonnance-verification:"
+
+
+def strip_verdict(data: bytes) -> bytes:
+    """`data` without any X-Ordonnance-Verification header (with its folded lines): only the
+    gateway writes that header, on messages it composes."""
+    end = data.find(b"\r\n\r\n")
+    head, body = (data, b"") if end < 0 else (data[:end + 2], data[end + 2:])
+    kept: list[bytes] = []
+    dropping = False
+    for line in head.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t") and dropping:
+            continue
+        dropping = line.lower().startswith(HEADER)
+        if not dropping:
+            kept.append(line)
+    return b"\r\n".join(kept) + body
+
+
+def _sanitised(outcome: Outcome) -> Outcome:
+    deliveries = tuple(
+        dataclasses.replace(d, data=strip_verdict(d.data)) if _has_verdict(d.data) else d
+        for d in outcome.deliveries
+    )
+    return dataclasses.replace(outcome, deliveries=deliveries)
+
+
+def _has_verdict(data: bytes) -> bool:
+    end = data.find(b"\r\n\r\n")
+    head = data if end < 0 else data[:end]
+    return HEADER in head.lower()
+
+
 async def step(message: Message, outcome: Outcome) -> Outcome:
-    """Pipeline step: a patient's mail to a pharmacy."""
+    """Pipeline step: a patient's mail to a pharmacy. Any mail arriving with a verdict header
+    loses it (a patient or a peer cannot make a message look verified)."""
+    if _has_verdict(message.data):
+        outcome = _sanitised(outcome)
     if message.channel != "submission" or not message.authenticated:
         return outcome
     config = pipeline.config()
