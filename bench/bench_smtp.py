@@ -220,9 +220,12 @@ def main() -> int:
                 print("the server did not start")
                 return 1
             threading.Thread(target=proc.stderr.read, daemon=True).start()
+            from gateway import pipeline
+
             print(f"server: {os.cpu_count()} core(s), workers: {args.workers or 'one per core'}; "
-                  f"{SESSIONS} sessions from {args.clients} client process(es); 2 KB messages; "
-                  "fsync before every 250", flush=True)
+                  f"{SESSIONS} sessions from {args.clients} client process(es); 2 KB messages "
+                  f"doctor -> pharmacist; fsync before every 250; pipeline steps: "
+                  f"{', '.join(pipeline.STEPS) or 'none'}", flush=True)
             run_mode(port, home, per_connection=False, procs=args.clients, pid=proc.pid)
             run_mode(port, home, per_connection=True, procs=args.clients, pid=proc.pid)
         finally:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
@@ -74,12 +73,9 @@ async def test_ok_then_cached(setup):
     first = await auth.authenticate(f"Alice@{D}", PASSWORD, "192.0.2.1")
     assert first.ok and not first.cached
     assert first.mailbox is not None and first.mailbox.address == f"alice@{D}"
-    t0 = time.perf_counter()
     second = await auth.authenticate(f"alice@{D}", PASSWORD, "192.0.2.1")
-    elapsed = time.perf_counter() - t0
+    # a hit skips scrypt (bench/bench_directory.py measures how much faster that is)
     assert second.ok and second.cached
-    # no scrypt on a hit: far below the cost of one hash (tens of ms)
-    assert elapsed < 0.01, elapsed
     # the cache never accepts another password
     wrong = await auth.authenticate(f"alice@{D}", PASSWORD + "!", "192.0.2.1")
     assert wrong.reason is AuthReason.BAD_PASSWORD

@@ -221,7 +221,7 @@ def _media(data: bytes, mediatype: str) -> etree._Element:
               representation="B64")
 
 
-def _header(root: etree._Element, *, doc_id: str, set_id: str, version: int,
+def _header(*, doc_id: str, set_id: str, version: int,
             when: dt.datetime) -> dict[str, Any]:
     return {
         "id": _e("id", root=doc_id),
@@ -331,12 +331,12 @@ def _prescription_narrative(p: Prescription) -> etree._Element:
 
 def _product(product: Product, ref: str) -> etree._Element:
     if product.cis or product.cip13:
-        code = _e("code", _e("originalText", _e("reference", value=f"#{ref}")),
-                  code=product.cis, codeSystem=OID_CIS if product.cis else OID_CIP13,
-                  displayName=product.label, codeSystemName="CIS" if product.cis else "CIP")
-        if not product.cis:
-            code.set("code", product.cip13 or "")
-        elif product.cip13:
+        # CIS is the code when known (required codeSystem when coded), CIP13 its translation.
+        value, system, system_name = (product.cis, OID_CIS, "CIS") if product.cis else \
+            (product.cip13, OID_CIP13, "CIP")
+        code = _e("code", _e("originalText", _e("reference", value=f"#{ref}")), code=value,
+                  codeSystem=system, displayName=product.label, codeSystemName=system_name)
+        if product.cis and product.cip13:
             code.append(_e("translation", code=product.cip13, codeSystem=OID_CIP13,
                            codeSystemName="CIP"))
     else:
@@ -483,7 +483,7 @@ def build_prescription(p: Prescription, pdf: bytes, qr_png: bytes) -> bytes:
         )
         if on
     ]
-    blocks = _header(root, doc_id=p.document_id, set_id=p.set_id, version=p.version, when=p.date)
+    blocks = _header(doc_id=p.document_id, set_id=p.set_id, version=p.version, when=p.date)
     blocks.update({
         "title": _e("title", p.title),
         "recordTarget": _patient(p.patient),
@@ -605,7 +605,7 @@ def build_dispensation(d: Dispensation) -> bytes:
     assert d.document_id and d.set_id
     root = copy.deepcopy(_template("dispensation.xml").getroot())
     author = d.author
-    blocks = _header(root, doc_id=d.document_id, set_id=d.set_id, version=d.version, when=d.date)
+    blocks = _header(doc_id=d.document_id, set_id=d.set_id, version=d.version, when=d.date)
     event = _e("serviceEvent",
                _e("id", root=OID_PRESCRIPTION_ID, extension=d.prescription_id),
                _e("code", code="60593-1", displayName="Dispensation médicamenteuse",

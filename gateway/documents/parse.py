@@ -19,7 +19,7 @@ from typing import Literal
 from lxml import etree
 
 from gateway.documents import cda
-from gateway.documents.cda import XP, XSI
+from gateway.documents.cda import XP
 from gateway.documents.model import (
     AuthorInfo,
     Dispensation,
@@ -627,5 +627,3 @@ def _refusal(text: str) -> SubstitutionRefusal | None:
         return SubstitutionRefusal.CIF
     return None
 
-
-_ = XSI  # the xsi prefix is used in XPath expressions through XP

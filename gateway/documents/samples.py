@@ -4,6 +4,7 @@ a valid document; the gateway itself embeds the real ordonnance (gateway.ordonna
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
 from decimal import Decimal
@@ -48,8 +49,6 @@ MAGISTRAL = Product(label="Diprosone 30 g, cérat de Galien 70 g", magistral=Tru
 
 def prescription(**changes: object) -> Prescription:
     """Three lines: structured dosage, non-substitutable MTE for the ALD, magistral in words."""
-    import dataclasses
-
     base = Prescription(
         patient=PATIENT,
         author=DOCTOR,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -163,9 +164,10 @@ def validate_document(
 HEADER = "/ClinicalDocument"
 
 
-def _check(problems: list[Problem], where: str, func: object, *args: str) -> None:
+def _check(problems: list[Problem], where: str, func: Callable[[str, str], str],
+           value: str, field: str) -> None:
     try:
-        func(*args)  # type: ignore[operator]
+        func(value, field)
     except InvalidIdentifier as exc:
         problems.append(Problem(where, str(exc), "rules"))
 

@@ -871,6 +871,8 @@ class Session:
         assert sel is not None
         memo: dict[str, bytes] = {}
         flags, recent, all_uids = sel.flags, sel.recent, sel.uids
+        uid_first = names == ["UID", "FLAGS"]  # UID FETCH n:* FLAGS, the usual poll
+        flags_only = names == ["FLAGS"]
         out: list[bytes] = []
         j = bisect.bisect_left(all_uids, uids[0]) if uids else 0
         for u in uids:
@@ -886,8 +888,13 @@ class Session:
                     self.io.send(b"".join(out))  # keep the order: FLAGS before the FETCH
                     out.clear()
                 self._announce(text)
-            parts = [fb if n == "FLAGS" else b"UID %d" % u for n in names]
-            out.append(b"* %d FETCH (%s)\r\n" % (j + 1, b" ".join(parts)))
+            if uid_first:
+                out.append(b"* %d FETCH (UID %d %s)\r\n" % (j + 1, u, fb))
+            elif flags_only:
+                out.append(b"* %d FETCH (%s)\r\n" % (j + 1, fb))
+            else:
+                parts = [fb if n == "FLAGS" else b"UID %d" % u for n in names]
+                out.append(b"* %d FETCH (%s)\r\n" % (j + 1, b" ".join(parts)))
         self.io.send(b"".join(out))
 
     def _send_flags(self, sel: Selected) -> None:

@@ -25,7 +25,7 @@ from gateway.smtp.dsn import Failure, build_dsn
 from gateway.smtp.limits import RateLimiter
 from gateway.smtp.replies import Reply
 from gateway.store.commit import Committer
-from gateway.store.maildir import UnsafeAddress, mailbox_path
+from gateway.store.maildir import mailbox_path
 from gateway.store.queue import Entry, Queue, new_queue_id
 
 log = logging.getLogger("mssgw.smtp")
@@ -197,10 +197,8 @@ class Gateway:
         remote: list[str] = []
         for rcpt in recipients:
             if self.is_local(domain_of(rcpt)):
-                try:
-                    local.append((mailbox_path(self.config.mailboxes_path, rcpt), data))
-                except UnsafeAddress:
-                    log.warning("queue id %s: cannot store mail for %r", qid, rcpt)
+                # UnsafeAddress propagates: the client gets a 451, nothing is dropped silently.
+                local.append((mailbox_path(self.config.mailboxes_path, rcpt), data))
             else:
                 remote.append(rcpt)
         queued = [Entry(qid, sender, remote, data, kind)] if remote else []

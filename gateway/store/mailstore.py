@@ -918,7 +918,7 @@ class StorePool:
     stays open for a while: `keep_idle` of them, least recently used closed first. Opening one
     costs a SQLite open and closing one a WAL checkpoint."""
 
-    def __init__(self, mailboxes: Path, keep_idle: int = 256) -> None:
+    def __init__(self, mailboxes: Path, keep_idle: int = 64) -> None:
         self.mailboxes = mailboxes
         self.keep_idle = keep_idle
         self._stores: dict[str, tuple[MailStore, int]] = {}
