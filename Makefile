@@ -16,9 +16,14 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Initialise on the embedded default (idempotent), register the demo population, serve.
+# Initialise on the embedded default (idempotent), register the demo population, load the drug
+# reference from the official BDPM files when they are beside the project (../shared/bdpm or
+# $$MSSGW_SHARED/bdpm), serve.
+BDPM ?= $(or $(MSSGW_SHARED),../shared)/bdpm
 run: $(STAMP)
 	$(MSSGW) init --demo
+	@if [ -d "$(BDPM)" ]; then $(MSSGW) drugs import --if-empty "$(BDPM)" | tail -n 1; \
+	else echo "no BDPM folder at $(BDPM): doctors can name drugs only after 'mssgw drugs import DIR'"; fi
 	$(MSSGW) serve
 
 # Debian packages the tests drive (mail clients, PDF tools...). Installed only when we are root

@@ -157,3 +157,13 @@ def test_cli_import_search_show(gateway_home: Path, shared_dir: Path,
     assert "no speciality" in capsys.readouterr().err
     ref = open_reference(connect(gateway_home / "var" / "gateway.db"))
     assert ref.is_loaded()
+
+
+def test_cli_import_if_empty_loads_once(gateway_home: Path, shared_dir: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = str(gateway_home / "config.toml")
+    bdpm_dir = str(shared_dir / "bdpm")
+    assert main(["drugs", "import", "--if-empty", bdpm_dir, "--config", cfg]) == 0
+    assert "drug reference replaced" in capsys.readouterr().out
+    assert main(["drugs", "import", "--if-empty", bdpm_dir, "--config", cfg]) == 0
+    assert "already loaded: nothing to do" in capsys.readouterr().out

@@ -32,6 +32,10 @@ def _reference(args: argparse.Namespace) -> Iterator[DrugReference]:
 def cmd_import(args: argparse.Namespace) -> int:
     conn: sqlite3.Connection = connect(config_of(args).database_path)
     try:
+        if args.if_empty and open_reference(conn).is_loaded():
+            # `make run` calls this every time: loading 60,000 rows again would only cost time.
+            print("drug reference already loaded: nothing to do")
+            return 0
         report = import_directory(conn, Path(args.directory))
     finally:
         conn.close()
@@ -98,6 +102,11 @@ def register(sub: Any) -> None:
         json_output=True,
     )
     p.add_argument("directory", metavar="DIR", help="folder holding CIS_bdpm.txt, ...")
+    p.add_argument(
+        "--if-empty",
+        action="store_true",
+        help="import only when no drug reference is loaded yet (idempotent; used by make run)",
+    )
     p = add_command(
         group, "search", "find specialities by name (accents and case ignored)", cmd_search,
         json_output=True,

@@ -49,6 +49,7 @@ SERVICES: list[str] = [
 # worker only (work that must not run once per core, e.g. the outbound queue runner).
 SINGLETONS: list[str] = [
     "gateway.smtp.outbound:start",
+    "gateway.pki.service:start",
 ]
 
 GRACE_SECONDS = 10.0  # how long sessions in progress may finish after SIGTERM
