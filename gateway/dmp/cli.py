@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ from gateway.audit import local_actor
 from gateway.cli import add_command, command_group, config_of, print_json
 from gateway.dmp import Actor, DocumentRepository, DocumentStatus, open_dmp
 from gateway.errors import GatewayError
+from gateway.fileio import write_user_file
 
 STATUS_CHOICES = [s.value for s in DocumentStatus] + ["all"]
 
@@ -81,33 +81,18 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write(path: Path, data: bytes) -> None:
-    """Write durably and without leaving a half-written file under the final name."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    except OSError as exc:
-        raise GatewayError(f"cannot write {path}: {exc.strerror}") from None
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
 def cmd_get(args: argparse.Namespace) -> int:
     dmp = _dmp(args)
     try:
         doc = dmp.retrieve(args.unique_id, actor=_admin())
     finally:
         dmp.close()
-    _write(Path(args.output), doc.content)
+    write_user_file(args.output, doc.content, mode=0o600)
     print(f"wrote {args.output} ({len(doc.content)} bytes, SHA-1 {doc.entry.hash})")
     if args.signature:
         if doc.signature is None:
             raise GatewayError(f"document {args.unique_id} has no signature document")
-        _write(Path(args.signature), doc.signature)
+        write_user_file(args.signature, doc.signature, mode=0o600)
         print(f"wrote {args.signature} (signature, {len(doc.signature)} bytes)")
     return 0
 

@@ -6,7 +6,6 @@ import argparse
 import dataclasses
 import datetime as dt
 import enum
-import os
 import sys
 from decimal import Decimal
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 from gateway.cli import add_command, command_group, config_of, print_json
 from gateway.config import Config
 from gateway.errors import GatewayError
+from gateway.fileio import write_user_file
 
 
 def read_input(path: str, what: str = "file") -> bytes:
@@ -66,20 +66,6 @@ def _people(config: Config) -> Any:
     return DirectoryPeople(open_directory(config), config.documents.patient_ins_root)
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, fsync, rename: never a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise GatewayError(f"cannot write {path}: {exc.strerror}") from None
-
-
 def cmd_build(args: argparse.Namespace) -> int:
     from gateway.documents.build import assign_ids, build_prescription
     from gateway.documents.form import FormError, parse_prescription_form
@@ -113,7 +99,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     failed = [p for layer in report.layers if layer.status == "failed" for p in layer.problems]
     if failed:
         raise GatewayError(f"the document built from {args.form} is not valid: {failed[0]}")
-    write_atomically(Path(args.output), document)
+    write_user_file(args.output, document)
     if args.json:
         print_json({"output": args.output, "identifier": prescription.identifier,
                     "document_id": prescription.document_id,

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -13,32 +10,9 @@ from gateway.cli import add_command, command_group, print_json
 from gateway.documents.model import Prescription
 from gateway.documents.parse import parse_prescription
 from gateway.errors import GatewayError
+from gateway.fileio import write_user_file
 from gateway.ordonnance.pdf import render_pdf
 from gateway.ordonnance.qr import checked_identifier, qr_png
-
-
-def write_output(target: str, data: bytes) -> None:
-    """Write atomically (temporary file + rename): a failure leaves no half-written file.
-    `-` writes to standard output."""
-    if target == "-":
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-        return
-    path = Path(target)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise GatewayError(f"{target}: folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise GatewayError(f"{target}: cannot write: {exc.strerror}") from exc
 
 
 def read_prescription(path: str) -> Prescription:
@@ -56,7 +30,7 @@ def cmd_pdf(args: argparse.Namespace) -> int:
         raise GatewayError("--json and -o - would both write to standard output: choose one")
     prescription = read_prescription(args.document)
     data = render_pdf(prescription)
-    write_output(args.output, data)
+    write_user_file(args.output, data)
     if args.json:
         print_json({"output": args.output, "identifier": prescription.identifier,
                     "bytes": len(data)})  # fmt: skip
@@ -68,7 +42,7 @@ def cmd_pdf(args: argparse.Namespace) -> int:
 def cmd_qr(args: argparse.Namespace) -> int:
     ident = checked_identifier(args.identifier)
     data = qr_png(ident, scale=args.scale)
-    write_output(args.output, data)
+    write_user_file(args.output, data)
     if args.output != "-":
         print(f"{args.output}: QR code of {ident} ({len(data)} bytes)")
     return 0

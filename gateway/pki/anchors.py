@@ -16,9 +16,10 @@ from cryptography.hazmat.primitives import serialization
 from gateway import db
 from gateway.config import Config
 from gateway.errors import Conflict
+from gateway.fileio import write_atomic
 from gateway.pki import store
 from gateway.pki.dn import subject_dn
-from gateway.pki.files import Layout, load_cached, write_atomic
+from gateway.pki.files import Layout, load_cached
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,10 @@ from cryptography.x509.oid import NameOID
 
 from gateway.config import Config
 from gateway.errors import Conflict, GatewayError, NotFound
+from gateway.fileio import write_atomic
 from gateway.pki import store
 from gateway.pki.dn import subject_dn
-from gateway.pki.files import Layout, load_cached, write_atomic, write_private
+from gateway.pki.files import Layout, load_cached, write_private
 from gateway.pki.kinds import CA, CA_NAMES, KINDS, Kind
 
 PASSPHRASE_ENV = "MSSGW_CA_PASSPHRASE"  # noqa: S105 (the name of a variable, not a secret)

@@ -12,10 +12,11 @@ from typing import Any
 from cryptography import x509
 
 from gateway.cli import add_command, command_group, config_of, print_json
+from gateway.fileio import write_atomic
 from gateway.pki import ca, crl
 from gateway.pki.anchors import add_anchor, list_anchors, load_certificates
 from gateway.pki.ca import PKIError
-from gateway.pki.files import write_atomic, write_private
+from gateway.pki.files import write_private
 from gateway.pki.identity import identity_for
 from gateway.pki.kinds import KINDS, Purpose
 from gateway.pki.verify import verify_certificate

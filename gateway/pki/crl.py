@@ -17,8 +17,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from gateway.config import Config
+from gateway.fileio import write_atomic
 from gateway.pki import store
-from gateway.pki.files import Layout, load_cached, write_atomic
+from gateway.pki.files import Layout, load_cached
 from gateway.pki.kinds import CA
 
 

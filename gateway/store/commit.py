@@ -21,7 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.store.maildir import ensure_maildir, fsync_dir, write_tmp
+from gateway.fileio import fsync_dir
+from gateway.store.maildir import ensure_maildir, write_tmp
 from gateway.store.queue import Entry, Queue
 
 Local = Sequence[tuple[Path, bytes]]

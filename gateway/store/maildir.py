@@ -25,6 +25,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from gateway.fileio import fsync_dir, write_synced
+
 SUBDIRS = ("tmp", "new", "cur")
 _counter = itertools.count()
 _HOST = re.sub(r"[/:]", "_", socket.gethostname()) or "localhost"
@@ -65,29 +67,11 @@ def unique_name(size: int) -> str:
     return f"{sec}.M{usec}P{os.getpid()}Q{next(_counter)}R{rnd}.{_HOST},S={size}"
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_tmp(folder: Path, data: bytes) -> tuple[Path, str]:
     """Write `data` to a new file in `folder/tmp`, fsynced. Returns (tmp path, final name)."""
     name = unique_name(len(data))
     tmp = folder / "tmp" / name
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
+    write_synced(tmp, data)
     return tmp, name
 
 

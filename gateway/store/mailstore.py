@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.fileio import fsync_dir, write_synced
 from gateway.store import maildir
 
 INDEX_NAME = "mssgw-index.sqlite"
@@ -521,7 +522,7 @@ class MailStore:
                     fixed = crlf(data)
                     if fixed is not data:
                         tmp = path / "tmp" / f"{name}.crlf"
-                        _write_synced(tmp, fixed)
+                        write_synced(tmp, fixed, exclusive=False)
                         os.rename(tmp, src)
                     self._insert(folder.id, name, (), int(st.st_mtime), len(fixed))
                     added = True
@@ -529,7 +530,7 @@ class MailStore:
                 with contextlib.suppress(FileNotFoundError):
                     os.rename(new_dir / name, path / "cur" / f"{name}:2,")
             with contextlib.suppress(OSError):
-                maildir.fsync_dir(path / "cur")
+                fsync_dir(path / "cur")
         return added
 
     def uids(self, folder: Folder) -> list[int]:
@@ -674,7 +675,7 @@ class MailStore:
         tmp, base = maildir.write_tmp(path, data)
         final = path / "cur" / f"{base}:2,"
         os.rename(tmp, final)
-        maildir.fsync_dir(path / "cur")
+        fsync_dir(path / "cur")
         return final, base, len(data)
 
     def add_written(
@@ -714,7 +715,7 @@ class MailStore:
                 except FileNotFoundError:
                     continue
                 linked.append((uid, base, info))
-            maildir.fsync_dir(dst_path / "cur")
+            fsync_dir(dst_path / "cur")
             out = []
             with self.transaction(durable=True):
                 if not self.folder_by_id(dst.id):
@@ -875,17 +876,6 @@ def _like_prefix(prefix: str) -> str:
     return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-def _write_synced(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _link_into(src: Path, dst_folder: Path) -> str:
     """Hard-link (or copy) a message file into `dst_folder/cur`; returns its new base name."""
     size = src.stat().st_size
@@ -894,7 +884,7 @@ def _link_into(src: Path, dst_folder: Path) -> str:
     try:
         os.link(src, target)
     except OSError:
-        _write_synced(target, src.read_bytes())
+        write_synced(target, src.read_bytes(), exclusive=False)
     return base
 
 

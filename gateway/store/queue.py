@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import GatewayError, NotFound
-from gateway.store.maildir import fsync_dir
+from gateway.fileio import fsync_dir, write_synced
 
 _ID = re.compile(r"[0-9A-F]{21}")
 
@@ -103,17 +103,6 @@ class Entry:
     kind: str = "message"
 
 
-def _write_synced(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class Queue:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -142,8 +131,8 @@ class Queue:
         tag = secrets.token_hex(4)
         tmp_msg = self.tmp / f"{entry.id}.{tag}.msg"
         tmp_env = self.tmp / f"{entry.id}.{tag}.env"
-        _write_synced(tmp_msg, entry.data)
-        _write_synced(tmp_env, json.dumps(record.to_json()).encode())
+        write_synced(tmp_msg, entry.data)
+        write_synced(tmp_env, json.dumps(record.to_json()).encode())
         return [(tmp_msg, self.msg / entry.id), (tmp_env, self.env / f"{entry.id}.json")]
 
     def dirs(self) -> tuple[Path, Path]:
@@ -201,7 +190,7 @@ class Queue:
     def save(self, record: Record) -> None:
         """Replace the record atomically and durably."""
         tmp = self.tmp / f"{record.id}.{secrets.token_hex(4)}.env"
-        _write_synced(tmp, json.dumps(record.to_json()).encode())
+        write_synced(tmp, json.dumps(record.to_json()).encode())
         os.rename(tmp, self.env / f"{record.id}.json")
         fsync_dir(self.env)
 

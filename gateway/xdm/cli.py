@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from gateway.cli import add_command, command_group, config_of, print_json
 from gateway.config import Config
 from gateway.errors import GatewayError
+from gateway.fileio import write_user_file
 from gateway.xdm.model import Code, DocumentEntry, Package
 from gateway.xdm.package import Limits, Sender, pack, read_package
 
@@ -39,25 +38,6 @@ def _read(path: str, what: str, limit: int) -> bytes:
         raise FileError(f"{path}: cannot read: {exc.strerror}") from None
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-    """Write the whole file or nothing (temporary file in the same folder, then rename)."""
-    target = Path(path)
-    folder = target.parent if str(target.parent) else Path(".")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=folder)
-    except OSError as exc:
-        raise FileError(f"{path}: cannot write: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise FileError(f"{path}: cannot write: {exc.strerror}") from None
-
-
 def _sender(config: Config, email: str | None) -> Sender:
     return Sender(name=email or "", organisation=config.gateway.domain,
                   product=config.gateway.product, vendor="mssgw")
@@ -72,7 +52,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
         from gateway.signature.trust import sign_as
 
         data = sign_as(config, args.sign_as, data)
-    _write_atomic(args.output, data)
+    write_user_file(args.output, data)
     pkg = read_package(data, limits)
     if args.json:
         print_json(_package_json(pkg))
@@ -89,7 +69,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
     from gateway.signature.trust import sign_as
 
     data = sign_as(config, args.sign_as, _read(args.package, "package", limits.max_package_bytes))
-    _write_atomic(args.output, data)
+    write_user_file(args.output, data)
     print(f"{args.output}: signed by {args.sign_as}")
     return 0
 
