@@ -13,6 +13,8 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage, Message
 from email.utils import format_datetime, getaddresses, make_msgid
 
+from gateway.mailtext import part_text
+
 # Bytes out: CRLF line ends, UTF-8 headers encoded (RFC 2047); headers folded only past 998
 # octets, so that scripts reading X-Ordonnance-Verification see one line.
 OUT = policy.SMTP.clone(max_line_length=998)
@@ -68,17 +70,9 @@ def texts(msg: EmailMessage) -> list[str]:
     for part in _walk(msg):
         if part.get_content_type() != "text/plain" or part.get_filename():
             continue
-        try:
-            payload = part.get_payload(decode=True)
-        except Exception:  # noqa: S112 - broken transfer encoding: no text to read
-            continue
-        if not isinstance(payload, bytes):
-            continue
-        charset = part.get_content_charset() or "utf-8"
-        try:
-            out.append(payload.decode(charset, "replace"))
-        except LookupError:
-            out.append(payload.decode("utf-8", "replace"))
+        text = part_text(part)
+        if text is not None:
+            out.append(text)
     return out
 
 

@@ -25,6 +25,7 @@ from gateway.imap.parser import (
     as_text,
     parse_sequence_set,
 )
+from gateway.mailtext import part_text
 
 CHARSETS = ("US-ASCII", "UTF-8")
 MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
@@ -209,14 +210,9 @@ def _body_text(msg: Message) -> str:
             continue
         if part.get_content_maintype() not in ("text", "message"):
             continue
-        payload = part.get_payload(decode=True)
-        if not isinstance(payload, bytes):
-            continue
-        charset = part.get_content_charset() or "utf-8"
-        try:
-            out.append(payload.decode(charset, "replace"))
-        except LookupError:
-            out.append(payload.decode("utf-8", "replace"))
+        text = part_text(part)
+        if text is not None:
+            out.append(text)
     return "\n".join(out)
 
 
