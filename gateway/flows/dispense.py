@@ -71,10 +71,10 @@ def _dispensation(ctx: Context, msg: mail.EmailMessage, sender: str) -> Dispensa
 
 def _reply(ctx: Context, to: str, subject: str, body: str, in_reply_to: str | None,
            files: tuple[mail.Attachment, ...] = ()) -> Delivery:
-    msg = mail.new_message(sender=ctx.robot, to=[to], subject=subject, body=body,
-                           domain=ctx.config.gateway.domain, in_reply_to=in_reply_to,
-                           headers=[("X-MSS-NIL", ctx.config.gateway.product)], files=files)
-    return Delivery((to,), mail.to_bytes(msg), sender="")
+    msg = mail.compose(sender=ctx.robot, to=[to], subject=subject, body=body,
+                       domain=ctx.config.gateway.domain, in_reply_to=in_reply_to,
+                       headers=[("X-MSS-NIL", ctx.config.gateway.product)], files=files)
+    return Delivery((to,), msg, sender="")
 
 
 def _lines_text(d: Dispensation) -> str:

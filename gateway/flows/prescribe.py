@@ -274,12 +274,12 @@ def handle(config: Config, sender: str, patients: tuple[str, ...], data: bytes) 
         key = idempotence_key(sender, original_id or mail.idempotence_fallback(data), patient)
         built = _register(ctx, key, source, sender, patient, now())
     except Refused as exc:
-        reply = mail.new_message(
+        reply = mail.compose(
             sender=ctx.robot, to=[sender], domain=domain, in_reply_to=original_id,
             subject="Ordonnance refusée : " + str(msg.get("Subject", ""))[:80],
             body=_refusal_text(exc.report), headers=[("X-MSS-NIL", product)],
         )
-        out = [Delivery((sender,), mail.to_bytes(reply), sender="")]
+        out = [Delivery((sender,), reply, sender="")]
         if receipt_to:
             out.append(Delivery((receipt_to,), mail.mdn(
                 msg, reporter=ctx.robot, recipient=patients[0], to=receipt_to, domain=domain,
@@ -288,21 +288,21 @@ def handle(config: Config, sender: str, patients: tuple[str, ...], data: bytes) 
     p = built.prescription
     pdf = mail.Attachment(pdf_name(p), "application/pdf", built.pdf)
     xdm = mail.Attachment("IHE_XDM.zip", "application/zip", built.package)
-    to_patient = mail.new_message(
+    to_patient = mail.compose(
         sender=sender, to=[patient], subject=subject_for(p), domain=domain,
         body=_patient_text(p), files=[pdf, xdm],
         headers=[("X-MSS-CODECDA", PRESCRIPTION_CODE), ("X-MSS-INS", "O"),
                  ("X-MSS-NIL", product), ("X-Ordonnance-Id", p.identifier or "")],
     )
-    to_doctor = mail.new_message(
+    to_doctor = mail.compose(
         sender=ctx.robot, to=[sender], domain=domain, in_reply_to=original_id,
         subject=f"Ordonnance {p.identifier} enregistrée pour {p.patient.birth_name}",
         body=_doctor_text(p, patient, list(built.filed)), files=[pdf],
         headers=[("X-MSS-NIL", product), ("X-Ordonnance-Id", p.identifier or "")],
     )
     out = [
-        Delivery((patient,), mail.to_bytes(to_patient)),
-        Delivery((sender,), mail.to_bytes(to_doctor), sender=""),
+        Delivery((patient,), to_patient),
+        Delivery((sender,), to_doctor, sender=""),
     ]
     if receipt_to:
         out.append(Delivery((receipt_to,), mail.mdn(
