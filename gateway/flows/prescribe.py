@@ -45,8 +45,9 @@ from gateway.flows.filing import file_packages
 from gateway.ordonnance import qr_png, render_pdf
 from gateway.pipeline import Delivery, Message, Outcome
 from gateway.prescriptions.identifier import group
-from gateway.signature.trust import sign_as
-from gateway.xdm import Limits, Sender, pack, read_package
+from gateway.signature.trust import signed_as
+from gateway.xdm import Limits, Package, Sender
+from gateway.xdm.package import build, to_zip
 
 MIGRATIONS = [
     """
@@ -201,15 +202,15 @@ class Built:
     filed: tuple[str, ...]
 
 
-def _build(ctx: Context, p: Prescription, sender: str) -> tuple[Prescription, bytes, bytes]:
+def _build(ctx: Context, p: Prescription, sender: str) -> tuple[Prescription, bytes, Package]:
     p = assign_ids(p)
     assert p.identifier
     pdf = render_pdf(p)
     cda = build_prescription(p, pdf, qr_png(p.identifier))
     author = p.author
-    package = pack([cda], sender=Sender(name=f"{author.given_name} {author.family_name}",
-                                        product=ctx.config.gateway.product))
-    return p, pdf, sign_as(ctx.config, sender, package)
+    package = build([cda], sender=Sender(name=f"{author.given_name} {author.family_name}",
+                                         product=ctx.config.gateway.product))
+    return p, pdf, signed_as(ctx.config, sender, package, ctx.directory)
 
 
 def _again(ctx: Context, identifier: str, sender: str) -> Built:
@@ -236,10 +237,10 @@ def _register(ctx: Context, key: str, source: Source, sender: str, patient_addre
     p = _prescription(ctx, source, sender, when)
     _check_people(ctx, p, sender, patient_address)
     try:
-        p, pdf, signed = _build(ctx, p, sender)
+        p, pdf, pkg = _build(ctx, p, sender)
     except GatewayError as exc:  # e.g. no valid signature certificate for the doctor
         raise Refused(f"l'ordonnance n'a pas pu être établie et signée : {exc}") from None
-    pkg = read_package(signed, Limits.of(ctx.config))
+    signed = to_zip(pkg)
     try:
         with transaction(conn):
             ctx.registry.register(p, prescriber_address=sender, patient_address=patient_address,
