@@ -42,6 +42,7 @@ from gateway.flows.common import (
 )
 from gateway.flows.context import ACTOR, Context, context, now
 from gateway.flows.filing import file_packages
+from gateway.identifiers import OID_INS_DEMO, OID_INS_NIR, OID_INS_TEST
 from gateway.ordonnance import qr_png, render_pdf
 from gateway.pipeline import Delivery, Message, Outcome
 from gateway.prescriptions.identifier import group
@@ -142,6 +143,14 @@ def subject_for(p: Prescription) -> str:
     nom = mail.ascii_upper(p.patient.used_name or p.patient.birth_name)
     prenom = p.patient.given_names.split()[0] if p.patient.given_names else ""
     return f"XDM/1.0/DDM+{label} {nom} {prenom} {p.patient.birth_date:%d/%m/%Y}"
+
+
+def ins_flag(p: Prescription) -> str:
+    """`X-MSS-INS`: "O" when the document carries a qualified INS, else "N". The INS-NIR (and
+    its test and demo roots) is the qualified identity; an NIA (a provisional number given
+    while the identity is not yet verified) is not."""
+    qualified = p.patient.ins_oid in (OID_INS_NIR, OID_INS_TEST, OID_INS_DEMO)
+    return "O" if qualified and p.patient.ins else "N"
 
 
 def pdf_name(p: Prescription, number: int = 1) -> str:
@@ -292,7 +301,7 @@ def handle(config: Config, sender: str, patients: tuple[str, ...], data: bytes) 
     to_patient = mail.compose(
         sender=sender, to=[patient], subject=subject_for(p), domain=domain,
         body=_patient_text(p), files=[pdf, xdm],
-        headers=[("X-MSS-CODECDA", PRESCRIPTION_CODE), ("X-MSS-INS", "O"),
+        headers=[("X-MSS-CODECDA", PRESCRIPTION_CODE), ("X-MSS-INS", ins_flag(p)),
                  ("X-MSS-NIL", product), ("X-Ordonnance-Id", p.identifier or "")],
     )
     to_doctor = mail.compose(
