@@ -201,7 +201,7 @@ def test_qr_png_scans_back() -> None:
 
 
 def _objects(data: bytes) -> bytes:
-    """The PDF's object dictionaries plus inflated streams (fpdf2 writes no object streams)."""
+    """The PDF's object dictionaries plus inflated streams (written without object streams)."""
     parts = [data]
     for m in re.finditer(rb"stream\r?\n(.*?)\r?\nendstream", data, re.S):
         with contextlib.suppress(zlib.error):  # only the Flate streams matter here
@@ -221,7 +221,7 @@ def test_pdfa_2b_markers_fonts_embedded_and_output_intent() -> None:
     assert b"<xmp:CreateDate>2026-11-22T09:30:00+01:00</xmp:CreateDate>" in body
     assert b"/S /GTS_PDFA1" in body and b"/DestOutputProfile" in body
     fonts = set(re.findall(rb"/BaseFont /[A-Z]{6}\+([\w-]+)", body))
-    assert fonts == {b"DejaVuSansBook", b"DejaVuSansBold"}
+    assert fonts == {b"DejaVuSans", b"DejaVuSans-Bold"}  # their PostScript names
     assert body.count(b"/FontFile2") == len(fonts)  # every font embedded (as a subset)
     assert not re.search(rb"/BaseFont /(Helvetica|Times|Courier)", body)  # no base-14 font
     assert b"/Encrypt" not in body
