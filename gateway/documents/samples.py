@@ -89,7 +89,7 @@ def dispensation(prescription_id: str = "A1B2C3D4E5F6G7H8J9",
     )
 
 
-SAMPLE_IDENTIFIER = "01S2TBPZ2JCNZZYGHZ"
+SAMPLE_IDENTIFIER = "01S2TBPZ2JCNZZYGH0"  # the national example, with our check character
 
 
 @lru_cache(maxsize=1)
