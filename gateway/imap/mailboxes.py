@@ -1,0 +1,245 @@
+"""Mailbox commands: SELECT / EXAMINE / CLOSE / UNSELECT / CHECK, CREATE / DELETE / RENAME,
+(UN)SUBSCRIBE, LIST / LSUB, STATUS, APPEND, ENABLE and NAMESPACE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+from gateway.imap import utf7
+from gateway.imap.parser import Token, as_atom, as_list, as_text
+from gateway.imap.state import Bad, No, Selected, _no_args
+from gateway.imap.syntax import parse_imap_datetime
+from gateway.imap.updates import SelectedUpdates
+from gateway.store.mailstore import DELIMITER
+
+
+class MailboxCommands(SelectedUpdates):
+    """Commands on mailboxes as a whole."""
+
+    async def cmd_enable(self, tag: str, args: list[Token]) -> None:
+        if not args:
+            raise Bad("ENABLE expects capability names")
+        enabled = []
+        for a in args:
+            if as_atom(a, "capability").upper() == "CONDSTORE" and not self.condstore:
+                self.condstore = True
+                enabled.append("CONDSTORE")
+        self.untagged("ENABLED" + "".join(" " + e for e in enabled))
+        self.tagged(tag, "OK", "ENABLE completed")
+
+    async def cmd_namespace(self, tag: str, args: list[Token]) -> None:
+        _no_args(args)
+        self.untagged(f'NAMESPACE (("" "{DELIMITER}")) NIL NIL')
+        self.tagged(tag, "OK", "NAMESPACE completed")
+
+    async def cmd_select(self, tag: str, args: list[Token], readonly: bool = False) -> None:
+        if not args or len(args) > 2:
+            raise Bad("SELECT expects a mailbox name")
+        if len(args) == 2:
+            params = as_list(args[1], "select parameters")
+            if [str(p).upper() for p in params] != ["CONDSTORE"]:
+                raise Bad("unsupported SELECT parameter")
+            self.condstore = True
+        assert self.store is not None
+        if self.selected is not None:
+            self.selected = None
+            if self.condstore:
+                self.untagged("OK [CLOSED] previous mailbox closed")
+        folder = self._get_folder(args[0])
+        self.store.import_new(folder)
+        folder = self.store.folder_by_id(folder.id) or folder
+        view = self.store.view(folder)
+        uids = view.uids
+        sel = Selected(folder, readonly, uids, view.modseq, flags=view.flags)
+        sel.keywords = set(folder.keywords)
+        if not readonly:
+            sel.recent = self.store.claim_recent(folder)
+        seen = sum(1 for text in view.flags.values() if "\\Seen" in text)
+        self._send_flags(sel)
+        self.untagged(f"{len(uids)} EXISTS")
+        self.untagged(f"{sel.recent_count()} RECENT")
+        if seen < len(uids):
+            first = next(
+                i for i, u in enumerate(uids, 1) if "\\Seen" not in view.flags.get(u, "")
+            )
+            self.untagged(f"OK [UNSEEN {first}] first unseen message")
+        uidnext = max(folder.uidnext, uids[-1] + 1 if uids else 1)
+        self.untagged(f"OK [UIDVALIDITY {folder.uidvalidity}] UIDs valid")
+        self.untagged(f"OK [UIDNEXT {uidnext}] predicted next UID")
+        self.untagged(f"OK [HIGHESTMODSEQ {view.modseq}] highest mod-sequence")
+        self.selected = sel
+        self._audit("imap.select", {"folder": folder.name, "messages": len(uids)})
+        mode = "READ-ONLY" if readonly else "READ-WRITE"
+        self.tagged(tag, "OK", f"{'EXAMINE' if readonly else 'SELECT'} completed", mode)
+
+    async def cmd_examine(self, tag: str, args: list[Token]) -> None:
+        await self.cmd_select(tag, args, readonly=True)
+
+    async def cmd_create(self, tag: str, args: list[Token]) -> None:
+        if len(args) != 1:
+            raise Bad("CREATE expects a mailbox name")
+        assert self.store is not None
+        name = self._folder_name(args[0]).rstrip(DELIMITER)
+        self.store.create_folder(name)
+        self.tagged(tag, "OK", "CREATE completed")
+
+    async def cmd_delete(self, tag: str, args: list[Token]) -> None:
+        if len(args) != 1:
+            raise Bad("DELETE expects a mailbox name")
+        assert self.store is not None
+        name = self._folder_name(args[0])
+        if self.selected and self.selected.folder.name == name:
+            self.selected = None
+        self.store.delete_folder(name)
+        self.tagged(tag, "OK", "DELETE completed")
+
+    async def cmd_rename(self, tag: str, args: list[Token]) -> None:
+        if len(args) != 2:
+            raise Bad("RENAME expects two mailbox names")
+        assert self.store is not None
+        self.store.rename_folder(self._folder_name(args[0]), self._folder_name(args[1]))
+        await self._notify(True)
+        self.tagged(tag, "OK", "RENAME completed")
+
+    async def cmd_subscribe(self, tag: str, args: list[Token], on: bool = True) -> None:
+        if len(args) != 1:
+            raise Bad("expects a mailbox name")
+        assert self.store is not None
+        self.store.subscribe(self._folder_name(args[0]), on)
+        self.tagged(tag, "OK", f"{'SUBSCRIBE' if on else 'UNSUBSCRIBE'} completed")
+
+    async def cmd_unsubscribe(self, tag: str, args: list[Token]) -> None:
+        await self.cmd_subscribe(tag, args, on=False)
+
+    async def cmd_list(self, tag: str, args: list[Token], lsub: bool = False) -> None:
+        verb = "LSUB" if lsub else "LIST"
+        if len(args) != 2:
+            raise Bad(f"{verb} expects a reference and a mailbox pattern")
+        assert self.store is not None
+        ref = utf7.decode(as_text(args[0], "reference"))
+        pattern = utf7.decode(as_text(args[1], "pattern"))
+        if not pattern:
+            if not lsub:
+                self.send(b'* LIST (\\Noselect) "' + DELIMITER.encode() + b'" ""')
+            self.tagged(tag, "OK", f"{verb} completed")
+            return
+        if ref and not ref.endswith(DELIMITER) and not pattern.startswith(DELIMITER):
+            full = ref + DELIMITER + pattern
+        else:
+            full = ref + pattern
+        rx = _pattern(full)
+        folders = self.store.folders()
+        names = {f.name for f in folders}
+        for f in folders:
+            if not rx.match(f.name):
+                continue
+            if lsub and not f.subscribed:
+                continue
+            attrs = []
+            prefix = f.name + DELIMITER
+            attrs.append(
+                "\\HasChildren" if any(n.startswith(prefix) for n in names) else "\\HasNoChildren"
+            )
+            if f.special_use:
+                attrs.append(f.special_use)
+            line = f'* {verb} ({" ".join(attrs)}) "{DELIMITER}" '.encode()
+            self.send(line + self._wire_name(f.name))
+        self.tagged(tag, "OK", f"{verb} completed")
+
+    async def cmd_lsub(self, tag: str, args: list[Token]) -> None:
+        await self.cmd_list(tag, args, lsub=True)
+
+    async def cmd_status(self, tag: str, args: list[Token]) -> None:
+        if len(args) != 2:
+            raise Bad("STATUS expects a mailbox name and a list of items")
+        assert self.store is not None
+        items = [as_atom(i, "status item").upper() for i in as_list(args[1], "status items")]
+        if not items:
+            raise Bad("STATUS needs at least one item")
+        folder = self._get_folder(args[0])
+        self.store.import_new(folder)
+        folder = self.store.folder_by_id(folder.id) or folder
+        total, unseen, recent = self.store.counts(folder)
+        values = {
+            "MESSAGES": total,
+            "RECENT": recent,
+            "UIDNEXT": folder.uidnext,
+            "UIDVALIDITY": folder.uidvalidity,
+            "UNSEEN": unseen,
+            "HIGHESTMODSEQ": folder.highestmodseq,
+        }
+        out = []
+        for item in items:
+            if item not in values:
+                raise Bad(f"unknown STATUS item {item[:20]}")
+            out.append(f"{item} {values[item]}")
+        self.send(b"* STATUS " + self._wire_name(folder.name) + f" ({' '.join(out)})".encode())
+        self.tagged(tag, "OK", "STATUS completed")
+
+    async def cmd_append(self, tag: str, args: list[Token]) -> None:
+        if len(args) < 2 or len(args) > 4:
+            raise Bad("APPEND expects a mailbox, optional flags and date, and a message literal")
+        assert self.store is not None
+        data = args[-1]
+        if not isinstance(data, bytes):
+            raise Bad("APPEND message must be a literal")
+        flags: list[str] = []
+        when: int | None = None
+        for extra in args[1:-1]:
+            if isinstance(extra, list):
+                flags = self._parse_flags(extra)
+            else:
+                when = parse_imap_datetime(as_text(extra, "date-time"))
+        if len(data) > self.hooks.max_append:
+            raise No("message too large", "TOOBIG")
+        if not data:
+            raise No("empty message")
+        folder = self.store.folder(self._folder_name(args[0]))
+        if folder is None:
+            raise No("no such mailbox; create it first", "TRYCREATE")
+        loop = asyncio.get_running_loop()
+        store = self.store
+        # The file (and its fsyncs) in a thread; the index on this thread: the SQLite
+        # connection is shared by this process's sessions of the user and is not thread-safe.
+        written = await loop.run_in_executor(None, store.write_message, folder, data)
+        uid = store.add_written(folder, written, flags, when)
+        await self._notify(True)
+        self.tagged(tag, "OK", "APPEND completed", f"APPENDUID {folder.uidvalidity} {uid}")
+
+    async def cmd_check(self, tag: str, args: list[Token]) -> None:
+        _no_args(args)
+        await self._notify(True)
+        self.tagged(tag, "OK", "CHECK completed")
+
+    async def cmd_close(self, tag: str, args: list[Token]) -> None:
+        _no_args(args)
+        sel = self.selected
+        assert sel is not None and self.store is not None
+        if not sel.readonly:
+            self.store.expunge(sel.folder)
+        self.selected = None
+        self.tagged(tag, "OK", "CLOSE completed")
+
+    async def cmd_unselect(self, tag: str, args: list[Token]) -> None:
+        _no_args(args)
+        self.selected = None
+        self.tagged(tag, "OK", "UNSELECT completed")
+
+
+def _pattern(pattern: str) -> re.Pattern[str]:
+    out = []
+    for ch in pattern:
+        if ch == "*":
+            out.append(".*")
+        elif ch == "%":
+            out.append(f"[^{re.escape(DELIMITER)}]*")
+        else:
+            out.append(re.escape(ch))
+    rx = "".join(out)
+    # INBOX is case-insensitive, so is a pattern naming it.
+    if pattern.upper().startswith("INBOX"):
+        return re.compile(f"(?i:{rx[:5]}){rx[5:]}\\Z", re.S)
+    return re.compile(rx + r"\Z", re.S)
+

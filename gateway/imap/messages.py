@@ -1,0 +1,174 @@
+"""Commands on the selected mailbox's messages other than FETCH: STORE (with UNCHANGEDSINCE),
+SEARCH, COPY, MOVE and EXPUNGE (UID EXPUNGE of UIDPLUS).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+
+from gateway.imap.parser import Atom, Token, as_atom, as_number
+from gateway.imap.search import (
+    BadCharset,
+    Candidate,
+    matches,
+    needs_message,
+    parse_search,
+    uses_modseq,
+)
+from gateway.imap.state import Bad, No, _no_args
+from gateway.imap.syntax import seq_set
+from gateway.imap.updates import SelectedUpdates
+
+
+class MessageCommands(SelectedUpdates):
+    """STORE, SEARCH, COPY, MOVE, EXPUNGE on the selected mailbox."""
+
+    async def cmd_expunge(self, tag: str, args: list[Token], uid_set: str | None = None) -> None:
+        if uid_set is None:
+            _no_args(args)
+        sel = self.selected
+        assert sel is not None and self.store is not None
+        if sel.readonly:
+            raise No("mailbox is read-only", "READ-ONLY")
+        within = None
+        if uid_set is not None:
+            within = self._resolve(uid_set, uid=True)
+        removed = self.store.expunge(sel.folder, within)
+        await self._notify(True)
+        self._report_expunged(removed)
+        self.tagged(tag, "OK", "EXPUNGE completed")
+
+    async def cmd_store(self, tag: str, args: list[Token], uid: bool = False) -> None:
+        if len(args) < 3:
+            raise Bad("STORE expects a sequence set, an action and flags")
+        sel = self.selected
+        assert sel is not None and self.store is not None
+        set_text = as_atom(args[0], "sequence set")
+        pos = 1
+        unchangedsince = None
+        if isinstance(args[1], list):
+            mods = args[1]
+            if len(mods) != 2 or str(mods[0]).upper() != "UNCHANGEDSINCE":
+                raise Bad("unsupported STORE modifier")
+            unchangedsince = as_number(mods[1], "UNCHANGEDSINCE")
+            self.condstore = True
+            pos = 2
+        if len(args) < pos + 2:
+            raise Bad("STORE expects an action and flags")
+        action = as_atom(args[pos], "STORE action").upper()
+        silent = action.endswith(".SILENT")
+        base = action.removesuffix(".SILENT")
+        if base not in ("FLAGS", "+FLAGS", "-FLAGS"):
+            raise Bad(f"unknown STORE action {action[:20]}")
+        rest = args[pos + 1 :]
+        toks = rest[0] if len(rest) == 1 and isinstance(rest[0], list) else rest
+        flags = self._parse_flags(toks)  # type: ignore[arg-type]
+        uids = self._resolve(set_text, uid)
+        if sel.readonly:
+            raise No("mailbox is read-only", "READ-ONLY")
+        mode = base[0] if base[0] in "+-" else ""
+        changed, failed = self.store.store_flags(sel.folder, uids, flags, mode, unchangedsince)
+        for u, f, m in changed:
+            sel.own[u] = m
+            sel.set_flags(u, f)
+        self._announce(tuple(flags))
+        done = {u for u, _, _ in changed}
+        # RFC 7162 3.2: with CONDSTORE, changed messages are reported (with MODSEQ) even
+        # under .SILENT.
+        report = not silent or self.condstore
+        infos = self.store.infos(sel.folder, uids) if report else {}
+        for u in uids:
+            info = infos.get(u)
+            if info is None or u in failed:
+                continue
+            if silent and u not in done:
+                continue
+            parts = []
+            if uid:
+                parts.append(b"UID %d" % u)
+            if not silent:
+                parts.append(b"FLAGS " + self._flags_of(sel, u, info.flags))
+            if self.condstore:
+                parts.append(b"MODSEQ (%d)" % info.modseq)
+            self.io.send(b"* %d FETCH (" % sel.seq_of(u) + b" ".join(parts) + b")\r\n")
+        await self._notify(uid)
+        code = None
+        if failed:
+            numbers = failed if uid else [sel.seq_of(u) for u in failed]
+            code = f"MODIFIED {seq_set(numbers)}"
+        self.tagged(tag, "OK", f"{'UID ' if uid else ''}STORE completed", code)
+
+    async def cmd_search(self, tag: str, args: list[Token], uid: bool = False) -> None:
+        sel = self.selected
+        assert sel is not None and self.store is not None
+        if args and isinstance(args[0], Atom) and args[0].upper() == "RETURN":
+            raise Bad("ESEARCH (SEARCH RETURN) is not supported")
+        try:
+            _, keys = parse_search(args)
+        except BadCharset:
+            raise No("unsupported charset", "BADCHARSET (US-ASCII UTF-8)") from None
+        store = self.store
+        folder = sel.folder
+        infos = store.infos(folder, sel.uids)
+        largest_uid = sel.uids[-1] if sel.uids else 0
+        found: list[tuple[int, int, int]] = []
+        heavy = needs_message(keys)
+        for i, u in enumerate(sel.uids):
+            info = infos.get(u)
+            if info is None:
+                continue
+            cand = Candidate(
+                i + 1, u, info.flags, info.internaldate, info.size, info.modseq, u in sel.recent,
+                functools.partial(store.read, folder, info.base),
+            )
+            if all(matches(k, cand, len(sel.uids), largest_uid) for k in keys):
+                found.append((i + 1, u, info.modseq))
+            if heavy and i % 200 == 199:
+                await asyncio.sleep(0)  # long text searches leave room for other clients
+        numbers = [u if uid else s for s, u, _ in found]
+        line = "SEARCH" + "".join(f" {n}" for n in numbers)
+        if uses_modseq(keys) and found:
+            self.condstore = True
+            line += f" (MODSEQ {max(m for _, _, m in found)})"
+        self.untagged(line)
+        if heavy:
+            self._audit("imap.search", {"folder": folder.name})
+        await self._notify(uid)
+        self.tagged(tag, "OK", f"{'UID ' if uid else ''}SEARCH completed")
+
+    async def cmd_copy(self, tag: str, args: list[Token], uid: bool = False,
+                       move: bool = False) -> None:
+        verb = "MOVE" if move else "COPY"
+        if len(args) != 2:
+            raise Bad(f"{verb} expects a sequence set and a mailbox name")
+        sel = self.selected
+        assert sel is not None and self.store is not None
+        uids = self._resolve(as_atom(args[0], "sequence set"), uid)
+        dst = self.store.folder(self._folder_name(args[1]))
+        if dst is None:
+            raise No("no such mailbox; create it first", "TRYCREATE")
+        if move and sel.readonly:
+            raise No("mailbox is read-only", "READ-ONLY")
+        pairs = self.store.copy(sel.folder, uids, dst) if uids else []
+        code = None
+        if pairs:
+            code = (
+                f"COPYUID {dst.uidvalidity} {seq_set([s for s, _ in pairs])}"
+                f" {seq_set([d for _, d in pairs])}"
+            )
+        prefix = "UID " if uid else ""
+        if move:
+            if code:
+                self.untagged(f"OK [{code}] moved")
+            moved = [s for s, _ in pairs]
+            self.store.remove(sel.folder, moved)
+            self._report_expunged(moved)
+            await self._notify(True)
+            self.tagged(tag, "OK", f"{prefix}MOVE completed")
+            return
+        await self._notify(uid)
+        self.tagged(tag, "OK", f"{prefix}COPY completed", code)
+
+    async def cmd_move(self, tag: str, args: list[Token], uid: bool = False) -> None:
+        await self.cmd_copy(tag, args, uid=uid, move=True)

@@ -1,0 +1,140 @@
+"""Keeping the selected mailbox's view true: untagged EXISTS / EXPUNGE / FETCH / FLAGS for
+changes made by this session or by others (another client, a delivery, another worker),
+and the translation of sequence and UID sets through that view.
+
+Other sessions' changes reach this one through the index's per-folder MODSEQ: after each
+command, and twice a second during IDLE, `_notify` asks the index what changed since the
+MODSEQ this session has seen. EXPUNGE is held back during FETCH, STORE and SEARCH, whose
+sequence numbers it would shift (RFC 3501 7.4.1).
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+
+from gateway.imap.parser import parse_sequence_set
+from gateway.imap.state import SYSTEM_FLAGS, Bad, Selected, SessionState
+from gateway.imap.syntax import flag_list
+
+
+class SelectedUpdates(SessionState):
+    """The selected mailbox's view and the untagged responses that keep it true."""
+
+    async def _notify(self, allow_expunge: bool) -> None:
+        sel = self.selected
+        store = self.store
+        if sel is None or store is None:
+            return
+        store.import_new(sel.folder)
+        last_uid = sel.uids[-1] if sel.uids else 0
+        changes = store.changes_since(sel.folder, sel.modseq, last_uid)
+        if changes is None:
+            self.untagged("BYE the selected mailbox was deleted or renamed")
+            self.selected = None
+            self.closing = True
+            return
+        if changes.name != sel.folder.name:  # renamed (by us or another session): follow it
+            sel.folder = dataclasses.replace(sel.folder, name=changes.name)
+        if changes.highestmodseq <= sel.modseq:
+            return
+        present = [u for u in changes.expunged if sel.seq_of(u)]
+        if present and not allow_expunge:
+            return  # reported after a command that may shift sequence numbers
+        if present:
+            self._report_expunged(present)
+        for u, flags, m in changes.changed:
+            seq = sel.seq_of(u)
+            if not seq:
+                continue
+            sel.set_flags(u, flags)
+            if sel.own.get(u) == m:
+                continue
+            self._announce(flags)
+            extra = b" MODSEQ (%d)" % m if self.condstore else b""
+            self.io.send(
+                b"* %d FETCH (UID %d FLAGS " % (seq, u) + self._flags_of(sel, u, flags) + extra
+                + b")\r\n"
+            )
+        sel.own.clear()
+        if changes.new:
+            for u, text in changes.new:
+                sel.uids.append(u)
+                if text:
+                    sel.flags[u] = text
+                    self._announce(text)
+            if not sel.readonly:
+                sel.recent |= store.claim_recent(sel.folder)
+            self.untagged(f"{len(sel.uids)} EXISTS")
+            self.untagged(f"{sel.recent_count()} RECENT")
+        sel.modseq = changes.highestmodseq
+
+    def _report_expunged(self, uids: list[int]) -> None:
+        sel = self.selected
+        assert sel is not None
+        seqs = sorted((s for s in (sel.seq_of(u) for u in uids) if s), reverse=True)
+        if not seqs:
+            return
+        gone = set(uids)
+        for s in seqs:
+            self.untagged(f"{s} EXPUNGE")
+        sel.uids = [u for u in sel.uids if u not in gone]
+        sel.recent -= gone
+        for u in gone:
+            sel.flags.pop(u, None)
+
+    def _resolve(self, text: str, uid: bool) -> list[int]:
+        """A sequence set (or UID set) -> the UIDs it names in this session, ascending."""
+        sel = self.selected
+        assert sel is not None
+        ranges = parse_sequence_set(text)
+        if ranges is None:
+            raise Bad(f"invalid {'UID' if uid else 'sequence'} set {text[:40]}")
+        uids = sel.uids
+        out: set[int] = set()
+        if uid:
+            largest = uids[-1] if uids else 0
+            for lo, hi in ranges:
+                lo = lo or largest
+                hi = hi or largest
+                if lo > hi:
+                    lo, hi = hi, lo
+                i = bisect.bisect_left(uids, lo)
+                j = bisect.bisect_right(uids, hi)
+                out.update(uids[i:j])
+        else:
+            n = len(uids)
+            for lo, hi in ranges:
+                lo = lo or n
+                hi = hi or n
+                if lo > hi:
+                    lo, hi = hi, lo
+                if hi > n or lo < 1:
+                    raise Bad(f"invalid sequence set: message {hi} does not exist ({n} exist)")
+                out.update(uids[lo - 1 : hi])
+        return sorted(out)
+
+    def _send_flags(self, sel: Selected) -> None:
+        flags = " ".join([*SYSTEM_FLAGS, *sorted(sel.keywords)])
+        self.untagged(f"FLAGS ({flags})")
+        if sel.readonly:
+            self.untagged("OK [PERMANENTFLAGS ()] read-only mailbox")
+        else:
+            self.untagged(f"OK [PERMANENTFLAGS ({flags} \\*)] flags permitted")
+
+    def _announce(self, flags: str | tuple[str, ...]) -> None:
+        """Before a FETCH shows a keyword the client has not seen in FLAGS, send a new FLAGS
+        (RFC 3501 7.2.6: FLAGS lists the flags the mailbox uses)."""
+        sel = self.selected
+        assert sel is not None
+        words = flags.split() if isinstance(flags, str) else flags
+        new = {w for w in words if not w.startswith("\\")} - sel.keywords
+        if new:
+            sel.keywords |= new
+            self._send_flags(sel)
+
+    def _flags_of(self, sel: Selected, uid: int, flags: tuple[str, ...]) -> bytes:
+        if uid in sel.recent:
+            return flag_list((*flags, "\\Recent"))
+        return flag_list(flags)
+
