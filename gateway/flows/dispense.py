@@ -114,7 +114,7 @@ def _record(ctx: Context, d: Dispensation, sender: str, key: str
     package = to_zip(pkg)
     hidden = (record.prescriber_address, *((f"8{record.prescriber_rpps}",)
                                            if record.prescriber_rpps else ()))
-    with transaction(ctx.registry.conn):
+    with transaction(ctx.registry.conn), ctx.audit.held():
         result = ctx.registry.dispense(report, now=now())
         if result.applied:
             file_package(ctx.dmp, pkg, actor=Actor(ActorKind.GATEWAY, ACTOR),

@@ -251,7 +251,7 @@ def _register(ctx: Context, key: str, source: Source, sender: str, patient_addre
         raise Refused(f"l'ordonnance n'a pas pu être établie et signée : {exc}") from None
     signed = to_zip(pkg)
     try:
-        with transaction(conn):
+        with transaction(conn), ctx.audit.held():  # its two entries: one fsync
             ctx.registry.register(p, prescriber_address=sender, patient_address=patient_address,
                                   package=signed, actor=sender, now=when)
             entries = file_package(ctx.dmp, pkg, actor=Actor(ActorKind.GATEWAY, ACTOR),
