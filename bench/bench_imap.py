@@ -181,6 +181,9 @@ def rss_kb(pid: int) -> int:
 def start_workers(
     config: Config, n: int
 ) -> tuple[list[multiprocessing.Process], int, socket.socket]:
+    from gateway.directory.auth import cache_secret
+
+    cache_secret()  # as `mssgw serve` does before it forks: the workers share verified logins
     hold = socket.socket()
     hold.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     hold.bind(("127.0.0.1", 0))

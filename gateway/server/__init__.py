@@ -205,6 +205,9 @@ def worker_count(config: Config) -> int:
 
 class Supervisor:
     def __init__(self, config: Config) -> None:
+        from gateway.directory.auth import cache_secret
+
+        cache_secret()  # created before the forks: the workers share verified logins
         self.config = config
         self.n = worker_count(config)
         self.ctx = multiprocessing.get_context("fork")
