@@ -7,11 +7,12 @@ import socket
 import ssl
 
 import pytest
-from imap_helpers import RunningServer, running_server
+from imap_helpers import RunningServer, running_server, test_config
 from smtp_helpers import DOCTOR as DOC
 from smtp_helpers import PASSWORD, setup_gateway
 
 from gateway.imap import server as imap_server
+from gateway.imap import service
 
 
 @pytest.fixture
@@ -67,3 +68,30 @@ def test_silent_client_is_logged_out(imap, monkeypatch):
     assert data.startswith(b"* BYE autologout")
     assert sock.recv(1) == b""
     sock.close()
+
+
+def _tls_session(port: int, ctx: ssl.SSLContext, session: ssl.SSLSession | None = None):
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    tls = ctx.wrap_socket(sock, server_hostname="127.0.0.1", session=session)
+    read_until(tls, b"\r\n")  # the greeting: the session tickets came before it
+    reused, session = tls.session_reused, tls.session
+    tls.close()
+    return reused, session
+
+
+def test_tls_sessions_resume_on_every_worker(gateway_home, monkeypatch):
+    """`mssgw serve` prepares the TLS context before forking: a session one worker started
+    resumes on another (here two listeners stand for two workers)."""
+    setup_gateway(gateway_home)
+    monkeypatch.setattr(service, "_prepared", None)
+    with running_server(gateway_home) as a, running_server(gateway_home) as b:
+        ctx = a.client_context()
+        _, session = _tls_session(a.tls_port, ctx)
+        assert _tls_session(a.tls_port, ctx, session)[0]  # same worker: resumed
+        assert not _tls_session(b.tls_port, ctx, session)[0]  # its own ticket key: refused
+
+    service.prepare(test_config(gateway_home))
+    with running_server(gateway_home) as a, running_server(gateway_home) as b:
+        ctx = a.client_context()
+        _, session = _tls_session(a.tls_port, ctx)
+        assert _tls_session(b.tls_port, ctx, session)[0]
