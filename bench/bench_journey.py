@@ -109,6 +109,25 @@ def client(port: int, ctx: ssl.SSLContext, stop: float, out: list[float],
         s.quit()
 
 
+def process_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds used so far by the server's processes, by role: the supervisor, its workers
+    (event loops: SMTP, TLS, storage) and the workers' children (the process pools)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {"supervisor": 0.0, "workers": 0.0, "pools": 0.0}
+    todo = [(pid, 0)]
+    while todo:
+        p, depth = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except OSError:
+            continue
+        role = ("supervisor", "workers", "pools")[min(depth, 2)]
+        out[role] += (int(fields[11]) + int(fields[12])) / tick
+        todo += [(int(c), depth + 1) for c in children]
+    return out
+
+
 def wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -141,6 +160,8 @@ def main() -> int:
             for t in warm_threads:
                 t.join()
             done: list[float] = []
+            cpu_before = process_cpu(proc.pid)
+            client_before = time.process_time()
             start = time.perf_counter()
             threads = [threading.Thread(target=client, args=(
                 port, ctx, start + SECONDS, done, errors)) for _ in range(CLIENTS)]
@@ -149,6 +170,8 @@ def main() -> int:
             for t in threads:
                 t.join()
             elapsed = time.perf_counter() - start
+            client_cpu = time.process_time() - client_before
+            cpu_after = process_cpu(proc.pid)
         finally:
             proc.terminate()
             proc.wait(30)
@@ -162,6 +185,11 @@ def main() -> int:
           f" ({len(done)} in {elapsed:.1f} s, {CLIENTS} clients, {cores} cores)")
     print(f"latency DATA → 250 (both deliveries and DMP filing done):"
           f" p50 {statistics.median(done) * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms")
+    n = len(done)
+    cpu = {k: (cpu_after[k] - cpu_before[k]) * 1000 / n for k in cpu_after}
+    print(f"CPU per prescription: server {sum(cpu.values()):.1f} ms (workers {cpu['workers']:.1f},"
+          f" pools {cpu['pools']:.1f}, supervisor {cpu['supervisor']:.1f}),"
+          f" bench client {client_cpu * 1000 / n:.1f} ms")
     if errors:
         print(f"errors: {len(errors)} (first: {errors[0]})")
     load = os.getloadavg()[0]

@@ -32,7 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SESSIONS = 20
-DURATION = 8.0
+DURATION = float(os.environ.get("BENCH_SECONDS", "8"))
 PASSWORD = "bench password 123456"
 SENDER = "dr.martin@bench.localhost"
 RCPT = "ph.durand@bench.localhost"
@@ -194,7 +194,7 @@ def setup(home: Path, workers: int) -> None:
                        check=True, env=env, stdout=subprocess.DEVNULL)
 
 
-def serve_and_run(home: Path, clients: int, *, keep_steps: bool) -> bool:
+def serve_and_run(home: Path, clients: int, *, keep_steps: bool, modes: list[bool]) -> bool:
     launcher = (
         "import sys\n"
         "from gateway import pipeline\n"
@@ -219,8 +219,8 @@ def serve_and_run(home: Path, clients: int, *, keep_steps: bool) -> bool:
             print("the server did not start")
             return False
         threading.Thread(target=proc.stderr.read, daemon=True).start()
-        run_mode(port, home, per_connection=False, procs=clients, pid=proc.pid)
-        run_mode(port, home, per_connection=True, procs=clients, pid=proc.pid)
+        for per_connection in modes:
+            run_mode(port, home, per_connection=per_connection, procs=clients, pid=proc.pid)
         return True
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -231,7 +231,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workers", type=int, default=0, help="server workers (0: per core)")
     parser.add_argument("--clients", type=int, default=2, help="client processes")
+    parser.add_argument("--mode", choices=("many", "one", "both"), default="both",
+                        help="many messages per connection, one per connection, or both")
+    parser.add_argument("--transport-only", action="store_true",
+                        help="skip the second run with the pipeline steps")
+    parser.epilog = f"BENCH_SECONDS sets the length of each run (now {DURATION:g} s)."
     args = parser.parse_args()
+    modes = {"many": [False], "one": [True], "both": [False, True]}[args.mode]
     with tempfile.TemporaryDirectory(prefix="mssgw-bench-", dir=ROOT / "var"
                                      if (ROOT / "var").is_dir() else None) as tmp:
         home = Path(tmp)
@@ -245,10 +251,10 @@ def main() -> int:
         # then with the configured steps, whose document work runs in the process pool.
         for label, keep in (("transport only (no pipeline step)", False),
                             (f"with pipeline steps: {', '.join(pipeline.STEPS)}", True)):
-            if keep and not pipeline.STEPS:
+            if keep and (args.transport_only or not pipeline.STEPS):
                 break
             print(f"-- {label}", flush=True)
-            if not serve_and_run(home, args.clients, keep_steps=keep):
+            if not serve_and_run(home, args.clients, keep_steps=keep, modes=modes):
                 return 1
     print("(indicative: clients and server share this machine's cores)")
     return 0

@@ -306,6 +306,26 @@ def test_cda_attachment_from_the_doctors_software(gw: Gateway, tmp_path: Path) -
     assert len(gw.fetch_all(PATIENT)) == before + 1
 
 
+def test_provisional_identity_is_not_a_qualified_ins(gw: Gateway, tmp_path: Path) -> None:
+    """MSSanté: `X-MSS-INS: O` only with a qualified INS; a document naming the patient by an
+    NIA (provisional number, identity not yet verified) is delivered with `N`."""
+    from gateway.cli import main
+
+    form, cda = tmp_path / "form.txt", tmp_path / "ordonnance.xml"
+    form.write_text(FORM)
+    assert main(["cda", "build", str(form), "-o", str(cda), "--sender", DOCTOR,
+                 "--config", str(gw.config.home / "config.toml")]) == 0
+    data, n = re.subn(rb'root="1\.2\.250\.1\.213\.1\.4\.1[01]"( extension="279035121518989")',
+                      rb'root="1.2.250.1.213.1.4.9"\1', cda.read_bytes())
+    assert n == 1, "the patient's INS is in the document once"
+    msg = form_message(DOCTOR, PATIENT, "Bonjour, votre ordonnance.\n")
+    msg.add_attachment(data, maintype="text", subtype="xml", filename="ordonnance.xml")
+    before = len(gw.fetch_all(PATIENT))
+    gw.send(DOCTOR, msg)
+    got = gw.wait_for(PATIENT, before + 1)[-1]
+    assert str(got["Subject"]).startswith("XDM/1.0/DDM+") and got["X-MSS-INS"] == "N"
+
+
 def test_same_message_twice_registers_once(gw: Gateway) -> None:
     from gateway.prescriptions.registry import open_registry
 

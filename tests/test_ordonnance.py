@@ -201,7 +201,7 @@ def test_qr_png_scans_back() -> None:
 
 
 def _objects(data: bytes) -> bytes:
-    """The PDF's object dictionaries plus inflated streams (fpdf2 writes no object streams)."""
+    """The PDF's object dictionaries plus inflated streams (written without object streams)."""
     parts = [data]
     for m in re.finditer(rb"stream\r?\n(.*?)\r?\nendstream", data, re.S):
         with contextlib.suppress(zlib.error):  # only the Flate streams matter here
@@ -221,7 +221,7 @@ def test_pdfa_2b_markers_fonts_embedded_and_output_intent() -> None:
     assert b"<xmp:CreateDate>2026-11-22T09:30:00+01:00</xmp:CreateDate>" in body
     assert b"/S /GTS_PDFA1" in body and b"/DestOutputProfile" in body
     fonts = set(re.findall(rb"/BaseFont /[A-Z]{6}\+([\w-]+)", body))
-    assert fonts == {b"DejaVuSansBook", b"DejaVuSansBold"}
+    assert fonts == {b"DejaVuSans", b"DejaVuSans-Bold"}  # their PostScript names
     assert body.count(b"/FontFile2") == len(fonts)  # every font embedded (as a subset)
     assert not re.search(rb"/BaseFont /(Helvetica|Times|Courier)", body)  # no base-14 font
     assert b"/Encrypt" not in body
@@ -299,3 +299,40 @@ def test_identifier_prints_on_one_line_even_with_wide_letters() -> None:
     ident += check_character(ident)
     text = pages_text(render_pdf(prescription(identifier=ident)))[0]
     assert group(ident) in text.splitlines()
+
+
+def test_embedded_fonts_carry_the_outlines_of_every_letter_printed() -> None:
+    """The fonts are cut down per document: an accented letter is built from other glyphs
+    (base letter + accent), and a subset that kept the letter but not its parts would print
+    "é" as nothing while text extraction still read it. Read the embedded programs back with
+    fontTools and check every printed glyph, and its components, has an outline."""
+    from fontTools.ttLib import TTFont
+
+    text = "Hélène Françoise œdème ÉÈÀÙ ÿ ñ µg 5 €"
+    p = dataclasses.replace(prescription(), notes=text)
+    data = render_pdf(p)
+    assert text in flat(pages_text(data)[0])
+    programs = [
+        zlib.decompress(m.group(1))
+        for m in re.finditer(rb"/Length1 \d+\n/Filter /FlateDecode\n>>\nstream\n(.*?)\nendstream",
+                             data, re.S)
+    ]
+    assert len(programs) == 2
+    font = TTFont(io.BytesIO(programs[0]))  # the regular face (objects in style order)
+    reference = TTFont("gateway/ordonnance/fonts/DejaVuSans.ttf")
+    order = font.getGlyphOrder()
+    assert len(order) == len(reference.getGlyphOrder())  # glyph ids are kept
+    index = {name: gid for gid, name in enumerate(order)}
+    glyf = font["glyf"]
+
+    def outline(gid: int) -> bool:
+        glyph = glyf[order[gid]]
+        if glyph.isComposite():
+            return all(outline(index[c.glyphName]) for c in glyph.components)
+        return glyph.numberOfContours > 0
+
+    gid_of = {name: gid for gid, name in enumerate(reference.getGlyphOrder())}
+    cmap = reference.getBestCmap()
+    for ch in set(text) - {" "}:
+        assert outline(gid_of[cmap[ord(ch)]]), f"no outline for {ch!r}"
+    assert not outline(gid_of[cmap[ord("Ω")]])  # what is not printed is not embedded

@@ -89,15 +89,17 @@ def dispensation(prescription_id: str = "A1B2C3D4E5F6G7H8J9",
     )
 
 
+SAMPLE_IDENTIFIER = "01S2TBPZ2JCNZZYGH0"  # the national example, with our check character
+
+
 @lru_cache(maxsize=1)
 def sample_pdf() -> bytes:
-    from fpdf import FPDF
+    """The sample prescription's ordonnance, under the identifier of `sample_png`."""
+    from dataclasses import replace
 
-    pdf = FPDF()
-    pdf.add_page()
-    pdf.set_font("helvetica", size=12)
-    pdf.cell(text="Ordonnance (exemple)")
-    return bytes(pdf.output())
+    from gateway.ordonnance import render_pdf  # the renderer reads this package's model
+
+    return render_pdf(replace(prescription(), identifier=SAMPLE_IDENTIFIER))
 
 
 @lru_cache(maxsize=1)
@@ -105,5 +107,5 @@ def sample_png() -> bytes:
     import segno
 
     out = io.BytesIO()
-    segno.make("01S2TBPZ2JCNZZYGHZ", error="m").save(out, kind="png", scale=4)
+    segno.make(SAMPLE_IDENTIFIER, error="m").save(out, kind="png", scale=4)
     return out.getvalue()

@@ -42,8 +42,9 @@ from gateway.flows.context import ACTOR, Context, context, now
 from gateway.flows.verify import remaining_text
 from gateway.pipeline import Delivery, Message, Outcome
 from gateway.prescriptions.registry import DispensationReport, Dispenser, PrescriptionRecord
-from gateway.signature.trust import sign_as
-from gateway.xdm import Limits, Sender, pack, read_package
+from gateway.signature.trust import signed_as
+from gateway.xdm import Limits, Sender
+from gateway.xdm.package import build, to_zip
 
 _FORM = re.compile(r"(?im)^\s*ordonnance\s*:")
 _CANCEL = re.compile(r"(?im)^\s*annulation\s*:\s*(.+)$")
@@ -71,10 +72,10 @@ def _dispensation(ctx: Context, msg: mail.EmailMessage, sender: str) -> Dispensa
 
 def _reply(ctx: Context, to: str, subject: str, body: str, in_reply_to: str | None,
            files: tuple[mail.Attachment, ...] = ()) -> Delivery:
-    msg = mail.new_message(sender=ctx.robot, to=[to], subject=subject, body=body,
-                           domain=ctx.config.gateway.domain, in_reply_to=in_reply_to,
-                           headers=[("X-MSS-NIL", ctx.config.gateway.product)], files=files)
-    return Delivery((to,), mail.to_bytes(msg), sender="")
+    msg = mail.compose(sender=ctx.robot, to=[to], subject=subject, body=body,
+                       domain=ctx.config.gateway.domain, in_reply_to=in_reply_to,
+                       headers=[("X-MSS-NIL", ctx.config.gateway.product)], files=files)
+    return Delivery((to,), msg, sender="")
 
 
 def _lines_text(d: Dispensation) -> str:
@@ -108,9 +109,9 @@ def _record(ctx: Context, d: Dispensation, sender: str, key: str
     if not any(x.dispensation_id == key for x in record.dispensations):
         plan_dispensation(record, report, now())  # refuse before signing anything
     cda = build_dispensation(d)
-    package = sign_as(ctx.config, sender, pack([cda], sender=Sender(
-        name=mailbox.display_name, product=ctx.config.gateway.product)))
-    pkg = read_package(package, Limits.of(ctx.config))
+    pkg = signed_as(ctx.config, sender, build([cda], sender=Sender(
+        name=mailbox.display_name, product=ctx.config.gateway.product)), ctx.directory)
+    package = to_zip(pkg)
     hidden = (record.prescriber_address, *((f"8{record.prescriber_rpps}",)
                                            if record.prescriber_rpps else ()))
     with transaction(ctx.registry.conn):

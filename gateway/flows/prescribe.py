@@ -42,11 +42,13 @@ from gateway.flows.common import (
 )
 from gateway.flows.context import ACTOR, Context, context, now
 from gateway.flows.filing import file_packages
+from gateway.identifiers import OID_INS_DEMO, OID_INS_NIR, OID_INS_TEST
 from gateway.ordonnance import qr_png, render_pdf
 from gateway.pipeline import Delivery, Message, Outcome
 from gateway.prescriptions.identifier import group
-from gateway.signature.trust import sign_as
-from gateway.xdm import Limits, Sender, pack, read_package
+from gateway.signature.trust import signed_as
+from gateway.xdm import Limits, Package, Sender
+from gateway.xdm.package import build, to_zip
 
 MIGRATIONS = [
     """
@@ -143,6 +145,14 @@ def subject_for(p: Prescription) -> str:
     return f"XDM/1.0/DDM+{label} {nom} {prenom} {p.patient.birth_date:%d/%m/%Y}"
 
 
+def ins_flag(p: Prescription) -> str:
+    """`X-MSS-INS`: "O" when the document carries a qualified INS, else "N". The INS-NIR (and
+    its test and demo roots) is the qualified identity; an NIA (a provisional number given
+    while the identity is not yet verified) is not."""
+    qualified = p.patient.ins_oid in (OID_INS_NIR, OID_INS_TEST, OID_INS_DEMO)
+    return "O" if qualified and p.patient.ins else "N"
+
+
 def pdf_name(p: Prescription, number: int = 1) -> str:
     nom = mail.ascii_name(mail.ascii_upper(p.patient.used_name or p.patient.birth_name))
     prenom = mail.ascii_name(p.patient.given_names.split()[0] if p.patient.given_names else "")
@@ -201,15 +211,15 @@ class Built:
     filed: tuple[str, ...]
 
 
-def _build(ctx: Context, p: Prescription, sender: str) -> tuple[Prescription, bytes, bytes]:
+def _build(ctx: Context, p: Prescription, sender: str) -> tuple[Prescription, bytes, Package]:
     p = assign_ids(p)
     assert p.identifier
     pdf = render_pdf(p)
     cda = build_prescription(p, pdf, qr_png(p.identifier))
     author = p.author
-    package = pack([cda], sender=Sender(name=f"{author.given_name} {author.family_name}",
-                                        product=ctx.config.gateway.product))
-    return p, pdf, sign_as(ctx.config, sender, package)
+    package = build([cda], sender=Sender(name=f"{author.given_name} {author.family_name}",
+                                         product=ctx.config.gateway.product))
+    return p, pdf, signed_as(ctx.config, sender, package, ctx.directory)
 
 
 def _again(ctx: Context, identifier: str, sender: str) -> Built:
@@ -236,10 +246,10 @@ def _register(ctx: Context, key: str, source: Source, sender: str, patient_addre
     p = _prescription(ctx, source, sender, when)
     _check_people(ctx, p, sender, patient_address)
     try:
-        p, pdf, signed = _build(ctx, p, sender)
+        p, pdf, pkg = _build(ctx, p, sender)
     except GatewayError as exc:  # e.g. no valid signature certificate for the doctor
         raise Refused(f"l'ordonnance n'a pas pu être établie et signée : {exc}") from None
-    pkg = read_package(signed, Limits.of(ctx.config))
+    signed = to_zip(pkg)
     try:
         with transaction(conn):
             ctx.registry.register(p, prescriber_address=sender, patient_address=patient_address,
@@ -274,12 +284,12 @@ def handle(config: Config, sender: str, patients: tuple[str, ...], data: bytes) 
         key = idempotence_key(sender, original_id or mail.idempotence_fallback(data), patient)
         built = _register(ctx, key, source, sender, patient, now())
     except Refused as exc:
-        reply = mail.new_message(
+        reply = mail.compose(
             sender=ctx.robot, to=[sender], domain=domain, in_reply_to=original_id,
             subject="Ordonnance refusée : " + str(msg.get("Subject", ""))[:80],
             body=_refusal_text(exc.report), headers=[("X-MSS-NIL", product)],
         )
-        out = [Delivery((sender,), mail.to_bytes(reply), sender="")]
+        out = [Delivery((sender,), reply, sender="")]
         if receipt_to:
             out.append(Delivery((receipt_to,), mail.mdn(
                 msg, reporter=ctx.robot, recipient=patients[0], to=receipt_to, domain=domain,
@@ -288,21 +298,21 @@ def handle(config: Config, sender: str, patients: tuple[str, ...], data: bytes) 
     p = built.prescription
     pdf = mail.Attachment(pdf_name(p), "application/pdf", built.pdf)
     xdm = mail.Attachment("IHE_XDM.zip", "application/zip", built.package)
-    to_patient = mail.new_message(
+    to_patient = mail.compose(
         sender=sender, to=[patient], subject=subject_for(p), domain=domain,
         body=_patient_text(p), files=[pdf, xdm],
-        headers=[("X-MSS-CODECDA", PRESCRIPTION_CODE), ("X-MSS-INS", "O"),
+        headers=[("X-MSS-CODECDA", PRESCRIPTION_CODE), ("X-MSS-INS", ins_flag(p)),
                  ("X-MSS-NIL", product), ("X-Ordonnance-Id", p.identifier or "")],
     )
-    to_doctor = mail.new_message(
+    to_doctor = mail.compose(
         sender=ctx.robot, to=[sender], domain=domain, in_reply_to=original_id,
         subject=f"Ordonnance {p.identifier} enregistrée pour {p.patient.birth_name}",
         body=_doctor_text(p, patient, list(built.filed)), files=[pdf],
         headers=[("X-MSS-NIL", product), ("X-Ordonnance-Id", p.identifier or "")],
     )
     out = [
-        Delivery((patient,), mail.to_bytes(to_patient)),
-        Delivery((sender,), mail.to_bytes(to_doctor), sender=""),
+        Delivery((patient,), to_patient),
+        Delivery((sender,), to_doctor, sender=""),
     ]
     if receipt_to:
         out.append(Delivery((receipt_to,), mail.mdn(

@@ -182,16 +182,16 @@ def handle(config: Config, sender: str, recipients: tuple[str, ...], data: bytes
     reason = re.sub(r"[;\r\n]", " ", v.reason)
     header = f"{state}; id={v.identifier or 'none'}; reason={reason}"
     subject = str(msg.get("Subject", ""))
-    to_pharmacy = mail.new_message(
+    to_pharmacy = mail.compose(
         sender=sender, to=pharmacies, domain=domain, in_reply_to=mail.message_id_of(msg),
         subject=f"[Ordonnance {'valide' if v.valid else 'NON VALIDE'}] {subject}"[:200],
-        body=_pharmacy_text(v), files=[],
+        body=_pharmacy_text(v),
+        files=[mail.Attachment("message-du-patient.eml", "message/rfc822", data)],
         headers=[("X-Ordonnance-Verification", header), ("X-MSS-NIL", product)],
     )
-    to_pharmacy.add_attachment(mail.parse(data), filename="message-du-patient.eml")
-    out = [Delivery(tuple(pharmacies), mail.to_bytes(to_pharmacy))]
+    out = [Delivery(tuple(pharmacies), to_pharmacy)]
     if not v.valid:
-        notice = mail.new_message(
+        notice = mail.compose(
             sender=ctx.robot, to=[sender], domain=domain, in_reply_to=mail.message_id_of(msg),
             subject="Votre ordonnance n'a pas pu être validée",
             body=("Bonjour,\n\nVous avez transmis une ordonnance à "
@@ -200,7 +200,7 @@ def handle(config: Config, sender: str, recipients: tuple[str, ...], data: bytes
                   " Adressez-vous à votre médecin pour une nouvelle ordonnance.\n"),
             headers=[("X-MSS-NIL", product)],
         )
-        out.append(Delivery((sender,), mail.to_bytes(notice), sender=""))
+        out.append(Delivery((sender,), notice, sender=""))
     return Plan(handled=tuple(pharmacies), deliveries=tuple(out), notes=(header,))
 
 

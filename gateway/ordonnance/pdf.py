@@ -6,7 +6,8 @@ zones of the national form. The output is PDF/A-2B (fonts embedded, sRGB output 
 metadata) and deterministic: the same prescription gives the same bytes (dates come from the
 prescription, never from the clock), so a re-render can be compared with the copy in the CDA.
 
-`render_pdf` is pure and synchronous: the servers call it in a process pool.
+`render_pdf` is pure and synchronous: the servers call it in a process pool. The drawing is done
+on `canvas` (fonts from `truetype`) and the file written by `pdfa`.
 """
 
 from __future__ import annotations
@@ -18,18 +19,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from fpdf import FPDF, FPDF_VERSION
-from fpdf.enums import XPos, YPos
-
 from gateway import __version__
 from gateway.documents.model import Prescription, PrescriptionLine
+from gateway.ordonnance import pdfa
 from gateway.ordonnance import wording as w
+from gateway.ordonnance.canvas import Align, Canvas, NextX, NextY
 from gateway.ordonnance.code128 import code128_modules
 from gateway.ordonnance.qr import checked_identifier, qr_matrix
 from gateway.prescriptions.identifier import group
 
 FONT_DIR = Path(__file__).resolve().parent / "fonts"
-FONT = "DejaVu"
 PARIS = ZoneInfo("Europe/Paris")
 
 # Page geometry (mm). A4 with 15 mm margins; the footer keeps 30 mm for the legal mention.
@@ -49,7 +48,7 @@ NON_ALD_HEADING = "Prescriptions SANS RAPPORT avec l'affection de longue durée"
 NON_ALD_SUB = "(MALADIES INTERCURRENTES)"
 
 
-FONT_FILES = {"": "DejaVuSans.ttf", "B": "DejaVuSans-Bold.ttf"}
+FONT_FILES = {"": FONT_DIR / "DejaVuSans.ttf", "B": FONT_DIR / "DejaVuSans-Bold.ttf"}
 
 
 def _aware(when: dt.datetime) -> dt.datetime:
@@ -70,11 +69,11 @@ def legal_mention(identifier: str, valid_until: dt.date) -> str:
     )
 
 
-class _Ordonnance(FPDF):
-    """FPDF with this ordonnance's header and footer on every page."""
+class _Ordonnance(Canvas):
+    """A canvas with this ordonnance's header and footer on every page."""
 
     def __init__(self, p: Prescription, identifier: str) -> None:
-        super().__init__(orientation="P", unit="mm", format="A4", enforce_compliance="PDFA_2B")
+        super().__init__(FONT_FILES)
         self.p = p
         self.identifier = identifier
         self.when = _aware(p.date)
@@ -82,31 +81,15 @@ class _Ordonnance(FPDF):
         self.valid_until = p.validity_end or w.add_months(self.day, 3)
         self.qr = qr_matrix(identifier)
         self.current_zone: tuple[str, str] | None = None  # bizone: the zone being written
-        for style, file in FONT_FILES.items():
-            self.add_font(FONT, style, str(FONT_DIR / file))
         self.set_margins(MARGIN, MARGIN, MARGIN)
         self.set_auto_page_break(True, margin=FOOTER_H + 4)
-        self.set_creation_date(self.when)
-        self.set_lang("fr-FR")
         self.doc_title = f"Ordonnance numérique {identifier}"
-        self.set_title(self.doc_title)
-        self.set_author(w.prescriber_name(p.author))
-        self.set_creator(f"mssgw {__version__}")
-        self.set_producer(f"mssgw {__version__} (fpdf2 {FPDF_VERSION})")
-        self.set_xmp_metadata(self._xmp())
-        self.alias_nb_pages()
-
-    def normalize_text(self, text: str) -> str:
-        """A character the embedded font lacks prints as U+FFFD (a visible "?" in a diamond)
-        instead of vanishing: a name or a drug must never lose a letter silently."""
-        cmap = getattr(self.current_font, "cmap", None)
-        if cmap and any(ord(ch) not in cmap for ch in text):
-            text = "".join(ch if ord(ch) in cmap or ch in "\n\r" else "\ufffd" for ch in text)
-        return super().normalize_text(text)
+        self.author = w.prescriber_name(p.author)
+        self.creator = self.producer = f"mssgw {__version__}"
 
     # -- metadata --------------------------------------------------------------------------
 
-    def _xmp(self) -> str:
+    def xmp(self) -> str:
         """PDF/A identification and document info; dates from the prescription (determinism)."""
 
         def e(text: str) -> str:
@@ -144,24 +127,24 @@ class _Ordonnance(FPDF):
         self, text: str, size: float, style: str = "", *, w: float = 0, h: float | None = None,
         align: str = "L", color: tuple[int, int, int] = BLACK,
     ) -> None:  # fmt: skip
-        """Text wrapped to `w` (0: to the right margin); the cursor ends at the next line."""
-        self.set_font(FONT, style, size)
+        """Text wrapped to `w` (0: to the right margin); the cursor ends at the next line.
+        A character the fonts lack prints as U+FFFD (a visible "?" in a diamond) instead of
+        vanishing: a name or a drug must never lose a letter silently."""
+        self.set_font(style, size)
         self.set_text_color(*color)
         height = h or size * 0.45
         for line in self.wrap(text, w):
-            self.cell(w, height, line, align=align, new_x=XPos.LEFT, new_y=YPos.NEXT)
+            self.cell(w, height, line, Align(align), NextX.LEFT, NextY.NEXT)
         self.set_text_color(*BLACK)
 
     def block_height(self, text: str, size: float, style: str = "", w: float = 0) -> float:
-        self.set_font(FONT, style, size)
+        self.set_font(style, size)
         return len(self.wrap(text, w)) * size * 0.45
 
     def wrap(self, text: str, w: float = 0) -> list[str]:
         """Greedy word wrap for the current font, breaking words longer than a line.
 
-        Written here rather than using multi_cell(): fpdf2's line breaker re-measures the line
-        at every character, which made line breaking a third of the rendering time; this
-        measures each word once (widths add up: fpdf2 applies no kerning)."""
+        Each word is measured once (widths add up: no kerning is applied)."""
         width = (w or (self.w - self.r_margin - self.x)) - 2 * self.c_margin
         space = self.get_string_width(" ")
         lines: list[str] = []
@@ -197,7 +180,7 @@ class _Ordonnance(FPDF):
         quiet = 4
         module = size / (n + 2 * quiet)
         self.set_fill_color(255, 255, 255)
-        self.rect(x, y, size, size, style="F")
+        self.rect(x, y, size, size)
         self.set_fill_color(*BLACK)
         for r, row in enumerate(self.qr):
             c = 0
@@ -208,10 +191,8 @@ class _Ordonnance(FPDF):
                 start = c
                 while c < n and row[c]:
                     c += 1
-                self.rect(
-                    x + (quiet + start) * module, y + (quiet + r) * module,
-                    (c - start) * module, module, style="F",
-                )  # fmt: skip
+                self.rect(x + (quiet + start) * module, y + (quiet + r) * module,
+                          (c - start) * module, module)
 
     def draw_code128(self, text: str, x: float, y: float, height: float, module: float) -> float:
         """A Code 128 barcode (bars as rectangles); returns its width."""
@@ -220,7 +201,7 @@ class _Ordonnance(FPDF):
         pos = 0
         for dark, width in modules:
             if dark:
-                self.rect(x + pos * module, y, width * module, height, style="F")
+                self.rect(x + pos * module, y, width * module, height)
             pos += width
         return pos * module
 
@@ -264,10 +245,10 @@ class _Ordonnance(FPDF):
         self.set_xy(qx, self.y + QR_SIZE)
         grouped = group(self.identifier)
         size = 10.0
-        self.set_font(FONT, "B", size)
+        self.set_font("B", size)
         while self.get_string_width(grouped) > QR_BOX_W - 2 * self.c_margin:  # one line, always
             size -= 0.5
-            self.set_font(FONT, "B", size)
+            self.set_font("B", size)
         self.text_block(grouped, size, "B", w=QR_BOX_W, align="C", h=5)
         right_end = self.y
 
@@ -280,11 +261,8 @@ class _Ordonnance(FPDF):
         self.set_xy(MARGIN, y + 2.5)
         pat = p.patient
         date_w = 60
-        self.set_font(FONT, "", 10)
-        self.cell(
-            0, 5, f"Le {w.long_date(self.day)}", align="R",
-            new_x=XPos.LMARGIN, new_y=YPos.TOP,
-        )  # fmt: skip
+        self.set_font("", 10)
+        self.cell(0, 5, f"Le {w.long_date(self.day)}", Align.RIGHT, NextX.LMARGIN, NextY.TOP)
         self.text_block(w.patient_name(pat), 11, "B", w=self.epw - date_w, h=5.5)
         born = f"{w.born_word(pat.sex)} le {w.short_date(pat.birth_date)}"
         old = w.age(pat.birth_date, self.day)
@@ -307,10 +285,10 @@ class _Ordonnance(FPDF):
         self.text_block(legal_mention(self.identifier, self.valid_until), 7.2, "", h=3.2,
                         color=GREY)  # fmt: skip
         self.set_xy(MARGIN, self.h - MARGIN + 2)
-        self.set_font(FONT, "", 8)
+        self.set_font("", 8)
         self.set_text_color(*GREY)
-        self.cell(0, 4, f"N° {self.identifier}", align="L", new_x=XPos.LMARGIN, new_y=YPos.TOP)
-        self.cell(0, 4, f"Page {self.page_no()}/{{nb}}", align="R")
+        self.cell(0, 4, f"N° {self.identifier}", Align.LEFT, NextX.LMARGIN, NextY.TOP)
+        self.cell(0, 4, f"Page {self.page_no()}/{len(self.pages)}", Align.RIGHT)
         self.set_text_color(*BLACK)
 
     # -- body ----------------------------------------------------------------------------------
@@ -332,7 +310,7 @@ class _Ordonnance(FPDF):
         height = self.block_height(text, 8.5, "B", w=self.epw - 4) + 3
         y = self.y
         self.set_fill_color(235, 235, 235)
-        self.rect(MARGIN, y, self.epw, height, style="F")
+        self.rect(MARGIN, y, self.epw, height)
         self.set_xy(MARGIN + 2, y + 1.5)
         self.text_block(text, 8.5, "B", w=self.epw - 4, align="C")
         self.set_xy(MARGIN, y + height + 3)
@@ -360,8 +338,8 @@ class _Ordonnance(FPDF):
         # Keep a medicine on one page unless it alone is longer than a page.
         if self.will_page_break(height) and height < self.h - 140:
             self.add_page()
-        self.set_font(FONT, "B", 10.5)
-        self.cell(indent, 10.5 * 0.45, f"{number}.", new_x=XPos.RIGHT, new_y=YPos.TOP)
+        self.set_font("B", 10.5)
+        self.cell(indent, 10.5 * 0.45, f"{number}.", Align.LEFT, NextX.RIGHT, NextY.TOP)
         for text, size, style, color in pieces:
             self.set_x(MARGIN + indent)
             self.text_block(text, size, style, w=body_w, color=color)
@@ -425,4 +403,5 @@ def render_pdf(prescription: Prescription) -> bytes:
     if notes:
         pdf.text_block(f"Commentaire : {notes}", 9.5)
     pdf.signature()
-    return bytes(pdf.output())
+    pdf.finish()
+    return pdfa.write(pdf, pdf.xmp(), "fr-FR")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -436,8 +437,11 @@ def _kind(kind: str) -> Kind:
 
 
 def list_certificates(
-    config: Config, *, email: str | None = None, kind: str | None = None
+    config: Config, *, email: str | None = None, kind: str | None = None,
+    conn: sqlite3.Connection | None = None,
 ) -> list[store.CertRecord]:
+    """Issued certificates, oldest first; `conn`: an open connection to use (else one is
+    opened for this call)."""
     where, params = [], []
     if email:
         where.append("email = ?")
@@ -449,8 +453,11 @@ def list_certificates(
     sql = "SELECT * FROM pki_certificates"
     if where:
         sql += " WHERE " + " AND ".join(where)
-    with store.connection(config) as conn:
+    if conn is not None:
         rows = conn.execute(sql + " ORDER BY issued_at, serial", params).fetchall()
+    else:
+        with store.connection(config) as own:
+            rows = own.execute(sql + " ORDER BY issued_at, serial", params).fetchall()
     return [store.record_of(r) for r in rows]
 
 

@@ -46,6 +46,21 @@ MIGRATIONS = [
 ]
 
 
+_shared: dict[str, sqlite3.Connection] = {}
+
+
+def shared_connection(config: Config) -> sqlite3.Connection:
+    """A connection this process keeps (migrated once): for look-ups made per message, such as
+    the signer of each prescription, where opening and migrating costs more than the query."""
+    key = str(config.database_path)
+    conn = _shared.get(key)
+    if conn is None:
+        conn = db.connect(config.database_path)
+        db.migrate(conn, "pki", MIGRATIONS)
+        _shared[key] = conn
+    return conn
+
+
 @contextmanager
 def connection(config: Config) -> Iterator[sqlite3.Connection]:
     conn = db.connect(config.database_path)

@@ -14,6 +14,7 @@ element. Nothing is ever put inside a CDA document.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import hashlib
 import re
@@ -33,7 +34,15 @@ from gateway.xdm import model as m
 from gateway.xdm.header import sha1_hex
 from gateway.xdm.metadata import append_objects, association, extrinsic_object
 from gateway.xdm.model import Code, Document, DocumentEntry, Package
-from gateway.xdm.package import Limits, doc_name, new_id, new_oid, read_package, repack, xds_time
+from gateway.xdm.package import (
+    Limits,
+    doc_name,
+    new_id,
+    new_oid,
+    read_package,
+    to_zip,
+    xds_time,
+)
 
 DS = "http://www.w3.org/2000/09/xmldsig#"
 XADES = "http://uri.etsi.org/01903/v1.3.2#"
@@ -212,7 +221,19 @@ def sign_package(
     """`package` with one more document: a DSG signature over all its (non-signature)
     documents, with its metadata and a `signs` association to the submission set.
     Existing entries are kept byte for byte."""
-    pkg = read_package(package, limits)
+    pkg = sign(read_package(package, limits), signer, signing_time=signing_time, purpose=purpose)
+    return to_zip(pkg)
+
+
+def sign(
+    pkg: Package,
+    signer: Signer,
+    *,
+    signing_time: dt.datetime | None = None,
+    purpose: str = PURPOSE_SOURCE,
+) -> Package:
+    """`sign_package` on a package in memory (read, or built by `gateway.xdm.package.build`):
+    the signed Package, whose `files` are the new ZIP's (`to_zip`)."""
     if pkg.signatures:
         # One signature per package is what verifiers (ours included) accept.
         raise SigningError(
@@ -229,10 +250,14 @@ def sign_package(
         n += 1
     entry = _signature_entry(data, pkg, doc_name(n), signer, when)
     ss = pkg.submission_set.entry_id
-    objects = [
-        extrinsic_object(entry, f"Signature{n:02d}"),
-        association(m.Association(new_id(), m.HAS_MEMBER, ss, entry.entry_id)),
-        association(m.Association(new_id(), m.SIGNS, entry.entry_id, ss)),
-    ]
+    added = (m.Association(new_id(), m.HAS_MEMBER, ss, entry.entry_id),
+             m.Association(new_id(), m.SIGNS, entry.entry_id, ss))
+    objects = [extrinsic_object(entry, f"Signature{n:02d}"), *map(association, added)]
     metadata = append_objects(pkg.files[pkg.metadata_path], objects)
-    return repack(pkg, [(entry.uri, data)], metadata)
+    path = f"{pkg.subset}/{entry.uri}"
+    files = {p: d for p, d in pkg.files.items() if p != pkg.metadata_path}
+    files[path] = data
+    files[pkg.metadata_path] = metadata
+    return dataclasses.replace(
+        pkg, documents=(*pkg.documents, Document(entry, path, data)),
+        associations=(*pkg.associations, *added), files=files)

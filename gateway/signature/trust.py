@@ -15,9 +15,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from gateway.config import Config
+from gateway.directory import Directory
 from gateway.errors import NotFound
-from gateway.signature.dsg import Signer, SigningError, sign_package
+from gateway.signature.dsg import Signer, SigningError, sign, sign_package
 from gateway.signature.verify import CertificateCheck, Verification, verify_package
+from gateway.xdm.model import Package
 from gateway.xdm.package import Limits
 
 
@@ -35,7 +37,8 @@ def pki_check(config: Config) -> CertificateCheck:
     return check
 
 
-def signing_mailbox(config: Config, email: str) -> tuple[str, tuple[str, ...]]:
+def signing_mailbox(config: Config, email: str, directory: Directory | None = None
+                    ) -> tuple[str, tuple[str, ...]]:
     """(address holding the signing certificate, acceptable kinds) for mailbox `email`.
 
     A professional signs with their personal signature certificate, or with their structure's
@@ -45,7 +48,7 @@ def signing_mailbox(config: Config, email: str) -> tuple[str, tuple[str, ...]]:
     from gateway.directory import MailboxKind, open_directory
 
     address = email.strip().lower()
-    mailbox = open_directory(config).get(address)
+    mailbox = (directory or open_directory(config)).get(address)
     if mailbox is None:
         raise NotFound(f"{address}: no such mailbox in the directory")
     if not mailbox.active:
@@ -64,22 +67,27 @@ def signing_mailbox(config: Config, email: str) -> tuple[str, tuple[str, ...]]:
     return address, ("org-seal",)
 
 
-def signer_for(config: Config, email: str, *, kinds: Sequence[str] | None = None) -> Signer:
+def signer_for(config: Config, email: str, *, kinds: Sequence[str] | None = None,
+               directory: Directory | None = None) -> Signer:
     """The signing key and chain for mailbox `email` (see `signing_mailbox`): the newest
     unrevoked, currently valid certificate of the right kind issued by our PKI. `kinds`
-    overrides the directory's choice (tests, tools)."""
-    from gateway.pki import list_certificates
-    from gateway.pki.ca import load_issued
-    from gateway.pki.files import Layout
+    overrides the directory's choice (tests, tools); `directory`: an open one to ask.
 
-    holder, wanted = signing_mailbox(config, email)
+    The index is read on every call, so a revocation or a new certificate counts at once; the
+    certificate and key files of a serial, which never change, are parsed once per process."""
+    from gateway.pki import list_certificates
+    from gateway.pki.files import Layout, load_cached
+    from gateway.pki.store import shared_connection
+
+    holder, wanted = signing_mailbox(config, email, directory)
     if kinds is not None:
         wanted = tuple(kinds)
     now = dt.datetime.now(dt.UTC)
+    conn = shared_connection(config)
     records = [
         r
         for kind in wanted
-        for r in list_certificates(config, email=holder, kind=kind)
+        for r in list_certificates(config, email=holder, kind=kind, conn=conn)
         if r.revoked_at is None and r.not_before <= now < r.not_after
     ]
     if not records:
@@ -88,21 +96,23 @@ def signer_for(config: Config, email: str, *, kinds: Sequence[str] | None = None
             f" issue one with `mssgw pki issue {holder} --kind {wanted[0]}`"
         )
     record = max(records, key=lambda r: r.not_before)
-    cert, chain = load_issued(config, record.serial)
+    layout = Layout.of(config)
     try:
+        cert, *chain = load_cached(layout.cert(record.serial), x509.load_pem_x509_certificates)
         # Our own key file (0600, written by our PKI): skipping cryptography's RSA consistency
         # check saves ~100 ms per signature; a bad key would still fail to sign or verify.
-        key = load_pem_private_key(
-            Layout.of(config).key(record.serial).read_bytes(), None,
-            unsafe_skip_rsa_key_validation=True,
-        )
+        key = load_cached(layout.key(record.serial), _load_key)
     except (OSError, ValueError, TypeError) as exc:
         raise SigningError(
-            f"{holder}: the key of certificate {record.serial} cannot be read: {exc}"
+            f"{holder}: the certificate or key {record.serial} cannot be read: {exc}"
         ) from None
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
         raise SigningError(f"{holder}: certificate {record.serial} has an unsupported key type")
     return Signer(key, (cert, *chain))
+
+
+def _load_key(data: bytes) -> object:
+    return load_pem_private_key(data, None, unsafe_skip_rsa_key_validation=True)
 
 
 # Top-level, picklable entry points for the servers' process pool:
@@ -117,3 +127,10 @@ def check_package(config: Config, package: bytes) -> Verification:
 def sign_as(config: Config, email: str, package: bytes) -> bytes:
     """`package` signed for mailbox `email` (see `signer_for`)."""
     return sign_package(package, signer_for(config, email), limits=Limits.of(config))
+
+
+def signed_as(config: Config, email: str, package: Package,
+              directory: Directory | None = None) -> Package:
+    """`sign_as` on a package in memory (`gateway.xdm.package.build`): the flows build, sign
+    and file it, then zip it once (`gateway.xdm.package.to_zip`)."""
+    return sign(package, signer_for(config, email, directory=directory))

@@ -5,6 +5,7 @@
 - `MAIL FROM:<>` (the null reverse-path of bounces, RFC 5321 4.5.5) is accepted; aiosmtpd refuses
   it as a syntax error. The handler sees it as NULL_SENDER and treats it as "".
 - The deprecated `login_data` warning aiosmtpd logs on every AUTH is silenced.
+- DATA is read in blocks (gateway.smtp.dotdata) instead of line by line.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import ssl
 from typing import Any
 
 import aiosmtpd.smtp
-from aiosmtpd.smtp import SMTP, Session
+from aiosmtpd.smtp import MISSING, SMTP, Session
+
+from gateway.smtp.dotdata import DotData
 
 
 class _CachedInspect:
@@ -106,3 +109,56 @@ class GatewaySMTP(SMTP):
         if arg and _NULL_FROM.match(arg):
             arg = _NULL_FROM.sub(f"FROM:<{NULL_SENDER}>", arg, count=1)
         await super().smtp_MAIL(arg)
+
+    async def smtp_DATA(self, arg: str | None) -> None:
+        """aiosmtpd's `smtp_DATA` with the content read by `DotData` in blocks.
+
+        Same checks and replies as aiosmtpd 1.4 before and after the content; only the reading
+        differs (aiosmtpd's per-line loop was a fifth of the server's CPU per message)."""
+        if await self.check_helo_needed():
+            return
+        if await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        try:
+            content, error = await self._read_data()
+        except asyncio.CancelledError:  # the connection went away during DATA
+            self._writer.close()
+            raise
+        if error is not None:
+            await self.push(error)
+            self._set_post_data_state()
+            return
+        self.envelope.content = content
+        self.envelope.original_content = content
+        status = await self._call_handler_hook("DATA") if "DATA" in self._handle_hooks else MISSING
+        self._set_post_data_state()
+        await self.push("250 OK" if status is MISSING else status)
+
+    async def _read_data(self) -> tuple[bytes, str | None]:
+        # StreamReader has no public call for "consume what you have buffered, then wait":
+        # readuntil() cannot say "a '.' line at the very start or after a CRLF" without a
+        # per-line loop. So this works on the reader's buffer the way readuntil() itself does
+        # (CPython's StreamReader internals, unchanged from 3.8 to 3.13).
+        reader: Any = self._reader
+        parser = DotData(self.data_size_limit, self.line_length_limit)
+        while True:
+            if reader._exception is not None:
+                raise reader._exception
+            buf: bytearray = reader._buffer
+            n = parser.feed(buf)
+            if n:
+                del buf[:n]
+                reader._maybe_resume_transport()
+            if parser.done:
+                return parser.result()
+            if reader._eof:
+                raise ConnectionResetError("the client closed the connection during DATA")
+            await reader._wait_for_data("readuntil")

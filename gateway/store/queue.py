@@ -117,9 +117,9 @@ class Queue:
 
     # --- enqueue -------------------------------------------------------------------------------
 
-    def stage(self, entry: Entry, now: float | None = None) -> list[tuple[Path, Path]]:
-        """Write and fsync the entry's files under tmp/; returns (tmp, final) renames, the
-        record last. Used by `enqueue_many` and by the store's combined commit."""
+    def files(self, entry: Entry, now: float | None = None) -> list[tuple[Path, Path, bytes]]:
+        """The entry's files: (path under tmp/, final path, content), the record last (it is
+        the commit point: rename it last). Written by `stage` or by the store's group commit."""
         created = time.time() if now is None else now
         record = Record(
             id=entry.id,
@@ -131,9 +131,23 @@ class Queue:
         tag = secrets.token_hex(4)
         tmp_msg = self.tmp / f"{entry.id}.{tag}.msg"
         tmp_env = self.tmp / f"{entry.id}.{tag}.env"
-        write_synced(tmp_msg, entry.data)
-        write_synced(tmp_env, json.dumps(record.to_json()).encode())
-        return [(tmp_msg, self.msg / entry.id), (tmp_env, self.env / f"{entry.id}.json")]
+        return [
+            (tmp_msg, self.msg / entry.id, entry.data),
+            (tmp_env, self.env / f"{entry.id}.json", json.dumps(record.to_json()).encode()),
+        ]
+
+    def stage(self, entry: Entry, now: float | None = None) -> list[tuple[Path, Path]]:
+        """Write and fsync the entry's files under tmp/; returns the (tmp, final) renames."""
+        renames: list[tuple[Path, Path]] = []
+        try:
+            for tmp, final, data in self.files(entry, now):
+                write_synced(tmp, data)
+                renames.append((tmp, final))
+        except BaseException:
+            for tmp, _ in renames:
+                tmp.unlink(missing_ok=True)
+            raise
+        return renames
 
     def dirs(self) -> tuple[Path, Path]:
         return self.msg, self.env

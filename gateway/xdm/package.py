@@ -157,20 +157,6 @@ def _zip(files: Sequence[tuple[str, bytes]]) -> bytes:
     return buf.getvalue()
 
 
-def _layout(
-    sender: Sender, metadata: bytes, documents: Sequence[tuple[str, bytes]]
-) -> list[tuple[str, bytes]]:
-    names = [n for n, _ in documents]
-    return [
-        ("README.TXT", _readme(sender, names)),
-        ("INDEX.HTM", _index(sender, names)),
-        (f"{ROOT_FOLDER}/", b""),
-        (f"{SUBSET}/", b""),
-        *((f"{SUBSET}/{n}", d) for n, d in documents),
-        (f"{SUBSET}/{METADATA}", metadata),
-    ]
-
-
 def pack(
     documents: Sequence[bytes],
     *,
@@ -185,6 +171,19 @@ def pack(
     same patient (one patient per message). `codes[i]` gives (classCode, formatCode) for a
     document type the gateway does not know.
     """
+    return to_zip(build(documents, sender=sender, now=now, codes=codes, source_id=source_id))
+
+
+def build(
+    documents: Sequence[bytes],
+    *,
+    sender: Sender | None = None,
+    now: dt.datetime | None = None,
+    codes: Sequence[tuple[Code, Code] | None] | None = None,
+    source_id: str | None = None,
+) -> Package:
+    """What `pack` zips, as a Package in memory: a flow that signs it next and files it
+    (`gateway.signature.sign`) zips once, instead of zipping, reading back and zipping again."""
     if not documents:
         raise InvalidPackage("nothing to pack: give at least one CDA document")
     sender = sender or Sender()
@@ -223,23 +222,24 @@ def pack(
         content_type=first.facility_type,
         authors=(author,) if author else (),
     )
-    associations = [
+    associations = tuple(
         Association(new_id(), m.HAS_MEMBER, submission.entry_id, e.entry_id) for e in entries
-    ]
+    )
     metadata = write_metadata(submission, entries, associations)
-    return _zip(_layout(sender, metadata, [(e.uri, d) for e, d in zip(entries, documents,
-                                                                      strict=True)]))
+    docs = tuple(Document(e, f"{SUBSET}/{e.uri}", d)
+                 for e, d in zip(entries, documents, strict=True))
+    names = [e.uri for e in entries]
+    files = {"README.TXT": _readme(sender, names), "INDEX.HTM": _index(sender, names)}
+    files.update((d.path, d.data) for d in docs)
+    files[f"{SUBSET}/{METADATA}"] = metadata
+    return Package(submission, docs, associations, SUBSET, f"{SUBSET}/{METADATA}", files)
 
 
-def repack(package: Package, add: Sequence[tuple[str, bytes]], metadata: bytes) -> bytes:
-    """A new ZIP with every file of the (already read and checked) `package` byte for byte,
-    the files `add` (name in the submission set folder, bytes) and METADATA.XML replaced."""
-    files = {p: d for p, d in package.files.items() if p != package.metadata_path}
-    files.update((f"{package.subset}/{name}", data) for name, data in add)
-    files[package.metadata_path] = metadata
+def to_zip(package: Package) -> bytes:
+    """The ZIP of `package`: its files in order, each folder entry before its first file."""
     out: list[tuple[str, bytes]] = []
     folders: set[str] = set()
-    for path, data in files.items():
+    for path, data in package.files.items():
         parts = path.split("/")[:-1]
         for i in range(1, len(parts) + 1):
             folder = "/".join(parts[:i]) + "/"
