@@ -7,7 +7,8 @@ import socket
 import ssl
 
 import pytest
-from imap_helpers import RunningServer, running_server, test_config
+from imap_helpers import RunningServer, running_server
+from imap_helpers import test_config as server_config  # (not collected as a test)
 from smtp_helpers import DOCTOR as DOC
 from smtp_helpers import PASSWORD, setup_gateway
 
@@ -90,7 +91,7 @@ def test_tls_sessions_resume_on_every_worker(gateway_home, monkeypatch):
         assert _tls_session(a.tls_port, ctx, session)[0]  # same worker: resumed
         assert not _tls_session(b.tls_port, ctx, session)[0]  # its own ticket key: refused
 
-    service.prepare(test_config(gateway_home))
+    service.prepare(server_config(gateway_home))
     with running_server(gateway_home) as a, running_server(gateway_home) as b:
         ctx = a.client_context()
         _, session = _tls_session(a.tls_port, ctx)
