@@ -147,10 +147,10 @@ class Connection:
                     if session.want_starttls:
                         await self.flush()
                         await self._starttls()
-                if self._pending > FLUSH_AT:  # a long pipeline: do not hold all its answers
-                    await self.flush()
                 elif isinstance(ev, RawLine):
                     pass
+                if self._pending > FLUSH_AT:  # a long pipeline: do not hold all its answers
+                    await self.flush()
             await self.flush()
         except (ConnectionError, EOFError, ssl.SSLError, TimeoutError):
             pass
