@@ -135,3 +135,22 @@ def test_fetch_modseq_enables_condstore_and_reports_highestmodseq(imap):
     _, data = client.store("1", "+FLAGS", "\\Flagged")
     assert b"MODSEQ (" in data[0]
     client.logout()
+
+
+def test_internaldate_keeps_the_appended_zone_for_fetch_and_search(imap):
+    """An APPENDed INTERNALDATE keeps the zone the client gave: FETCH shows the same date-time
+    back, and SEARCH ON/BEFORE/SINCE compare its date there, "disregarding time and timezone"
+    (RFC 3501 6.4.4): 25-Mar-2007 00:30 +0200 is on the 25th, though it is the 24th in UTC."""
+    client = login(imap)
+    message = raw_message("Subject: tz\n")
+    assert client.append("INBOX", None, '"25-Mar-2007 00:30:00 +0200"', message)[0] == "OK"
+    assert client.append("INBOX", None, '"24-Mar-2007 23:30:00 -0100"', message)[0] == "OK"
+    client.select("INBOX")
+    _, data = client.fetch("1:2", "(INTERNALDATE)")
+    assert data == [b'1 (INTERNALDATE "25-Mar-2007 00:30:00 +0200")',
+                    b'2 (INTERNALDATE "24-Mar-2007 23:30:00 -0100")']
+    assert client.search(None, "ON", "25-Mar-2007")[1] == [b"1"]
+    assert client.search(None, "ON", "24-Mar-2007")[1] == [b"2"]
+    assert client.search(None, "BEFORE", "25-Mar-2007")[1] == [b"2"]
+    assert client.search(None, "SINCE", "25-Mar-2007")[1] == [b"1"]
+    client.logout()

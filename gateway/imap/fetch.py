@@ -136,7 +136,7 @@ class FetchCommand(SelectedUpdates):
                 elif n == "UID":
                     parts.append(b"UID %d" % u)
                 elif n == "INTERNALDATE":
-                    parts.append(b"INTERNALDATE " + imap_date(info.internaldate))
+                    parts.append(b"INTERNALDATE " + imap_date(info.internaldate, info.tz))
                 elif n == "RFC822.SIZE":
                     parts.append(b"RFC822.SIZE %d" % info.size)
                 elif n == "MODSEQ":

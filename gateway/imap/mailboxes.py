@@ -195,11 +195,12 @@ class MailboxCommands(SelectedUpdates):
             raise Bad("APPEND message must be a literal")
         flags: list[str] = []
         when: int | None = None
+        tz: int | None = None
         for extra in args[1:-1]:
             if isinstance(extra, list):
                 flags = self._parse_flags(extra)
             else:
-                when = parse_imap_datetime(as_text(extra, "date-time"))
+                when, tz = parse_imap_datetime(as_text(extra, "date-time"))
         if len(data) > self.hooks.max_append:
             raise No("message too large", "TOOBIG")
         if not data:
@@ -212,7 +213,7 @@ class MailboxCommands(SelectedUpdates):
         # The file (and its fsyncs) in a thread; the index on this thread: the SQLite
         # connection is shared by this process's sessions of the user and is not thread-safe.
         written = await loop.run_in_executor(None, store.write_message, folder, data)
-        uid = store.add_written(folder, written, flags, when)
+        uid = store.add_written(folder, written, flags, when, tz)
         await self._notify(True)
         self.tagged(tag, "OK", "APPEND completed", f"APPENDUID {folder.uidvalidity} {uid}")
 

@@ -39,7 +39,7 @@ from gateway.fileio import fsync_dir, write_synced
 from gateway.store import maildir
 
 INDEX_NAME = "mssgw-index.sqlite"
-SCHEMA_VERSION = 1  # PRAGMA user_version of an index whose tables and default folders exist
+SCHEMA_VERSION = 2  # PRAGMA user_version of an index whose tables and default folders exist
 DELIMITER = "/"
 SPECIAL_USE = {"Sent": "\\Sent", "Drafts": "\\Drafts", "Trash": "\\Trash"}
 MAX_FOLDER_NAME = 255
@@ -65,6 +65,7 @@ CREATE TABLE IF NOT EXISTS messages (
     modseq INTEGER NOT NULL,
     internaldate INTEGER NOT NULL,
     size INTEGER NOT NULL,
+    tz INTEGER NOT NULL DEFAULT 0,
     recent INTEGER NOT NULL DEFAULT 1,
     envelope BLOB,
     bodystructure BLOB,
@@ -82,6 +83,11 @@ CREATE TABLE IF NOT EXISTS expunged (
 CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged(folder_id, modseq);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+
+
+def local_zone(when: int) -> int:
+    """The server's UTC offset at `when`, in minutes: the zone of a delivery's INTERNALDATE."""
+    return time.localtime(when).tm_gmtoff // 60
 
 
 class StoreError(Exception):
@@ -112,6 +118,7 @@ class MessageInfo:
     internaldate: int
     size: int
     base: str
+    tz: int = 0  # the INTERNALDATE's zone, minutes east of UTC (as APPENDed, else local)
 
 
 @dataclass(frozen=True)
@@ -209,11 +216,16 @@ class MailStore:
         # acknowledged message can be lost; a flag change may at worst be undone by a power cut.
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("PRAGMA foreign_keys=ON")
-        if self.conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version != SCHEMA_VERSION:
             with self.transaction(durable=True):
                 for stmt in _SCHEMA.split(";"):
                     if stmt.strip():
                         self.conn.execute(stmt)
+                if version == 1:  # version 2 keeps each INTERNALDATE's zone
+                    self.conn.execute(
+                        "ALTER TABLE messages ADD COLUMN tz INTEGER NOT NULL DEFAULT 0"
+                    )
                 for name in ("INBOX", *SPECIAL_USE):
                     if not self._row(name):
                         self._create(name)
@@ -393,15 +405,15 @@ class MailStore:
 
     def _move_all(self, src_id: int, dst_id: int, src: Path, dst: Path) -> None:
         rows = self.conn.execute(
-            "SELECT uid, base, flags, internaldate, size FROM messages WHERE folder_id = ?"
+            "SELECT uid, base, flags, internaldate, size, tz FROM messages WHERE folder_id = ?"
             " ORDER BY uid",
             (src_id,),
         ).fetchall()
         uids = []
-        for uid, base, flags, idate, size in rows:
+        for uid, base, flags, idate, size, tz in rows:
             path = self._file(src, base)
             new_base = _link_into(path, dst)
-            self._insert(dst_id, new_base, split_flags(flags), idate, size)
+            self._insert(dst_id, new_base, split_flags(flags), idate, size, tz)
             uids.append(uid)
         self._expunge_rows(src_id, uids)
         for _, base, *_ in rows:
@@ -456,7 +468,8 @@ class MailStore:
         return int(row[0])
 
     def _insert(
-        self, folder_id: int, base: str, flags: Iterable[str], internaldate: int, size: int
+        self, folder_id: int, base: str, flags: Iterable[str], internaldate: int, size: int,
+        tz: int | None = None,
     ) -> int:
         row = self.conn.execute(
             "UPDATE folders SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1"
@@ -466,9 +479,10 @@ class MailStore:
         uid, modseq = int(row[0]), int(row[1])
         flags = tuple(flags)
         self.conn.execute(
-            "INSERT INTO messages(folder_id, uid, base, flags, modseq, internaldate, size)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (folder_id, uid, base, join_flags(flags), modseq, internaldate, size),
+            "INSERT INTO messages(folder_id, uid, base, flags, modseq, internaldate, size, tz)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (folder_id, uid, base, join_flags(flags), modseq, internaldate, size,
+             local_zone(internaldate) if tz is None else tz),
         )
         self._add_keywords(folder_id, flags)
         return uid
@@ -603,9 +617,9 @@ class MailStore:
 
     def infos(self, folder: Folder, uids: Sequence[int]) -> dict[int, MessageInfo]:
         return {
-            uid: MessageInfo(uid, split_flags(flags), modseq, idate, size, base)
-            for uid, flags, modseq, idate, size, base in self._rows(
-                folder, uids, "flags, modseq, internaldate, size, base"
+            uid: MessageInfo(uid, split_flags(flags), modseq, idate, size, base, tz)
+            for uid, flags, modseq, idate, size, base, tz in self._rows(
+                folder, uids, "flags, modseq, internaldate, size, base, tz"
             )
         }
 
@@ -669,11 +683,12 @@ class MailStore:
         return changed, failed
 
     def append(
-        self, folder: Folder, data: bytes, flags: Iterable[str], internaldate: int | None = None
+        self, folder: Folder, data: bytes, flags: Iterable[str], internaldate: int | None = None,
+        tz: int | None = None,
     ) -> int:
         """Durably add a message (fsynced file, committed index) and return its UID."""
         written = self.write_message(folder, data)
-        return self.add_written(folder, written, flags, internaldate)
+        return self.add_written(folder, written, flags, internaldate, tz)
 
     def write_message(self, folder: Folder, data: bytes) -> tuple[Path, str, int]:
         """The file half of APPEND: the message fsynced into `cur/` (CRLF line ends). Touches
@@ -693,15 +708,17 @@ class MailStore:
         written: tuple[Path, str, int],
         flags: Iterable[str],
         internaldate: int | None = None,
+        tz: int | None = None,
     ) -> int:
-        """The index half of APPEND (durable commit); the file is removed if it fails."""
+        """The index half of APPEND (durable commit); the file is removed if it fails.
+        `tz`: the zone the client gave with the date (minutes east of UTC)."""
         final, base, size = written
         when = int(time.time()) if internaldate is None else internaldate
         try:
             with self.transaction(durable=True):
                 if not self.folder_by_id(folder.id):
                     raise StoreError(f"folder {folder.name} was deleted", "TRYCREATE")
-                return self._insert(folder.id, base, flags, when, size)
+                return self._insert(folder.id, base, flags, when, size, tz)
         except BaseException:
             final.unlink(missing_ok=True)
             raise
@@ -732,7 +749,8 @@ class MailStore:
                 for uid, base, info in linked:
                     flags = [f for f in info.flags if f != "\\Recent"]
                     out.append(
-                        (uid, self._insert(dst.id, base, flags, info.internaldate, info.size))
+                        (uid, self._insert(dst.id, base, flags, info.internaldate, info.size,
+                                           info.tz))
                     )
             return out
         except BaseException:
