@@ -154,3 +154,43 @@ def test_internaldate_keeps_the_appended_zone_for_fetch_and_search(imap):
     assert client.search(None, "BEFORE", "25-Mar-2007")[1] == [b"2"]
     assert client.search(None, "SINCE", "25-Mar-2007")[1] == [b"1"]
     client.logout()
+
+
+BINARY_MESSAGE = (
+    b"From: a@b.example\r\nSubject: binary\r\nMIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+    b"--b\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    b"  Ym9u\r\n am91cgBt\r\n\tb25k ZQ\r\n"
+    b"--b\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+    b"caf=C3=A9 =\r\nnoir\r\n"
+    b"--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: x-uuencode\r\n"
+    b"\r\nbegin 644 x\r\n--b--\r\n"
+)
+
+
+def test_binary_fetch_undoes_transfer_encodings(imap):
+    """RFC 3516 BINARY: BINARY[part] is the decoded content (a literal8 when it holds NUL),
+    BINARY.SIZE its decoded size, BINARY.PEEK leaves \\Seen alone, an unknown encoding is
+    NO [UNKNOWN-CTE]; APPEND takes a literal8 and keeps its octets."""
+    from test_imap_server import Raw
+
+    imap.deliver(DOCTOR, BINARY_MESSAGE)
+    raw = Raw(imap)
+    assert b"BINARY" in raw.cmd(f'LOGIN {DOCTOR} "{PASSWORD}"')[-1]
+    raw.cmd("SELECT INBOX")
+    lines = raw.cmd("FETCH 1 (BINARY.SIZE[1] BINARY.PEEK[1])")
+    assert lines[0] == b"* 1 FETCH (BINARY.SIZE[1] 13 BINARY[1] ~{13}\r\nbonjour\x00monde)"
+    lines = raw.cmd("FETCH 1 (BINARY.PEEK[2]<0.5>)")
+    assert lines[0] == b"* 1 FETCH (BINARY[2]<0> {5}\r\ncaf\xc3\xa9)"
+    assert b"\\Seen" not in b"".join(raw.cmd("FETCH 1 (FLAGS)"))
+    lines = raw.cmd("FETCH 1 (BINARY[2])")
+    assert lines[0].startswith(b"* 1 FETCH (BINARY[2] {10}\r\ncaf\xc3\xa9 noir")
+    assert b"\\Seen" in lines[0]
+    assert re.match(rb"t\d+ NO \[UNKNOWN-CTE\]", raw.cmd("FETCH 1 (BINARY.PEEK[3])")[-1])
+    body = b"Subject: raw\r\n\r\nline\nwith a bare LF and a NUL \x00\r\n"
+    raw.send(b"a1 APPEND INBOX ~{%d+}\r\n" % len(body) + body + b"\r\n")
+    assert raw.until(b"a1")[-1].startswith(b"a1 OK")
+    raw.cmd("NOOP")
+    lines = raw.cmd("FETCH 2 (BINARY.PEEK[])")
+    assert lines[0] == b"* 2 FETCH (BINARY[] ~{%d}\r\n" % len(body) + body + b")"
+    raw.close()

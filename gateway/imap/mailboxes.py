@@ -8,7 +8,7 @@ import asyncio
 import re
 
 from gateway.imap import utf7
-from gateway.imap.parser import Token, as_atom, as_list, as_text
+from gateway.imap.parser import Literal8, Token, as_atom, as_list, as_text
 from gateway.imap.state import Bad, No, Selected, _no_args
 from gateway.imap.syntax import parse_imap_datetime
 from gateway.imap.updates import SelectedUpdates
@@ -212,7 +212,9 @@ class MailboxCommands(SelectedUpdates):
         store = self.store
         # The file (and its fsyncs) in a thread; the index on this thread: the SQLite
         # connection is shared by this process's sessions of the user and is not thread-safe.
-        written = await loop.run_in_executor(None, store.write_message, folder, data)
+        written = await loop.run_in_executor(
+            None, store.write_message, folder, data, isinstance(data, Literal8)
+        )
         uid = store.add_written(folder, written, flags, when, tz)
         await self._notify(True)
         self.tagged(tag, "OK", "APPEND completed", f"APPENDUID {folder.uidvalidity} {uid}")

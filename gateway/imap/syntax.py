@@ -86,7 +86,8 @@ def parse_fetch_item(text: str) -> FetchItem:
     upper = text.upper()
     if upper in _SIMPLE_ITEMS:
         return FetchItem(upper, label=upper)
-    for prefix, peek in (("BODY.PEEK[", True), ("BODY[", False)):
+    for prefix, peek in (("BODY.PEEK[", True), ("BODY[", False), ("BINARY.PEEK[", True),
+                         ("BINARY[", False), ("BINARY.SIZE[", True)):
         if upper.startswith(prefix):
             close = text.rfind("]")
             if close < 0:
@@ -106,8 +107,10 @@ def parse_fetch_item(text: str) -> FetchItem:
                 if int(count_s) == 0:
                     raise SyntaxProblem("partial length must not be zero")
                 partial = (int(start_s), int(count_s))
-            label = f"BODY[{section.label()}]"
-            return FetchItem("BODY[]", section, peek, partial, label)
+            kind = prefix.replace(".PEEK", "").rstrip("[")  # BODY, BINARY, BINARY.SIZE
+            if kind == "BINARY.SIZE" and partial:
+                raise SyntaxProblem("BINARY.SIZE takes no partial")
+            return FetchItem(kind + "[]", section, peek, partial, f"{kind}[{section.label()}]")
     raise SyntaxProblem(f"unknown fetch attribute {text}")
 
 

@@ -690,12 +690,16 @@ class MailStore:
         written = self.write_message(folder, data)
         return self.add_written(folder, written, flags, internaldate, tz)
 
-    def write_message(self, folder: Folder, data: bytes) -> tuple[Path, str, int]:
-        """The file half of APPEND: the message fsynced into `cur/` (CRLF line ends). Touches
-        no SQLite, so it may run in a worker thread. Returns (path, base name, size)."""
+    def write_message(
+        self, folder: Folder, data: bytes, verbatim: bool = False
+    ) -> tuple[Path, str, int]:
+        """The file half of APPEND: the message fsynced into `cur/` (CRLF line ends, unless
+        `verbatim`: binary content sent as a literal8 keeps its octets). Touches no SQLite, so
+        it may run in a worker thread. Returns (path, base name, size)."""
         path = self.path_of(folder.name)
         maildir.ensure_maildir(path)
-        data = crlf(data)
+        if not verbatim:
+            data = crlf(data)
         tmp, base = maildir.write_tmp(path, data)
         final = path / "cur" / f"{base}:2,"
         os.rename(tmp, final)
