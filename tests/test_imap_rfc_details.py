@@ -194,3 +194,48 @@ def test_binary_fetch_undoes_transfer_encodings(imap):
     lines = raw.cmd("FETCH 2 (BINARY.PEEK[])")
     assert lines[0] == b"* 2 FETCH (BINARY[] ~{%d}\r\n" % len(body) + body + b")"
     raw.close()
+
+
+def test_subscriptions_outlive_delete_and_list_extended(imap):
+    """RFC 3501 6.3.6: DELETE must not drop a subscription (LSUB shows it \\Noselect).
+    RFC 5258 LIST-EXTENDED: selection (SUBSCRIBED, RECURSIVEMATCH), \\NonExistent, CHILDINFO,
+    several patterns, RETURN (CHILDREN SUBSCRIBED), BAD for unknown options; RFC 5819
+    LIST-STATUS: RETURN (STATUS (...)) adds a STATUS reply per listed folder."""
+    from test_imap_server import Raw
+
+    raw = Raw(imap)
+    caps = raw.cmd(f'LOGIN {DOCTOR} "{PASSWORD}"')[-1]
+    assert b"LIST-EXTENDED" in caps and b"LIST-STATUS" in caps
+    for name in ("Cabinet/Archives", "Cabinet/Patients", "Labo", "Vieux"):
+        raw.cmd(f'CREATE "{name}"')
+    for name in ("Cabinet/Patients", "Labo", "Vieux"):
+        raw.cmd(f'SUBSCRIBE "{name}"')
+    assert raw.cmd('DELETE "Vieux"')[-1].split()[1] == b"OK"
+    assert raw.cmd('LSUB "" "Vieux"')[0] == b'* LSUB (\\Noselect) "/" "Vieux"'
+
+    lines = raw.cmd('LIST (SUBSCRIBED) "" "*"')
+    assert b'* LIST (\\NonExistent \\Subscribed) "/" "Vieux"' in lines
+    assert b'* LIST (\\HasNoChildren \\Subscribed) "/" "Labo"' in lines
+    assert not any(b'"Cabinet/Archives"' in line for line in lines)
+
+    lines = raw.cmd('LIST (SUBSCRIBED RECURSIVEMATCH) "" "%"')
+    assert b'* LIST (\\HasChildren) "/" "Cabinet" (CHILDINFO ("SUBSCRIBED"))' in lines
+    lines = raw.cmd('LIST (SUBSCRIBED RECURSIVEMATCH) "" ("Cabinet" "Cabinet/*")')
+    assert not any(b"CHILDINFO" in line for line in lines)  # the child is listed itself
+
+    lines = raw.cmd('LIST "" ("Labo" "Cabinet/%") RETURN (CHILDREN SUBSCRIBED)')
+    assert lines[:-1] == [
+        b'* LIST (\\HasNoChildren) "/" "Cabinet/Archives"',
+        b'* LIST (\\HasNoChildren \\Subscribed) "/" "Cabinet/Patients"',
+        b'* LIST (\\HasNoChildren \\Subscribed) "/" "Labo"',
+    ]
+    imap.deliver(DOCTOR, raw_message("Subject: s\n"))
+    lines = raw.cmd('LIST "" "INBOX" RETURN (STATUS (MESSAGES UNSEEN))')
+    assert lines[:-1] == [b'* LIST (\\HasNoChildren) "/" "INBOX"',
+                          b'* STATUS "INBOX" (MESSAGES 1 UNSEEN 1)']
+    for bad in ('LIST (BOGUS) "" "*"', 'LIST (RECURSIVEMATCH) "" "*"',
+                'LIST (RECURSIVEMATCH REMOTE) "" "*"', 'LIST "" "*" RETURN (BOGUS)'):
+        assert raw.cmd(bad)[-1].split()[1] == b"BAD", bad
+    assert raw.cmd('UNSUBSCRIBE "Vieux"')[-1].split()[1] == b"OK"
+    assert raw.cmd('LSUB "" "Vieux"')[:-1] == []
+    raw.close()

@@ -39,7 +39,7 @@ from gateway.fileio import fsync_dir, write_synced
 from gateway.store import maildir
 
 INDEX_NAME = "mssgw-index.sqlite"
-SCHEMA_VERSION = 2  # PRAGMA user_version of an index whose tables and default folders exist
+SCHEMA_VERSION = 3  # PRAGMA user_version of an index whose tables and default folders exist
 DELIMITER = "/"
 SPECIAL_USE = {"Sent": "\\Sent", "Drafts": "\\Drafts", "Trash": "\\Trash"}
 MAX_FOLDER_NAME = 255
@@ -53,7 +53,7 @@ CREATE TABLE IF NOT EXISTS folders (
     uidvalidity INTEGER NOT NULL,
     uidnext INTEGER NOT NULL DEFAULT 1,
     highestmodseq INTEGER NOT NULL DEFAULT 1,
-    subscribed INTEGER NOT NULL DEFAULT 1,
+    subscribed INTEGER NOT NULL DEFAULT 1,  -- unused since version 3: see subscriptions
     special_use TEXT,
     keywords TEXT NOT NULL DEFAULT ''
 );
@@ -82,12 +82,21 @@ CREATE TABLE IF NOT EXISTS expunged (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged(folder_id, modseq);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+-- Subscribed names, apart from the folders: RFC 3501 6.3.6, a subscription outlives DELETE.
+CREATE TABLE IF NOT EXISTS subscriptions (name TEXT PRIMARY KEY) WITHOUT ROWID;
 """
 
 
 def local_zone(when: int) -> int:
     """The server's UTC offset at `when`, in minutes: the zone of a delivery's INTERNALDATE."""
     return time.localtime(when).tm_gmtoff // 60
+
+
+# A folder row; `subscribed` comes from the subscriptions table.
+_FOLDER_COLUMNS = (
+    "id, name, uidvalidity, uidnext, highestmodseq,"
+    " EXISTS(SELECT 1 FROM subscriptions s WHERE s.name = folders.name), special_use, keywords"
+)
 
 
 class StoreError(Exception):
@@ -226,6 +235,11 @@ class MailStore:
                     self.conn.execute(
                         "ALTER TABLE messages ADD COLUMN tz INTEGER NOT NULL DEFAULT 0"
                     )
+                if version in (1, 2):  # version 3 keeps subscriptions in their own table
+                    self.conn.execute(
+                        "INSERT OR IGNORE INTO subscriptions(name)"
+                        " SELECT name FROM folders WHERE subscribed = 1"
+                    )
                 for name in ("INBOX", *SPECIAL_USE):
                     if not self._row(name):
                         self._create(name)
@@ -269,8 +283,7 @@ class MailStore:
 
     def _row(self, name: str) -> sqlite3.Row | None:
         cur = self.conn.execute(
-            "SELECT id, name, uidvalidity, uidnext, highestmodseq, subscribed, special_use,"
-            " keywords FROM folders WHERE name = ?",
+            f"SELECT {_FOLDER_COLUMNS} FROM folders WHERE name = ?",  # noqa: S608 - constant
             (name,),
         )
         return cur.fetchone()  # type: ignore[no-any-return]
@@ -298,16 +311,14 @@ class MailStore:
 
     def folder_by_id(self, folder_id: int) -> Folder | None:
         row = self.conn.execute(
-            "SELECT id, name, uidvalidity, uidnext, highestmodseq, subscribed, special_use,"
-            " keywords FROM folders WHERE id = ?",
+            f"SELECT {_FOLDER_COLUMNS} FROM folders WHERE id = ?",  # noqa: S608 - constant
             (folder_id,),
         ).fetchone()
         return self._folder(row) if row else None
 
     def folders(self) -> list[Folder]:
         rows = self.conn.execute(
-            "SELECT id, name, uidvalidity, uidnext, highestmodseq, subscribed, special_use,"
-            " keywords FROM folders ORDER BY name"
+            f"SELECT {_FOLDER_COLUMNS} FROM folders ORDER BY name"  # noqa: S608 - constant
         ).fetchall()
         return [self._folder(r) for r in rows]
 
@@ -323,9 +334,11 @@ class MailStore:
         )
         maildir.ensure_maildir(self.path_of(name))
         self.conn.execute(
-            "INSERT INTO folders(name, uidvalidity, special_use, subscribed) VALUES (?, ?, ?, ?)",
-            (name, uidvalidity, SPECIAL_USE.get(name), int(subscribed)),
+            "INSERT INTO folders(name, uidvalidity, special_use) VALUES (?, ?, ?)",
+            (name, uidvalidity, SPECIAL_USE.get(name)),
         )
+        if subscribed:
+            self.conn.execute("INSERT OR IGNORE INTO subscriptions(name) VALUES (?)", (name,))
 
     def create_folder(self, name: str) -> None:
         name = validate_name(name)
@@ -399,6 +412,9 @@ class MailStore:
                 os.rename(self.path_of(name), self.path_of(target))
                 self.conn.execute("UPDATE folders SET name = ?, special_use = NULL WHERE id = ?",
                                   (target, folder_id))
+                # A renamed folder stays subscribed if it was (clients expect to keep seeing it).
+                self.conn.execute("UPDATE OR REPLACE subscriptions SET name = ? WHERE name = ?",
+                                  (target, name))
                 if target in SPECIAL_USE:
                     self.conn.execute("UPDATE folders SET special_use = ? WHERE id = ?",
                                       (SPECIAL_USE[target], folder_id))
@@ -423,11 +439,16 @@ class MailStore:
     def subscribe(self, name: str, on: bool) -> None:
         name = validate_name(name)
         with self.transaction():
-            cur = self.conn.execute(
-                "UPDATE folders SET subscribed = ? WHERE name = ?", (int(on), name)
-            )
-            if not cur.rowcount and on:
+            if not on:
+                self.conn.execute("DELETE FROM subscriptions WHERE name = ?", (name,))
+                return
+            if not self._row(name):  # RFC 3501 lets SUBSCRIBE check that the folder exists
                 raise StoreError(f"no folder named {name}", "NONEXISTENT")
+            self.conn.execute("INSERT OR IGNORE INTO subscriptions(name) VALUES (?)", (name,))
+
+    def subscriptions(self) -> set[str]:
+        """Subscribed names, folders that no longer exist included."""
+        return {str(r[0]) for r in self.conn.execute("SELECT name FROM subscriptions")}
 
     # --- messages ------------------------------------------------------------------------
 
