@@ -55,7 +55,7 @@ def _registered(ctx: Context, identifier: str, actor: str) -> Prescription | Non
     return parse_prescription(cda) if cda else None
 
 
-def _dispensation(ctx: Context, msg: mail.EmailMessage, sender: str) -> Dispensation | None:
+def _dispensation(ctx: Context, msg: mail.Message, sender: str) -> Dispensation | None:
     for a in mail.attachments(msg):
         if is_xml(a) and kind_of_cda(a.data) == "dispensation":
             return parse_dispensation(a.data)

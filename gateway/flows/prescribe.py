@@ -79,7 +79,7 @@ class Source:
     data: bytes = b""
 
 
-def find_source(msg: mail.EmailMessage, limits: Limits) -> Source | None:
+def find_source(msg: mail.Message, limits: Limits) -> Source | None:
     """Where the prescription is in the doctor's message, or None (an ordinary mail)."""
     files = mail.attachments(msg)
     for _a, pkg in packages(files, limits):
@@ -286,7 +286,7 @@ def handle(config: Config, sender: str, patients: tuple[str, ...], data: bytes) 
     except Refused as exc:
         reply = mail.compose(
             sender=ctx.robot, to=[sender], domain=domain, in_reply_to=original_id,
-            subject="Ordonnance refusée : " + str(msg.get("Subject", ""))[:80],
+            subject="Ordonnance refusée : " + mail.header(msg, "Subject")[:80],
             body=_refusal_text(exc.report), headers=[("X-MSS-NIL", product)],
         )
         out = [Delivery((sender,), reply, sender="")]
