@@ -72,6 +72,18 @@ def test_read_headers_unfolds_and_finds_fin():
     assert not read_headers(b"Subject: Re: [FIN]\r\n\r\n").mss_fin
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["a", "B.c", "+", "Dr ", "Martin", "'", "-", " ", "<", ">", "@",
+                                 "x.fr", "\"", ",", "(c)", ":", ";", "[1.2.3.4]", "=?utf-8?q?x?="]),
+                max_size=12).map("".join))
+def test_from_fast_path_agrees_with_the_email_package(value):
+    """The From: fast path gives what email.utils.getaddresses gives, or defers to it."""
+    from email.utils import getaddresses
+
+    expected = [a.strip().lower() for _, a in getaddresses([value]) if a.strip()]
+    assert read_headers(f"From: {value}\r\n\r\n".encode()).from_addresses == expected
+
+
 def test_dsn_is_a_delivery_status_report():
     data = build_dsn(
         hostname="mx.test.localhost", domain="test.localhost", sender=DOCTOR,

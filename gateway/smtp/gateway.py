@@ -53,6 +53,7 @@ class Gateway:
         self.account_limit = RateLimiter(config.smtp.rate_limit_account)
         self.local_domains = set(own_domains(config))
         self._mailboxes: dict[str, tuple[float, Mailbox | None]] = {}
+        self._maildirs: dict[str, Path] = {}  # address -> its INBOX Maildir (pure, cached)
 
     def close(self) -> None:
         self.committer.close()
@@ -198,11 +199,19 @@ class Gateway:
         for rcpt in recipients:
             if self.is_local(domain_of(rcpt)):
                 # UnsafeAddress propagates: the client gets a 451, nothing is dropped silently.
-                local.append((mailbox_path(self.config.mailboxes_path, rcpt), data))
+                local.append((self._maildir(rcpt), data))
             else:
                 remote.append(rcpt)
         queued = [Entry(qid, sender, remote, data, kind)] if remote else []
         return local, queued
+
+    def _maildir(self, address: str) -> Path:
+        path = self._maildirs.get(address)
+        if path is None:
+            if len(self._maildirs) > 50_000:
+                self._maildirs.clear()
+            path = self._maildirs[address] = mailbox_path(self.config.mailboxes_path, address)
+        return path
 
     def dsn_for(
         self, message: pipeline.Message, failures: Sequence[Failure]

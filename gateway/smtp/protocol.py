@@ -6,12 +6,14 @@
   it as a syntax error. The handler sees it as NULL_SENDER and treats it as "".
 - The deprecated `login_data` warning aiosmtpd logs on every AUTH is silenced.
 - DATA is read in blocks (gateway.smtp.dotdata) instead of line by line.
+- aiosmtpd's per-command log masking is skipped when its logger is quiet.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import re
 import ssl
 from typing import Any
@@ -53,6 +55,23 @@ class _CachedInspect:
 
 
 aiosmtpd.smtp.inspect = _CachedInspect()  # type: ignore[assignment]
+
+_sanitized_log = aiosmtpd.smtp.sanitized_log
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO}
+
+
+def _sanitized_log_if_enabled(func: Any, msg: Any, *args: Any, **kwargs: Any) -> None:
+    """aiosmtpd logs every command line through `sanitized_log`, which masks AUTH arguments
+    (a regular expression per line) before asking the logger whether it logs at all; its
+    "mail.log" logger is quiet here (gateway.smtp.service), so ask first."""
+    level = _LEVELS.get(getattr(func, "__name__", ""))
+    logger = getattr(func, "__self__", None)
+    if level is not None and isinstance(logger, logging.Logger) and not logger.isEnabledFor(level):
+        return
+    _sanitized_log(func, msg, *args, **kwargs)
+
+
+aiosmtpd.smtp.sanitized_log = _sanitized_log_if_enabled
 
 NULL_SENDER = "null-sender@mssgw.invalid"
 _NULL_FROM = re.compile(r"^\s*FROM:\s*<>", re.IGNORECASE)
