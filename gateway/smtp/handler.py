@@ -31,7 +31,7 @@ from gateway.directory import MailboxKind
 from gateway.smtp import replies
 from gateway.smtp.checks import Headers, domain_of, has_bare_cr_or_lf, read_headers
 from gateway.smtp.gateway import Gateway
-from gateway.smtp.protocol import NULL_SENDER, GatewaySession, GatewaySMTP
+from gateway.smtp.protocol import NULL_SENDER, GatewaySession, GatewaySMTP, offer_pipelining
 from gateway.smtp.replies import Reply
 from gateway.store.queue import new_queue_id
 
@@ -219,6 +219,7 @@ class SubmissionHandler(BaseHandler):
         responses: list[str],
     ) -> list[str]:
         session.host_name = hostname
+        responses = offer_pipelining(responses)
         if session.ssl_object is None or session.ssl_object.getpeercert(binary_form=True):
             return responses
         # AUTH EXTERNAL only makes sense with a client certificate.
@@ -380,7 +381,7 @@ class RelayHandler(BaseHandler):
         responses: list[str],
     ) -> list[str]:
         session.host_name = hostname
-        return [r for r in responses if not r.startswith("250-AUTH")]
+        return offer_pipelining([r for r in responses if not r.startswith("250-AUTH")])
 
     async def handle_AUTH(
         self, server: GatewaySMTP, session: GatewaySession, envelope: Envelope, args: list[str]
