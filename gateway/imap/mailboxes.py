@@ -54,8 +54,7 @@ class MailboxCommands(SelectedUpdates):
         uids = view.uids
         sel = Selected(folder, readonly, uids, view.modseq, flags=view.flags)
         sel.keywords = set(folder.keywords)
-        if not readonly:
-            sel.recent = self.store.claim_recent(folder)
+        sel.recent = (self.store.peek_recent if readonly else self.store.claim_recent)(folder)
         seen = sum(1 for text in view.flags.values() if "\\Seen" in text)
         self._send_flags(sel)
         self.untagged(f"{len(uids)} EXISTS")
@@ -132,12 +131,16 @@ class MailboxCommands(SelectedUpdates):
         rx = _pattern(full)
         folders = self.store.folders()
         names = {f.name for f in folders}
+        subscribed = {f.name for f in folders if f.subscribed}
+        # RFC 3501 6.3.9: when "%" stops short of a subscribed "foo/bar" and "foo" is not
+        # subscribed, LSUB returns "foo" flagged \Noselect.
+        cut = _lsub_parents(subscribed, rx) if lsub else set()
         for f in folders:
             if not rx.match(f.name):
                 continue
-            if lsub and not f.subscribed:
+            if lsub and not f.subscribed and f.name not in cut:
                 continue
-            attrs = []
+            attrs = ["\\Noselect"] if f.name in cut else []
             prefix = f.name + DELIMITER
             attrs.append(
                 "\\HasChildren" if any(n.startswith(prefix) for n in names) else "\\HasNoChildren"
@@ -146,6 +149,9 @@ class MailboxCommands(SelectedUpdates):
                 attrs.append(f.special_use)
             line = f'* {verb} ({" ".join(attrs)}) "{DELIMITER}" '.encode()
             self.send(line + self._wire_name(f.name))
+        for name in sorted(cut - names):  # the parent folder itself is gone
+            line = f'* LSUB (\\Noselect) "{DELIMITER}" '.encode()
+            self.send(line + self._wire_name(name))
         self.tagged(tag, "OK", f"{verb} completed")
 
     async def cmd_lsub(self, tag: str, args: list[Token]) -> None:
@@ -226,6 +232,23 @@ class MailboxCommands(SelectedUpdates):
         _no_args(args)
         self.selected = None
         self.tagged(tag, "OK", "UNSELECT completed")
+
+
+def _lsub_parents(subscribed: set[str], rx: re.Pattern[str]) -> set[str]:
+    """Unsubscribed parents that LSUB shows \\Noselect: the nearest parent the pattern
+    matches of each subscribed name the pattern does not match."""
+    out = set()
+    for name in subscribed:
+        if rx.match(name):
+            continue
+        parts = name.split(DELIMITER)
+        for i in range(len(parts) - 1, 0, -1):
+            parent = DELIMITER.join(parts[:i])
+            if rx.match(parent):
+                if parent not in subscribed:
+                    out.add(parent)
+                break
+    return out
 
 
 def _pattern(pattern: str) -> re.Pattern[str]:

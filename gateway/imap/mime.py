@@ -248,24 +248,105 @@ def bodystructure(part: Part, extensible: bool = True) -> bytes:
     return b"(" + b" ".join(items) + b")"
 
 
+def _split_address_list(text: str) -> list[tuple[str, str]]:
+    """An address-list cut at its top-level commas into ("addr", text) items, with RFC 5322
+    groups ("name: a@b, c@d;") as ("start", name) ... ("end", "") around their members.
+    email.utils.getaddresses reads one address well but drops group names and source routes,
+    which ENVELOPE must show (RFC 3501 7.4.2)."""
+    out: list[tuple[str, str]] = []
+    cur: list[str] = []
+    quoted = angle = False
+    comment = 0
+    in_group = False
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if quoted:
+            if ch == "\\" and i + 1 < len(text):
+                cur.append(text[i : i + 2])
+                i += 2
+                continue
+            quoted = ch != '"'
+        elif comment:
+            if ch == "\\" and i + 1 < len(text):
+                cur.append(text[i : i + 2])
+                i += 2
+                continue
+            comment += {"(": 1, ")": -1}.get(ch, 0)
+        elif ch == '"':
+            quoted = True
+        elif ch == "(":
+            comment = 1
+        elif ch == "<":
+            angle = True
+        elif ch == ">":
+            angle = False
+        elif ch == ":" and not angle and not in_group:
+            name = "".join(cur).strip()
+            if len(name) >= 2 and name[0] == name[-1] == '"':
+                name = name[1:-1]
+            out.append(("start", name))
+            in_group = True
+            cur = []
+            i += 1
+            continue
+        elif ch in ",;" and not angle:
+            if "".join(cur).strip():
+                out.append(("addr", "".join(cur)))
+            cur = []
+            if ch == ";" and in_group:
+                out.append(("end", ""))
+                in_group = False
+            i += 1
+            continue
+        cur.append(ch)
+        i += 1
+    if "".join(cur).strip():
+        out.append(("addr", "".join(cur)))
+    if in_group:
+        out.append(("end", ""))
+    return out
+
+
+_ROUTE = re.compile(r"<\s*(@[^:<>\"]*):")
+
+
+def _address(text: str) -> bytes | None:
+    route = _ROUTE.search(text)
+    adl = None
+    if route:
+        adl = route.group(1).strip()
+        text = text[: route.start()] + "<" + text[route.end() :]
+    found = [(n, a) for n, a in getaddresses([text]) if n or a]
+    if not found:
+        return None
+    name, addr = found[0]
+    mailbox, at, host = addr.rpartition("@")
+    if not at:
+        mailbox, host = addr, ""
+    items = [
+        nstring(name.encode("utf-8", "surrogateescape") if name else None),
+        nstring(adl.encode("utf-8", "surrogateescape") if adl else None),
+        nstring(mailbox.encode("utf-8", "surrogateescape") if mailbox else None),
+        nstring(host.encode("utf-8", "surrogateescape") if host else None),
+    ]
+    return b"(" + b" ".join(items) + b")"
+
+
 def _addresses(value: bytes | None) -> bytes:
     if not value:
         return b"NIL"
     text = value.decode("utf-8", "surrogateescape")
     out = []
-    for name, addr in getaddresses([text]):
-        if not addr and not name:
-            continue
-        mailbox, at, host = addr.rpartition("@")
-        if not at:
-            mailbox, host = addr, ""
-        items = [
-            nstring(name.encode("utf-8", "surrogateescape") if name else None),
-            b"NIL",
-            nstring(mailbox.encode("utf-8", "surrogateescape") if mailbox else None),
-            nstring(host.encode("utf-8", "surrogateescape") if host else None),
-        ]
-        out.append(b"(" + b" ".join(items) + b")")
+    for kind, item in _split_address_list(text):
+        if kind == "start":  # RFC 3501 7.4.2: group start, members, then the end marker
+            out.append(b"(NIL NIL " + nstring(item.encode("utf-8", "surrogateescape")) + b" NIL)")
+        elif kind == "end":
+            out.append(b"(NIL NIL NIL NIL)")
+        else:
+            addr = _address(item)
+            if addr is not None:
+                out.append(addr)
     return b"(" + b"".join(out) + b")" if out else b"NIL"
 
 

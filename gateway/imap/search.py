@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from email.header import decode_header, make_header
 from email.message import Message
-from email.utils import parsedate_to_datetime
+from email.utils import getaddresses, parsedate_to_datetime
 
 from gateway.imap.parser import (
     Atom,
@@ -203,6 +203,15 @@ def _header_text(msg: Message, name: str) -> str:
     return " ".join(_decoded(str(v)) for v in msg.get_all(name, []))
 
 
+def _address_text(msg: Message, name: str) -> str:
+    """The header as written plus its addresses as the envelope shows them ("name
+    <local@domain>", comments and source routes dropped): RFC 3501 SEARCH FROM/TO/CC/BCC look
+    in the envelope structure's field, so "a@b" finds "<a (comment)@ b>"."""
+    values = [str(v) for v in msg.get_all(name, [])]
+    parsed = [f"{_decoded(n)} <{a}>" for n, a in getaddresses(values) if n or a]
+    return " ".join([_decoded(v) for v in values] + parsed)
+
+
 def _body_text(msg: Message) -> str:
     out = []
     for part in msg.walk():
@@ -277,8 +286,10 @@ def matches(key: Key, c: Candidate, largest_seq: int, largest_uid: int) -> bool:
             return False
         needle = str(key.arg2)
         return any(needle in _decoded(str(v)).lower() for v in values)
-    if name in ("FROM", "TO", "CC", "BCC", "SUBJECT"):
+    if name == "SUBJECT":
         return needle in _header_text(msg, name).lower()
+    if name in ("FROM", "TO", "CC", "BCC"):
+        return needle in _address_text(msg, name).lower()
     if name == "BODY":
         return needle in _body_text(msg).lower()
     if name == "TEXT":

@@ -63,8 +63,7 @@ class SelectedUpdates(SessionState):
                 if text:
                     sel.flags[u] = text
                     self._announce(text)
-            if not sel.readonly:
-                sel.recent |= store.claim_recent(sel.folder)
+            sel.recent |= (store.peek_recent if sel.readonly else store.claim_recent)(sel.folder)
             self.untagged(f"{len(sel.uids)} EXISTS")
             self.untagged(f"{sel.recent_count()} RECENT")
         sel.modseq = changes.highestmodseq

@@ -299,7 +299,7 @@ class MailStore:
         ).fetchall()
         return [self._folder(r) for r in rows]
 
-    def _create(self, name: str) -> None:
+    def _create(self, name: str, subscribed: bool = True) -> None:
         # Remembered apart from the folders: a deleted folder's UIDVALIDITY is never reissued.
         last = self.conn.execute(
             "SELECT MAX(v) FROM (SELECT MAX(uidvalidity) AS v FROM folders"
@@ -311,8 +311,8 @@ class MailStore:
         )
         maildir.ensure_maildir(self.path_of(name))
         self.conn.execute(
-            "INSERT INTO folders(name, uidvalidity, special_use) VALUES (?, ?, ?)",
-            (name, uidvalidity, SPECIAL_USE.get(name)),
+            "INSERT INTO folders(name, uidvalidity, special_use, subscribed) VALUES (?, ?, ?, ?)",
+            (name, uidvalidity, SPECIAL_USE.get(name), int(subscribed)),
         )
 
     def create_folder(self, name: str) -> None:
@@ -325,12 +325,13 @@ class MailStore:
             count = self.conn.execute("SELECT COUNT(*) FROM folders").fetchone()[0]
             if count >= MAX_FOLDERS:
                 raise StoreError("too many folders", "LIMIT")
-            # Create missing parents too (RFC 3501 CREATE: "foo/bar" creates "foo").
+            # Create missing parents too (RFC 3501 CREATE: "foo/bar" creates "foo"). Only
+            # SUBSCRIBE subscribes (the default folders are subscribed from the start).
             parts = name.split(DELIMITER)
             for i in range(1, len(parts) + 1):
                 sub = DELIMITER.join(parts[:i])
                 if sub != "INBOX" and not self._row(sub):
-                    self._create(sub)
+                    self._create(sub, subscribed=False)
 
     def delete_folder(self, name: str) -> None:
         name = validate_name(name)
@@ -366,7 +367,7 @@ class MailStore:
                 raise StoreError(f"folder {new} already exists", "ALREADYEXISTS")
             if old == "INBOX":
                 # RFC 3501: renaming INBOX moves its messages to a new folder; INBOX stays.
-                self._create(new)
+                self._create(new, subscribed=False)
                 dst = self.conn.execute("SELECT id FROM folders WHERE name = ?", (new,)).fetchone()
                 src = self._row("INBOX")
                 assert src is not None
@@ -380,7 +381,7 @@ class MailStore:
             for i in range(1, len(parts)):
                 sub = DELIMITER.join(parts[:i])
                 if sub != "INBOX" and not self._row(sub):
-                    self._create(sub)
+                    self._create(sub, subscribed=False)
             for folder_id, name in rows:
                 target = new + name[len(old) :]
                 os.rename(self.path_of(name), self.path_of(target))
@@ -556,6 +557,14 @@ class MailStore:
             (folder.id,),
         ).fetchone()
         return int(row[0]) if row and row[0] is not None else None
+
+    def peek_recent(self, folder: Folder) -> set[int]:
+        """The \\Recent marks nobody has claimed yet, left in place (EXAMINE, RFC 3501 6.3.2:
+        a read-only session must not make messages lose \\Recent)."""
+        rows = self.conn.execute(
+            "SELECT uid FROM messages WHERE folder_id = ? AND recent = 1", (folder.id,)
+        ).fetchall()
+        return {int(r[0]) for r in rows}
 
     def claim_recent(self, folder: Folder) -> set[int]:
         """Take the \\Recent marks: the session that claims them is the one that shows them."""
