@@ -80,7 +80,7 @@ def test_from_fast_path_agrees_with_the_email_package(value):
     """The From: fast path gives what email.utils.getaddresses gives, or defers to it."""
     from email.utils import getaddresses
 
-    expected = [a.strip().lower() for _, a in getaddresses([value]) if a.strip()]
+    expected = [a.strip().lower() for _, a in getaddresses([value.strip()]) if a.strip()]
     assert read_headers(f"From: {value}\r\n\r\n".encode()).from_addresses == expected
 
 
