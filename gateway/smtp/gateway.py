@@ -22,7 +22,7 @@ from gateway.smtp import replies
 from gateway.smtp.checks import Headers, domain_of
 from gateway.smtp.conversations import Conversations
 from gateway.smtp.dsn import Failure, build_dsn
-from gateway.smtp.limits import RateLimiter
+from gateway.smtp.limits import RATE_LIMITS_FILE, RateLimiter, SharedRateLimits
 from gateway.smtp.replies import Reply
 from gateway.store.commit import Committer
 from gateway.store.maildir import mailbox_path
@@ -49,14 +49,22 @@ class Gateway:
         self.conversations = Conversations.open(config.database_path)
         self.queue = Queue(config.queue_path).ensure()
         self.committer = Committer(self.queue)
-        self.client_limit = RateLimiter(config.smtp.rate_limit_client)
-        self.account_limit = RateLimiter(config.smtp.rate_limit_account)
+        limits = config.smtp.rate_limit_client, config.smtp.rate_limit_account
+        # One table for every worker process of this gateway (see gateway.smtp.limits).
+        self.rate_limits = (
+            SharedRateLimits(config.database_path.with_name(RATE_LIMITS_FILE))
+            if max(limits) > 0 else None
+        )
+        self.client_limit = RateLimiter(self.rate_limits, "client", limits[0])
+        self.account_limit = RateLimiter(self.rate_limits, "account", limits[1])
         self.local_domains = set(own_domains(config))
         self._mailboxes: dict[str, tuple[float, Mailbox | None]] = {}
         self._maildirs: dict[str, Path] = {}  # address -> its INBOX Maildir (pure, cached)
 
     def close(self) -> None:
         self.committer.close()
+        if self.rate_limits is not None:
+            self.rate_limits.close()
 
     # --- lookups --------------------------------------------------------------------------------
 
