@@ -4,6 +4,7 @@ the RFC rule, talks to the real server over real TLS with imaplib, and failed be
 from __future__ import annotations
 
 import imaplib
+import re
 
 import pytest
 from imap_helpers import RunningServer, running_server
@@ -94,4 +95,43 @@ def test_search_from_matches_the_envelope_address(imap):
     assert client.search(None, "FROM", '"Docteur Y"')[1] == [b"2"]
     assert client.search(None, "FROM", "cabinet.example")[1] == [b"1 2"]
     assert client.search(None, "FROM", "nobody@x")[1] == [b""]
+    client.logout()
+
+
+def test_esearch_return_options(imap):
+    """RFC 4731 ESEARCH: SEARCH RETURN (MIN MAX ALL COUNT); an empty list means ALL; MIN, MAX
+    and ALL are left out when nothing matches, COUNT is not; the tag is echoed."""
+    for i in range(5):
+        imap.deliver(DOCTOR, raw_message(f"Subject: m{i}\n"))
+    client = login(imap)
+    assert "ESEARCH" in client.capabilities
+    client.select("INBOX")
+    client.store("2,4,5", "+FLAGS", "\\Seen")
+    tag = client._command("SEARCH", "RETURN", "(MIN MAX ALL COUNT)", "SEEN")
+    client._command_complete("SEARCH", tag)
+    assert client.response("ESEARCH")[1] == [
+        b'(TAG "' + tag + b'") MIN 2 MAX 5 ALL 2,4:5 COUNT 3']
+    tag = client._command("UID", "SEARCH", "RETURN", "()", "1:3")
+    client._command_complete("UID", tag)
+    assert client.response("ESEARCH")[1] == [b'(TAG "' + tag + b'") UID ALL 1:3']
+    tag = client._command("SEARCH", "RETURN", "(MIN COUNT)", "KEYWORD", "nothing")
+    client._command_complete("SEARCH", tag)
+    assert client.response("ESEARCH")[1] == [b'(TAG "' + tag + b'") COUNT 0']
+    with pytest.raises(imaplib.IMAP4.error, match="unsupported SEARCH RETURN option"):
+        client._simple_command("SEARCH", "RETURN", "(SAVE)", "ALL")
+    client.logout()
+
+
+def test_fetch_modseq_enables_condstore_and_reports_highestmodseq(imap):
+    """RFC 7162 3.1: FETCH MODSEQ is a CONDSTORE-enabling command; issued with a mailbox
+    selected, it brings an untagged OK [HIGHESTMODSEQ], and later FETCH replies carry MODSEQ."""
+    imap.deliver(DOCTOR, raw_message("Subject: m\n"))
+    client = login(imap)
+    client.select("INBOX")
+    client.response("HIGHESTMODSEQ")  # SELECT's, not the one under test
+    _, data = client.fetch("1", "(MODSEQ)")
+    assert re.fullmatch(rb"1 \(MODSEQ \(\d+\)\)", data[0])
+    assert re.fullmatch(rb"\d+", client.response("HIGHESTMODSEQ")[1][0])
+    _, data = client.store("1", "+FLAGS", "\\Flagged")
+    assert b"MODSEQ (" in data[0]
     client.logout()

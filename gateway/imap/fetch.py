@@ -38,9 +38,10 @@ class FetchCommand(SelectedUpdates):
             if len(mods) != 2 or str(mods[0]).upper() != "CHANGEDSINCE":
                 raise Bad("unsupported FETCH modifier")
             changedsince = as_number(mods[1], "CHANGEDSINCE")
-            self.condstore = True
         uids = self._resolve(set_text, uid)
         names = {i.name for i in items}
+        if changedsince is not None or "MODSEQ" in names:
+            self._enable_condstore()
         if uid:
             names.add("UID")
             if "UID" not in {i.name for i in items}:

@@ -24,7 +24,7 @@ class MailboxCommands(SelectedUpdates):
         enabled = []
         for a in args:
             if as_atom(a, "capability").upper() == "CONDSTORE" and not self.condstore:
-                self.condstore = True
+                self._enable_condstore()
                 enabled.append("CONDSTORE")
         self.untagged("ENABLED" + "".join(" " + e for e in enabled))
         self.tagged(tag, "OK", "ENABLE completed")
@@ -165,6 +165,8 @@ class MailboxCommands(SelectedUpdates):
         if not items:
             raise Bad("STATUS needs at least one item")
         folder = self._get_folder(args[0])
+        if "HIGHESTMODSEQ" in items:
+            self._enable_condstore()
         self.store.import_new(folder)
         folder = self.store.folder_by_id(folder.id) or folder
         total, unseen, recent = self.store.counts(folder)

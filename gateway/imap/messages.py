@@ -17,7 +17,7 @@ from gateway.imap.search import (
     uses_modseq,
 )
 from gateway.imap.state import Bad, No, _no_args
-from gateway.imap.syntax import seq_set
+from gateway.imap.syntax import quote, seq_set
 from gateway.imap.updates import SelectedUpdates
 
 
@@ -52,7 +52,7 @@ class MessageCommands(SelectedUpdates):
             if len(mods) != 2 or str(mods[0]).upper() != "UNCHANGEDSINCE":
                 raise Bad("unsupported STORE modifier")
             unchangedsince = as_number(mods[1], "UNCHANGEDSINCE")
-            self.condstore = True
+            self._enable_condstore()
             pos = 2
         if len(args) < pos + 2:
             raise Bad("STORE expects an action and flags")
@@ -102,8 +102,12 @@ class MessageCommands(SelectedUpdates):
     async def cmd_search(self, tag: str, args: list[Token], uid: bool = False) -> None:
         sel = self.selected
         assert sel is not None and self.store is not None
+        options = None
         if args and isinstance(args[0], Atom) and args[0].upper() == "RETURN":
-            raise Bad("ESEARCH (SEARCH RETURN) is not supported")
+            if len(args) < 2:
+                raise Bad("SEARCH RETURN expects a list of options")
+            options = _return_options(args[1])
+            args = args[2:]
         try:
             _, keys = parse_search(args)
         except BadCharset:
@@ -126,12 +130,17 @@ class MessageCommands(SelectedUpdates):
                 found.append((i + 1, u, info.modseq))
             if heavy and i % 200 == 199:
                 await asyncio.sleep(0)  # long text searches leave room for other clients
-        numbers = [u if uid else s for s, u, _ in found]
-        line = "SEARCH" + "".join(f" {n}" for n in numbers)
-        if uses_modseq(keys) and found:
-            self.condstore = True
-            line += f" (MODSEQ {max(m for _, _, m in found)})"
-        self.untagged(line)
+        modseq = uses_modseq(keys)
+        if modseq:
+            self._enable_condstore()
+        if options is not None:
+            self.untagged(_esearch(tag, uid, options, found, modseq))
+        else:
+            numbers = [u if uid else s for s, u, _ in found]
+            line = "SEARCH" + "".join(f" {n}" for n in numbers)
+            if modseq and found:
+                line += f" (MODSEQ {max(m for _, _, m in found)})"
+            self.untagged(line)
         if heavy:
             self._audit("imap.search", {"folder": folder.name})
         await self._notify(uid)
@@ -172,3 +181,43 @@ class MessageCommands(SelectedUpdates):
 
     async def cmd_move(self, tag: str, args: list[Token], uid: bool = False) -> None:
         await self.cmd_copy(tag, args, uid=uid, move=True)
+
+
+_RETURN_OPTIONS = ("MIN", "MAX", "ALL", "COUNT")
+
+
+def _return_options(tok: Token) -> set[str]:
+    """RFC 4731 SEARCH RETURN (...): MIN, MAX, ALL, COUNT; an empty list means ALL."""
+    if not isinstance(tok, list):
+        raise Bad("SEARCH RETURN expects a list of options")
+    options = {as_atom(t, "SEARCH RETURN option").upper() for t in tok}
+    unknown = options - set(_RETURN_OPTIONS)
+    if unknown:
+        raise Bad(f"unsupported SEARCH RETURN option {sorted(unknown)[0][:20]}")
+    return options or {"ALL"}
+
+
+def _esearch(tag: str, uid: bool, options: set[str], found: list[tuple[int, int, int]],
+             modseq: bool) -> str:
+    """The ESEARCH response (RFC 4731): MIN, MAX and ALL only when something matched, COUNT
+    always; with a MODSEQ key, the highest mod-sequence of the messages returned (RFC 7162
+    3.1.5: all of them for ALL/COUNT, else the MIN/MAX ones)."""
+    line = f"ESEARCH (TAG {quote(tag).decode()})" + (" UID" if uid else "")
+    numbers = [u if uid else s for s, u, _ in found]
+    returned: list[int] = []  # indexes into found
+    if found:
+        if "MIN" in options:
+            line += f" MIN {numbers[0]}"
+            returned.append(0)
+        if "MAX" in options:
+            line += f" MAX {numbers[-1]}"
+            returned.append(len(found) - 1)
+        if "ALL" in options:
+            line += f" ALL {seq_set(numbers)}"
+    if "COUNT" in options:
+        line += f" COUNT {len(found)}"
+    if modseq and found:
+        if options & {"ALL", "COUNT"}:
+            returned = list(range(len(found)))
+        line += f" MODSEQ {max(found[i][2] for i in returned)}"
+    return line

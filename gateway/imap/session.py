@@ -1,5 +1,5 @@
 """The IMAP command logic of one connection (RFC 3501 + IDLE, UIDPLUS, MOVE, NAMESPACE, ID,
-ENABLE, LITERAL+, SASL-IR, SPECIAL-USE, CONDSTORE, UNSELECT, CHILDREN).
+ENABLE, LITERAL+, SASL-IR, SPECIAL-USE, CONDSTORE, UNSELECT, CHILDREN, ESEARCH).
 
 A `Session` takes parsed commands (gateway.imap.parser) and writes responses to a `Channel`;
 it knows nothing of sockets, so tests drive it with an in-memory channel. The mail itself is

@@ -19,7 +19,7 @@ SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 _SYSTEM_LOWER = {f.lower(): f for f in SYSTEM_FLAGS}
 BASE_CAPS = (
     "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE SPECIAL-USE CONDSTORE"
-    " UNSELECT CHILDREN"
+    " UNSELECT CHILDREN ESEARCH"
 )
 MAX_LOGIN_FAILURES = 3
 
@@ -198,6 +198,16 @@ class SessionState:
                     raise Bad(f"invalid keyword {f[:30]}")
                 flags.append(f)
         return flags
+
+    def _enable_condstore(self) -> None:
+        """RFC 7162 3.1: a CONDSTORE-enabling command (FETCH MODSEQ, SEARCH MODSEQ, STORE
+        UNCHANGEDSINCE, STATUS HIGHESTMODSEQ, ENABLE) issued with a mailbox selected also
+        tells the client the mailbox's HIGHESTMODSEQ."""
+        if self.condstore:
+            return
+        self.condstore = True
+        if self.selected is not None:
+            self.untagged(f"OK [HIGHESTMODSEQ {self.selected.modseq}] highest mod-sequence")
 
     def _audit(self, action: str, details: dict[str, object]) -> None:
         if self.login is not None and self.login.patient:
