@@ -110,9 +110,26 @@ def main() -> int:
             )
 
         rate("DMP filings (20 kB CDA + signature, audited)", file)
+        # One audit line per query (who read which patient, how many documents); the cost
+        # grows with the documents listed, so the query runs on a patient with exactly 100.
+        for i in range(100):
+            dmp.submit(
+                DocumentMetadata(
+                    unique_id=f"1.2.250.1.998.{i}",
+                    patient_ins="179035121518942",
+                    class_code="42",
+                    type_code="57833-6",
+                    format_code="urn:ihe:pharm:pre:2010",
+                    creation_time=now,
+                    title="Prescription",
+                    author_address=DOCTOR,
+                ),
+                CDA,
+                actor=gw,
+            )
         rate(
-            "DMP queries by patient (audited)",
-            lambda i: dmp.find("279035121518989", actor=gw, class_codes=["42"]),
+            "DMP queries by patient, 100 documents listed (audited)",
+            lambda i: dmp.find("179035121518942", actor=gw, class_codes=["42"]),
             seconds=0.5,
         )
         dmp.close()

@@ -257,3 +257,32 @@ def test_cli_pdf_to_stdout(tmp_path: Path, capsysbinary: pytest.CaptureFixture[b
     assert capsysbinary.readouterr().out == embedded
     assert main(["ordonnance", "pdf", str(doc), "-o", "-", "--json"]) == 1
     assert b"choose one" in capsysbinary.readouterr().err
+
+
+def test_qr_symbol_is_segnos_for_every_identifier() -> None:
+    """qrsymbol encodes version 1-M directly for speed: module for module the symbol segno
+    makes (same data, error correction, mask choice and format information)."""
+    import segno
+
+    from gateway.ordonnance.qr import symbol
+
+    for _ in range(300):
+        ident = new_identifier()
+        ref = segno.make_qr(ident, error="m", mode="alphanumeric", boost_error=False)
+        assert [bytes(row) for row in ref.matrix] == list(symbol(ident)), ident
+    masks = {segno.make_qr(new_identifier(), error="m", mode="alphanumeric",
+                           boost_error=False).mask for _ in range(100)}
+    assert len(masks) > 4  # the comparison went through several masks
+
+
+def test_qr_png_pixels_are_the_symbol() -> None:
+    from gateway.ordonnance.qr import qr_png, symbol
+
+    ident = new_identifier()
+    image = Image.open(io.BytesIO(qr_png(ident, scale=3, border=2))).convert("L")
+    assert image.size == ((21 + 4) * 3,) * 2
+    for r, row in enumerate(symbol(ident)):
+        for c, dark in enumerate(row):
+            assert image.getpixel(((c + 2) * 3 + 1, (r + 2) * 3 + 1)) == (0 if dark else 255)
+    assert image.getpixel((0, 0)) == 255  # quiet zone
+    assert [r.text for r in zxingcpp.read_barcodes(image)] == [ident]

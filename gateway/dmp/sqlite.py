@@ -120,7 +120,9 @@ def _stamp(value: dt.datetime) -> str:
 
 
 def _unstamp(text: str) -> dt.datetime:
-    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=_UTC)
+    # fromisoformat reads our stamps (and their Z) in C; strptime took two thirds of a query
+    # by patient (two stamps per listed document).
+    return dt.datetime.fromisoformat(text)
 
 
 def sha1_hex(content: bytes) -> str:

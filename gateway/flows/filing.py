@@ -1,5 +1,11 @@
 """Any other mail to a patient: delivered unchanged, and its XDM packages filed in the DMP.
 
+Mail relayed by another trust-space operator to our patients is filed the same way (`relayed`):
+a prescription or report from another operator's member arrives as their software or gateway
+packed and signed it. The gateway cannot sign or register it in their name (it holds no
+certificate for people outside its directory), so it files the package and delivers the mail as
+sent.
+
 A professional who mails a patient a lab report (or any structured document) in an
 `IHE_XDM.zip` also feeds the patient's shared record: the package's documents are filed with
 their XDS metadata, whole or not at all. A package about another patient (its INS is not the
@@ -12,12 +18,13 @@ from __future__ import annotations
 
 import logging
 
+from gateway.config import Config
 from gateway.dmp.feed import file_package, ins_of
 from gateway.dmp.model import Actor, ActorKind, DuplicateDocument
 from gateway.errors import GatewayError
 from gateway.flows import mail
-from gateway.flows.common import packages
-from gateway.flows.context import ACTOR, Context
+from gateway.flows.common import is_zip, packages
+from gateway.flows.context import ACTOR, Context, context
 from gateway.xdm import Limits
 
 log = logging.getLogger("mssgw.flows")
@@ -51,3 +58,24 @@ def file_packages(ctx: Context, msg: mail.EmailMessage, sender: str, patient: st
     for note in notes:
         log.info("dmp filing from %s to %s: %s", sender, patient, note)
     return notes
+
+
+PRECHECK_MAX_BYTES = 256 * 1024  # larger messages go to the pool as they are (no parse here)
+
+
+def may_hold_package(data: bytes) -> bool:
+    """False only when the message has no ZIP attachment: most relayed mail to patients then
+    skips the process pool. Parses on the event loop, so only small messages (a few kB of MIME
+    cost less than the pool's round trip); larger ones, which may carry a package, go to it."""
+    if len(data) > PRECHECK_MAX_BYTES:
+        return True
+    return any(is_zip(a) for a in mail.attachments(mail.parse(data)))
+
+
+def relayed(config: Config, sender: str, patients: tuple[str, ...], data: bytes) -> None:
+    """Worker side (process pool): file the XDM packages of a relayed message for each of our
+    patients it is addressed to. The message itself is delivered unchanged."""
+    ctx = context(config)
+    msg = mail.parse(data)
+    for patient in patients:
+        file_packages(ctx, msg, sender, patient)

@@ -41,7 +41,7 @@ from gateway.flows.common import (
     prescription_cda,
 )
 from gateway.flows.context import ACTOR, Context, context, now
-from gateway.flows.filing import file_packages
+from gateway.flows.filing import file_packages, may_hold_package, relayed
 from gateway.identifiers import OID_INS_DEMO, OID_INS_NIR, OID_INS_TEST
 from gateway.ordonnance import qr_png, render_pdf
 from gateway.pipeline import Delivery, Message, Outcome
@@ -322,15 +322,19 @@ def handle(config: Config, sender: str, patients: tuple[str, ...], data: bytes) 
 
 
 async def step(message: Message, outcome: Outcome) -> Outcome:
-    """Pipeline step: a professional's submission to one or more patients."""
-    if message.channel != "submission" or not message.authenticated:
-        return outcome
+    """Pipeline step: a professional's submission to one or more patients; a trust-space
+    peer's mail to our patients (its packages filed, see `filing.relayed`)."""
     config = pipeline.config()
     suffix = "@" + config.gateway.patient_domain
     patients = tuple(r for r in message.recipients if r.endswith(suffix))
     if not patients:
         return outcome
+    if message.channel == "relay":
+        if message.sender and may_hold_package(message.data):
+            await pipeline.run_cpu(relayed, config, message.sender, patients, message.data)
+        return outcome
+    if message.channel != "submission" or not message.authenticated:
+        return outcome
     plan = await pipeline.run_cpu(handle, config, message.authenticated.lower(), patients,
                                   message.data)
     return apply(message, outcome, plan)
-

@@ -12,9 +12,8 @@ import functools
 import struct
 import zlib
 
-import segno
-
 from gateway.errors import GatewayError
+from gateway.ordonnance.qrsymbol import encode
 from gateway.prescriptions.identifier import check_identifier
 
 
@@ -32,22 +31,23 @@ def checked_identifier(identifier: str | None) -> str:
     return result.identifier
 
 
-def make_qr(identifier: str) -> segno.QRCode:
-    """The symbol for `identifier` (checked and normalised first)."""
+def symbol(identifier: str) -> tuple[bytes, ...]:
+    """The symbol for `identifier` (checked and normalised first): dark modules (1) row by row,
+    without the quiet zone. Version 1-M, alphanumeric (qrsymbol.py: the same symbol segno makes
+    with error="m", mode="alphanumeric", boost_error=False)."""
     return _symbol(checked_identifier(identifier))
 
 
 @functools.lru_cache(maxsize=64)
-def _symbol(ident: str) -> segno.QRCode:
-    # Encoding (mask choice) costs ~1.5 ms and a prescription needs the symbol twice (the PDF's
-    # vectors, the CDA's PNG): the second caller gets the first one's. Callers only read it.
-    # boost_error=False keeps level M stable across segno versions (same symbol, same tests).
-    return segno.make_qr(ident, error="m", mode="alphanumeric", boost_error=False)
+def _symbol(ident: str) -> tuple[bytes, ...]:
+    # A prescription needs the symbol twice (the PDF's vectors, the CDA's PNG): the second
+    # caller gets the first one's.
+    return tuple(bytes(row) for row in encode(ident))
 
 
 def qr_matrix(identifier: str) -> list[list[bool]]:
     """Dark modules (True) row by row, without the quiet zone: the PDF draws them as vectors."""
-    return [[bool(v) for v in row] for row in make_qr(identifier).matrix]
+    return [[bool(v) for v in row] for row in symbol(identifier)]
 
 
 def qr_png(identifier: str, *, scale: int = 8, border: int = 4) -> bytes:
@@ -59,10 +59,10 @@ def qr_png(identifier: str, *, scale: int = 8, border: int = 4) -> bytes:
     """
     if not (1 <= scale <= 100 and 0 <= border <= 20):
         raise OrdonnanceError("the QR scale is 1 to 100 pixels per module, the border 0 to 20")
-    return _png(make_qr(identifier).matrix, scale, border)
+    return _png(symbol(identifier), scale, border)
 
 
-def _png(matrix: tuple[bytearray, ...] | list[list[bool]], scale: int, border: int) -> bytes:
+def _png(matrix: tuple[bytes, ...], scale: int, border: int) -> bytes:
     """A 1-bit greyscale PNG (0 = black) of the modules, each `scale` pixels square.
 
     Written here rather than with segno's `save(kind="png")`, whose pure-Python scanlines cost
