@@ -218,3 +218,53 @@ async def test_expired_failures_are_purged(setup):
     await auth.authenticate(f"bob@{D}", "wrong", "192.0.2.1")
     rows = auth.failures.conn.execute("SELECT count(*) FROM auth_failure").fetchone()[0]
     assert rows == 2
+
+
+def _worker(setup_auth: Authenticator, gateway_home) -> Authenticator:
+    """Another worker process's Authenticator: its own connections and in-memory cache."""
+    config = load_config(gateway_home / "config.toml")
+    return Authenticator(
+        open_directory(config), FailureLog(connect(config.database_path)), setup_auth.settings,
+        clock=setup_auth.clock,
+    )
+
+
+async def test_a_login_verified_by_one_worker_is_cached_for_the_others(setup, gateway_home):
+    directory, auth, clock = setup
+    other = _worker(auth, gateway_home)
+    assert not (await auth.authenticate(f"alice@{D}", PASSWORD, "192.0.2.1")).cached
+    second = await other.authenticate(f"Alice@{D}", PASSWORD, "192.0.2.2")
+    assert second.ok and second.cached  # no scrypt: found in the shared table
+    wrong = await other.authenticate(f"alice@{D}", PASSWORD + "!", "192.0.2.2")
+    assert wrong.reason is AuthReason.BAD_PASSWORD
+    # The database holds no password and nothing to test one against without the key.
+    rows = auth.failures.conn.execute("SELECT key, hash_digest FROM auth_verified").fetchall()
+    assert len(rows) == 1
+    assert PASSWORD.encode() not in rows[0][0] + rows[0][1]
+
+    # Suspension and a new password apply to the shared entries at once.
+    directory.suspend(f"alice@{D}")
+    third = _worker(auth, gateway_home)
+    assert (await third.authenticate(f"alice@{D}", PASSWORD, "192.0.2.3")).reason \
+        is AuthReason.SUSPENDED
+    directory.resume(f"alice@{D}")
+    directory.set_password(f"alice@{D}", "another long password")
+    assert not (await third.authenticate(f"alice@{D}", PASSWORD, "192.0.2.3")).ok
+    # ... and expiry: an entry older than cache_ttl is verified again.
+    assert not (await third.authenticate(f"alice@{D}", "another long password", "x")).cached
+    clock.now += 301
+    assert not (await _worker(auth, gateway_home).authenticate(
+        f"alice@{D}", "another long password", "x")).cached
+
+
+async def test_a_process_with_another_secret_does_not_use_the_shared_entries(
+    setup, gateway_home, monkeypatch
+):
+    from gateway.directory import auth as auth_module
+
+    _, auth, _ = setup
+    assert (await auth.authenticate(f"bob@{D}", PASSWORD, "192.0.2.1")).ok
+    monkeypatch.setattr(auth_module, "_secret", None)  # not forked from the same supervisor
+    stranger = _worker(auth, gateway_home)
+    first = await stranger.authenticate(f"bob@{D}", PASSWORD, "192.0.2.1")
+    assert first.ok and not first.cached

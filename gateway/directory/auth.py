@@ -6,7 +6,13 @@
 
 - scrypt runs in an executor, never on the event loop.
 - A verified address+password is cached for `[auth] cache_ttl` seconds (like Dovecot's auth
-  cache), keyed by an HMAC with a per-process random key, so the cache never holds a password.
+  cache), keyed by an HMAC, so the cache never holds a password. The HMAC key (`cache_secret`)
+  lives only in memory: `mssgw serve` creates it before it forks its workers, so every worker
+  and every service (SMTP, IMAP) computes the same keys, and the verified logins are shared
+  through the database (table `auth_verified`: HMAC, a digest of the stored hash, expiry). A
+  client's next connection usually lands on another worker: without the shared table each
+  worker would run scrypt again for it. A copy of the database alone gives nothing to test
+  passwords against (the HMAC key is not in it).
   The cache never weakens the rules: every call still reads the mailbox's state and password hash
   (one primary-key lookup) and refuses a suspended mailbox or a changed password at once, and
   lockouts are checked before the cache.
@@ -48,7 +54,26 @@ MIGRATIONS = [
     """,
     # Expired failures are purged on every new failure (attackers try many addresses).
     "CREATE INDEX auth_failure_at ON auth_failure(at);",
+    # Verified logins shared by the worker processes (see VerifiedLogins).
+    """
+    CREATE TABLE auth_verified (
+        key BLOB PRIMARY KEY, hash_digest BLOB NOT NULL, expires REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX auth_verified_expires ON auth_verified(expires);
+    """,
 ]
+
+_secret: bytes | None = None
+
+
+def cache_secret() -> bytes:
+    """The HMAC key of the credential cache: random, in memory only, one per process tree.
+    A supervisor calls this before forking its workers so they share it (and thus the entries
+    of `auth_verified`); a process that did not inherit one makes its own."""
+    global _secret
+    if _secret is None:
+        _secret = os.urandom(32)
+    return _secret
 
 
 class AuthReason(StrEnum):
@@ -103,6 +128,37 @@ class FailureLog:
             self.conn.execute("DELETE FROM auth_failure WHERE scope = ? AND key = ?", (scope, key))
 
 
+class VerifiedLogins:
+    """The credential cache's shared half: entries (HMAC of address and password, SHA-256 of
+    the stored hash, expiry) every process of the gateway can read. Uses the FailureLog's
+    connection and lock (same database, same component)."""
+
+    def __init__(self, failures: FailureLog) -> None:
+        self.conn = failures.conn
+        self._lock = failures._lock
+
+    def expiry(self, key: bytes, hash_digest: bytes, now: float) -> float | None:
+        """When the entry for `key` expires, if it exists, is live and matches the hash."""
+        with self._lock:
+            row = self.conn.execute(
+                "SELECT expires FROM auth_verified WHERE key = ? AND hash_digest = ?"
+                " AND expires > ?",
+                (key, hash_digest, now),
+            ).fetchone()
+        return float(row[0]) if row else None
+
+    def add(self, key: bytes, hash_digest: bytes, expires: float, now: float) -> None:
+        # Expired entries go at each insert (one per scrypt run): the table holds the logins of
+        # the last cache_ttl seconds, and only of people who knew their password.
+        with self._lock, transaction(self.conn):
+            self.conn.execute("DELETE FROM auth_verified WHERE expires <= ?", (now,))
+            self.conn.execute(
+                "INSERT OR REPLACE INTO auth_verified (key, hash_digest, expires)"
+                " VALUES (?, ?, ?)",
+                (key, hash_digest, expires),
+            )
+
+
 def client_key(client_ip: str | None) -> str:
     """The key a client address is counted under: the address, or its /64 for IPv6."""
     if not client_ip:
@@ -116,6 +172,10 @@ def client_key(client_ip: str | None) -> str:
     if isinstance(ip, ipaddress.IPv6Address):
         return str(ipaddress.ip_network(f"{ip}/64", strict=False))
     return str(ip)
+
+
+def _digest(password_hash: str) -> bytes:
+    return hashlib.sha256(password_hash.encode("utf-8")).digest()
 
 
 @dataclass
@@ -141,9 +201,10 @@ class Authenticator:
         self.settings = settings or AuthSection()
         self.clock = clock
         self.executor = executor
+        self.verified = VerifiedLogins(failures)
         self._cache: OrderedDict[bytes, _CacheEntry] = OrderedDict()
         self._cache_lock = threading.Lock()
-        self._cache_key = os.urandom(32)
+        self._cache_key = cache_secret()
 
     @classmethod
     def from_config(cls, config: Config, directory: Directory | None = None) -> Authenticator:
@@ -213,10 +274,17 @@ class Authenticator:
             return ""
         if self.settings.cache_ttl > 0:
             key = self._key(addr, password)
+            now = self.clock()
             with self._cache_lock:
                 entry = self._cache.get(key)
             # The stored hash must be the one verified: a new password invalidates the entry.
-            if entry and entry.expires > self.clock() and entry.password_hash == cred.password_hash:
+            if not (entry and entry.expires > now and entry.password_hash == cred.password_hash):
+                expires = self.verified.expiry(key, _digest(cred.password_hash), now)
+                entry = None
+                if expires is not None:  # verified by another process
+                    entry = _CacheEntry(cred.password_hash, expires)
+                    self._remember(key, entry)
+            if entry is not None:
                 mailbox = self.directory.get(addr)
                 if mailbox is not None and mailbox.active:
                     return AuthResult(AuthReason.OK, addr, mailbox, cached=True)
@@ -241,15 +309,18 @@ class Authenticator:
             return AuthResult(AuthReason.SUSPENDED, addr)
         if self.failures.recent("account", addr, 0.0)[0]:  # a write only when there is one
             self.failures.clear("account", addr)
-        s = self.settings
-        if s.cache_ttl > 0:
-            with self._cache_lock:
-                self._cache[self._key(addr, password)] = _CacheEntry(
-                    stored, self.clock() + s.cache_ttl
-                )
-                while len(self._cache) > max(s.cache_size, 1):
-                    self._cache.popitem(last=False)
+        if self.settings.cache_ttl > 0:
+            key, now = self._key(addr, password), self.clock()
+            entry = _CacheEntry(stored, now + self.settings.cache_ttl)
+            self._remember(key, entry)
+            self.verified.add(key, _digest(stored), entry.expires, now)
         return AuthResult(AuthReason.OK, addr, mailbox)
+
+    def _remember(self, key: bytes, entry: _CacheEntry) -> None:
+        with self._cache_lock:
+            self._cache[key] = entry
+            while len(self._cache) > max(self.settings.cache_size, 1):
+                self._cache.popitem(last=False)
 
     def _fail(self, address: str, client_ip: str | None) -> None:
         s, now = self.settings, self.clock()

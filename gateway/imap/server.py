@@ -5,6 +5,11 @@ answers literal continuations, hands whole commands to the `Session`, and writes
 session produced. STARTTLS upgrades the same stream in place (anything the client pipelined
 after STARTTLS is dropped, RFC 3501 6.2.1 / CVE-2011-0411). Before login the limits are tight
 (small literals, one minute of silence); after login literals may be as large as APPEND allows.
+
+Per command the loop costs one read and one write: responses are collected and written (one TLS
+record, one send) only when the loop is about to wait for the client, so pipelined commands get
+their answers in one write too. The inactivity limit is one timer per connection, moved on
+lazily, not a timer armed and cancelled around every read.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ PREAUTH_LITERAL = 8 * 1024
 PREAUTH_TIMEOUT = 60.0
 AUTOLOGOUT = 30 * 60.0  # RFC 3501 5.4: at least 30 minutes
 READ_SIZE = 64 * 1024
+FLUSH_AT = 64 * 1024  # answers held back for one write at most
 
 
 class Connection:
@@ -51,15 +57,22 @@ class Connection:
         )
         self.max_literal = hooks.max_append + 4096
         self._out: list[bytes] = []
+        self._pending = 0  # bytes in _out
+        self._waiting_since = 0.0  # loop time the current wait for the client began; 0: busy
+        self._limit = PREAUTH_TIMEOUT
+        self._timer: asyncio.TimerHandle | None = None
+        self._timed_out = False
 
     # Channel
     def send(self, data: bytes) -> None:
         self._out.append(data)
+        self._pending += len(data)
 
     async def flush(self) -> None:
         if self._out:
             data = b"".join(self._out)
             self._out.clear()
+            self._pending = 0
             self.writer.write(data)
         await self.writer.drain()
 
@@ -80,22 +93,43 @@ class Connection:
                 raise EOFError
             self.parser.feed(data)
 
+    async def _wait_for_client(self) -> bytes:
+        """The next bytes from the client; b"" at its end or once it was silent for too long
+        (`_timed_out`)."""
+        loop = asyncio.get_running_loop()
+        self._limit = AUTOLOGOUT if self.session.login else PREAUTH_TIMEOUT
+        self._waiting_since = loop.time()
+        if self._timer is None:
+            self._timer = loop.call_at(self._waiting_since + self._limit, self._check_idle)
+        try:
+            return await self.reader.read(READ_SIZE)
+        finally:
+            self._waiting_since = 0.0
+
+    def _check_idle(self) -> None:
+        self._timer = None
+        if self._timed_out:
+            return
+        now = asyncio.get_running_loop().time()
+        if self._waiting_since and now >= self._waiting_since + self._limit:
+            self._timed_out = True
+            self.reader.feed_eof()  # ends the pending read with b""
+            return
+        since = self._waiting_since or now  # busy with a command: not idle
+        self._timer = asyncio.get_running_loop().call_at(since + self._limit, self._check_idle)
+
     async def run(self) -> None:
         session = self.session
         try:
             self.send(session.greeting())
-            await self.flush()
             while not session.closing:
                 ev = self.parser.next_event()
                 if ev is None:
-                    timeout = AUTOLOGOUT if session.login else PREAUTH_TIMEOUT
-                    try:
-                        async with asyncio.timeout(timeout):
-                            data = await self.reader.read(READ_SIZE)
-                    except TimeoutError:
-                        self.send(b"* BYE autologout: idle for too long\r\n")
-                        break
+                    await self.flush()  # answers go out when we wait, pipelined ones together
+                    data = await self._wait_for_client()
                     if not data:
+                        if self._timed_out:
+                            self.send(b"* BYE autologout: idle for too long\r\n")
                         break
                     self.parser.feed(data)
                     continue
@@ -115,7 +149,8 @@ class Connection:
                         await self._starttls()
                 elif isinstance(ev, RawLine):
                     pass
-                await self.flush()
+                if self._pending > FLUSH_AT:  # a long pipeline: do not hold all its answers
+                    await self.flush()
             await self.flush()
         except (ConnectionError, EOFError, ssl.SSLError, TimeoutError):
             pass
@@ -125,6 +160,8 @@ class Connection:
                 self.writer.write(b"* BYE server shutting down\r\n")
             raise
         finally:
+            if self._timer is not None:
+                self._timer.cancel()
             session.close()
             with contextlib.suppress(Exception):
                 self.writer.close()

@@ -121,6 +121,19 @@ async def run_services(
     return servers, tasks
 
 
+def prepare_services(config: Config) -> None:
+    """Call the optional `prepare(config)` of each service module, in the supervisor before it
+    forks: what the workers should share (e.g. a TLS context, hence its session-ticket key).
+    Only an optimisation: a failure is left for the workers to report as they start."""
+    for spec in SERVICES:
+        try:
+            prepare = getattr(importlib.import_module(spec.partition(":")[0]), "prepare", None)
+            if prepare is not None:
+                prepare(config)
+        except Exception as exc:  # the worker meets it again and reports it
+            log.debug("prepare for %s failed: %s", spec, exc)
+
+
 def listeners(servers: list[asyncio.Server]) -> list[tuple[str, str, int]]:
     out = []
     for s in servers:
@@ -211,6 +224,9 @@ def worker_count(config: Config) -> int:
 
 class Supervisor:
     def __init__(self, config: Config) -> None:
+        from gateway.directory.auth import cache_secret
+
+        cache_secret()  # created before the forks: the workers share verified logins
         self.config = config
         self.n = worker_count(config)
         self.ctx = multiprocessing.get_context("fork")
@@ -251,6 +267,7 @@ class Supervisor:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._signal)
         signal.signal(signal.SIGINT, self._signal)
+        prepare_services(self.config)
         for i in range(self.n):
             self.spawn(i)
         quick_deaths = 0
