@@ -158,3 +158,32 @@ def test_an_index_from_before_internaldate_zones_is_upgraded_in_place(root):
     new = store.append(inbox, b"Subject: new\r\n\r\n", [], 1_000_000_000, tz=-300)
     assert store.infos(inbox, [new])[new].tz == -300
     store.close()
+
+
+def test_vanished_since_answers_from_records_or_a_superset_once_they_are_pruned(
+    root, monkeypatch
+):
+    """QRESYNC's VANISHED (EARLIER): exact while expunge records reach back far enough; once
+    older ones were pruned, every UID asked about that is gone (RFC 7162 allows a superset)."""
+    from gateway.store import mailstore
+
+    store = MailStore(root)
+    inbox = store.folder("INBOX")
+    for _ in range(6):
+        store.append(inbox, b"Subject: x\r\n\r\n", [])
+    store.store_flags(inbox, [2], ["\\Deleted"], "+")
+    store.expunge(inbox)
+    since = store.folder("INBOX").highestmodseq
+    store.store_flags(inbox, [3, 5], ["\\Deleted"], "+")
+    store.expunge(inbox)
+    inbox = store.folder("INBOX")
+    assert store.vanished_since(inbox, since) == [(3, 3), (5, 5)]
+    assert store.vanished_since(inbox, since, [(4, 0)]) == [(5, 5)]
+    assert store.vanished_since(inbox, 0) == [(2, 3), (5, 5)]
+    monkeypatch.setattr(mailstore, "EXPUNGED_KEPT", 1)
+    store.store_flags(inbox, [6], ["\\Deleted"], "+")
+    store.expunge(inbox)  # prunes the older records
+    inbox = store.folder("INBOX")
+    assert store.vanished_since(inbox, 0) == [(2, 3), (5, 6)]
+    assert store.vanished_since(inbox, 0, [(1, 3)]) == [(2, 3)]
+    store.close()
