@@ -28,6 +28,7 @@ import contextlib
 import os
 import re
 import sqlite3
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
@@ -193,22 +194,21 @@ def folder_dir_name(name: str) -> str:
 
 class MailStore:
     """One user's folders and messages. Not thread-safe: one instance per process and user,
-    shared by that user's sessions (see `StorePool`)."""
+    shared by that user's sessions (see `StorePool`) on one thread; only `append` (which has a
+    connection of its own) may run in a worker thread."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         maildir.ensure_maildir(root)
-        self.conn = sqlite3.connect(
-            str(root / INDEX_NAME), isolation_level=None, check_same_thread=False
-        )
-        self.conn.execute("PRAGMA busy_timeout=10000")
-        self.conn.execute("PRAGMA journal_mode=WAL")
         # NORMAL: a commit survives a crash of the process, and is on disk at the next
         # checkpoint or durable commit. Commits that make a message exist (APPEND, COPY,
         # adopting a delivery) use `transaction(durable=True)`, which fsyncs the WAL, so no
         # acknowledged message can be lost; a flag change may at worst be undone by a power cut.
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.execute("PRAGMA foreign_keys=ON")
+        self.conn = self._connect("NORMAL")
+        # APPEND's connection (synchronous=FULL), opened on first use: its durable commit runs
+        # in a worker thread with the file's fsyncs, so no event loop waits for the disk.
+        self._appender: sqlite3.Connection | None = None
+        self._append_lock = threading.Lock()
         if self.conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
             with self.transaction(durable=True):
                 for stmt in _SCHEMA.split(";"):
@@ -232,20 +232,28 @@ class MailStore:
 
     def close(self) -> None:
         unlink_all(self.take_garbage())
+        with self._append_lock:
+            if self._appender is not None:
+                self._appender.close()
         self.conn.close()
+
+    def _connect(self, synchronous: str) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            str(self.root / INDEX_NAME), isolation_level=None, check_same_thread=False
+        )
+        conn.execute("PRAGMA busy_timeout=10000")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        return conn
 
     @contextmanager
     def transaction(self, durable: bool = False) -> Iterator[sqlite3.Connection]:
         if durable:
             self.conn.execute("PRAGMA synchronous=FULL")
         try:
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _immediate(self.conn):
                 yield self.conn
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
-            self.conn.execute("COMMIT")
         finally:
             if durable:
                 self.conn.execute("PRAGMA synchronous=NORMAL")
@@ -456,31 +464,36 @@ class MailStore:
         return int(row[0])
 
     def _insert(
-        self, folder_id: int, base: str, flags: Iterable[str], internaldate: int, size: int
+        self, folder_id: int, base: str, flags: Iterable[str], internaldate: int, size: int,
+        conn: sqlite3.Connection | None = None,
     ) -> int:
-        row = self.conn.execute(
+        conn = conn or self.conn
+        row = conn.execute(
             "UPDATE folders SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1"
             " WHERE id = ? RETURNING uidnext - 1, highestmodseq",
             (folder_id,),
         ).fetchone()
         uid, modseq = int(row[0]), int(row[1])
         flags = tuple(flags)
-        self.conn.execute(
+        conn.execute(
             "INSERT INTO messages(folder_id, uid, base, flags, modseq, internaldate, size)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (folder_id, uid, base, join_flags(flags), modseq, internaldate, size),
         )
-        self._add_keywords(folder_id, flags)
+        self._add_keywords(folder_id, flags, conn)
         return uid
 
-    def _add_keywords(self, folder_id: int, flags: Iterable[str]) -> None:
+    def _add_keywords(
+        self, folder_id: int, flags: Iterable[str], conn: sqlite3.Connection | None = None
+    ) -> None:
         kws = {f for f in flags if not f.startswith("\\")}
         if not kws:
             return
-        row = self.conn.execute("SELECT keywords FROM folders WHERE id = ?", (folder_id,))
+        conn = conn or self.conn
+        row = conn.execute("SELECT keywords FROM folders WHERE id = ?", (folder_id,))
         known = set(split_flags(row.fetchone()[0]))
         if not kws <= known:
-            self.conn.execute(
+            conn.execute(
                 "UPDATE folders SET keywords = ? WHERE id = ?",
                 (" ".join(sorted(known | kws)), folder_id),
             )
@@ -671,13 +684,30 @@ class MailStore:
     def append(
         self, folder: Folder, data: bytes, flags: Iterable[str], internaldate: int | None = None
     ) -> int:
-        """Durably add a message (fsynced file, committed index) and return its UID."""
+        """Durably add a message (fsynced file, then a durable commit of the index) and return
+        its UID. Safe in a worker thread: the index is written through APPEND's own connection,
+        not the store's main one; concurrent APPENDs write their files in parallel and commit
+        one after the other. Others see the message once the commit is on disk."""
         written = self.write_message(folder, data)
-        return self.add_written(folder, written, flags, internaldate)
+        final, base, size = written
+        when = int(time.time()) if internaldate is None else internaldate
+        try:
+            with self._append_lock:
+                if self._appender is None:
+                    self._appender = self._connect("FULL")
+                conn = self._appender
+                with _immediate(conn):
+                    exists = conn.execute("SELECT 1 FROM folders WHERE id = ?", (folder.id,))
+                    if not exists.fetchone():
+                        raise StoreError(f"folder {folder.name} was deleted", "TRYCREATE")
+                    return self._insert(folder.id, base, flags, when, size, conn)
+        except BaseException:
+            final.unlink(missing_ok=True)
+            raise
 
     def write_message(self, folder: Folder, data: bytes) -> tuple[Path, str, int]:
         """The file half of APPEND: the message fsynced into `cur/` (CRLF line ends). Touches
-        no SQLite, so it may run in a worker thread. Returns (path, base name, size)."""
+        no SQLite. Returns (path, base name, size)."""
         path = self.path_of(folder.name)
         maildir.ensure_maildir(path)
         data = crlf(data)
@@ -686,25 +716,6 @@ class MailStore:
         os.rename(tmp, final)
         fsync_dir(path / "cur")
         return final, base, len(data)
-
-    def add_written(
-        self,
-        folder: Folder,
-        written: tuple[Path, str, int],
-        flags: Iterable[str],
-        internaldate: int | None = None,
-    ) -> int:
-        """The index half of APPEND (durable commit); the file is removed if it fails."""
-        final, base, size = written
-        when = int(time.time()) if internaldate is None else internaldate
-        try:
-            with self.transaction(durable=True):
-                if not self.folder_by_id(folder.id):
-                    raise StoreError(f"folder {folder.name} was deleted", "TRYCREATE")
-                return self._insert(folder.id, base, flags, when, size)
-        except BaseException:
-            final.unlink(missing_ok=True)
-            raise
 
     def copy(
         self, src: Folder, uids: Sequence[int], dst: Folder
@@ -866,6 +877,17 @@ def _delivery_order(name: str) -> tuple[int, int, str]:
     compare numerically (as text, M987 would sort after M12345)."""
     m = _MAILDIR_NAME.match(name)
     return (int(m.group(1)), int(m.group(2)), name) if m else (2**63, 0, name)
+
+
+@contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 def unlink_all(paths: Iterable[Path]) -> None:
