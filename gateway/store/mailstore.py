@@ -219,6 +219,7 @@ class MailStore:
                         self._create(name)
                 self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._new_mtimes: dict[int, int] = {}
+        self._new_dirs: dict[str, str] = {}  # folder name -> its new/ directory
         self._views: dict[int, FolderView] = {}
         # Files of expunged messages, unlinked later by `take_garbage()`'s caller (off the
         # event loop: an unlink waits for the journal). A crash before leaves only stray files.
@@ -434,16 +435,18 @@ class MailStore:
         new = folder_path / "new" / base
         return new if new.exists() else cur
 
-    def message_path(self, folder: Folder, base: str) -> Path:
-        return self._file(self.path_of(folder.name), base)
-
     def read_file(self, folder: Folder, base: str) -> bytes | None:
         """The message's octets, or None if it is not where `folder` says. File access only:
-        safe in a worker thread."""
-        try:
-            return self.message_path(folder, base).read_bytes()
-        except FileNotFoundError:
-            return None
+        safe in a worker thread. Opens `cur/` then `new/` directly (FETCH reads a file per
+        message: no stat first, no Path objects)."""
+        folder_path = str(self.path_of(folder.name))
+        for name in (f"{folder_path}/cur/{base}:2,", f"{folder_path}/new/{base}"):
+            try:
+                with open(name, "rb") as f:
+                    return f.read()
+            except FileNotFoundError:
+                continue
+        return None
 
     def read(self, folder: Folder, base: str) -> bytes:
         data = self.read_file(folder, base)
@@ -451,8 +454,9 @@ class MailStore:
             return data
         current = self.folder_by_id(folder.id)  # renamed by another session meanwhile?
         if current is not None and current.name != folder.name:
-            with contextlib.suppress(FileNotFoundError):
-                return self.message_path(current, base).read_bytes()
+            data = self.read_file(current, base)
+            if data is not None:
+                return data
         return b""  # expunged by another session meanwhile: an empty message, not a crash
 
     def _next_modseq(self, folder_id: int) -> int:
@@ -500,10 +504,12 @@ class MailStore:
 
     def import_new(self, folder: Folder) -> bool:
         """Adopt files delivered into `new/`; True when some were added."""
-        path = self.path_of(folder.name)
-        new_dir = path / "new"
+        # Called after every command: one stat of a path string kept per folder.
+        new_name = self._new_dirs.get(folder.name)
+        if new_name is None:
+            new_name = self._new_dirs[folder.name] = str(self.path_of(folder.name) / "new")
         try:
-            mtime = new_dir.stat().st_mtime_ns
+            mtime = os.stat(new_name).st_mtime_ns
         except FileNotFoundError:
             return False
         # The directory's mtime changes when a file arrives, but with the kernel's coarse clock
@@ -511,6 +517,8 @@ class MailStore:
         if self._new_mtimes.get(folder.id) == mtime and time.time_ns() - mtime > 2_000_000_000:
             return False
         self._new_mtimes[folder.id] = mtime
+        path = self.path_of(folder.name)
+        new_dir = path / "new"
         with os.scandir(new_dir) as it:
             names = [e.name for e in it if not e.name.startswith(".")]
         added = False
@@ -709,9 +717,12 @@ class MailStore:
         """The file half of APPEND: the message fsynced into `cur/` (CRLF line ends). Touches
         no SQLite. Returns (path, base name, size)."""
         path = self.path_of(folder.name)
-        maildir.ensure_maildir(path)
         data = crlf(data)
-        tmp, base = maildir.write_tmp(path, data)
+        try:
+            tmp, base = maildir.write_tmp(path, data)
+        except FileNotFoundError:  # its directories are made with the folder; a lost one again
+            maildir.ensure_maildir(path)
+            tmp, base = maildir.write_tmp(path, data)
         final = path / "cur" / f"{base}:2,"
         os.rename(tmp, final)
         fsync_dir(path / "cur")
