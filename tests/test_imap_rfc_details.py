@@ -135,3 +135,107 @@ def test_fetch_modseq_enables_condstore_and_reports_highestmodseq(imap):
     _, data = client.store("1", "+FLAGS", "\\Flagged")
     assert b"MODSEQ (" in data[0]
     client.logout()
+
+
+def test_internaldate_keeps_the_appended_zone_for_fetch_and_search(imap):
+    """An APPENDed INTERNALDATE keeps the zone the client gave: FETCH shows the same date-time
+    back, and SEARCH ON/BEFORE/SINCE compare its date there, "disregarding time and timezone"
+    (RFC 3501 6.4.4): 25-Mar-2007 00:30 +0200 is on the 25th, though it is the 24th in UTC."""
+    client = login(imap)
+    message = raw_message("Subject: tz\n")
+    assert client.append("INBOX", None, '"25-Mar-2007 00:30:00 +0200"', message)[0] == "OK"
+    assert client.append("INBOX", None, '"24-Mar-2007 23:30:00 -0100"', message)[0] == "OK"
+    client.select("INBOX")
+    _, data = client.fetch("1:2", "(INTERNALDATE)")
+    assert data == [b'1 (INTERNALDATE "25-Mar-2007 00:30:00 +0200")',
+                    b'2 (INTERNALDATE "24-Mar-2007 23:30:00 -0100")']
+    assert client.search(None, "ON", "25-Mar-2007")[1] == [b"1"]
+    assert client.search(None, "ON", "24-Mar-2007")[1] == [b"2"]
+    assert client.search(None, "BEFORE", "25-Mar-2007")[1] == [b"2"]
+    assert client.search(None, "SINCE", "25-Mar-2007")[1] == [b"1"]
+    client.logout()
+
+
+BINARY_MESSAGE = (
+    b"From: a@b.example\r\nSubject: binary\r\nMIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+    b"--b\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    b"  Ym9u\r\n am91cgBt\r\n\tb25k ZQ\r\n"
+    b"--b\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+    b"caf=C3=A9 =\r\nnoir\r\n"
+    b"--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: x-uuencode\r\n"
+    b"\r\nbegin 644 x\r\n--b--\r\n"
+)
+
+
+def test_binary_fetch_undoes_transfer_encodings(imap):
+    """RFC 3516 BINARY: BINARY[part] is the decoded content (a literal8 when it holds NUL),
+    BINARY.SIZE its decoded size, BINARY.PEEK leaves \\Seen alone, an unknown encoding is
+    NO [UNKNOWN-CTE]; APPEND takes a literal8 and keeps its octets."""
+    from test_imap_server import Raw
+
+    imap.deliver(DOCTOR, BINARY_MESSAGE)
+    raw = Raw(imap)
+    assert b"BINARY" in raw.cmd(f'LOGIN {DOCTOR} "{PASSWORD}"')[-1]
+    raw.cmd("SELECT INBOX")
+    lines = raw.cmd("FETCH 1 (BINARY.SIZE[1] BINARY.PEEK[1])")
+    assert lines[0] == b"* 1 FETCH (BINARY.SIZE[1] 13 BINARY[1] ~{13}\r\nbonjour\x00monde)"
+    lines = raw.cmd("FETCH 1 (BINARY.PEEK[2]<0.5>)")
+    assert lines[0] == b"* 1 FETCH (BINARY[2]<0> {5}\r\ncaf\xc3\xa9)"
+    assert b"\\Seen" not in b"".join(raw.cmd("FETCH 1 (FLAGS)"))
+    lines = raw.cmd("FETCH 1 (BINARY[2])")
+    assert lines[0].startswith(b"* 1 FETCH (BINARY[2] {10}\r\ncaf\xc3\xa9 noir")
+    assert b"\\Seen" in lines[0]
+    assert re.match(rb"t\d+ NO \[UNKNOWN-CTE\]", raw.cmd("FETCH 1 (BINARY.PEEK[3])")[-1])
+    body = b"Subject: raw\r\n\r\nline\nwith a bare LF and a NUL \x00\r\n"
+    raw.send(b"a1 APPEND INBOX ~{%d+}\r\n" % len(body) + body + b"\r\n")
+    assert raw.until(b"a1")[-1].startswith(b"a1 OK")
+    raw.cmd("NOOP")
+    lines = raw.cmd("FETCH 2 (BINARY.PEEK[])")
+    assert lines[0] == b"* 2 FETCH (BINARY[] ~{%d}\r\n" % len(body) + body + b")"
+    raw.close()
+
+
+def test_subscriptions_outlive_delete_and_list_extended(imap):
+    """RFC 3501 6.3.6: DELETE must not drop a subscription (LSUB shows it \\Noselect).
+    RFC 5258 LIST-EXTENDED: selection (SUBSCRIBED, RECURSIVEMATCH), \\NonExistent, CHILDINFO,
+    several patterns, RETURN (CHILDREN SUBSCRIBED), BAD for unknown options; RFC 5819
+    LIST-STATUS: RETURN (STATUS (...)) adds a STATUS reply per listed folder."""
+    from test_imap_server import Raw
+
+    raw = Raw(imap)
+    caps = raw.cmd(f'LOGIN {DOCTOR} "{PASSWORD}"')[-1]
+    assert b"LIST-EXTENDED" in caps and b"LIST-STATUS" in caps
+    for name in ("Cabinet/Archives", "Cabinet/Patients", "Labo", "Vieux"):
+        raw.cmd(f'CREATE "{name}"')
+    for name in ("Cabinet/Patients", "Labo", "Vieux"):
+        raw.cmd(f'SUBSCRIBE "{name}"')
+    assert raw.cmd('DELETE "Vieux"')[-1].split()[1] == b"OK"
+    assert raw.cmd('LSUB "" "Vieux"')[0] == b'* LSUB (\\Noselect) "/" "Vieux"'
+
+    lines = raw.cmd('LIST (SUBSCRIBED) "" "*"')
+    assert b'* LIST (\\NonExistent \\Subscribed) "/" "Vieux"' in lines
+    assert b'* LIST (\\HasNoChildren \\Subscribed) "/" "Labo"' in lines
+    assert not any(b'"Cabinet/Archives"' in line for line in lines)
+
+    lines = raw.cmd('LIST (SUBSCRIBED RECURSIVEMATCH) "" "%"')
+    assert b'* LIST (\\HasChildren) "/" "Cabinet" (CHILDINFO ("SUBSCRIBED"))' in lines
+    lines = raw.cmd('LIST (SUBSCRIBED RECURSIVEMATCH) "" ("Cabinet" "Cabinet/*")')
+    assert not any(b"CHILDINFO" in line for line in lines)  # the child is listed itself
+
+    lines = raw.cmd('LIST "" ("Labo" "Cabinet/%") RETURN (CHILDREN SUBSCRIBED)')
+    assert lines[:-1] == [
+        b'* LIST (\\HasNoChildren) "/" "Cabinet/Archives"',
+        b'* LIST (\\HasNoChildren \\Subscribed) "/" "Cabinet/Patients"',
+        b'* LIST (\\HasNoChildren \\Subscribed) "/" "Labo"',
+    ]
+    imap.deliver(DOCTOR, raw_message("Subject: s\n"))
+    lines = raw.cmd('LIST "" "INBOX" RETURN (STATUS (MESSAGES UNSEEN))')
+    assert lines[:-1] == [b'* LIST (\\HasNoChildren) "/" "INBOX"',
+                          b'* STATUS "INBOX" (MESSAGES 1 UNSEEN 1)']
+    for bad in ('LIST (BOGUS) "" "*"', 'LIST (RECURSIVEMATCH) "" "*"',
+                'LIST (RECURSIVEMATCH REMOTE) "" "*"', 'LIST "" "*" RETURN (BOGUS)'):
+        assert raw.cmd(bad)[-1].split()[1] == b"BAD", bad
+    assert raw.cmd('UNSUBSCRIBE "Vieux"')[-1].split()[1] == b"OK"
+    assert raw.cmd('LSUB "" "Vieux"')[:-1] == []
+    raw.close()

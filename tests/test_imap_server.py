@@ -434,7 +434,7 @@ def test_append_sent_copy_with_flags_and_date(imap):
     assert typ == "OK" and re.match(rb"\[APPENDUID \d+ 1\]", data[0])
     client.select("Sent")
     _, data = client.fetch("1", "(FLAGS INTERNALDATE BODY.PEEK[])")
-    assert b"\\Seen" in data[0][0] and b'INTERNALDATE "08-Feb-1994 05:52:25 +0000"' in data[0][0]
+    assert b"\\Seen" in data[0][0] and b'INTERNALDATE "07-Feb-1994 21:52:25 -0800"' in data[0][0]
     assert data[0][1] == sent
     typ, data = client.append("Nowhere", None, None, sent)
     assert typ == "NO" and b"TRYCREATE" in data[0]

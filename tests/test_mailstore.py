@@ -133,6 +133,33 @@ def test_deliveries_get_uids_in_delivery_order(root):
     assert [infos[u].base.split(".")[1][:4] for u in (1, 2, 3)] == ["M99P", "M100", "M5P1"]
 
 
+def test_an_index_from_before_internaldate_zones_is_upgraded_in_place(root):
+    """Version 1 indexes had no INTERNALDATE zone and kept subscriptions on the folders: opening
+    one adds the zone (UTC for the messages already there), moves the subscriptions to their
+    own table, and keeps every message and flag."""
+    import sqlite3
+
+    store = MailStore(root)
+    inbox = store.folder("INBOX")
+    uid = store.append(inbox, b"Subject: old\r\n\r\n", ["\\Seen"], 1_000_000_000, tz=120)
+    store.close()
+    conn = sqlite3.connect(root / INDEX_NAME)
+    conn.execute("ALTER TABLE messages DROP COLUMN tz")
+    conn.execute("DROP TABLE subscriptions")
+    conn.execute("UPDATE folders SET subscribed = (name != 'Trash')")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    store = MailStore(root)
+    inbox = store.folder("INBOX")
+    info = store.infos(inbox, [uid])[uid]
+    assert (info.flags, info.internaldate, info.tz) == (("\\Seen",), 1_000_000_000, 0)
+    assert store.subscriptions() == {"INBOX", "Sent", "Drafts"}
+    new = store.append(inbox, b"Subject: new\r\n\r\n", [], 1_000_000_000, tz=-300)
+    assert store.infos(inbox, [new])[new].tz == -300
+    store.close()
+
+
 def test_appends_in_worker_threads_while_the_main_connection_works(root):
     """IMAP APPEND runs `append` in a thread (its own connection): concurrent appends get
     distinct ascending UIDs, and the main connection sees each one once it returns."""

@@ -9,7 +9,7 @@ import bisect
 
 from gateway.imap import mime
 from gateway.imap.parser import Atom, Token, as_atom, as_list, as_number
-from gateway.imap.state import Bad
+from gateway.imap.state import Bad, No
 from gateway.imap.syntax import (
     FETCH_MACROS,
     FetchItem,
@@ -82,13 +82,15 @@ class FetchCommand(SelectedUpdates):
         folder = sel.folder
         infos = store.infos(folder, uids)
         names = {i.name for i in items}
-        need_file = bool(names & {"BODY[]", "RFC822", "RFC822.HEADER", "RFC822.TEXT"})
+        need_file = bool(names & {"BODY[]", "BINARY[]", "BINARY.SIZE[]", "RFC822",
+                                  "RFC822.HEADER", "RFC822.TEXT"})
         need_cache = bool(names & {"ENVELOPE", "BODYSTRUCTURE", "BODY"})
         sets_seen = not sel.readonly and any(
-            (i.name == "BODY[]" and not i.peek) or i.name in ("RFC822", "RFC822.TEXT")
+            (i.name in ("BODY[]", "BINARY[]") and not i.peek)
+            or i.name in ("RFC822", "RFC822.TEXT")
             for i in items
         )
-        reads_content = bool(names & {"BODY[]", "RFC822", "RFC822.TEXT"})
+        reads_content = bool(names & {"BODY[]", "BINARY[]", "RFC822", "RFC822.TEXT"})
         new_cache: list[tuple[int, bytes, bytes]] = []
         read_uids: list[int] = []
         seen_now: dict[int, tuple[tuple[str, ...], int]] = {}
@@ -136,7 +138,7 @@ class FetchCommand(SelectedUpdates):
                 elif n == "UID":
                     parts.append(b"UID %d" % u)
                 elif n == "INTERNALDATE":
-                    parts.append(b"INTERNALDATE " + imap_date(info.internaldate))
+                    parts.append(b"INTERNALDATE " + imap_date(info.internaldate, info.tz))
                 elif n == "RFC822.SIZE":
                     parts.append(b"RFC822.SIZE %d" % info.size)
                 elif n == "MODSEQ":
@@ -170,6 +172,25 @@ class FetchCommand(SelectedUpdates):
                         value = value[start : start + count]
                         label += b"<%d>" % start
                     parts.append(label + b" " + literal(value))
+                elif n in ("BINARY[]", "BINARY.SIZE[]"):
+                    assert data is not None and item.section is not None
+                    if item.section.path and root is None:
+                        root = await _parse(data)
+                    try:
+                        value = mime.binary_bytes(data, root, item.section)
+                    except mime.UnknownEncoding as exc:
+                        raise No(f"cannot decode the {exc} transfer encoding",
+                                 "UNKNOWN-CTE") from None
+                    label = item.label.encode()
+                    if n == "BINARY.SIZE[]":
+                        parts.append(label + b" %d" % len(value))
+                        continue
+                    if item.partial:
+                        start, count = item.partial
+                        value = value[start : start + count]
+                        label += b"<%d>" % start
+                    # RFC 3516: a literal8 (~{n}) when the content holds NUL octets
+                    parts.append(label + (b" ~" if b"\0" in value else b" ") + literal(value))
             if flags_changed and "FLAGS" not in names:
                 parts.append(b"FLAGS " + self._flags_of(sel, u, flags))
             if "FLAGS" in names or flags_changed:

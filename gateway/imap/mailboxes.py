@@ -1,18 +1,17 @@
 """Mailbox commands: SELECT / EXAMINE / CLOSE / UNSELECT / CHECK, CREATE / DELETE / RENAME,
-(UN)SUBSCRIBE, LIST / LSUB, STATUS, APPEND, ENABLE and NAMESPACE.
+(UN)SUBSCRIBE, STATUS, APPEND, ENABLE and NAMESPACE (LIST and LSUB: listing.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
+import functools
 
-from gateway.imap import utf7
-from gateway.imap.parser import Token, as_atom, as_list, as_text
+from gateway.imap.parser import Literal8, Token, as_atom, as_list, as_text
 from gateway.imap.state import Bad, No, Selected, _no_args
 from gateway.imap.syntax import parse_imap_datetime
 from gateway.imap.updates import SelectedUpdates
-from gateway.store.mailstore import DELIMITER
+from gateway.store.mailstore import DELIMITER, Folder
 
 
 class MailboxCommands(SelectedUpdates):
@@ -112,59 +111,16 @@ class MailboxCommands(SelectedUpdates):
     async def cmd_unsubscribe(self, tag: str, args: list[Token]) -> None:
         await self.cmd_subscribe(tag, args, on=False)
 
-    async def cmd_list(self, tag: str, args: list[Token], lsub: bool = False) -> None:
-        verb = "LSUB" if lsub else "LIST"
-        if len(args) != 2:
-            raise Bad(f"{verb} expects a reference and a mailbox pattern")
-        assert self.store is not None
-        ref = utf7.decode(as_text(args[0], "reference"))
-        pattern = utf7.decode(as_text(args[1], "pattern"))
-        if not pattern:
-            if not lsub:
-                self.send(b'* LIST (\\Noselect) "' + DELIMITER.encode() + b'" ""')
-            self.tagged(tag, "OK", f"{verb} completed")
-            return
-        if ref and not ref.endswith(DELIMITER) and not pattern.startswith(DELIMITER):
-            full = ref + DELIMITER + pattern
-        else:
-            full = ref + pattern
-        rx = _pattern(full)
-        folders = self.store.folders()
-        names = {f.name for f in folders}
-        subscribed = {f.name for f in folders if f.subscribed}
-        # RFC 3501 6.3.9: when "%" stops short of a subscribed "foo/bar" and "foo" is not
-        # subscribed, LSUB returns "foo" flagged \Noselect.
-        cut = _lsub_parents(subscribed, rx) if lsub else set()
-        for f in folders:
-            if not rx.match(f.name):
-                continue
-            if lsub and not f.subscribed and f.name not in cut:
-                continue
-            attrs = ["\\Noselect"] if f.name in cut else []
-            prefix = f.name + DELIMITER
-            attrs.append(
-                "\\HasChildren" if any(n.startswith(prefix) for n in names) else "\\HasNoChildren"
-            )
-            if f.special_use:
-                attrs.append(f.special_use)
-            line = f'* {verb} ({" ".join(attrs)}) "{DELIMITER}" '.encode()
-            self.send(line + self._wire_name(f.name))
-        for name in sorted(cut - names):  # the parent folder itself is gone
-            line = f'* LSUB (\\Noselect) "{DELIMITER}" '.encode()
-            self.send(line + self._wire_name(name))
-        self.tagged(tag, "OK", f"{verb} completed")
-
-    async def cmd_lsub(self, tag: str, args: list[Token]) -> None:
-        await self.cmd_list(tag, args, lsub=True)
-
     async def cmd_status(self, tag: str, args: list[Token]) -> None:
         if len(args) != 2:
             raise Bad("STATUS expects a mailbox name and a list of items")
+        items = _status_items(args[1])
+        self.send(self._status_line(self._get_folder(args[0]), items))
+        self.tagged(tag, "OK", "STATUS completed")
+
+    def _status_line(self, folder: Folder, items: list[str]) -> bytes:
+        """`* STATUS name (...)` for STATUS and for LIST-STATUS (RFC 5819)."""
         assert self.store is not None
-        items = [as_atom(i, "status item").upper() for i in as_list(args[1], "status items")]
-        if not items:
-            raise Bad("STATUS needs at least one item")
-        folder = self._get_folder(args[0])
         if "HIGHESTMODSEQ" in items:
             self._enable_condstore()
         self.store.import_new(folder)
@@ -178,13 +134,8 @@ class MailboxCommands(SelectedUpdates):
             "UNSEEN": unseen,
             "HIGHESTMODSEQ": folder.highestmodseq,
         }
-        out = []
-        for item in items:
-            if item not in values:
-                raise Bad(f"unknown STATUS item {item[:20]}")
-            out.append(f"{item} {values[item]}")
-        self.send(b"* STATUS " + self._wire_name(folder.name) + f" ({' '.join(out)})".encode())
-        self.tagged(tag, "OK", "STATUS completed")
+        out = " ".join(f"{item} {values[item]}" for item in items)
+        return b"* STATUS " + self._wire_name(folder.name) + f" ({out})".encode()
 
     async def cmd_append(self, tag: str, args: list[Token]) -> None:
         if len(args) < 2 or len(args) > 4:
@@ -195,11 +146,12 @@ class MailboxCommands(SelectedUpdates):
             raise Bad("APPEND message must be a literal")
         flags: list[str] = []
         when: int | None = None
+        tz: int | None = None
         for extra in args[1:-1]:
             if isinstance(extra, list):
                 flags = self._parse_flags(extra)
             else:
-                when = parse_imap_datetime(as_text(extra, "date-time"))
+                when, tz = parse_imap_datetime(as_text(extra, "date-time"))
         if len(data) > self.hooks.max_append:
             raise No("message too large", "TOOBIG")
         if not data:
@@ -210,7 +162,10 @@ class MailboxCommands(SelectedUpdates):
         # In a thread: the file, its fsyncs and the index's durable commit (the store gives
         # APPEND a SQLite connection of its own), so the event loop never waits for the disk.
         uid = await asyncio.get_running_loop().run_in_executor(
-            None, self.store.append, folder, data, flags, when
+            None, functools.partial(
+                self.store.append, folder, data, flags, when, tz,
+                verbatim=isinstance(data, Literal8),
+            )
         )
         await self._notify(True)
         self.tagged(tag, "OK", "APPEND completed", f"APPENDUID {folder.uidvalidity} {uid}")
@@ -235,35 +190,14 @@ class MailboxCommands(SelectedUpdates):
         self.tagged(tag, "OK", "UNSELECT completed")
 
 
-def _lsub_parents(subscribed: set[str], rx: re.Pattern[str]) -> set[str]:
-    """Unsubscribed parents that LSUB shows \\Noselect: the nearest parent the pattern
-    matches of each subscribed name the pattern does not match."""
-    out = set()
-    for name in subscribed:
-        if rx.match(name):
-            continue
-        parts = name.split(DELIMITER)
-        for i in range(len(parts) - 1, 0, -1):
-            parent = DELIMITER.join(parts[:i])
-            if rx.match(parent):
-                if parent not in subscribed:
-                    out.add(parent)
-                break
-    return out
+STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ")
 
 
-def _pattern(pattern: str) -> re.Pattern[str]:
-    out = []
-    for ch in pattern:
-        if ch == "*":
-            out.append(".*")
-        elif ch == "%":
-            out.append(f"[^{re.escape(DELIMITER)}]*")
-        else:
-            out.append(re.escape(ch))
-    rx = "".join(out)
-    # INBOX is case-insensitive, so is a pattern naming it.
-    if pattern.upper().startswith("INBOX"):
-        return re.compile(f"(?i:{rx[:5]}){rx[5:]}\\Z", re.S)
-    return re.compile(rx + r"\Z", re.S)
-
+def _status_items(tok: Token) -> list[str]:
+    items = [as_atom(i, "status item").upper() for i in as_list(tok, "status items")]
+    if not items:
+        raise Bad("STATUS needs at least one item")
+    for item in items:
+        if item not in STATUS_ITEMS:
+            raise Bad(f"unknown STATUS item {item[:20]}")
+    return items

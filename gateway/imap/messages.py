@@ -124,7 +124,7 @@ class MessageCommands(SelectedUpdates):
                 continue
             cand = Candidate(
                 i + 1, u, info.flags, info.internaldate, info.size, info.modseq, u in sel.recent,
-                functools.partial(store.read, folder, info.base),
+                functools.partial(store.read, folder, info.base), info.tz,
             )
             if all(matches(k, cand, len(sel.uids), largest_uid) for k in keys):
                 found.append((i + 1, u, info.modseq))

@@ -10,6 +10,7 @@ Broken MIME never raises: a missing boundary gives one empty part, nesting is ca
 
 from __future__ import annotations
 
+import binascii
 import re
 from dataclasses import dataclass, field
 from email.utils import getaddresses
@@ -444,6 +445,54 @@ def _select_fields(header: bytes, names: tuple[str, ...], keep: bool) -> bytes:
     return b"".join(out) + b"\r\n"
 
 
+def section_part(root: Part, path: tuple[int, ...]) -> Part | None:
+    """The body part a section's part number names (RFC 3501 6.4.5), or None."""
+    part = root
+    for i, n in enumerate(path):
+        if i and part.message is not None:
+            part = part.message
+        if part.children:
+            if n > len(part.children):
+                return None
+            part = part.children[n - 1]
+        elif n != 1:
+            return None
+    return part
+
+
+class UnknownEncoding(ValueError):
+    """A Content-Transfer-Encoding BINARY cannot undo (RFC 3516: NO [UNKNOWN-CTE])."""
+
+
+def binary_bytes(message: bytes, root: Part | None, section: Section) -> bytes:
+    """BINARY[section] (RFC 3516): a leaf part's content with its transfer encoding undone;
+    the whole message, multiparts, message/rfc822 parts and header sections as they are."""
+    if not section.path or section.text:
+        return section_bytes(message, root, section)
+    assert root is not None
+    part = section_part(root, section.path)
+    if part is None:
+        return b""
+    if part.children or part.message is not None:
+        return part.body
+    return decode_transfer(part.body, part.get("content-transfer-encoding"))
+
+
+def decode_transfer(body: bytes, encoding: bytes | None) -> bytes:
+    name = (encoding or b"7bit").strip().lower()
+    if name in (b"7bit", b"8bit", b"binary", b""):
+        return body
+    if name == b"base64":
+        # Lenient like mail readers: characters outside the alphabet are skipped, a missing
+        # final padding is tolerated.
+        clean = re.sub(rb"[^A-Za-z0-9+/]", b"", body)
+        clean = clean[: len(clean) - len(clean) % 4 if len(clean) % 4 == 1 else len(clean)]
+        return binascii.a2b_base64(clean + b"=" * (-len(clean) % 4))
+    if name == b"quoted-printable":
+        return binascii.a2b_qp(body)
+    raise UnknownEncoding(name.decode("ascii", "replace"))
+
+
 def section_bytes(message: bytes, root: Part | None, section: Section) -> bytes:
     """The octets of `section` in `message` (`root` is its parse, needed unless trivial)."""
     if not section.path:
@@ -456,18 +505,9 @@ def section_bytes(message: bytes, root: Part | None, section: Section) -> bytes:
             return header
         return _select_fields(header, section.fields, section.text == "HEADER.FIELDS")
     assert root is not None
-    part: Part | None = root
-    for i, n in enumerate(section.path):
-        assert part is not None
-        if i and part.message is not None:
-            part = part.message
-        if part.children:
-            if n > len(part.children):
-                return b""
-            part = part.children[n - 1]
-        elif n != 1:
-            return b""
-    assert part is not None
+    part = section_part(root, section.path)
+    if part is None:
+        return b""
     if section.text == "":
         return part.body
     if section.text == "MIME":

@@ -24,13 +24,19 @@ MAX_LITERAL = 64 * 1024 * 1024
 MAX_COMMAND = 80 * 1024 * 1024
 MAX_DEPTH = 16
 
-_LITERAL_AT_END = re.compile(rb"\{(\d{1,20})(\+?)\}\r?\n\Z")
+_LITERAL_AT_END = re.compile(rb"~?\{(\d{1,20})(\+?)\}\r?\n\Z")  # ~{n}: RFC 3516 literal8
 # tag = 1*<ASTRING-CHAR except "+">: no CTL, space, ( ) { % * " \ or +
 _TAG = re.compile(rb"[!#$&',\-./0-9:;<=>?@A-Z\[\]^_`a-z|}~]+")
 
 
 class Atom(str):
     """An unquoted token: command names, flags, sequence sets, NIL, fetch attributes."""
+
+    __slots__ = ()
+
+
+class Literal8(bytes):
+    """A literal8 (`~{n}`, RFC 3516 BINARY): octets that may hold NUL and bare LF."""
 
     __slots__ = ()
 
@@ -257,6 +263,9 @@ class _Tokenizer:
             return self.quoted()
         if c == 0x7B:
             return self.literal()
+        if c == 0x7E and self.data[self.pos + 1 : self.pos + 2] == b"{":
+            self.pos += 1
+            return Literal8(self.literal())
         if c == 0x29:
             raise SyntaxProblem("unexpected ')'")
         if c == 0x20:

@@ -11,7 +11,7 @@ import email
 import email.policy
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime, timedelta, timezone
 from email.header import decode_header, make_header
 from email.message import Message
 from email.utils import getaddresses, parsedate_to_datetime
@@ -173,6 +173,7 @@ class Candidate:
     modseq: int
     recent: bool
     load: Callable[[], bytes]
+    tz: int = 0  # the INTERNALDATE's zone, minutes east of UTC
     _msg: Message | None = None
 
     def message(self) -> Message:
@@ -271,8 +272,9 @@ def matches(key: Key, c: Candidate, largest_seq: int, largest_uid: int) -> bool:
     if name == "MODSEQ":
         return c.modseq >= key.arg  # type: ignore[operator]
     if name in ("BEFORE", "ON", "SINCE"):
-        # Dates compare in the server's idea of the day (UTC here), ignoring the time.
-        d = datetime.fromtimestamp(c.internaldate, UTC).date()
+        # The day of the INTERNALDATE in its own zone (as APPENDed, else the server's): RFC
+        # 3501 compares dates "disregarding time and timezone".
+        d = datetime.fromtimestamp(c.internaldate, timezone(timedelta(minutes=c.tz))).date()
         return _compare(name, d, key.arg)  # type: ignore[arg-type]
     if name in ("SENTBEFORE", "SENTON", "SENTSINCE"):
         sd = _sent_date(c.message())

@@ -1,5 +1,6 @@
 """The IMAP command logic of one connection (RFC 3501 + IDLE, UIDPLUS, MOVE, NAMESPACE, ID,
-ENABLE, LITERAL+, SASL-IR, SPECIAL-USE, CONDSTORE, UNSELECT, CHILDREN, ESEARCH).
+ENABLE, LITERAL+, SASL-IR, SPECIAL-USE, CONDSTORE, UNSELECT, CHILDREN, ESEARCH, BINARY,
+LIST-EXTENDED, LIST-STATUS).
 
 A `Session` takes parsed commands (gateway.imap.parser) and writes responses to a `Channel`;
 it knows nothing of sockets, so tests drive it with an in-memory channel. The mail itself is
@@ -8,9 +9,9 @@ directory's authenticator with its credential cache, the audit log).
 
 This module holds the dispatch by state and the commands valid in any state (CAPABILITY, NOOP,
 LOGOUT, ID, IDLE, UID); the command groups are mixins over `state.SessionState`:
-`auth` (STARTTLS, LOGIN, AUTHENTICATE), `mailboxes` (SELECT ... APPEND), `fetch` (FETCH),
-`messages` (STORE, SEARCH, COPY, MOVE, EXPUNGE), and `updates`, which keeps the selected
-mailbox's view true and reports other sessions' changes.
+`auth` (STARTTLS, LOGIN, AUTHENTICATE), `mailboxes` (SELECT ... APPEND), `listing` (LIST,
+LSUB), `fetch` (FETCH), `messages` (STORE, SEARCH, COPY, MOVE, EXPUNGE), and `updates`, which
+keeps the selected mailbox's view true and reports other sessions' changes.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import Awaitable, Callable
 
 from gateway.imap.auth import AuthCommands
 from gateway.imap.fetch import FetchCommand
-from gateway.imap.mailboxes import MailboxCommands
+from gateway.imap.listing import ListCommands
 from gateway.imap.messages import MessageCommands
 from gateway.imap.parser import Atom, Command, SyntaxProblem, Token, as_atom
 from gateway.imap.state import (  # re-exported: the service, server and tests import them from here
@@ -48,7 +49,7 @@ IDLE_POLL = 0.5  # seconds between two looks at the index during IDLE
 IDLE_TIMEOUT = 30 * 60
 
 
-class Session(AuthCommands, MailboxCommands, FetchCommand, MessageCommands):
+class Session(AuthCommands, ListCommands, FetchCommand, MessageCommands):
     """One connection: dispatch by state, and the commands valid in any state."""
 
     def greeting(self) -> bytes:

@@ -4,7 +4,7 @@ sets, and FETCH data items (`BODY.PEEK[1.MIME]<0.100>` into a FetchItem)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 
 from gateway.imap import mime
 from gateway.imap.parser import SyntaxProblem
@@ -16,15 +16,18 @@ def quote(text: str) -> bytes:
     return mime.string(text)
 
 
-def imap_date(ts: int) -> bytes:
-    d = datetime.fromtimestamp(ts, UTC)
-    return b'"%02d-%s-%04d %02d:%02d:%02d +0000"' % (
-        d.day, MONTHS[d.month - 1].encode(), d.year, d.hour, d.minute, d.second
+def imap_date(ts: int, tz: int = 0) -> bytes:
+    """An INTERNALDATE in its own zone (`tz`: minutes east of UTC)."""
+    d = datetime.fromtimestamp(ts, timezone(timedelta(minutes=tz)))
+    sign, off = ("-", -tz) if tz < 0 else ("+", tz)
+    return b'"%02d-%s-%04d %02d:%02d:%02d %s%02d%02d"' % (
+        d.day, MONTHS[d.month - 1].encode(), d.year, d.hour, d.minute, d.second,
+        sign.encode(), off // 60, off % 60,
     )
 
 
-def parse_imap_datetime(text: str) -> int:
-    """'17-Jul-1996 02:44:25 -0700' -> epoch seconds."""
+def parse_imap_datetime(text: str) -> tuple[int, int]:
+    """'17-Jul-1996 02:44:25 -0700' -> (epoch seconds, zone in minutes east of UTC)."""
     try:
         day_s, rest = text.strip().split("-", 1)
         mon_s, rest = rest.split("-", 1)
@@ -34,8 +37,9 @@ def parse_imap_datetime(text: str) -> int:
         if len(zone) != 5 or zone[0] not in "+-" or not zone[1:].isdigit():
             raise ValueError(zone)
         offset = timedelta(hours=int(zone[1:3]), minutes=int(zone[3:5]))
-        tz = timezone(offset if zone[0] == "+" else -offset)
-        return int(datetime(int(year_s), month, int(day_s), hh, mm, ss, tzinfo=tz).timestamp())
+        offset = offset if zone[0] == "+" else -offset
+        when = datetime(int(year_s), month, int(day_s), hh, mm, ss, tzinfo=timezone(offset))
+        return int(when.timestamp()), int(offset.total_seconds()) // 60
     except (ValueError, IndexError):
         raise SyntaxProblem(f"invalid date-time {text!r}") from None
 
@@ -82,7 +86,8 @@ def parse_fetch_item(text: str) -> FetchItem:
     upper = text.upper()
     if upper in _SIMPLE_ITEMS:
         return FetchItem(upper, label=upper)
-    for prefix, peek in (("BODY.PEEK[", True), ("BODY[", False)):
+    for prefix, peek in (("BODY.PEEK[", True), ("BODY[", False), ("BINARY.PEEK[", True),
+                         ("BINARY[", False), ("BINARY.SIZE[", True)):
         if upper.startswith(prefix):
             close = text.rfind("]")
             if close < 0:
@@ -102,8 +107,10 @@ def parse_fetch_item(text: str) -> FetchItem:
                 if int(count_s) == 0:
                     raise SyntaxProblem("partial length must not be zero")
                 partial = (int(start_s), int(count_s))
-            label = f"BODY[{section.label()}]"
-            return FetchItem("BODY[]", section, peek, partial, label)
+            kind = prefix.replace(".PEEK", "").rstrip("[")  # BODY, BINARY, BINARY.SIZE
+            if kind == "BINARY.SIZE" and partial:
+                raise SyntaxProblem("BINARY.SIZE takes no partial")
+            return FetchItem(kind + "[]", section, peek, partial, f"{kind}[{section.label()}]")
     raise SyntaxProblem(f"unknown fetch attribute {text}")
 
 

@@ -40,7 +40,7 @@ from gateway.fileio import fsync_dir, write_synced
 from gateway.store import maildir
 
 INDEX_NAME = "mssgw-index.sqlite"
-SCHEMA_VERSION = 1  # PRAGMA user_version of an index whose tables and default folders exist
+SCHEMA_VERSION = 3  # PRAGMA user_version of an index whose tables and default folders exist
 DELIMITER = "/"
 SPECIAL_USE = {"Sent": "\\Sent", "Drafts": "\\Drafts", "Trash": "\\Trash"}
 MAX_FOLDER_NAME = 255
@@ -54,7 +54,7 @@ CREATE TABLE IF NOT EXISTS folders (
     uidvalidity INTEGER NOT NULL,
     uidnext INTEGER NOT NULL DEFAULT 1,
     highestmodseq INTEGER NOT NULL DEFAULT 1,
-    subscribed INTEGER NOT NULL DEFAULT 1,
+    subscribed INTEGER NOT NULL DEFAULT 1,  -- unused since version 3: see subscriptions
     special_use TEXT,
     keywords TEXT NOT NULL DEFAULT ''
 );
@@ -66,6 +66,7 @@ CREATE TABLE IF NOT EXISTS messages (
     modseq INTEGER NOT NULL,
     internaldate INTEGER NOT NULL,
     size INTEGER NOT NULL,
+    tz INTEGER NOT NULL DEFAULT 0,
     recent INTEGER NOT NULL DEFAULT 1,
     envelope BLOB,
     bodystructure BLOB,
@@ -82,7 +83,21 @@ CREATE TABLE IF NOT EXISTS expunged (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged(folder_id, modseq);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+-- Subscribed names, apart from the folders: RFC 3501 6.3.6, a subscription outlives DELETE.
+CREATE TABLE IF NOT EXISTS subscriptions (name TEXT PRIMARY KEY) WITHOUT ROWID;
 """
+
+
+def local_zone(when: int) -> int:
+    """The server's UTC offset at `when`, in minutes: the zone of a delivery's INTERNALDATE."""
+    return time.localtime(when).tm_gmtoff // 60
+
+
+# A folder row; `subscribed` comes from the subscriptions table.
+_FOLDER_COLUMNS = (
+    "id, name, uidvalidity, uidnext, highestmodseq,"
+    " EXISTS(SELECT 1 FROM subscriptions s WHERE s.name = folders.name), special_use, keywords"
+)
 
 
 class StoreError(Exception):
@@ -113,6 +128,7 @@ class MessageInfo:
     internaldate: int
     size: int
     base: str
+    tz: int = 0  # the INTERNALDATE's zone, minutes east of UTC (as APPENDed, else local)
 
 
 @dataclass(frozen=True)
@@ -209,11 +225,21 @@ class MailStore:
         # in a worker thread with the file's fsyncs, so no event loop waits for the disk.
         self._appender: sqlite3.Connection | None = None
         self._append_lock = threading.Lock()
-        if self.conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version != SCHEMA_VERSION:
             with self.transaction(durable=True):
                 for stmt in _SCHEMA.split(";"):
                     if stmt.strip():
                         self.conn.execute(stmt)
+                if version == 1:  # version 2 keeps each INTERNALDATE's zone
+                    self.conn.execute(
+                        "ALTER TABLE messages ADD COLUMN tz INTEGER NOT NULL DEFAULT 0"
+                    )
+                if version in (1, 2):  # version 3 keeps subscriptions in their own table
+                    self.conn.execute(
+                        "INSERT OR IGNORE INTO subscriptions(name)"
+                        " SELECT name FROM folders WHERE subscribed = 1"
+                    )
                 for name in ("INBOX", *SPECIAL_USE):
                     if not self._row(name):
                         self._create(name)
@@ -266,8 +292,7 @@ class MailStore:
 
     def _row(self, name: str) -> sqlite3.Row | None:
         cur = self.conn.execute(
-            "SELECT id, name, uidvalidity, uidnext, highestmodseq, subscribed, special_use,"
-            " keywords FROM folders WHERE name = ?",
+            f"SELECT {_FOLDER_COLUMNS} FROM folders WHERE name = ?",  # noqa: S608 - constant
             (name,),
         )
         return cur.fetchone()  # type: ignore[no-any-return]
@@ -295,16 +320,14 @@ class MailStore:
 
     def folder_by_id(self, folder_id: int) -> Folder | None:
         row = self.conn.execute(
-            "SELECT id, name, uidvalidity, uidnext, highestmodseq, subscribed, special_use,"
-            " keywords FROM folders WHERE id = ?",
+            f"SELECT {_FOLDER_COLUMNS} FROM folders WHERE id = ?",  # noqa: S608 - constant
             (folder_id,),
         ).fetchone()
         return self._folder(row) if row else None
 
     def folders(self) -> list[Folder]:
         rows = self.conn.execute(
-            "SELECT id, name, uidvalidity, uidnext, highestmodseq, subscribed, special_use,"
-            " keywords FROM folders ORDER BY name"
+            f"SELECT {_FOLDER_COLUMNS} FROM folders ORDER BY name"  # noqa: S608 - constant
         ).fetchall()
         return [self._folder(r) for r in rows]
 
@@ -320,9 +343,11 @@ class MailStore:
         )
         maildir.ensure_maildir(self.path_of(name))
         self.conn.execute(
-            "INSERT INTO folders(name, uidvalidity, special_use, subscribed) VALUES (?, ?, ?, ?)",
-            (name, uidvalidity, SPECIAL_USE.get(name), int(subscribed)),
+            "INSERT INTO folders(name, uidvalidity, special_use) VALUES (?, ?, ?)",
+            (name, uidvalidity, SPECIAL_USE.get(name)),
         )
+        if subscribed:
+            self.conn.execute("INSERT OR IGNORE INTO subscriptions(name) VALUES (?)", (name,))
 
     def create_folder(self, name: str) -> None:
         name = validate_name(name)
@@ -396,21 +421,24 @@ class MailStore:
                 os.rename(self.path_of(name), self.path_of(target))
                 self.conn.execute("UPDATE folders SET name = ?, special_use = NULL WHERE id = ?",
                                   (target, folder_id))
+                # A renamed folder stays subscribed if it was (clients expect to keep seeing it).
+                self.conn.execute("UPDATE OR REPLACE subscriptions SET name = ? WHERE name = ?",
+                                  (target, name))
                 if target in SPECIAL_USE:
                     self.conn.execute("UPDATE folders SET special_use = ? WHERE id = ?",
                                       (SPECIAL_USE[target], folder_id))
 
     def _move_all(self, src_id: int, dst_id: int, src: Path, dst: Path) -> None:
         rows = self.conn.execute(
-            "SELECT uid, base, flags, internaldate, size FROM messages WHERE folder_id = ?"
+            "SELECT uid, base, flags, internaldate, size, tz FROM messages WHERE folder_id = ?"
             " ORDER BY uid",
             (src_id,),
         ).fetchall()
         uids = []
-        for uid, base, flags, idate, size in rows:
+        for uid, base, flags, idate, size, tz in rows:
             path = self._file(src, base)
             new_base = _link_into(path, dst)
-            self._insert(dst_id, new_base, split_flags(flags), idate, size)
+            self._insert(dst_id, new_base, split_flags(flags), idate, size, tz)
             uids.append(uid)
         self._expunge_rows(src_id, uids)
         for _, base, *_ in rows:
@@ -420,11 +448,16 @@ class MailStore:
     def subscribe(self, name: str, on: bool) -> None:
         name = validate_name(name)
         with self.transaction():
-            cur = self.conn.execute(
-                "UPDATE folders SET subscribed = ? WHERE name = ?", (int(on), name)
-            )
-            if not cur.rowcount and on:
+            if not on:
+                self.conn.execute("DELETE FROM subscriptions WHERE name = ?", (name,))
+                return
+            if not self._row(name):  # RFC 3501 lets SUBSCRIBE check that the folder exists
                 raise StoreError(f"no folder named {name}", "NONEXISTENT")
+            self.conn.execute("INSERT OR IGNORE INTO subscriptions(name) VALUES (?)", (name,))
+
+    def subscriptions(self) -> set[str]:
+        """Subscribed names, folders that no longer exist included."""
+        return {str(r[0]) for r in self.conn.execute("SELECT name FROM subscriptions")}
 
     # --- messages ------------------------------------------------------------------------
 
@@ -469,7 +502,7 @@ class MailStore:
 
     def _insert(
         self, folder_id: int, base: str, flags: Iterable[str], internaldate: int, size: int,
-        conn: sqlite3.Connection | None = None,
+        tz: int | None = None, conn: sqlite3.Connection | None = None,
     ) -> int:
         conn = conn or self.conn
         row = conn.execute(
@@ -480,9 +513,10 @@ class MailStore:
         uid, modseq = int(row[0]), int(row[1])
         flags = tuple(flags)
         conn.execute(
-            "INSERT INTO messages(folder_id, uid, base, flags, modseq, internaldate, size)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (folder_id, uid, base, join_flags(flags), modseq, internaldate, size),
+            "INSERT INTO messages(folder_id, uid, base, flags, modseq, internaldate, size, tz)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (folder_id, uid, base, join_flags(flags), modseq, internaldate, size,
+             local_zone(internaldate) if tz is None else tz),
         )
         self._add_keywords(folder_id, flags, conn)
         return uid
@@ -624,9 +658,9 @@ class MailStore:
 
     def infos(self, folder: Folder, uids: Sequence[int]) -> dict[int, MessageInfo]:
         return {
-            uid: MessageInfo(uid, split_flags(flags), modseq, idate, size, base)
-            for uid, flags, modseq, idate, size, base in self._rows(
-                folder, uids, "flags, modseq, internaldate, size, base"
+            uid: MessageInfo(uid, split_flags(flags), modseq, idate, size, base, tz)
+            for uid, flags, modseq, idate, size, base, tz in self._rows(
+                folder, uids, "flags, modseq, internaldate, size, base, tz"
             )
         }
 
@@ -690,14 +724,16 @@ class MailStore:
         return changed, failed
 
     def append(
-        self, folder: Folder, data: bytes, flags: Iterable[str], internaldate: int | None = None
+        self, folder: Folder, data: bytes, flags: Iterable[str], internaldate: int | None = None,
+        tz: int | None = None, verbatim: bool = False,
     ) -> int:
         """Durably add a message (fsynced file, then a durable commit of the index) and return
-        its UID. Safe in a worker thread: the index is written through APPEND's own connection,
-        not the store's main one; concurrent APPENDs write their files in parallel and commit
-        one after the other. Others see the message once the commit is on disk."""
-        written = self.write_message(folder, data)
-        final, base, size = written
+        its UID. `tz`: the zone the client gave with the date (minutes east of UTC);
+        `verbatim`: see `write_message`. Safe in a worker thread: the index is written through
+        APPEND's own connection, not the store's main one; concurrent APPENDs write their files
+        in parallel and commit one after the other. Others see the message once the commit is
+        on disk."""
+        final, base, size = self.write_message(folder, data, verbatim)
         when = int(time.time()) if internaldate is None else internaldate
         try:
             with self._append_lock:
@@ -708,16 +744,20 @@ class MailStore:
                     exists = conn.execute("SELECT 1 FROM folders WHERE id = ?", (folder.id,))
                     if not exists.fetchone():
                         raise StoreError(f"folder {folder.name} was deleted", "TRYCREATE")
-                    return self._insert(folder.id, base, flags, when, size, conn)
+                    return self._insert(folder.id, base, flags, when, size, tz, conn)
         except BaseException:
             final.unlink(missing_ok=True)
             raise
 
-    def write_message(self, folder: Folder, data: bytes) -> tuple[Path, str, int]:
-        """The file half of APPEND: the message fsynced into `cur/` (CRLF line ends). Touches
-        no SQLite. Returns (path, base name, size)."""
+    def write_message(
+        self, folder: Folder, data: bytes, verbatim: bool = False
+    ) -> tuple[Path, str, int]:
+        """The file half of APPEND: the message fsynced into `cur/` (CRLF line ends, unless
+        `verbatim`: binary content sent as a literal8 keeps its octets). Touches no SQLite.
+        Returns (path, base name, size)."""
         path = self.path_of(folder.name)
-        data = crlf(data)
+        if not verbatim:
+            data = crlf(data)
         try:
             tmp, base = maildir.write_tmp(path, data)
         except FileNotFoundError:  # its directories are made with the folder; a lost one again
@@ -754,7 +794,8 @@ class MailStore:
                 for uid, base, info in linked:
                     flags = [f for f in info.flags if f != "\\Recent"]
                     out.append(
-                        (uid, self._insert(dst.id, base, flags, info.internaldate, info.size))
+                        (uid, self._insert(dst.id, base, flags, info.internaldate, info.size,
+                                           info.tz))
                     )
             return out
         except BaseException:
