@@ -239,3 +239,44 @@ def test_subscriptions_outlive_delete_and_list_extended(imap):
     assert raw.cmd('UNSUBSCRIBE "Vieux"')[-1].split()[1] == b"OK"
     assert raw.cmd('LSUB "" "Vieux"')[:-1] == []
     raw.close()
+
+
+def test_qresync_resynchronises_with_vanished(imap):
+    """RFC 7162 QRESYNC: after ENABLE QRESYNC, expunges are VANISHED lines; SELECT (QRESYNC
+    (uidvalidity modseq known-uids)) and UID FETCH (CHANGEDSINCE n VANISHED) report what
+    vanished (VANISHED (EARLIER)) and what changed since the client's MODSEQ."""
+    from test_imap_server import Raw
+
+    for i in range(5):
+        imap.deliver(DOCTOR, raw_message(f"Subject: q{i}\n"))
+    raw = Raw(imap)
+    assert b"QRESYNC" in raw.cmd(f'LOGIN {DOCTOR} "{PASSWORD}"')[-1]
+    before = raw.cmd("SELECT INBOX (QRESYNC (1 1))")
+    assert before[-1].split()[1] == b"BAD"  # not enabled yet
+    assert raw.cmd("ENABLE QRESYNC")[0] == b"* ENABLED QRESYNC"
+    lines = raw.cmd("SELECT INBOX")
+    validity = re.search(rb"UIDVALIDITY (\d+)", b"\n".join(lines)).group(1)
+    modseq = re.search(rb"HIGHESTMODSEQ (\d+)", b"\n".join(lines)).group(1)
+    raw.cmd("STORE 2 +FLAGS.SILENT (\\Seen)")
+    raw.cmd("STORE 4 +FLAGS.SILENT (\\Deleted)")
+    assert raw.cmd("EXPUNGE")[:-1] == [b"* VANISHED 4"]
+
+    other = login(imap)  # another session expunges: this one hears VANISHED
+    other.select("INBOX")
+    other.uid("STORE", "5", "+FLAGS", "\\Deleted")
+    other.expunge()
+    other.logout()
+    assert b"* VANISHED 5" in raw.cmd("NOOP")
+
+    lines = raw.cmd(b"SELECT INBOX (QRESYNC (%s %s 1:5))" % (validity, modseq))
+    assert b"* OK [CLOSED] previous mailbox closed" in lines
+    assert b"* VANISHED (EARLIER) 4:5" in lines
+    changed = [line for line in lines if b"FETCH" in line]
+    assert len(changed) == 1 and re.fullmatch(
+        rb"\* 2 FETCH \(UID 2 FLAGS \(\\Seen\) MODSEQ \(\d+\)\)", changed[0])
+    lines = raw.cmd(b"UID FETCH 1:* (FLAGS) (CHANGEDSINCE %s VANISHED)" % modseq)
+    assert lines[0] == b"* VANISHED (EARLIER) 4:5"
+    assert [line for line in lines if b"FETCH (" in line][0].startswith(b"* 2 FETCH (UID 2 ")
+    assert raw.cmd(b"FETCH 1:* (FLAGS) (CHANGEDSINCE %s VANISHED)" % modseq)[-1].split()[1] \
+        == b"BAD"
+    raw.close()

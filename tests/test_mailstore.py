@@ -185,3 +185,32 @@ def test_appends_in_worker_threads_while_the_main_connection_works(root):
         store.append(old, b"Subject: late\r\n\r\n", [])
     assert not list((root / ".Old" / "cur").glob("*"))  # the file went with the refusal
     store.close()
+
+
+def test_vanished_since_answers_from_records_or_a_superset_once_they_are_pruned(
+    root, monkeypatch
+):
+    """QRESYNC's VANISHED (EARLIER): exact while expunge records reach back far enough; once
+    older ones were pruned, every UID asked about that is gone (RFC 7162 allows a superset)."""
+    from gateway.store import mailstore
+
+    store = MailStore(root)
+    inbox = store.folder("INBOX")
+    for _ in range(6):
+        store.append(inbox, b"Subject: x\r\n\r\n", [])
+    store.store_flags(inbox, [2], ["\\Deleted"], "+")
+    store.expunge(inbox)
+    since = store.folder("INBOX").highestmodseq
+    store.store_flags(inbox, [3, 5], ["\\Deleted"], "+")
+    store.expunge(inbox)
+    inbox = store.folder("INBOX")
+    assert store.vanished_since(inbox, since) == [(3, 3), (5, 5)]
+    assert store.vanished_since(inbox, since, [(4, 0)]) == [(5, 5)]
+    assert store.vanished_since(inbox, 0) == [(2, 3), (5, 5)]
+    monkeypatch.setattr(mailstore, "EXPUNGED_KEPT", 1)
+    store.store_flags(inbox, [6], ["\\Deleted"], "+")
+    store.expunge(inbox)  # prunes the older records
+    inbox = store.folder("INBOX")
+    assert store.vanished_since(inbox, 0) == [(2, 3), (5, 6)]
+    assert store.vanished_since(inbox, 0, [(1, 3)]) == [(2, 3)]
+    store.close()

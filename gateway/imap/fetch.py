@@ -8,7 +8,7 @@ import asyncio
 import bisect
 
 from gateway.imap import mime
-from gateway.imap.parser import Atom, Token, as_atom, as_list, as_number
+from gateway.imap.parser import Atom, Token, as_atom, as_list, as_number, parse_sequence_set
 from gateway.imap.state import Bad, No
 from gateway.imap.syntax import (
     FETCH_MACROS,
@@ -17,6 +17,7 @@ from gateway.imap.syntax import (
     literal,
     parse_fetch_item,
     seq_set,
+    uid_ranges,
 )
 from gateway.imap.updates import SelectedUpdates
 from gateway.store.mailstore import Folder, MessageInfo
@@ -33,13 +34,23 @@ class FetchCommand(SelectedUpdates):
         set_text = as_atom(args[0], "sequence set")
         items = self._fetch_items(args[1])
         changedsince = None
+        vanished = False
         if len(args) == 3:
             mods = as_list(args[2], "fetch modifiers")
-            if len(mods) != 2 or str(mods[0]).upper() != "CHANGEDSINCE":
+            words = [str(m).upper() for m in mods]
+            vanished = words[2:] == ["VANISHED"]
+            if len(mods) != 2 + vanished or words[0] != "CHANGEDSINCE":
                 raise Bad("unsupported FETCH modifier")
+            if vanished and not (uid and self.qresync):
+                raise Bad("VANISHED needs UID FETCH and ENABLE QRESYNC")
             changedsince = as_number(mods[1], "CHANGEDSINCE")
         uids = self._resolve(set_text, uid)
         names = {i.name for i in items}
+        if vanished and changedsince is not None:  # RFC 7162 3.2.6
+            earlier = self.store.vanished_since(sel.folder, changedsince,
+                                                parse_sequence_set(set_text))
+            if earlier:
+                self.untagged("VANISHED (EARLIER) " + uid_ranges(earlier))
         if changedsince is not None or "MODSEQ" in names:
             self._enable_condstore()
         if uid:

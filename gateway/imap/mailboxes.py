@@ -7,9 +7,17 @@ from __future__ import annotations
 import asyncio
 import functools
 
-from gateway.imap.parser import Literal8, Token, as_atom, as_list, as_text
+from gateway.imap.parser import (
+    Literal8,
+    Token,
+    as_atom,
+    as_list,
+    as_number,
+    as_text,
+    parse_sequence_set,
+)
 from gateway.imap.state import Bad, No, Selected, _no_args
-from gateway.imap.syntax import parse_imap_datetime
+from gateway.imap.syntax import parse_imap_datetime, uid_ranges
 from gateway.imap.updates import SelectedUpdates
 from gateway.store.mailstore import DELIMITER, Folder
 
@@ -22,9 +30,14 @@ class MailboxCommands(SelectedUpdates):
             raise Bad("ENABLE expects capability names")
         enabled = []
         for a in args:
-            if as_atom(a, "capability").upper() == "CONDSTORE" and not self.condstore:
+            name = as_atom(a, "capability").upper()
+            if name == "CONDSTORE" and not self.condstore:
                 self._enable_condstore()
                 enabled.append("CONDSTORE")
+            elif name == "QRESYNC" and not self.qresync:  # implies CONDSTORE (RFC 7162 3.2.3)
+                self._enable_condstore()
+                self.qresync = True
+                enabled.append("QRESYNC")
         self.untagged("ENABLED" + "".join(" " + e for e in enabled))
         self.tagged(tag, "OK", "ENABLE completed")
 
@@ -36,10 +49,9 @@ class MailboxCommands(SelectedUpdates):
     async def cmd_select(self, tag: str, args: list[Token], readonly: bool = False) -> None:
         if not args or len(args) > 2:
             raise Bad("SELECT expects a mailbox name")
+        resync = None
         if len(args) == 2:
-            params = as_list(args[1], "select parameters")
-            if [str(p).upper() for p in params] != ["CONDSTORE"]:
-                raise Bad("unsupported SELECT parameter")
+            resync = self._select_params(as_list(args[1], "select parameters"))
             self.condstore = True
         assert self.store is not None
         if self.selected is not None:
@@ -68,9 +80,56 @@ class MailboxCommands(SelectedUpdates):
         self.untagged(f"OK [UIDNEXT {uidnext}] predicted next UID")
         self.untagged(f"OK [HIGHESTMODSEQ {view.modseq}] highest mod-sequence")
         self.selected = sel
+        if resync is not None and resync[0] == folder.uidvalidity:
+            self._resync(sel, resync[1], resync[2])
         self._audit("imap.select", {"folder": folder.name, "messages": len(uids)})
         mode = "READ-ONLY" if readonly else "READ-WRITE"
         self.tagged(tag, "OK", f"{'EXAMINE' if readonly else 'SELECT'} completed", mode)
+
+    def _select_params(
+        self, params: list[Token]
+    ) -> tuple[int, int, list[tuple[int, int]] | None] | None:
+        """(CONDSTORE) and/or (QRESYNC (uidvalidity modseq [known-uids [seq-match]]))."""
+        resync = None
+        i = 0
+        while i < len(params):
+            name = as_atom(params[i], "SELECT parameter").upper()
+            if name == "CONDSTORE":
+                i += 1
+            elif name == "QRESYNC" and i + 1 < len(params):
+                if not self.qresync:
+                    raise Bad("QRESYNC must be enabled first (ENABLE QRESYNC)")
+                values = as_list(params[i + 1], "QRESYNC parameters")
+                if not 2 <= len(values) <= 4:
+                    raise Bad("QRESYNC expects UIDVALIDITY, MODSEQ and optional known UIDs")
+                known = None
+                if len(values) >= 3:
+                    known = parse_sequence_set(as_atom(values[2], "known UIDs"))
+                    if known is None:
+                        raise Bad("invalid known UIDs")
+                # The seq-match data (values[3]) only helps a server that lost expunge
+                # records; ours answers from its records or sends the superset RFC 7162 allows.
+                resync = (as_number(values[0], "UIDVALIDITY"), as_number(values[1], "MODSEQ"),
+                          known)
+                i += 2
+            else:
+                raise Bad("unsupported SELECT parameter")
+        return resync
+
+    def _resync(self, sel: Selected, modseq: int, known: list[tuple[int, int]] | None) -> None:
+        """RFC 7162 3.2.5: what changed since the client's MODSEQ, as VANISHED (EARLIER) and
+        FETCH (UID FLAGS MODSEQ)."""
+        assert self.store is not None
+        vanished = self.store.vanished_since(sel.folder, modseq, known)
+        if vanished:
+            self.untagged("VANISHED (EARLIER) " + uid_ranges(vanished))
+        changes = self.store.changes_since(sel.folder, modseq, sel.uids[-1] if sel.uids else 0)
+        for u, flags, m in changes.changed if changes else []:
+            seq = sel.seq_of(u)
+            if seq:
+                self._announce(flags)
+                self.send(b"* %d FETCH (UID %d FLAGS " % (seq, u) + self._flags_of(sel, u, flags)
+                          + b" MODSEQ (%d))" % m)
 
     async def cmd_examine(self, tag: str, args: list[Token]) -> None:
         await self.cmd_select(tag, args, readonly=True)

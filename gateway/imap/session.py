@@ -1,5 +1,5 @@
 """The IMAP command logic of one connection (RFC 3501 + IDLE, UIDPLUS, MOVE, NAMESPACE, ID,
-ENABLE, LITERAL+, SASL-IR, SPECIAL-USE, CONDSTORE, UNSELECT, CHILDREN, ESEARCH, BINARY,
+ENABLE, LITERAL+, SASL-IR, SPECIAL-USE, CONDSTORE, QRESYNC, UNSELECT, CHILDREN, ESEARCH, BINARY,
 LIST-EXTENDED, LIST-STATUS).
 
 A `Session` takes parsed commands (gateway.imap.parser) and writes responses to a `Channel`;

@@ -19,7 +19,7 @@ SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 _SYSTEM_LOWER = {f.lower(): f for f in SYSTEM_FLAGS}
 BASE_CAPS = (
     "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE SPECIAL-USE CONDSTORE"
-    " UNSELECT CHILDREN ESEARCH BINARY LIST-EXTENDED LIST-STATUS"
+    " UNSELECT CHILDREN ESEARCH BINARY LIST-EXTENDED LIST-STATUS QRESYNC"
 )
 MAX_LOGIN_FAILURES = 3
 
@@ -132,6 +132,7 @@ class SessionState:
         self.store: MailStore | None = None
         self.selected: Selected | None = None
         self.condstore = False
+        self.qresync = False  # ENABLE QRESYNC: VANISHED replaces EXPUNGE (RFC 7162 3.2)
         self.failures = 0
         self.want_starttls = False
         self.closing = False

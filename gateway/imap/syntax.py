@@ -48,6 +48,11 @@ def flag_list(flags: tuple[str, ...] | list[str]) -> bytes:
     return b"(" + " ".join(flags).encode() + b")"
 
 
+def uid_ranges(ranges: list[tuple[int, int]]) -> str:
+    """[(1, 3), (5, 5)] -> '1:3,5'."""
+    return ",".join(str(lo) if lo == hi else f"{lo}:{hi}" for lo, hi in ranges)
+
+
 def seq_set(numbers: list[int]) -> str:
     """[1,2,3,5] -> '1:3,5'."""
     out: list[str] = []

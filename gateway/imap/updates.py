@@ -15,7 +15,7 @@ import dataclasses
 
 from gateway.imap.parser import parse_sequence_set
 from gateway.imap.state import SYSTEM_FLAGS, Bad, Selected, SessionState
-from gateway.imap.syntax import flag_list
+from gateway.imap.syntax import flag_list, seq_set
 
 
 class SelectedUpdates(SessionState):
@@ -75,8 +75,11 @@ class SelectedUpdates(SessionState):
         if not seqs:
             return
         gone = set(uids)
-        for s in seqs:
-            self.untagged(f"{s} EXPUNGE")
+        if self.qresync:  # RFC 7162 3.2.10: one VANISHED line instead of EXPUNGEs
+            self.untagged("VANISHED " + seq_set([u for u in uids if sel.seq_of(u)]))
+        else:
+            for s in seqs:
+                self.untagged(f"{s} EXPUNGE")
         sel.uids = [u for u in sel.uids if u not in gone]
         sel.recent -= gone
         for u in gone:

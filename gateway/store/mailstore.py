@@ -24,6 +24,7 @@ UIDVALIDITY; UIDNEXT only grows.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import os
 import re
@@ -848,6 +849,42 @@ class MailStore:
             (folder_id, folder_id, EXPUNGED_KEPT),
         )
 
+    def vanished_since(
+        self, folder: Folder, modseq: int, within: Sequence[tuple[int, int]] | None = None
+    ) -> list[tuple[int, int]]:
+        """UID ranges expunged after `modseq`, inside `within` (UID ranges, 0 for "*") when
+        given: QRESYNC's VANISHED (EARLIER). When expunge records past `modseq` may have been
+        pruned, every UID of `within` (default 1:*) no longer here is given instead, a superset
+        RFC 7162 lets a server send."""
+        top = max(folder.uidnext - 1, 0)
+        spans = [(min(lo or top, hi or top), max(lo or top, hi or top)) for lo, hi in
+                 (within if within is not None else [(1, 0)])]
+        count, oldest = self.conn.execute(
+            "SELECT COUNT(*), MIN(modseq) FROM expunged WHERE folder_id = ?", (folder.id,)
+        ).fetchone()
+        if count < EXPUNGED_KEPT or (oldest or 0) <= modseq + 1:
+            uids = [
+                int(r[0]) for r in self.conn.execute(
+                    "SELECT uid FROM expunged WHERE folder_id = ? AND modseq > ? ORDER BY uid",
+                    (folder.id, modseq),
+                )
+                if any(lo <= r[0] <= hi for lo, hi in spans)
+            ]
+            return _ranges(uids)
+        present = [int(r[0]) for r in self.conn.execute(
+            "SELECT uid FROM messages WHERE folder_id = ? ORDER BY uid", (folder.id,))]
+        out: list[tuple[int, int]] = []
+        for lo, hi in sorted(spans):
+            start = lo
+            i = bisect.bisect_left(present, lo)
+            while start <= hi:
+                nxt = present[i] if i < len(present) else hi + 1
+                if nxt > start:
+                    out.append((start, min(nxt - 1, hi)))
+                start = nxt + 1
+                i += 1
+        return out
+
     def changes_since(self, folder: Folder, modseq: int, last_uid: int) -> Changes | None:
         """What happened after `modseq`: new UIDs above `last_uid`, flag changes and
         expunges. None when the folder no longer exists (deleted or renamed)."""
@@ -953,6 +990,16 @@ def crlf(data: bytes) -> bytes:
     if b"\n" not in data.replace(b"\r\n", b""):
         return data
     return re.sub(rb"\r?\n", b"\r\n", data)
+
+
+def _ranges(numbers: Sequence[int]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for n in sorted(set(numbers)):
+        if out and out[-1][1] == n - 1:
+            out[-1] = (out[-1][0], n)
+        else:
+            out.append((n, n))
+    return out
 
 
 def _like_prefix(prefix: str) -> str:
