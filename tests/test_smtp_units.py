@@ -27,7 +27,7 @@ from gateway.errors import NotFound
 from gateway.smtp.checks import has_bare_cr_or_lf, read_headers
 from gateway.smtp.conversations import Conversations
 from gateway.smtp.dsn import Failure, build_dsn
-from gateway.smtp.limits import RateLimiter
+from gateway.smtp.limits import RateLimiter, SharedRateLimits
 from gateway.store.commit import Committer
 from gateway.store.queue import Entry, Queue, QueueError, check_id, new_queue_id
 
@@ -70,6 +70,18 @@ def test_read_headers_unfolds_and_finds_fin():
     assert h.subject == "[FIN]" and h.mss_fin
     assert read_headers(b"X-MSS-MES: fin\r\n\r\n").mss_fin
     assert not read_headers(b"Subject: Re: [FIN]\r\n\r\n").mss_fin
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["a", "B.c", "+", "Dr ", "Martin", "'", "-", " ", "<", ">", "@",
+                                 "x.fr", "\"", ",", "(c)", ":", ";", "[1.2.3.4]", "=?utf-8?q?x?="]),
+                max_size=12).map("".join))
+def test_from_fast_path_agrees_with_the_email_package(value):
+    """The From: fast path gives what email.utils.getaddresses gives, or defers to it."""
+    from email.utils import getaddresses
+
+    expected = [a.strip().lower() for _, a in getaddresses([value.strip()]) if a.strip()]
+    assert read_headers(f"From: {value}\r\n\r\n".encode()).from_addresses == expected
 
 
 def test_dsn_is_a_delivery_status_report():
@@ -128,15 +140,56 @@ def test_queue_sweep_removes_debris_only(tmp_path):
     assert q.ids() == [qid] and q.message(qid) == b"x"
 
 
-def test_rate_limiter_window():
-    now = [0.0]
-    limiter = RateLimiter(2, clock=lambda: now[0])
+def test_rate_limiter_token_bucket(tmp_path):
+    """`per_minute` messages at once, then one more every 60/per_minute seconds; keys and scopes
+    are counted apart; 0 means no limit."""
+    now = [1000.0]
+    shared = SharedRateLimits(tmp_path / "limits.map", clock=lambda: now[0])
+    limiter = RateLimiter(shared, "client", 2)
     assert limiter.hit("a") is None and limiter.hit("a") is None
-    assert limiter.hit("a") == pytest.approx(60.0)
+    assert limiter.hit("a") == pytest.approx(30.0)
     assert limiter.hit("b") is None
-    now[0] = 60.5
-    assert limiter.hit("a") is None
-    assert RateLimiter(0).hit("x") is None
+    assert RateLimiter(shared, "account", 2).hit("a") is None
+    now[0] += 29.0
+    assert limiter.hit("a") == pytest.approx(1.0)
+    now[0] += 1.5
+    assert limiter.hit("a") is None and limiter.hit("a") is not None
+    assert RateLimiter(shared, "client", 0).hit("a") is None
+    assert RateLimiter(None, "client", 2).hit("a") is None
+
+
+def _hit_twice(path: str) -> list[float | None]:
+    from pathlib import Path
+
+    limiter = RateLimiter(SharedRateLimits(Path(path)), "client", 3)
+    return [limiter.hit("127.0.0.1"), limiter.hit("127.0.0.1")]
+
+
+def test_rate_limits_are_shared_by_worker_processes(tmp_path):
+    """Two processes (as two `mssgw serve` workers) count against the same limit."""
+    import multiprocessing
+
+    path = tmp_path / "limits.map"
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        assert pool.apply(_hit_twice, (str(path),)) == [None, None]
+    limiter = RateLimiter(SharedRateLimits(path), "client", 3)
+    assert limiter.hit("127.0.0.1") is None
+    assert limiter.hit("127.0.0.1") is not None
+    assert limiter.hit("::1") is None
+
+
+def test_rate_limit_table_stays_bounded(tmp_path):
+    """More keys than slots: idle keys make room, nothing grows, new keys are served."""
+    from gateway.smtp import limits
+
+    now = [0.0]
+    shared = SharedRateLimits(tmp_path / "limits.map", clock=lambda: now[0])
+    limiter = RateLimiter(shared, "client", 1)
+    for i in range(limits.SLOTS + 100):
+        assert limiter.hit(f"10.0.{i // 256}.{i % 256}") is None
+    assert (tmp_path / "limits.map").stat().st_size == limits.SLOTS * limits._SLOT.size
+    now[0] = 61.0
+    assert limiter.hit("10.0.0.0") is None and limiter.hit("10.0.0.0") is not None
 
 
 def test_conversations(tmp_path):

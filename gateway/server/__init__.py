@@ -151,7 +151,10 @@ async def _worker(config: Config, index: int, conn: Connection) -> None:
     try:
         servers, tasks = await run_services(config, reuse_port=True, singletons=index == 0)
     except Exception as exc:
-        conn.send(("error", _describe(exc)))
+        # When every worker fails (a busy port), the supervisor stops at the first error and
+        # may be gone before the others report: that is no traceback of theirs to show.
+        with contextlib.suppress(OSError):
+            conn.send(("error", _describe(exc)))
         return
     conn.send(("ready", listeners(servers)))
     watchdog = asyncio.create_task(_orphan_watch(stop))
@@ -204,6 +207,12 @@ def worker_main(config: Config, index: int, conn: Connection) -> None:
 
 
 def _logging() -> None:
+    # Every accepted message logs a line: skip collecting what the format does not show (the
+    # caller's source line, thread and multiprocessing names), as the logging HOWTO's
+    # "Optimization" section suggests.
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
+    logging.logMultiprocessing = False
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(process)d %(name)s: %(message)s",

@@ -8,6 +8,14 @@ from email.header import decode_header, make_header
 from email.utils import getaddresses
 
 _MSGID = re.compile(r"<[^<>\s]+>")
+# The everyday From: values, `addr`, `<addr>` or `Name <addr>` with a plain display name:
+# read with one expression, since email.utils.getaddresses costs more than the rest of the
+# header checks together; anything else (quotes, comments, groups, several addresses, encoded
+# words) goes through getaddresses.
+_SIMPLE_FROM = re.compile(
+    r"(?:[A-Za-z0-9 .'-]*<([^<>()\[\]\\,;:\s@\"]+@[A-Za-z0-9.-]+)>"
+    r"|([^<>()\[\]\\,;:\s@\"]+@[A-Za-z0-9.-]+))"
+)
 
 
 def has_bare_cr_or_lf(data: bytes) -> bool:
@@ -43,6 +51,8 @@ class Headers:
 def _decoded(value: str | None) -> str:
     if not value:
         return ""
+    if "=?" not in value:  # no RFC 2047 encoded word: nothing to decode (the usual case)
+        return value
     try:
         return str(make_header(decode_header(value)))
     except (ValueError, LookupError, UnicodeError):
@@ -77,11 +87,12 @@ def header_fields(data: bytes) -> dict[str, list[str]]:
 
 def read_headers(data: bytes) -> Headers:
     fields = header_fields(data)
-    froms = [
-        addr.strip().lower()
-        for _, addr in getaddresses(fields.get("from", []))
-        if addr.strip()
-    ]
+    from_values = fields.get("from", [])
+    simple = _SIMPLE_FROM.fullmatch(from_values[0]) if len(from_values) == 1 else None
+    if simple is not None:
+        froms = [(simple.group(1) or simple.group(2)).lower()]
+    else:
+        froms = [addr.strip().lower() for _, addr in getaddresses(from_values) if addr.strip()]
     mid = _MSGID.search(" ".join(fields.get("message-id", [])))
     refs: list[str] = []
     for name in ("in-reply-to", "references"):

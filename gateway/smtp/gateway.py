@@ -22,7 +22,7 @@ from gateway.smtp import replies
 from gateway.smtp.checks import Headers, domain_of
 from gateway.smtp.conversations import Conversations
 from gateway.smtp.dsn import Failure, build_dsn
-from gateway.smtp.limits import RateLimiter
+from gateway.smtp.limits import RATE_LIMITS_FILE, RateLimiter, SharedRateLimits
 from gateway.smtp.replies import Reply
 from gateway.store.commit import Committer
 from gateway.store.maildir import mailbox_path
@@ -49,13 +49,22 @@ class Gateway:
         self.conversations = Conversations.open(config.database_path)
         self.queue = Queue(config.queue_path).ensure()
         self.committer = Committer(self.queue)
-        self.client_limit = RateLimiter(config.smtp.rate_limit_client)
-        self.account_limit = RateLimiter(config.smtp.rate_limit_account)
+        limits = config.smtp.rate_limit_client, config.smtp.rate_limit_account
+        # One table for every worker process of this gateway (see gateway.smtp.limits).
+        self.rate_limits = (
+            SharedRateLimits(config.database_path.with_name(RATE_LIMITS_FILE))
+            if max(limits) > 0 else None
+        )
+        self.client_limit = RateLimiter(self.rate_limits, "client", limits[0])
+        self.account_limit = RateLimiter(self.rate_limits, "account", limits[1])
         self.local_domains = set(own_domains(config))
         self._mailboxes: dict[str, tuple[float, Mailbox | None]] = {}
+        self._maildirs: dict[str, Path] = {}  # address -> its INBOX Maildir (pure, cached)
 
     def close(self) -> None:
         self.committer.close()
+        if self.rate_limits is not None:
+            self.rate_limits.close()
 
     # --- lookups --------------------------------------------------------------------------------
 
@@ -198,11 +207,19 @@ class Gateway:
         for rcpt in recipients:
             if self.is_local(domain_of(rcpt)):
                 # UnsafeAddress propagates: the client gets a 451, nothing is dropped silently.
-                local.append((mailbox_path(self.config.mailboxes_path, rcpt), data))
+                local.append((self._maildir(rcpt), data))
             else:
                 remote.append(rcpt)
         queued = [Entry(qid, sender, remote, data, kind)] if remote else []
         return local, queued
+
+    def _maildir(self, address: str) -> Path:
+        path = self._maildirs.get(address)
+        if path is None:
+            if len(self._maildirs) > 50_000:
+                self._maildirs.clear()
+            path = self._maildirs[address] = mailbox_path(self.config.mailboxes_path, address)
+        return path
 
     def dsn_for(
         self, message: pipeline.Message, failures: Sequence[Failure]

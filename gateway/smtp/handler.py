@@ -17,6 +17,7 @@ import asyncio
 import base64
 import binascii
 import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -30,7 +31,7 @@ from gateway.directory import MailboxKind
 from gateway.smtp import replies
 from gateway.smtp.checks import Headers, domain_of, has_bare_cr_or_lf, read_headers
 from gateway.smtp.gateway import Gateway
-from gateway.smtp.protocol import NULL_SENDER, GatewaySession, GatewaySMTP
+from gateway.smtp.protocol import NULL_SENDER, GatewaySession, GatewaySMTP, offer_pipelining
 from gateway.smtp.replies import Reply
 from gateway.store.queue import new_queue_id
 
@@ -176,7 +177,10 @@ class BaseHandler:
             proto += "S"
         if session.mailbox is not None:
             proto += "A"
-        helo = "".join(c for c in (session.host_name or "unknown") if c.isprintable())[:100]
+        helo = session.host_name or "unknown"
+        if not helo.isprintable():
+            helo = "".join(c for c in helo if c.isprintable())
+        helo = helo[:100]
         lines = [
             f"Received: from {helo} ([{_ip(session)}])",
             f"\tby {self.gw.config.gateway.hostname} (mssgw) with {proto} id {qid}",
@@ -187,8 +191,20 @@ class BaseHandler:
                 lines.append(f"\t(version={cipher[1]} cipher={cipher[0]})")
         if len(rcpts) == 1:
             lines.append(f"\tfor <{rcpts[0]}>")
-        lines[-1] += f"; {format_datetime(datetime.now(UTC))}"
+        lines[-1] += f"; {_date_now()}"
         return ("\r\n".join(lines) + "\r\n").encode("utf-8", "replace")
+
+
+_date_cache: tuple[int, str] = (0, "")
+
+
+def _date_now() -> str:
+    """The RFC 5322 date of now, formatted once per second (every message carries one)."""
+    global _date_cache
+    now = time.time()
+    if int(now) != _date_cache[0]:
+        _date_cache = (int(now), format_datetime(datetime.fromtimestamp(int(now), UTC)))
+    return _date_cache[1]
 
 
 class SubmissionHandler(BaseHandler):
@@ -203,6 +219,7 @@ class SubmissionHandler(BaseHandler):
         responses: list[str],
     ) -> list[str]:
         session.host_name = hostname
+        responses = offer_pipelining(responses)
         if session.ssl_object is None or session.ssl_object.getpeercert(binary_form=True):
             return responses
         # AUTH EXTERNAL only makes sense with a client certificate.
@@ -364,7 +381,7 @@ class RelayHandler(BaseHandler):
         responses: list[str],
     ) -> list[str]:
         session.host_name = hostname
-        return [r for r in responses if not r.startswith("250-AUTH")]
+        return offer_pipelining([r for r in responses if not r.startswith("250-AUTH")])
 
     async def handle_AUTH(
         self, server: GatewaySMTP, session: GatewaySession, envelope: Envelope, args: list[str]

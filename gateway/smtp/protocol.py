@@ -6,12 +6,18 @@
   it as a syntax error. The handler sees it as NULL_SENDER and treats it as "".
 - The deprecated `login_data` warning aiosmtpd logs on every AUTH is silenced.
 - DATA is read in blocks (gateway.smtp.dotdata) instead of line by line.
+- aiosmtpd's per-command log masking is skipped when its logger is quiet.
+- PIPELINING (RFC 2920) is offered: aiosmtpd already reads commands in order from a buffer, so
+  grouped MAIL/RCPT/DATA are served as they come; their replies are sent together (one TLS
+  record, one send) while more complete command lines wait in the input buffer, as RFC 2920
+  3.2 recommends. Only MAIL and RCPT replies are held: every other reply, 354 included, flushes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import re
 import ssl
 from typing import Any
@@ -54,6 +60,23 @@ class _CachedInspect:
 
 aiosmtpd.smtp.inspect = _CachedInspect()  # type: ignore[assignment]
 
+_sanitized_log = aiosmtpd.smtp.sanitized_log
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO}
+
+
+def _sanitized_log_if_enabled(func: Any, msg: Any, *args: Any, **kwargs: Any) -> None:
+    """aiosmtpd logs every command line through `sanitized_log`, which masks AUTH arguments
+    (a regular expression per line) before asking the logger whether it logs at all; its
+    "mail.log" logger is quiet here (gateway.smtp.service), so ask first."""
+    level = _LEVELS.get(getattr(func, "__name__", ""))
+    logger = getattr(func, "__self__", None)
+    if level is not None and isinstance(logger, logging.Logger) and not logger.isEnabledFor(level):
+        return
+    _sanitized_log(func, msg, *args, **kwargs)
+
+
+aiosmtpd.smtp.sanitized_log = _sanitized_log_if_enabled
+
 NULL_SENDER = "null-sender@mssgw.invalid"
 _NULL_FROM = re.compile(r"^\s*FROM:\s*<>", re.IGNORECASE)
 # The everyday `<local@domain> [params]` path: parsed here with one regular expression, since
@@ -83,13 +106,44 @@ class GatewaySession(Session):
         self._login_data = value
 
 
+def offer_pipelining(responses: list[str]) -> list[str]:
+    """The EHLO lines with PIPELINING (for the handlers' `handle_EHLO`)."""
+    return [*responses[:1], "250-PIPELINING", *responses[1:]]
+
+
 class GatewaySMTP(SMTP):
     session: GatewaySession | None  # type: ignore[assignment]
+    _hold_replies = False  # within MAIL and RCPT, the commands a client may group
+    _replies: list[bytes]
+
+    async def push(self, status: str | bytes) -> None:
+        if isinstance(status, str):
+            status = status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii")
+        self._replies.append(status + b"\r\n")
+        if self._hold_replies and self._command_waiting():
+            return  # sent with the reply to that command
+        self._writer.write(b"".join(self._replies))
+        self._replies.clear()
+        await self._writer.drain()
+
+    def _command_waiting(self) -> bool:
+        """A complete command line is already in the input buffer (the client pipelines); its
+        reply comes right after this one. StreamReader has no public way to ask."""
+        buffer: bytearray = self._reader._buffer  # type: ignore[attr-defined]
+        return b"\n" in buffer
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        self._hold_replies = True
+        try:
+            await super().smtp_RCPT(arg)
+        finally:
+            self._hold_replies = False
 
     def _create_session(self) -> GatewaySession:
         return GatewaySession(self.loop)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._replies = []
         super().connection_made(transport)
         if self.session is not None:
             self.session.ssl_object = transport.get_extra_info("ssl_object")
@@ -108,7 +162,11 @@ class GatewaySMTP(SMTP):
     async def smtp_MAIL(self, arg: str | None) -> None:
         if arg and _NULL_FROM.match(arg):
             arg = _NULL_FROM.sub(f"FROM:<{NULL_SENDER}>", arg, count=1)
-        await super().smtp_MAIL(arg)
+        self._hold_replies = True
+        try:
+            await super().smtp_MAIL(arg)
+        finally:
+            self._hold_replies = False
 
     async def smtp_DATA(self, arg: str | None) -> None:
         """aiosmtpd's `smtp_DATA` with the content read by `DotData` in blocks.

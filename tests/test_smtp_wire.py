@@ -1,5 +1,6 @@
-"""DATA content read in blocks (gateway.smtp.dotdata): same message as aiosmtpd's line-by-line
-loop whatever the block boundaries; and over a real TLS session, byte for byte."""
+"""The SMTP wire beyond smtplib's habits: DATA content read in blocks (gateway.smtp.dotdata), the
+same message as aiosmtpd's line-by-line loop whatever the block boundaries, and over a real TLS
+session byte for byte; PIPELINING (RFC 2920) with grouped replies."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from smtp_helpers import (
     DOCTOR,
     PASSWORD,
     PHARMACIST,
+    PHARMACY,
     ServerThread,
     client_context,
     inbox,
@@ -125,11 +127,7 @@ def test_stuffed_message_sent_in_small_pieces_is_stored_exactly(gw):
                        for line in body.splitlines(keepends=True))
     tls, f = _session(config, server.ports["submission"])
     with tls:
-        tls.sendall(b"EHLO client.test\r\n")
-        assert _reply(f).startswith(b"250")
-        auth = base64.b64encode(f"\0{DOCTOR}\0{PASSWORD}".encode())
-        tls.sendall(b"AUTH PLAIN " + auth + b"\r\n")
-        assert _reply(f).startswith(b"235")
+        _login(tls, f)
         for cmd, code in ((f"MAIL FROM:<{DOCTOR}>", b"250"), (f"RCPT TO:<{PHARMACIST}>", b"250"),
                           ("DATA", b"354")):
             tls.sendall(cmd.encode() + b"\r\n")
@@ -141,3 +139,41 @@ def test_stuffed_message_sent_in_small_pieces_is_stored_exactly(gw):
         assert _reply(f).startswith(b"250 ")  # the NOOP sent right after the end marker
     [stored] = inbox(config, PHARMACIST)
     assert stored.data.split(b"\r\n\r\n", 1)[1] == body.split(b"\r\n\r\n", 1)[1]
+
+
+def _login(tls, f) -> bytes:
+    tls.sendall(b"EHLO client.test\r\n")
+    ehlo = b""
+    while True:
+        line = f.readline()
+        ehlo += line
+        if line[3:4] != b"-":
+            break
+    auth = base64.b64encode(f"\0{DOCTOR}\0{PASSWORD}".encode())
+    tls.sendall(b"AUTH PLAIN " + auth + b"\r\n")
+    assert _reply(f).startswith(b"235")
+    return ehlo
+
+
+def test_pipelined_group_gets_its_replies_in_order_and_together(gw):
+    config, server = gw
+    tls, _ = _session(config, server.ports["submission"])
+    with tls:
+        f = tls.makefile("rb", buffering=0)
+        assert b"250-PIPELINING" in _login(tls, f)
+        group = (f"MAIL FROM:<{DOCTOR}>\r\nRCPT TO:<{PHARMACIST}>\r\n"
+                 f"RCPT TO:<nobody@test.localhost>\r\nRCPT TO:<{PHARMACY}>\r\nDATA\r\n")
+        tls.sendall(group.encode())
+        # One TLS record holds the five replies: recv() returns a single record at most.
+        replies = tls.recv(65536).split(b"\r\n")
+        assert [r[:3] for r in replies[:5]] == [b"250", b"250", b"550", b"250", b"354"]
+        tls.sendall(f"From: <{DOCTOR}>\r\nSubject: grouped\r\n\r\nbody\r\n.\r\n".encode())
+        assert tls.recv(65536).startswith(b"250 ")
+        # A group whose only recipient is refused: DATA is refused too, nothing is stored.
+        tls.sendall(f"MAIL FROM:<{DOCTOR}>\r\nRCPT TO:<nobody@test.localhost>\r\nDATA\r\n"
+                    .encode())
+        replies = b""
+        while replies.count(b"\r\n") < 3:
+            replies += tls.recv(65536)
+        assert [r[:3] for r in replies.split(b"\r\n")[:3]] == [b"250", b"550", b"503"]
+    assert len(inbox(config, PHARMACIST)) == 1 and len(inbox(config, PHARMACY)) == 1
