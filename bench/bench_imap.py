@@ -95,6 +95,9 @@ def worker(config: Config, ready: multiprocessing.synchronize.Event) -> None:  #
     asyncio.run(run())
 
 
+_LITERAL = re.compile(rb"\{(\d+)\}\r\n$")
+
+
 class ResumingContext(ssl.SSLContext):
     """A client's TLS context offering the session of its previous connection, as mail clients
     do (asyncio has no parameter for it, so the context supplies it to every connection)."""
@@ -141,7 +144,7 @@ class Client:
             line = await self.reader.readline()
             if not line:
                 raise EOFError(text)
-            m = re.search(rb"\{(\d+)\}\r\n$", line)
+            m = _LITERAL.search(line) if line.endswith(b"}\r\n") else None
             if m:
                 line += await self.reader.readexactly(int(m.group(1)))
                 line += await self.reader.readline()
