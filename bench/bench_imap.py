@@ -129,8 +129,11 @@ class Client:
             "127.0.0.1", port, ssl=ctx, server_hostname="127.0.0.1", limit=1 << 24
         )
         await self.reader.readline()  # the greeting: the session tickets came before it
-        if isinstance(ctx, ResumingContext):
-            ctx.session = self.writer.get_extra_info("ssl_object").session
+        tls = self.writer.get_extra_info("ssl_object")
+        # A resumed session stays good to resume again; reading .session copies it (Python
+        # serialises and parses it again, key included: a tenth of the client's CPU).
+        if isinstance(ctx, ResumingContext) and not tls.session_reused:
+            ctx.session = tls.session
 
     async def cmd(self, text: str, literal: bytes | None = None) -> list[bytes]:
         self.n += 1
