@@ -329,6 +329,7 @@ async def run_benchmarks(config: Config) -> None:
                 *(mixed(port, contexts[a], a, 0.0, warm) for a in users(CLIENTS))
             )
             cpu0 = sum(cpu_seconds(pid) for pid in pids)
+            mine0 = time.process_time()
             start = time.perf_counter()
             await asyncio.gather(
                 *(mixed(port, contexts[a], a, start + MIXED_SECONDS, counter)
@@ -336,6 +337,7 @@ async def run_benchmarks(config: Config) -> None:
             )
             elapsed = time.perf_counter() - start
             cpu = sum(cpu_seconds(pid) for pid in pids) - cpu0
+            clients = (time.process_time() - mine0) / max(counter[0], 1)
             rate = counter[0] / elapsed
             # On a shared machine the rate depends on what else runs; the server's own CPU
             # time per command does not, and bounds what the cores could do alone.
@@ -348,8 +350,10 @@ async def run_benchmarks(config: Config) -> None:
                 )
                 print(
                     f"  server CPU {per * 1000:.2f} ms per command (TLS handshake and login "
-                    f"included): at most {cores / per:,.0f} commands/s on {cores} otherwise idle "
-                    f"cores (load average now {os.getloadavg()[0]:.1f})"
+                    f"included), clients {clients * 1000:.2f} ms: at most "
+                    f"{cores / (per + clients):,.0f} commands/s with both on {cores} otherwise "
+                    f"idle cores, {cores / per:,.0f} for the server alone (load average now "
+                    f"{os.getloadavg()[0]:.1f})"
                 )
             else:
                 print(
