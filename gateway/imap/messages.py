@@ -85,7 +85,7 @@ class MessageCommands(SelectedUpdates):
             if silent and u not in done:
                 continue
             parts = []
-            if uid:
+            if uid or self.condstore:  # RFC 7162 3.1: UID and MODSEQ once CONDSTORE is on
                 parts.append(b"UID %d" % u)
             if not silent:
                 parts.append(b"FLAGS " + self._flags_of(sel, u, info.flags))
