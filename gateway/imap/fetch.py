@@ -217,7 +217,7 @@ class FetchCommand(SelectedUpdates):
         if new_cache:
             store.set_cached(folder, new_cache)
         if read_uids:
-            self._audit("imap.read", {"folder": folder.name, "uids": seq_set(read_uids)})
+            await self._audit("imap.read", {"folder": folder.name, "uids": seq_set(read_uids)})
         return len(uids) - len(infos)
 
     def _fetch_flags(self, uids: list[int], names: list[str]) -> None:

@@ -82,7 +82,7 @@ class MailboxCommands(SelectedUpdates):
         self.selected = sel
         if resync is not None and resync[0] == folder.uidvalidity:
             self._resync(sel, resync[1], resync[2])
-        self._audit("imap.select", {"folder": folder.name, "messages": len(uids)})
+        await self._audit("imap.select", {"folder": folder.name, "messages": len(uids)})
         mode = "READ-ONLY" if readonly else "READ-WRITE"
         self.tagged(tag, "OK", f"{'EXAMINE' if readonly else 'SELECT'} completed", mode)
 

@@ -142,7 +142,7 @@ class MessageCommands(SelectedUpdates):
                 line += f" (MODSEQ {max(m for _, _, m in found)})"
             self.untagged(line)
         if heavy:
-            self._audit("imap.search", {"folder": folder.name})
+            await self._audit("imap.search", {"folder": folder.name})
         await self._notify(uid)
         self.tagged(tag, "OK", f"{'UID ' if uid else ''}SEARCH completed")
 
