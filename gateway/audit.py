@@ -13,6 +13,7 @@ import getpass
 import json
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,9 +40,8 @@ def local_actor() -> str:
         return f"uid:{os.getuid()}"
 
 
-def append(path: Path, actor: str, action: str, target: str, details: dict[str, Any]) -> None:
-    """Append one entry to the log at `path` and fsync it before returning."""
-    line = json.dumps(
+def _line(actor: str, action: str, target: str, details: dict[str, Any]) -> str:
+    return json.dumps(
         {
             "at": datetime.now(UTC).isoformat(timespec="microseconds"),
             "actor": actor,
@@ -53,16 +53,59 @@ def append(path: Path, actor: str, action: str, target: str, details: dict[str, 
         sort_keys=True,
         default=str,
     )
+
+
+def _write(path: Path, lines: list[str]) -> None:
+    """Append `lines` with one write() (O_APPEND keeps them whole) and one fsync."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     except OSError as exc:
         raise GatewayError(f"audit log: cannot open {path}: {exc.strerror}") from None
     try:
-        os.write(fd, (line + "\n").encode("utf-8"))
+        os.write(fd, "".join(line + "\n" for line in lines).encode("utf-8"))
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def append(path: Path, actor: str, action: str, target: str, details: dict[str, Any]) -> None:
+    """Append one entry to the log at `path` and fsync it before returning."""
+    _write(path, [_line(actor, action, target, details)])
+
+
+class Batched:
+    """A Recorder that can hold the entries of one unit of work and write them together.
+
+    A prescription's registration and DMP filing make two entries; written one by one they cost
+    two opens and two fsyncs (a tenth of a pool process's time under bench_journey). Inside
+    `held()` entries are kept and written with one write and one fsync when the block ends,
+    whatever happened (a refusal is recorded too). Put `held()` inside the database transaction
+    so that, as before, the entries are on disk before the COMMIT."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._held: list[str] | None = None
+
+    def __call__(self, actor: str, action: str, target: str, details: dict[str, Any]) -> None:
+        line = _line(actor, action, target, details)
+        if self._held is not None:
+            self._held.append(line)
+        else:
+            _write(self.path, [line])
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        if self._held is not None:  # nested: the outer block writes
+            yield
+            return
+        self._held = []
+        try:
+            yield
+        finally:
+            lines, self._held = self._held, None
+            if lines:
+                _write(self.path, lines)
 
 
 def record(config: Config, actor: str, action: str, target: str, **details: Any) -> None:

@@ -60,3 +60,31 @@ def test_audit_list_command(gateway_home, capsys):
     assert capsys.readouterr().out == ""
     assert main(["audit", "list", "--since", "yesterday", *config_arg]) == 1
     assert "since: 'yesterday' is invalid" in capsys.readouterr().err
+
+
+def test_held_entries_are_written_together_even_on_failure(tmp_path, monkeypatch):
+    import os
+
+    import pytest
+
+    path = tmp_path / "audit.log"
+    log = audit.Batched(path)
+    syncs: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(audit.os, "fsync", lambda fd: (syncs.append(fd), real_fsync(fd)))
+    log("gateway", "prescription.register", "ID1", {"lines": 2})  # not held: at once
+    assert len(path.read_text().splitlines()) == 1 and len(syncs) == 1
+    with log.held():
+        log("dr@x", "prescription.register", "ID2", {"lines": 1})
+        with log.held():  # nested: still one write
+            log("gateway", "dmp.submit", "2.25.1", {"outcome": "filed"})
+        assert len(path.read_text().splitlines()) == 1  # nothing written yet
+    assert len(syncs) == 2
+    with pytest.raises(RuntimeError), log.held():
+        log("ph@x", "prescription.dispense", "ID2", {"outcome": "refused"})
+        raise RuntimeError("the transaction failed")
+    entries = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(e["action"], e["target"]) for e in entries] == [
+        ("prescription.register", "ID1"), ("prescription.register", "ID2"),
+        ("dmp.submit", "2.25.1"), ("prescription.dispense", "ID2")]
+    assert len(syncs) == 3

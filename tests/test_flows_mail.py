@@ -106,3 +106,24 @@ def test_non_ascii_file_name_and_forwarded_message() -> None:
     forwarded = parts[1].get_content()
     assert forwarded["Subject"] == "Fwd: mon ordonnance"
     assert text(forwarded) == "Voilà mon ordonnance.\n"
+
+
+def test_headers_read_from_mail_people_send() -> None:
+    from gateway.flows.mail import disposition_to, header, header_texts, message_id_of, parse
+
+    raw = (b"From: Dr Martin <dr.martin@x.test>\r\n"
+           b"Subject: =?utf-8?q?Ordonnance_de_Chlo=C3=A9?= DUPONT\r\n"
+           b"Message-ID:\r\n <abc@client.test>\r\n"
+           b"Disposition-Notification-To: =?utf-8?q?Dr_Mart=C3=AFn?= <DR.Martin@x.test>\r\n"
+           b"X-Raw: r\xc3\xa9sum\xc3\xa9 brut\r\n"
+           b"Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+           b"--b\r\nContent-Type: message/rfc822\r\n\r\n"
+           b"Subject: =?iso-8859-1?q?Fwd=3A_ordonnance_n=B0_01S2TB?=\r\n\r\nbody\r\n--b--\r\n")
+    msg = parse(raw)
+    assert header(msg, "Subject") == "Ordonnance de Chloé DUPONT"
+    assert message_id_of(msg) == "<abc@client.test>"
+    assert disposition_to(msg) == "dr.martin@x.test"
+    assert header(msg, "X-Raw") == "résumé brut"  # 8-bit UTF-8 as people's clients send it
+    assert header(msg, "X-Absent") == "" and message_id_of(parse(b"\r\nbody")) is None
+    assert header_texts(msg) == ["Ordonnance de Chloé DUPONT", "Fwd: ordonnance n° 01S2TB"]
+    assert header(parse(b"Subject: =?utf-8?q?broken=ZZ?=\r\n\r\n"), "Subject")  # no exception

@@ -133,7 +133,9 @@ def test_fetch_modseq_enables_condstore_and_reports_highestmodseq(imap):
     assert re.fullmatch(rb"1 \(MODSEQ \(\d+\)\)", data[0])
     assert re.fullmatch(rb"\d+", client.response("HIGHESTMODSEQ")[1][0])
     _, data = client.store("1", "+FLAGS", "\\Flagged")
-    assert b"MODSEQ (" in data[0]
+    assert b"MODSEQ (" in data[0] and b"UID 1" in data[0]
+    _, data = client.fetch("1", "(BODY[])")  # sets \Seen: the change comes with UID, MODSEQ
+    assert b"\\Seen" in data[1] and b"UID 1" in data[1] and b"MODSEQ (" in data[1]
     client.logout()
 
 

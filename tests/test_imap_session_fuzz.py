@@ -66,6 +66,10 @@ ARGS = st.sampled_from(
         "(UID ENVELOPE BODYSTRUCTURE)", "ALL", "OR", "NOT", "SUBJECT", '"x"', "{3+}\r\nabc",
         "(CHANGEDSINCE 1)", "(UNCHANGEDSINCE 0)", "NIL", '""', "Trash", "a/b", "../x", "%", "*",
         "(MESSAGES UNSEEN)", "CHARSET", "UTF-8", "\\Deleted", "$kw", "(", ")", "[", "CONDSTORE",
+        # the extensions added for the compliance suite
+        "RETURN", "(MIN MAX COUNT)", "()", "BINARY[1]", "BINARY.SIZE[]", "~{3+}\r\na\x00c",
+        "QRESYNC", "(QRESYNC (1 1 1:*))", "(CHANGEDSINCE 1 VANISHED)", "(SUBSCRIBED)",
+        "(RECURSIVEMATCH SUBSCRIBED)", "(STATUS (MESSAGES))", "(CHILDREN)",
     ]
 )
 VERBS = st.sampled_from(

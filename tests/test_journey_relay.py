@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import smtplib
 from collections.abc import Iterator
+from email import message_from_bytes, policy
 from email.policy import SMTP
 from pathlib import Path
 
@@ -17,7 +18,15 @@ from gateway.directory import open_directory
 from gateway.pki.files import Layout
 from gateway.pki.kinds import CA
 from gateway.pki.tls import client_context
-from tests.journey_helpers import PATIENT, Gateway, attachment, form_message, make_home, running
+from tests.journey_helpers import (
+    PATIENT,
+    Gateway,
+    attachment,
+    form_message,
+    make_home,
+    running,
+    text_of,
+)
 from tests.pki_helpers import config_of
 from tests.smtp_helpers import PASSWORD
 
@@ -115,3 +124,27 @@ def test_relayed_mail_without_package_is_delivered_unchanged(peered) -> None:
                                  subject="Rendez-vous").as_bytes(policy=SMTP))
     got = gw.wait_for(PATIENT, before + 1)[-1]
     assert got["Subject"] == "Rendez-vous" and "confirmé" in got.get_body().get_content()
+
+
+def test_relayed_dispensation_is_refused_with_the_reason(peered) -> None:
+    """A pharmacy of another operator mails our robot a dispensation: the registry records
+    only pharmacies this gateway hosts, so nothing changes and the pharmacy is told why (the
+    answer leaves by the outbound queue); the robot keeps no copy."""
+    from gateway.prescriptions.identifier import new_identifier
+    from gateway.store.queue import Queue
+    from tests.journey_helpers import ROBOT
+
+    gw, peer = peered
+    form = f"Ordonnance : {new_identifier()}\n1 : délivré ; 1 boîte\n"
+    robot_before = len(gw.fetch_all(ROBOT))
+    queue = Queue(gw.config.queue_path)
+    before = set(queue.ids()) if gw.config.queue_path.exists() else set()
+    relay(gw, peer, form_message(HOUSE, ROBOT, form, subject="Délivrance").as_bytes(policy=SMTP),
+          to=ROBOT)
+    new = [queue.load(i) for i in set(queue.ids()) - before]
+    answers = [r for r in new if [x.address for x in r.recipients] == [HOUSE]]
+    assert len(answers) == 1
+    answer = message_from_bytes(queue.message(answers[0].id), policy=policy.default)
+    assert answer["Subject"] == "La délivrance n'a pas été enregistrée"
+    assert "autre opérateur" in text_of(answer)  # type: ignore[arg-type]
+    assert len(gw.fetch_all(ROBOT)) == robot_before

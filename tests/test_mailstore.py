@@ -160,6 +160,33 @@ def test_an_index_from_before_internaldate_zones_is_upgraded_in_place(root):
     store.close()
 
 
+def test_appends_in_worker_threads_while_the_main_connection_works(root):
+    """IMAP APPEND runs `append` in a thread (its own connection): concurrent appends get
+    distinct ascending UIDs, and the main connection sees each one once it returns."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = MailStore(root)
+    inbox = store.folder("INBOX")
+    with ThreadPoolExecutor(4) as pool:
+        futures = [
+            pool.submit(store.append, inbox, b"Subject: %d\r\n\r\nx\r\n" % i, ["$Label"])
+            for i in range(12)
+        ]
+        for _ in range(12):
+            store.counts(inbox)  # the main connection in use meanwhile
+        uids = sorted(f.result() for f in futures)
+    assert uids == list(range(1, 13))
+    assert store.view(inbox).uids == uids
+    assert "$Label" in store.folder("INBOX").keywords
+    store.create_folder("Old")
+    old = store.folder("Old")
+    store.delete_folder("Old")
+    with pytest.raises(StoreError, match="deleted"):
+        store.append(old, b"Subject: late\r\n\r\n", [])
+    assert not list((root / ".Old" / "cur").glob("*"))  # the file went with the refusal
+    store.close()
+
+
 def test_vanished_since_answers_from_records_or_a_superset_once_they_are_pruned(
     root, monkeypatch
 ):

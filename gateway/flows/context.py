@@ -6,6 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.audit import Batched
 from gateway.config import Config
 from gateway.db import connect
 from gateway.directory import Directory, Mailbox, open_directory
@@ -23,6 +24,7 @@ class Context:
     directory: Directory
     registry: SQLiteRegistry
     dmp: SQLiteDMP
+    audit: Batched  # the registry's and the DMP's: `with ctx.audit.held()` for one fsync
     people: DirectoryPeople
     reference: Any  # gateway.drugs.store.DrugReference
 
@@ -51,11 +53,10 @@ def context(config: Config) -> Context:
     key = str(config.database_path)
     ctx = _contexts.get(key)
     if ctx is None:
-        from gateway.audit import recorder
         from gateway.drugs.store import DrugReference
 
         conn = connect(config.database_path)
-        audit = recorder(config)
+        audit = Batched(config.audit_log_path)
         directory = open_directory(config, actor=ACTOR)
         ref = DrugReference(conn)
         ctx = Context(
@@ -63,6 +64,7 @@ def context(config: Config) -> Context:
             directory=directory,
             registry=SQLiteRegistry(conn, audit),
             dmp=SQLiteDMP(conn, audit),
+            audit=audit,
             people=DirectoryPeople(directory, config.documents.patient_ins_root),
             reference=ref,
         )

@@ -55,7 +55,7 @@ def _registered(ctx: Context, identifier: str, actor: str) -> Prescription | Non
     return parse_prescription(cda) if cda else None
 
 
-def _dispensation(ctx: Context, msg: mail.EmailMessage, sender: str) -> Dispensation | None:
+def _dispensation(ctx: Context, msg: mail.Message, sender: str) -> Dispensation | None:
     for a in mail.attachments(msg):
         if is_xml(a) and kind_of_cda(a.data) == "dispensation":
             return parse_dispensation(a.data)
@@ -114,7 +114,7 @@ def _record(ctx: Context, d: Dispensation, sender: str, key: str
     package = to_zip(pkg)
     hidden = (record.prescriber_address, *((f"8{record.prescriber_rpps}",)
                                            if record.prescriber_rpps else ()))
-    with transaction(ctx.registry.conn):
+    with transaction(ctx.registry.conn), ctx.audit.held():
         result = ctx.registry.dispense(report, now=now())
         if result.applied:
             file_package(ctx.dmp, pkg, actor=Actor(ActorKind.GATEWAY, ACTOR),
@@ -188,16 +188,52 @@ def _cancel(ctx: Context, sender: str, text: str, original_id: str | None) -> Pl
         ctx, sender, "Annulation d'ordonnance", f"Bonjour,\n\n{body}\n", original_id),))
 
 
+def relayed(config: Config, sender: str, recipients: tuple[str, ...], data: bytes
+            ) -> Plan | None:
+    """Worker side for relayed mail: a dispensation (form or eDISP) or a cancellation sent by
+    another operator's member. The registry takes dispensations only from pharmacies this
+    gateway hosts, whose identity and pharmacy status its directory vouches for, and
+    cancellations only from their prescribers; the sender is told so, as a local mailbox that
+    is not a pharmacy would be, and nothing is read or changed. A prescriber it was addressed to
+    still receives the mail; the robot's copy (it only reads requests) is dropped."""
+    ctx = context(config)
+    msg = mail.parse(data)
+    texts = [mail.strip_quotes(t) for t in mail.texts(msg)]
+    dispensation = any(_FORM.search(t) for t in texts) or any(
+        is_xml(a) and kind_of_cda(a.data) == "dispensation" for a in mail.attachments(msg))
+    to_robot = ctx.robot in recipients
+    cancel = to_robot and any(_CANCEL.search(t) for t in texts)
+    if not (dispensation or cancel):
+        return None
+    what = "La délivrance" if dispensation else "L'annulation"
+    domain = sender.rpartition("@")[2]
+    return Plan(handled=(ctx.robot,) if to_robot else (), deliveries=(_reply(
+        ctx, sender, f"{what} n'a pas été enregistrée",
+        f"Bonjour,\n\n{what} n'a pas été enregistrée : ce service n'enregistre que les"
+        " délivrances des pharmacies qu'il héberge et les annulations de leurs prescripteurs ;"
+        f" {sender} relève d'un autre opérateur de l'espace de confiance ({domain}).\n"
+        "Rien n'a été modifié.\n", mail.message_id_of(msg)),),
+        notes=(f"relayed {what.split()[-1].lower()} from {sender} not recorded",))
+
+
 async def step(message: Message, outcome: Outcome) -> Outcome:
-    """Pipeline step: a professional's mail to the robot or to another professional."""
-    if message.channel != "submission" or not message.authenticated:
-        return outcome
+    """Pipeline step: a professional's mail to the robot or to another professional; the same
+    from another operator's member by relay (`relayed`: told it is not recorded)."""
     config = pipeline.config()
     patients = "@" + config.gateway.patient_domain
+    robot = f"{ROBOT_LOCAL}@{config.gateway.domain}"
+    if message.channel == "relay":
+        if message.sender and not all(r.endswith(patients) for r in message.recipients) \
+                and may_be_dispensation(message.data, message.recipients, robot):
+            plan = await pipeline.run_cpu(relayed, config, message.sender.lower(),
+                                          message.recipients, message.data)
+            return apply(message, outcome, plan)
+        return outcome
+    if message.channel != "submission" or not message.authenticated:
+        return outcome
     if message.authenticated.lower().endswith(patients) or all(
             r.endswith(patients) for r in message.recipients):
         return outcome
-    robot = f"{ROBOT_LOCAL}@{config.gateway.domain}"
     if not may_be_dispensation(message.data, message.recipients, robot):
         return outcome
     plan = await pipeline.run_cpu(handle, config, message.authenticated.lower(),

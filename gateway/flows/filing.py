@@ -30,7 +30,7 @@ from gateway.xdm import Limits
 log = logging.getLogger("mssgw.flows")
 
 
-def file_packages(ctx: Context, msg: mail.EmailMessage, sender: str, patient: str) -> list[str]:
+def file_packages(ctx: Context, msg: mail.Message, sender: str, patient: str) -> list[str]:
     """File each XDM package of `msg` for `patient`; what happened, one line per package."""
     mailbox = ctx.mailbox(patient)
     if mailbox is None or mailbox.patient is None:

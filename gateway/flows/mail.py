@@ -12,17 +12,40 @@ import unicodedata
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from email import message_from_bytes, policy
-from email.message import EmailMessage, Message
+from email import message_from_bytes
+from email.errors import HeaderParseError
+from email.header import decode_header, make_header
+from email.message import Message
 from email.utils import format_datetime, getaddresses, make_msgid
 
 from gateway.mailtext import part_text
 
 
-def parse(data: bytes) -> EmailMessage:
-    msg = message_from_bytes(data, policy=policy.default)
-    assert isinstance(msg, EmailMessage)
-    return msg
+def parse(data: bytes) -> Message:
+    """The message as the email package's compat32 model. The flows read parts, their types,
+    file names and payloads, and a few headers (through `header`): the default policy's header
+    objects (every header parsed into a syntax tree when read, Content-Type several times per
+    part) made the parse and the look-ups of a doctor's one-part mail cost 0.85 ms, 0.06 here;
+    the dispensation precheck runs it on the event loop for mail between professionals."""
+    return message_from_bytes(data)
+
+
+def header(msg: Message, name: str) -> str:
+    """A header's text: unfolded, RFC 2047 encoded-words decoded ("" when absent)."""
+    value = msg.get(name)
+    if value is None:
+        return ""
+    try:
+        parts = decode_header(value)
+        if all(charset == "unknown-8bit" for _, charset in parts):
+            # Raw 8-bit bytes (clients writing UTF-8 headers, RFC 6532): read them as UTF-8.
+            text = b"".join(bytes(b) if isinstance(b, bytes) else b.encode() for b, _ in parts
+                            ).decode("utf-8", "replace")
+        else:
+            text = str(make_header(parts))
+    except (ValueError, LookupError, UnicodeError, HeaderParseError):  # broken encoded-word
+        text = str(value)
+    return " ".join(text.split())
 
 
 @dataclass(frozen=True)
@@ -45,7 +68,7 @@ def _walk(msg: Message, depth: int = 0) -> Iterator[Message]:
     yield msg
 
 
-def attachments(msg: EmailMessage) -> list[Attachment]:
+def attachments(msg: Message) -> list[Attachment]:
     out: list[Attachment] = []
     for part in _walk(msg):
         filename = part.get_filename() or ""
@@ -63,7 +86,7 @@ def attachments(msg: EmailMessage) -> list[Attachment]:
     return out
 
 
-def texts(msg: EmailMessage) -> list[str]:
+def texts(msg: Message) -> list[str]:
     """The plain-text parts (not attachments), forwarded ones included, in order."""
     out: list[str] = []
     for part in _walk(msg):
@@ -75,14 +98,14 @@ def texts(msg: EmailMessage) -> list[str]:
     return out
 
 
-def header_texts(msg: EmailMessage) -> list[str]:
+def header_texts(msg: Message) -> list[str]:
     """Subjects of the message and of forwarded ones (an identifier may be there)."""
-    out = [str(msg.get("Subject", ""))]
+    out = [header(msg, "Subject")]
     for part in msg.walk():
         if part.get_content_type() == "message/rfc822":
             for inner in part.get_payload():  # type: ignore[union-attr]
                 if isinstance(inner, Message):
-                    out.append(str(inner.get("Subject", "")))
+                    out.append(header(inner, "Subject"))
     return out
 
 
@@ -103,9 +126,8 @@ def ascii_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9-]+", "-", plain).strip("-")
 
 
-def message_id_of(msg: EmailMessage) -> str | None:
-    value = msg.get("Message-ID")
-    return str(value).strip() if value else None
+def message_id_of(msg: Message) -> str | None:
+    return header(msg, "Message-ID") or None
 
 
 def idempotence_fallback(data: bytes) -> str:
@@ -115,11 +137,11 @@ def idempotence_fallback(data: bytes) -> str:
     return hashlib.sha256(data.split(b"\r\n\r\n", 1)[-1]).hexdigest()
 
 
-def disposition_to(msg: EmailMessage) -> str | None:
-    value = msg.get("Disposition-Notification-To")
+def disposition_to(msg: Message) -> str | None:
+    value = header(msg, "Disposition-Notification-To")
     if not value:
         return None
-    found = getaddresses([str(value)])
+    found = getaddresses([value])
     return found[0][1].lower() if found and found[0][1] else None
 
 
@@ -248,7 +270,7 @@ def compose(
 
 
 def mdn(
-    original: EmailMessage,
+    original: Message,
     *,
     reporter: str,
     recipient: str,
@@ -268,7 +290,7 @@ def mdn(
         human = f"Le message n'a pas pu être intégré : {error[1]}."
     boundary = f"=_mdn_{uuid.uuid4().hex}"
     original_id = message_id_of(original)
-    subject = Header("Accusé de traitement : " + str(original.get("Subject", ""))[:100],
+    subject = Header("Accusé de traitement : " + header(original, "Subject")[:100],
                      "utf-8").encode()
     head = [
         f"From: {reporter}",

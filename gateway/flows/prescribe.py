@@ -79,7 +79,7 @@ class Source:
     data: bytes = b""
 
 
-def find_source(msg: mail.EmailMessage, limits: Limits) -> Source | None:
+def find_source(msg: mail.Message, limits: Limits) -> Source | None:
     """Where the prescription is in the doctor's message, or None (an ordinary mail)."""
     files = mail.attachments(msg)
     for _a, pkg in packages(files, limits):
@@ -251,7 +251,7 @@ def _register(ctx: Context, key: str, source: Source, sender: str, patient_addre
         raise Refused(f"l'ordonnance n'a pas pu être établie et signée : {exc}") from None
     signed = to_zip(pkg)
     try:
-        with transaction(conn):
+        with transaction(conn), ctx.audit.held():  # its two entries: one fsync
             ctx.registry.register(p, prescriber_address=sender, patient_address=patient_address,
                                   package=signed, actor=sender, now=when)
             entries = file_package(ctx.dmp, pkg, actor=Actor(ActorKind.GATEWAY, ACTOR),
@@ -286,7 +286,7 @@ def handle(config: Config, sender: str, patients: tuple[str, ...], data: bytes) 
     except Refused as exc:
         reply = mail.compose(
             sender=ctx.robot, to=[sender], domain=domain, in_reply_to=original_id,
-            subject="Ordonnance refusée : " + str(msg.get("Subject", ""))[:80],
+            subject="Ordonnance refusée : " + mail.header(msg, "Subject")[:80],
             body=_refusal_text(exc.report), headers=[("X-MSS-NIL", product)],
         )
         out = [Delivery((sender,), reply, sender="")]

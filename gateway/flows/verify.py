@@ -85,7 +85,7 @@ def _by_registry(ctx: Context, identifier: str, actor: str) -> Verdict:
                    " peut être délivrée dans la limite des quantités restantes.", record)
 
 
-def verdict(ctx: Context, msg: mail.EmailMessage, actor: str) -> Verdict | None:
+def verdict(ctx: Context, msg: mail.Message, actor: str) -> Verdict | None:
     files = mail.attachments(msg)
     limits = Limits.of(ctx.config)
     for a, pkg in packages(files, limits):
@@ -181,7 +181,7 @@ def handle(config: Config, sender: str, recipients: tuple[str, ...], data: bytes
     state = "valid" if v.valid else "invalid"
     reason = re.sub(r"[;\r\n]", " ", v.reason)
     header = f"{state}; id={v.identifier or 'none'}; reason={reason}"
-    subject = str(msg.get("Subject", ""))
+    subject = mail.header(msg, "Subject")
     to_pharmacy = mail.compose(
         sender=sender, to=pharmacies, domain=domain, in_reply_to=mail.message_id_of(msg),
         subject=f"[Ordonnance {'valide' if v.valid else 'NON VALIDE'}] {subject}"[:200],

@@ -206,15 +206,18 @@ class FetchCommand(SelectedUpdates):
                 parts.append(b"FLAGS " + self._flags_of(sel, u, flags))
             if "FLAGS" in names or flags_changed:
                 self._announce(flags)
-            if self.condstore and flags_changed and "MODSEQ" not in names:
-                parts.append(b"MODSEQ (%d)" % modseq)
+            if self.condstore and flags_changed:  # RFC 7162 3.1: with UID and MODSEQ
+                if "UID" not in names:
+                    parts.append(b"UID %d" % u)
+                if "MODSEQ" not in names:
+                    parts.append(b"MODSEQ (%d)" % modseq)
             self.io.send(b"* %d FETCH (" % seq + b" ".join(parts) + b")\r\n")
             if data is not None and len(data) > 65536:
                 await self.io.flush()
         if new_cache:
             store.set_cached(folder, new_cache)
         if read_uids:
-            self._audit("imap.read", {"folder": folder.name, "uids": seq_set(read_uids)})
+            await self._audit("imap.read", {"folder": folder.name, "uids": seq_set(read_uids)})
         return len(uids) - len(infos)
 
     def _fetch_flags(self, uids: list[int], names: list[str]) -> None:

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 
 from gateway.imap.parser import (
     Literal8,
@@ -81,7 +82,7 @@ class MailboxCommands(SelectedUpdates):
         self.selected = sel
         if resync is not None and resync[0] == folder.uidvalidity:
             self._resync(sel, resync[1], resync[2])
-        self._audit("imap.select", {"folder": folder.name, "messages": len(uids)})
+        await self._audit("imap.select", {"folder": folder.name, "messages": len(uids)})
         mode = "READ-ONLY" if readonly else "READ-WRITE"
         self.tagged(tag, "OK", f"{'EXAMINE' if readonly else 'SELECT'} completed", mode)
 
@@ -217,14 +218,14 @@ class MailboxCommands(SelectedUpdates):
         folder = self.store.folder(self._folder_name(args[0]))
         if folder is None:
             raise No("no such mailbox; create it first", "TRYCREATE")
-        loop = asyncio.get_running_loop()
-        store = self.store
-        # The file (and its fsyncs) in a thread; the index on this thread: the SQLite
-        # connection is shared by this process's sessions of the user and is not thread-safe.
-        written = await loop.run_in_executor(
-            None, store.write_message, folder, data, isinstance(data, Literal8)
+        # In a thread: the file, its fsyncs and the index's durable commit (the store gives
+        # APPEND a SQLite connection of its own), so the event loop never waits for the disk.
+        uid = await asyncio.get_running_loop().run_in_executor(
+            None, functools.partial(
+                self.store.append, folder, data, flags, when, tz,
+                verbatim=isinstance(data, Literal8),
+            )
         )
-        uid = store.add_written(folder, written, flags, when, tz)
         await self._notify(True)
         self.tagged(tag, "OK", "APPEND completed", f"APPENDUID {folder.uidvalidity} {uid}")
 

@@ -85,7 +85,7 @@ class MessageCommands(SelectedUpdates):
             if silent and u not in done:
                 continue
             parts = []
-            if uid:
+            if uid or self.condstore:  # RFC 7162 3.1: UID and MODSEQ once CONDSTORE is on
                 parts.append(b"UID %d" % u)
             if not silent:
                 parts.append(b"FLAGS " + self._flags_of(sel, u, info.flags))
@@ -142,7 +142,7 @@ class MessageCommands(SelectedUpdates):
                 line += f" (MODSEQ {max(m for _, _, m in found)})"
             self.untagged(line)
         if heavy:
-            self._audit("imap.search", {"folder": folder.name})
+            await self._audit("imap.search", {"folder": folder.name})
         await self._notify(uid)
         self.tagged(tag, "OK", f"{'UID ' if uid else ''}SEARCH completed")
 

@@ -5,6 +5,7 @@ exceptions, and `SessionState`, the base holding one connection's state and its 
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -210,9 +211,15 @@ class SessionState:
         if self.selected is not None:
             self.untagged(f"OK [HIGHESTMODSEQ {self.selected.modseq}] highest mod-sequence")
 
-    def _audit(self, action: str, details: dict[str, object]) -> None:
+    async def _audit(self, action: str, details: dict[str, object]) -> None:
+        """Record a read of a patient's mailbox before the command is answered. The entry is
+        written and fsynced in a worker thread: the event loop (every session of the worker)
+        does not wait for the disk."""
         if self.login is not None and self.login.patient:
-            self.hooks.audit(self.login.address, action, self.login.address, details)
+            address = self.login.address
+            await asyncio.get_running_loop().run_in_executor(
+                None, self.hooks.audit, address, action, address, details
+            )
 
 
 def _no_args(args: list[Token]) -> None:

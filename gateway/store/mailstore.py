@@ -29,6 +29,7 @@ import contextlib
 import os
 import re
 import sqlite3
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
@@ -210,22 +211,21 @@ def folder_dir_name(name: str) -> str:
 
 class MailStore:
     """One user's folders and messages. Not thread-safe: one instance per process and user,
-    shared by that user's sessions (see `StorePool`)."""
+    shared by that user's sessions (see `StorePool`) on one thread; only `append` (which has a
+    connection of its own) may run in a worker thread."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         maildir.ensure_maildir(root)
-        self.conn = sqlite3.connect(
-            str(root / INDEX_NAME), isolation_level=None, check_same_thread=False
-        )
-        self.conn.execute("PRAGMA busy_timeout=10000")
-        self.conn.execute("PRAGMA journal_mode=WAL")
         # NORMAL: a commit survives a crash of the process, and is on disk at the next
         # checkpoint or durable commit. Commits that make a message exist (APPEND, COPY,
         # adopting a delivery) use `transaction(durable=True)`, which fsyncs the WAL, so no
         # acknowledged message can be lost; a flag change may at worst be undone by a power cut.
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.execute("PRAGMA foreign_keys=ON")
+        self.conn = self._connect("NORMAL")
+        # APPEND's connection (synchronous=FULL), opened on first use: its durable commit runs
+        # in a worker thread with the file's fsyncs, so no event loop waits for the disk.
+        self._appender: sqlite3.Connection | None = None
+        self._append_lock = threading.Lock()
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
         if version != SCHEMA_VERSION:
             with self.transaction(durable=True):
@@ -246,6 +246,7 @@ class MailStore:
                         self._create(name)
                 self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._new_mtimes: dict[int, int] = {}
+        self._new_dirs: dict[str, str] = {}  # folder name -> its new/ directory
         self._views: dict[int, FolderView] = {}
         # Files of expunged messages, unlinked later by `take_garbage()`'s caller (off the
         # event loop: an unlink waits for the journal). A crash before leaves only stray files.
@@ -259,20 +260,28 @@ class MailStore:
 
     def close(self) -> None:
         unlink_all(self.take_garbage())
+        with self._append_lock:
+            if self._appender is not None:
+                self._appender.close()
         self.conn.close()
+
+    def _connect(self, synchronous: str) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            str(self.root / INDEX_NAME), isolation_level=None, check_same_thread=False
+        )
+        conn.execute("PRAGMA busy_timeout=10000")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        return conn
 
     @contextmanager
     def transaction(self, durable: bool = False) -> Iterator[sqlite3.Connection]:
         if durable:
             self.conn.execute("PRAGMA synchronous=FULL")
         try:
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _immediate(self.conn):
                 yield self.conn
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
-            self.conn.execute("COMMIT")
         finally:
             if durable:
                 self.conn.execute("PRAGMA synchronous=NORMAL")
@@ -460,16 +469,18 @@ class MailStore:
         new = folder_path / "new" / base
         return new if new.exists() else cur
 
-    def message_path(self, folder: Folder, base: str) -> Path:
-        return self._file(self.path_of(folder.name), base)
-
     def read_file(self, folder: Folder, base: str) -> bytes | None:
         """The message's octets, or None if it is not where `folder` says. File access only:
-        safe in a worker thread."""
-        try:
-            return self.message_path(folder, base).read_bytes()
-        except FileNotFoundError:
-            return None
+        safe in a worker thread. Opens `cur/` then `new/` directly (FETCH reads a file per
+        message: no stat first, no Path objects)."""
+        folder_path = str(self.path_of(folder.name))
+        for name in (f"{folder_path}/cur/{base}:2,", f"{folder_path}/new/{base}"):
+            try:
+                with open(name, "rb") as f:
+                    return f.read()
+            except FileNotFoundError:
+                continue
+        return None
 
     def read(self, folder: Folder, base: str) -> bytes:
         data = self.read_file(folder, base)
@@ -477,8 +488,9 @@ class MailStore:
             return data
         current = self.folder_by_id(folder.id)  # renamed by another session meanwhile?
         if current is not None and current.name != folder.name:
-            with contextlib.suppress(FileNotFoundError):
-                return self.message_path(current, base).read_bytes()
+            data = self.read_file(current, base)
+            if data is not None:
+                return data
         return b""  # expunged by another session meanwhile: an empty message, not a crash
 
     def _next_modseq(self, folder_id: int) -> int:
@@ -491,42 +503,48 @@ class MailStore:
 
     def _insert(
         self, folder_id: int, base: str, flags: Iterable[str], internaldate: int, size: int,
-        tz: int | None = None,
+        tz: int | None = None, conn: sqlite3.Connection | None = None,
     ) -> int:
-        row = self.conn.execute(
+        conn = conn or self.conn
+        row = conn.execute(
             "UPDATE folders SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1"
             " WHERE id = ? RETURNING uidnext - 1, highestmodseq",
             (folder_id,),
         ).fetchone()
         uid, modseq = int(row[0]), int(row[1])
         flags = tuple(flags)
-        self.conn.execute(
+        conn.execute(
             "INSERT INTO messages(folder_id, uid, base, flags, modseq, internaldate, size, tz)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (folder_id, uid, base, join_flags(flags), modseq, internaldate, size,
              local_zone(internaldate) if tz is None else tz),
         )
-        self._add_keywords(folder_id, flags)
+        self._add_keywords(folder_id, flags, conn)
         return uid
 
-    def _add_keywords(self, folder_id: int, flags: Iterable[str]) -> None:
+    def _add_keywords(
+        self, folder_id: int, flags: Iterable[str], conn: sqlite3.Connection | None = None
+    ) -> None:
         kws = {f for f in flags if not f.startswith("\\")}
         if not kws:
             return
-        row = self.conn.execute("SELECT keywords FROM folders WHERE id = ?", (folder_id,))
+        conn = conn or self.conn
+        row = conn.execute("SELECT keywords FROM folders WHERE id = ?", (folder_id,))
         known = set(split_flags(row.fetchone()[0]))
         if not kws <= known:
-            self.conn.execute(
+            conn.execute(
                 "UPDATE folders SET keywords = ? WHERE id = ?",
                 (" ".join(sorted(known | kws)), folder_id),
             )
 
     def import_new(self, folder: Folder) -> bool:
         """Adopt files delivered into `new/`; True when some were added."""
-        path = self.path_of(folder.name)
-        new_dir = path / "new"
+        # Called after every command: one stat of a path string kept per folder.
+        new_name = self._new_dirs.get(folder.name)
+        if new_name is None:
+            new_name = self._new_dirs[folder.name] = str(self.path_of(folder.name) / "new")
         try:
-            mtime = new_dir.stat().st_mtime_ns
+            mtime = os.stat(new_name).st_mtime_ns
         except FileNotFoundError:
             return False
         # The directory's mtime changes when a file arrives, but with the kernel's coarse clock
@@ -534,6 +552,8 @@ class MailStore:
         if self._new_mtimes.get(folder.id) == mtime and time.time_ns() - mtime > 2_000_000_000:
             return False
         self._new_mtimes[folder.id] = mtime
+        path = self.path_of(folder.name)
+        new_dir = path / "new"
         with os.scandir(new_dir) as it:
             names = [e.name for e in it if not e.name.startswith(".")]
         added = False
@@ -706,48 +726,48 @@ class MailStore:
 
     def append(
         self, folder: Folder, data: bytes, flags: Iterable[str], internaldate: int | None = None,
-        tz: int | None = None,
+        tz: int | None = None, verbatim: bool = False,
     ) -> int:
-        """Durably add a message (fsynced file, committed index) and return its UID."""
-        written = self.write_message(folder, data)
-        return self.add_written(folder, written, flags, internaldate, tz)
+        """Durably add a message (fsynced file, then a durable commit of the index) and return
+        its UID. `tz`: the zone the client gave with the date (minutes east of UTC);
+        `verbatim`: see `write_message`. Safe in a worker thread: the index is written through
+        APPEND's own connection, not the store's main one; concurrent APPENDs write their files
+        in parallel and commit one after the other. Others see the message once the commit is
+        on disk."""
+        final, base, size = self.write_message(folder, data, verbatim)
+        when = int(time.time()) if internaldate is None else internaldate
+        try:
+            with self._append_lock:
+                if self._appender is None:
+                    self._appender = self._connect("FULL")
+                conn = self._appender
+                with _immediate(conn):
+                    exists = conn.execute("SELECT 1 FROM folders WHERE id = ?", (folder.id,))
+                    if not exists.fetchone():
+                        raise StoreError(f"folder {folder.name} was deleted", "TRYCREATE")
+                    return self._insert(folder.id, base, flags, when, size, tz, conn)
+        except BaseException:
+            final.unlink(missing_ok=True)
+            raise
 
     def write_message(
         self, folder: Folder, data: bytes, verbatim: bool = False
     ) -> tuple[Path, str, int]:
         """The file half of APPEND: the message fsynced into `cur/` (CRLF line ends, unless
-        `verbatim`: binary content sent as a literal8 keeps its octets). Touches no SQLite, so
-        it may run in a worker thread. Returns (path, base name, size)."""
+        `verbatim`: binary content sent as a literal8 keeps its octets). Touches no SQLite.
+        Returns (path, base name, size)."""
         path = self.path_of(folder.name)
-        maildir.ensure_maildir(path)
         if not verbatim:
             data = crlf(data)
-        tmp, base = maildir.write_tmp(path, data)
+        try:
+            tmp, base = maildir.write_tmp(path, data)
+        except FileNotFoundError:  # its directories are made with the folder; a lost one again
+            maildir.ensure_maildir(path)
+            tmp, base = maildir.write_tmp(path, data)
         final = path / "cur" / f"{base}:2,"
         os.rename(tmp, final)
         fsync_dir(path / "cur")
         return final, base, len(data)
-
-    def add_written(
-        self,
-        folder: Folder,
-        written: tuple[Path, str, int],
-        flags: Iterable[str],
-        internaldate: int | None = None,
-        tz: int | None = None,
-    ) -> int:
-        """The index half of APPEND (durable commit); the file is removed if it fails.
-        `tz`: the zone the client gave with the date (minutes east of UTC)."""
-        final, base, size = written
-        when = int(time.time()) if internaldate is None else internaldate
-        try:
-            with self.transaction(durable=True):
-                if not self.folder_by_id(folder.id):
-                    raise StoreError(f"folder {folder.name} was deleted", "TRYCREATE")
-                return self._insert(folder.id, base, flags, when, size, tz)
-        except BaseException:
-            final.unlink(missing_ok=True)
-            raise
 
     def copy(
         self, src: Folder, uids: Sequence[int], dst: Folder
@@ -946,6 +966,17 @@ def _delivery_order(name: str) -> tuple[int, int, str]:
     compare numerically (as text, M987 would sort after M12345)."""
     m = _MAILDIR_NAME.match(name)
     return (int(m.group(1)), int(m.group(2)), name) if m else (2**63, 0, name)
+
+
+@contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 def unlink_all(paths: Iterable[Path]) -> None:
