@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import importlib
 import logging
 import multiprocessing
@@ -162,6 +163,11 @@ async def _worker(config: Config, index: int, conn: Connection) -> None:
             conn.send(("error", _describe(exc)))
         return
     conn.send(("ready", listeners(servers)))
+    # Everything loaded so far (modules, configuration, caches) lives as long as the worker:
+    # out of the collector's sight, a full collection no longer walks it. Sessions allocate
+    # enough cyclic objects (protocol <-> transport) to trigger collections often.
+    gc.collect()
+    gc.freeze()
     watchdog = asyncio.create_task(_orphan_watch(stop))
     await stop.wait()
     watchdog.cancel()

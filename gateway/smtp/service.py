@@ -52,25 +52,28 @@ async def start(
         handler: object, *, tls: ssl.SSLContext | None, starttls: bool, auth: bool
     ) -> Callable[[], GatewaySMTP]:
         def make() -> GatewaySMTP:
+            return GatewaySMTP(
+                handler,
+                hostname=config.gateway.hostname,
+                ident="mssgw ESMTP",
+                data_size_limit=size,
+                tls_context=tls if starttls else None,
+                require_starttls=starttls,
+                auth_required=auth,
+                # Implicit TLS: the connection is encrypted from the start, AUTH may follow.
+                auth_require_tls=starttls,
+                timeout=s.timeout,
+                loop=loop,
+            )
+
+        def make_quietly() -> GatewaySMTP:
             with warnings.catch_warnings():
                 # aiosmtpd warns about AUTH without STARTTLS: on the implicit-TLS listener the
                 # whole connection is already encrypted.
                 warnings.simplefilter("ignore", UserWarning)
-                return GatewaySMTP(
-                handler,
-                    hostname=config.gateway.hostname,
-                    ident="mssgw ESMTP",
-                    data_size_limit=size,
-                    tls_context=tls if starttls else None,
-                    require_starttls=starttls,
-                    auth_required=auth,
-                    # Implicit TLS: the connection is encrypted from the start, AUTH may follow.
-                    auth_require_tls=starttls,
-                    timeout=s.timeout,
-                    loop=loop,
-                )
+                return make()
 
-        return make
+        return make if starttls or not auth else make_quietly
 
     submission = SubmissionHandler(gw)
     relay = RelayHandler(gw)
