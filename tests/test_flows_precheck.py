@@ -43,11 +43,10 @@ def test_form_quoted_by_an_inline_forward_goes_to_the_pool():
 
 
 def test_relayed_mail_to_a_patient_goes_to_the_pool_only_with_a_zip():
-    from gateway.flows.filing import PRECHECK_MAX_BYTES as FILING_MAX
     from gateway.flows.filing import may_hold_package
 
     assert not may_hold_package(mail("Votre rendez-vous est confirmé.\n"))
     assert not may_hold_package(mail("Ci-joint.\n", ("resultats.pdf", b"%PDF-1.7 ...")))
     assert may_hold_package(mail("Ci-joint.\n", ("IHE_XDM.zip", b"PK\x03\x04...")))
     assert may_hold_package(mail("Ci-joint.\n", ("paquet", b"PK\x03\x04...")))  # by its bytes
-    assert may_hold_package(mail("x" * (FILING_MAX + 1)))
+    assert may_hold_package(mail("x" * (PRECHECK_MAX_BYTES + 1)))

@@ -9,7 +9,14 @@ from pki_helpers import config_of, handshake
 
 from gateway import pki
 from gateway.pki.files import Layout
-from gateway.pki.tls import MSSANTE_TLS12_SUITES, client_context, server_context, verify_peer
+from gateway.pki.tls import (
+    MSSANTE_TLS12_SUITES,
+    client_context,
+    reload_crls,
+    server_context,
+    verify_peer,
+)
+from gateway.server import WORKER_TASKS
 
 
 @pytest.fixture
@@ -111,6 +118,26 @@ def test_application_client_certificate_then_revoked(config):
     # A context built after it refuses the handshake itself (OpenSSL checks our CRLs).
     side, err, _ = handshake(server_context(config, client_certs="required"), client)
     assert isinstance(side.error, ssl.SSLError) and "revoked" in str(side.error)
+
+
+def test_reloaded_crls_reach_a_context_built_before_them(config):
+    """A worker's listeners keep their TLS context for weeks: `reload_crls` (run hourly in every
+    worker by `mssgw serve`) gives OpenSSL the CRLs published since, so a revocation is refused
+    at the handshake and a CRL past its nextUpdate is replaced before it expires."""
+    issued = pki.issue(config, "org-client", "robot2@test.localhost", "Robot")
+    client = client_context(config, credentials=pki.Credentials(issued.cert_path,
+                                                                 issued.key_path, issued.serial))
+    listener = server_context(config, client_certs="required")
+    pki.revoke(config, issued.serial)
+    side, err, _ = handshake(listener, client)
+    assert side.error is None  # the context still has the CRL it was built with
+    assert reload_crls(config) >= 1
+    side, err, _ = handshake(listener, client)
+    assert isinstance(side.error, ssl.SSLError) and "revoked" in str(side.error)
+
+
+def test_serve_reloads_crls_in_every_worker():
+    assert "gateway.pki.service:keep_loaded" in WORKER_TASKS
 
 
 def test_signature_certificate_is_not_a_tls_client(config):

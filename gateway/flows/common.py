@@ -16,6 +16,9 @@ from gateway.xdm import Limits, Package, read_package
 from gateway.xmlsafe import parse_xml
 
 PRESCRIPTION_CODE = "57833-6"
+# The event-loop prechecks (dispense.may_be_dispensation, filing.may_hold_package) parse only
+# messages up to this size; larger ones go to the pool as they are.
+PRECHECK_MAX_BYTES = 256 * 1024
 DISPENSATION_CODE = "60593-1"
 
 

@@ -30,6 +30,7 @@ from gateway.documents.parse import parse_dispensation, parse_prescription
 from gateway.errors import GatewayError
 from gateway.flows import mail
 from gateway.flows.common import (
+    PRECHECK_MAX_BYTES,
     Plan,
     apply,
     idempotence_key,
@@ -239,9 +240,6 @@ async def step(message: Message, outcome: Outcome) -> Outcome:
     plan = await pipeline.run_cpu(handle, config, message.authenticated.lower(),
                                   message.recipients, message.data)
     return apply(message, outcome, plan)
-
-
-PRECHECK_MAX_BYTES = 256 * 1024  # larger messages go to the pool as they are (no parse here)
 
 
 def may_be_dispensation(data: bytes, recipients: tuple[str, ...], robot: str) -> bool:

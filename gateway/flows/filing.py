@@ -23,7 +23,7 @@ from gateway.dmp.feed import file_package, ins_of
 from gateway.dmp.model import Actor, ActorKind, DuplicateDocument
 from gateway.errors import GatewayError
 from gateway.flows import mail
-from gateway.flows.common import is_zip, packages
+from gateway.flows.common import PRECHECK_MAX_BYTES, is_zip, packages
 from gateway.flows.context import ACTOR, Context, context
 from gateway.xdm import Limits
 
@@ -58,9 +58,6 @@ def file_packages(ctx: Context, msg: mail.Message, sender: str, patient: str) ->
     for note in notes:
         log.info("dmp filing from %s to %s: %s", sender, patient, note)
     return notes
-
-
-PRECHECK_MAX_BYTES = 256 * 1024  # larger messages go to the pool as they are (no parse here)
 
 
 def may_hold_package(data: bytes) -> bool:

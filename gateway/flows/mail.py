@@ -281,8 +281,6 @@ def mdn(
 ) -> bytes:
     """An RFC 8098 MDN for `original` (MSSanté: processed, or processed/Error: code^label).
     Written out by hand: the email package has no builder for multipart/report."""
-    from email.header import Header
-
     disposition = "automatic-action/MDN-sent-automatically; processed"
     human = "Le message a été traité par la messagerie sécurisée."
     if error:
@@ -290,8 +288,7 @@ def mdn(
         human = f"Le message n'a pas pu être intégré : {error[1]}."
     boundary = f"=_mdn_{uuid.uuid4().hex}"
     original_id = message_id_of(original)
-    subject = Header("Accusé de traitement : " + header(original, "Subject")[:100],
-                     "utf-8").encode()
+    subject = encode_header("Accusé de traitement : " + header(original, "Subject")[:100])
     head = [
         f"From: {reporter}",
         f"To: {to}",

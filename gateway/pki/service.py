@@ -5,6 +5,11 @@ peers, signature checks) treat an expired CRL as stale. `mssgw init` re-publishe
 gateway may run for weeks, so worker 0 (a server SINGLETON) re-publishes those past half their
 lifetime at start and then every few hours. Publishing signs with the CA keys: it runs in a
 thread, off the event loop.
+
+Every worker (a server WORKER_TASK) also loads the current CRLs into its listeners' TLS
+contexts every hour: OpenSSL checks client certificates against the CRLs a context was given,
+and without this a worker started more than crl_days ago would refuse every certificate login
+once they expire (and would learn of a revocation only through `verify_peer`).
 """
 
 from __future__ import annotations
@@ -14,10 +19,12 @@ import logging
 
 from gateway.config import Config
 from gateway.pki.crl import refresh_due
+from gateway.pki.tls import reload_crls
 
 log = logging.getLogger("mssgw.pki")
 
 CHECK_EVERY_SECONDS = 6 * 3600  # well inside half the shortest sensible CRL lifetime (1 day)
+RELOAD_EVERY_SECONDS = 3600  # a re-published CRL reaches the listeners within the hour
 
 
 async def _refresh_forever(config: Config, every: float) -> None:
@@ -34,3 +41,15 @@ async def _refresh_forever(config: Config, every: float) -> None:
 
 async def start(config: Config, *, every: float = CHECK_EVERY_SECONDS) -> asyncio.Task[None]:
     return asyncio.create_task(_refresh_forever(config, every), name="mssgw crl refresh")
+
+
+async def _reload_forever(config: Config, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        # A few kilobytes read and parsed: cheap enough for the event loop, and it keeps the
+        # contexts' stores changed by the thread that uses them.
+        log.debug("CRLs reloaded into %d TLS contexts", reload_crls(config))
+
+
+async def keep_loaded(config: Config, *, every: float = RELOAD_EVERY_SECONDS) -> asyncio.Task[None]:
+    return asyncio.create_task(_reload_forever(config, every), name="mssgw crl reload")

@@ -8,7 +8,10 @@ Profiles ([tls] profile in config.toml):
 Peer certificates are checked by OpenSSL during the handshake (chain to our CA, or to imported
 peer anchors when `peers=True`, and dates). OpenSSL can check CRLs only when every issuer it may
 meet has one loaded, which holds for our own CAs but not for peers without an imported CRL, and
-a context keeps the CRL it was built with; so callers always finish with `verify_peer(...)`
+a context keeps the CRLs it was given (`reload_crls` adds the current ones to every listener's
+context: `mssgw serve` calls it in each worker, so a CRL past its nextUpdate never makes OpenSSL
+refuse every certificate login of a long-running gateway); so callers always finish with
+`verify_peer(...)`
 after the handshake: it runs `verify_certificate` (current CRLs, key usage for the purpose) on
 the presented certificate and returns a VerifyResult whose subject_dn is comparable with the
 whitelist's expected DN (`gateway.pki.dn.dn_matches`).
@@ -16,7 +19,9 @@ whitelist's expected DN (`gateway.pki.dn.dn_matches`).
 
 from __future__ import annotations
 
+import logging
 import ssl
+import weakref
 from typing import Literal
 
 from cryptography import x509
@@ -90,7 +95,30 @@ def server_context(
             for ca in (CA.SERVERS, CA.PERSONS):
                 ctx.load_verify_locations(cafile=str(layout.ca_crl(ca)))
             ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+            _checking_crls.add(ctx)
     return ctx
+
+
+# Contexts whose OpenSSL checks our CRLs, so that `reload_crls` can keep them current.
+_checking_crls: weakref.WeakSet[ssl.SSLContext] = weakref.WeakSet()
+log = logging.getLogger("mssgw.pki")
+
+
+def reload_crls(config: Config) -> int:
+    """Add our CAs' current CRLs to every context made by `server_context` that checks them;
+    returns how many contexts were updated. OpenSSL keeps the CRLs it had and prefers a current
+    one, and ignores one it already has. A CRL that cannot be read is logged and skipped: the
+    context keeps what it had, and `verify_peer` still reads the files on every login."""
+    layout = Layout.of(config)
+    updated = 0
+    for ctx in list(_checking_crls):
+        for ca in (CA.SERVERS, CA.PERSONS):
+            try:
+                ctx.load_verify_locations(cafile=str(layout.ca_crl(ca)))
+            except (OSError, ssl.SSLError) as exc:
+                log.warning("could not load the CRL of %s: %s", ca.value, exc)
+        updated += 1
+    return updated
 
 
 def client_context(

@@ -53,6 +53,12 @@ SINGLETONS: list[str] = [
     "gateway.pki.service:start",
 ]
 
+# "module:function" entries: `async def start(config) -> asyncio.Task` started in every worker,
+# after its SERVICES (upkeep of what each worker holds, e.g. the CRLs in its TLS contexts).
+WORKER_TASKS: list[str] = [
+    "gateway.pki.service:keep_loaded",
+]
+
 GRACE_SECONDS = 10.0  # how long sessions in progress may finish after SIGTERM
 _ZERO_PORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[\w.-]+):0$")
 
@@ -110,9 +116,8 @@ async def run_services(
                 if not getattr(server, "mssgw_name", None):
                     setattr(server, "mssgw_name", spec.split(":")[0].split(".")[1])  # noqa: B010
                 servers.append(server)
-        if singletons:
-            for spec in SINGLETONS:
-                tasks.append(await _resolve(spec)(config))
+        for spec in WORKER_TASKS + (SINGLETONS if singletons else []):
+            tasks.append(await _resolve(spec)(config))
     except BaseException:
         for s in servers:
             s.close()
