@@ -151,8 +151,11 @@ async def client(port: int, cafile: str, sessions: int, per_connection: bool,
     return len(latencies), latencies, errors
 
 
-def client_process(args: tuple[int, str, int, bool, float]) -> tuple[int, list[float], int]:
-    return asyncio.run(client(*args))
+def client_process(args: tuple[int, str, int, bool, float]) -> tuple[int, list[float], int,
+                                                                    float]:
+    cpu = time.process_time()
+    accepted, latencies, errors = asyncio.run(client(*args))
+    return accepted, latencies, errors, time.process_time() - cpu
 
 
 def count_stored(home: Path) -> int:
@@ -190,6 +193,7 @@ def run_mode(port: int, home: Path, per_connection: bool, procs: int, pid: int) 
     elapsed = time.time() - start
     cpu = server_cpu(pid) - cpu_before
     accepted = sum(r[0] for r in results)
+    client_cpu = sum(r[3] for r in results)
     errors = sum(r[2] for r in results)
     lat = sorted(x for r in results for x in r[1])
     stored = count_stored(home) - before
@@ -200,7 +204,8 @@ def run_mode(port: int, home: Path, per_connection: bool, procs: int, pid: int) 
     print(f"{label:32s} {accepted / elapsed:8.0f} msg/s accepted and stored "
           f"({accepted} in {elapsed:.1f} s, {errors} errors)  "
           f"latency p50 {p50:.1f} ms  p99 {p99:.1f} ms; "
-          f"server CPU {cpu * 1e6 / max(accepted, 1):.0f} us/message", flush=True)
+          f"server CPU {cpu * 1e6 / max(accepted, 1):.0f} us/message "
+          f"(clients {client_cpu * 1e6 / max(accepted, 1):.0f})", flush=True)
 
 
 def setup(home: Path, workers: int) -> None:

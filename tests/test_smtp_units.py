@@ -7,6 +7,7 @@ import asyncio
 import email
 import json
 import smtplib
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -215,8 +216,9 @@ async def test_group_commit_batches_concurrent_commits(tmp_path):
         )
     finally:
         committer.close()
-    assert [p[0].read_bytes() for p in paths] == [f"m{i}".encode() for i in range(40)]
-    assert all(p[0].parent.name == "new" for p in paths)
+    files = [Path(p[0]) for p in paths]
+    assert [f.read_bytes() for f in files] == [f"m{i}".encode() for i in range(40)]
+    assert all(f.parent.name == "new" for f in files)
     assert committer.committed == 40 and committer.batches < 40
 
 
@@ -233,7 +235,7 @@ async def test_group_commit_failure_is_per_message(tmp_path):
     finally:
         committer.close()
     assert isinstance(bad, OSError)
-    assert good[0].read_bytes() == b"1"
+    assert Path(good[0]).read_bytes() == b"1"
 
 
 @pytest.fixture
