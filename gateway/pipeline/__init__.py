@@ -149,8 +149,26 @@ def _executor() -> ProcessPoolExecutor:
         _pool = ProcessPoolExecutor(
             max_workers=max(1, (os.cpu_count() or 2) // 2),
             mp_context=multiprocessing.get_context("spawn"),
+            initializer=_watch_parent,
+            initargs=(os.getpid(),),
         )
     return _pool
+
+
+def _watch_parent(parent: int) -> None:
+    """In each pool process: end when the worker that started it is gone. A pool process
+    waits on a queue whose write end it holds itself, so it never sees its worker die; a worker
+    killed, or ended the way multiprocessing ends children (os._exit: no atexit, so no
+    executor shutdown), used to leave its pool processes running, one more per restart."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 async def run_cpu(func: Callable[..., _T], *args: Any) -> _T:
@@ -160,9 +178,11 @@ async def run_cpu(func: Callable[..., _T], *args: Any) -> _T:
 
 
 def shutdown() -> None:
+    """Stop the pool: queued calls are cancelled, a running one finishes, and the processes
+    are waited for (nothing is left running after the worker)."""
     global _pool
     if _pool is not None:
-        _pool.shutdown(wait=False, cancel_futures=True)
+        _pool.shutdown(wait=True, cancel_futures=True)
         _pool = None
 
 
