@@ -16,6 +16,7 @@ import sys
 from array import array
 from dataclasses import dataclass
 from functools import cache
+from itertools import accumulate
 from pathlib import Path
 
 from fontTools.ttLib import TTFont
@@ -66,16 +67,13 @@ class Font:
         glyf, offsets = self.tables["glyf"], self.offsets
         keep = _with_components(glyf, offsets, used | {0})  # .notdef is always kept
         parts: list[bytes] = []
-        loca = array("I", [0] * len(offsets))
-        pos = 0
-        for gid in range(len(offsets) - 1):
-            loca[gid] = pos
-            if gid in keep:
-                data = glyf[offsets[gid]:offsets[gid + 1]]
-                data += b"\0" * (-len(data) % 4)
-                parts.append(data)
-                pos += len(data)
-        loca[-1] = pos
+        sizes = [0] * (len(offsets) - 1)
+        for gid in sorted(keep):
+            data = glyf[offsets[gid]:offsets[gid + 1]]
+            data += b"\0" * (-len(data) % 4)
+            parts.append(data)
+            sizes[gid] = len(data)
+        loca = array("I", accumulate(sizes, initial=0))
         if BYTESWAP:
             loca.byteswap()
         head = bytearray(self.tables["head"])
