@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import socket
 import ssl
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -177,3 +178,23 @@ def test_pipelined_group_gets_its_replies_in_order_and_together(gw):
             replies += tls.recv(65536)
         assert [r[:3] for r in replies.split(b"\r\n")[:3]] == [b"250", b"550", b"503"]
     assert len(inbox(config, PHARMACIST)) == 1 and len(inbox(config, PHARMACY)) == 1
+
+
+def test_idle_session_is_closed_and_activity_moves_the_deadline(gateway_home):
+    """`[smtp] timeout`: a session that keeps talking stays open past it; a silent one is
+    closed once it has been idle that long."""
+    config = setup_gateway(gateway_home, timeout="1")
+    with ServerThread(config) as server, socket.create_connection(
+        ("127.0.0.1", server.ports["submission"]), timeout=10
+    ) as s:
+        f = s.makefile("rb")
+        assert f.readline().startswith(b"220")
+        started = time.monotonic()
+        for _ in range(6):  # 1.5 s of activity, never 1 s idle
+            time.sleep(0.25)
+            s.sendall(b"NOOP\r\n")
+            assert f.readline().startswith(b"250")
+        assert time.monotonic() - started > 1.2
+        idle = time.monotonic()
+        assert f.readline() == b""  # the server closed the connection...
+        assert 0.7 < time.monotonic() - idle < 5  # ...after about one idle second

@@ -6,7 +6,8 @@
   it as a syntax error. The handler sees it as NULL_SENDER and treats it as "".
 - The deprecated `login_data` warning aiosmtpd logs on every AUTH is silenced.
 - DATA is read in blocks (gateway.smtp.dotdata) instead of line by line.
-- aiosmtpd's per-command log masking is skipped when its logger is quiet.
+- aiosmtpd's per-command log masking is skipped when its logger is quiet, and its idle timer is
+  moved instead of replaced on every command.
 - PIPELINING (RFC 2920) is offered: aiosmtpd already reads commands in order from a buffer, so
   grouped MAIL/RCPT/DATA are served as they come; their replies are sent together (one TLS
   record, one send) while more complete command lines wait in the input buffer, as RFC 2920
@@ -118,6 +119,7 @@ class GatewaySMTP(SMTP):
     session: GatewaySession | None  # type: ignore[assignment]
     _hold_replies = False  # within MAIL and RCPT, the commands a client may group
     _replies: list[bytes]
+    _deadline = 0.0  # loop time at which an idle session is closed
 
     def __dir__(self) -> list[str]:
         """aiosmtpd's __init__ lists `dir(self)` on every connection to find its `smtp_*`
@@ -150,6 +152,24 @@ class GatewaySMTP(SMTP):
             await super().smtp_RCPT(arg)
         finally:
             self._hold_replies = False
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """aiosmtpd re-arms the idle timer on every command: a new TimerHandle in the loop's
+        heap and the old one cancelled. Here the session's one timer keeps running and only its
+        deadline moves; when it fires early it re-arms itself for the rest."""
+        deadline = self.loop.time() + (duration or self._timeout_duration)
+        self._deadline = deadline
+        timer = self._timeout_handle
+        if timer is None or timer.cancelled() or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timeout_handle = self.loop.call_at(deadline, self._idle_check)
+
+    def _idle_check(self) -> None:
+        if self.loop.time() < self._deadline:
+            self._timeout_handle = self.loop.call_at(self._deadline, self._idle_check)
+        else:
+            self._timeout_cb()
 
     def _create_session(self) -> GatewaySession:
         return GatewaySession(self.loop)
