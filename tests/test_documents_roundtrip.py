@@ -18,7 +18,12 @@ from hypothesis import strategies as st
 from lxml import etree
 
 from gateway.documents import samples
-from gateway.documents.build import assign_ids, build_dispensation, build_prescription
+from gateway.documents.build import (
+    assign_ids,
+    build_dispensation,
+    build_prescription,
+    prescription_document,
+)
 from gateway.documents.model import (
     AuthorInfo,
     Dispensation,
@@ -35,6 +40,7 @@ from gateway.documents.model import (
 from gateway.documents.parse import parse_document
 from gateway.documents.validate import load_schema
 from gateway.identifiers import OID_INS_TEST, ean13_check_digit, ins_key
+from gateway.xdm.header import cda_entry
 
 SETTINGS = settings(max_examples=40, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -163,6 +169,17 @@ def test_prescription_round_trip(p: Prescription, schema: etree.XMLSchema) -> No
     for mine, theirs in zip(got.lines, expected.lines, strict=True):
         assert mine == theirs
     assert got == expected
+
+
+@settings(max_examples=25, deadline=None)
+@given(p=prescriptions())
+def test_xds_metadata_from_the_built_tree_are_those_of_its_bytes(p: Prescription) -> None:
+    """The prescribe flow reads the XDS metadata from the tree it serialised, not the bytes:
+    whatever the names, addresses and lines hold, both give the same DocumentEntry."""
+    data, tree = prescription_document(assign_ids(p), samples.sample_pdf(), samples.sample_png())
+    from_bytes = cda_entry(data, entry_id="urn:uuid:1", uri="DOC0001.XML")
+    assert cda_entry(data, entry_id="urn:uuid:1", uri="DOC0001.XML", root=tree) == from_bytes
+    assert from_bytes.title and from_bytes.authors and from_bytes.patient_id
 
 
 @st.composite

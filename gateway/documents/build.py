@@ -460,6 +460,14 @@ def _check_prescription(p: Prescription) -> None:
 
 def build_prescription(p: Prescription, pdf: bytes, qr_png: bytes) -> bytes:
     """The eP-MED-DM 2024.01 CDA of `p`, with the ordonnance PDF and its QR code embedded."""
+    return prescription_document(p, pdf, qr_png)[0]
+
+
+def prescription_document(p: Prescription, pdf: bytes, qr_png: bytes
+                          ) -> tuple[bytes, etree._Element]:
+    """`build_prescription`, with the tree its bytes were written from: a flow that packs the
+    document next reads the XDS metadata from it (`gateway.xdm.package.build(trees=...)`)
+    instead of parsing the bytes it just wrote."""
     _check_prescription(p)
     p = assign_ids(p)
     assert p.identifier and p.document_id and p.set_id
@@ -499,7 +507,7 @@ def build_prescription(p: Prescription, pdf: bytes, qr_png: bytes) -> bytes:
         "entries": [_prescription_entry(p, i, line) for i, line in enumerate(p.lines, start=1)],
     })
     _fill(root, blocks)
-    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8"), root
 
 
 # --- dispensation ---------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
+import multiprocessing
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +71,12 @@ def context(config: Config) -> Context:
             reference=ref,
         )
         _contexts[key] = ctx
+        if multiprocessing.parent_process() is not None:
+            # In a pool process (as the server's workers do once serving): the modules,
+            # connections and caches loaded so far live as long as the process; frozen, the
+            # full collections no longer walk them (~0.15 ms per prescription).
+            gc.collect()
+            gc.freeze()
     return ctx
 
 

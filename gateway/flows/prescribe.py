@@ -24,7 +24,7 @@ from gateway.config import Config
 from gateway.db import migrate, transaction
 from gateway.dmp.feed import file_package
 from gateway.dmp.model import Actor, ActorKind
-from gateway.documents.build import assign_ids, build_prescription
+from gateway.documents.build import assign_ids, prescription_document
 from gateway.documents.model import Prescription
 from gateway.documents.parse import parse_prescription
 from gateway.documents.validate import prescription_rules
@@ -215,10 +215,10 @@ def _build(ctx: Context, p: Prescription, sender: str) -> tuple[Prescription, by
     p = assign_ids(p)
     assert p.identifier
     pdf = render_pdf(p)
-    cda = build_prescription(p, pdf, qr_png(p.identifier))
+    cda, tree = prescription_document(p, pdf, qr_png(p.identifier))
     author = p.author
     package = build([cda], sender=Sender(name=f"{author.given_name} {author.family_name}",
-                                         product=ctx.config.gateway.product))
+                                         product=ctx.config.gateway.product), trees=[tree])
     return p, pdf, signed_as(ctx.config, sender, package, ctx.directory)
 
 

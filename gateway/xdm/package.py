@@ -20,6 +20,8 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from lxml import etree
+
 from gateway.config import Config
 from gateway.errors import GatewayError
 from gateway.xdm import model as m
@@ -184,9 +186,12 @@ def build(
     now: dt.datetime | None = None,
     codes: Sequence[tuple[Code, Code] | None] | None = None,
     source_id: str | None = None,
+    trees: Sequence[etree._Element | None] | None = None,
 ) -> Package:
     """What `pack` zips, as a Package in memory: a flow that signs it next and files it
-    (`gateway.signature.sign`) zips once, instead of zipping, reading back and zipping again."""
+    (`gateway.signature.sign`) zips once, instead of zipping, reading back and zipping again.
+    `trees[i]`: the tree `documents[i]` was serialised from, when the gateway built it
+    (`gateway.documents.build.prescription_document`), read instead of parsing the bytes."""
     if not documents:
         raise InvalidPackage("nothing to pack: give at least one CDA document")
     sender = sender or Sender()
@@ -196,7 +201,8 @@ def build(
         try:
             entries.append(
                 cda_entry(data, entry_id=new_id(), uri=doc_name(i),
-                          codes=codes[i - 1] if codes else None)
+                          codes=codes[i - 1] if codes else None,
+                          root=trees[i - 1] if trees else None)
             )
         except GatewayError as exc:
             error = MissingMetadata if isinstance(exc, MissingMetadata) else InvalidPackage
