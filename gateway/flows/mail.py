@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import functools
 import re
 import unicodedata
 import uuid
@@ -209,8 +210,15 @@ def _param(name: str, value: str) -> str:
     return f"{name}*=utf-8''{quote(value, safe='')}"
 
 
+@functools.lru_cache(maxsize=4)
 def _base64(data: bytes) -> bytes:
-    return base64.encodebytes(data).replace(b"\n", b"\r\n")
+    """Base64 in CRLF lines of 76 characters. One b2a_base64 call then slices: encodebytes
+    calls it per 57-byte chunk and then copies everything again to turn LF into CRLF. Cached:
+    a flow attaches the same PDF to two messages (the patient's and the doctor's); the last
+    few are kept (the key is the bytes object, hashed once, compared by identity first)."""
+    encoded = binascii.b2a_base64(data, newline=False)
+    return b"\r\n".join([encoded[i:i + 76] for i in range(0, len(encoded), 76)] + [b""]) \
+        if encoded else b""
 
 
 def compose(

@@ -153,7 +153,10 @@ def _zip(files: Sequence[tuple[str, bytes]]) -> bytes:
             else:
                 info.compress_type = zipfile.ZIP_DEFLATED
                 info.external_attr = 0o644 << 16
-                zf.writestr(info, data)
+                # Level 1: the bulk is the CDA's base64 of an already compressed PDF, which
+                # deflate shrinks about as well at level 1 (~5% larger package) for a third
+                # of the CPU of the default level 6 (~0.4 ms per prescription).
+                zf.writestr(info, data, compresslevel=1)
     return buf.getvalue()
 
 
