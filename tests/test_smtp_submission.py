@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import smtplib
 import socket
+import ssl
 
 import pytest
 from smtp_helpers import (
@@ -268,3 +269,35 @@ def test_submitted_mail_is_read_over_imap(gateway_home):
             assert b"Bonjour via IMAP" in data[0][1]
         finally:
             imap.logout()
+
+
+def _tls_session(port: int, ctx: ssl.SSLContext, session: ssl.SSLSession | None = None):
+    """Connect to an implicit-TLS listener, read the greeting (the session tickets come before
+    it in TLS 1.3), and say whether the TLS session was resumed."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    tls = ctx.wrap_socket(raw, server_hostname="127.0.0.1", session=session)
+    assert tls.recv(1024).startswith(b"220 ")
+    reused, session = tls.session_reused, tls.session
+    tls.close()
+    return reused, session
+
+
+def test_tls_sessions_resume_on_every_worker(gateway_home, monkeypatch):
+    """`mssgw serve` calls `prepare` before forking, so every worker shares the TLS contexts
+    and their ticket key: a mail client's session resumes on whichever worker it reaches (two
+    listeners here stand for two workers)."""
+    from gateway.smtp import service
+
+    config = setup_gateway(gateway_home)
+    monkeypatch.setattr(service, "_prepared", None)
+    with ServerThread(config) as a, ServerThread(config) as b:
+        ctx = client_context(config)
+        _, session = _tls_session(a.ports["submission-tls"], ctx)
+        assert _tls_session(a.ports["submission-tls"], ctx, session)[0]  # same worker
+        assert not _tls_session(b.ports["submission-tls"], ctx, session)[0]  # its own key
+
+    service.prepare(config)
+    with ServerThread(config) as a, ServerThread(config) as b:
+        ctx = client_context(config)
+        _, session = _tls_session(a.ports["submission-tls"], ctx)
+        assert _tls_session(b.ports["submission-tls"], ctx, session)[0]

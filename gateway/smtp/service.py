@@ -38,13 +38,31 @@ def tls_contexts(config: Config) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     return submission, relay
 
 
+_prepared: tuple[Config, tuple[ssl.SSLContext, ssl.SSLContext]] | None = None
+
+
+def prepare(config: Config) -> None:
+    """Run by `mssgw serve` before it forks its workers: the TLS contexts made once for all of
+    them, so they share the session-ticket key and a mail client's TLS session (Thunderbird,
+    Outlook, phones and most MTAs resume theirs) resumes on whichever worker the kernel gives
+    its next connection, sparing the server a full handshake and its RSA signature."""
+    global _prepared
+    _prepared = (config, tls_contexts(config))
+
+
+def _contexts(config: Config) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    if _prepared is not None and _prepared[0] == config:
+        return _prepared[1]
+    return tls_contexts(config)
+
+
 async def start(
     config: Config, *, reuse_port: bool = False, gateway: Gateway | None = None
 ) -> list[asyncio.Server]:
     """Bind the configured SMTP listeners and return the servers (already serving)."""
     loop = asyncio.get_running_loop()
     gw = gateway or shared_gateway(config)
-    submission_ctx, relay_ctx = tls_contexts(config)
+    submission_ctx, relay_ctx = _contexts(config)
     s = config.smtp
     size = max([s.max_message_size, *s.domain_size_limits.values()])
 
