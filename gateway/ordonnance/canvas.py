@@ -67,7 +67,7 @@ class Canvas:
     def __init__(self, fonts: dict[str, Path]) -> None:
         self.w, self.h = A4
         self.fonts: dict[str, Font] = {style: load(path) for style, path in fonts.items()}
-        self.used: dict[str, set[int]] = {style: set() for style in fonts}
+        self.used: dict[str, set[str]] = {style: set() for style in fonts}  # characters
         self.pages: list[Page] = []
         self.page = 0  # 1-based number of the page being drawn
         self.l_margin = self.t_margin = self.r_margin = 10.0
@@ -187,16 +187,14 @@ class Canvas:
             else:
                 width = self.get_string_width(text)
                 dx = w - self.c_margin - width if align is Align.RIGHT else (w - width) / 2
-            used = self.used[self.style.font]
-            gids = [font.gid(ch) for ch in text]
-            used.update(gids)
+            self.used[self.style.font].update(text)
             self._fill(self.style.text_color)
             k = PT_PER_MM
             baseline = self.y + 0.5 * h + 0.3 * self.font_size
             self._ops().append(
                 f"BT /F{self.style.font or 'R'} {self.style.size:.2f} Tf "
                 f"{(self.x + dx) * k:.2f} {(self.h - baseline) * k:.2f} Td "
-                f"<{''.join(f'{g:04x}' for g in gids)}> Tj ET"
+                f"<{font.hex_glyphs(text)}> Tj ET"
             )
         if new_x is NextX.RIGHT:
             self.x += w

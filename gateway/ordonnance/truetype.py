@@ -14,7 +14,7 @@ from __future__ import annotations
 import struct
 import sys
 from array import array
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from itertools import accumulate
 from pathlib import Path
@@ -50,6 +50,13 @@ class Font:
     bold: bool
     tables: dict[str, bytes]
     offsets: tuple[int, ...]  # loca, always as byte offsets (numGlyphs + 1 entries)
+    # Measured words and hex-encoded glyphs, per process: an ordonnance's words (the legal
+    # mention, drug names, dosage phrases) come back in every document.
+    _widths_of: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+    _hex: _HexTable = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hex", _HexTable(self.glyph_of))
 
     def gid(self, ch: str) -> int:
         return self.glyph_of.get(ord(ch), self.glyph_of[REPLACEMENT])
@@ -59,8 +66,22 @@ class Font:
 
     def width(self, text: str) -> int:
         """Advance width of `text` in 1/1000 em (no kerning: the PDF applies none either)."""
+        known = self._widths_of.get(text)
+        if known is not None:
+            return known
         widths, glyph_of, missing = self.widths, self.glyph_of, self.glyph_of[REPLACEMENT]
-        return sum(widths[glyph_of.get(ord(ch), missing)] for ch in text)
+        width = sum(widths[glyph_of.get(ord(ch), missing)] for ch in text)
+        if len(self._widths_of) > 100_000:  # bounded: hostile text must not grow it for ever
+            self._widths_of.clear()
+        self._widths_of[text] = width
+        return width
+
+    def hex_glyphs(self, text: str) -> str:
+        """`text` as the 4-hex-digit glyph ids a content stream shows with Identity-H."""
+        return text.translate(self._hex)
+
+    def glyphs(self, chars: set[str]) -> set[int]:
+        return {self.gid(ch) for ch in chars}
 
     def program(self, used: set[int]) -> bytes:
         """The font program with only the outlines of `used` glyphs (and their components)."""
@@ -84,6 +105,20 @@ class Font:
         adjustment = (0xB1B0AFBA - _checksum(font)) & 0xFFFFFFFF
         at = where["head"] + 8
         return font[:at] + struct.pack(">I", adjustment) + font[at + 4:]
+
+
+class _HexTable(dict[int, str]):
+    """str.translate table: code point -> glyph id in hex; filled on first use, the
+    replacement glyph for a character the font lacks."""
+
+    def __init__(self, glyph_of: dict[int, int]) -> None:
+        super().__init__()
+        self.glyph_of = glyph_of
+
+    def __missing__(self, cp: int) -> str:
+        gid = self.glyph_of.get(cp, self.glyph_of[REPLACEMENT])
+        self[cp] = hexed = f"{gid:04x}"
+        return hexed
 
 
 def _with_components(glyf: bytes, offsets: tuple[int, ...], gids: set[int]) -> set[int]:
