@@ -37,6 +37,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.db import transaction
 from gateway.fileio import fsync_dir, write_synced
 from gateway.store import maildir
 
@@ -280,7 +281,7 @@ class MailStore:
         if durable:
             self.conn.execute("PRAGMA synchronous=FULL")
         try:
-            with _immediate(self.conn):
+            with transaction(self.conn):
                 yield self.conn
         finally:
             if durable:
@@ -741,7 +742,7 @@ class MailStore:
                 if self._appender is None:
                     self._appender = self._connect("FULL")
                 conn = self._appender
-                with _immediate(conn):
+                with transaction(conn):
                     exists = conn.execute("SELECT 1 FROM folders WHERE id = ?", (folder.id,))
                     if not exists.fetchone():
                         raise StoreError(f"folder {folder.name} was deleted", "TRYCREATE")
@@ -966,17 +967,6 @@ def _delivery_order(name: str) -> tuple[int, int, str]:
     compare numerically (as text, M987 would sort after M12345)."""
     m = _MAILDIR_NAME.match(name)
     return (int(m.group(1)), int(m.group(2)), name) if m else (2**63, 0, name)
-
-
-@contextmanager
-def _immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 def unlink_all(paths: Iterable[Path]) -> None:
