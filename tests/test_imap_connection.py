@@ -84,7 +84,7 @@ def test_tls_sessions_resume_on_every_worker(gateway_home, monkeypatch):
     """`mssgw serve` prepares the TLS context before forking: a session one worker started
     resumes on another (here two listeners stand for two workers)."""
     setup_gateway(gateway_home)
-    monkeypatch.setattr(service, "_prepared", None)
+    monkeypatch.setattr(service._tls, "made", None)
     with running_server(gateway_home) as a, running_server(gateway_home) as b:
         ctx = a.client_context()
         _, session = _tls_session(a.tls_port, ctx)

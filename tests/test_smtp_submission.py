@@ -289,7 +289,7 @@ def test_tls_sessions_resume_on_every_worker(gateway_home, monkeypatch):
     from gateway.smtp import service
 
     config = setup_gateway(gateway_home)
-    monkeypatch.setattr(service, "_prepared", None)
+    monkeypatch.setattr(service._tls, "made", None)
     with ServerThread(config) as a, ServerThread(config) as b:
         ctx = client_context(config)
         _, session = _tls_session(a.ports["submission-tls"], ctx)

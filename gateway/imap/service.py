@@ -19,6 +19,7 @@ from cryptography import x509
 from gateway.config import Config, parse_hostport
 from gateway.imap.server import end_sessions, serve_connection
 from gateway.imap.session import AuthFailed, Hooks, Login
+from gateway.server import MadeBeforeFork
 from gateway.store.mailstore import StorePool
 
 log = logging.getLogger("mssgw.imap")
@@ -94,7 +95,7 @@ def tls_context(config: Config) -> ssl.SSLContext:
     return server_context(config, client_certs="optional")
 
 
-_prepared: tuple[Config, ssl.SSLContext] | None = None
+_tls = MadeBeforeFork(tls_context)
 
 
 def prepare(config: Config) -> None:
@@ -103,14 +104,7 @@ def prepare(config: Config) -> None:
     Apple Mail, Outlook, K-9 do), which spares the server the full handshake's RSA signature
     (about half of what a short IMAP session costs it); with a context made in each worker, a
     ticket one worker issued would be refused by the others."""
-    global _prepared
-    _prepared = (config, tls_context(config))
-
-
-def _context(config: Config) -> ssl.SSLContext:
-    if _prepared is not None and _prepared[0] == config:
-        return _prepared[1]
-    return tls_context(config)
+    _tls.prepare(config)
 
 
 # asyncio (3.11-3.13) gives every TLS connection a zero-filled 256 KiB read buffer, which
@@ -145,7 +139,7 @@ async def start(
     """Start the configured IMAP listeners ([imap] starttls and tls; "" disables one)."""
     _small_tls_buffers()
     hooks = hooks or build_hooks(config)
-    context = _context(config)
+    context = _tls.get(config)
     servers: list[asyncio.Server] = []
     listeners = (("starttls", config.imap.starttls, False), ("tls", config.imap.tls, True))
     for name, address, implicit in listeners:

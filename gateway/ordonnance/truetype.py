@@ -61,9 +61,6 @@ class Font:
     def gid(self, ch: str) -> int:
         return self.glyph_of.get(ord(ch), self.glyph_of[REPLACEMENT])
 
-    def has(self, ch: str) -> bool:
-        return ord(ch) in self.glyph_of
-
     def width(self, text: str) -> int:
         """Advance width of `text` in 1/1000 em (no kerning: the PDF applies none either)."""
         known = self._widths_of.get(text)

@@ -32,7 +32,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from multiprocessing.connection import Connection, wait
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from gateway.config import Config, parse_hostport
 from gateway.errors import GatewayError
@@ -125,6 +125,29 @@ async def run_services(
             t.cancel()
         raise
     return servers, tasks
+
+
+_T = TypeVar("_T")
+
+
+class MadeBeforeFork(Generic[_T]):
+    """What a service makes in the supervisor, from its `prepare(config)`, so that every worker
+    inherits the same object (a TLS context, hence its session-ticket key: a client's TLS
+    session then resumes on whichever worker the kernel gives its next connection). A worker
+    that finds nothing prepared for its config (tests, a service started on its own) makes
+    its own."""
+
+    def __init__(self, make: Callable[[Config], _T]) -> None:
+        self.make = make
+        self.made: tuple[Config, _T] | None = None
+
+    def prepare(self, config: Config) -> None:
+        self.made = (config, self.make(config))
+
+    def get(self, config: Config) -> _T:
+        if self.made is not None and self.made[0] == config:
+            return self.made[1]
+        return self.make(config)
 
 
 def prepare_services(config: Config) -> None:

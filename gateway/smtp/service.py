@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Callable
 
 from gateway.config import Config, parse_hostport
+from gateway.server import MadeBeforeFork
 from gateway.smtp.gateway import Gateway, shared_gateway
 from gateway.smtp.handler import RelayHandler, SubmissionHandler
 from gateway.smtp.protocol import GatewaySMTP
@@ -38,7 +39,7 @@ def tls_contexts(config: Config) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     return submission, relay
 
 
-_prepared: tuple[Config, tuple[ssl.SSLContext, ssl.SSLContext]] | None = None
+_tls = MadeBeforeFork(tls_contexts)
 
 
 def prepare(config: Config) -> None:
@@ -46,14 +47,7 @@ def prepare(config: Config) -> None:
     them, so they share the session-ticket key and a mail client's TLS session (Thunderbird,
     Outlook, phones and most MTAs resume theirs) resumes on whichever worker the kernel gives
     its next connection, sparing the server a full handshake and its RSA signature."""
-    global _prepared
-    _prepared = (config, tls_contexts(config))
-
-
-def _contexts(config: Config) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    if _prepared is not None and _prepared[0] == config:
-        return _prepared[1]
-    return tls_contexts(config)
+    _tls.prepare(config)
 
 
 async def start(
@@ -62,7 +56,7 @@ async def start(
     """Bind the configured SMTP listeners and return the servers (already serving)."""
     loop = asyncio.get_running_loop()
     gw = gateway or shared_gateway(config)
-    submission_ctx, relay_ctx = _contexts(config)
+    submission_ctx, relay_ctx = _tls.get(config)
     s = config.smtp
     size = max([s.max_message_size, *s.domain_size_limits.values()])
 
