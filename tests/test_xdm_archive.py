@@ -66,7 +66,8 @@ def test_a_prescription_package_reads_back_everywhere(tmp_path):
             "README.TXT", "INDEX.HTM", "IHE_XDM/", "IHE_XDM/SUBSET01/",
             "IHE_XDM/SUBSET01/DOC0001.XML", "IHE_XDM/SUBSET01/METADATA.XML"]
         info = zf.getinfo("IHE_XDM/SUBSET01/DOC0001.XML")
-        assert info.compress_type == zipfile.ZIP_DEFLATED and info.date_time == (1980, 1, 1, 0, 0, 0)
+        assert info.compress_type == zipfile.ZIP_DEFLATED
+        assert info.date_time == (1980, 1, 1, 0, 0, 0)
         assert zf.getinfo("IHE_XDM/").is_dir()
     assert read_package(data).documents[0].data == cda
     path = tmp_path / "IHE_XDM.zip"
@@ -88,9 +89,11 @@ def test_base64_is_coded_apart_and_the_size_kept():
 
 
 _B64 = st.binary(min_size=0, max_size=3 * MIN_B64_RUN).map(base64.b64encode)
-_XML = st.sampled_from([b"<x>", b"</x>", b"<value representation=\"B64\">", b"representation=\"B64\"",
-                        b"<text representation=\"B64\" mediaType=\"image/png\">", b">", b"<", b"",
-                        b"<?xml version='1.0'?>\r\n", "é€".encode()])
+_XML = st.sampled_from([
+    b"<x>", b"</x>", b'<value representation="B64">', b'representation="B64"',
+    b'<text representation="B64" mediaType="image/png">', b">", b"<", b"",
+    b"<?xml version='1.0'?>\r\n", "é€".encode(),
+])
 
 
 @settings(max_examples=60, deadline=None)
