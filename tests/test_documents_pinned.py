@@ -19,6 +19,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+
 from gateway.documents import cda, samples
 from gateway.documents.build import build_dispensation, build_prescription
 from gateway.documents.model import (
