@@ -417,3 +417,30 @@ def test_documents_built_by_the_gateway_pack_sign_and_verify(config, doctor):
         entry = read_package(signed).content[0].entry
         assert entry.class_code.code == class_code
         assert entry.patient_id == "279035121518989^^^&1.2.250.1.213.1.4.10&ISO^NH"
+
+
+def test_built_without_metadata_then_signed_writes_it_once(config, doctor):
+    """The flows' path: build(metadata=False) then sign writes METADATA.XML once, the
+    signature's entry included; what it says is exactly the signed Package in memory (what the
+    flows file in the DMP), and the package verifies."""
+    from gateway.documents.build import build_prescription
+    from gateway.documents.samples import prescription, sample_pdf, sample_png
+    from gateway.signature.dsg import sign
+    from gateway.xdm.package import InvalidPackage, build, to_zip
+
+    cda = build_prescription(prescription(), sample_pdf(), sample_png())
+    draft = build([cda], metadata=False)
+    with pytest.raises(InvalidPackage, match="no METADATA.XML"):
+        to_zip(draft)
+    pkg = sign(draft, doctor)
+    data = to_zip(pkg)
+    result = verify(config, data)
+    assert result.valid, result.reason
+    back = read_package(data)
+    assert back.files == pkg.files
+    assert back.submission_set == pkg.submission_set
+    assert [d.entry for d in back.documents] == [d.entry for d in pkg.documents]
+    assert sorted(back.associations, key=str) == sorted(pkg.associations, key=str)
+    (sig,) = back.signatures
+    assert sig.path == "IHE_XDM/SUBSET01/DOC0002.XML"
+    assert b'id="Signature02_001"' in back.files[META]

@@ -32,7 +32,7 @@ from signxml.xades import XAdESDataObjectFormat, XAdESSigner
 from gateway.errors import GatewayError
 from gateway.xdm import model as m
 from gateway.xdm.header import sha1_hex
-from gateway.xdm.metadata import append_objects, association, extrinsic_object
+from gateway.xdm.metadata import append_objects, association, extrinsic_object, write_metadata
 from gateway.xdm.model import Code, Document, DocumentEntry, Package
 from gateway.xdm.package import (
     Limits,
@@ -252,8 +252,12 @@ def sign(
     ss = pkg.submission_set.entry_id
     added = (m.Association(new_id(), m.HAS_MEMBER, ss, entry.entry_id),
              m.Association(new_id(), m.SIGNS, entry.entry_id, ss))
-    objects = [extrinsic_object(entry, f"Signature{n:02d}"), *map(association, added)]
-    metadata = append_objects(pkg.files[pkg.metadata_path], objects)
+    if pkg.metadata_path in pkg.files:  # kept as it is, with the signature's objects added
+        objects = [extrinsic_object(entry, f"Signature{n:02d}"), *map(association, added)]
+        metadata = append_objects(pkg.files[pkg.metadata_path], objects)
+    else:  # gateway.xdm.package.build(metadata=False): written once, signature included
+        metadata = write_metadata(pkg.submission_set, [*(d.entry for d in pkg.documents), entry],
+                                  [*pkg.associations, *added])
     path = f"{pkg.subset}/{entry.uri}"
     files = {p: d for p, d in pkg.files.items() if p != pkg.metadata_path}
     files[path] = data

@@ -189,7 +189,8 @@ def write_metadata(
     _external_id(rp, obj, m.SS_SOURCE_ID, submission.source_id, "XDSSubmissionSet.sourceId", ids())
     _external_id(rp, obj, m.SS_UNIQUE_ID, submission.unique_id, "XDSSubmissionSet.uniqueId", ids())
     for i, entry in enumerate(entries, 1):
-        rol.append(extrinsic_object(entry, f"Document{i:02d}"))
+        kind = "Signature" if entry.is_signature else "Document"
+        rol.append(extrinsic_object(entry, f"{kind}{i:02d}"))
     for assoc in associations:
         rol.append(association(assoc))
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
