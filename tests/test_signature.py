@@ -4,6 +4,7 @@ attack is detected with its own reason."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 import shutil
 from datetime import UTC, datetime, timedelta
@@ -111,6 +112,24 @@ def test_signature_document_shape_and_metadata(signed):
     # Nothing was put inside the CDA documents.
     for d in pkg.content:
         assert b"xmldsig" not in d.data
+
+
+def test_key_info_and_signing_certificate_hold_the_chain(signed, doctor):
+    """The KeyInfo and SigningCertificateV2 we write from per-process cached values are what
+    signxml writes: each certificate of the chain, in order, as signxml encodes it."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from signxml.util import strip_pem_header
+
+    root = etree.fromstring(read_package(signed).signatures[0].data)
+    texts = [e.text for e in root.iterfind(
+        f"{{{DS}}}KeyInfo/{{{DS}}}X509Data/{{{DS}}}X509Certificate")]
+    assert len(doctor.chain) >= 2
+    assert texts == [strip_pem_header(c.public_bytes(Encoding.PEM)) for c in doctor.chain]
+    digests = [e.text for e in root.iterfind(
+        f".//{{{XADES}}}SigningCertificateV2/{{{XADES}}}Cert/{{{XADES}}}CertDigest"
+        f"/{{{DS}}}DigestValue")]
+    assert digests == [base64.b64encode(hashlib.sha256(c.public_bytes(Encoding.DER)).digest())
+                       .decode() for c in doctor.chain]
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
