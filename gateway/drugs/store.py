@@ -206,17 +206,20 @@ class DrugReference:
         info["imported_at"] = row[1]
         return info
 
-    def by_cis(self, cis: str) -> Speciality | None:
+    def by_cis(self, cis: str, details: bool = True) -> Speciality | None:
+        """`details=False`: without presentations, conditions and substances (three queries
+        fewer, for callers that need the name and ATC code only, such as the mail form)."""
         row = self.conn.execute("SELECT * FROM drug_specialities WHERE cis = ?", (cis,)).fetchone()
-        return None if row is None else self._speciality(row)
+        return None if row is None else self._speciality(row, details=details)
 
-    def by_cip13(self, cip13: str) -> tuple[Speciality, Presentation] | None:
+    def by_cip13(self, cip13: str, details: bool = True
+                 ) -> tuple[Speciality, Presentation] | None:
         row = self.conn.execute(
             "SELECT * FROM drug_presentations WHERE cip13 = ? OR cip7 = ?", (cip13, cip13)
         ).fetchone()
         if row is None:
             return None
-        spec = self.by_cis(row["cis"])
+        spec = self.by_cis(row["cis"], details=details)
         if spec is None:
             return None
         return spec, _presentation(row)
