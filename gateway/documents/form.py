@@ -66,6 +66,7 @@ class Drugs(Protocol):
     def is_loaded(self) -> bool: ...
     def by_cis(self, cis: str, details: bool = True) -> Any: ...
     def by_cip13(self, cip13: str, details: bool = True) -> Any: ...
+    def named(self, text: str) -> list[Any]: ...
     def search(self, text: str, limit: int = 10) -> list[Any]: ...
 
 
@@ -278,6 +279,10 @@ def _resolve_product(ctx: _Context, n: int, text: str) -> Product | None:
         ctx.error(n, f"« {t} » : la base des médicaments n'est pas chargée, je ne peux pas"
                   " chercher un nom ; donnez le code CIS ou CIP13")
         return None
+    # One drug with exactly this name is the one the search would put first and take.
+    exact = ctx.drugs.named(t)
+    if len(exact) == 1:
+        return _product_from_speciality(exact[0])
     found = ctx.drugs.search(t, limit=MAX_CANDIDATES + 1)
     exact = [s for s in found if _norm(s.name) == norm]
     if len(exact) == 1:
