@@ -25,15 +25,16 @@ Rules for steps:
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import multiprocessing
 import os
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+if TYPE_CHECKING:
+    from gateway.pipeline.pool import ProcessPool
 
 Channel = Literal["submission", "relay", "internal"]
 
@@ -136,17 +137,19 @@ async def process(message: Message) -> Outcome:
     return outcome
 
 
-_pool: ProcessPoolExecutor | None = None
+_pool: ProcessPool | None = None
 _T = TypeVar("_T")
 
 
-def _executor() -> ProcessPoolExecutor:
+def _executor() -> ProcessPool:
     global _pool
     if _pool is None:
+        from gateway.pipeline.pool import ProcessPool
+
         # One pool per worker process, created on first use. "spawn", not fork: the worker has
         # threads (group commit, executors) and forking a threaded process can copy a held lock.
-        _pool = ProcessPoolExecutor(
-            max_workers=pool_size(),
+        _pool = ProcessPool(
+            pool_size(),
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_watch_parent,
             initargs=(os.getpid(),),
@@ -183,9 +186,11 @@ def _watch_parent(parent: int) -> None:
 
 
 async def run_cpu(func: Callable[..., _T], *args: Any) -> _T:
-    """Run CPU-heavy `func(*args)` (picklable) in the process pool, off the event loop."""
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_executor(), func, *args)
+    """Run CPU-heavy `func(*args)` (picklable) in the process pool, off the event loop. A pool
+    process that dies during the call makes it raise BrokenProcessPool (the next call gets a
+    new process)."""
+    result: _T = await _executor().run(func, *args)
+    return result
 
 
 def shutdown() -> None:
@@ -193,7 +198,7 @@ def shutdown() -> None:
     are waited for (nothing is left running after the worker)."""
     global _pool
     if _pool is not None:
-        _pool.shutdown(wait=True, cancel_futures=True)
+        _pool.shutdown()
         _pool = None
 
 
