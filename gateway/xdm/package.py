@@ -25,6 +25,7 @@ from lxml import etree
 from gateway.config import Config
 from gateway.errors import GatewayError
 from gateway.xdm import model as m
+from gateway.xdm.archive import write_zip
 from gateway.xdm.header import MissingMetadata, cda_entry, sha1_hex
 from gateway.xdm.metadata import InvalidMetadata, read_metadata, write_metadata
 from gateway.xdm.model import (
@@ -144,24 +145,6 @@ def _index(sender: Sender, names: Sequence[str]) -> bytes:
     ).encode()
 
 
-def _zip(files: Sequence[tuple[str, bytes]]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for name, data in files:
-            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-            if name.endswith("/"):
-                info.external_attr = 0o40755 << 16 | 0x10
-                zf.writestr(info, b"")
-            else:
-                info.compress_type = zipfile.ZIP_DEFLATED
-                info.external_attr = 0o644 << 16
-                # Level 1: the bulk is the CDA's base64 of an already compressed PDF, which
-                # deflate shrinks about as well at level 1 (~5% larger package) for a third
-                # of the CPU of the default level 6 (~0.4 ms per prescription).
-                zf.writestr(info, data, compresslevel=1)
-    return buf.getvalue()
-
-
 def pack(
     documents: Sequence[bytes],
     *,
@@ -256,7 +239,7 @@ def to_zip(package: Package) -> bytes:
                 folders.add(folder)
                 out.append((folder, b""))
         out.append((path, data))
-    return _zip(out)
+    return write_zip(out)
 
 
 # --- reading -------------------------------------------------------------------------------
