@@ -8,8 +8,8 @@ import pytest
 from xdm_helpers import DISPENSATION, LAB, PRESCRIPTION, example_doc, example_zip
 
 from gateway.dmp import AccessDenied, Actor, ActorKind, DuplicateDocument
-from gateway.dmp.feed import file_package, xds_time
-from gateway.dmp.model import InvalidDocument
+from gateway.dmp.feed import file_package, qualified_ins, xds_time
+from gateway.dmp.model import InvalidDocument, NotQualified
 from gateway.dmp.sqlite import SQLiteDMP
 from gateway.xdm import pack, read_package
 
@@ -100,6 +100,25 @@ def test_a_package_is_filed_whole_or_not_at_all(dmp, shared_dir):
     with pytest.raises(DuplicateDocument):
         file_package(dmp, both, actor=Actor.gateway())
     assert [e.metadata.class_code for e in dmp.find(INS, actor=Actor.gateway())] == ["10"]
+
+
+def test_qualified_ins():
+    assert qualified_ins(f"{INS}^^^&1.2.250.1.213.1.4.8&ISO^NH")  # INS-NIR
+    assert qualified_ins(f"{INS}^^^&1.2.250.1.213.1.4.10&ISO^NH")  # test INS
+    assert not qualified_ins(f"{INS}^^^&1.2.250.1.213.1.4.9&ISO^NH")  # INS-NIA: provisional
+    assert not qualified_ins("1234567890121^^^&1.2.3.4.567.8.9.10&ISO^PI")  # a local number
+    assert not qualified_ins(INS) and not qualified_ins("") and not qualified_ins("^^^&&ISO")
+
+
+def test_a_patient_without_qualified_ins_is_not_filed(dmp, shared_dir):
+    """The DMP takes documents only for a qualified INS: the same package with the patient
+    named by an NIA is refused whole, and nothing is filed."""
+    nia = example_doc(shared_dir, LAB).replace(b'root="1.2.250.1.213.1.4.10"',
+                                               b'root="1.2.250.1.213.1.4.9"')
+    assert nia != example_doc(shared_dir, LAB)
+    with pytest.raises(NotQualified, match="not named by a qualified INS"):
+        file_package(dmp, read_package(pack([nia])), actor=Actor.gateway())
+    assert dmp.find(INS, actor=Actor.gateway()) == []
 
 
 def test_xds_time():

@@ -308,8 +308,10 @@ def test_cda_attachment_from_the_doctors_software(gw: Gateway, tmp_path: Path) -
 
 def test_provisional_identity_is_not_a_qualified_ins(gw: Gateway, tmp_path: Path) -> None:
     """MSSanté: `X-MSS-INS: O` only with a qualified INS; a document naming the patient by an
-    NIA (provisional number, identity not yet verified) is delivered with `N`."""
+    NIA (provisional number, identity not yet verified) is delivered with `N`, and not filed in
+    the DMP, which requires a qualified INS (cda.md)."""
     from gateway.cli import main
+    from gateway.dmp import Actor, open_dmp
 
     form, cda = tmp_path / "form.txt", tmp_path / "ordonnance.xml"
     form.write_text(FORM)
@@ -321,9 +323,26 @@ def test_provisional_identity_is_not_a_qualified_ins(gw: Gateway, tmp_path: Path
     msg = form_message(DOCTOR, PATIENT, "Bonjour, votre ordonnance.\n")
     msg.add_attachment(data, maintype="text", subtype="xml", filename="ordonnance.xml")
     before = len(gw.fetch_all(PATIENT))
+    doctor_before = len(gw.fetch_all(DOCTOR))
     gw.send(DOCTOR, msg)
     got = gw.wait_for(PATIENT, before + 1)[-1]
     assert str(got["Subject"]).startswith("XDM/1.0/DDM+") and got["X-MSS-INS"] == "N"
+    # The DMP takes documents only for a qualified INS: registered and delivered, not filed,
+    # and neither the patient nor the doctor is told otherwise.
+    identifier = str(got["X-Ordonnance-Id"])
+    assert "dossier médical partagé" not in text_of(got)
+    receipt = [m for m in gw.wait_for(DOCTOR, doctor_before + 1)[doctor_before:]
+               if identifier in str(m["Subject"])]
+    assert receipt and "n'a pas été versée dans le DMP" in text_of(receipt[0])
+    reply = dispense(gw, identifier, "1 : délivré ; 1 boîte")
+    assert "enregistrée" in str(reply["Subject"]), text_of(reply)
+    assert "non versée dans le DMP" in text_of(reply)
+    dmp = open_dmp(gw.config)
+    try:
+        filed = dmp.find("279035121518989", actor=Actor.admin("test"))
+    finally:
+        dmp.close()
+    assert [e for e in filed if e.metadata.prescription_id == identifier] == []
 
 
 def test_same_message_twice_registers_once(gw: Gateway) -> None:

@@ -16,9 +16,11 @@ from gateway.dmp.model import (
     DocumentEntry,
     DocumentMetadata,
     InvalidDocument,
+    NotQualified,
     Submission,
 )
 from gateway.dmp.repository import DocumentRepository
+from gateway.identifiers import OID_INS_DEMO, OID_INS_NIR, OID_INS_TEST
 from gateway.xdm import Author, Package
 from gateway.xdm import DocumentEntry as XdsEntry
 
@@ -26,6 +28,19 @@ from gateway.xdm import DocumentEntry as XdsEntry
 def ins_of(patient_id: str) -> str:
     """`INS^^^&1.2.250.1.213.1.4.8&ISO^NH` (an HL7 CX) -> `INS`."""
     return patient_id.split("^", 1)[0].strip()
+
+
+# The qualified INS: the INS-NIR, and the test and demo roots that stand for it. An INS-NIA
+# (1.2.250.1.213.1.4.9, a provisional number while the identity is not verified) or any local
+# identifier is not one, and the DMP takes documents only for a qualified INS.
+QUALIFIED_INS_ROOTS = (OID_INS_NIR, OID_INS_TEST, OID_INS_DEMO)
+
+
+def qualified_ins(patient_id: str) -> bool:
+    """Whether an XDS patientId (`INS^^^&OID&ISO^NH`) names the patient by a qualified INS."""
+    parts = patient_id.split("^")
+    authority = parts[3].split("&") if len(parts) > 3 else []
+    return bool(parts[0].strip()) and len(authority) > 1 and authority[1] in QUALIFIED_INS_ROOTS
 
 
 _DTM_FORMATS = {
@@ -147,7 +162,15 @@ def file_package(
     prescription_id: str | None = None,
     hidden_from: Sequence[str] = (),
 ) -> list[DocumentEntry]:
-    """File every document of a checked XDM package in the patient's record, all or none."""
+    """File every document of a checked XDM package in the patient's record, all or none.
+    Refused (InvalidDocument, nothing filed) when a document does not name its patient by a
+    qualified INS: the DMP's rule (cda.md, "DMP")."""
+    for doc in package.content:
+        if not qualified_ins(doc.entry.patient_id or ""):
+            raise NotQualified(
+                f"document {doc.entry.unique_id}: the patient ({doc.entry.patient_id or 'none'})"
+                " is not named by a qualified INS; the DMP takes documents only for one"
+            )
     subs = submissions_of(
         package,
         author_address=author_address,

@@ -215,3 +215,10 @@ class DuplicateDocument(DMPError, Conflict):
 
 class InvalidDocument(DMPError):
     code = "invalid"
+
+
+class NotQualified(InvalidDocument):
+    """The document's patient is not named by a qualified INS (an NIA, a local number): the
+    DMP takes none of it."""
+
+    code = "not-qualified"

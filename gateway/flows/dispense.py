@@ -22,7 +22,7 @@ from gateway import pipeline
 from gateway.config import Config
 from gateway.db import transaction
 from gateway.directory.demo import ROBOT_LOCAL
-from gateway.dmp.feed import file_package
+from gateway.dmp.feed import file_package, qualified_ins
 from gateway.dmp.model import Actor, ActorKind
 from gateway.documents.build import assign_dispensation_ids, build_dispensation
 from gateway.documents.model import Dispensation, Prescription
@@ -95,7 +95,7 @@ def _lines_text(d: Dispensation) -> str:
 
 
 def _record(ctx: Context, d: Dispensation, sender: str, key: str
-            ) -> tuple[PrescriptionRecord, bool, bytes]:
+            ) -> tuple[PrescriptionRecord, bool, bytes, bool]:
     mailbox = ctx.mailbox(sender)
     if mailbox is None:
         raise GatewayError(f"{sender} is not in the directory")
@@ -115,13 +115,16 @@ def _record(ctx: Context, d: Dispensation, sender: str, key: str
     package = to_zip(pkg)
     hidden = (record.prescriber_address, *((f"8{record.prescriber_rpps}",)
                                            if record.prescriber_rpps else ()))
+    # The DMP takes documents only for a qualified INS: a prescription naming its patient by an
+    # NIA has its dispensations recorded and reported, not filed.
+    in_dmp = all(qualified_ins(doc.entry.patient_id or "") for doc in pkg.content)
     with transaction(ctx.registry.conn), ctx.audit.held():
         result = ctx.registry.dispense(report, now=now())
-        if result.applied:
+        if result.applied and in_dmp:
             file_package(ctx.dmp, pkg, actor=Actor(ActorKind.GATEWAY, ACTOR),
                          author_address=sender, prescription_id=d.prescription_id,
                          hidden_from=hidden if record.patient_objects_to_feedback else ())
-    return result.record, result.applied, package
+    return result.record, result.applied, package, in_dmp
 
 
 def handle(config: Config, sender: str, recipients: tuple[str, ...], data: bytes) -> Plan | None:
@@ -147,7 +150,7 @@ def handle(config: Config, sender: str, recipients: tuple[str, ...], data: bytes
         return None
     key = "mail:" + idempotence_key(sender, original_id or mail.idempotence_fallback(data))
     try:
-        record, applied, package = _record(ctx, d, sender, key)
+        record, applied, package, in_dmp = _record(ctx, d, sender, key)
     except GatewayError as exc:
         return Plan(handled=(ctx.robot,) if to_robot else (), deliveries=(_reply(
             ctx, sender, f"Délivrance refusée : ordonnance {d.prescription_id}",
@@ -157,7 +160,9 @@ def handle(config: Config, sender: str, recipients: tuple[str, ...], data: bytes
     left = remaining_text(record)
     out = [_reply(ctx, sender, f"Délivrance enregistrée : ordonnance {record.identifier}",
                   f"Bonjour,\n\nLa délivrance est enregistrée{'' if applied else ' (déjà reçue)'}"
-                  f" et versée dans le DMP du patient :\n{lines}\n\nStatut :"
+                  + (" et versée dans le DMP du patient" if in_dmp else " (non versée dans le"
+                     " DMP : le patient n'y est pas désigné par un INS qualifié)")
+                  + f" :\n{lines}\n\nStatut :"
                   f" {record.status_at(now())}\nQuantités restantes :\n{left}\n", original_id)]
     xdm = mail.Attachment("IHE_XDM.zip", "application/zip", package)
     if not record.patient_objects_to_feedback:

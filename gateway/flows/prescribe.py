@@ -22,7 +22,7 @@ import re
 from gateway import pipeline
 from gateway.config import Config
 from gateway.db import migrate, transaction
-from gateway.dmp.feed import file_package
+from gateway.dmp.feed import QUALIFIED_INS_ROOTS, file_package
 from gateway.dmp.model import Actor, ActorKind
 from gateway.documents.build import assign_ids, prescription_document
 from gateway.documents.model import Prescription
@@ -42,7 +42,6 @@ from gateway.flows.common import (
 )
 from gateway.flows.context import ACTOR, Context, context, now
 from gateway.flows.filing import file_packages, may_hold_package, relayed
-from gateway.identifiers import OID_INS_DEMO, OID_INS_NIR, OID_INS_TEST
 from gateway.ordonnance import qr_png, render_pdf
 from gateway.pipeline import Delivery, Message, Outcome
 from gateway.prescriptions.identifier import group
@@ -149,8 +148,13 @@ def ins_flag(p: Prescription) -> str:
     """`X-MSS-INS`: "O" when the document carries a qualified INS, else "N". The INS-NIR (and
     its test and demo roots) is the qualified identity; an NIA (a provisional number given
     while the identity is not yet verified) is not."""
-    qualified = p.patient.ins_oid in (OID_INS_NIR, OID_INS_TEST, OID_INS_DEMO)
-    return "O" if qualified and p.patient.ins else "N"
+    return "O" if in_dmp(p) else "N"
+
+
+def in_dmp(p: Prescription) -> bool:
+    """Whether the patient is named by a qualified INS, which both `X-MSS-INS: O` and filing in
+    the DMP require (the DMP takes documents only for a qualified INS)."""
+    return p.patient.ins_oid in QUALIFIED_INS_ROOTS and bool(p.patient.ins)
 
 
 def pdf_name(p: Prescription, number: int = 1) -> str:
@@ -171,7 +175,8 @@ def _patient_text(p: Prescription) -> str:
         "Pour la faire délivrer sans papier, transférez ce message à la messagerie sécurisée"
         " de votre pharmacie.\n"
         f"Elle doit être présentée avant le {p.validity_end:%d/%m/%Y}."
-        " Elle a été versée dans votre dossier médical partagé.\n\n"
+        + (" Elle a été versée dans votre dossier médical partagé." if in_dmp(p) else "")
+        + "\n\n"
         "Ce message contient des données de santé : ne le transférez qu'à des professionnels"
         " de santé.\n"
     )
@@ -189,9 +194,13 @@ def _doctor_text(p: Prescription, patient_address: str, filed: list[str]) -> str
         f" est enregistrée sous l'identifiant {group(p.identifier or '')}"
         f" ({p.identifier}).\n\n{lines}\n\n"
         f"Valable jusqu'au {p.validity_end:%d/%m/%Y} pour une première délivrance.\n"
-        f"Elle a été signée avec votre certificat, envoyée à {patient_address} et versée dans"
-        f" le DMP du patient (INS {p.patient.ins}) :\n{docs}\n\n"
-        "L'ordonnance PDF est jointe. Pour l'annuler, écrivez au service des ordonnances :"
+        + (f"Elle a été signée avec votre certificat, envoyée à {patient_address} et versée"
+           f" dans le DMP du patient (INS {p.patient.ins}) :\n{docs}\n\n" if in_dmp(p) else
+           f"Elle a été signée avec votre certificat et envoyée à {patient_address}. Elle n'a"
+           " pas été versée dans le DMP : le patient y est désigné par un identifiant"
+           f" provisoire ({p.patient.ins}, identité non qualifiée), et le DMP n'accepte que"
+           " l'INS qualifié.\n\n")
+        + "L'ordonnance PDF est jointe. Pour l'annuler, écrivez au service des ordonnances :"
         f" « Annulation : {p.identifier} ».\n"
     )
 
@@ -255,7 +264,8 @@ def _register(ctx: Context, key: str, source: Source, sender: str, patient_addre
             ctx.registry.register(p, prescriber_address=sender, patient_address=patient_address,
                                   package=signed, actor=sender, now=when)
             entries = file_package(ctx.dmp, pkg, actor=Actor(ActorKind.GATEWAY, ACTOR),
-                                   author_address=sender, prescription_id=p.identifier)
+                                   author_address=sender, prescription_id=p.identifier
+                                   ) if in_dmp(p) else []
             conn.execute("INSERT INTO flows_prescribed (key, identifier) VALUES (?, ?)",
                          (key, p.identifier))
     except GatewayError as exc:  # the registry or the DMP refuses (e.g. an identifier reused)
