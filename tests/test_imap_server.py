@@ -733,3 +733,32 @@ def test_fetch_of_a_message_expunged_by_another_session(imap):
     assert typ == "OK" and data[0][1] == b"Subject: two\r\n\r\n"
     a.logout()
     b.logout()
+
+
+def test_two_sessions_adopt_new_deliveries_once(imap):
+    """New deliveries are indexed off the event loop, each session of the user possibly at the
+    same moment: every message gets one UID, and both sessions see all of them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    clients = [login(imap), login(imap)]
+    for c in clients:
+        c.select("INBOX")
+    for i in range(30):
+        imap.deliver(DOC, message(f"burst {i}"))
+
+    def look(c: imaplib.IMAP4_SSL) -> list[bytes]:
+        c.noop()
+        _, data = c.uid("SEARCH", "ALL")
+        return data[0].split()
+
+    with ThreadPoolExecutor(2) as pool:
+        seen = list(pool.map(look, clients))
+    before = [int(u) for u in seen[0]]
+    assert seen[0] == seen[1] and len(before) >= 30
+    assert len(set(before)) == len(before)
+    _, data = clients[0].uid("FETCH", b",".join(seen[0][-30:]).decode(),
+                             "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    subjects = {p[1].strip() for p in data if isinstance(p, tuple)}
+    assert subjects == {f"Subject: burst {i}".encode() for i in range(30)}
+    for c in clients:
+        c.logout()

@@ -285,5 +285,34 @@ async def test_run_cpu_uses_a_process_pool():
         pid = await pipeline.run_cpu(os.getpid)
         assert pid != os.getpid()
         assert await pipeline.run_cpu(sum, [1, 2, 3]) == 6
+        # Two calls at once run in two processes: one computes while the other waits.
+        both = await asyncio.gather(*(pipeline.run_cpu(_pid_after, 0.3) for _ in range(2)))
+        assert len(set(both)) == 2
     finally:
         pipeline.shutdown()
+
+
+def _pid_after(seconds: float) -> int:
+    import os
+    import time
+
+    time.sleep(seconds)
+    return os.getpid()
+
+
+@pytest.mark.parametrize(("cores", "workers", "expected"), [
+    (2, 0, 2),  # the default: a worker per core, two pool processes each
+    (2, 2, 2),
+    (2, 1, 2),
+    (8, 2, 4),  # fewer workers than cores: the pools take the other cores
+    (8, 8, 2),
+    (1, 1, 2),  # never fewer than two, so an fsync wait does not idle the core
+])
+def test_pool_size(monkeypatch, cores, workers, expected):
+    import os
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(pipeline, "_config", SimpleNamespace(
+        gateway=SimpleNamespace(workers=workers)))
+    assert pipeline.pool_size() == expected

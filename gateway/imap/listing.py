@@ -101,6 +101,7 @@ class ListCommands(MailboxCommands):
                 line += b' (CHILDINFO ("SUBSCRIBED"))'
             self.send(line)
             if status is not None and folder is not None:
+                await self._adopt_new(folder)
                 self.send(self._status_line(folder, status))
         self.tagged(tag, "OK", f"{verb} completed")
 

@@ -59,7 +59,7 @@ class MailboxCommands(SelectedUpdates):
             if self.condstore:
                 self.untagged("OK [CLOSED] previous mailbox closed")
         folder = self._get_folder(args[0])
-        self.store.import_new(folder)
+        await self._adopt_new(folder)
         folder = self.store.folder_by_id(folder.id) or folder
         view = self.store.view(folder)
         uids = view.uids
@@ -174,7 +174,9 @@ class MailboxCommands(SelectedUpdates):
         if len(args) != 2:
             raise Bad("STATUS expects a mailbox name and a list of items")
         items = _status_items(args[1])
-        self.send(self._status_line(self._get_folder(args[0]), items))
+        folder = self._get_folder(args[0])
+        await self._adopt_new(folder)
+        self.send(self._status_line(folder, items))
         self.tagged(tag, "OK", "STATUS completed")
 
     def _status_line(self, folder: Folder, items: list[str]) -> bytes:
@@ -182,7 +184,6 @@ class MailboxCommands(SelectedUpdates):
         assert self.store is not None
         if "HIGHESTMODSEQ" in items:
             self._enable_condstore()
-        self.store.import_new(folder)
         folder = self.store.folder_by_id(folder.id) or folder
         total, unseen, recent = self.store.counts(folder)
         values = {

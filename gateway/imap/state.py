@@ -211,6 +211,16 @@ class SessionState:
         if self.selected is not None:
             self.untagged(f"OK [HIGHESTMODSEQ {self.selected.modseq}] highest mod-sequence")
 
+    async def _adopt_new(self, folder: Folder) -> None:
+        """Index the messages delivered into `folder` since the last look. The look is a stat
+        on the event loop; reading, fsyncing and committing new arrivals runs in a thread."""
+        assert self.store is not None
+        names = self.store.arrivals(folder)
+        if names:
+            await asyncio.get_running_loop().run_in_executor(
+                None, self.store.adopt, folder, names
+            )
+
     async def _audit(self, action: str, details: dict[str, object]) -> None:
         """Record a read of a patient's mailbox before the command is answered. The entry is
         written and fsynced in a worker thread: the event loop (every session of the worker)

@@ -26,7 +26,7 @@ class SelectedUpdates(SessionState):
         store = self.store
         if sel is None or store is None:
             return
-        store.import_new(sel.folder)
+        await self._adopt_new(sel.folder)
         last_uid = sel.uids[-1] if sel.uids else 0
         changes = store.changes_since(sel.folder, sel.modseq, last_uid)
         if changes is None:

@@ -11,8 +11,9 @@ write lock (BEGIN IMMEDIATE). Each folder row has a `highestmodseq` that every c
 message, flag change, expunge), so a session learns about other sessions' changes with one
 indexed read (`changes_since`).
 
-Delivery (SMTP) only adds files to `new/`. `import_new` adopts them: inside one write
-transaction it lists `new/`, gives each unknown file the next UID (a file with bare LF line ends
+Delivery (SMTP) only adds files to `new/`. `arrivals` lists them (one stat when nothing came)
+and `adopt` takes them, in a worker thread for the IMAP sessions: inside one write
+transaction it gives each unknown file the next UID (a file with bare LF line ends
 is rewritten with CRLF first, atomically, so sizes and offsets match what IMAP sends), commits,
 then renames the files to `cur/`. A crash between commit and rename leaves an indexed file in
 `new/`: lookups fall back to `new/<base>`, and the next import finishes the rename.
@@ -539,31 +540,46 @@ class MailStore:
             )
 
     def import_new(self, folder: Folder) -> bool:
-        """Adopt files delivered into `new/`; True when some were added."""
-        # Called after every command: one stat of a path string kept per folder.
+        """Adopt files delivered into `new/`; True when some were added. The IMAP sessions call
+        the two halves themselves, `adopt` in a worker thread; this is both, in the caller's."""
+        names = self.arrivals(folder)
+        return bool(names) and self.adopt(folder, names)
+
+    def arrivals(self, folder: Folder) -> list[str]:
+        """The files waiting in `new/` ([] when the folder has not changed): one stat in the
+        common case, as the sessions call it after every command on the event loop."""
         new_name = self._new_dirs.get(folder.name)
         if new_name is None:
             new_name = self._new_dirs[folder.name] = str(self.path_of(folder.name) / "new")
         try:
             mtime = os.stat(new_name).st_mtime_ns
         except FileNotFoundError:
-            return False
+            return []
         # The directory's mtime changes when a file arrives, but with the kernel's coarse clock
         # two changes within one tick may show the same value: trust it only once it is old.
         if self._new_mtimes.get(folder.id) == mtime and time.time_ns() - mtime > 2_000_000_000:
-            return False
+            return []
         self._new_mtimes[folder.id] = mtime
+        with os.scandir(new_name) as it:
+            return [e.name for e in it if not e.name.startswith(".")]
+
+    def adopt(self, folder: Folder, names: list[str]) -> bool:
+        """Index `names` (from `arrivals`) durably and move them to `cur/`; True when some were
+        added. It reads the files, fsyncs and commits, so the sessions run it in a worker
+        thread: it writes through APPEND's connection, under APPEND's lock (two sessions of
+        one user adopting at once: the second finds the files known or already moved)."""
         path = self.path_of(folder.name)
         new_dir = path / "new"
-        with os.scandir(new_dir) as it:
-            names = [e.name for e in it if not e.name.startswith(".")]
         added = False
-        if names:
-            with self.transaction(durable=True):
+        with self._append_lock:
+            if self._appender is None:
+                self._appender = self._connect("FULL")
+            conn = self._appender
+            with transaction(conn):
                 known = {
                     name
                     for name in names
-                    if self.conn.execute(
+                    if conn.execute(
                         "SELECT 1 FROM messages WHERE folder_id = ? AND base = ?",
                         (folder.id, name),
                     ).fetchone()
@@ -582,7 +598,7 @@ class MailStore:
                         tmp = path / "tmp" / f"{name}.crlf"
                         write_synced(tmp, fixed, exclusive=False)
                         os.rename(tmp, src)
-                    self._insert(folder.id, name, (), int(st.st_mtime), len(fixed))
+                    self._insert(folder.id, name, (), int(st.st_mtime), len(fixed), conn=conn)
                     added = True
             for name in names:
                 with contextlib.suppress(FileNotFoundError):
