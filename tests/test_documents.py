@@ -135,6 +135,31 @@ def test_build_refuses_what_cannot_be_written() -> None:
         _build(samples.prescription(lines=()))
 
 
+def test_markup_in_values_stays_text() -> None:
+    # The builder writes markup as text: every value from a mail form must come back as it was
+    # typed, never as elements of the document.
+    evil = 'X</family><family>Y & <!-- "z" --> ]]> \'q\''
+    p = samples.prescription(
+        patient=dataclasses.replace(samples.PATIENT, birth_name=evil, address=evil),
+        lines=(dataclasses.replace(samples.prescription().lines[0],
+                                   product=Product(label=evil, cis="60234100"),
+                                   dosage_text=evil),), notes=evil, bizone=False)
+    got = parse_document(_build(p)).prescription
+    assert got is not None
+    assert got.patient.birth_name == evil and got.notes == evil
+    assert got.lines[0].product.label == evil and got.lines[0].dosage_text == evil
+
+
+@pytest.mark.parametrize("bad", ["\x01", "\x0b", "\ud800", "\ufffe"])
+def test_characters_xml_cannot_hold_are_refused(bad: str) -> None:
+    p = samples.prescription(notes=f"avant{bad}après")
+    with pytest.raises(BuildError, match="character an XML document cannot hold"):
+        _build(p)
+    d = dataclasses.replace(samples.dispensation(), notes=f"avant{bad}après")
+    with pytest.raises(BuildError, match="character an XML document cannot hold"):
+        build_dispensation(d)
+
+
 def test_official_examples_parse_with_every_line(kit: Kit) -> None:
     pres = parse_document((kit.examples / "eP-MED-DM_2024.01_PosoStruct.xml").read_bytes())
     p = pres.prescription

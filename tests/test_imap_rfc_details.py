@@ -195,6 +195,18 @@ def test_binary_fetch_undoes_transfer_encodings(imap):
     raw.cmd("NOOP")
     lines = raw.cmd("FETCH 2 (BINARY.PEEK[])")
     assert lines[0] == b"* 2 FETCH (BINARY[] ~{%d}\r\n" % len(body) + body + b")"
+    # Not asked for BINARY: no literal8 and no NUL in a literal (RFC 3501 CHAR8), so the NUL
+    # reads as 0x80, octet for octet, and the sizes still hold.
+    shown = body.replace(b"\x00", b"\x80")
+    text = shown.split(b"\r\n\r\n", 1)[1]
+    lines = raw.cmd("FETCH 2 (RFC822.SIZE BODY.PEEK[])")
+    assert lines[0] == (b"* 2 FETCH (RFC822.SIZE %d BODY[] {%d}\r\n" % (len(body), len(body))
+                        + shown + b")")
+    lines = raw.cmd("FETCH 2 (BODY.PEEK[TEXT]<25.8>)")
+    assert lines[0] == b"* 2 FETCH (BODY[TEXT]<25> {8}\r\n" + text[25:33] + b")"
+    assert b"\x80" in text[25:33]
+    lines = raw.cmd("FETCH 2 (RFC822.TEXT)")
+    assert lines[0].startswith(b"* 2 FETCH (RFC822.TEXT {%d}\r\n" % len(text) + text + b" FLAGS")
     raw.close()
 
 

@@ -15,6 +15,7 @@ from gateway.imap.syntax import (
     FetchItem,
     imap_date,
     literal,
+    nul_free,
     parse_fetch_item,
     seq_set,
     uid_ranges,
@@ -165,13 +166,15 @@ class FetchCommand(SelectedUpdates):
                     parts.append(b"BODY " + mime.bodystructure(root, extensible=False))
                 elif n == "RFC822":
                     assert data is not None
-                    parts.append(b"RFC822 " + mime.string(data))
+                    parts.append(b"RFC822 " + mime.string(nul_free(data)))
                 elif n == "RFC822.HEADER":
                     assert data is not None
-                    parts.append(b"RFC822.HEADER " + mime.string(mime.split_message(data)[0]))
+                    header = mime.split_message(data)[0]
+                    parts.append(b"RFC822.HEADER " + mime.string(nul_free(header)))
                 elif n == "RFC822.TEXT":
                     assert data is not None
-                    parts.append(b"RFC822.TEXT " + mime.string(mime.split_message(data)[1]))
+                    text = mime.split_message(data)[1]
+                    parts.append(b"RFC822.TEXT " + mime.string(nul_free(text)))
                 elif n == "BODY[]":
                     assert data is not None and item.section is not None
                     if item.section.path and root is None:
@@ -182,7 +185,7 @@ class FetchCommand(SelectedUpdates):
                         start, count = item.partial
                         value = value[start : start + count]
                         label += b"<%d>" % start
-                    parts.append(label + b" " + literal(value))
+                    parts.append(label + b" " + literal(nul_free(value)))
                 elif n in ("BINARY[]", "BINARY.SIZE[]"):
                     assert data is not None and item.section is not None
                     if item.section.path and root is None:

@@ -121,3 +121,11 @@ def parse_fetch_item(text: str) -> FetchItem:
 
 def literal(value: bytes) -> bytes:
     return b"{%d}\r\n" % len(value) + value
+
+
+def nul_free(value: bytes) -> bytes:
+    """Message text for BODY[] and RFC822*: a literal may not hold NUL (RFC 3501's CHAR8), and
+    only a client that asked for BINARY[] may be sent a literal8 (RFC 3516). So a NUL octet goes
+    out as 0x80, as Dovecot sends it: the length, hence RFC822.SIZE and partial offsets, stay
+    true; BINARY[] still gives the exact octets."""
+    return value.replace(b"\0", b"\x80") if b"\0" in value else value
