@@ -4,6 +4,7 @@ attack is detected with its own reason."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 import shutil
 from datetime import UTC, datetime, timedelta
@@ -111,6 +112,24 @@ def test_signature_document_shape_and_metadata(signed):
     # Nothing was put inside the CDA documents.
     for d in pkg.content:
         assert b"xmldsig" not in d.data
+
+
+def test_key_info_and_signing_certificate_hold_the_chain(signed, doctor):
+    """The KeyInfo and SigningCertificateV2 we write from per-process cached values are what
+    signxml writes: each certificate of the chain, in order, as signxml encodes it."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from signxml.util import strip_pem_header
+
+    root = etree.fromstring(read_package(signed).signatures[0].data)
+    texts = [e.text for e in root.iterfind(
+        f"{{{DS}}}KeyInfo/{{{DS}}}X509Data/{{{DS}}}X509Certificate")]
+    assert len(doctor.chain) >= 2
+    assert texts == [strip_pem_header(c.public_bytes(Encoding.PEM)) for c in doctor.chain]
+    digests = [e.text for e in root.iterfind(
+        f".//{{{XADES}}}SigningCertificateV2/{{{XADES}}}Cert/{{{XADES}}}CertDigest"
+        f"/{{{DS}}}DigestValue")]
+    assert digests == [base64.b64encode(hashlib.sha256(c.public_bytes(Encoding.DER)).digest())
+                       .decode() for c in doctor.chain]
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
@@ -417,3 +436,30 @@ def test_documents_built_by_the_gateway_pack_sign_and_verify(config, doctor):
         entry = read_package(signed).content[0].entry
         assert entry.class_code.code == class_code
         assert entry.patient_id == "279035121518989^^^&1.2.250.1.213.1.4.10&ISO^NH"
+
+
+def test_built_without_metadata_then_signed_writes_it_once(config, doctor):
+    """The flows' path: build(metadata=False) then sign writes METADATA.XML once, the
+    signature's entry included; what it says is exactly the signed Package in memory (what the
+    flows file in the DMP), and the package verifies."""
+    from gateway.documents.build import build_prescription
+    from gateway.documents.samples import prescription, sample_pdf, sample_png
+    from gateway.signature.dsg import sign
+    from gateway.xdm.package import InvalidPackage, build, to_zip
+
+    cda = build_prescription(prescription(), sample_pdf(), sample_png())
+    draft = build([cda], metadata=False)
+    with pytest.raises(InvalidPackage, match="no METADATA.XML"):
+        to_zip(draft)
+    pkg = sign(draft, doctor)
+    data = to_zip(pkg)
+    result = verify(config, data)
+    assert result.valid, result.reason
+    back = read_package(data)
+    assert back.files == pkg.files
+    assert back.submission_set == pkg.submission_set
+    assert [d.entry for d in back.documents] == [d.entry for d in pkg.documents]
+    assert sorted(back.associations, key=str) == sorted(pkg.associations, key=str)
+    (sig,) = back.signatures
+    assert sig.path == "IHE_XDM/SUBSET01/DOC0002.XML"
+    assert b'id="Signature02_001"' in back.files[META]

@@ -111,7 +111,8 @@ def _record(ctx: Context, d: Dispensation, sender: str, key: str
         plan_dispensation(record, report, now())  # refuse before signing anything
     cda = build_dispensation(d)
     pkg = signed_as(ctx.config, sender, build([cda], sender=Sender(
-        name=mailbox.display_name, product=ctx.config.gateway.product)), ctx.directory)
+        name=mailbox.display_name, product=ctx.config.gateway.product), metadata=False),
+        ctx.directory)  # metadata=False: signed_as writes METADATA.XML once, signature included
     package = to_zip(pkg)
     hidden = (record.prescriber_address, *((f"8{record.prescriber_rpps}",)
                                            if record.prescriber_rpps else ()))

@@ -227,7 +227,8 @@ def _build(ctx: Context, p: Prescription, sender: str) -> tuple[Prescription, by
     cda, tree = prescription_document(p, pdf, qr_png(p.identifier))
     author = p.author
     package = build([cda], sender=Sender(name=f"{author.given_name} {author.family_name}",
-                                         product=ctx.config.gateway.product), trees=[tree])
+                                         product=ctx.config.gateway.product), trees=[tree],
+                    metadata=False)  # signed_as writes METADATA.XML once, signature included
     return p, pdf, signed_as(ctx.config, sender, package, ctx.directory)
 
 
