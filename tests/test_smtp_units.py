@@ -7,6 +7,7 @@ import asyncio
 import email
 import json
 import smtplib
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ from smtp_helpers import (
 from gateway import pipeline
 from gateway.errors import NotFound
 from gateway.smtp.checks import has_bare_cr_or_lf, read_headers
-from gateway.smtp.conversations import Conversations
+from gateway.smtp.conversations import Contact, Conversations
 from gateway.smtp.dsn import Failure, build_dsn
 from gateway.smtp.limits import RateLimiter, SharedRateLimits
 from gateway.store.commit import Committer
@@ -316,3 +317,47 @@ def test_pool_size(monkeypatch, cores, workers, expected):
     monkeypatch.setattr(pipeline, "_config", SimpleNamespace(
         gateway=SimpleNamespace(workers=workers)))
     assert pipeline.pool_size() == expected
+
+
+async def test_group_commit_records_conversations_with_the_batch(tmp_path):
+    conversations = Conversations.open(tmp_path / "db.sqlite")
+    calls: list[int] = []
+
+    def record_many(contacts):
+        calls.append(len(contacts))
+        conversations.record_many(contacts)
+
+    committer = Committer(None, notes=record_many)
+    patients = [f"p{i}@patient.x" for i in range(20)]
+    try:
+        paths = await asyncio.gather(*[
+            committer.commit([(tmp_path / "mb" / p, b"m")],
+                             note=Contact(DOCTOR, (p,), f"<m{i}@x>", (), False))
+            for i, p in enumerate(patients)
+        ])
+    finally:
+        committer.close()
+    assert all(Path(p[0]).read_bytes() == b"m" for p in paths)
+    assert all(conversations.has_written(DOCTOR, p) for p in patients)
+    assert sum(calls) == 20 and len(calls) < 20  # whole batches in one transaction
+
+
+async def test_group_commit_note_failure_fails_only_noted_messages(tmp_path):
+    def record_many(contacts):
+        raise sqlite3.OperationalError("database is locked")
+
+    committer = Committer(None, notes=record_many)
+    try:
+        # The first commit starts a batch at once; the next two wait and form the next one.
+        _, noted, plain = await asyncio.gather(
+            committer.commit([(tmp_path / "c", b"0")]),
+            committer.commit([(tmp_path / "a", b"1")], note="contact"),
+            committer.commit([(tmp_path / "b", b"2")]),
+            return_exceptions=True,
+        )
+    finally:
+        committer.close()
+    assert isinstance(noted, sqlite3.OperationalError)
+    assert list((tmp_path / "a" / "new").iterdir()) == []  # nothing published, nothing left
+    assert list((tmp_path / "a" / "tmp").iterdir()) == []
+    assert Path(plain[0]).read_bytes() == b"2"

@@ -14,6 +14,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.db import connect, migrate, transaction
@@ -35,6 +36,17 @@ MIGRATIONS = [
     );
     """,
 ]
+
+
+@dataclass(frozen=True)
+class Contact:
+    """What one accepted message from a professional to patients tells the table."""
+
+    correspondent: str
+    patients: tuple[str, ...]
+    message_id: str | None
+    refs: tuple[str, ...]
+    closes: bool  # X-MSS-MES: FIN or [FIN]: the professional closed the thread
 
 
 class Conversations:
@@ -89,23 +101,34 @@ class Conversations:
         closes: bool,
     ) -> None:
         """A professional or structure wrote to `patients` (message accepted)."""
+        self.record_many([Contact(correspondent, tuple(patients), message_id, tuple(refs), closes)])
+
+    def record_many(self, contacts: Sequence[Contact]) -> None:
+        """Several accepted messages' contacts in one transaction: the SMTP group commit records
+        a whole batch's at once (one SQLite commit, hence one WAL sync, per batch)."""
         now = time.time()
         with self._lock, transaction(self.conn):
-            for patient in {p.lower() for p in patients}:
+            for contact in contacts:
+                self._record(contact, now)
+
+    def _record(self, contact: Contact, now: float) -> None:
+        correspondent = contact.correspondent.lower()
+        refs, message_id = contact.refs, contact.message_id
+        for patient in {p.lower() for p in contact.patients}:
+            self.conn.execute(
+                "INSERT OR IGNORE INTO smtp_contact VALUES (?, ?, ?)",
+                (patient, correspondent, now),
+            )
+            thread = self._thread_of(patient, refs) or (refs[0] if refs else message_id)
+            if thread is None:
+                continue
+            if message_id:
                 self.conn.execute(
-                    "INSERT OR IGNORE INTO smtp_contact VALUES (?, ?, ?)",
-                    (patient, correspondent.lower(), now),
+                    "INSERT OR IGNORE INTO smtp_thread_message VALUES (?, ?, ?)",
+                    (message_id, patient, thread),
                 )
-                thread = self._thread_of(patient, refs) or (refs[0] if refs else message_id)
-                if thread is None:
-                    continue
-                if message_id:
-                    self.conn.execute(
-                        "INSERT OR IGNORE INTO smtp_thread_message VALUES (?, ?, ?)",
-                        (message_id, patient, thread),
-                    )
-                if closes:
-                    self.conn.execute(
-                        "INSERT OR IGNORE INTO smtp_thread_closed VALUES (?, ?, ?, ?)",
-                        (thread, patient, correspondent.lower(), now),
-                    )
+            if contact.closes:
+                self.conn.execute(
+                    "INSERT OR IGNORE INTO smtp_thread_closed VALUES (?, ?, ?, ?)",
+                    (thread, patient, correspondent, now),
+                )

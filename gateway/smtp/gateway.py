@@ -20,7 +20,7 @@ from gateway.directory import Directory, Mailbox, MailboxKind, open_directory, o
 from gateway.directory.auth import Authenticator
 from gateway.smtp import replies
 from gateway.smtp.checks import Headers, domain_of
-from gateway.smtp.conversations import Conversations
+from gateway.smtp.conversations import Contact, Conversations
 from gateway.smtp.dsn import Failure, build_dsn
 from gateway.smtp.limits import RATE_LIMITS_FILE, RateLimiter, SharedRateLimits
 from gateway.smtp.replies import Reply
@@ -48,7 +48,7 @@ class Gateway:
         self.authenticator = authenticator or Authenticator.from_config(config, self.directory)
         self.conversations = Conversations.open(config.database_path)
         self.queue = Queue(config.queue_path).ensure()
-        self.committer = Committer(self.queue)
+        self.committer = Committer(self.queue, notes=self.conversations.record_many)
         limits = config.smtp.rate_limit_client, config.smtp.rate_limit_account
         # One table for every worker process of this gateway (see gateway.smtp.limits).
         self.rate_limits = (
@@ -270,13 +270,15 @@ class Gateway:
         sender_is_patient = (
             sender_mailbox is not None and sender_mailbox.kind is MailboxKind.PATIENT
         )
+        contact = None
         if patients and message.sender and not sender_is_patient:
-            await asyncio.to_thread(
-                self.conversations.record,
-                message.sender, patients, headers.message_id, headers.references, headers.mss_fin,
-            )
+            # Recorded by the group commit, with the rest of its batch (one transaction).
+            contact = Contact(message.sender, tuple(patients), headers.message_id,
+                              tuple(headers.references), headers.mss_fin)
         if local or queued:
-            await self.committer.commit(local, queued)
+            await self.committer.commit(local, queued, contact)
+        elif contact is not None:
+            await asyncio.to_thread(self.conversations.record_many, [contact])
 
 
 _shared: dict[int, Gateway] = {}

@@ -20,10 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from gateway.fileio import fsync_dir, write_all
 from gateway.store.maildir import ensure_maildir, unique_name
@@ -160,13 +161,28 @@ class _Request:
     local: Local
     queued: Sequence[Entry]
     future: asyncio.Future[list[str]]
+    note: Any = None  # for the batch's `notes` hook (None: nothing to note)
 
 
 class Committer:
-    """Group commit for one event loop: `await commit(local, queued)` returns once durable."""
+    """Group commit for one event loop: `await commit(local, queued)` returns once durable.
 
-    def __init__(self, queue: Queue | None, threads: int = 16) -> None:
+    `notes`, when given, is called in the batch thread once per batch with the `note` of each
+    request whose files were written, before they are published: the SMTP gateway records its
+    conversations with patients there, one SQLite transaction per batch instead of one per
+    message in a thread hand-off of its own. When it raises, those requests fail (nothing of
+    theirs is published) and the batch's other requests are stored.
+    """
+
+    def __init__(
+        self,
+        queue: Queue | None,
+        threads: int = 16,
+        *,
+        notes: Callable[[list[Any]], None] | None = None,
+    ) -> None:
         self.queue = queue
+        self.notes = notes
         self._io = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="commit-io")
         self._batcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
         self._pending: list[_Request] = []
@@ -174,9 +190,11 @@ class Committer:
         self.batches = 0  # statistics, for the benchmark and the tests
         self.committed = 0
 
-    async def commit(self, local: Local, queued: Sequence[Entry] = ()) -> list[str]:
+    async def commit(
+        self, local: Local, queued: Sequence[Entry] = (), note: Any = None
+    ) -> list[str]:
         loop = asyncio.get_running_loop()
-        request = _Request(local, queued, loop.create_future())
+        request = _Request(local, queued, loop.create_future(), note)
         self._pending.append(request)
         if not self._busy:
             self._next(loop)
@@ -191,6 +209,14 @@ class Committer:
     def _write(self, batch: list[_Request]) -> list[_Staged]:
         # Creating and writing small files is cheap; only the fsyncs need threads.
         staged = [_stage(r.local, r.queued, self.queue) for r in batch]
+        noted = [(s, r.note) for s, r in zip(staged, batch, strict=True)
+                 if r.note is not None and s.error is None]
+        if noted and self.notes is not None:
+            try:
+                self.notes([note for _, note in noted])
+            except Exception as exc:
+                for s, _ in noted:
+                    s.fail(exc)
         try:
             _publish(staged, self._io)
         except BaseException:
