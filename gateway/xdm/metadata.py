@@ -174,14 +174,12 @@ def _association(out: list[str], pad: str, assoc: Association) -> None:
         out.append(head + "/>\n")
 
 
-_FRAGMENT_PARSER = etree.XMLParser(remove_blank_text=True, resolve_entities=False,
-                                   no_network=True)
-
-
 def _element(text: list[str]) -> etree._Element:
-    """The element written in `text`, as lxml would have built it (no indentation)."""
+    """The element written in `text`, as lxml would have built it (no indentation). A parser
+    per call: lxml parsers are not to be shared between threads."""
     data = f'<rim:X xmlns:rim="{RIM}">{"".join(text)}</rim:X>'.encode()
-    return etree.fromstring(data, _FRAGMENT_PARSER)[0]
+    parser = etree.XMLParser(remove_blank_text=True, resolve_entities=False, no_network=True)
+    return etree.fromstring(data, parser)[0]
 
 
 def extrinsic_object(entry: DocumentEntry, prefix: str) -> etree._Element:
