@@ -10,6 +10,8 @@ from pathlib import Path
 import pypdfium2 as pdfium
 import pytest
 import zxingcpp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from ordonnance_samples import AUTHOR, prescription
 from PIL import Image, ImageDraw
 
@@ -369,3 +371,51 @@ def test_font_subset_keeps_accent_components_and_falls_back_to_long_loca(
     program = font.program(used)
     assert TTFont(io.BytesIO(program))["head"].indexToLocFormat == 1
     _unhinted_subset_matches(program, path, kept)
+
+
+def _clean_one_character_at_a_time(text: str, multiline: bool) -> str:
+    """wording.clean as first written (before its translate table), without the length cut."""
+    import re
+    import unicodedata
+
+    out = []
+    for ch in unicodedata.normalize("NFC", text):
+        if ch == "\n" and multiline:
+            out.append("\n")
+        elif unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
+            out.append(" ")
+        else:
+            out.append(ch)
+    lines = [re.sub(r"\s+", " ", line).strip() for line in "".join(out).split("\n")]
+    return "\n".join(line for line in lines if line)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(alphabet=st.characters(codec=None), max_size=60)
+       | st.text(alphabet="a é\n\r\t\x00\u200b\u2028\u00a0\ufeff\U000e0001\ue000\x85", max_size=30),
+       multiline=st.booleans())
+def test_clean_is_the_character_by_character_definition(text: str, multiline: bool) -> None:
+    assert w.clean(text, multiline=multiline) == _clean_one_character_at_a_time(text, multiline)
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(alphabet="abcdefghij WMil.,'é", max_size=200),
+       width=st.floats(min_value=4, max_value=150))
+def test_wrap_is_greedy_and_keeps_every_word(text: str, width: float) -> None:
+    """Lines fit the width, keep the words in order, and each is as long as it can be: the
+    next line's first word would not have fitted (word by word or, fitting, whole)."""
+    from gateway.ordonnance.pdf import _Ordonnance
+
+    p = prescription()
+    pdf = _Ordonnance(p, p.identifier or "")
+    pdf.set_font("", 9.5)
+    lines = pdf.wrap(text, width)
+    room = width - 2 * pdf.c_margin
+    assert all(pdf.get_string_width(line) <= room + 1e-9 or len(line) == 1 for line in lines)
+    if any(pdf.get_string_width(word) > room for word in text.split()):
+        assert "".join(lines) == "".join(text.split())  # long words cut, no letter lost
+        return
+    assert " ".join(lines).split() == text.split()
+    for line, after in zip(lines, lines[1:]):
+        assert pdf.get_string_width(f"{line} {after.split()[0]}") > room - 1e-9
+

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import struct
 import zlib
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 from gateway.ordonnance.canvas import PT_PER_MM, Canvas
@@ -74,12 +74,15 @@ def _to_unicode(font: Font, gids: list[int]) -> bytes:
     for start in range(0, len(mapped), 100):  # at most 100 entries per block
         chunk = mapped[start:start + 100]
         lines.append(f"{len(chunk)} beginbfchar")
-        for gid in chunk:
-            utf16 = chr(text_of[gid]).encode("utf-16-be").hex().upper()
-            lines.append(f"<{gid:04X}> <{utf16}>")
+        lines.extend(_bfchar(gid, text_of[gid]) for gid in chunk)
         lines.append("endbfchar")
     lines.append("endcmap\nCMapName currentdict /CMap defineresource pop\nend\nend")
     return "\n".join(lines).encode()
+
+
+@lru_cache(maxsize=8192)  # the same glyphs come back in every document
+def _bfchar(gid: int, cp: int) -> str:
+    return f"<{gid:04X}> <{chr(cp).encode('utf-16-be').hex().upper()}>"
 
 
 def _subset_tag(font: Font, gids: list[int]) -> str:
@@ -151,7 +154,9 @@ def write(canvas: Canvas, xmp: str, lang: str) -> bytes:
             f"/ProcSet [/PDF /Text]\n>>\n/Contents {number + 1} 0 R\n>>"
         ).encode()
         packed.add(number)
-        objects[number + 1] = _stream("", "\n".join(page.ops).encode("ascii"))
+        # Level 3: 9.6 KB of operators for a 3-line page deflate to 2,669 bytes in 0.77 M
+        # instructions (callgrind), against 2,264 in 1.50 M at level 6; a render is ~14 M.
+        objects[number + 1] = _stream("", "\n".join(page.ops).encode("ascii"), level=3)
     return _serialise(objects, packed)
 
 
