@@ -419,3 +419,25 @@ def test_wrap_is_greedy_and_keeps_every_word(text: str, width: float) -> None:
     for line, after in zip(lines, lines[1:]):
         assert pdf.get_string_width(f"{line} {after.split()[0]}") > room - 1e-9
 
+
+_QR_PIECES = st.sampled_from(["1011101", "10111011101", "1011101011101", "0000", "00000",
+                              "11111", "0", "1", "01", "10"])
+_QR_ROW = st.one_of(
+    st.lists(st.integers(0, 1), min_size=21, max_size=21).map(bytes),
+    st.lists(_QR_PIECES, min_size=6, max_size=12).map(
+        lambda pieces: bytes(int(b) for b in "".join(pieces).ljust(21, "0")[:21])),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=st.lists(_QR_ROW, min_size=21, max_size=21), transpose=st.booleans())
+def test_qr_mask_score_is_segnos(rows: list[bytes], transpose: bool) -> None:
+    """The mask score, computed with bit operations on all lines at once, is segno's for any
+    21x21 matrix, overlapping finder-like patterns (which segno's search skips) included."""
+    from segno.encoder import mask_scores
+
+    from gateway.ordonnance.qrsymbol import _penalty
+
+    if transpose:  # the patterns in the columns
+        rows = [bytes(row[c] for row in rows) for c in range(21)]
+    assert _penalty(b"".join(rows)) == sum(mask_scores(rows, 21, 21))
