@@ -175,6 +175,21 @@ def test_unknown_and_ambiguous_names_list_candidates(people: DirectoryPeople,
     assert "ligne 3" in report and "    - DOLIPRANE 1000 mg, comprimé (CIS 60234100)" in report
 
 
+def test_a_name_written_exactly_is_that_drug(people: DirectoryPeople,
+                                             drugs: DrugReference) -> None:
+    # Case, accents and punctuation aside (answered by the name index, not the full-text
+    # search); a name several specialities share (parallel imports) still lists them.
+    p = form(people, drugs, HEAD + "1. Amoxicilline BIOGARAN 500 mg gelule ; 1 cp\n")
+    assert p.lines[0].product.cis == "69118175"
+    assert p.lines[0].product.label == "AMOXICILLINE BIOGARAN 500 mg, gélule"
+    with pytest.raises(FormError) as info:
+        form(people, drugs, HEAD + "1. arimidex 1 mg, comprimé pelliculé ; 1 cp\n")
+    (shared,) = info.value.problems
+    assert "plusieurs médicaments" in shared.message
+    same = [c for c in shared.candidates if c.startswith("ARIMIDEX 1 mg, comprimé pelliculé (")]
+    assert len(same) == 3
+
+
 def test_every_problem_is_reported_at_once(people: DirectoryPeople, drugs: DrugReference) -> None:
     found = problems(people, drugs, "Patient : INS 1\n1. CIS 1 ; 1 cp\n2. CIS 60234100\n")
     assert len(found) >= 4  # bad INS, bad CIS, no dosage on line 3, no prescriber

@@ -96,9 +96,15 @@ def french_date(text: str) -> str | None:
 def normalise_name(text: str) -> str:
     """Accent- and case-insensitive form used for matching: 'Comprimé  PELLICULÉ' ->
     'comprime pellicule'."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return " ".join(re.sub(r"[^0-9a-z]+", " ", stripped.lower()).split())
+    if text.isascii():  # nothing to decompose (a form's codes, most words): 10x faster
+        stripped = text
+    else:
+        decomposed = unicodedata.normalize("NFKD", text)
+        stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return " ".join(_NOT_ALNUM.sub(" ", stripped.lower()).split())
+
+
+_NOT_ALNUM = re.compile(r"[^0-9a-z]+")
 
 
 def _cis(value: str) -> str:

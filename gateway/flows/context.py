@@ -55,12 +55,12 @@ def context(config: Config) -> Context:
     key = str(config.database_path)
     ctx = _contexts.get(key)
     if ctx is None:
-        from gateway.drugs.store import DrugReference
+        from gateway.drugs.store import open_reference
 
         conn = connect(config.database_path)
         audit = Batched(config.audit_log_path)
         directory = open_directory(config, actor=ACTOR)
-        ref = DrugReference(conn)
+        ref = open_reference(conn)  # its migrations too (an index added for the forms)
         ctx = Context(
             config=config,
             directory=directory,
