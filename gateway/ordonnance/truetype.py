@@ -87,9 +87,10 @@ class Font:
             return known
         widths, glyph_of, missing = self.widths, self.glyph_of, self.glyph_of[REPLACEMENT]
         width = sum(widths[glyph_of.get(ord(ch), missing)] for ch in text)
-        if len(self._widths_of) > 100_000:  # bounded: hostile text must not grow it for ever
-            self._widths_of.clear()
-        self._widths_of[text] = width
+        if len(text) <= 100:  # words and short lines recur; a long paragraph hardly does
+            if len(self._widths_of) > 100_000:  # bounded: hostile text must not grow it
+                self._widths_of.clear()
+            self._widths_of[text] = width
         return width
 
     def hex_glyphs(self, text: str) -> str:
