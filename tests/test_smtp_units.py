@@ -361,3 +361,22 @@ async def test_group_commit_note_failure_fails_only_noted_messages(tmp_path):
     assert list((tmp_path / "a" / "new").iterdir()) == []  # nothing published, nothing left
     assert list((tmp_path / "a" / "tmp").iterdir()) == []
     assert Path(plain[0]).read_bytes() == b"2"
+
+
+def test_config_is_pickled_once_and_rebuilt_once(tmp_path):
+    """Every call into the process pool sends the configuration: the same object pickles to
+    the same bytes (computed once), which rebuild an equal configuration, once per process."""
+    import dataclasses
+    import pickle
+
+    from gateway.config import Config, SMTPSection
+
+    config = Config(home=tmp_path, smtp=SMTPSection(max_recipients=7))
+    data = pickle.dumps(config)
+    assert pickle.dumps(config) == data
+    copy = pickle.loads(data)
+    assert copy == config and copy is not config
+    assert copy.smtp.max_recipients == 7 and copy.database_path == config.database_path
+    assert pickle.loads(pickle.dumps(config)) is copy  # rebuilt once
+    changed = dataclasses.replace(config, smtp=SMTPSection(max_recipients=9))
+    assert pickle.loads(pickle.dumps(changed)).smtp.max_recipients == 9

@@ -8,10 +8,11 @@ server may answer 250. A failure before the renames leaves nothing visible.
 Group commit: while one batch is being written, the commits that arrive wait; the next batch takes
 them all. The batch thread creates and writes every file of the batch (cheap for small files),
 then a pool of threads fsyncs them all at once (the file system folds concurrent fsyncs into
-shared journal commits), then all renames happen, then each directory is fsynced once for the
-whole batch — one `new/` fsync for twenty messages to the same mailbox instead of twenty. The event
-loop never waits on the disk. The threads run as little Python as possible (plain string paths,
-one fsync per pool task): in a worker they compete with the event loop for the interpreter.
+shared journal commits; two or fewer run in the batch thread itself, cheaper than handing them
+over), then all renames happen, then each directory is fsynced once for the whole batch — one
+`new/` fsync for twenty messages to the same mailbox instead of twenty. The event loop never
+waits on the disk. The threads run as little Python as possible (plain string paths, one fsync
+per pool task): in a worker they compete with the event loop for the interpreter.
 Measured in bench/bench_smtp.py.
 """
 
@@ -24,13 +25,21 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway.fileio import fsync_dir, write_all
 from gateway.store.maildir import ensure_maildir, unique_name
 from gateway.store.queue import Entry, Queue
 
 Local = Sequence[tuple[Path, bytes]]
+# Up to this many fsyncs of a round run one after the other in the batch thread, without the
+# pool: handing each to a pool thread and collecting it costs the worker more CPU (thread
+# wake-ups, interpreter-lock hand-offs) than the fsyncs themselves. A prescription's batch
+# often holds just its two files (patient and doctor) and their two folders: bench_journey's
+# worker went from 44 to 31 context switches per prescription (see docs/architecture.md).
+INLINE_FSYNCS = 2
+_A = TypeVar("_A")
+_R = TypeVar("_R")
 
 
 @dataclass
@@ -108,14 +117,23 @@ def _fsync(fd: int) -> OSError | None:
     return None
 
 
+def _each(
+    func: Callable[[_A], _R], items: Sequence[_A], pool: ThreadPoolExecutor | None
+) -> list[_R]:
+    """`func` over `items`, at once when there are many: the pool takes all but the first,
+    which this thread runs meanwhile (one hand-off fewer)."""
+    if pool is None or len(items) <= INLINE_FSYNCS:
+        return [func(x) for x in items]
+    futures = [pool.submit(func, x) for x in items[1:]]
+    first = func(items[0])
+    return [first, *(f.result() for f in futures)]
+
+
 def _publish(batch: Sequence[_Staged], pool: ThreadPoolExecutor | None) -> None:
     """fsync every staged file, rename them into place, then fsync each directory once."""
     todo = [(s, fd) for s in batch if s.error is None for fd, _, _ in s.files]
-    if pool is not None and len(todo) > 1:
-        # Concurrent fsyncs: the file system folds them into shared journal commits.
-        errors = list(pool.map(_fsync, [fd for _, fd in todo]))
-    else:
-        errors = [_fsync(fd) for _, fd in todo]
+    # Concurrent fsyncs: the file system folds them into shared journal commits.
+    errors = _each(_fsync, [fd for _, fd in todo], pool)
     for (staged, _), error in zip(todo, errors, strict=True):
         if error is not None and staged.error is None:
             staged.fail(error)
@@ -127,11 +145,7 @@ def _publish(batch: Sequence[_Staged], pool: ThreadPoolExecutor | None) -> None:
         for _, tmp, final in staged.files:
             os.rename(tmp, final)
             dirs.add(os.path.dirname(final))
-    if pool is not None and len(dirs) > 1:
-        list(pool.map(fsync_dir, dirs))
-    else:
-        for d in dirs:
-            fsync_dir(d)
+    _each(fsync_dir, list(dirs), pool)
 
 
 def _paths(staged: _Staged) -> list[str]:
