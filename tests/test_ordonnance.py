@@ -336,3 +336,47 @@ def test_embedded_fonts_carry_the_outlines_of_every_letter_printed() -> None:
     for ch in set(text) - {" "}:
         assert outline(gid_of[cmap[ord(ch)]]), f"no outline for {ch!r}"
     assert not outline(gid_of[cmap[ord("Ω")]])  # what is not printed is not embedded
+
+
+def test_poppler_reads_the_unhinted_fonts_and_the_codes(tmp_path) -> None:
+    """A second reader beside pdfium (Evince, Okular and most Linux tools use poppler): the
+    embedded subsets, without hinting, must render and extract the same with it."""
+    pdftoppm, pdftotext = require_tool("pdftoppm"), require_tool("pdftotext")
+    from PIL import Image
+
+    text = "Hélène Françoise œdème ÉÈÀÙ ÿ ñ µg 5 €"
+    p = dataclasses.replace(prescription(), notes=text)
+    path = tmp_path / "o.pdf"
+    path.write_bytes(render_pdf(p))
+    out = subprocess.run([pdftotext, "-enc", "UTF-8", str(path), "-"], capture_output=True,
+                         text=True, check=True)
+    assert text in flat(out.stdout) and "Dr Hélène MARTIN" in out.stdout
+    assert not out.stderr  # poppler complains about a font it cannot read
+    shown = subprocess.run([pdftoppm, "-r", "216", "-png", "-singlefile", str(path),
+                            str(tmp_path / "page")], capture_output=True, text=True, check=True)
+    assert not shown.stderr
+    image = Image.open(tmp_path / "page.png")
+    found = {str(r.format): r.text for r in zxingcpp.read_barcodes(image)}
+    assert found["QR Code"] == p.identifier and found["Code 128"] == AUTHOR.rpps
+
+
+def test_qr_code_drawn_is_the_symbol_module_for_module() -> None:
+    """The QR code is drawn as one path of rectangles in module units: every module of the
+    printed code, sampled at its centre on a 288 dpi rendering, is the symbol's (zxing alone
+    would read through a few wrong modules: error correction)."""
+    from gateway.ordonnance.qr import symbol
+
+    p = prescription(identifier=new_identifier())
+    image = pdfium.PdfDocument(render_pdf(p))[0].render(scale=4).to_pil().convert("L")
+    [qr] = [r for r in zxingcpp.read_barcodes(image)
+            if r.format == zxingcpp.BarcodeFormat.QRCode]
+    corner = qr.position.top_left
+    module = (qr.position.top_right.x - corner.x + 1) / 21  # zxing gives the corner pixels
+    assert module == pytest.approx(QR_MODULE_PX, rel=0.02)
+    printed = [bytes(int(image.getpixel((int(corner.x + (c + 0.5) * module),
+                                         int(corner.y + (r + 0.5) * module))) < 128)
+                     for c in range(21)) for r in range(21)]
+    assert printed == [bytes(row) for row in symbol(p.identifier or "")]
+
+
+QR_MODULE_PX = 30 / 29 * 4 * 72 / 25.4  # 30 mm for 21 modules and the quiet zone, at 288 dpi

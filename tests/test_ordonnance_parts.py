@@ -10,6 +10,8 @@ from pathlib import Path
 import pypdfium2 as pdfium
 import pytest
 import zxingcpp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from ordonnance_samples import AUTHOR, prescription
 from PIL import Image, ImageDraw
 
@@ -286,3 +288,156 @@ def test_qr_png_pixels_are_the_symbol() -> None:
             assert image.getpixel(((c + 2) * 3 + 1, (r + 2) * 3 + 1)) == (0 if dark else 255)
     assert image.getpixel((0, 0)) == 255  # quiet zone
     assert [r.text for r in zxingcpp.read_barcodes(image)] == [ident]
+
+
+def _unhinted_subset_matches(program: bytes, reference_path: Path, gids: set[int]) -> None:
+    """`program` is a well-formed TrueType font holding exactly the outlines of `gids`, each as
+    in the font at `reference_path` less its hinting instructions, with their metrics."""
+    from fontTools.ttLib import TTFont
+    from fontTools.ttLib.tables._g_l_y_f import WE_HAVE_INSTRUCTIONS
+
+    font = TTFont(io.BytesIO(program), checkChecksums=2)  # a wrong table checksum raises
+    words = program + b"\0" * (-len(program) % 4)
+    total = sum(int.from_bytes(words[i:i + 4], "big") for i in range(0, len(words), 4))
+    assert total & 0xFFFFFFFF == 0xB1B0AFBA  # head.checkSumAdjustment is right
+    assert sorted(font.reader.keys()) == ["glyf", "head", "hhea", "hmtx", "loca", "maxp"]
+    reference = TTFont(str(reference_path))
+    order, ref_order = font.getGlyphOrder(), reference.getGlyphOrder()
+    assert len(order) == len(ref_order)  # glyph ids are kept
+    for field in ("numGlyphs", "maxPoints", "maxContours", "maxCompositePoints",
+                  "maxCompositeContours", "maxComponentElements", "maxComponentDepth"):
+        assert getattr(font["maxp"], field) == getattr(reference["maxp"], field), field
+    assert font["maxp"].maxSizeOfInstructions == 0 and font["maxp"].maxFunctionDefs == 0
+    assert font["hhea"].numberOfHMetrics == reference["hhea"].numberOfHMetrics
+    loca = list(font["loca"])
+    assert loca == sorted(loca) and loca[-1] == len(font.reader["glyf"])
+    glyf, ref_glyf = font["glyf"], reference["glyf"]
+    ref_index = {name: gid for gid, name in enumerate(ref_order)}
+    for gid, name in enumerate(order):
+        glyph, ref = glyf[name], ref_glyf[ref_order[gid]]
+        if gid not in gids:
+            assert loca[gid] == loca[gid + 1] and font["hmtx"][name] == (0, 0), gid
+            continue
+        assert font["hmtx"][name] == reference["hmtx"][ref_order[gid]], gid
+        assert glyph.numberOfContours == ref.numberOfContours, gid
+        if ref.isComposite():
+            assert [(order.index(c.glyphName), c.x, c.y, c.flags) for c in glyph.components] \
+                == [(ref_index[c.glyphName], c.x, c.y, c.flags & ~WE_HAVE_INSTRUCTIONS)
+                    for c in ref.components], gid  # fmt: skip
+            assert not hasattr(glyph, "program"), gid
+        elif ref.numberOfContours:
+            assert glyph.program.getBytecode() == b"", gid
+            assert glyph.coordinates == ref.coordinates, gid
+            assert glyph.flags == ref.flags and glyph.endPtsOfContours == ref.endPtsOfContours
+            assert (glyph.xMin, glyph.yMin, glyph.xMax, glyph.yMax) == \
+                (ref.xMin, ref.yMin, ref.xMax, ref.yMax), gid
+
+
+def test_font_subset_of_every_glyph_is_the_font_without_hinting() -> None:
+    """The subset the PDFs embed, taken with every glyph: each outline and advance is the
+    original's, only the hinting is gone (tables and per-glyph instructions), the checksums
+    and the short loca are right."""
+    from fontTools.ttLib import TTFont
+
+    from gateway.ordonnance.pdf import FONT_FILES
+    from gateway.ordonnance.truetype import load
+
+    path = FONT_FILES["B"]
+    font = load(path)
+    every = set(range(len(font.offsets) - 1))
+    program = font.program(every)
+    _unhinted_subset_matches(program, path, every)
+    subset = TTFont(io.BytesIO(program))
+    assert subset["head"].indexToLocFormat == 0  # short offsets
+    assert len(subset.reader["glyf"]) < 0.8 * len(font.tables["glyf"])  # instructions gone
+
+
+def test_font_subset_keeps_accent_components_and_falls_back_to_long_loca(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from fontTools.ttLib import TTFont
+
+    from gateway.ordonnance import truetype
+    from gateway.ordonnance.pdf import FONT_FILES
+
+    path = FONT_FILES[""]
+    font = truetype.load(path)
+    used = font.glyphs(set("Éléonore ŒUF ñ"))
+    kept = font._with_components(used | {0})
+    assert len(kept) > len(used) + 1  # the accents and base letters of the composites
+    _unhinted_subset_matches(font.program(used), path, kept)
+    # A glyf too big for 16-bit offsets gets the long format (not with these fonts' subsets).
+    monkeypatch.setattr(truetype, "SHORT_LOCA_MAX", 0)
+    program = font.program(used)
+    assert TTFont(io.BytesIO(program))["head"].indexToLocFormat == 1
+    _unhinted_subset_matches(program, path, kept)
+
+
+def _clean_one_character_at_a_time(text: str, multiline: bool) -> str:
+    """wording.clean as first written (before its translate table), without the length cut."""
+    import re
+    import unicodedata
+
+    out = []
+    for ch in unicodedata.normalize("NFC", text):
+        if ch == "\n" and multiline:
+            out.append("\n")
+        elif unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
+            out.append(" ")
+        else:
+            out.append(ch)
+    lines = [re.sub(r"\s+", " ", line).strip() for line in "".join(out).split("\n")]
+    return "\n".join(line for line in lines if line)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(alphabet=st.characters(codec=None), max_size=60)
+       | st.text(alphabet="a é\n\r\t\x00\u200b\u2028\u00a0\ufeff\U000e0001\ue000\x85", max_size=30),
+       multiline=st.booleans())
+def test_clean_is_the_character_by_character_definition(text: str, multiline: bool) -> None:
+    assert w.clean(text, multiline=multiline) == _clean_one_character_at_a_time(text, multiline)
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(alphabet="abcdefghij WMil.,'é", max_size=200),
+       width=st.floats(min_value=4, max_value=150))
+def test_wrap_is_greedy_and_keeps_every_word(text: str, width: float) -> None:
+    """Lines fit the width, keep the words in order, and each is as long as it can be: the
+    next line's first word would not have fitted (word by word or, fitting, whole)."""
+    from gateway.ordonnance.pdf import _Ordonnance
+
+    p = prescription()
+    pdf = _Ordonnance(p, p.identifier or "")
+    pdf.set_font("", 9.5)
+    lines = pdf.wrap(text, width)
+    room = width - 2 * pdf.c_margin
+    assert all(pdf.get_string_width(line) <= room + 1e-9 or len(line) == 1 for line in lines)
+    if any(pdf.get_string_width(word) > room for word in text.split()):
+        assert "".join("".join(lines).split()) == "".join(text.split())  # no letter lost
+        return
+    assert " ".join(lines).split() == text.split()
+    for line, after in zip(lines, lines[1:]):
+        assert pdf.get_string_width(f"{line} {after.split()[0]}") > room - 1e-9
+
+
+_QR_PIECES = st.sampled_from(["1011101", "10111011101", "1011101011101", "0000", "00000",
+                              "11111", "0", "1", "01", "10"])
+_QR_ROW = st.one_of(
+    st.lists(st.integers(0, 1), min_size=21, max_size=21).map(bytes),
+    st.lists(_QR_PIECES, min_size=6, max_size=12).map(
+        lambda pieces: bytes(int(b) for b in "".join(pieces).ljust(21, "0")[:21])),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=st.lists(_QR_ROW, min_size=21, max_size=21), transpose=st.booleans())
+def test_qr_mask_score_is_segnos(rows: list[bytes], transpose: bool) -> None:
+    """The mask score, computed with bit operations on all lines at once, is segno's for any
+    21x21 matrix, overlapping finder-like patterns (which segno's search skips) included."""
+    from segno.encoder import mask_scores
+
+    from gateway.ordonnance.qrsymbol import _penalty
+
+    if transpose:  # the patterns in the columns
+        rows = [bytes(row[c] for row in rows) for c in range(21)]
+    assert _penalty(b"".join(rows)) == sum(mask_scores(rows, 21, 21))

@@ -11,6 +11,7 @@ fonts to `truetype` (read once per process) and the file to `pdfa`. About 2 ms a
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -208,6 +209,19 @@ class Canvas:
         self._fill(self.style.fill_color)
         k = PT_PER_MM
         self._ops().append(f"{x * k:.2f} {(self.h - y) * k:.2f} {w * k:.2f} {-h * k:.2f} re f")
+
+    def fill_grid(self, x: float, y: float, unit_w: float, unit_h: float,
+                  cells: Iterable[tuple[int, int, int, int]]) -> None:
+        """Rectangles on a grid of `unit_w` x `unit_h` mm cells from (x, y), filled with the
+        fill colour as one path: (column, row, columns, rows) each. A transformation puts the
+        grid's units in the content stream, so each rectangle is four small integers: drawn
+        one by one in millimetres, the QR code's ~130 rectangles were 2.5 KB more of a page's
+        12 KB of operators, and 0.2 ms."""
+        self._fill(self.style.fill_color)
+        k = PT_PER_MM
+        path = " ".join(f"{c} {r} {w} {h} re" for c, r, w, h in cells)
+        self._ops().append(f"q {unit_w * k:.4f} 0 0 {-unit_h * k:.4f} {x * k:.4f} "
+                           f"{(self.h - y) * k:.4f} cm {path} f Q")
 
     def line(self, x1: float, y1: float, x2: float, y2: float) -> None:
         page = self.pages[self.page - 1]

@@ -3,20 +3,26 @@
 Deterministic by construction: objects are numbered in a fixed order, nothing reads the clock or
 a random source, and the file identifier is a hash of the content. Written here rather than by a
 PDF library for the reasons in `canvas`; what PDF/A-2B asks of this file (ISO 19005-2):
-- a binary comment after the header, a cross-reference table, a trailer with /ID;
+- a binary comment after the header, a cross-reference (here a stream, PDF 1.5) whose dictionary
+  has the /ID;
 - every font embedded, with widths (/W) equal to the font program's and a ToUnicode map so
   text can be searched and copied;
 - an output intent with an ICC profile (sRGB 2014, distributed freely by the ICC: see
   sRGB2014.icc.LICENSE), since the pages use DeviceRGB colours;
 - XMP metadata, unfiltered, naming the PDF/A part and conformance; no Info dictionary, so
   nothing can disagree with it.
+The dictionaries but the catalog (pages, fonts, widths) go deflated into one object stream, and
+the cross-reference is a binary stream (both allowed by PDF/A-2, not by PDF/A-1): that is 2.3 KB
+of text less in a 19 KB file, and the text left (XMP, stream dictionaries) is what the XDM ZIP
+still finds repeats in when it codes the PDF's base64 Huffman-only.
 """
 
 from __future__ import annotations
 
 import hashlib
+import struct
 import zlib
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 from gateway.ordonnance.canvas import PT_PER_MM, Canvas
@@ -68,12 +74,15 @@ def _to_unicode(font: Font, gids: list[int]) -> bytes:
     for start in range(0, len(mapped), 100):  # at most 100 entries per block
         chunk = mapped[start:start + 100]
         lines.append(f"{len(chunk)} beginbfchar")
-        for gid in chunk:
-            utf16 = chr(text_of[gid]).encode("utf-16-be").hex().upper()
-            lines.append(f"<{gid:04X}> <{utf16}>")
+        lines.extend(_bfchar(gid, text_of[gid]) for gid in chunk)
         lines.append("endbfchar")
     lines.append("endcmap\nCMapName currentdict /CMap defineresource pop\nend\nend")
     return "\n".join(lines).encode()
+
+
+@lru_cache(maxsize=8192)  # the same glyphs come back in every document
+def _bfchar(gid: int, cp: int) -> str:
+    return f"<{gid:04X}> <{chr(cp).encode('utf-16-be').hex().upper()}>"
 
 
 def _subset_tag(font: Font, gids: list[int]) -> str:
@@ -112,6 +121,7 @@ def _font_objects(font: Font, chars: set[str], first: int) -> list[bytes]:
 def write(canvas: Canvas, xmp: str, lang: str) -> bytes:
     """The whole file. `xmp` is the x:xmpmeta element (without the xpacket wrapper)."""
     objects: dict[int, bytes] = {}
+    packed: set[int] = {2}  # the dictionaries that go into the object stream
     styles = [s for s in canvas.fonts if canvas.used[s]]
     font_obj = {style: 5 + 5 * i for i, style in enumerate(styles)}
     page_obj = 5 + 5 * len(styles)  # then each page and its content stream
@@ -135,6 +145,7 @@ def write(canvas: Canvas, xmp: str, lang: str) -> bytes:
         for i, obj in enumerate(_font_objects(canvas.fonts[style], canvas.used[style],
                                               font_obj[style])):
             objects[font_obj[style] + i] = obj
+        packed.update(range(font_obj[style], font_obj[style] + 3))  # not the two streams
     fonts = " ".join(f"/F{s or 'R'} {font_obj[s]} 0 R" for s in styles)
     for i, page in enumerate(canvas.pages):
         number = page_obj + 2 * i
@@ -142,20 +153,42 @@ def write(canvas: Canvas, xmp: str, lang: str) -> bytes:
             f"<<\n/Type /Page\n/Parent 2 0 R\n/Resources <<\n/Font <<{fonts}>>\n"
             f"/ProcSet [/PDF /Text]\n>>\n/Contents {number + 1} 0 R\n>>"
         ).encode()
-        objects[number + 1] = _stream("", "\n".join(page.ops).encode("ascii"))
-    return _serialise(objects)
+        packed.add(number)
+        # Level 3: 9.6 KB of operators for a 3-line page deflate to 2,669 bytes in 0.77 M
+        # instructions (callgrind), against 2,264 in 1.50 M at level 6; a render is ~14 M.
+        objects[number + 1] = _stream("", "\n".join(page.ops).encode("ascii"), level=3)
+    return _serialise(objects, packed)
 
 
-def _serialise(objects: dict[int, bytes]) -> bytes:
+def _serialise(objects: dict[int, bytes], packed: set[int]) -> bytes:
+    """The file: objects 1..n in order, those in `packed` inside one object stream (n + 1),
+    then the cross-reference stream (n + 2), whose dictionary is the trailer."""
+    count = len(objects)
+    stream_no, xref_no = count + 1, count + 2
+    inside = sorted(packed)
+    index = {number: i for i, number in enumerate(inside)}
+    heads, bodies, at = [], [], 0
+    for number in inside:
+        heads.append(f"{number} {at}")
+        bodies.append(objects[number])
+        at += len(objects[number]) + 1
+    first = " ".join(heads).encode() + b"\n"
+    objects[stream_no] = _stream(f"\n/Type /ObjStm\n/N {len(inside)}\n/First {len(first)}",
+                                 first + b"\n".join(bodies))
     out = bytearray(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
-    offsets = []
-    for number in range(1, len(objects) + 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + objects[number] + b"\nendobj\n"
+    rows = [struct.pack(">BIH", 0, 0, 0xFFFF)]  # object 0: the head of the free list
+    for number in range(1, stream_no + 1):
+        if number in index:
+            rows.append(struct.pack(">BIH", 2, stream_no, index[number]))
+        else:
+            rows.append(struct.pack(">BIH", 1, len(out), 0))
+            out += b"%d 0 obj\n" % number + objects[number] + b"\nendobj\n"
     xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    rows.append(struct.pack(">BIH", 1, xref, 0))
     ident = hashlib.md5(out, usedforsecurity=False).hexdigest()
-    out += (f"trailer\n<<\n/Size {len(objects) + 1}\n/Root 1 0 R\n/ID [<{ident}><{ident}>]\n"
-            f">>\nstartxref\n{xref}\n%%EOF\n").encode()
+    table = b"".join(rows)
+    out += b"%d 0 obj\n" % xref_no + _stream(
+        f"\n/Type /XRef\n/Size {xref_no + 1}\n/W [1 4 2]\n/Root 1 0 R\n"
+        f"/ID [<{ident}><{ident}>]", table, compress=False) + b"\nendobj\n"
+    out += b"startxref\n%d\n%%%%EOF\n" % xref
     return bytes(out)

@@ -45,11 +45,6 @@ def _symbol(ident: str) -> tuple[bytes, ...]:
     return tuple(bytes(row) for row in encode(ident))
 
 
-def qr_matrix(identifier: str) -> list[list[bool]]:
-    """Dark modules (True) row by row, without the quiet zone: the PDF draws them as vectors."""
-    return [[bool(v) for v in row] for row in symbol(identifier)]
-
-
 def qr_png(identifier: str, *, scale: int = 8, border: int = 4) -> bytes:
     """A black-on-white PNG of the QR code, for the CDA's 2D-code section.
 

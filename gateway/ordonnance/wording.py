@@ -103,20 +103,35 @@ MAX_FIELD = 1500
 _CUT = " […]"
 
 
+class _Printable(dict[int, str]):
+    """str.translate table: a character that must not print (controls, invisible format
+    characters, surrogates, private use, unassigned, line and paragraph separators) -> a space;
+    the others, "\n" included, unchanged. Filled on first use of each code point: looking the
+    category up character by character in Python was 0.1 ms of each ordonnance."""
+
+    UNPRINTABLE = frozenset(("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
+
+    def __missing__(self, cp: int) -> str:
+        ch = chr(cp)
+        out = " " if unicodedata.category(ch) in self.UNPRINTABLE else ch
+        if len(self) < 0x10000:  # bounded: hostile text must not grow it for ever
+            self[cp] = out
+        return out
+
+
+_PRINTABLE = _Printable({ord("\n"): "\n"})
+_SPACES = re.compile(r"\s+")
+
+
 def clean(text: str | None, *, multiline: bool = False, limit: int = MAX_FIELD) -> str:
     """Text safe to print: control and invisible format characters become spaces, runs of
     spaces collapse, and the field is cut (visibly) at `limit` characters."""
     if not text:
         return ""
-    out = []
-    for ch in unicodedata.normalize("NFC", text):
-        if ch == "\n" and multiline:
-            out.append("\n")
-        elif unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
-            out.append(" ")
-        else:
-            out.append(ch)
-    lines = [re.sub(r"\s+", " ", line).strip() for line in "".join(out).split("\n")]
+    printable = unicodedata.normalize("NFC", text).translate(_PRINTABLE)
+    if not multiline:
+        printable = printable.replace("\n", " ")
+    lines = [_SPACES.sub(" ", line).strip() for line in printable.split("\n")]
     result = "\n".join(line for line in lines if line)
     if len(result) > limit:
         result = result[: limit - len(_CUT)].rstrip() + _CUT
