@@ -76,3 +76,25 @@ async def test_shutdown_ends_every_process():
     assert processes and not any(p.is_alive() for p in processes)
     with pytest.raises(RuntimeError):
         await pool.run(os.getpid)
+
+
+def test_a_process_using_the_pool_exits_without_shutting_it_down(tmp_path):
+    """Idle pool processes wait for calls: at exit the pool ends them before multiprocessing
+    waits for its children (else the interpreter never exits)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "use_pool.py"
+    script.write_text(
+        "import asyncio, os\n"
+        "from gateway.pipeline.pool import ProcessPool\n"
+        "POOL = ProcessPool(2)  # alive until the end, like the pipeline's\n"
+        "async def main():\n"
+        "    print(await POOL.run(os.getpid) != os.getpid())\n"
+        "if __name__ == '__main__':\n"
+        "    asyncio.run(main())\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": root})
+    assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr

@@ -18,6 +18,7 @@ than one request or one result. Frames are an 8-byte length then a pickle (proto
 from __future__ import annotations
 
 import asyncio
+import atexit
 import collections
 import contextlib
 import fcntl
@@ -158,6 +159,9 @@ class ProcessPool:
         # A worker has one event loop; the tests run several (servers in threads) on one pool.
         self._lock = threading.Lock()
         self._closed = False
+        # Before multiprocessing's own exit hook, which waits for every child: an idle pool
+        # process waits for a call until its pipe closes (the executor did the same).
+        atexit.register(self.shutdown)
 
     async def run(self, func: Callable[..., Any], /, *args: Any) -> Any:
         payload = pickle.dumps((func, args), protocol=5)
