@@ -134,14 +134,8 @@ class Font:
 
     def _with_components(self, gids: set[int]) -> set[int]:
         """`gids` plus every glyph a composite among them is built from (accented letters)."""
-        kept: set[int] = set()
-        todo = [gid for gid in gids if 0 <= gid < len(self.offsets) - 1]
-        while todo:
-            gid = todo.pop()
-            if gid not in kept:
-                kept.add(gid)
-                todo.extend(self._glyph(gid).components)
-        return kept
+        count = len(self.offsets) - 1
+        return set().union(*(self._glyph(gid).closure for gid in gids if 0 <= gid < count))
 
     def _glyph(self, gid: int) -> _Glyph:
         glyph = self._glyphs.get(gid)
@@ -156,7 +150,7 @@ class _Glyph:
 
     data: bytes  # the outline without instructions, padded to 4 bytes
     checksum: int
-    components: tuple[int, ...]  # the glyphs a composite is built from
+    closure: frozenset[int]  # this glyph and those it is built from, at any depth
     metric: bytes  # its hmtx entry: advance and left side bearing, or the bearing alone
     metric_at: int
     metric_sum: int  # the entry's part of the hmtx checksum (words are 4-byte aligned)
@@ -173,7 +167,10 @@ def _prepare(font: Font, gid: int) -> _Glyph:
         at, size = 4 * font.n_hmetrics + 2 * (gid - font.n_hmetrics), 2
     metric = font.tables["hmtx"][at:at + size]
     shift = 8 * (-(at + size) % 4)  # a 2-byte entry is the high or the low half of a word
-    return _Glyph(data, _checksum(data), _components(data), metric, at,
+    # A composite's parts are prepared first (the fonts nest them 4 deep at most).
+    closure = frozenset({gid}).union(*(font._glyph(part).closure for part in _components(data)
+                                       if 0 <= part < len(font.offsets) - 1))
+    return _Glyph(data, _checksum(data), closure, metric, at,
                   int.from_bytes(metric, "big") << shift)
 
 
