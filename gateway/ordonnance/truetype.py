@@ -41,6 +41,7 @@ BYTESWAP = sys.byteorder == "little"  # sfnt tables are big-endian
 KEPT_TABLES = ("glyf", "head", "hhea", "hmtx", "loca", "maxp")
 SHORT_LOCA_MAX = 0xFFFF * 2  # a short loca stores offset / 2 in 16 bits
 SHORT_ENTRY, LONG_ENTRY = struct.Struct(">H"), struct.Struct(">I")
+CACHED_TEXT = 100  # the longest text whose width is kept (per font and process)
 
 # Composite glyph flags (OpenType 'glyf' table).
 ARG_1_AND_2_ARE_WORDS = 0x0001
@@ -87,7 +88,7 @@ class Font:
             return known
         widths, glyph_of, missing = self.widths, self.glyph_of, self.glyph_of[REPLACEMENT]
         width = sum(widths[glyph_of.get(ord(ch), missing)] for ch in text)
-        if len(text) <= 100:  # words and short lines recur; a long paragraph hardly does
+        if len(text) <= CACHED_TEXT:  # words and short lines recur; long paragraphs hardly
             if len(self._widths_of) > 100_000:  # bounded: hostile text must not grow it
                 self._widths_of.clear()
             self._widths_of[text] = width
