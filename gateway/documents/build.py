@@ -197,6 +197,10 @@ def _person(author: AuthorInfo, tag: str = "assignedPerson") -> _Xml:
                       _e("given", author.given_name), _e("family", author.family_name)))
 
 
+# A doctor's (or pharmacist's) own blocks: the same in every document they sign, three times
+# in each (author, legal authenticator, performer; custodian): written once per process and
+# author (a bounded cache; ~40 elements, a fifth of a two-line prescription's).
+@lru_cache(maxsize=256)
 def _organisation(author: AuthorInfo, tag: str = "representedOrganization",
                   practice_setting: bool = False) -> _Xml:
     s = author.structure
@@ -215,6 +219,7 @@ def _organisation(author: AuthorInfo, tag: str = "representedOrganization",
     return _e(tag, *parts)
 
 
+@lru_cache(maxsize=256)
 def _entity(author: AuthorInfo, tag: str, class_code: str | None = None) -> _Xml:
     return _e(
         tag,
@@ -329,8 +334,11 @@ def _quantity_text(line: PrescriptionLine) -> str:
     return f"{cda.num(line.quantity).replace('.', ',')} {plural}"
 
 
+_NARRATIVE_HEAD = _e("thead", _e("tr", *[_e("th", h) for h in (
+    "Médicament", "Posologie", "Quantité", "Renouvellements", "Substitution", "ALD")]))
+
+
 def _prescription_narrative(p: Prescription) -> _Xml:
-    head = ["Médicament", "Posologie", "Quantité", "Renouvellements", "Substitution", "ALD"]
 
     def table(lines: list[tuple[int, PrescriptionLine]], caption: str | None) -> _Xml:
         rows = []
@@ -347,8 +355,7 @@ def _prescription_narrative(p: Prescription) -> _Xml:
                 _e("td", _e("content", "Oui" if line.ald else "Non", ID=f"med-{i}-ald")),
             ))
         return _e("table", _e("caption", caption) if caption else None,
-                  _e("thead", _e("tr", *[_e("th", h) for h in head])), _e("tbody", *rows),
-                  border="0")
+                  _NARRATIVE_HEAD, _e("tbody", *rows), border="0")
 
     numbered = list(enumerate(p.lines, start=1))
     tables: list[_Xml] = []
@@ -365,6 +372,28 @@ def _prescription_narrative(p: Prescription) -> _Xml:
         tables.append(table(numbered, None))
     return _e("text", *tables,
               _e("paragraph", _e("content", p.notes, ID="notes")) if p.notes else None)
+
+
+# The constant elements of a line, written once (a fifth of a line's elements).
+_PRODUCT_TEMPLATES = tuple(_e("templateId", root=root) for root in (
+    "2.16.840.1.113883.10.20.1.53", "1.3.6.1.4.1.19376.1.5.3.1.4.7.2", "1.2.250.1.213.1.1.3.43"))
+_MATERIAL_TEMPLATE = _e("templateId", root="1.3.6.1.4.1.19376.1.9.1.3.1")
+_COMPLETED = _e("statusCode", code="completed")
+_DRUG = _e("code", code="DRUG", displayName="Médicament", codeSystem="2.16.840.1.113883.5.4")
+_INSTRUCTIONS_HEAD = (
+    _e("templateId", root="2.16.840.1.113883.10.20.1.49"),
+    _e("templateId", root="1.3.6.1.4.1.19376.1.5.3.1.4.3"),
+    _e("templateId", root="1.2.250.1.213.1.1.3.33"),
+    _e("code", code="PINSTRUCT", codeSystem="1.3.6.1.4.1.19376.1.5.3.2",
+       codeSystemName="IHEActCode"))
+_SUPPLY_HEAD = (
+    _e("templateId", root="1.3.6.1.4.1.19376.1.9.1.3.8"),
+    _e("templateId", root="1.2.250.1.213.1.1.3.86"),
+    _e("independentInd", value="false"))
+_PERMISSION_TEMPLATES = (_e("templateId", root=cda.SUBSTITUTION_PERMISSION),
+                         _e("templateId", root="1.2.250.1.213.1.1.3.87"))
+_SUBSTITUTABLE = _e("code", code="E", displayName="Substitution possible",
+                    codeSystem=cda.OID_SUBSTITUTION)
 
 
 def _product(product: Product, ref: str) -> _Xml:
@@ -385,13 +414,9 @@ def _product(product: Product, ref: str) -> _Xml:
         "generalizedMedicineClass", _pharm("code", code=product.atc, codeSystem=cda.OID_ATC,
                                            codeSystemName="ATC"), classCode="MMAT"),
         classCode="GRIC") if product.atc else None
-    material = _e("manufacturedMaterial", _e("templateId", root="1.3.6.1.4.1.19376.1.9.1.3.1"),
-                  code, _e("name", product.label), kind, classCode="MMAT", determinerCode="KIND")
-    return _e("manufacturedProduct",
-              _e("templateId", root="2.16.840.1.113883.10.20.1.53"),
-              _e("templateId", root="1.3.6.1.4.1.19376.1.5.3.1.4.7.2"),
-              _e("templateId", root="1.2.250.1.213.1.1.3.43"),
-              material, classCode="MANU")
+    material = _e("manufacturedMaterial", _MATERIAL_TEMPLATE, code, _e("name", product.label),
+                  kind, classCode="MMAT", determinerCode="KIND")
+    return _e("manufacturedProduct", *_PRODUCT_TEMPLATES, material, classCode="MANU")
 
 
 _HOLE = "@hole@"  # marks a value to fill in (the rest of a flag is this module's constants)
@@ -438,8 +463,7 @@ def _prescription_entry(p: Prescription, i: int, line: PrescriptionLine, stamp: 
     start = p.date.date()
     frequency = cda.frequency_period(line.frequency) if line.frequency else None
     if line.substitutable:
-        sub_code = _e("code", code="E", displayName="Substitution possible",
-                      codeSystem=cda.OID_SUBSTITUTION)
+        sub_code = _SUBSTITUTABLE
     else:
         sub_code = _e("code", _e("originalText", line.substitution_refusal or ""), code="N",
                       displayName="Aucune substitution permise", codeSystem=cda.OID_SUBSTITUTION)
@@ -447,9 +471,9 @@ def _prescription_entry(p: Prescription, i: int, line: PrescriptionLine, stamp: 
         "substanceAdministration",
         *_LINE_TEMPLATES,
         _e("id", root=line.line_id or cda.new_uuid()),
-        _e("code", code="DRUG", displayName="Médicament", codeSystem="2.16.840.1.113883.5.4"),
+        _DRUG,
         _e("text", _e("reference", value=f"#{ref}-posologie")),
-        _e("statusCode", code="completed"),
+        _COMPLETED,
         _e("effectiveTime", _e("low", value=cda.ts_date(start)),
            _e("width", value=str(line.duration_days), unit="d") if line.duration_days else None,
            xsi_type="IVL_TS"),
@@ -463,31 +487,18 @@ def _prescription_entry(p: Prescription, i: int, line: PrescriptionLine, stamp: 
         if line.dose else None,
         _e("consumable", _product(line.product, ref)),
         _e("entryRelationship", _e(
-            "act",
-            _e("templateId", root="2.16.840.1.113883.10.20.1.49"),
-            _e("templateId", root="1.3.6.1.4.1.19376.1.5.3.1.4.3"),
-            _e("templateId", root="1.2.250.1.213.1.1.3.33"),
-            _e("code", code="PINSTRUCT", codeSystem="1.3.6.1.4.1.19376.1.5.3.2",
-               codeSystemName="IHEActCode"),
-            _e("text", line.dosage_text),
-            _e("statusCode", code="completed"),
+            "act", *_INSTRUCTIONS_HEAD, _e("text", line.dosage_text), _COMPLETED,
             classCode="ACT", moodCode="INT"), typeCode="SUBJ", inversionInd="true")
         if line.dosage_text else None,
         _e("entryRelationship", _e(
             "supply",
-            _e("templateId", root="1.3.6.1.4.1.19376.1.9.1.3.8"),
-            _e("templateId", root="1.2.250.1.213.1.1.3.86"),
-            _e("independentInd", value="false"),
+            *_SUPPLY_HEAD,
             _e("quantity", value=cda.num(line.quantity),
                unit=cda.PACKAGING.get(line.quantity_unit, cda.PACKAGING["boîte"])),
             classCode="SPLY", moodCode="RQO"), typeCode="COMP")
         if line.quantity is not None else None,
         _e("entryRelationship", _e(
-            "act",
-            _e("templateId", root=cda.SUBSTITUTION_PERMISSION),
-            _e("templateId", root="1.2.250.1.213.1.1.3.87"),
-            sub_code,
-            _e("statusCode", code="completed"),
+            "act", *_PERMISSION_TEMPLATES, sub_code, _COMPLETED,
             classCode="ACT", moodCode="DEF"), typeCode="COMP"),
         _flag_observation(cda.ALD_OBSERVATION, "MED-574", "En rapport avec une ALD", line.ald,
                           stamp, f"{ref}-ald"),
