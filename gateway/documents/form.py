@@ -191,7 +191,7 @@ class _Posology:
 
 
 # Compiled once: built per call (the dose units' alternation sorted and escaped, the moments
-# normalised) they were a third of a two-line form's 0.5 ms.
+# normalised) they made a posology cost ~45 µs instead of ~15.
 _TIMES_SHORTHAND = re.compile(r"(?i)(\d)\s*x\b")
 _PER_DAY_SHORTHAND = re.compile(r"(?i)\s*/\s*(j|jour)\b")
 _DOSE_UNITS = "|".join(sorted((re.escape(k) for k in DOSE_WORDS), key=len, reverse=True))

@@ -26,6 +26,7 @@ from gateway.ordonnance import wording as w
 from gateway.ordonnance.canvas import Align, Canvas, NextX, NextY
 from gateway.ordonnance.code128 import code128_modules
 from gateway.ordonnance.qr import checked_identifier, symbol
+from gateway.ordonnance.truetype import CACHED_TEXT
 from gateway.prescriptions.identifier import group
 
 FONT_DIR = Path(__file__).resolve().parent / "fonts"
@@ -153,7 +154,9 @@ class _Ordonnance(Canvas):
         lines: list[str] = []
         for paragraph in text.split("\n"):
             line = " ".join(paragraph.split())
-            if self.get_string_width(line) <= width:  # most paragraphs fit: one measure
+            # Most paragraphs are short and fit: one measure, usually from the width cache. A
+            # long one (the legal mention) hardly fits, and would be measured letter by letter.
+            if len(line) <= CACHED_TEXT and self.get_string_width(line) <= width:
                 lines.append(line)
                 continue
             words: list[str] = []

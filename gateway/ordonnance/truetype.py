@@ -41,6 +41,7 @@ BYTESWAP = sys.byteorder == "little"  # sfnt tables are big-endian
 KEPT_TABLES = ("glyf", "head", "hhea", "hmtx", "loca", "maxp")
 SHORT_LOCA_MAX = 0xFFFF * 2  # a short loca stores offset / 2 in 16 bits
 SHORT_ENTRY, LONG_ENTRY = struct.Struct(">H"), struct.Struct(">I")
+CACHED_TEXT = 100  # the longest text whose width is kept (per font and process)
 
 # Composite glyph flags (OpenType 'glyf' table).
 ARG_1_AND_2_ARE_WORDS = 0x0001
@@ -87,7 +88,7 @@ class Font:
             return known
         widths, glyph_of, missing = self.widths, self.glyph_of, self.glyph_of[REPLACEMENT]
         width = sum(widths[glyph_of.get(ord(ch), missing)] for ch in text)
-        if len(text) <= 100:  # words and short lines recur; a long paragraph hardly does
+        if len(text) <= CACHED_TEXT:  # words and short lines recur; long paragraphs hardly
             if len(self._widths_of) > 100_000:  # bounded: hostile text must not grow it
                 self._widths_of.clear()
             self._widths_of[text] = width
@@ -134,14 +135,8 @@ class Font:
 
     def _with_components(self, gids: set[int]) -> set[int]:
         """`gids` plus every glyph a composite among them is built from (accented letters)."""
-        kept: set[int] = set()
-        todo = [gid for gid in gids if 0 <= gid < len(self.offsets) - 1]
-        while todo:
-            gid = todo.pop()
-            if gid not in kept:
-                kept.add(gid)
-                todo.extend(self._glyph(gid).components)
-        return kept
+        count = len(self.offsets) - 1
+        return set().union(*(self._glyph(gid).closure for gid in gids if 0 <= gid < count))
 
     def _glyph(self, gid: int) -> _Glyph:
         glyph = self._glyphs.get(gid)
@@ -156,7 +151,7 @@ class _Glyph:
 
     data: bytes  # the outline without instructions, padded to 4 bytes
     checksum: int
-    components: tuple[int, ...]  # the glyphs a composite is built from
+    closure: frozenset[int]  # this glyph and those it is built from, at any depth
     metric: bytes  # its hmtx entry: advance and left side bearing, or the bearing alone
     metric_at: int
     metric_sum: int  # the entry's part of the hmtx checksum (words are 4-byte aligned)
@@ -173,7 +168,10 @@ def _prepare(font: Font, gid: int) -> _Glyph:
         at, size = 4 * font.n_hmetrics + 2 * (gid - font.n_hmetrics), 2
     metric = font.tables["hmtx"][at:at + size]
     shift = 8 * (-(at + size) % 4)  # a 2-byte entry is the high or the low half of a word
-    return _Glyph(data, _checksum(data), _components(data), metric, at,
+    # A composite's parts are prepared first (the fonts nest them 4 deep at most).
+    closure = frozenset({gid}).union(*(font._glyph(part).closure for part in _components(data)
+                                       if 0 <= part < len(font.offsets) - 1))
+    return _Glyph(data, _checksum(data), closure, metric, at,
                   int.from_bytes(metric, "big") << shift)
 
 
