@@ -120,6 +120,13 @@ def test_sigkill_during_load_loses_nothing_acknowledged(gateway_home):
         assert proc.wait(30) == 0
 
 
+def listening(port: int) -> int:
+    """How many sockets listen on 127.0.0.1:`port` (one per worker, SO_REUSEPORT)."""
+    local = f"0100007F:{port:04X}"
+    return sum(1 for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+               if line.split()[1] == local and line.split()[3] == "0A")
+
+
 def test_dead_worker_is_restarted_and_busy_port_is_one_line(gateway_home):
     cfg = gateway_home / "config.toml"
     cfg.write_text(cfg.read_text().replace("workers = 1", "workers = 2"))
@@ -136,7 +143,11 @@ def test_dead_worker_is_restarted_and_busy_port_is_one_line(gateway_home):
                 break
             time.sleep(0.1)
         assert children[0] not in now and len(now) == 2, "the worker was not restarted"
-        # Whichever worker takes the connections, the gateway serves.
+        # Once the new worker listens too (the kernel spreads connections over both sockets),
+        # whichever worker takes the connections, the gateway serves.
+        while time.monotonic() < deadline and listening(ports["smtp submission"]) < 2:
+            time.sleep(0.1)
+        assert listening(ports["smtp submission"]) == 2, "the new worker does not listen"
         for _ in range(4):
             with smtplib.SMTP("127.0.0.1", ports["smtp submission"], timeout=10) as c:
                 c.starttls(context=client_context(config))
