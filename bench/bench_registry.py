@@ -92,18 +92,18 @@ def main() -> int:
         dmp = SQLiteDMP.open(home / "dmp.db", audit=recorder(config))
         gw = Actor.gateway()
 
+        def metadata(unique_id: str, ins: str, prescription_id: str | None = None
+                     ) -> DocumentMetadata:
+            """A prescription's XDS metadata, as the flows file them."""
+            return DocumentMetadata(
+                unique_id=unique_id, patient_ins=ins, class_code="42", type_code="57833-6",
+                format_code="urn:ihe:pharm:pre:2010", creation_time=now, title="Prescription",
+                author_address=DOCTOR, prescription_id=prescription_id,
+            )
+
         def file(i: int) -> None:
             dmp.submit(
-                DocumentMetadata(
-                    unique_id=f"1.2.250.1.999.{i}",
-                    patient_ins="279035121518989",
-                    class_code="42",
-                    type_code="57833-6",
-                    format_code="urn:ihe:pharm:pre:2010",
-                    creation_time=now,
-                    title="Prescription",
-                    author_address=DOCTOR,
-                ),
+                metadata(f"1.2.250.1.999.{i}", "279035121518989"),
                 CDA,
                 actor=gw,
                 signature=b"<sig/>" * 500,
@@ -114,16 +114,7 @@ def main() -> int:
         # grows with the documents listed, so the query runs on a patient with exactly 100.
         for i in range(100):
             dmp.submit(
-                DocumentMetadata(
-                    unique_id=f"1.2.250.1.998.{i}",
-                    patient_ins="179035121518942",
-                    class_code="42",
-                    type_code="57833-6",
-                    format_code="urn:ihe:pharm:pre:2010",
-                    creation_time=now,
-                    title="Prescription",
-                    author_address=DOCTOR,
-                ),
+                metadata(f"1.2.250.1.998.{i}", "179035121518942"),
                 CDA,
                 actor=gw,
             )
@@ -144,17 +135,7 @@ def main() -> int:
             with transaction(conn):
                 reg.register(p, prescriber_address=DOCTOR, patient_address=PATIENT, package=PACKAGE)
                 dmp.submit(
-                    DocumentMetadata(
-                        unique_id=f"flow.{i}",
-                        patient_ins="279035121518989",
-                        class_code="42",
-                        type_code="57833-6",
-                        format_code="urn:ihe:pharm:pre:2010",
-                        creation_time=now,
-                        title="Prescription",
-                        author_address=DOCTOR,
-                        prescription_id=p.identifier,
-                    ),
+                    metadata(f"flow.{i}", "279035121518989", p.identifier),
                     CDA,
                     actor=gw,
                     signature=b"<sig/>" * 500,
