@@ -170,7 +170,9 @@ class SessionState:
         try:
             name = utf7.decode(text)
         except ValueError as exc:
-            raise Bad(str(exc)) from None
+            # A well-formed astring naming no mailbox we could have: refused (NO), as Dovecot
+            # does, not a syntax error (BAD).
+            raise No(f"invalid mailbox name: {exc}", "CANNOT") from None
         return "INBOX" if name.upper() == "INBOX" else name
 
     def _wire_name(self, name: str) -> bytes:
