@@ -46,7 +46,7 @@ def postgres_server():  # type: ignore[no-untyped-def]
     `postgresql` package, initdb + pg_ctl in a folder of its own on a free loopback port."""
     from tests.postgres_server import PostgresServer, binaries
 
-    require(binaries() is not None, "PostgreSQL server binaries not found (Debian package postgresql)")
+    require(binaries() is not None, "PostgreSQL binaries not found (Debian package postgresql)")
     server = PostgresServer()
     try:
         server.start()

@@ -29,10 +29,11 @@ USER = "mssgw"
 
 def binaries() -> Path | None:
     """The folder of initdb / pg_ctl / postgres: the newest Debian cluster version, else PATH."""
-    found = sorted(
-        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-        key=lambda p: int(Path(p).parent.parent.name) if Path(p).parent.parent.name.isdigit() else 0,
-    )
+    def version(initdb: str) -> int:
+        name = Path(initdb).parent.parent.name
+        return int(name) if name.isdigit() else 0
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=version)
     if found:
         return Path(found[-1]).parent
     initdb = shutil.which("initdb")
@@ -69,7 +70,7 @@ class PostgresServer:
             try:
                 pwd.getpwnam("postgres")
             except KeyError as exc:
-                raise FileNotFoundError("the postgres system user (Debian package postgresql)") from exc
+                raise FileNotFoundError("no postgres user (Debian package postgresql)") from exc
             self._as = "postgres"
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -123,7 +124,8 @@ class PostgresServer:
             )
         except subprocess.CalledProcessError as exc:
             log = self.log.read_text(errors="replace") if self.log.exists() else ""
-            raise RuntimeError(f"pg_ctl start failed: {exc.stderr.decode(errors='replace')}{log}") from exc
+            err = exc.stderr.decode(errors="replace")
+            raise RuntimeError(f"pg_ctl start failed: {err}{log}") from exc
         self._started = True
         atexit.register(self.stop)
         return self

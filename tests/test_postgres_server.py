@@ -11,7 +11,8 @@ import pytest
 def test_fresh_database_per_test_and_password_required(postgres_server, pg_dsn) -> None:
     db = pg_dsn.rsplit("/", 1)[1]
     assert postgres_server.psql("SELECT current_database()", db) == db
-    assert postgres_server.psql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", db) == "0"
+    tables = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+    assert postgres_server.psql(tables, db) == "0"
     assert postgres_server.psql("SHOW listen_addresses") == "127.0.0.1"
     # scram over TCP: without the password the server refuses the connection.
     wrong = postgres_server.dsn(db).replace(postgres_server.password, "not-the-password")
