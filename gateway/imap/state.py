@@ -21,7 +21,7 @@ _SYSTEM_LOWER = {f.lower(): f for f in SYSTEM_FLAGS}
 BASE_CAPS = (
     "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE SPECIAL-USE CONDSTORE"
     " UNSELECT CHILDREN ESEARCH BINARY LIST-EXTENDED LIST-STATUS QRESYNC SORT SORT=DISPLAY"
-    " ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES"
+    " ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES WITHIN SEARCHRES MULTIAPPEND"
 )
 MAX_LOGIN_FAILURES = 3
 
@@ -90,6 +90,7 @@ class Selected:
     keywords: set[str] = field(default_factory=set)  # announced in the last FLAGS response
     recent: set[int] = field(default_factory=set)
     own: dict[int, int] = field(default_factory=dict)  # uid -> modseq of this session's STOREs
+    saved: frozenset[int] = frozenset()  # SEARCHRES "$": UIDs of the last SEARCH ... (SAVE)
 
     @property
     def exists(self) -> int:
@@ -137,6 +138,8 @@ class SessionState:
         self.qresync = False  # ENABLE QRESYNC: VANISHED replaces EXPUNGE (RFC 7162 3.2)
         self.failures = 0
         self.want_starttls = False
+        self.want_compress = False  # COMPRESS DEFLATE answered: the connection switches
+        self.compressed = False
         self.closing = False
 
     def capabilities(self) -> str:
@@ -150,6 +153,8 @@ class SessionState:
                 caps += " AUTH=PLAIN"
                 if self.hooks.authenticate_certificate is not None and self._has_cert():
                     caps += " AUTH=EXTERNAL"
+        elif not self.compressed:
+            caps += " COMPRESS=DEFLATE"
         return caps
 
     def _has_cert(self) -> bool:

@@ -158,6 +158,18 @@ class MessageInfo:
 
 
 @dataclass(frozen=True)
+class Appended:
+    """One message of an APPEND: its octets, flags, INTERNALDATE and zone (None: now, the
+    server's), and whether its octets are kept as sent (a literal8)."""
+
+    data: bytes
+    flags: tuple[str, ...] = ()
+    internaldate: int | None = None
+    tz: int | None = None
+    verbatim: bool = False
+
+
+@dataclass(frozen=True)
 class Changes:
     highestmodseq: int
     new: list[tuple[int, str]]  # uid, flags (space-separated) of messages above last_uid
@@ -823,10 +835,21 @@ class MailStore:
         APPEND's own connection, not the store's main one; concurrent APPENDs write their files
         in parallel and commit one after the other. Others see the message once the commit is
         on disk."""
-        final, base, size = self.write_message(folder, data, verbatim)
-        when = int(time.time()) if internaldate is None else internaldate
-        keys = extract(data, when)
+        return self.append_many(folder, [Appended(data, tuple(flags), internaldate, tz,
+                                                  verbatim)])[0]
+
+    def append_many(self, folder: Folder, messages: Sequence[Appended]) -> list[int]:
+        """Add several messages at once, all or none (MULTIAPPEND, RFC 3502): every file
+        written and fsynced, then one durable commit gives them consecutive UIDs (returned in
+        order). Same threading as `append`."""
+        written: list[Path] = []
         try:
+            rows = []
+            for m in messages:
+                final, base, size = self.write_message(folder, m.data, m.verbatim)
+                written.append(final)
+                when = int(time.time()) if m.internaldate is None else m.internaldate
+                rows.append((base, m.flags, when, size, m.tz, extract(m.data, when)))
             with self._append_lock:
                 if self._appender is None:
                     self._appender = self._connect("FULL")
@@ -835,9 +858,11 @@ class MailStore:
                     exists = conn.execute("SELECT 1 FROM folders WHERE id = ?", (folder.id,))
                     if not exists.fetchone():
                         raise StoreError(f"folder {folder.name} was deleted", "TRYCREATE")
-                    return self._insert(folder.id, base, flags, when, size, tz, conn, keys)
+                    return [self._insert(folder.id, base, flags, when, size, tz, conn, keys)
+                            for base, flags, when, size, tz, keys in rows]
         except BaseException:
-            final.unlink(missing_ok=True)
+            for path in written:
+                path.unlink(missing_ok=True)
             raise
 
     def write_message(
