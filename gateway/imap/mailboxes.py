@@ -208,6 +208,7 @@ class MailboxCommands(SelectedUpdates):
         folder = self.store.folder(self._folder_name(args[0]))
         if folder is None:
             raise No("no such mailbox; create it first", "TRYCREATE")
+        self._check_quota(sum(len(m.data) for m in messages))
         # In a thread: the files, their fsyncs and the index's durable commit (the store gives
         # APPEND a SQLite connection of its own), so the event loop never waits for the disk.
         uids = await asyncio.get_running_loop().run_in_executor(
@@ -241,6 +242,41 @@ class MailboxCommands(SelectedUpdates):
                 raise No("empty message")
             out.append(Appended(data, tuple(flags), when, tz, isinstance(data, Literal8)))
         return out
+
+    # --- QUOTA (RFC 9208): one quota root, "", for all of the user's folders ------------------
+
+    def _send_quota(self) -> None:
+        assert self.store is not None and self.login is not None
+        used = (self.store.usage() + 1023) // 1024  # STORAGE counts in units of 1024 octets
+        self.untagged(f'QUOTA "" (STORAGE {used} {self.login.quota // 1024})')
+
+    async def cmd_getquotaroot(self, tag: str, args: list[Token]) -> None:
+        if len(args) != 1:
+            raise Bad("GETQUOTAROOT expects a mailbox name")
+        assert self.login is not None
+        folder = self._get_folder(args[0])
+        name = self._wire_name(folder.name).decode()
+        if self.login.quota:
+            self.untagged(f'QUOTAROOT {name} ""')
+            self._send_quota()
+        else:
+            self.untagged(f"QUOTAROOT {name}")  # no quota applies
+        self.tagged(tag, "OK", "GETQUOTAROOT completed")
+
+    async def cmd_getquota(self, tag: str, args: list[Token]) -> None:
+        if len(args) != 1:
+            raise Bad("GETQUOTA expects a quota root")
+        assert self.login is not None
+        if as_text(args[0], "quota root") != "" or not self.login.quota:
+            raise No("no such quota root", "NONEXISTENT")
+        self._send_quota()
+        self.tagged(tag, "OK", "GETQUOTA completed")
+
+    async def cmd_setquota(self, tag: str, args: list[Token]) -> None:
+        if len(args) != 2:
+            raise Bad("SETQUOTA expects a quota root and a list of limits")
+        as_list(args[1], "resource limits")
+        raise No("quotas are set by the operator ([quota] in the configuration)", "NOPERM")
 
     async def cmd_check(self, tag: str, args: list[Token]) -> None:
         _no_args(args)

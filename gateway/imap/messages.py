@@ -182,6 +182,8 @@ class MessageCommands(SelectedUpdates):
             raise No("no such mailbox; create it first", "TRYCREATE")
         if move and sel.readonly:
             raise No("mailbox is read-only", "READ-ONLY")
+        if not move and uids:
+            self._check_quota(sum(i.size for i in self.store.infos(sel.folder, uids).values()))
         pairs = self.store.copy(sel.folder, uids, dst) if uids else []
         code = None
         if pairs:
