@@ -347,8 +347,9 @@ class AdminAccounts:
         )
         secret = secrets.token_urlsafe(32)
         self.store.add_token(token, _digest(secret))
-        self.audit(caller.actor, "admin.token-create", owner.name,
-                   {"token": token.id, "scopes": list(checked), "expires": token.expires_at})
+        self.audit(caller.actor, "admin.token-create", owner.name, {
+            "token": token.id, "scopes": list(checked), "expires": token.expires_at.isoformat()
+        })
         return token, f"{TOKEN_PREFIX}{token.id}_{secret}"
 
     def tokens(self, admin: str | None = None) -> list[ApiToken]:
