@@ -276,9 +276,12 @@ class TrustService:
 
     resource = "trust"
 
-    def __init__(self, directory: Directory, caller: Caller) -> None:
+    def __init__(
+        self, directory: Directory, caller: Caller, *, max_removed_share: float | None = None
+    ) -> None:
         self.directory = directory
         self.caller = caller
+        self.max_removed_share = max_removed_share  # None: the directory's default
 
     def page(
         self, *, search: str | None = None, ours: bool | None = None,
@@ -318,10 +321,16 @@ class TrustService:
         self.directory.remove_domain(_req(name, "domain"))
         return name.strip().lower()
 
-    def import_whitelist(self, path: str, *, allow_older: bool = False) -> WhitelistChange:
+    def import_whitelist(
+        self, path: str, *, allow_older: bool = False, allow_removals: bool = False
+    ) -> WhitelistChange:
         """Import a whitelist file (an upload is written to a temporary file first)."""
         self.caller.require(self.resource, write=True)
-        return self.directory.import_whitelist(path, allow_older=allow_older)
+        share = {} if self.max_removed_share is None else {
+            "max_removed_share": self.max_removed_share}
+        return self.directory.import_whitelist(
+            path, allow_older=allow_older, allow_removals=allow_removals, **share
+        )
 
 
 def whitelist_report(change: WhitelistChange, source: str, show_names: int = 50) -> list[str]:

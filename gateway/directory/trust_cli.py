@@ -14,11 +14,17 @@ from gateway.directory.admin import TrustService, domain_dict, whitelist_report
 
 def _service(args: argparse.Namespace) -> TrustService:
     user = local_actor()
-    return TrustService(open_directory(config_of(args), actor=user), Caller.local(user))
+    config = config_of(args)
+    return TrustService(
+        open_directory(config, actor=user), Caller.local(user),
+        max_removed_share=config.trust.max_removed_share,
+    )
 
 
 def cmd_import(args: argparse.Namespace) -> None:
-    change = _service(args).import_whitelist(args.file, allow_older=args.allow_older)
+    change = _service(args).import_whitelist(
+        args.file, allow_older=args.allow_older, allow_removals=args.allow_removals
+    )
     if args.json:
         print_json(change.as_dict())
         return
@@ -82,6 +88,11 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--allow-older", action="store_true",
         help="accept a list generated before the one already imported",
+    )
+    p.add_argument(
+        "--allow-removals", action="store_true",
+        help="accept a list that removes more than [trust] max_removed_share (default 10%%) of"
+        " the peer domains imported before",
     )
 
     p = add_command(group, "list", "list trust-space domains", cmd_list, json_output=True)

@@ -263,9 +263,10 @@ WHITELIST_MAX = 64 * 1024 * 1024
 def import_whitelist(
     s: ApiServices, file: Annotated[UploadFile, File(description="listeblanchemssante.xml")],
     allow_older: Annotated[bool, Form()] = False,
+    allow_removals: Annotated[bool, Form()] = False,
 ) -> dict[str, Any]:
-    change = with_upload(file, WHITELIST_MAX,
-                         lambda p: s.trust.import_whitelist(p, allow_older=allow_older))
+    change = with_upload(file, WHITELIST_MAX, lambda p: s.trust.import_whitelist(
+        p, allow_older=allow_older, allow_removals=allow_removals))
     out = change.as_dict()
     out["report"] = whitelist_report(change, file.filename or "upload")
     return out

@@ -515,7 +515,8 @@ async def trust_import(request: Request) -> Response:
             from gateway.web.api import with_upload
 
             change = with_upload(upload, WHITELIST_MAX, lambda p: c.services.trust.import_whitelist(
-                p, allow_older=bool(data.get("allow_older"))))
+                p, allow_older=bool(data.get("allow_older")),
+                allow_removals=bool(data.get("allow_removals"))))
         except GatewayError as exc:
             return _trust_page(request, c, status=errors.status_of(exc),
                                errors={"file": str(exc)})

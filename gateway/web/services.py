@@ -66,7 +66,8 @@ class Services:
 
     @cached_property
     def trust(self) -> TrustService:
-        return TrustService(self.directory, self.caller)
+        return TrustService(self.directory, self.caller,
+                            max_removed_share=self.config.trust.max_removed_share)
 
     @cached_property
     def pki(self) -> CertificateService:
