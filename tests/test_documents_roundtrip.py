@@ -161,7 +161,7 @@ def people(draw: st.DrawFn) -> tuple[PatientInfo, AuthorInfo]:
         birth_date=draw(st.dates(dt.date(1920, 1, 1), dt.date(2023, 12, 31))),
         birth_place=draw(st.none() | st.sampled_from(["51215", "75056", "2A004"])),
         used_name=draw(st.none() | words), address=draw(st.none() | text))
-    structure = draw(st.none() | st.builds(
+    structure = draw(st.builds(  # CI-SIS documents name the structure: always one
         StructureInfo, st.just("1750001232"), text, st.none() | text,
         st.none() | st.just("0102030405")))
     author = dataclasses.replace(samples.DOCTOR, family_name=draw(words), given_name=draw(words),
