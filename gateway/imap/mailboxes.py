@@ -39,6 +39,9 @@ class MailboxCommands(SelectedUpdates):
                 self._enable_condstore()
                 self.qresync = True
                 enabled.append("QRESYNC")
+            elif name == "IMAP4REV2" and not self.rev2:
+                self.rev2 = True
+                enabled.append("IMAP4rev2")
         self.untagged("ENABLED" + "".join(" " + e for e in enabled))
         self.tagged(tag, "OK", "ENABLE completed")
 
@@ -57,7 +60,7 @@ class MailboxCommands(SelectedUpdates):
         assert self.store is not None
         if self.selected is not None:
             self.selected = None
-            if self.condstore:
+            if self.condstore or self.rev2:  # RFC 7162 3.2.11, RFC 9051 7.1
                 self.untagged("OK [CLOSED] previous mailbox closed")
         folder = self._get_folder(args[0])
         await self._adopt_new(folder)
@@ -70,8 +73,11 @@ class MailboxCommands(SelectedUpdates):
         seen = sum(1 for text in view.flags.values() if "\\Seen" in text)
         self._send_flags(sel)
         self.untagged(f"{len(uids)} EXISTS")
-        self.untagged(f"{sel.recent_count()} RECENT")
-        if seen < len(uids):
+        if self.rev2:  # RFC 9051 6.3.2: LIST in place of RECENT and UNSEEN
+            self.send(b'* LIST () "' + DELIMITER.encode() + b'" ' + self._wire_name(folder.name))
+        else:
+            self.untagged(f"{sel.recent_count()} RECENT")
+        if seen < len(uids) and not self.rev2:
             first = next(
                 i for i, u in enumerate(uids, 1) if "\\Seen" not in view.flags.get(u, "")
             )
@@ -187,6 +193,8 @@ class MailboxCommands(SelectedUpdates):
             self._enable_condstore()
         folder = self.store.folder_by_id(folder.id) or folder
         total, unseen, recent = self.store.counts(folder)
+        deleted, size = (self.store.status_sizes(folder) if {"DELETED", "SIZE"} & set(items)
+                         else (0, 0))
         values = {
             "MESSAGES": total,
             "RECENT": recent,
@@ -194,6 +202,8 @@ class MailboxCommands(SelectedUpdates):
             "UIDVALIDITY": folder.uidvalidity,
             "UNSEEN": unseen,
             "HIGHESTMODSEQ": folder.highestmodseq,
+            "DELETED": deleted,
+            "SIZE": size,
         }
         out = " ".join(f"{item} {values[item]}" for item in items)
         return b"* STATUS " + self._wire_name(folder.name) + f" ({out})".encode()
@@ -298,7 +308,8 @@ class MailboxCommands(SelectedUpdates):
         self.tagged(tag, "OK", "UNSELECT completed")
 
 
-STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ")
+STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ",
+                "DELETED", "SIZE")  # DELETED: RFC 9051; SIZE: RFC 8438
 
 
 def _status_items(tok: Token) -> list[str]:

@@ -692,6 +692,15 @@ class MailStore:
         ).fetchone()
         return int(row[0]), int(row[1] or 0), int(row[2] or 0)
 
+    def status_sizes(self, folder: Folder) -> tuple[int, int]:
+        """(messages flagged \\Deleted, octets of all messages): STATUS DELETED and SIZE."""
+        row = self.conn.execute(
+            "SELECT SUM(instr(flags, '\\Deleted') > 0), SUM(size) FROM messages"
+            " WHERE folder_id = ?",
+            (folder.id,),
+        ).fetchone()
+        return int(row[0] or 0), int(row[1] or 0)
+
     def first_unseen_uid(self, folder: Folder) -> int | None:
         row = self.conn.execute(
             "SELECT MIN(uid) FROM messages WHERE folder_id = ? AND instr(flags, '\\Seen') = 0",
