@@ -5,8 +5,11 @@ PY      := $(VENV)/bin/python
 MSSGW   := $(VENV)/bin/mssgw
 STAMP   := $(VENV)/.installed
 PYTEST_ARGS ?=
+# The OpenID provider the tests start (node-oidc-provider), installed from its lock file.
+OIDC_DIR   := tests/oidc
+OIDC_STAMP := $(OIDC_DIR)/node_modules/.installed
 
-.PHONY: run test lint bench system-deps venv clean
+.PHONY: run test test-deps lint bench system-deps venv clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,11 +38,19 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check gateway tests bench
 	$(VENV)/bin/mypy
 
-test: $(STAMP) system-deps lint
+test: $(STAMP) system-deps lint test-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# npm packages the tests run (into the project, never globally), exactly as the lock file says.
+# Without npm the tests that need them skip with the reason (and fail under CI=true).
+test-deps: system-deps
+	@if [ -f $(OIDC_STAMP) ] && [ $(OIDC_STAMP) -nt $(OIDC_DIR)/package-lock.json ]; then :; \
+	elif command -v npm >/dev/null; then \
+	  npm ci --prefix $(OIDC_DIR) --no-audit --no-fund --loglevel=error && touch $(OIDC_STAMP); \
+	else echo "test-deps: npm is missing: the OpenID provider tests will skip"; fi
 
 bench: $(STAMP)
 	$(PY) bench/run.py
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache $(OIDC_DIR)/node_modules
