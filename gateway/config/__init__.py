@@ -89,6 +89,22 @@ class IMAPSection:
 
 
 @dataclass(frozen=True)
+class QuotaSection:
+    """Storage per mailbox, in octets, by kind of mailbox (0: no limit). SMTP refuses mail
+    that would go beyond it (452 4.2.2, or 552 5.2.2 for a message larger than the whole
+    quota); IMAP shows it (RFC 9208 QUOTA) and refuses APPEND/COPY beyond it."""
+
+    per: int = 2 * 1024**3  # a professional
+    org: int = 10 * 1024**3  # a structure's shared mailbox
+    app: int = 10 * 1024**3  # software
+    patient: int = 1024**3
+
+    def limit(self, kind: str) -> int:
+        """The quota of a mailbox kind (MailboxKind's value), 0 when unlimited."""
+        return max(int(getattr(self, kind.lower(), 0)), 0)
+
+
+@dataclass(frozen=True)
 class DocumentsSection:
     cda_schema: str = "../shared/ci-sis/infrastructure/cda/CDA_extended.xsd"
     schematron_dir: str = "../shared/ci-sis/schematrons"
@@ -192,6 +208,7 @@ class Config:
     pki: PKISection = field(default_factory=PKISection)
     smtp: SMTPSection = field(default_factory=SMTPSection)
     imap: IMAPSection = field(default_factory=IMAPSection)
+    quota: QuotaSection = field(default_factory=QuotaSection)
     documents: DocumentsSection = field(default_factory=DocumentsSection)
     xdm: XDMSection = field(default_factory=XDMSection)
     auth: AuthSection = field(default_factory=AuthSection)
@@ -282,6 +299,7 @@ _SECTIONS: dict[str, type] = {
     "pki": PKISection,
     "smtp": SMTPSection,
     "imap": IMAPSection,
+    "quota": QuotaSection,
     "documents": DocumentsSection,
     "xdm": XDMSection,
     "auth": AuthSection,
