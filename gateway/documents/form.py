@@ -42,9 +42,11 @@ from gateway.documents.model import (
     AuthorInfo,
     Dispensation,
     DispensedLine,
+    DispensingKind,
     Dose,
     Frequency,
     PatientInfo,
+    Phase,
     Prescription,
     PrescriptionLine,
     Product,
@@ -404,7 +406,9 @@ def _medicine_line(ctx: _Context, n: int, text: str) -> PrescriptionLine | None:
                   " pendant 5 jours » ou « posologie : ... »")
     if product is None:
         return None
-    return PrescriptionLine(product=product, **line)
+    phase = Phase(dose=line.pop("dose", None), frequency=line.pop("frequency", None),
+                  duration_days=line.pop("duration_days", None))
+    return PrescriptionLine(product=product, phases=(phase,) if phase.structured else (), **line)
 
 
 _MAGISTRAL = re.compile(r"(?i)^\s*pr[ée]paration magistrale\s*:")
@@ -700,6 +704,7 @@ def _dispensed_line(ctx: _Context, n: int, prescribed: PrescriptionLine, positio
             reasons.append(part)
     reason = " ; ".join(r for r in reasons if r) or None
     line_ref = prescribed.line_id or str(position)
+    kind = DispensingKind.DELIVERED
     if status.startswith("substitue par") or status.startswith("substitution par"):
         target = re.sub(r"(?i)^\s*substitu\w*\s+par\s+", "", parts[0])
         product = _resolve_product(ctx, n, target)
@@ -713,7 +718,8 @@ def _dispensed_line(ctx: _Context, n: int, prescribed: PrescriptionLine, positio
         if reason is None:
             ctx.error(n, "« non délivré » demande un motif (« motif : rupture de stock »)")
         return DispensedLine(line_ref, prescribed.product, Decimal(0),
-                             not_delivered_reason=reason)
+                             DispensingKind.NOT_DELIVERED, prescribed.quantity_unit,
+                             reason=reason)
     elif status.startswith("delivre partiellement") or status.startswith("partiel"):
         if quantity is None:
             ctx.error(n, "délivrance partielle : indiquez la quantité délivrée (« 1 boîte »)")
@@ -721,8 +727,9 @@ def _dispensed_line(ctx: _Context, n: int, prescribed: PrescriptionLine, positio
             ctx.error(n, f"délivrance partielle de {quantity} alors que {prescribed.quantity}"
                       " sont prescrits")
         return DispensedLine(line_ref, prescribed.product, quantity or Decimal(0),
-                             adjustment_reason=reason or "délivrance partielle")
+                             DispensingKind.PARTIAL, prescribed.quantity_unit, reason=reason)
     elif status.startswith("adapte") or status.startswith("adaptation"):
+        kind = DispensingKind.ADAPTED
         if reason is None:
             ctx.error(n, "une adaptation demande sa raison (accord du prescripteur)")
     elif not status.startswith("delivre"):
@@ -737,6 +744,7 @@ def _dispensed_line(ctx: _Context, n: int, prescribed: PrescriptionLine, positio
             return None
     if product is None:
         return None
-    return DispensedLine(line_ref, product, quantity, substituted=substituted,
-                         substitution_reason=reason if substituted else None,
-                         adjustment_reason=None if substituted else reason)
+    if substituted:
+        kind = DispensingKind.SUBSTITUTED
+    return DispensedLine(line_ref, product, quantity, kind, prescribed.quantity_unit,
+                         reason=reason)
