@@ -15,6 +15,7 @@ from gateway.documents.model import (
     DispensedLine,
     Dose,
     PatientInfo,
+    Phase,
     Prescription,
     PrescriptionLine,
     Product,
@@ -51,9 +52,10 @@ class Facts:
         return self.value if cis == "60000001" else None
 
 
-def prescription(secured: bool = False, **line: object) -> Prescription:
-    values: dict[str, object] = {"duration_days": 28, "quantity": Decimal(4),
-                                 "dosage_text": "selon le schéma"}
+def prescription(secured: bool = False, duration_days: int | None = 28,
+                 dose: Dose | None = None, **line: object) -> Prescription:
+    values: dict[str, object] = {"quantity": Decimal(4), "dosage_text": "selon le schéma",
+                                 "phases": (Phase(dose=dose, duration_days=duration_days),)}
     values.update(line)
     return Prescription(PATIENT, AUTHOR, DAY, (PrescriptionLine(
         Product("MEDICAMENT 10 mg, comprimé", cis="60000001"), **values),),  # type: ignore[arg-type]

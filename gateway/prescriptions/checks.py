@@ -350,11 +350,13 @@ def _initial_words(hospital_initial: list[Condition], who: list[Condition],
 
 def _unit_findings(line: PrescriptionLine, facts: DrugFactsLike, add: _Add) -> None:
     units = facts.dose_units()
-    if line.dose is not None and units is not None and line.dose.unit in COUNTED and \
-            line.dose.unit not in units:
+    wrong = sorted({phase.dose.unit for phase in line.phases if phase.dose is not None
+                    and phase.dose.unit in COUNTED and units is not None
+                    and phase.dose.unit not in units})
+    if units is not None and wrong:
         fitting = sorted(DOSE_UNITS[u][1] for u in units if u in DOSE_UNITS)
         amounts = ", ".join(DOSE_UNITS[u][0] for u in ("mg", "g", "ug", "[iU]") if u in AMOUNT)
-        written = DOSE_UNITS.get(line.dose.unit, (line.dose.unit, line.dose.unit))[1]
+        written = " et des ".join(DOSE_UNITS.get(u, (u, u))[1] for u in wrong)
         add(Severity.REFUSE, f"des {written} ne conviennent pas à la forme « {facts.form} » :"
             f" comptez la dose en {', '.join(fitting)} (ou en {amounts})",
             f"forme pharmaceutique de la base des médicaments : {facts.form}")
