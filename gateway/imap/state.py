@@ -14,6 +14,7 @@ from typing import Protocol
 from gateway.imap import utf7
 from gateway.imap.parser import Token, as_atom, as_text
 from gateway.imap.syntax import quote
+from gateway.oidc.sasl import BearerResponse
 from gateway.store.mailstore import Folder, MailStore, StorePool
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
@@ -21,7 +22,8 @@ _SYSTEM_LOWER = {f.lower(): f for f in SYSTEM_FLAGS}
 BASE_CAPS = (
     "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE SPECIAL-USE CONDSTORE"
     " UNSELECT CHILDREN ESEARCH BINARY LIST-EXTENDED LIST-STATUS QRESYNC SORT SORT=DISPLAY"
-    " ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES"
+    " ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES WITHIN SEARCHRES MULTIAPPEND QUOTA"
+    " QUOTA=RES-STORAGE"
 )
 MAX_LOGIN_FAILURES = 3
 
@@ -44,14 +46,19 @@ class Login:
 
     address: str
     patient: bool = False
+    quota: int = 0  # octets the mailbox may hold ([quota] for its kind); 0: no limit
 
 
 class AuthFailed(Exception):
-    """Refused login; `code` is the IMAP response code (AUTHENTICATIONFAILED, ...)."""
+    """Refused login; `code` is the IMAP response code (AUTHENTICATIONFAILED, ...);
+    `challenge` the SASL error sent before the NO (RFC 7628 token logins)."""
 
-    def __init__(self, text: str, code: str = "AUTHENTICATIONFAILED") -> None:
+    def __init__(
+        self, text: str, code: str = "AUTHENTICATIONFAILED", challenge: bytes | None = None
+    ) -> None:
         super().__init__(text)
         self.code = code
+        self.challenge = challenge
 
 
 @dataclass
@@ -63,6 +70,8 @@ class Hooks:
     authenticate: Callable[[str, str, str], Awaitable[Login]]
     # (session's TLS peer info, authorisation id or "") -> Login, or raises AuthFailed
     authenticate_certificate: Callable[[object, str], Awaitable[Login]] | None = None
+    # (OAUTHBEARER/XOAUTH2 message, client ip) -> Login, or raises AuthFailed; None: not offered
+    authenticate_token: Callable[[BearerResponse, str], Awaitable[Login]] | None = None
     audit: Callable[[str, str, str, dict[str, object]], None] = lambda *a: None
     hostname: str = "localhost"
     max_append: int = 64 * 1024 * 1024
@@ -90,6 +99,7 @@ class Selected:
     keywords: set[str] = field(default_factory=set)  # announced in the last FLAGS response
     recent: set[int] = field(default_factory=set)
     own: dict[int, int] = field(default_factory=dict)  # uid -> modseq of this session's STOREs
+    saved: frozenset[int] = frozenset()  # SEARCHRES "$": UIDs of the last SEARCH ... (SAVE)
 
     @property
     def exists(self) -> int:
@@ -137,6 +147,8 @@ class SessionState:
         self.qresync = False  # ENABLE QRESYNC: VANISHED replaces EXPUNGE (RFC 7162 3.2)
         self.failures = 0
         self.want_starttls = False
+        self.want_compress = False  # COMPRESS DEFLATE answered: the connection switches
+        self.compressed = False
         self.closing = False
 
     def capabilities(self) -> str:
@@ -150,6 +162,10 @@ class SessionState:
                 caps += " AUTH=PLAIN"
                 if self.hooks.authenticate_certificate is not None and self._has_cert():
                     caps += " AUTH=EXTERNAL"
+                if self.hooks.authenticate_token is not None:
+                    caps += " AUTH=OAUTHBEARER AUTH=XOAUTH2"
+        elif not self.compressed:
+            caps += " COMPRESS=DEFLATE"
         return caps
 
     def _has_cert(self) -> bool:
@@ -213,6 +229,12 @@ class SessionState:
         self.condstore = True
         if self.selected is not None:
             self.untagged(f"OK [HIGHESTMODSEQ {self.selected.modseq}] highest mod-sequence")
+
+    def _check_quota(self, adding: int) -> None:
+        """Refuse (NO [OVERQUOTA], RFC 9208) what would take the mailbox beyond its quota."""
+        assert self.store is not None and self.login is not None
+        if self.login.quota and self.store.usage() + adding > self.login.quota:
+            raise No(f"over quota: the mailbox may hold {self.login.quota} octets", "OVERQUOTA")
 
     async def _adopt_new(self, folder: Folder) -> None:
         """Index the messages delivered into `folder` since the last look. The look is a stat
