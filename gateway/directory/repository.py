@@ -78,8 +78,72 @@ class WhitelistChange:
         }
 
 
-class Directory(Protocol):
-    """Mailboxes and trust-space domains. Addresses are compared lower-case."""
+class TrustDomains(Protocol):
+    """The trust space as this gateway sees it: our own domains and the peers (operators) of
+    the national whitelist, with the certificate DNs each may present. What the SMTP policy,
+    the relay and the outbound queue ask; names are compared lower-case."""
+
+    def register_own_domains(self, names: Sequence[str]) -> list[str]:
+        """Mark `names` as ours (idempotent); returns the names newly registered."""
+        ...
+
+    def add_domain(
+        self,
+        name: str,
+        operator_dns: Sequence[str] = (),
+        *,
+        ours: bool = False,
+        description: str | None = None,
+    ) -> TrustDomain: ...
+
+    def remove_domain(self, name: str) -> None: ...
+
+    def get_domain(self, name: str) -> TrustDomain | None: ...
+
+    def list_domains(
+        self, *, search: str | None = None, ours: bool | None = None
+    ) -> list[TrustDomain]: ...
+
+    def is_own_domain(self, name: str) -> bool: ...
+
+    def is_trusted_domain(self, name: str) -> bool:
+        """True for our own domains and for listed peers."""
+        ...
+
+    def expected_operator_dns(self, domain: str) -> tuple[str, ...]:
+        """Every subject DN a peer serving `domain` may present (empty for unknown domains)."""
+        ...
+
+    def expected_operator_dn(self, domain: str) -> str | None:
+        """The DN of the most recent whitelist entry for `domain`."""
+        ...
+
+    def peer_certificate_matches(self, domain: str, subject: Any) -> bool:
+        """True when `subject` (x509.Name or RFC 4514 string) is a listed DN for `domain`."""
+        ...
+
+    def is_trust_space_operator(self, subject: Any) -> bool:
+        """True when `subject` is the DN listed for at least one peer domain (e.g. for a bounce,
+        whose empty sender names no domain)."""
+        ...
+
+    def whitelist_generated(self) -> str | None:
+        """DateDeGeneration of the whitelist last imported (None before the first import)."""
+        ...
+
+    def import_whitelist(self, path: str, *, allow_older: bool = False) -> WhitelistChange:
+        """Import the national whitelist: add, update and remove peer domains; report the change.
+
+        Refuses a list generated before the one already imported unless `allow_older`.
+        """
+        ...
+
+    def close(self) -> None: ...
+
+
+class Directory(TrustDomains, Protocol):
+    """Mailboxes, and the trust-space domains (`TrustDomains`). Addresses are compared
+    lower-case."""
 
     patient_domain: str
 
@@ -138,61 +202,5 @@ class Directory(Protocol):
         ...
 
     def credentials(self, address: str) -> Credentials | None: ...
-
-    # --- trust-space domains ---------------------------------------------------------------
-    def register_own_domains(self, names: Sequence[str]) -> list[str]:
-        """Mark `names` as ours (idempotent); returns the names newly registered."""
-        ...
-
-    def add_domain(
-        self,
-        name: str,
-        operator_dns: Sequence[str] = (),
-        *,
-        ours: bool = False,
-        description: str | None = None,
-    ) -> TrustDomain: ...
-
-    def remove_domain(self, name: str) -> None: ...
-
-    def get_domain(self, name: str) -> TrustDomain | None: ...
-
-    def list_domains(
-        self, *, search: str | None = None, ours: bool | None = None
-    ) -> list[TrustDomain]: ...
-
-    def is_own_domain(self, name: str) -> bool: ...
-
-    def is_trusted_domain(self, name: str) -> bool:
-        """True for our own domains and for listed peers."""
-        ...
-
-    def expected_operator_dns(self, domain: str) -> tuple[str, ...]:
-        """Every subject DN a peer serving `domain` may present (empty for unknown domains)."""
-        ...
-
-    def expected_operator_dn(self, domain: str) -> str | None:
-        """The DN of the most recent whitelist entry for `domain`."""
-        ...
-
-    def peer_certificate_matches(self, domain: str, subject: Any) -> bool:
-        """True when `subject` (x509.Name or RFC 4514 string) is a listed DN for `domain`."""
-        ...
-
-    def is_trust_space_operator(self, subject: Any) -> bool:
-        """True when `subject` is the DN listed for at least one peer domain (e.g. for a bounce,
-        whose empty sender names no domain)."""
-        ...
-
-    def whitelist_generated(self) -> str | None:
-        """DateDeGeneration of the whitelist last imported (None before the first import)."""
-        ...
-
-    def import_whitelist(self, path: str, *, allow_older: bool = False) -> WhitelistChange:
-        """Import the national whitelist: add, update and remove peer domains; report the change.
-
-        Refuses a list generated before the one already imported unless `allow_older`.
-        """
-        ...
 
     def close(self) -> None: ...
