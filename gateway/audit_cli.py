@@ -7,8 +7,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from gateway import audit
-from gateway.cli import add_command, command_group, config_of, print_json
+from gateway.cli import add_command, command_group, print_json, runtime_of
 from gateway.errors import GatewayError
 
 
@@ -26,7 +25,7 @@ def cmd_list(args: argparse.Namespace) -> None:
     since = _since(args.since)
     entries = [
         e
-        for e in audit.read(config_of(args), action=args.action, target=args.target)
+        for e in runtime_of(args).audit.read(action=args.action, target=args.target)
         if (since is None or e.at >= since) and (not args.actor or e.actor == args.actor)
     ]
     if args.last:

@@ -9,10 +9,8 @@ import sys
 from enum import Enum
 from typing import Any
 
-from gateway import audit
 from gateway.audit import local_actor
-from gateway.cli import add_command, command_group, config_of, print_json
-from gateway.directory import open_directory
+from gateway.cli import add_command, command_group, print_json, runtime_of
 from gateway.directory.codes import PROFESSIONS
 from gateway.directory.model import (
     Application,
@@ -31,7 +29,7 @@ KIND_CHOICES = [k.value for k in OrganisationKind]
 
 
 def _directory(args: argparse.Namespace) -> Directory:
-    return open_directory(config_of(args), actor=local_actor())
+    return runtime_of(args).directory
 
 
 def _plain(value: Any) -> Any:
@@ -130,9 +128,9 @@ def cmd_add_application(args: argparse.Namespace) -> None:
 def _audit_patient_reads(args: argparse.Namespace, action: str, patients: list[Mailbox]) -> None:
     """An administrator reading patients' identities is a patient-data read: audit it."""
     if patients:
-        audit.record(
-            config_of(args), local_actor(), action, patients[0].address if len(patients) == 1
-            else f"{len(patients)} patients", patients=[p.address for p in patients],
+        runtime_of(args).audit.record(
+            local_actor(), action, patients[0].address if len(patients) == 1
+            else f"{len(patients)} patients", {"patients": [p.address for p in patients]},
         )
 
 

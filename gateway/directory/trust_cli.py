@@ -6,9 +6,7 @@ import argparse
 import dataclasses
 from typing import Any
 
-from gateway.audit import local_actor
-from gateway.cli import add_command, command_group, config_of, print_json
-from gateway.directory import open_directory
+from gateway.cli import add_command, command_group, print_json, runtime_of
 from gateway.directory.model import TrustDomain
 from gateway.directory.repository import Directory, UnknownDomain
 
@@ -16,7 +14,7 @@ SHOW_NAMES = 50  # above this, import-whitelist prints counts only (the JSON has
 
 
 def _directory(args: argparse.Namespace) -> Directory:
-    return open_directory(config_of(args), actor=local_actor())
+    return runtime_of(args).directory
 
 
 def domain_dict(d: TrustDomain) -> dict[str, Any]:

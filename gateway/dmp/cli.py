@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.audit import local_actor
-from gateway.cli import add_command, command_group, config_of, print_json
-from gateway.dmp import Actor, DocumentRepository, DocumentStatus, open_dmp
+from gateway.cli import add_command, command_group, config_of, print_json, runtime_of
+from gateway.dmp import Actor, DocumentRepository, DocumentStatus
 from gateway.errors import GatewayError
 from gateway.fileio import write_user_file
 
@@ -21,7 +21,7 @@ def _admin() -> Actor:
 
 
 def _dmp(args: argparse.Namespace) -> DocumentRepository:
-    return open_dmp(config_of(args))
+    return runtime_of(args).dmp
 
 
 def _day(text: str | None, *, end: bool = False) -> dt.datetime | None:
@@ -38,18 +38,15 @@ def _day(text: str | None, *, end: bool = False) -> dt.datetime | None:
 def cmd_list(args: argparse.Namespace) -> int:
     status = None if args.status == "all" else DocumentStatus(args.status)
     dmp = _dmp(args)
-    try:
-        entries = dmp.find(
-            args.patient,
-            actor=_admin(),
-            class_codes=args.class_code or (),
-            type_codes=args.type_code or (),
-            created_from=_day(args.date_from),
-            created_to=_day(args.date_to, end=True),
-            status=status,
-        )
-    finally:
-        dmp.close()
+    entries = dmp.find(
+        args.patient,
+        actor=_admin(),
+        class_codes=args.class_code or (),
+        type_codes=args.type_code or (),
+        created_from=_day(args.date_from),
+        created_to=_day(args.date_to, end=True),
+        status=status,
+    )
     if args.json:
         print_json([e.as_dict() for e in entries])
     elif not entries:
@@ -66,10 +63,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     dmp = _dmp(args)
-    try:
-        entry = dmp.entry(args.unique_id, actor=_admin())
-    finally:
-        dmp.close()
+    entry = dmp.entry(args.unique_id, actor=_admin())
     data = entry.as_dict()
     if args.json:
         print_json(data)
@@ -83,10 +77,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_get(args: argparse.Namespace) -> int:
     dmp = _dmp(args)
-    try:
-        doc = dmp.retrieve(args.unique_id, actor=_admin())
-    finally:
-        dmp.close()
+    doc = dmp.retrieve(args.unique_id, actor=_admin())
     write_user_file(args.output, doc.content, mode=0o600)
     print(f"wrote {args.output} ({len(doc.content)} bytes, SHA-1 {doc.entry.hash})")
     if args.signature:
@@ -112,17 +103,14 @@ def cmd_import(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise GatewayError(f"{path}: cannot read: {exc.strerror}") from None
     package = read_package(data, limits)
-    dmp = open_dmp(config)
-    try:
-        entries = file_package(
-            dmp,
-            package,
-            actor=_admin(),
-            author_address=args.author,
-            prescription_id=args.prescription,
-        )
-    finally:
-        dmp.close()
+    dmp = runtime_of(args).dmp
+    entries = file_package(
+        dmp,
+        package,
+        actor=_admin(),
+        author_address=args.author,
+        prescription_id=args.prescription,
+    )
     for e in entries:
         sig = " with its signature" if e.has_signature else ""
         print(
@@ -133,20 +121,14 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_deprecate(args: argparse.Namespace) -> int:
     dmp = _dmp(args)
-    try:
-        changed = dmp.deprecate(args.unique_id, actor=_admin())
-    finally:
-        dmp.close()
+    changed = dmp.deprecate(args.unique_id, actor=_admin())
     print(f"document {args.unique_id} " + ("deprecated" if changed else "was already deprecated"))
     return 0
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
     dmp = _dmp(args)
-    try:
-        entry = dmp.delete(args.unique_id, actor=_admin())
-    finally:
-        dmp.close()
+    entry = dmp.delete(args.unique_id, actor=_admin())
     print(f"document {args.unique_id} deleted (patient {entry.metadata.patient_ins})")
     return 0
 

@@ -19,7 +19,7 @@ from gateway.imap.parser import (
 from gateway.imap.state import Bad, No, Selected, _no_args
 from gateway.imap.syntax import parse_imap_datetime, uid_ranges
 from gateway.imap.updates import SelectedUpdates
-from gateway.store.mailstore import DELIMITER, Folder
+from gateway.store.interfaces import DELIMITER, Folder
 
 
 class MailboxCommands(SelectedUpdates):

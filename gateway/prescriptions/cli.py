@@ -13,8 +13,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from gateway.audit import local_actor
-from gateway.cli import add_command, command_group, config_of, print_json
-from gateway.directory import open_directory
+from gateway.cli import add_command, command_group, print_json, runtime_of
 from gateway.documents.model import DispensedLine, Product
 from gateway.errors import GatewayError
 from gateway.prescriptions.identifier import check_identifier, group
@@ -25,7 +24,6 @@ from gateway.prescriptions.registry import (
     PrescriptionRecord,
     PrescriptionRegistry,
     Status,
-    open_registry,
 )
 
 
@@ -41,7 +39,7 @@ def cmd_check_id(args: argparse.Namespace) -> int:
 
 
 def _registry(args: argparse.Namespace) -> PrescriptionRegistry:
-    return open_registry(config_of(args))
+    return runtime_of(args).registry
 
 
 def _summary(rec: PrescriptionRecord) -> str:
@@ -54,16 +52,13 @@ def _summary(rec: PrescriptionRecord) -> str:
 def cmd_list(args: argparse.Namespace) -> int:
     status = Status(args.status) if args.status else None
     registry = _registry(args)
-    try:
-        records = registry.find(
-            actor=local_actor(),
-            patient_ins=args.patient,
-            prescriber=args.prescriber,
-            status=status,
-            limit=args.limit,
-        )
-    finally:
-        registry.close()
+    records = registry.find(
+        actor=local_actor(),
+        patient_ins=args.patient,
+        prescriber=args.prescriber,
+        status=status,
+        limit=args.limit,
+    )
     if args.json:
         print_json([r.as_dict() for r in records])
     elif not records:
@@ -80,10 +75,7 @@ def _qty(value: Any) -> str:
 
 def cmd_show(args: argparse.Namespace) -> int:
     registry = _registry(args)
-    try:
-        rec = registry.get(args.identifier, actor=local_actor())
-    finally:
-        registry.close()
+    rec = registry.get(args.identifier, actor=local_actor())
     if args.json:
         print_json(rec.as_dict())
         return 0
@@ -129,12 +121,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     registry = _registry(args)
-    try:
-        result = registry.cancel(
-            args.identifier, by=args.by, reason=args.reason, actor=f"{local_actor()} for {args.by}"
-        )
-    finally:
-        registry.close()
+    result = registry.cancel(
+        args.identifier, by=args.by, reason=args.reason, actor=f"{local_actor()} for {args.by}"
+    )
     print(result.message)
     return 0
 
@@ -151,16 +140,13 @@ def _pairs(values: list[str], what: str) -> dict[str, str]:
 
 def _dispenser(args: argparse.Namespace) -> Dispenser:
     """The pharmacy as the trust directory knows it (only pharmacies may dispense)."""
-    directory = open_directory(config_of(args), actor=local_actor())
-    try:
-        mailbox = directory.require(args.pharmacy)
-        if not mailbox.active:
-            raise GatewayError(f"{mailbox.address} is suspended: it cannot dispense")
-        structure = None
-        if mailbox.professional and mailbox.professional.structure:
-            structure = directory.get(mailbox.professional.structure)
-    finally:
-        directory.close()
+    directory = runtime_of(args).directory
+    mailbox = directory.require(args.pharmacy)
+    if not mailbox.active:
+        raise GatewayError(f"{mailbox.address} is suspended: it cannot dispense")
+    structure = None
+    if mailbox.professional and mailbox.professional.structure:
+        structure = directory.get(mailbox.professional.structure)
     return Dispenser.from_mailbox(mailbox, structure)
 
 
@@ -174,36 +160,33 @@ def cmd_dispense(args: argparse.Namespace) -> int:
             raise GatewayError(f"line {ref}: give its quantity as {ref}=QTY")
     dispenser = _dispenser(args)
     registry = _registry(args)
-    try:
-        record = registry.get(args.identifier, actor=local_actor())
-        lines = []
-        for ref in {**quantities, **dict.fromkeys(not_delivered, "0")}:
-            qty_text = quantities.get(ref, "0")
-            try:
-                qty = Decimal(qty_text.replace(",", "."))
-            except InvalidOperation:
-                raise GatewayError(f"line {ref}: {qty_text!r} is not a quantity") from None
-            label = next((ln.label for ln in record.lines if ln.matches(ref)), "?")
-            lines.append(
-                DispensedLine(
-                    line_ref=ref,
-                    product=Product(label=label),
-                    quantity=qty,
-                    substituted=ref in substituted,
-                    adjustment_reason=adjusted.get(ref),
-                    not_delivered_reason=not_delivered.get(ref),
-                )
+    record = registry.get(args.identifier, actor=local_actor())
+    lines = []
+    for ref in {**quantities, **dict.fromkeys(not_delivered, "0")}:
+        qty_text = quantities.get(ref, "0")
+        try:
+            qty = Decimal(qty_text.replace(",", "."))
+        except InvalidOperation:
+            raise GatewayError(f"line {ref}: {qty_text!r} is not a quantity") from None
+        label = next((ln.label for ln in record.lines if ln.matches(ref)), "?")
+        lines.append(
+            DispensedLine(
+                line_ref=ref,
+                product=Product(label=label),
+                quantity=qty,
+                substituted=ref in substituted,
+                adjustment_reason=adjusted.get(ref),
+                not_delivered_reason=not_delivered.get(ref),
             )
-        report = DispensationReport(
-            dispensation_id=args.id or f"cli-{uuid.uuid4()}",
-            prescription_id=args.identifier,
-            dispenser=dispenser,
-            date=dt.datetime.now(dt.UTC),
-            lines=tuple(lines),
         )
-        result = registry.dispense(report)
-    finally:
-        registry.close()
+    report = DispensationReport(
+        dispensation_id=args.id or f"cli-{uuid.uuid4()}",
+        prescription_id=args.identifier,
+        dispenser=dispenser,
+        date=dt.datetime.now(dt.UTC),
+        lines=tuple(lines),
+    )
+    result = registry.dispense(report)
     if args.json:
         print_json(
             {
@@ -222,10 +205,7 @@ def cmd_dispense(args: argparse.Namespace) -> int:
 
 def cmd_expire(args: argparse.Namespace) -> int:
     registry = _registry(args)
-    try:
-        expired = registry.expire(actor=local_actor())
-    finally:
-        registry.close()
+    expired = registry.expire(actor=local_actor())
     if args.json:
         print_json({"expired": expired})
     else:
@@ -238,12 +218,9 @@ def cmd_expire(args: argparse.Namespace) -> int:
 
 def cmd_purge(args: argparse.Namespace) -> int:
     registry = _registry(args)
-    try:
-        idents = registry.purge(
-            actor=local_actor(), older_than_years=args.older_than_years, dry_run=args.dry_run
-        )
-    finally:
-        registry.close()
+    idents = registry.purge(
+        actor=local_actor(), older_than_years=args.older_than_years, dry_run=args.dry_run
+    )
     if args.json:
         print_json(
             {

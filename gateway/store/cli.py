@@ -7,15 +7,16 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.cli import add_command, command_group, config_of, print_json
+from gateway.cli import add_command, command_group, print_json, runtime_of
 from gateway.errors import Conflict
-from gateway.store.queue import PENDING, Queue, Record, check_id
+from gateway.store.interfaces import OutboundQueue, Record
+from gateway.store.queue import PENDING, check_id
 
 LOCK_WAIT = 10.0  # seconds to wait for the delivery worker to release an entry
 
 
-def _queue(args: argparse.Namespace) -> Queue:
-    return Queue(config_of(args).queue_path)
+def _queue(args: argparse.Namespace) -> OutboundQueue:
+    return runtime_of(args).outbound_queue
 
 
 def _when(ts: float | None) -> str:
