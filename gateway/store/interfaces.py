@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.store.queue import Entry, Record
+from gateway.store.sortkeys import SortKeys
 
 DELIMITER = "/"  # the IMAP hierarchy delimiter of every store
 
@@ -176,6 +177,11 @@ class MailStore(Protocol):
         ...
 
     def infos(self, folder: Folder, uids: Sequence[int]) -> dict[int, MessageInfo]: ...
+
+    def sort_keys(self, folder: Folder, uids: Sequence[int]) -> dict[int, SortKeys]:
+        """What SORT and THREAD compare (gateway.store.sortkeys) for each of `uids` still in
+        the folder, kept from each message's header when it entered the store."""
+        ...
 
     def cached(
         self, folder: Folder, uids: Sequence[int]
