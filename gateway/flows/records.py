@@ -29,7 +29,9 @@ class PrescribedKeys(Protocol):
     def identifier_for(self, key: str) -> str | None: ...
 
     def add(self, key: str, identifier: str) -> None:
-        """Remember `key`; inside a unit of work, committed with the registration."""
+        """Remember `key`; inside a unit of work, committed with the registration. A key
+        already there (another process registered the same message meanwhile) raises, so
+        that unit rolls back and the client's retry finds the first one."""
         ...
 
 
