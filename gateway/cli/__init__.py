@@ -82,6 +82,7 @@ def _registrars() -> tuple[Register, ...]:
     """Each capability's `register`, in the order of `mssgw --help`. Imported here, not at the
     top: the `cli` modules import this one."""
     from gateway import audit_cli
+    from gateway.admins import cli as admins_cli
     from gateway.cli import setup
     from gateway.directory import cli as directory_cli
     from gateway.directory import trust_cli
@@ -100,6 +101,7 @@ def _registrars() -> tuple[Register, ...]:
         directory_cli.register,
         trust_cli.register,
         audit_cli.register,
+        admins_cli.register,
         pki_cli.register,
         prescriptions_cli.register,
         xdm_cli.register,

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 from pathlib import Path
 from typing import Any
 
+from gateway.admins.model import Caller
 from gateway.audit import local_actor
 from gateway.cli import add_command, command_group, config_of, print_json, runtime_of
-from gateway.dmp import Actor, DocumentRepository, DocumentStatus
+from gateway.dmp import Actor, DocumentRepository
+from gateway.dmp.admin import STATUS_CHOICES, DmpService
 from gateway.errors import GatewayError
 from gateway.fileio import write_user_file
-
-STATUS_CHOICES = [s.value for s in DocumentStatus] + ["all"]
 
 
 def _admin() -> Actor:
@@ -24,28 +23,19 @@ def _dmp(args: argparse.Namespace) -> DocumentRepository:
     return runtime_of(args).dmp
 
 
-def _day(text: str | None, *, end: bool = False) -> dt.datetime | None:
-    if text is None:
-        return None
-    try:
-        day = dt.date.fromisoformat(text)
-    except ValueError:
-        raise GatewayError(f"{text!r} is not a date (YYYY-MM-DD)") from None
-    moment = dt.datetime.combine(day, dt.time.max if end else dt.time.min)
-    return moment.replace(tzinfo=dt.UTC)
+def _service(dmp: DocumentRepository) -> DmpService:
+    return DmpService(dmp, Caller.local(local_actor()))
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    status = None if args.status == "all" else DocumentStatus(args.status)
     dmp = _dmp(args)
-    entries = dmp.find(
+    entries = _service(dmp).find(
         args.patient,
-        actor=_admin(),
         class_codes=args.class_code or (),
         type_codes=args.type_code or (),
-        created_from=_day(args.date_from),
-        created_to=_day(args.date_to, end=True),
-        status=status,
+        date_from=args.date_from,
+        date_to=args.date_to,
+        status=args.status,
     )
     if args.json:
         print_json([e.as_dict() for e in entries])
@@ -63,7 +53,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     dmp = _dmp(args)
-    entry = dmp.entry(args.unique_id, actor=_admin())
+    entry = _service(dmp).show(args.unique_id)
     data = entry.as_dict()
     if args.json:
         print_json(data)
@@ -77,7 +67,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_get(args: argparse.Namespace) -> int:
     dmp = _dmp(args)
-    doc = dmp.retrieve(args.unique_id, actor=_admin())
+    doc = _service(dmp).get(args.unique_id)
     write_user_file(args.output, doc.content, mode=0o600)
     print(f"wrote {args.output} ({len(doc.content)} bytes, SHA-1 {doc.entry.hash})")
     if args.signature:
