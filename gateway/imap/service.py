@@ -48,7 +48,8 @@ def build_hooks(runtime: Runtime) -> Hooks:
                         result.reason)
             raise AuthFailed("authentication failed")
         mailbox = result.mailbox
-        return Login(mailbox.address, mailbox.kind is MailboxKind.PATIENT)
+        return Login(mailbox.address, mailbox.kind is MailboxKind.PATIENT,
+                     config.quota.limit(mailbox.kind.value))
 
     async def authenticate_certificate(ssl_object: object, authzid: str) -> Login:
         loop = asyncio.get_running_loop()
@@ -67,7 +68,7 @@ def build_hooks(runtime: Runtime) -> Hooks:
             raise AuthFailed("certificate login is only for application mailboxes")
         if not mailbox.active:
             raise AuthFailed("authentication failed")
-        return Login(mailbox.address, False)
+        return Login(mailbox.address, False, config.quota.limit(mailbox.kind.value))
 
     return Hooks(
         pool=runtime.mail_stores,

@@ -32,6 +32,8 @@ log = logging.getLogger("mssgw.smtp")
 # A mailbox looked up is remembered this long: a suspension reaches RCPT checks within it
 # (logins see it at once: the Authenticator reads the state on every AUTH).
 MAILBOX_CACHE_TTL = 2.0
+QUOTA_CACHE_TTL = 5.0  # seconds a mailbox's usage read is trusted...
+QUOTA_NEAR = 0.9  # ...while it stays below this share of its quota
 
 
 class Gateway:
@@ -43,6 +45,7 @@ class Gateway:
         self.pipeline = runtime.pipeline
         self.intake = runtime.intake
         self.queue = runtime.outbound_queue
+        self.mail_stores = runtime.mail_stores  # for the quotas' usage
         limits = config.smtp.rate_limit_client, config.smtp.rate_limit_account
         # One table for every worker process of this gateway (see gateway.smtp.limits).
         self.rate_limits = (
@@ -53,6 +56,7 @@ class Gateway:
         self.account_limit = RateLimiter(self.rate_limits, "account", limits[1])
         self.local_domains = set(own_domains(config))
         self._mailboxes: dict[str, tuple[float, Mailbox | None]] = {}
+        self._usage: dict[str, tuple[float, int]] = {}  # address -> (when read, octets used)
 
     def close(self) -> None:
         if self.rate_limits is not None:
@@ -91,9 +95,10 @@ class Gateway:
     # --- policy ---------------------------------------------------------------------------------
 
     async def check_recipient(
-        self, sender: Mailbox | None, rcpt: str, *, relay: bool
+        self, sender: Mailbox | None, rcpt: str, *, relay: bool, size: int = 0
     ) -> Reply | None:
-        """May `sender` (our authenticated mailbox; None for the relay) write to `rcpt`?"""
+        """May `sender` (our authenticated mailbox; None for the relay) write to `rcpt` a
+        message of `size` octets (MAIL's SIZE=, 0 when not declared)?"""
         domain = domain_of(rcpt)
         target: Mailbox | None = None
         if self.is_local(domain):
@@ -102,12 +107,52 @@ class Gateway:
                 return replies.no_such_mailbox(rcpt)
             if not target.active:
                 return replies.mailbox_disabled(rcpt)
+            full = self.check_quota(target, size)
+            if full is not None:
+                return full
         elif relay:
             return replies.relay_denied(rcpt)
         elif not self.directory.is_trusted_domain(domain):
             return replies.outside_trust_space(rcpt, domain)
         if sender is not None and sender.kind is MailboxKind.PATIENT:
             return self._patient_may_write(sender, rcpt, target)
+        return None
+
+    def check_quota(self, mailbox: Mailbox, size: int) -> Reply | None:
+        """Room for `size` more octets in `mailbox` ([quota] for its kind)? A message larger
+        than the whole quota never fits (552 5.2.2); one that does not fit now may later
+        (452 4.2.2: the sender's server retries). The usage read is kept a few seconds unless
+        the mailbox is near its quota, so busy mailboxes cost no index read per message."""
+        limit = self.config.quota.limit(mailbox.kind.value)
+        if not limit:
+            return None
+        if size > limit:
+            return replies.over_quota(mailbox.address, limit)
+        now = time.monotonic()
+        cached = self._usage.get(mailbox.address)
+        if cached is None or now - cached[0] > QUOTA_CACHE_TTL or \
+                cached[1] + size > limit * QUOTA_NEAR:
+            if len(self._usage) > 50_000:
+                self._usage.clear()
+            cached = (now, self.mail_stores.usage(mailbox.address))
+            self._usage[mailbox.address] = cached
+        if cached[1] + size > limit:
+            return replies.mailbox_full(mailbox.address)
+        return None
+
+    async def check_quotas(self, recipients: Sequence[str], size: int) -> Reply | None:
+        """At DATA, with the message's real size: the first local recipient without room."""
+        for rcpt in recipients:
+            if not self.is_local(domain_of(rcpt)):
+                continue
+            target = await self.mailbox(rcpt)
+            if target is not None:
+                full = self.check_quota(target, size)
+                if full is not None:
+                    return full
+                cached = self._usage.get(target.address)
+                if cached is not None:  # count it until the next read of the index
+                    self._usage[target.address] = (cached[0], cached[1] + size)
         return None
 
     def _patient_may_write(

@@ -58,6 +58,18 @@ class MessageInfo:
 
 
 @dataclass(frozen=True)
+class Appended:
+    """One message of an APPEND: its octets, flags, INTERNALDATE and zone (None: now, the
+    server's), and whether its octets are kept as sent (a literal8)."""
+
+    data: bytes
+    flags: tuple[str, ...] = ()
+    internaldate: int | None = None
+    tz: int | None = None
+    verbatim: bool = False
+
+
+@dataclass(frozen=True)
 class Changes:
     highestmodseq: int
     new: list[tuple[int, str]]  # uid, flags (space-separated) of messages above last_uid
@@ -149,6 +161,16 @@ class MailStore(Protocol):
         """Durably add a message and return its UID (StoreError TRYCREATE when the folder is
         gone). `tz`: the date's zone, minutes east of UTC; `verbatim`: keep the octets (else
         line ends become CRLF). Blocking, in a worker thread."""
+        ...
+
+    def append_many(self, folder: Folder, messages: Sequence[Appended]) -> list[int]:
+        """Add several messages at once, all or none (MULTIAPPEND, RFC 3502), with consecutive
+        UIDs (returned in order). Blocking, in a worker thread."""
+        ...
+
+    def usage(self) -> int:
+        """Octets the user's mail takes (QUOTA's STORAGE), deliveries not yet indexed
+        included."""
         ...
 
     def copy(self, src: Folder, uids: Sequence[int], dst: Folder) -> list[tuple[int, int]]:
@@ -245,6 +267,11 @@ class MailStores(Protocol):
 
     def release(self, address: str) -> None: ...
 
+    def usage(self, address: str) -> int:
+        """Octets the user's mail takes (QUOTA's STORAGE), deliveries not yet indexed
+        included. Cheap (SMTP asks before accepting mail), and opens or creates nothing."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -301,6 +328,7 @@ class OutboundQueue(Protocol):
 
 __all__ = [
     "DELIMITER",
+    "Appended",
     "Changes",
     "Entry",
     "Folder",
