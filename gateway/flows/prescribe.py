@@ -41,7 +41,10 @@ from gateway.flows.context import ACTOR, Context, now
 from gateway.flows.filing import file_packages, may_hold_package, relayed
 from gateway.ordonnance import qr_png, render_pdf
 from gateway.pipeline import Delivery, Message, Outcome, Pipeline
+from gateway.prescriptions import checks
+from gateway.prescriptions.checks import check_prescription
 from gateway.prescriptions.identifier import group
+from gateway.prescriptions.prescriber import Prescriber
 from gateway.signature.trust import signed_as
 from gateway.xdm import Limits, Package, Sender
 from gateway.xdm.package import build, to_zip
@@ -99,6 +102,20 @@ def _prescription(ctx: Context, source: Source, sender: str, when: dt.datetime) 
     if problems:
         raise Refused("\n".join(f"{pb.location} : {pb.message}" for pb in problems))
     return p
+
+
+def _check_conditions(ctx: Context, p: Prescription, sender: str) -> tuple[str, ...]:
+    """The drug database's prescribing conditions for this prescriber: refused (Refused, with
+    every refusal) or accepted with the warnings for the doctor's receipt."""
+    doctor = ctx.mailbox(sender)
+    if doctor is None:
+        return ()
+    prescriber = Prescriber.from_mailbox(doctor, ctx.structure_of(doctor))
+    findings = check_prescription(p, prescriber, ctx.drugs)
+    refused = checks.refusals(findings)
+    if refused:
+        raise Refused(checks.report(refused))
+    return tuple(str(f) for f in checks.warnings(findings))
 
 
 def _check_people(ctx: Context, p: Prescription, sender: str, patient_address: str) -> None:
@@ -168,12 +185,15 @@ def _patient_text(p: Prescription) -> str:
     )
 
 
-def _doctor_text(p: Prescription, patient_address: str, filed: list[str]) -> str:
+def _doctor_text(p: Prescription, patient_address: str, filed: list[str], robot: str,
+                 warnings: tuple[str, ...] = ()) -> str:
     lines = "\n".join(
         f"  {i}. {line.product.label}" + (f" (CIS {line.product.cis})" if line.product.cis else "")
         for i, line in enumerate(p.lines, 1)
     )
     docs = "\n".join(f"  - {d}" for d in filed)
+    notes = ("À noter (conditions de prescription de la base des médicaments) :\n"
+             + "\n".join(f"  - {w}" for w in warnings) + "\n\n") if warnings else ""
     return (
         "Bonjour,\n\n"
         f"Votre ordonnance pour {p.patient.given_names} {p.patient.birth_name}"
@@ -186,8 +206,9 @@ def _doctor_text(p: Prescription, patient_address: str, filed: list[str]) -> str
            " pas été versée dans le DMP : le patient y est désigné par un identifiant"
            f" provisoire ({p.patient.ins}, identité non qualifiée), et le DMP n'accepte que"
            " l'INS qualifié.\n\n")
-        + "L'ordonnance PDF est jointe. Pour l'annuler, écrivez au service des ordonnances :"
-        f" « Annulation : {p.identifier} ».\n"
+        + notes
+        + "L'ordonnance PDF est jointe. Pour l'annuler, écrivez au service des ordonnances"
+        f" ({robot}) : « Annulation : {p.identifier} ».\n"
     )
 
 
@@ -204,6 +225,7 @@ class Built:
     pdf: bytes
     package: bytes
     filed: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
 
 
 def _build(ctx: Context, p: Prescription, sender: str) -> tuple[Prescription, bytes, Package]:
@@ -227,7 +249,11 @@ def _again(ctx: Context, identifier: str, sender: str) -> Built:
     entries = ctx.dmp.find(p.patient.ins, actor=Actor(ActorKind.GATEWAY, ACTOR))
     filed = tuple(e.metadata.unique_id for e in entries
                   if e.metadata.prescription_id == identifier)
-    return Built(p, render_pdf(p), package, filed)
+    try:
+        warnings = _check_conditions(ctx, p, sender)
+    except Refused:  # accepted when registered; the reference changed since
+        warnings = ()
+    return Built(p, render_pdf(p), package, filed, warnings)
 
 
 def _register(ctx: Context, key: str, source: Source, sender: str, patient_address: str,
@@ -237,6 +263,7 @@ def _register(ctx: Context, key: str, source: Source, sender: str, patient_addre
         return _again(ctx, known, sender)
     p = _prescription(ctx, source, sender, when)
     _check_people(ctx, p, sender, patient_address)
+    warnings = _check_conditions(ctx, p, sender)
     try:
         p, pdf, pkg = _build(ctx, p, sender)
     except GatewayError as exc:  # e.g. no valid signature certificate for the doctor
@@ -255,7 +282,7 @@ def _register(ctx: Context, key: str, source: Source, sender: str, patient_addre
             uow.prescribed.add(key, p.identifier)
     except GatewayError as exc:  # the registry or the DMP refuses (e.g. an identifier reused)
         raise Refused(f"l'ordonnance n'a pas pu être enregistrée : {exc}") from None
-    return Built(p, pdf, signed, tuple(e.metadata.unique_id for e in entries))
+    return Built(p, pdf, signed, tuple(e.metadata.unique_id for e in entries), warnings)
 
 
 def handle(ctx: Context, sender: str, patients: tuple[str, ...], data: bytes) -> Plan | None:
@@ -305,7 +332,8 @@ def handle(ctx: Context, sender: str, patients: tuple[str, ...], data: bytes) ->
     to_doctor = mail.compose(
         sender=ctx.robot, to=[sender], domain=domain, in_reply_to=original_id,
         subject=f"Ordonnance {p.identifier} enregistrée pour {p.patient.birth_name}",
-        body=_doctor_text(p, patient, list(built.filed)), files=[pdf],
+        body=_doctor_text(p, patient, list(built.filed), ctx.robot, built.warnings),
+        files=[pdf],
         headers=[("X-MSS-NIL", product), ("X-Ordonnance-Id", p.identifier or "")],
     )
     out = [

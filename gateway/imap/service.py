@@ -3,6 +3,8 @@
 `start(runtime, reuse_port=...)` is what `mssgw serve` calls in every worker process: it opens the
 STARTTLS listener (143-style) and the implicit-TLS listener (993-style) and returns the servers.
 Logins go through the directory's Authenticator (credential cache, lockouts, suspension);
+AUTHENTICATE OAUTHBEARER / XOAUTH2 take a Pro Santé Connect access token when [oidc] has an
+issuer (gateway.oidc: same lockouts);
 AUTHENTICATE EXTERNAL accepts a client certificate from our CA for an APP mailbox whose address
 is in the certificate; reads of a patient's mailbox go to the audit log.
 """
@@ -20,6 +22,7 @@ from cryptography import x509
 from gateway.config import Config, parse_hostport
 from gateway.imap.server import end_sessions, serve_connection
 from gateway.imap.session import AuthFailed, Hooks, Login
+from gateway.oidc.sasl import BearerResponse
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
@@ -28,8 +31,9 @@ log = logging.getLogger("mssgw.imap")
 
 
 def build_hooks(runtime: Runtime) -> Hooks:
-    """What the sessions get from the process's root: its mail stores, authenticator,
-    directory and audit log."""
+    """What the sessions get from the process's root: its mail stores, authenticator, token
+    logins, directory and audit log."""
+    from gateway.directory.auth import AuthReason
     from gateway.directory.model import MailboxKind
     from gateway.pki.kinds import Purpose
     from gateway.pki.tls import verify_peer
@@ -38,9 +42,15 @@ def build_hooks(runtime: Runtime) -> Hooks:
     directory = runtime.directory
     authenticator = runtime.authenticator
     audit = runtime.audit
+    logins = runtime.token_logins
 
     async def authenticate(address: str, password: str, client_ip: str) -> Login:
         result = await authenticator.authenticate(address, password, client_ip)
+        if result.reason is AuthReason.PASSWORD_NOT_ALLOWED:
+            log.warning("IMAP login refused for %s from %s: %s", address, client_ip,
+                        result.reason)
+            raise AuthFailed("this mailbox does not log in with a password: use a Pro Sante "
+                             "Connect token (AUTHENTICATE OAUTHBEARER or XOAUTH2)")
         if not result.ok or result.mailbox is None:
             # One answer for every failure (unknown, wrong password, suspended, locked out):
             # the reason goes to the log, never to the client.
@@ -70,10 +80,23 @@ def build_hooks(runtime: Runtime) -> Hooks:
             raise AuthFailed("authentication failed")
         return Login(mailbox.address, False, config.quota.limit(mailbox.kind.value))
 
+    async def authenticate_token(response: BearerResponse, client_ip: str) -> Login:
+        assert logins is not None
+        result = await logins.login(response, client_ip, "imap")  # logs each refusal
+        if result.mailbox is not None:
+            return Login(result.mailbox.address, result.mailbox.kind is MailboxKind.PATIENT)
+        if result.retry_after is not None:
+            raise AuthFailed(f"too many failed logins; try again in "
+                             f"{max(1, round(result.retry_after))} s", "UNAVAILABLE")
+        if result.temporary:
+            raise AuthFailed(f"temporary failure: {result.message}", "UNAVAILABLE")
+        raise AuthFailed(f"authentication failed: {result.message}", challenge=result.challenge)
+
     return Hooks(
         pool=runtime.mail_stores,
         authenticate=authenticate,
         authenticate_certificate=authenticate_certificate,
+        authenticate_token=authenticate_token if logins is not None else None,
         audit=audit.record,
         hostname=config.gateway.hostname,
         max_append=config.imap.max_message_size,

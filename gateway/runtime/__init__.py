@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from gateway.directory.auth import Authenticator
     from gateway.flows.context import Context
     from gateway.imap.state import Hooks
+    from gateway.oidc.login import TokenLogins
     from gateway.pipeline import Pipeline
     from gateway.smtp.gateway import Gateway
 
@@ -168,6 +169,16 @@ class Runtime:
         directory, throttle = self.directory, self.throttle
         return self._open(lambda: Authenticator(directory, throttle, self.config.auth,
                                                 secret=self.auth_secret), closing=False)
+
+    @cached_property
+    def token_logins(self) -> TokenLogins | None:
+        """SASL OAUTHBEARER/XOAUTH2 logins (None without an [oidc] issuer), shared by the SMTP
+        and IMAP sessions of the process; lockouts as for passwords (the authenticator's)."""
+        from gateway.oidc import token_logins
+
+        directory, authenticator = self.directory, self.authenticator
+        return self._open(lambda: token_logins(self.config, directory, authenticator),
+                          closing=False)
 
     @cached_property
     def pipeline(self) -> Pipeline:

@@ -41,6 +41,8 @@ class Gateway:
         config = self.config = runtime.config
         self.directory = runtime.directory
         self.authenticator = runtime.authenticator
+        # SASL OAUTHBEARER/XOAUTH2 (None without an [oidc] issuer); lockouts as for passwords.
+        self.token_logins = runtime.token_logins
         self.conversations = runtime.conversations
         self.pipeline = runtime.pipeline
         self.intake = runtime.intake
