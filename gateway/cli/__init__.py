@@ -89,6 +89,7 @@ def _registrars() -> tuple[Register, ...]:
     from gateway.dmp import cli as dmp_cli
     from gateway.documents import cli as documents_cli
     from gateway.drugs import cli as drugs_cli
+    from gateway.oidc import cli as oidc_cli
     from gateway.ordonnance import cli as ordonnance_cli
     from gateway.pki import cli as pki_cli
     from gateway.prescriptions import cli as prescriptions_cli
@@ -109,6 +110,7 @@ def _registrars() -> tuple[Register, ...]:
         documents_cli.register,
         dmp_cli.register,
         ordonnance_cli.register,
+        oidc_cli.register,
     )
 
 
