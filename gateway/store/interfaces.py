@@ -190,6 +190,11 @@ class MailStore(Protocol):
         """(messages, unseen, recent)."""
         ...
 
+    def status_sizes(self, folder: Folder) -> tuple[int, int]:
+        """(messages marked \\Deleted, octets of the folder's messages): STATUS DELETED and
+        SIZE (RFC 9051, RFC 8438)."""
+        ...
+
     def peek_recent(self, folder: Folder) -> set[int]:
         """The \\Recent UIDs nobody claimed yet, left in place (EXAMINE)."""
         ...
