@@ -39,6 +39,9 @@ class StorageSection:
     queue: str = "var/queue"
     certs: str = "certs"
     audit_log: str = "var/audit.log"
+    # The worker processes' metric files (prometheus-client multiprocess mode), emptied by every
+    # `mssgw serve` at start: a tmpfs (e.g. /run/mssgw/metrics) in a deployment.
+    metrics: str = "var/metrics"
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,14 @@ class IMAPSection:
 
 
 @dataclass(frozen=True)
+class HTTPSection:
+    """The HTTPS listener of `mssgw serve`: health, metrics, administration (gateway/http)."""
+
+    listen: str = "127.0.0.1:10443"  # "" disables it (and with it /readyz, /metrics)
+    graceful_timeout: int = 5  # seconds requests in progress get when the gateway stops
+
+
+@dataclass(frozen=True)
 class DocumentsSection:
     cda_schema: str = "../shared/ci-sis/infrastructure/cda/CDA_extended.xsd"
     schematron_dir: str = "../shared/ci-sis/schematrons"
@@ -128,6 +139,7 @@ class Config:
     pki: PKISection = field(default_factory=PKISection)
     smtp: SMTPSection = field(default_factory=SMTPSection)
     imap: IMAPSection = field(default_factory=IMAPSection)
+    http: HTTPSection = field(default_factory=HTTPSection)
     documents: DocumentsSection = field(default_factory=DocumentsSection)
     xdm: XDMSection = field(default_factory=XDMSection)
     auth: AuthSection = field(default_factory=AuthSection)
@@ -157,6 +169,10 @@ class Config:
     @property
     def audit_log_path(self) -> Path:
         return self.path(self.storage.audit_log)
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path(self.storage.metrics)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Every call into a worker's process pool sends the configuration along: pickled field
@@ -213,6 +229,7 @@ _SECTIONS: dict[str, type] = {
     "pki": PKISection,
     "smtp": SMTPSection,
     "imap": IMAPSection,
+    "http": HTTPSection,
     "documents": DocumentsSection,
     "xdm": XDMSection,
     "auth": AuthSection,
