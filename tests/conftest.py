@@ -41,6 +41,30 @@ def shared_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def postgres_server():  # type: ignore[no-untyped-def]
+    """A real PostgreSQL server for the whole session (tests/postgres_server.py): Debian's
+    `postgresql` package, initdb + pg_ctl in a folder of its own on a free loopback port."""
+    from tests.postgres_server import PostgresServer, binaries
+
+    require(binaries() is not None, "PostgreSQL binaries not found (Debian package postgresql)")
+    server = PostgresServer()
+    try:
+        server.start()
+    except FileNotFoundError as exc:
+        require(False, f"PostgreSQL cannot run here: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_dsn(postgres_server):  # type: ignore[no-untyped-def]
+    """A fresh, empty database on the session's PostgreSQL server; its libpq URI."""
+    name = postgres_server.create_database()
+    yield postgres_server.dsn(name)
+    postgres_server.drop_database(name)
+
+
+@pytest.fixture(scope="session")
 def _gateway_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One initialised gateway home per test session (creating the CAs takes seconds)."""
     from gateway.cli import main

@@ -137,7 +137,8 @@ def test_import_keeps_own_and_manual_domains(cli, tmp_path):
     assert set(names) == {D, f"patient.{D}", "peer.example.fr", "a.mssante.fr"}
     assert names[D]["ours"] and names[D]["operator_dns"] == []
     small.write_text(document([], generated="2025-05-01T00:00:00Z"))
-    r = cli.ok("trust", "import-whitelist", str(small), "--json").json()
+    cli.fails("trust", "import-whitelist", str(small), match="would remove 1 of the 1 peer")
+    r = cli.ok("trust", "import-whitelist", str(small), "--allow-removals", "--json").json()
     assert r["removed"] == ["a.mssante.fr"]
     assert "peer.example.fr" in {d["name"] for d in cli.ok("trust", "list", "--json").json()}
 
@@ -270,6 +271,145 @@ def test_parser_fuzz_only_refuses_cleanly(whitelist):
                 assert "\n" not in str(exc)
 
     check()
+
+
+# -- completeness is decided from the bytes: cuts at every kind of position ----------------------
+
+PRETTY_NS = f'<?xml version="1.0" encoding="UTF-8"?><ListeBlancheMSSante xmlns="{NS}">\n'
+
+
+def pretty_document(names, generated="2025-04-01T00:00:00Z"):
+    """A small list laid out as the real one is (indented, one element per line, and the same
+    missing closing root tag is added back)."""
+    entries = "".join(
+        f"        <Domaine>\n            <Nom>{n}</Nom>\n"
+        f"            <Description>Établissement {i}</Description>\n"
+        f"            <DNCertificatOperateur>CN=mx.{n},OU=1234567890000{i},O=Op {i},C=FR"
+        "</DNCertificatOperateur>\n"
+        f"            <DateMAJ>2025-01-0{i + 1}T00:00:00Z</DateMAJ>\n        </Domaine>\n"
+        for i, n in enumerate(names)
+    )
+    return (
+        PRETTY_NS + f"    <DateDeGeneration>{generated}</DateDeGeneration>\n"
+        "    <ListeDomaines>\n" + entries + "    </ListeDomaines>\n</ListeBlancheMSSante>\n"
+    ).encode()
+
+
+def position_kinds(data: bytes) -> list[str]:
+    """What a cut just before each byte would fall into: a declaration, a tag name, an attribute,
+    a text, or the white space between elements."""
+    kinds: list[str] = []
+    state = "between"
+    i = 0
+    while i < len(data):
+        c = data[i : i + 1]
+        if state in ("between", "text") and c == b"<":
+            state = "declaration" if data[i + 1 : i + 2] == b"?" else "tag name"
+        elif state == "tag name" and c in (b" ", b">"):
+            state = "attribute" if c == b" " else "between"
+        elif state in ("attribute", "declaration") and c == b">":
+            state = "between"
+        elif state == "between" and not c.isspace():
+            state = "text"
+        kinds.append(state)
+        i += 1
+    kinds.append("end")
+    return kinds
+
+
+def test_every_cut_of_a_small_list_is_refused_until_its_domain_list_is_closed():
+    names = ["a.mssante.fr", "b.mssante.fr", "c.mssante.fr"]
+    data = pretty_document(names)
+    list_end = data.index(b"</ListeDomaines>") + len(b"</ListeDomaines>")
+    root_start = data.index(b">", data.index(b"<ListeBlancheMSSante")) + 1
+    kinds = position_kinds(data)
+    seen: set[str] = set()
+    for cut in range(len(data) + 1):
+        sample = data[:cut]
+        if cut < list_end:
+            with pytest.raises(InvalidWhitelist) as refused:
+                parse_whitelist(sample, "cut.xml")
+            if cut >= root_start:
+                assert "truncated before the end of the domain list" in str(refused.value), cut
+            seen.add(kinds[cut])
+            continue
+        wl = parse_whitelist(sample, "cut.xml")
+        assert sorted(wl.domains) == names, cut
+        complete = cut >= data.index(b"</ListeBlancheMSSante>") + len("</ListeBlancheMSSante>")
+        assert any("ends without </ListeBlancheMSSante>" in w for w in wl.warnings) != complete
+    assert seen == {"declaration", "tag name", "attribute", "text", "between"}
+
+
+def test_sampled_cuts_of_the_real_list_are_refused(whitelist):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    data = whitelist.read_bytes().replace(b"2025-03-13T14:54:10Z", b"2025-04-01T00:00:00Z", 1)
+    list_end = data.rindex(b"</ListeDomaines>")
+    root_start = data.index(b">", data.index(b"<ListeBlancheMSSante")) + 1
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(cut=st.integers(root_start, list_end + len("</ListeDomaines") - 1))
+    def check(cut):
+        with pytest.raises(InvalidWhitelist, match="truncated before the end of the domain list"):
+            parse_whitelist(data[:cut])
+
+    check()
+    # and the real snapshot's own defect, with or without its trailing white space
+    for end in (list_end + len("</ListeDomaines>"), len(data)):
+        assert len(parse_whitelist(data[:end]).domains) == 516
+
+
+def test_list_cut_inside_a_text_is_refused_and_changes_nothing(cli, whitelist, tmp_path):
+    """The issue's case: the first 170,850 bytes with a newer DateDeGeneration (cut inside a
+    <Nom>) used to be imported, removing 258 domains and changing an operator DN."""
+    cli.ok("trust", "import-whitelist", str(whitelist))
+    data = whitelist.read_bytes().replace(b"2025-03-13T14:54:10Z", b"2025-04-01T00:00:00Z", 1)
+    cut = tmp_path / "cut.xml"
+    cut.write_bytes(data[:170850])
+    r = cli.fails("trust", "import-whitelist", str(cut), "--allow-removals",
+                  match="cut.xml: the file is truncated before the end of the domain list")
+    assert "complete" not in r.err
+    assert cli.ok("trust", "list", "--json", "--peers").json().__len__() == 516
+    assert "2025-03-13T14:54:10Z" in cli.ok("trust", "list").out
+
+
+def test_list_closed_inside_a_comment_is_not_complete():
+    data = pretty_document(["a.mssante.fr", "b.mssante.fr"])
+    second = data.index(b"        <Domaine>", data.index(b"</Domaine>"))
+    hidden = data[:second] + b"<!-- </ListeDomaines> -->\n" + data[second:]
+    for cut in (second + len(b"<!-- </ListeDomaines>"), second + len(b"<!-- </ListeDomaines> -->")):
+        with pytest.raises(InvalidWhitelist):
+            parse_whitelist(hidden[:cut])
+
+
+def peer_list(count, generated):
+    return document([domaine(f"p{i:02d}.mssante.fr", f"CN=mx{i},O=Op,C=FR")
+                     for i in range(count)], generated=generated)
+
+
+def test_reimport_removing_too_many_peers_is_refused(cli, tmp_path, gateway_home):
+    cli.ok("trust", "import-whitelist", str(_write(tmp_path, peer_list(20, "2025-01-01"))))
+    # 2 of 20 removed (10%): within the default share
+    r = cli.ok("trust", "import-whitelist", str(_write(tmp_path, peer_list(18, "2025-02-01"))))
+    assert "added 0, removed 2, changed 0" in r.out
+    # 3 of 18 (17%): refused, nothing changes
+    fewer = _write(tmp_path, peer_list(15, "2025-03-01"), "fewer.xml")
+    cli.fails("trust", "import-whitelist", str(fewer),
+              match="fewer.xml: would remove 3 of the 18 peer domains imported from the"
+                    " whitelist (17%), more than the 10% allowed ([trust] max_removed_share):"
+                    " refused (check the file; use --allow-removals to import it anyway)")
+    assert cli.ok("trust", "list").out.endswith("national whitelist generated 2025-02-01)\n")
+    # the operator who checked the file says so
+    r = cli.ok("trust", "import-whitelist", str(fewer), "--allow-removals", "--json").json()
+    assert r["removed"] == ["p15.mssante.fr", "p16.mssante.fr", "p17.mssante.fr"]
+    # the share is configurable
+    config = gateway_home / "config.toml"
+    config.write_text(config.read_text() + "\n[trust]\nmax_removed_share = 0.5\n")
+    r = cli.ok("trust", "import-whitelist", str(_write(tmp_path, peer_list(8, "2025-04-01"))))
+    assert "removed 7" in r.out
+    config.write_text(config.read_text().replace("0.5", "1.5"))
+    cli.fails("trust", "list", match="[trust] max_removed_share must be between 0 and 1")
 
 
 def test_is_trust_space_operator(cli, whitelist, gateway_home):

@@ -129,6 +129,16 @@ class AuthSection:
 
 
 @dataclass(frozen=True)
+class TrustSection:
+    """The trust space: re-imports of the national whitelist."""
+
+    # A re-import removing more than this share of the peer domains imported before is refused
+    # unless `mssgw trust import-whitelist --allow-removals` (a cut or wrong file must not empty
+    # the trust space).
+    max_removed_share: float = 0.10
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration. `home` is the folder relative paths are resolved against."""
 
@@ -143,6 +153,7 @@ class Config:
     documents: DocumentsSection = field(default_factory=DocumentsSection)
     xdm: XDMSection = field(default_factory=XDMSection)
     auth: AuthSection = field(default_factory=AuthSection)
+    trust: TrustSection = field(default_factory=TrustSection)
     source: Path | None = None
 
     def path(self, value: str) -> Path:
@@ -212,7 +223,9 @@ def _section(cls: type[_S], name: str, values: Any) -> _S:
             raise ConfigError(f"config: unknown key [{name}] {key} (known: {known})")
         default = fields[key].default
         expected = type(default) if default is not dataclasses.MISSING else None
-        if expected is not None and not isinstance(value, expected):
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)  # TOML writes 0 or 1 as integers
+        elif expected is not None and not isinstance(value, expected):
             raise ConfigError(
                 f"config: [{name}] {key} must be {expected.__name__}, not {type(value).__name__}"
             )
@@ -233,6 +246,7 @@ _SECTIONS: dict[str, type] = {
     "documents": DocumentsSection,
     "xdm": XDMSection,
     "auth": AuthSection,
+    "trust": TrustSection,
 }
 
 
@@ -251,6 +265,8 @@ def config_from_dict(data: dict[str, Any], home: Path, source: Path | None = Non
     for key in ("days", "crl_days"):
         if getattr(cfg.pki, key) < 1:
             raise ConfigError(f"config: [pki] {key} must be at least 1")
+    if not 0.0 <= cfg.trust.max_removed_share <= 1.0:
+        raise ConfigError("config: [trust] max_removed_share must be between 0 and 1")
     return cfg
 
 

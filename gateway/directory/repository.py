@@ -22,6 +22,7 @@ from gateway.directory.model import (
     Professional,
     TrustDomain,
 )
+from gateway.directory.whitelist import MAX_REMOVED_SHARE
 from gateway.errors import Conflict, NotFound
 
 
@@ -188,10 +189,20 @@ class Directory(Protocol):
         """DateDeGeneration of the whitelist last imported (None before the first import)."""
         ...
 
-    def import_whitelist(self, path: str, *, allow_older: bool = False) -> WhitelistChange:
+    def import_whitelist(
+        self,
+        path: str,
+        *,
+        allow_older: bool = False,
+        allow_removals: bool = False,
+        max_removed_share: float = MAX_REMOVED_SHARE,
+    ) -> WhitelistChange:
         """Import the national whitelist: add, update and remove peer domains; report the change.
 
-        Refuses a list generated before the one already imported unless `allow_older`.
+        Refuses a list generated before the one already imported unless `allow_older`, and one
+        that would remove more than `max_removed_share` of the peer domains imported before
+        unless `allow_removals` (a bad file must not empty the trust space). A refused import
+        changes nothing.
         """
         ...
 

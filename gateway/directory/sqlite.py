@@ -51,7 +51,7 @@ from gateway.directory.repository import (
     UnknownMailbox,
     WhitelistChange,
 )
-from gateway.directory.whitelist import InvalidWhitelist, parse_whitelist
+from gateway.directory.whitelist import MAX_REMOVED_SHARE, InvalidWhitelist, parse_whitelist
 from gateway.errors import Conflict, GatewayError
 from gateway.pki.dn import dn_matches, normalise_dn, subject_dn
 
@@ -656,7 +656,14 @@ class SQLiteDirectory:
         )
         return any(_normalised_dn(r[0]) == key for r in rows)
 
-    def import_whitelist(self, path: str, *, allow_older: bool = False) -> WhitelistChange:
+    def import_whitelist(
+        self,
+        path: str,
+        *,
+        allow_older: bool = False,
+        allow_removals: bool = False,
+        max_removed_share: float = MAX_REMOVED_SHARE,
+    ) -> WhitelistChange:
         p = Path(path)
         try:
             data = p.read_bytes()
@@ -665,7 +672,6 @@ class SQLiteDirectory:
         wl = parse_whitelist(data, source=p.name)
         warnings = list(wl.warnings)
         added: list[str] = []
-        removed: list[str] = []
         changed: list[str] = []
         with self._change() as conn:
             previous = self.whitelist_generated()
@@ -707,10 +713,17 @@ class SQLiteDirectory:
                     " updated = ?, updated_at = ?, source = 'whitelist' WHERE name = ?",
                     values,
                 )
-            for name, old in sorted(existing.items()):
-                if old["source"] == "whitelist" and name not in wl.domains:
-                    conn.execute("DELETE FROM directory_domain WHERE name = ?", (name,))
-                    removed.append(name)
+            listed = [name for name, old in existing.items() if old["source"] == "whitelist"]
+            removed = sorted(name for name in listed if name not in wl.domains)
+            if len(removed) > max_removed_share * len(listed) and not allow_removals:
+                raise InvalidWhitelist(
+                    f"{p.name}: would remove {len(removed)} of the {len(listed)} peer domains"
+                    f" imported from the whitelist ({len(removed) / len(listed):.0%}), more than"
+                    f" the {max_removed_share:.0%} allowed ([trust] max_removed_share): refused"
+                    " (check the file; use --allow-removals to import it anyway)"
+                )
+            for name in removed:
+                conn.execute("DELETE FROM directory_domain WHERE name = ?", (name,))
             if wl.generated:
                 conn.execute(
                     "INSERT INTO directory_meta (key, value) VALUES ('whitelist_generated', ?)"

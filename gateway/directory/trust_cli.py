@@ -26,7 +26,12 @@ def domain_dict(d: TrustDomain) -> dict[str, Any]:
 
 
 def cmd_import(args: argparse.Namespace) -> None:
-    change = _directory(args).import_whitelist(args.file, allow_older=args.allow_older)
+    change = _directory(args).import_whitelist(
+        args.file,
+        allow_older=args.allow_older,
+        allow_removals=args.allow_removals,
+        max_removed_share=config_of(args).trust.max_removed_share,
+    )
     if args.json:
         print_json(change.as_dict())
         return
@@ -110,6 +115,11 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--allow-older", action="store_true",
         help="accept a list generated before the one already imported",
+    )
+    p.add_argument(
+        "--allow-removals", action="store_true",
+        help="accept a list that removes more than [trust] max_removed_share (default 10%%) of"
+        " the peer domains imported before",
     )
 
     p = add_command(group, "list", "list trust-space domains", cmd_list, json_output=True)

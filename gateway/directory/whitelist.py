@@ -7,14 +7,21 @@ once per certificate (the 2025-03-13 snapshot has 619 entries for 516 domains): 
 into one domain accepting every listed DN, the most recent entry giving description and contacts.
 
 Safety: lxml with no DTD loading, no entity resolution, no network and huge_tree off, and any
-DOCTYPE is refused outright (the real list has none, so one can only be an attack). The real
-snapshot ends without its closing root tag; that is tolerated only once `</ListeDomaines>` has
-been read: a list cut before that point would silently remove domains on re-import, so it is
-refused.
+DOCTYPE is refused outright (the real list has none, so one can only be an attack).
+
+Completeness: the real snapshot ends without its closing root tag, so a document cut short must
+be told apart from that one tolerated defect. It is decided from the bytes, never from the
+parser's recovery (libxml2 reports every element still open as closed at end of file, and how it
+does so changes between lxml releases): the raw document must hold the closing `</ListeDomaines>`
+followed by nothing but white space and the start of the root's closing tag, and the document cut
+right after that `</ListeDomaines>` and given its closing root tag must then be well-formed XML
+in its own right. Anything else that is not well-formed is refused, so a list cut in the middle
+of its domains can never remove the domains that are missing.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -25,7 +32,12 @@ from gateway.errors import GatewayError
 
 NS = "https://listeblanche.mssante.fr/schema"
 MAX_SIZE = 64 * 1024 * 1024
-_XML_ERR_TAG_NOT_FINISHED = 77  # libxml2: "Premature end of data in tag"
+# A re-import removing more than this share of the peer domains is refused unless asked for: the
+# national list loses a handful of domains a month, a bad file loses hundreds at once.
+MAX_REMOVED_SHARE = 0.10
+# The closing tag of the domain list as written in the raw bytes (any namespace prefix).
+_LIST_CLOSE = re.compile(rb"</(?:[A-Za-z_][\w.-]*:)?ListeDomaines[ \t\r\n]*>")
+_XML_SPACE = b" \t\r\n"
 
 
 class InvalidWhitelist(GatewayError):
@@ -78,49 +90,78 @@ def _refuse_dtd(root: etree._Element, source: str) -> None:
         )
 
 
-def _truncated_root(data: bytes, source: str) -> etree._Element:
-    """The root of a document cut short, if its domain list is complete; else refuse it."""
-    parser = etree.XMLPullParser(events=("start", "end"), **_parser_options())
-    root: etree._Element | None = None
-    list_closed = False
+def _not_well_formed(source: str, exc: etree.XMLSyntaxError) -> InvalidWhitelist:
+    # libxml2 may quote the offending bytes (a newline...): keep the message on one line
+    message = " ".join(str(exc.msg).split()).encode("ascii", "backslashreplace").decode()
+    return InvalidWhitelist(f"{source}: not well-formed XML: {message}")
+
+
+def _cut_root(data: bytes) -> etree._Element | None:
+    """The root element of `data` if `data` is a well-formed start cut short; else None.
+
+    Used only to choose the message: a pull parser raises on the first error it meets in the
+    bytes fed, and only at close() for data that merely stops too early.
+    """
+    parser = etree.XMLPullParser(events=("start",), **_parser_options())
     try:
         parser.feed(data)
-        parser.close()
     except etree.XMLSyntaxError:
-        pass  # expected: we are reading a document we know is cut short
-    for event, item in parser.read_events():
-        el = cast(etree._Element, item)  # ("start"/"end", element) with these events
-        if root is None:
-            root = el
-        if event == "end" and el.tag == _q("ListeDomaines"):
-            list_closed = True
-    if root is not None:
-        _refuse_dtd(root, source)
-    if root is None or not list_closed:
+        return None
+    for _event, item in parser.read_events():
+        return cast(etree._Element, item)
+    return None
+
+
+def _completed_list(data: bytes, root: etree._Element) -> bytes | None:
+    """`data` up to its last `</ListeDomaines>`, closed with the root's tag, when nothing but
+    white space and the start of that root tag follows it; else None."""
+    matches = list(_LIST_CLOSE.finditer(data))
+    if not matches:
+        return None
+    last = matches[-1]
+    qname = etree.QName(root).localname
+    if root.prefix:
+        qname = f"{root.prefix}:{qname}"
+    closing = f"</{qname}>".encode()
+    if not closing.startswith(data[last.end() :].strip(_XML_SPACE)):
+        return None
+    return data[: last.end()] + closing
+
+
+def _parse_tree(data: bytes, source: str) -> tuple[etree._Element, list[str]]:
+    """The document's root, and a warning when it is the tolerated cut after the domain list."""
+    parser = etree.XMLParser(**_parser_options())
+    try:
+        return etree.fromstring(data, parser), []
+    except etree.XMLSyntaxError as exc:
+        error = exc
+    cut_root = _cut_root(data)
+    if cut_root is None:
+        raise _not_well_formed(source, error) from None
+    _refuse_dtd(cut_root, source)
+    if not _LIST_CLOSE.search(data):
         raise InvalidWhitelist(
             f"{source}: the file is truncated before the end of the domain list: refused"
             " (importing it would remove the domains that are missing)"
         )
-    return root
+    completed = _completed_list(data, cut_root)
+    if completed is None:  # something else than the closing root tag follows the list
+        raise _not_well_formed(source, error) from None
+    try:
+        root = etree.fromstring(completed, parser)
+    except etree.XMLSyntaxError as exc:  # e.g. that `</ListeDomaines>` is inside a comment
+        raise _not_well_formed(source, exc) from None
+    return root, [
+        f"{source}: the file ends without </ListeBlancheMSSante>; the domain list itself is"
+        " complete"
+    ]
 
 
 def parse_whitelist(data: bytes, source: str = "whitelist") -> Whitelist:
     """Parse the whitelist XML in `data`; raises InvalidWhitelist with a one-line reason."""
     if len(data) > MAX_SIZE:
         raise InvalidWhitelist(f"{source}: larger than {MAX_SIZE // (1024 * 1024)} MB: refused")
-    warnings: list[str] = []
-    try:
-        root = etree.fromstring(data, etree.XMLParser(**_parser_options()))
-    except etree.XMLSyntaxError as exc:
-        if getattr(exc, "code", None) != _XML_ERR_TAG_NOT_FINISHED:
-            # libxml2 may quote the offending bytes (a newline...): keep the message on one line
-            message = " ".join(str(exc.msg).split()).encode("ascii", "backslashreplace").decode()
-            raise InvalidWhitelist(f"{source}: not well-formed XML: {message}") from None
-        root = _truncated_root(data, source)
-        warnings.append(
-            f"{source}: the file ends without </ListeBlancheMSSante>; the domain list itself"
-            " is complete"
-        )
+    root, warnings = _parse_tree(data, source)
     _refuse_dtd(root, source)
     if root.tag != _q("ListeBlancheMSSante"):
         raise InvalidWhitelist(
