@@ -100,6 +100,22 @@ class HTTPSection:
 
 
 @dataclass(frozen=True)
+class QuotaSection:
+    """Storage per mailbox, in octets, by kind of mailbox (0: no limit). SMTP refuses mail
+    that would go beyond it (452 4.2.2, or 552 5.2.2 for a message larger than the whole
+    quota); IMAP shows it (RFC 9208 QUOTA) and refuses APPEND/COPY beyond it."""
+
+    per: int = 2 * 1024**3  # a professional
+    org: int = 10 * 1024**3  # a structure's shared mailbox
+    app: int = 10 * 1024**3  # software
+    patient: int = 1024**3
+
+    def limit(self, kind: str) -> int:
+        """The quota of a mailbox kind (MailboxKind's value), 0 when unlimited."""
+        return max(int(getattr(self, kind.lower(), 0)), 0)
+
+
+@dataclass(frozen=True)
 class DocumentsSection:
     cda_schema: str = "../shared/ci-sis/infrastructure/cda/CDA_extended.xsd"
     schematron_dir: str = "../shared/ci-sis/schematrons"
@@ -163,6 +179,7 @@ class Config:
     smtp: SMTPSection = field(default_factory=SMTPSection)
     imap: IMAPSection = field(default_factory=IMAPSection)
     http: HTTPSection = field(default_factory=HTTPSection)
+    quota: QuotaSection = field(default_factory=QuotaSection)
     documents: DocumentsSection = field(default_factory=DocumentsSection)
     xdm: XDMSection = field(default_factory=XDMSection)
     auth: AuthSection = field(default_factory=AuthSection)
@@ -257,6 +274,7 @@ _SECTIONS: dict[str, type] = {
     "smtp": SMTPSection,
     "imap": IMAPSection,
     "http": HTTPSection,
+    "quota": QuotaSection,
     "documents": DocumentsSection,
     "xdm": XDMSection,
     "auth": AuthSection,
