@@ -127,7 +127,8 @@ class Readiness:
         if self._last is not None and now - self._last[0] < self.cache_seconds:
             return self._last[1]
         if self._running is None:  # concurrent probes share one run
-            self._running = asyncio.ensure_future(asyncio.to_thread(check_all, self.config, self.queue))
+            self._running = asyncio.ensure_future(
+                asyncio.to_thread(check_all, self.config, self.queue))
         running = self._running
         try:
             result = await asyncio.shield(running)
