@@ -350,3 +350,34 @@ def test_time_of_day_is_kept_in_the_pdf_and_the_cda(gw: Gateway) -> None:
     p = parse_prescription(next(d.data for d in package.content if b"57833-6" in d.data))
     assert p.lines[0].moments == (cda.MORNING, cda.EVENING)
     assert p.lines[1].moments == (cda.BEDTIME,)
+
+
+def test_the_patient_notice_gives_a_stupefiants_three_days(gw: Gateway, tmp_path: Path) -> None:
+    import pypdfium2
+
+    from gateway.cli import main
+    from gateway.documents.parse import parse_prescription
+    from gateway.xdm import read_package
+    from tests.journey_helpers import attachment
+
+    msg = ordonnance(gw, (ROOT / "examples/prescription-securisee.txt").read_text("utf-8"))
+    pdf = attachment(msg, ".pdf")
+    doc = pypdfium2.PdfDocument(pdf)
+    text = " ".join(doc[0].get_textpage().get_text_range().split())
+    doc.close()
+    day = parse_prescription(next(
+        d.data for d in read_package(attachment(msg, "IHE_XDM.zip")).content
+        if b"57833-6" in d.data)).date.astimezone(dt.UTC).date()
+    assert "ligne 1, au plus tard le" in text and "pour être délivrée en entier" in text
+    assert "R5132-33" in text and "les autres avant le" in text
+    assert "(3 mois)" in text  # the paracetamol line keeps the three months
+    assert (day + dt.timedelta(days=3)).strftime("%d/%m/%Y") in text or \
+        (day + dt.timedelta(days=4)).strftime("%d/%m/%Y") in text  # Paris date near midnight
+    # `mssgw ordonnance pdf` renders the same bytes from the CDA with the drug reference
+    cda = tmp_path / "ordonnance.xml"
+    cda.write_bytes(next(d.data for d in read_package(attachment(msg, "IHE_XDM.zip")).content
+                         if b"57833-6" in d.data))
+    out = tmp_path / "again.pdf"
+    assert main(["ordonnance", "pdf", str(cda), "-o", str(out),
+                 "--config", str(gw.config.home / "config.toml")]) == 0
+    assert out.read_bytes() == pdf
