@@ -35,6 +35,7 @@ COMMAND_MODULES: list[str] = [
     "gateway.documents.cli",
     "gateway.dmp.cli",
     "gateway.ordonnance.cli",
+    "gateway.oidc.cli",
 ]
 
 Handler = Callable[[argparse.Namespace], int | None]

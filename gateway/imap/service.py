@@ -81,7 +81,8 @@ def build_hooks(config: Config) -> Hooks:
         assert logins is not None
         result = await logins.login(response, client_ip, "imap")  # logs each refusal
         if result.mailbox is not None:
-            return Login(result.mailbox.address, result.mailbox.kind is MailboxKind.PATIENT)
+            return Login(result.mailbox.address, result.mailbox.kind is MailboxKind.PATIENT,
+                         config.quota.limit(result.mailbox.kind.value))
         if result.retry_after is not None:
             raise AuthFailed(f"too many failed logins; try again in "
                              f"{max(1, round(result.retry_after))} s", "UNAVAILABLE")

@@ -37,6 +37,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gateway.db import transaction
 from gateway.fileio import fsync_dir, write_synced
@@ -692,6 +693,15 @@ class MailStore:
         ).fetchone()
         return int(row[0]), int(row[1] or 0), int(row[2] or 0)
 
+    def status_sizes(self, folder: Folder) -> tuple[int, int]:
+        """(messages flagged \\Deleted, octets of all messages): STATUS DELETED and SIZE."""
+        row = self.conn.execute(
+            "SELECT SUM(instr(flags, '\\Deleted') > 0), SUM(size) FROM messages"
+            " WHERE folder_id = ?",
+            (folder.id,),
+        ).fetchone()
+        return int(row[0] or 0), int(row[1] or 0)
+
     def first_unseen_uid(self, folder: Folder) -> int | None:
         row = self.conn.execute(
             "SELECT MIN(uid) FROM messages WHERE folder_id = ? AND instr(flags, '\\Seen') = 0",
@@ -754,16 +764,15 @@ class MailStore:
         if not uids:
             return {}
         lo, hi = min(uids), max(uids)
+        rows = self.conn.execute(
+            f"SELECT uid, {_SORTKEY_COLUMNS} FROM sortkeys"  # noqa: S608 - constant
+            " WHERE folder_id = ? AND uid BETWEEN ? AND ?",
+            (folder_id, lo, hi),
+        )
+        if len(uids) == hi - lo + 1:  # every UID of the range (SORT ... ALL): no filter
+            return {r[0]: _keys_of(r[1:]) for r in rows}
         wanted = set(uids)
-        return {
-            r[0]: _keys_of(r[1:])
-            for r in self.conn.execute(
-                f"SELECT uid, {_SORTKEY_COLUMNS} FROM sortkeys"  # noqa: S608 - constant
-                " WHERE folder_id = ? AND uid BETWEEN ? AND ?",
-                (folder_id, lo, hi),
-            )
-            if r[0] in wanted
-        }
+        return {r[0]: _keys_of(r[1:]) for r in rows if r[0] in wanted}
 
     def sort_keys(self, folder: Folder, uids: Sequence[int]) -> dict[int, SortKeys]:
         """What SORT and THREAD compare (gateway.store.sortkeys) for each of `uids` still in
@@ -1111,10 +1120,11 @@ def _key_row(k: SortKeys) -> tuple[object, ...]:
             k.display_to, k.message_id, " ".join(k.references))
 
 
-def _keys_of(row: Sequence[object]) -> SortKeys:
+def _keys_of(row: Sequence[Any]) -> SortKeys:
+    # The columns come back with their types (NOT NULL INTEGER / TEXT): no conversions.
     sent, subject, reply, fa, ta, ca, df, dt, mid, refs = row
-    return SortKeys(int(sent), str(subject), bool(reply), str(fa), str(ta),  # type: ignore[call-overload]
-                    str(ca), str(df), str(dt), str(mid), tuple(str(refs).split()))
+    return SortKeys(sent, subject, reply == 1, fa, ta, ca, df, dt, mid,
+                    tuple(refs.split()) if refs else ())
 
 
 def _delivery_order(name: str) -> tuple[int, int, str]:
