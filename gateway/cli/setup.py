@@ -27,6 +27,7 @@ DEMO_STEP: str | None = "gateway.directory.demo:register"
 # Further demo steps, run after DEMO_STEP, same signature (e.g. the demo's certificates).
 DEMO_EXTRA_STEPS: list[str] = [
     "gateway.pki.demo:issue_certificates",
+    "gateway.admins.demo:register",
 ]
 
 
