@@ -180,3 +180,48 @@ def test_trust_pki_queue_audit_and_status(api):
     status = c.get("/api/v1/status").json()
     assert status["mailboxes"]["PER"] == 2 and status["queue"]["depth"] == 0
     assert c.get("/api/v1/me").json()["name"] == "alice"
+
+
+def test_console_cookies_csrf_headers_and_auditor(api):
+    from gateway.admins import totp
+
+    admins, client = api
+    c = client(None)
+    r = c.get("/console/mailboxes", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/console/login"
+    page = c.get("/console/login")
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "script-src" not in csp
+    assert "frame-ancestors 'none'" in csp and "form-action 'self'" in csp
+    assert page.headers["cache-control"] == "no-store"
+    assert page.headers["x-frame-options"] == "DENY"
+    login_csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    # Without the login form's token (a cross-site post): refused, no session.
+    r = c.post("/console/login", data={"csrf": "forged", "name": "eve",
+                                       "password": "correct horse battery", "code": "000000"})
+    assert r.status_code == 401 and "csrf:" in r.text
+    c.cookies.clear()
+    page = c.get("/console/login")
+    login_csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    from gateway.admins import open_accounts
+    from gateway.admins.model import Caller
+
+    accounts = open_accounts(admins.config)
+    eve_secret = accounts.reset_totp(Caller.local("test"), "eve")
+    accounts.store.close()
+    r = c.post("/console/login", data={"csrf": login_csrf, "name": "eve",
+                                       "password": "correct horse battery",
+                                       "code": totp.code(eve_secret)}, follow_redirects=False)
+    assert r.status_code == 303
+    cookie = r.headers["set-cookie"]
+    assert cookie.startswith("__Host-mssgw-session=")
+    for flag in ("Secure", "HttpOnly", "SameSite=strict", "Path=/"):
+        assert flag.lower() in cookie.lower(), cookie
+    # An auditor reads, sees no change form, and a forged change is refused.
+    page = c.get(f"/console/mailboxes/{doctor_address(DOMAIN)}")
+    assert page.status_code == 200 and "Suspendre" not in page.text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    r = c.post(f"/console/mailboxes/{doctor_address(DOMAIN)}/suspend", data={"csrf": csrf})
+    assert r.status_code == 403 and "auditor" in r.text
+    r = c.post(f"/console/mailboxes/{doctor_address(DOMAIN)}/suspend", data={})
+    assert r.status_code == 401
