@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from admin_helpers import Admins, setup_admins
 
@@ -52,16 +55,39 @@ def _start_dev(home: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise AssertionError("dev server did not start")
 
 
-@pytest.fixture
-def admin_gateway(gateway_home: Path) -> Iterator[tuple[Admins, str]]:
-    admins = setup_admins(gateway_home)
+def _start(home: Path) -> tuple[subprocess.Popen[bytes], str]:
     if importlib.util.find_spec("gateway.http") is None:
-        proc, base = _start_dev(gateway_home)
-    else:
-        raise NotImplementedError
+        return _start_dev(home)
+    from test_smtp_crash import start_serve
+
+    proc, ports = start_serve(home / "config.toml")
+    return proc, f"https://127.0.0.1:{ports['https']}"
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+
+
+@pytest.fixture(scope="module")
+def admin_gateway(
+    tmp_path_factory: pytest.TempPathFactory, _gateway_template: Path
+) -> Iterator[tuple[Admins, str]]:
+    """One running `mssgw serve` per test module, with the demo population and administrators
+    (setup_admins): (admins, "https://127.0.0.1:PORT")."""
+    home = tmp_path_factory.mktemp("admin") / "gw"
+    shutil.copytree(_gateway_template, home, symlinks=True)
+    admins = setup_admins(home)
+    proc, base = _start(home)
     try:
         yield admins, base
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(30)
+        _stop(proc)
+
+
+def client(admins: Admins, base: str, token: str | None = None) -> httpx.Client:
+    """An HTTP client of the listener, trusting the gateway's CA (real TLS)."""
+    context = ssl.create_default_context(cafile=str(admins.config.certs_path / "ca" / "chain.pem"))
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=base, verify=context, headers=headers, timeout=30)

@@ -4,37 +4,29 @@ OpenAPI document), and answers with the CLI's rules, messages and HTTP status co
 from __future__ import annotations
 
 import re
-import types
 
 import httpx
 import pytest
-from admin_helpers import DOMAIN, RPPS_BAD_KEY, RPPS_OK, setup_admins, whitelist
+from admin_helpers import DOMAIN, RPPS_BAD_KEY, RPPS_OK, whitelist
+from admin_server import admin_gateway, client  # noqa: F401 (fixture)
 
 from gateway import audit
 from gateway.directory.demo import PATIENT_INS, doctor_address
 
 
 @pytest.fixture
-def api(gateway_home):
-    """(admins, client factory): a client for the API with a given token (None: anonymous)."""
-    from fastapi import FastAPI
-    from fastapi.testclient import TestClient
-
-    from gateway.web import register
-
-    admins = setup_admins(gateway_home)
-    app = FastAPI()
-    app.state.mssgw = types.SimpleNamespace(config=admins.config)
-    register(app, app.state.mssgw)
+def api(admin_gateway):  # noqa: F811
+    """(admins, client factory): clients of the running `mssgw serve`, each with a token (None:
+    anonymous)."""
+    admins, base = admin_gateway
     clients: list[httpx.Client] = []
 
-    def client(token: str | None) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        c = TestClient(app, base_url="https://testserver", headers=headers)
+    def make(token: str | None) -> httpx.Client:
+        c = client(admins, base, token)
         clients.append(c)
         return c
 
-    yield admins, client
+    yield admins, make
     for c in clients:
         c.close()
 
@@ -58,7 +50,7 @@ def test_anonymous_gets_401_on_every_resource_of_the_openapi_document(api):
     assert forged.get("/api/v1/status").status_code == 401
 
 
-def test_mailboxes_with_the_cli_rules_messages_and_status_codes(api, gateway_home, capsys):
+def test_mailboxes_with_the_cli_rules_messages_and_status_codes(api, capsys):
     admins, client = api
     c = client(admins.admin_token)
     new = {"email": f"dr.house@{DOMAIN}", "rpps": RPPS_BAD_KEY, "family_name": "House",
@@ -68,7 +60,7 @@ def test_mailboxes_with_the_cli_rules_messages_and_status_codes(api, gateway_hom
     # The same one line as the CLI.
     from directory_cli import Cli
 
-    cli = Cli(gateway_home, capsys)
+    cli = Cli(admins.config.home, capsys)
     err = cli("directory", "add-professional", "--email", new["email"], "--rpps", RPPS_BAD_KEY,
               "--family-name", "House", "--given-name", "Gregory", "--profession", "10").err
     assert err.strip() == f"mssgw: error: {r.json()['error']}"
@@ -187,7 +179,7 @@ def test_console_cookies_csrf_headers_and_auditor(api):
 
     admins, client = api
     c = client(None)
-    r = c.get("/console/mailboxes", follow_redirects=False)
+    r = c.get("/console/mailboxes")
     assert r.status_code == 303 and r.headers["location"] == "/console/login"
     page = c.get("/console/login")
     csp = page.headers["content-security-policy"]
@@ -211,7 +203,7 @@ def test_console_cookies_csrf_headers_and_auditor(api):
     accounts.store.close()
     r = c.post("/console/login", data={"csrf": login_csrf, "name": "eve",
                                        "password": "correct horse battery",
-                                       "code": totp.code(eve_secret)}, follow_redirects=False)
+                                       "code": totp.code(eve_secret)})
     assert r.status_code == 303
     cookie = r.headers["set-cookie"]
     assert cookie.startswith("__Host-mssgw-session=")
