@@ -78,6 +78,9 @@ def admin_gateway(
     (setup_admins): (admins, "https://127.0.0.1:PORT")."""
     home = tmp_path_factory.mktemp("admin") / "gw"
     shutil.copytree(_gateway_template, home, symlinks=True)
+    with (home / "config.toml").open("a") as f:  # mail for elsewhere: a port nobody answers
+        f.write('\n[smtp]\nroutes = { "elsewhere.localhost" = "127.0.0.1:9" }\n'
+                "queue_retry_initial = 3600\n")
     admins = setup_admins(home)
     proc, base = _start(home)
     try:

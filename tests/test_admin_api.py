@@ -217,3 +217,42 @@ def test_console_cookies_csrf_headers_and_auditor(api):
     assert r.status_code == 403 and "auditor" in r.text
     r = c.post(f"/console/mailboxes/{doctor_address(DOMAIN)}/suspend", data={})
     assert r.status_code == 401
+
+
+def test_queue_retry_and_bounce_return_the_message_to_its_sender(api):
+    import time
+
+    from gateway.store.maildir import mailbox_path
+    from gateway.store.queue import Entry, Queue, new_queue_id
+
+    admins, client = api
+    c = client(admins.admin_token)
+    sender = doctor_address(DOMAIN)
+    data = (f"From: <{sender}>\r\nTo: <x@elsewhere.localhost>\r\nSubject: Compte rendu\r\n"
+            "Message-ID: <cr1@test.localhost>\r\n\r\nBonjour.\r\n").encode()
+    qid = new_queue_id()
+    Queue(admins.config.queue_path).enqueue_many([Entry(qid, sender, ["x@elsewhere.localhost"],
+                                                        data)])
+    deadline = time.monotonic() + 20  # the runner tries once (refused), then waits an hour
+    while time.monotonic() < deadline:
+        shown = c.get(f"/api/v1/queue/{qid}").json()
+        if shown["recipients"][0]["attempts"]:
+            break
+        time.sleep(0.2)
+    assert "Subject: Compte rendu" in shown["headers"]
+    assert c.post(f"/api/v1/queue/{qid}/retry").json() == {"retry": [qid]}
+    inbox = mailbox_path(admins.config.mailboxes_path, sender) / "new"
+    before = set(inbox.iterdir()) if inbox.exists() else set()
+    r = c.post(f"/api/v1/queue/{qid}/bounce")
+    assert r.status_code in (200, 409), r.text  # 409: the runner held it; try once more
+    if r.status_code == 409:
+        time.sleep(1)
+        assert c.post(f"/api/v1/queue/{qid}/bounce").status_code == 200
+    assert c.get(f"/api/v1/queue/{qid}").status_code == 404
+    (dsn,) = set(inbox.iterdir()) - before
+    text = dsn.read_bytes()
+    assert b"multipart/report; report-type=delivery-status" in text
+    assert b"returned to the sender by the gateway's administrator" in text
+    actions = [e.action for e in audit.read(admins.config, target=qid)]
+    assert actions[0] == "queue.show" and "queue.retry" in actions
+    assert actions[-1] == "queue.bounce"
