@@ -34,16 +34,19 @@ from collections.abc import Awaitable, Callable
 from multiprocessing.connection import Connection, wait
 from typing import Any, Generic, TypeVar
 
+from gateway import metrics
 from gateway.config import Config, parse_hostport
 from gateway.errors import GatewayError
 
 log = logging.getLogger("mssgw.server")
 
-# "module:function" entries: `async def start(config, *, reuse_port: bool) -> list[asyncio.Server]`
-# started in every worker process.
+# "module:function" entries: `async def start(config, *, reuse_port: bool) -> list[listener]`
+# started in every worker process; a listener is an asyncio.Server or anything with its
+# `sockets` and `close()` (gateway.http.service.HTTPListener).
 SERVICES: list[str] = [
     "gateway.smtp.service:start",
     "gateway.imap.service:start",
+    "gateway.http.service:start",
 ]
 
 # "module:function" entries: `async def start(config) -> asyncio.Task` started in the first
@@ -335,6 +338,8 @@ class Supervisor:
                         i = sentinels[obj]
                         proc = self.procs[i]
                         proc.join()
+                        if proc.pid is not None:
+                            metrics.process_gone(proc.pid)
                         lived = time.monotonic() - self.started[i]
                         log.warning("worker %d (pid %s) died (exit %s) after %.1f s; restarting",
                                     i, proc.pid, proc.exitcode, lived)
@@ -388,6 +393,8 @@ def client_help(config: Config, items: list[tuple[str, str, int]]) -> str:
 
 def serve(config: Config) -> int:
     _logging()
+    # Before anything counts: every process of this gateway writes its metrics there.
+    metrics.enable_multiprocess(config.metrics_path)
     config, held = reserve_ephemeral_ports(config)
     try:
         return Supervisor(config).run()
