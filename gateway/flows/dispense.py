@@ -42,6 +42,8 @@ from gateway.flows.common import (
 from gateway.flows.context import ACTOR, Context, context, now
 from gateway.flows.verify import remaining_text
 from gateway.pipeline import Delivery, Message, Outcome
+from gateway.prescriptions import checks
+from gateway.prescriptions.checks import check_dispensation
 from gateway.prescriptions.registry import DispensationReport, Dispenser, PrescriptionRecord
 from gateway.signature.trust import signed_as
 from gateway.xdm import Limits, Sender
@@ -95,7 +97,7 @@ def _lines_text(d: Dispensation) -> str:
 
 
 def _record(ctx: Context, d: Dispensation, sender: str, key: str
-            ) -> tuple[PrescriptionRecord, bool, bytes, bool]:
+            ) -> tuple[PrescriptionRecord, bool, bytes, bool, tuple[str, ...]]:
     mailbox = ctx.mailbox(sender)
     if mailbox is None:
         raise GatewayError(f"{sender} is not in the directory")
@@ -107,8 +109,10 @@ def _record(ctx: Context, d: Dispensation, sender: str, key: str
     record = ctx.registry.get(d.prescription_id, actor=sender)
     from gateway.prescriptions.registry import plan_dispensation
 
+    warnings: tuple[str, ...] = ()
     if not any(x.dispensation_id == key for x in record.dispensations):
         plan_dispensation(record, report, now())  # refuse before signing anything
+        warnings = _check_conditions(ctx, d, record, sender)
     cda = build_dispensation(d)
     pkg = signed_as(ctx.config, sender, build([cda], sender=Sender(
         name=mailbox.display_name, product=ctx.config.gateway.product), metadata=False),
@@ -125,7 +129,21 @@ def _record(ctx: Context, d: Dispensation, sender: str, key: str
             file_package(ctx.dmp, pkg, actor=Actor(ActorKind.GATEWAY, ACTOR),
                          author_address=sender, prescription_id=d.prescription_id,
                          hidden_from=hidden if record.patient_objects_to_feedback else ())
-    return result.record, result.applied, package, in_dmp
+    return result.record, result.applied, package, in_dmp, warnings
+
+
+def _check_conditions(ctx: Context, d: Dispensation, record: PrescriptionRecord, sender: str
+                      ) -> tuple[str, ...]:
+    """The drug database's delivery conditions (fractions, a stupéfiant's three days, hospital
+    pharmacies only): refused with every reason, or the warnings for the pharmacy's receipt."""
+    prescription = _registered(ctx, d.prescription_id, sender)
+    if prescription is None:
+        return ()
+    findings = check_dispensation(prescription, d, record, ctx.drugs, now())
+    refused = checks.refusals(findings)
+    if refused:
+        raise GatewayError(checks.report(refused))
+    return tuple(str(f) for f in checks.warnings(findings))
 
 
 def handle(config: Config, sender: str, recipients: tuple[str, ...], data: bytes) -> Plan | None:
@@ -151,7 +169,7 @@ def handle(config: Config, sender: str, recipients: tuple[str, ...], data: bytes
         return None
     key = "mail:" + idempotence_key(sender, original_id or mail.idempotence_fallback(data))
     try:
-        record, applied, package, in_dmp = _record(ctx, d, sender, key)
+        record, applied, package, in_dmp, warnings = _record(ctx, d, sender, key)
     except GatewayError as exc:
         return Plan(handled=(ctx.robot,) if to_robot else (), deliveries=(_reply(
             ctx, sender, f"Délivrance refusée : ordonnance {d.prescription_id}",
@@ -159,12 +177,15 @@ def handle(config: Config, sender: str, recipients: tuple[str, ...], data: bytes
             f" enregistrée :\n{exc}\n\nRien n'a été modifié.\n", original_id),))
     lines = _lines_text(d)
     left = remaining_text(record)
+    notes = ("\nÀ vérifier (conditions de délivrance de la base des médicaments) :\n"
+             + "\n".join(f"  - {w}" for w in warnings) + "\n") if warnings else ""
     out = [_reply(ctx, sender, f"Délivrance enregistrée : ordonnance {record.identifier}",
                   f"Bonjour,\n\nLa délivrance est enregistrée{'' if applied else ' (déjà reçue)'}"
                   + (" et versée dans le DMP du patient" if in_dmp else " (non versée dans le"
                      " DMP : le patient n'y est pas désigné par un INS qualifié)")
                   + f" :\n{lines}\n\nStatut :"
-                  f" {record.status_at(now())}\nQuantités restantes :\n{left}\n", original_id)]
+                  f" {record.status_at(now())}\nQuantités restantes :\n{left}\n{notes}",
+                  original_id)]
     xdm = mail.Attachment("IHE_XDM.zip", "application/zip", package)
     if not record.patient_objects_to_feedback:
         out.append(_reply(ctx, record.prescriber_address,

@@ -44,7 +44,10 @@ from gateway.flows.context import ACTOR, Context, context, now
 from gateway.flows.filing import file_packages, may_hold_package, relayed
 from gateway.ordonnance import qr_png, render_pdf
 from gateway.pipeline import Delivery, Message, Outcome
+from gateway.prescriptions import checks
+from gateway.prescriptions.checks import check_prescription
 from gateway.prescriptions.identifier import group
+from gateway.prescriptions.prescriber import Prescriber
 from gateway.signature.trust import signed_as
 from gateway.xdm import Limits, Package, Sender
 from gateway.xdm.package import build, to_zip
@@ -115,6 +118,20 @@ def _prescription(ctx: Context, source: Source, sender: str, when: dt.datetime) 
     return p
 
 
+def _check_conditions(ctx: Context, p: Prescription, sender: str) -> tuple[str, ...]:
+    """The drug database's prescribing conditions for this prescriber: refused (Refused, with
+    every refusal) or accepted with the warnings for the doctor's receipt."""
+    doctor = ctx.mailbox(sender)
+    if doctor is None:
+        return ()
+    prescriber = Prescriber.from_mailbox(doctor, ctx.structure_of(doctor))
+    findings = check_prescription(p, prescriber, ctx.drugs)
+    refused = checks.refusals(findings)
+    if refused:
+        raise Refused(checks.report(refused))
+    return tuple(str(f) for f in checks.warnings(findings))
+
+
 def _check_people(ctx: Context, p: Prescription, sender: str, patient_address: str) -> None:
     doctor = ctx.mailbox(sender)
     if doctor is None or doctor.professional is None:
@@ -182,12 +199,15 @@ def _patient_text(p: Prescription) -> str:
     )
 
 
-def _doctor_text(p: Prescription, patient_address: str, filed: list[str]) -> str:
+def _doctor_text(p: Prescription, patient_address: str, filed: list[str], robot: str,
+                 warnings: tuple[str, ...] = ()) -> str:
     lines = "\n".join(
         f"  {i}. {line.product.label}" + (f" (CIS {line.product.cis})" if line.product.cis else "")
         for i, line in enumerate(p.lines, 1)
     )
     docs = "\n".join(f"  - {d}" for d in filed)
+    notes = ("À noter (conditions de prescription de la base des médicaments) :\n"
+             + "\n".join(f"  - {w}" for w in warnings) + "\n\n") if warnings else ""
     return (
         "Bonjour,\n\n"
         f"Votre ordonnance pour {p.patient.given_names} {p.patient.birth_name}"
@@ -200,8 +220,9 @@ def _doctor_text(p: Prescription, patient_address: str, filed: list[str]) -> str
            " pas été versée dans le DMP : le patient y est désigné par un identifiant"
            f" provisoire ({p.patient.ins}, identité non qualifiée), et le DMP n'accepte que"
            " l'INS qualifié.\n\n")
-        + "L'ordonnance PDF est jointe. Pour l'annuler, écrivez au service des ordonnances :"
-        f" « Annulation : {p.identifier} ».\n"
+        + notes
+        + "L'ordonnance PDF est jointe. Pour l'annuler, écrivez au service des ordonnances"
+        f" ({robot}) : « Annulation : {p.identifier} ».\n"
     )
 
 
@@ -218,6 +239,7 @@ class Built:
     pdf: bytes
     package: bytes
     filed: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
 
 
 def _build(ctx: Context, p: Prescription, sender: str) -> tuple[Prescription, bytes, Package]:
@@ -241,7 +263,11 @@ def _again(ctx: Context, identifier: str, sender: str) -> Built:
     entries = ctx.dmp.find(p.patient.ins, actor=Actor(ActorKind.GATEWAY, ACTOR))
     filed = tuple(e.metadata.unique_id for e in entries
                   if e.metadata.prescription_id == identifier)
-    return Built(p, render_pdf(p), package, filed)
+    try:
+        warnings = _check_conditions(ctx, p, sender)
+    except Refused:  # accepted when registered; the reference changed since
+        warnings = ()
+    return Built(p, render_pdf(p), package, filed, warnings)
 
 
 def _register(ctx: Context, key: str, source: Source, sender: str, patient_address: str,
@@ -255,6 +281,7 @@ def _register(ctx: Context, key: str, source: Source, sender: str, patient_addre
         return _again(ctx, row["identifier"], sender)
     p = _prescription(ctx, source, sender, when)
     _check_people(ctx, p, sender, patient_address)
+    warnings = _check_conditions(ctx, p, sender)
     try:
         p, pdf, pkg = _build(ctx, p, sender)
     except GatewayError as exc:  # e.g. no valid signature certificate for the doctor
@@ -271,7 +298,7 @@ def _register(ctx: Context, key: str, source: Source, sender: str, patient_addre
                          (key, p.identifier))
     except GatewayError as exc:  # the registry or the DMP refuses (e.g. an identifier reused)
         raise Refused(f"l'ordonnance n'a pas pu être enregistrée : {exc}") from None
-    return Built(p, pdf, signed, tuple(e.metadata.unique_id for e in entries))
+    return Built(p, pdf, signed, tuple(e.metadata.unique_id for e in entries), warnings)
 
 
 def handle(config: Config, sender: str, patients: tuple[str, ...], data: bytes) -> Plan | None:
@@ -321,7 +348,8 @@ def handle(config: Config, sender: str, patients: tuple[str, ...], data: bytes) 
     to_doctor = mail.compose(
         sender=ctx.robot, to=[sender], domain=domain, in_reply_to=original_id,
         subject=f"Ordonnance {p.identifier} enregistrée pour {p.patient.birth_name}",
-        body=_doctor_text(p, patient, list(built.filed)), files=[pdf],
+        body=_doctor_text(p, patient, list(built.filed), ctx.robot, built.warnings),
+        files=[pdf],
         headers=[("X-MSS-NIL", product), ("X-Ordonnance-Id", p.identifier or "")],
     )
     out = [

@@ -3,6 +3,8 @@
 `start(config, reuse_port=...)` is what `mssgw serve` calls in every worker process: it opens the
 STARTTLS listener (143-style) and the implicit-TLS listener (993-style) and returns the servers.
 Logins go through the directory's Authenticator (credential cache, lockouts, suspension);
+AUTHENTICATE OAUTHBEARER / XOAUTH2 take a Pro Santé Connect access token when [oidc] has an
+issuer (gateway.oidc: same lockouts);
 AUTHENTICATE EXTERNAL accepts a client certificate from our CA for an APP mailbox whose address
 is in the certificate; reads of a patient's mailbox go to the audit log.
 """
@@ -19,6 +21,7 @@ from cryptography import x509
 from gateway.config import Config, parse_hostport
 from gateway.imap.server import end_sessions, serve_connection
 from gateway.imap.session import AuthFailed, Hooks, Login
+from gateway.oidc.sasl import BearerResponse
 from gateway.server import MadeBeforeFork
 from gateway.store.mailstore import StorePool
 
@@ -28,16 +31,23 @@ log = logging.getLogger("mssgw.imap")
 def build_hooks(config: Config) -> Hooks:
     from gateway import audit
     from gateway.directory import open_directory
-    from gateway.directory.auth import Authenticator
+    from gateway.directory.auth import Authenticator, AuthReason
     from gateway.directory.model import MailboxKind
+    from gateway.oidc import token_logins
     from gateway.pki.kinds import Purpose
     from gateway.pki.tls import verify_peer
 
     directory = open_directory(config)
     authenticator = Authenticator.from_config(config, directory)
+    logins = token_logins(config, directory, authenticator)
 
     async def authenticate(address: str, password: str, client_ip: str) -> Login:
         result = await authenticator.authenticate(address, password, client_ip)
+        if result.reason is AuthReason.PASSWORD_NOT_ALLOWED:
+            log.warning("IMAP login refused for %s from %s: %s", address, client_ip,
+                        result.reason)
+            raise AuthFailed("this mailbox does not log in with a password: use a Pro Sante "
+                             "Connect token (AUTHENTICATE OAUTHBEARER or XOAUTH2)")
         if not result.ok or result.mailbox is None:
             # One answer for every failure (unknown, wrong password, suspended, locked out):
             # the reason goes to the log, never to the client.
@@ -67,6 +77,18 @@ def build_hooks(config: Config) -> Hooks:
             raise AuthFailed("authentication failed")
         return Login(mailbox.address, False, config.quota.limit(mailbox.kind.value))
 
+    async def authenticate_token(response: BearerResponse, client_ip: str) -> Login:
+        assert logins is not None
+        result = await logins.login(response, client_ip, "imap")  # logs each refusal
+        if result.mailbox is not None:
+            return Login(result.mailbox.address, result.mailbox.kind is MailboxKind.PATIENT)
+        if result.retry_after is not None:
+            raise AuthFailed(f"too many failed logins; try again in "
+                             f"{max(1, round(result.retry_after))} s", "UNAVAILABLE")
+        if result.temporary:
+            raise AuthFailed(f"temporary failure: {result.message}", "UNAVAILABLE")
+        raise AuthFailed(f"authentication failed: {result.message}", challenge=result.challenge)
+
     def record(actor: str, action: str, target: str, details: dict[str, object]) -> None:
         audit.record(config, actor, action, target, **details)
 
@@ -74,6 +96,7 @@ def build_hooks(config: Config) -> Hooks:
         pool=StorePool(config.mailboxes_path),
         authenticate=authenticate,
         authenticate_certificate=authenticate_certificate,
+        authenticate_token=authenticate_token if logins is not None else None,
         audit=record,
         hostname=config.gateway.hostname,
         max_append=config.imap.max_message_size,

@@ -14,6 +14,7 @@ from typing import Protocol
 from gateway.imap import utf7
 from gateway.imap.parser import Token, as_atom, as_text
 from gateway.imap.syntax import quote
+from gateway.oidc.sasl import BearerResponse
 from gateway.store.mailstore import Folder, MailStore, StorePool
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
@@ -49,11 +50,15 @@ class Login:
 
 
 class AuthFailed(Exception):
-    """Refused login; `code` is the IMAP response code (AUTHENTICATIONFAILED, ...)."""
+    """Refused login; `code` is the IMAP response code (AUTHENTICATIONFAILED, ...);
+    `challenge` the SASL error sent before the NO (RFC 7628 token logins)."""
 
-    def __init__(self, text: str, code: str = "AUTHENTICATIONFAILED") -> None:
+    def __init__(
+        self, text: str, code: str = "AUTHENTICATIONFAILED", challenge: bytes | None = None
+    ) -> None:
         super().__init__(text)
         self.code = code
+        self.challenge = challenge
 
 
 @dataclass
@@ -65,6 +70,8 @@ class Hooks:
     authenticate: Callable[[str, str, str], Awaitable[Login]]
     # (session's TLS peer info, authorisation id or "") -> Login, or raises AuthFailed
     authenticate_certificate: Callable[[object, str], Awaitable[Login]] | None = None
+    # (OAUTHBEARER/XOAUTH2 message, client ip) -> Login, or raises AuthFailed; None: not offered
+    authenticate_token: Callable[[BearerResponse, str], Awaitable[Login]] | None = None
     audit: Callable[[str, str, str, dict[str, object]], None] = lambda *a: None
     hostname: str = "localhost"
     max_append: int = 64 * 1024 * 1024
@@ -155,6 +162,8 @@ class SessionState:
                 caps += " AUTH=PLAIN"
                 if self.hooks.authenticate_certificate is not None and self._has_cert():
                     caps += " AUTH=EXTERNAL"
+                if self.hooks.authenticate_token is not None:
+                    caps += " AUTH=OAUTHBEARER AUTH=XOAUTH2"
         elif not self.compressed:
             caps += " COMPRESS=DEFLATE"
         return caps

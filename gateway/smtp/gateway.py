@@ -18,6 +18,7 @@ from gateway import pipeline
 from gateway.config import Config
 from gateway.directory import Directory, Mailbox, MailboxKind, open_directory, own_domains
 from gateway.directory.auth import Authenticator
+from gateway.oidc import token_logins
 from gateway.smtp import replies
 from gateway.smtp.checks import Headers, domain_of
 from gateway.smtp.conversations import Contact, Conversations
@@ -49,6 +50,8 @@ class Gateway:
         pipeline.configure(config)
         self.directory = directory or open_directory(config, actor="smtp")
         self.authenticator = authenticator or Authenticator.from_config(config, self.directory)
+        # SASL OAUTHBEARER/XOAUTH2 (None without an [oidc] issuer); lockouts as for passwords.
+        self.token_logins = token_logins(config, self.directory, self.authenticator)
         self.conversations = Conversations.open(config.database_path)
         self.queue = Queue(config.queue_path).ensure()
         self.committer = Committer(self.queue, notes=self.conversations.record_many)
