@@ -19,9 +19,11 @@ import asyncio
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.config import Config
+from gateway.store.interfaces import OutboundQueue
 
 STALLED_AFTER = 300.0  # seconds a due delivery may wait for the queue runner
 CACHE_SECONDS = 2.0
@@ -61,11 +63,9 @@ def check_storage(config: Config) -> Check:
     return Check("storage", True, "database, mailboxes and queue usable")
 
 
-def check_queue(config: Config, now: float | None = None) -> Check:
-    from gateway.store.queue import Queue
-
+def check_queue(queue: OutboundQueue, now: float | None = None) -> Check:
     now = time.time() if now is None else now
-    records = Queue(config.queue_path).records()
+    records = queue.records()
     overdue = [
         (now - r.next_attempt, rec.id)
         for rec in records for r in rec.pending if now - r.next_attempt > STALLED_AFTER
@@ -96,22 +96,28 @@ def check_certificate(config: Config) -> Check:
                  f"server certificate {creds.serial} {result.reason}, {int(days)} day(s) left")
 
 
-def check_all(config: Config) -> list[Check]:
+def check_all(config: Config, queue: OutboundQueue) -> list[Check]:
+    checks: list[tuple[str, Callable[[], Check]]] = [
+        ("storage", lambda: check_storage(config)),
+        ("queue", lambda: check_queue(queue)),
+        ("certificate", lambda: check_certificate(config)),
+    ]
     out = []
-    for check in (check_storage, check_queue, check_certificate):
+    for name, check in checks:
         try:
-            out.append(check(config))
+            out.append(check())
         except Exception as exc:  # a check's own bug must not make the probe answer 500
-            out.append(Check(check.__name__.removeprefix("check_"), False,
-                             f"{type(exc).__name__}: {exc}"))
+            out.append(Check(name, False, f"{type(exc).__name__}: {exc}"))
     return out
 
 
 class Readiness:
     """The checks of one process, cached for CACHE_SECONDS, run off the event loop."""
 
-    def __init__(self, config: Config, cache_seconds: float = CACHE_SECONDS) -> None:
+    def __init__(self, config: Config, queue: OutboundQueue,
+                 cache_seconds: float = CACHE_SECONDS) -> None:
         self.config = config
+        self.queue = queue
         self.cache_seconds = cache_seconds
         self._last: tuple[float, list[Check]] | None = None
         self._running: asyncio.Future[list[Check]] | None = None
@@ -121,7 +127,8 @@ class Readiness:
         if self._last is not None and now - self._last[0] < self.cache_seconds:
             return self._last[1]
         if self._running is None:  # concurrent probes share one run
-            self._running = asyncio.ensure_future(asyncio.to_thread(check_all, self.config))
+            self._running = asyncio.ensure_future(
+                asyncio.to_thread(check_all, self.config, self.queue))
         running = self._running
         try:
             result = await asyncio.shield(running)

@@ -41,9 +41,11 @@ async def running_http(
     """The HTTPS listener of `config` (on its [http] listen, port 0 in tests) in this event
     loop, and an async client for it; stopped (gracefully) on exit."""
     from gateway.http import service
+    from gateway.runtime import Runtime
 
+    runtime = Runtime(config)
     [listener] = await service.start(
-        config, extensions=list(extensions) if extensions is not None else None)
+        runtime, extensions=list(extensions) if extensions is not None else None)
     port = listener.sockets[0].getsockname()[1]
     try:
         async with httpx.AsyncClient(base_url=f"https://127.0.0.1:{port}",
@@ -52,3 +54,4 @@ async def running_http(
     finally:
         listener.close()
         await listener.task
+        runtime.close()

@@ -15,6 +15,7 @@ from http_helpers import running_http, trust_gateway
 from gateway.config import load_config
 from gateway.http.app import Context, WebContext
 from gateway.pki.ca import revoke, server_credentials
+from gateway.runtime import Runtime
 from gateway.store.queue import Entry, Queue
 
 
@@ -109,8 +110,12 @@ async def test_extension_adds_a_router_that_reaches_the_process_objects(config):
 
     @router.get("/domain")
     def domain(ctx: Context) -> dict[str, str]:
-        return {"domain": ctx.config.gateway.domain,
-                "mailboxes": str(len(ctx.directory("test").list_mailboxes()))}
+        directory = ctx.directory("test")
+        try:
+            return {"domain": ctx.config.gateway.domain,
+                    "mailboxes": str(len(directory.list_mailboxes()))}
+        finally:
+            directory.close()
 
     def register(app: FastAPI, context: WebContext) -> None:
         app.include_router(router)
@@ -128,4 +133,4 @@ async def test_disabled_when_listen_is_empty(gateway_home):
 
     cfg = gateway_home / "config.toml"
     cfg.write_text(cfg.read_text().replace('listen = "127.0.0.1:0"', 'listen = ""'))
-    assert await service.start(load_config(cfg)) == []
+    assert await service.start(Runtime(load_config(cfg))) == []

@@ -403,3 +403,39 @@ def test_a_malformed_message_is_a_syntax_error(
         assert client.noop()[0] == "OK"
     finally:
         client.logout()
+
+
+def test_operator_commands(
+    gateway: tuple[Config, ServerThread], openid_provider: OpenIDProvider,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`mssgw oidc check` reads the provider's documents; `mssgw oidc token` says whether a
+    token (on stdin) opens a mailbox, and why not, without counting a failure."""
+    import io
+
+    from gateway.cli import main
+
+    config, _ = gateway
+    cfg = str(config.source)
+    assert main(["oidc", "check", "--config", cfg]) == 0
+    out = capsys.readouterr().out
+    assert f"issuer: {openid_provider.issuer}" in out and "key-1" in out
+    token = openid_provider.token(DOCTOR_ID)
+    monkeypatch.setattr("sys.stdin", io.StringIO(token + "\n"))
+    assert main(["oidc", "token", "--config", cfg]) == 0
+    assert f"opens {DOCTOR}" in capsys.readouterr().out
+    for _ in range(6):  # never locks anything out
+        monkeypatch.setattr("sys.stdin", io.StringIO(token))
+        assert main(["oidc", "token", "--mailbox", PHARMACY, "--config", cfg]) == 1
+        assert "wrong-professional" in capsys.readouterr().err
+    server = gateway[1]
+    assert _smtp_login(config, server, Sasl("OAUTHBEARER", PHARMACY,
+                                            openid_provider.token(PHARMACIST_ID)))[0] == 235
+    assert main(["oidc", "check", "--config", str(setup_off(config))]) == 1
+    assert "token logins are off" in capsys.readouterr().err
+
+
+def setup_off(config: Config) -> Path:
+    path = Path(str(config.source)).with_name("off.toml")
+    path.write_text('[gateway]\ndomain = "test.localhost"\n')
+    return path

@@ -12,12 +12,14 @@ from gateway.admins.accounts import ISSUER
 from gateway.admins.model import Caller
 from gateway.admins.totp import provisioning_uri
 from gateway.audit import local_actor
-from gateway.config import Config
+from gateway.runtime import Runtime
 
 DEMO_ADMIN = "demo"
 
 
-def register(config: Config) -> list[str]:
+def register(runtime: Runtime) -> list[str]:
+    """A DEMO_STEPS entry of `mssgw init --demo` (idempotent)."""
+    config = runtime.config
     accounts = open_accounts(config)
     try:
         if accounts.store.account(DEMO_ADMIN) is not None:

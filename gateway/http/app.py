@@ -27,24 +27,30 @@ from fastapi import Depends, FastAPI, Request
 
 from gateway import __version__
 from gateway.config import Config
-from gateway.directory import Directory, open_directory
+from gateway.directory import Directory
 from gateway.health import Readiness
+from gateway.runtime import Runtime
 
 
 @dataclass
 class WebContext:
-    """What the handlers of one worker process may use. One per application."""
+    """What the handlers of one worker process may use: the process's composition root
+    (`runtime`: its stores and services) and what the listener adds. One per application."""
 
-    config: Config
+    runtime: Runtime
     readiness: Readiness = field(init=False)
 
     def __post_init__(self) -> None:
-        self.readiness = Readiness(self.config)
+        self.readiness = Readiness(self.runtime.config, self.runtime.outbound_queue)
+
+    @property
+    def config(self) -> Config:
+        return self.runtime.config
 
     def directory(self, actor: str) -> Directory:
         """The trust directory, its changes audited under `actor` (the authenticated
-        administrator). Blocking (SQLite): use it from a `def` handler."""
-        return open_directory(self.config, actor=actor)
+        administrator); the caller closes it. Blocking (SQLite): use it from a `def` handler."""
+        return self.runtime.storage.directory(actor)
 
 
 Extension = Callable[[FastAPI, WebContext], None]

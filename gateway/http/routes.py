@@ -46,7 +46,7 @@ async def readyz(ctx: Context) -> JSONResponse:
 async def metrics_endpoint(ctx: Context) -> Response:
     from gateway.metrics.exposition import CONTENT_TYPE, render
 
-    body = await asyncio.to_thread(render, ctx.config)
+    body = await asyncio.to_thread(render, ctx.config, ctx.runtime.outbound_queue)
     return Response(body, media_type=CONTENT_TYPE)
 
 

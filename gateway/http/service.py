@@ -33,7 +33,7 @@ from hypercorn.config import Sockets
 
 from gateway.config import Config, parse_hostport
 from gateway.http.app import Extension, WebContext, create_app
-from gateway.server import MadeBeforeFork
+from gateway.runtime import Runtime
 
 log = logging.getLogger("mssgw.http")
 
@@ -41,7 +41,7 @@ BACKLOG = 128
 ALPN = ["h2", "http/1.1"]
 
 
-def tls_context(config: Config) -> ssl.SSLContext:
+def make_tls_context(config: Config) -> ssl.SSLContext:
     from gateway.pki.tls import server_context
 
     ctx = server_context(config)
@@ -49,13 +49,15 @@ def tls_context(config: Config) -> ssl.SSLContext:
     return ctx
 
 
-_tls = MadeBeforeFork(tls_context)
+def tls_context(runtime: Runtime) -> ssl.SSLContext:
+    """The root's HTTPS context, made once (by the supervisor before it forks: `prepare`)."""
+    return runtime.made("https tls", lambda: make_tls_context(runtime.config))
 
 
-def prepare(config: Config) -> None:
+def prepare(runtime: Runtime) -> None:
     """Before the workers fork: one TLS context for all (shared session-ticket key)."""
-    if config.http.listen:
-        _tls.prepare(config)
+    if runtime.config.http.listen:
+        tls_context(runtime)
 
 
 class _Hypercorn(HypercornConfig):
@@ -131,14 +133,15 @@ def _finished(task: asyncio.Task[None]) -> None:
 
 
 async def start(
-    config: Config, *, reuse_port: bool = False, extensions: list[Extension] | None = None
+    runtime: Runtime, *, reuse_port: bool = False, extensions: list[Extension] | None = None
 ) -> list[HTTPListener]:
     """Serve the application on [http] listen until the returned listener is closed; returns
     once it accepts connections. An empty [http] listen starts nothing."""
+    config = runtime.config
     if not config.http.listen:
         return []
-    context = _tls.get(config)
-    app = create_app(WebContext(config), extensions)
+    context = tls_context(runtime)
+    app = create_app(WebContext(runtime), extensions)
     sock = bind(config.http.listen, reuse_port=reuse_port)
     stop = asyncio.Event()
     task = asyncio.create_task(

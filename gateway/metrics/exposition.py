@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 
 from gateway import metrics
 from gateway.config import Config
+from gateway.store.interfaces import OutboundQueue
 
 log = logging.getLogger("mssgw.metrics")
 
@@ -35,13 +36,11 @@ def _days_left(not_after: datetime, now: float) -> float:
 
 
 class QueueCollector(Collector):
-    def __init__(self, config: Config) -> None:
-        self.config = config
+    def __init__(self, queue: OutboundQueue) -> None:
+        self.queue = queue
 
     def collect(self) -> Iterator[Metric]:
-        from gateway.store.queue import Queue
-
-        ids = Queue(self.config.queue_path).ids()
+        ids = self.queue.ids()
         depth = GaugeMetricFamily("mssgw_queue_messages", "Messages in the outbound queue")
         depth.add_metric([], len(ids))
         yield depth
@@ -116,7 +115,7 @@ class CertificateCollector(Collector):
         yield crls
 
 
-def registry(config: Config) -> CollectorRegistry:
+def registry(config: Config, queue: OutboundQueue) -> CollectorRegistry:
     """A registry holding everything `/metrics` shows, made per scrape (the multiprocess
     collector reads the folder when collected)."""
     folder = metrics.multiprocess_folder()
@@ -126,7 +125,7 @@ def registry(config: Config) -> CollectorRegistry:
     else:
         reg = CollectorRegistry()
         MultiProcessCollector(reg, path=str(folder))
-    reg.register(QueueCollector(config))
+    reg.register(QueueCollector(queue))
     reg.register(CertificateCollector(config))
     return reg
 
@@ -138,6 +137,6 @@ class _Live(Collector):
         yield from metrics.live_registry().collect()
 
 
-def render(config: Config) -> bytes:
+def render(config: Config, queue: OutboundQueue) -> bytes:
     """The text exposition (blocking: reads files; call it off the event loop)."""
-    return generate_latest(registry(config))
+    return generate_latest(registry(config, queue))

@@ -139,11 +139,14 @@ class _Coalesced:
     def submit(self, name: str, fn: Callable[[], _T]) -> concurrent.futures.Future[_T]:
         with self._lock:
             future = self._running.get(name)
-            if future is None:
-                future = self._pool().submit(fn)
-                self._running[name] = future
-                future.add_done_callback(lambda f: self._done(name, f))
-            return future
+            if future is not None:
+                return future
+            future = self._pool().submit(fn)
+            self._running[name] = future
+        # Outside the lock: a future that already finished runs its callback at once, in this
+        # thread, and `_done` takes the lock (a deadlock when it was still held).
+        future.add_done_callback(lambda f: self._done(name, f))
+        return future
 
     def _done(self, name: str, future: concurrent.futures.Future[Any]) -> None:
         with self._lock:
@@ -208,6 +211,20 @@ class Provider:
     @property
     def discovery_url(self) -> str:
         return discovery_url(self.settings.issuer)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The discovery document last read ({} before the first read)."""
+        return self._metadata[0] if self._metadata else {}
+
+    @property
+    def has_keys(self) -> bool:
+        return self._keys is not None
+
+    @property
+    def last_error(self) -> str:
+        """Why the last read of the provider's documents failed ("" if none did)."""
+        return self._last_error
 
     # --- HTTP (in the pool's threads) ---------------------------------------------------------
 
