@@ -39,6 +39,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OKPKey, RSAKey, import_key
 
 from gateway.config import Config, OIDCSection
+from gateway.errors import ConfigError
 
 log = logging.getLogger("mssgw.oidc")
 
@@ -191,8 +192,10 @@ class Provider:
             try:
                 secret = path.read_text(encoding="utf-8").splitlines()[0].strip()
             except (OSError, IndexError, UnicodeDecodeError) as exc:
-                raise ProviderError(f"[oidc] client_secret_file {path}: cannot read it ({exc})")\
-                    from None
+                raise ConfigError(
+                    f"config: [oidc] client_secret_file {path}: cannot read a secret from it "
+                    f"({type(exc).__name__})"
+                ) from None
         return cls(s, config.path(s.ca_file) if s.ca_file else None, secret)
 
     def _pool(self) -> concurrent.futures.Executor:
