@@ -8,8 +8,8 @@ import imaplib
 import os
 import re
 import signal
-import socket
 import smtplib
+import socket
 import time
 
 import pytest
