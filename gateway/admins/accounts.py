@@ -83,6 +83,17 @@ class AdminAccounts:
         self.settings = settings
         self.min_password_length = min_password_length
         self.now = clock
+        self._closers: list[Callable[[], None]] = []
+
+    def closing(self, *closers: Callable[[], None]) -> AdminAccounts:
+        """Close these (the store, the audit log it was opened with) with `close()`."""
+        self._closers.extend(closers)
+        return self
+
+    def close(self) -> None:
+        closers, self._closers = self._closers, []
+        for close in reversed(closers):
+            close()
 
     # --- accounts --------------------------------------------------------------------------
     @staticmethod
@@ -201,15 +212,11 @@ class AdminAccounts:
 
     def _failed(self, acc: AccountSecrets, now: dt.datetime, client: str) -> None:
         window = dt.timedelta(seconds=self.settings.lockout)
-        start = acc.first_failure_at
-        if start is None or now - start > window:
-            count, start = 1, now
-        else:
-            count = acc.failures + 1
+        # Counted by the store in one atomic step: parallel attempts (on any worker) all count.
+        count = self.store.count_failure(acc.admin.name, now, now - window)
         locked = now + window if count >= self.settings.max_failures else None
-        self.store.update_account(
-            acc.admin.name, failures=count, first_failure_at=start, locked_until=locked
-        )
+        if locked is not None:
+            self.store.update_account(acc.admin.name, locked_until=locked)
         self.audit(f"unauthenticated {client}".strip(), "admin.login-failed", acc.admin.name,
                    {"client": client, "failures": count, "locked": locked is not None})
 
@@ -233,13 +240,14 @@ class AdminAccounts:
         if ok and acc.totp_secret is not None:
             step = totp.verify(acc.totp_secret, code, last_step=acc.totp_last_step,
                                at=now.timestamp())
-            ok = step >= 0
+            # A code is good once: of two logins presenting it at the same moment, one wins.
+            ok = step >= 0 and self.store.take_totp_step(acc.admin.name, step)
         if not ok:
             self._failed(acc, now, client)
             raise Unauthenticated(BAD_LOGIN)
         self.store.update_account(
             acc.admin.name, failures=0, first_failure_at=None, locked_until=None,
-            last_login_at=now, **({"totp_last_step": step} if step >= 0 else {}),
+            last_login_at=now,
         )
         self.audit(f"admin:{acc.admin.name}", "admin.login", acc.admin.name,
                    {"client": client, "method": "password+totp" if step >= 0 else "password"})
