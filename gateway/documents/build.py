@@ -866,6 +866,10 @@ def _adapted_posology(d: Dispensation, i: int, line: DispensedLine) -> _Xml | No
     if not line.phases:
         return None
     where = f"dispensed line {i}"
+    if line.kind in (DispensingKind.DELIVERED, DispensingKind.NOT_DELIVERED):
+        # The volet gives a dispensed line a posology only when it changed.
+        raise BuildError(f"{where}: a posology of its own on a line {line.kind.value}: mark it"
+                         " adapted (or substituted, partial) or leave the posology out")
     if len(line.phases) > 1 or len(line.phases[0].moments) > 1:
         raise BuildError(f"{where}: an adapted posology of several phases or times of day"
                          " cannot be written in an eDISP line; say it in the reason")
@@ -927,7 +931,7 @@ def _dispensation_entry(d: Dispensation, i: int, line: DispensedLine) -> _Xml:
         _e("product", _product(line.product, ref)),
         _item_reference(d, line),
         notes,
-        _adapted_posology(d, i, line) if line.kind is DispensingKind.ADAPTED else None,
+        _adapted_posology(d, i, line),
         substitution,
         classCode="SPLY", moodCode="EVN"))
 

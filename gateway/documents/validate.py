@@ -31,7 +31,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from lxml import etree
 
@@ -41,6 +41,9 @@ from gateway.documents.parse import DocumentError, Kind, Problem, Severity, pars
 from gateway.errors import GatewayError, InvalidIdentifier
 from gateway.identifiers import adeli, cip13, cis, ins, rpps
 from gateway.xmlsafe import parse_xml
+
+if TYPE_CHECKING:
+    from gateway.config import Config
 
 Status = Literal["passed", "failed", "skipped"]
 SCHEMATRON_LAYERS = ("volet", "IHE", "ModelesDeContenusCDA", "Modeles_ANS", "StrucMin")
@@ -117,6 +120,13 @@ class Kit:
     schema: Path | None = None
     schematrons: Path | None = None
     cache: Path | None = None
+
+    @classmethod
+    def of(cls, config: Config) -> Kit:
+        """The kit the configuration names ([documents])."""
+        docs = config.documents
+        return cls(config.path(docs.cda_schema), config.path(docs.schematron_dir),
+                   config.path(docs.schematron_cache))
 
 
 @lru_cache(maxsize=4)
@@ -242,6 +252,33 @@ def validate_document(
                                         deliver=deliver)
         results.append(_result("rules", rules))
     return ValidationReport(parsed.kind, results, version)
+
+
+class Refused(GatewayError):
+    """A document from outside is not a valid instance of its model: `problems` are its
+    errors (schema, volet, own rules), each with its layer and location."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__(f"{problems[0].layer}: {problems[0]}"
+                         + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""))
+
+    def report(self) -> str:
+        return "\n".join(f"- [{p.layer}] {p.location} : {p.message}" for p in self.problems)
+
+
+def check_incoming(data: bytes, kit: Kit, drugs: DrugLookup | None = None, *,
+                   deliver: bool = True) -> ValidationReport:
+    """What the flows run on every document from outside (a doctor's software's prescription,
+    a pharmacy's eDISP) before using it: the schema, the volet of its declared version and the
+    own rules; an error in any refuses it (`Refused`). The generic layers are not run here:
+    see docs/architecture.md (their compile costs seconds and hundreds of MB per process, and
+    the official examples themselves do not pass all of them)."""
+    report = validate_document(data, kit=kit, layers=FAST_LAYERS, drugs=drugs,
+                               deliver=deliver)
+    if report.errors:
+        raise Refused(report.errors)
+    return report
 
 
 # --- our own rules ----------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from gateway.dmp.model import Actor, ActorKind
 from gateway.documents.build import assign_dispensation_ids, build_dispensation
 from gateway.documents.model import Dispensation, Prescription
 from gateway.documents.parse import parse_dispensation, parse_prescription
+from gateway.documents.validate import Kit, check_incoming
 from gateway.errors import GatewayError
 from gateway.flows import mail
 from gateway.flows.common import (
@@ -61,7 +62,8 @@ def _registered(ctx: Context, identifier: str, actor: str) -> Prescription | Non
 def _dispensation(ctx: Context, msg: mail.Message, sender: str) -> Dispensation | None:
     for a in mail.attachments(msg):
         if is_xml(a) and kind_of_cda(a.data) == "dispensation":
-            return parse_dispensation(a.data)
+            check_incoming(a.data, Kit.of(ctx.config), ctx.drugs)  # Refused: every error
+            return _linked(ctx, parse_dispensation(a.data), sender)
     for text in mail.texts(msg):
         text = mail.strip_quotes(text)
         if _FORM.search(text):
@@ -71,6 +73,20 @@ def _dispensation(ctx: Context, msg: mail.Message, sender: str) -> Dispensation 
                 text, prescription_for=lambda ident: _registered(ctx, ident, sender),
                 people=ctx.people, drugs=ctx.drugs, sender=sender, now=now())
     return None
+
+
+def _linked(ctx: Context, d: Dispensation, sender: str) -> Dispensation:
+    """The dispensation with its e-prescription identifier: the official model links the
+    prescription by its document id only (inFulfillmentOf/order/id), which the registry
+    knows for every prescription it holds (looked up among the patient's)."""
+    if d.prescription_id or not d.prescription_document_id:
+        return d
+    for record in ctx.registry.find(actor=sender, patient_ins=d.patient.ins):
+        if record.document_id == d.prescription_document_id:
+            return dataclasses.replace(d, prescription_id=record.identifier)
+    raise GatewayError(f"la prescription que cette délivrance exécute (document"
+                       f" {d.prescription_document_id}) n'est pas enregistrée ici pour le"
+                       f" patient INS {d.patient.ins}")
 
 
 def _reply(ctx: Context, to: str, subject: str, body: str, in_reply_to: str | None,

@@ -27,7 +27,8 @@ from gateway.dmp.model import Actor, ActorKind
 from gateway.documents.build import assign_ids, prescription_document
 from gateway.documents.model import Prescription
 from gateway.documents.parse import parse_prescription
-from gateway.documents.validate import prescription_rules
+from gateway.documents.validate import Kit, check_incoming
+from gateway.documents.validate import Refused as DocumentRefused
 from gateway.errors import GatewayError
 from gateway.flows import mail
 from gateway.flows.common import (
@@ -109,13 +110,14 @@ def _prescription(ctx: Context, source: Source, sender: str, when: dt.datetime) 
         except FormError as exc:
             raise Refused(exc.report()) from None
     try:
-        p = parse_prescription(source.data)
+        # The schema, the volet of its declared version and the own rules; only errors refuse
+        # (a warning never refuses what official software writes).
+        check_incoming(source.data, Kit.of(ctx.config), ctx.drugs)
+        return parse_prescription(source.data)
+    except DocumentRefused as exc:
+        raise Refused("le document CDA joint n'est pas valide :\n" + exc.report()) from None
     except GatewayError as exc:
         raise Refused(f"le document CDA joint ne peut pas être lu : {exc}") from None
-    problems = prescription_rules(p, drugs=ctx.drugs)
-    if problems:
-        raise Refused("\n".join(f"{pb.location} : {pb.message}" for pb in problems))
-    return p
 
 
 def _check_conditions(ctx: Context, p: Prescription, sender: str) -> tuple[str, ...]:
