@@ -37,13 +37,30 @@ Cordialement
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory, _gateway_template: Path,
          shared_dir: Path) -> Path:
-    return make_home(_gateway_template, tmp_path_factory.mktemp("journey") / "gw", shared_dir)
+    home = make_home(_gateway_template, tmp_path_factory.mktemp("journey") / "gw", shared_dir)
+    cfg = home / "config.toml"  # documents from outside: every layer, as in production
+    cfg.write_text(cfg.read_text().replace('incoming_layers = "model"', 'incoming_layers = "all"'))
+    return home
 
 
 @pytest.fixture(scope="module")
 def gw(home: Path):  # noqa: ANN201
-    with running(home) as gateway:
-        yield gateway
+    """The gateway, and its validator process started beforehand (its compile takes longer
+    than a test waits for a reply); stopped with the gateway."""
+    import os
+
+    from gateway.config import load_config
+    from gateway.documents import validator
+    from gateway.documents.validate import Kit
+
+    config = load_config(home / "config.toml")
+    address = validator.Address(config.path(config.documents.validator_socket))
+    validator.start(address, Kit.of(config), owner=os.getpid())
+    try:
+        with running(home) as gateway:
+            yield gateway
+    finally:
+        validator.stop(address)
 
 
 def qr_text(pdf: bytes) -> str:
@@ -259,6 +276,10 @@ def test_official_edisp_linked_by_its_prescription_document_is_recorded(
     assert f"Délivrance enregistrée : ordonnance {identifier}" in str(reply["Subject"]), \
         text_of(reply)
     assert "substitué" in text_of(reply)
+    # Every layer ran on it (the generic ones in the validator process): the one StrucMin
+    # assert the official example fails (a spouse name) is told, not a refusal.
+    assert "contrôle national CI-SIS StrucMin [error] /ClinicalDocument/recordTarget/" \
+        "patientRole/patient/name" in text_of(reply), text_of(reply)
 
 
 def test_patient_objection_means_no_report(gw: Gateway) -> None:

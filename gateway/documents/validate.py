@@ -268,17 +268,41 @@ class Refused(GatewayError):
 
 
 def check_incoming(data: bytes, kit: Kit, drugs: DrugLookup | None = None, *,
-                   deliver: bool = True) -> ValidationReport:
+                   deliver: bool = True, generic: Callable[[bytes], ValidationReport] | None
+                   = None) -> ValidationReport:
     """What the flows run on every document from outside (a doctor's software's prescription,
-    a pharmacy's eDISP) before using it: the schema, the volet of its declared version and the
-    own rules; an error in any refuses it (`Refused`). The generic layers are not run here:
-    see docs/architecture.md (their compile costs seconds and hundreds of MB per process, and
-    the official examples themselves do not pass all of them)."""
+    a pharmacy's eDISP) before using it. Here, in the flow's process: the schema, the volet of
+    its declared version and the own rules; an error in any refuses it (`Refused`: the
+    document is not a valid instance of its model). Then `generic(data)` (the validator
+    process: `documents.validator`) runs the four generic layers; what they find is reported,
+    never a refusal: the official examples do not all pass them (the eDISP's spouse name), and
+    they check the generic CDA profile, not what the gateway reads. A validator that cannot
+    be reached leaves those layers "skipped", with the reason."""
     report = validate_document(data, kit=kit, layers=FAST_LAYERS, drugs=drugs,
                                deliver=deliver)
     if report.errors:
         raise Refused(report.errors)
+    if generic is not None:
+        try:
+            report.layers[2:2] = generic(data).layers
+        except GatewayError as exc:
+            report.layers[2:2] = [LayerResult(n, "skipped", note=str(exc))
+                                  for n in SCHEMATRON_LAYERS[1:]]
     return report
+
+
+def national_findings(report: ValidationReport) -> tuple[str, ...]:
+    """What the generic layers found (or why they did not run), one line each, for the sender:
+    what the national validators (DMP, pharmacy software) will say of the document."""
+    out: list[str] = []
+    for layer in report.layers:
+        if layer.name not in SCHEMATRON_LAYERS[1:]:
+            continue
+        if layer.status == "skipped":
+            out.append(f"{layer.name} : non vérifié ({layer.note})")
+        out += [f"{layer.name} [{p.severity}] {p.location} : {p.message}"
+                for p in layer.problems if p.severity != "info"]
+    return tuple(out)
 
 
 # --- our own rules ----------------------------------------------------------------------------

@@ -24,10 +24,11 @@ from gateway.db import transaction
 from gateway.directory.demo import ROBOT_LOCAL
 from gateway.dmp.feed import file_package, qualified_ins
 from gateway.dmp.model import Actor, ActorKind
+from gateway.documents import validator
 from gateway.documents.build import assign_dispensation_ids, build_dispensation
 from gateway.documents.model import Dispensation, Prescription
 from gateway.documents.parse import parse_dispensation, parse_prescription
-from gateway.documents.validate import Kit, check_incoming
+from gateway.documents.validate import Kit, check_incoming, national_findings
 from gateway.errors import GatewayError
 from gateway.flows import mail
 from gateway.flows.common import (
@@ -59,11 +60,15 @@ def _registered(ctx: Context, identifier: str, actor: str) -> Prescription | Non
     return parse_prescription(cda) if cda else None
 
 
-def _dispensation(ctx: Context, msg: mail.Message, sender: str) -> Dispensation | None:
+def _dispensation(ctx: Context, msg: mail.Message, sender: str
+                  ) -> tuple[Dispensation | None, tuple[str, ...]]:
+    """The dispensation, and what the national layers say of an eDISP from outside."""
     for a in mail.attachments(msg):
         if is_xml(a) and kind_of_cda(a.data) == "dispensation":
-            check_incoming(a.data, Kit.of(ctx.config), ctx.drugs)  # Refused: every error
-            return _linked(ctx, parse_dispensation(a.data), sender)
+            report = check_incoming(a.data, Kit.of(ctx.config), ctx.drugs,  # Refused: errors
+                                    generic=validator.for_config(ctx.config))
+            return _linked(ctx, parse_dispensation(a.data), sender), tuple(
+                f"contrôle national CI-SIS {f}" for f in national_findings(report))
     for text in mail.texts(msg):
         text = mail.strip_quotes(text)
         if _FORM.search(text):
@@ -71,8 +76,8 @@ def _dispensation(ctx: Context, msg: mail.Message, sender: str) -> Dispensation 
 
             return parse_dispensation_form(
                 text, prescription_for=lambda ident: _registered(ctx, ident, sender),
-                people=ctx.people, drugs=ctx.drugs, sender=sender, now=now())
-    return None
+                people=ctx.people, drugs=ctx.drugs, sender=sender, now=now()), ()
+    return None, ()
 
 
 def _linked(ctx: Context, d: Dispensation, sender: str) -> Dispensation:
@@ -173,7 +178,7 @@ def handle(config: Config, sender: str, recipients: tuple[str, ...], data: bytes
         if cancel:
             return _cancel(ctx, sender, cancel.group(1), original_id)
     try:
-        d = _dispensation(ctx, msg, sender)
+        d, national = _dispensation(ctx, msg, sender)
     except GatewayError as exc:
         report = exc.report() if hasattr(exc, "report") else str(exc)
         if not to_robot and not identifiers_in(text):
@@ -193,6 +198,7 @@ def handle(config: Config, sender: str, recipients: tuple[str, ...], data: bytes
             f" enregistrée :\n{exc}\n\nRien n'a été modifié.\n", original_id),))
     lines = _lines_text(d)
     left = remaining_text(record)
+    warnings += national
     notes = ("\nÀ vérifier (conditions de délivrance de la base des médicaments) :\n"
              + "\n".join(f"  - {w}" for w in warnings) + "\n") if warnings else ""
     out = [_reply(ctx, sender, f"Délivrance enregistrée : ordonnance {record.identifier}",
