@@ -282,6 +282,38 @@ def test_official_edisp_linked_by_its_prescription_document_is_recorded(
         "patientRole/patient/name" in text_of(reply), text_of(reply)
 
 
+def test_cli_dispense_writes_signs_and_files_the_edisp(gw: Gateway, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]
+                                                      ) -> None:
+    """An administrator's correction leaves the trace a pharmacy's mail does: the eDISP built
+    from the registered prescription, signed, recorded and filed in the patient's DMP."""
+    import json
+
+    from gateway.cli import main
+    from gateway.documents.model import DispensingKind
+    from gateway.documents.parse import parse_document
+
+    _msg, identifier = latest_ordonnance(gw)
+    cfg = str(gw.config.home / "config.toml")
+    assert main(["prescriptions", "dispense", identifier, "--pharmacy", PHARMACIST, "1=1",
+                 "2=1", "--partial", "1=le reste demain", "--json", "--config", cfg]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["applied"] and result["edisp"] and result["filed_in_dmp"], result
+    assert main(["dmp", "list", "--patient", "279035121518989", "--class", "43", "--json",
+                 "--config", cfg]) == 0
+    filed = [e for e in json.loads(capsys.readouterr().out)
+             if e["prescription_id"] == identifier]
+    assert len(filed) == 1, filed
+    out = tmp_path / "edisp.xml"
+    assert main(["dmp", "get", filed[0]["unique_id"], "-o", str(out),
+                 "--signature", str(tmp_path / "sig.xml"), "--config", cfg]) == 0
+    edisp = parse_document(out.read_bytes()).dispensation
+    assert edisp is not None and edisp.prescription_id == identifier
+    assert [(ln.kind, ln.reason) for ln in edisp.lines] == [
+        (DispensingKind.PARTIAL, "le reste demain"), (DispensingKind.DELIVERED, None)]
+    assert b"SignatureValue" in (tmp_path / "sig.xml").read_bytes()
+
+
 def test_patient_objection_means_no_report(gw: Gateway) -> None:
     msg, identifier = latest_ordonnance(gw)
     got = forward(gw, msg, body="Bonjour, je m'oppose à ce que mon médecin soit informé.\n")

@@ -153,6 +153,12 @@ def _record(ctx: Context, d: Dispensation, sender: str, key: str
     return result.record, result.applied, package, in_dmp, warnings
 
 
+# What `mssgw prescriptions dispense` uses: the same registered document, the same eDISP,
+# signature, registry entry and DMP filing as a pharmacy's mail.
+registered_prescription = _registered
+record_dispensation = _record
+
+
 def _check_conditions(ctx: Context, d: Dispensation, record: PrescriptionRecord, sender: str
                       ) -> tuple[str, ...]:
     """The drug database's delivery conditions (fractions, a stupéfiant's three days, hospital
