@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from gateway.runtime.storage import Storage
+
 if TYPE_CHECKING:
     from oidc_provider import OpenIDProvider
 
@@ -71,6 +73,30 @@ def pg_dsn(postgres_server):  # type: ignore[no-untyped-def]
     name = postgres_server.create_database()
     yield postgres_server.dsn(name)
     postgres_server.drop_database(name)
+
+
+def embedded_storage(tmp_path: Path, request: pytest.FixtureRequest) -> Storage:
+    """The embedded default backend: SQLite, Maildir and files under `tmp_path`."""
+    from gateway.config import config_from_dict
+    from gateway.runtime.embedded import EmbeddedStorage
+
+    return EmbeddedStorage(config_from_dict({"gateway": {"domain": "test.localhost"}}, tmp_path))
+
+
+# The storage contract tests (tests/test_*_contract.py, and the registry's and the DMP's tests)
+# run once per backend. A backend adds its factory here: `(tmp_path, request) -> Storage`, whose
+# `config` selects that backend (`gateway.runtime.storage_for(storage.config)` must open the
+# same stores: the tests use it for "another process" or "another gateway"); a PostgreSQL one
+# gets a fresh database from `request.getfixturevalue("pg_dsn")`.
+STORAGE_BACKENDS = [embedded_storage]
+
+
+@pytest.fixture(params=STORAGE_BACKENDS, ids=lambda f: f.__name__.removesuffix("_storage"))
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+    """An initialised, empty store of each backend."""
+    backend: Storage = request.param(tmp_path, request)
+    backend.initialise()
+    return backend
 
 
 @pytest.fixture(scope="session")

@@ -8,11 +8,9 @@ import getpass
 import sys
 from typing import Any
 
-from gateway import audit
 from gateway.admins.model import Caller
 from gateway.audit import local_actor
-from gateway.cli import add_command, command_group, config_of, print_json
-from gateway.directory import open_directory
+from gateway.cli import add_command, command_group, print_json, runtime_of
 from gateway.directory.admin import MailboxService, identifier_of, mailbox_dict, plain
 from gateway.directory.codes import PROFESSIONS, SAVOIR_FAIRE
 from gateway.directory.model import Mailbox, MailboxKind, MailboxState, OrganisationKind
@@ -22,11 +20,8 @@ KIND_CHOICES = [k.value for k in OrganisationKind]
 
 
 def _service(args: argparse.Namespace) -> MailboxService:
-    config = config_of(args)
-    user = local_actor()
-    return MailboxService(
-        open_directory(config, actor=user), audit.recorder(config), Caller.local(user)
-    )
+    rt = runtime_of(args)  # its directory audits changes under the local user
+    return MailboxService(rt.directory, rt.audit.record, Caller.local(local_actor()))
 
 
 def _print_added(args: argparse.Namespace, m: Mailbox) -> None:

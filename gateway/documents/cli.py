@@ -58,14 +58,9 @@ def to_jsonable(value: Any) -> Any:
 
 def _people(config: Config) -> Any:
     """The trust directory as the form's `People`."""
-    import importlib
-
+    from gateway.directory import open_directory
     from gateway.documents.people import DirectoryPeople
 
-    try:
-        open_directory = importlib.import_module("gateway.directory").open_directory
-    except AttributeError:
-        raise GatewayError("the trust directory is not available in this build") from None
     return DirectoryPeople(open_directory(config), config.documents.patient_ins_root)
 
 

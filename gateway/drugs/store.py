@@ -236,6 +236,9 @@ class DrugReference:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
 
+    def close(self) -> None:
+        self.conn.close()
+
     def is_loaded(self) -> bool:
         try:
             row = self.conn.execute("SELECT 1 FROM drug_import WHERE id = 1").fetchone()

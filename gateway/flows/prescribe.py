@@ -4,7 +4,7 @@ The doctor writes to the patient's address with the prescription as the mail for
 a CDA attachment, or an XDM package from their software. In the pool the worker builds (or
 reads) the prescription, assigns its identifier, renders the PDF, builds the CDA with the PDF
 and QR code embedded, packs and signs it with the doctor's signature certificate, then
-registers it and files it in the DMP in one SQLite transaction, and writes the messages: the
+registers it and files it in the DMP in one unit of work (one commit), and writes the messages: the
 patient's (MSSanté format), the doctor's receipt, and an MDN when asked. A prescription the
 gateway cannot accept changes nothing and goes back to the doctor with the reasons.
 
@@ -19,9 +19,6 @@ import dataclasses
 import datetime as dt
 import re
 
-from gateway import pipeline
-from gateway.config import Config
-from gateway.db import migrate, transaction
 from gateway.dmp.feed import QUALIFIED_INS_ROOTS, file_package
 from gateway.dmp.model import Actor, ActorKind
 from gateway.documents import validator
@@ -42,10 +39,10 @@ from gateway.flows.common import (
     packages,
     prescription_cda,
 )
-from gateway.flows.context import ACTOR, Context, context, now
+from gateway.flows.context import ACTOR, Context, now
 from gateway.flows.filing import file_packages, may_hold_package, relayed
 from gateway.ordonnance import qr_png, render_pdf
-from gateway.pipeline import Delivery, Message, Outcome
+from gateway.pipeline import Delivery, Message, Outcome, Pipeline
 from gateway.prescriptions import checks
 from gateway.prescriptions.checks import check_prescription
 from gateway.prescriptions.identifier import group
@@ -53,17 +50,6 @@ from gateway.prescriptions.prescriber import Prescriber
 from gateway.signature.trust import signed_as
 from gateway.xdm import Limits, Package, Sender
 from gateway.xdm.package import build, to_zip
-
-MIGRATIONS = [
-    """
-    CREATE TABLE flows_prescribed (
-        key TEXT PRIMARY KEY,          -- sha256(sender, Message-ID, patient)
-        identifier TEXT NOT NULL
-    );
-    """,
-]
-
-_migrated: dict[int, bool] = {}
 
 _FORM_PATIENT = re.compile(r"(?im)^\s*patient(e)?\s*:")
 
@@ -258,7 +244,7 @@ def _build(ctx: Context, p: Prescription, sender: str) -> tuple[Prescription, by
     package = build([cda], sender=Sender(name=f"{author.given_name} {author.family_name}",
                                          product=ctx.config.gateway.product), trees=[tree],
                     metadata=False)  # signed_as writes METADATA.XML once, signature included
-    return p, pdf, signed_as(ctx.config, sender, package, ctx.directory)
+    return p, pdf, signed_as(ctx.config, sender, package, ctx.directory, ctx.certificates)
 
 
 def _again(ctx: Context, identifier: str, sender: str) -> Built:
@@ -279,13 +265,9 @@ def _again(ctx: Context, identifier: str, sender: str) -> Built:
 
 def _register(ctx: Context, key: str, source: Source, sender: str, patient_address: str,
               when: dt.datetime) -> Built:
-    conn = ctx.registry.conn
-    if not _migrated.get(id(conn)):
-        migrate(conn, "flows", MIGRATIONS)
-        _migrated[id(conn)] = True
-    row = conn.execute("SELECT identifier FROM flows_prescribed WHERE key = ?", (key,)).fetchone()
-    if row is not None:
-        return _again(ctx, row["identifier"], sender)
+    known = ctx.records.prescribed.identifier_for(key)
+    if known is not None:
+        return _again(ctx, known, sender)
     p, national = _prescription(ctx, source, sender, when)
     _check_people(ctx, p, sender, patient_address)
     warnings = _check_conditions(ctx, p, sender) + national
@@ -294,23 +276,25 @@ def _register(ctx: Context, key: str, source: Source, sender: str, patient_addre
     except GatewayError as exc:  # e.g. no valid signature certificate for the doctor
         raise Refused(f"l'ordonnance n'a pas pu être établie et signée : {exc}") from None
     signed = to_zip(pkg)
+    assert p.identifier
     try:
-        with transaction(conn), ctx.audit.held():  # its two entries: one fsync
-            ctx.registry.register(p, prescriber_address=sender, patient_address=patient_address,
+        # The registration, the DMP filing and the idempotence key: one commit (and the
+        # registry's and the DMP's audit entries written together, one fsync, before it).
+        with ctx.records.unit() as uow:
+            uow.registry.register(p, prescriber_address=sender, patient_address=patient_address,
                                   package=signed, actor=sender, now=when)
-            entries = file_package(ctx.dmp, pkg, actor=Actor(ActorKind.GATEWAY, ACTOR),
+            entries = file_package(uow.dmp, pkg, actor=Actor(ActorKind.GATEWAY, ACTOR),
                                    author_address=sender, prescription_id=p.identifier
                                    ) if in_dmp(p) else []
-            conn.execute("INSERT INTO flows_prescribed (key, identifier) VALUES (?, ?)",
-                         (key, p.identifier))
+            uow.prescribed.add(key, p.identifier)
     except GatewayError as exc:  # the registry or the DMP refuses (e.g. an identifier reused)
         raise Refused(f"l'ordonnance n'a pas pu être enregistrée : {exc}") from None
     return Built(p, pdf, signed, tuple(e.metadata.unique_id for e in entries), warnings)
 
 
-def handle(config: Config, sender: str, patients: tuple[str, ...], data: bytes) -> Plan | None:
+def handle(ctx: Context, sender: str, patients: tuple[str, ...], data: bytes) -> Plan | None:
     """Worker side (process pool). None: not a prescription, deliver unchanged."""
-    ctx = context(config)
+    config = ctx.config
     domain = config.gateway.domain
     product = config.gateway.product
     msg = mail.parse(data)
@@ -330,8 +314,8 @@ def handle(config: Config, sender: str, patients: tuple[str, ...], data: bytes) 
         built = _register(ctx, key, source, sender, patient, now())
     except Refused as exc:
         # Who was refused and why, for the administrators (the console's dashboard counts them).
-        ctx.audit(sender, "prescription.refuse", patients[0] if patients else "",
-                  {"reason": exc.report.splitlines()[0][:300] if exc.report else "refused"})
+        ctx.audit.record(sender, "prescription.refuse", patients[0] if patients else "",
+                         {"reason": exc.report.splitlines()[0][:300] if exc.report else "refused"})
         reply = mail.compose(
             sender=ctx.robot, to=[sender], domain=domain, in_reply_to=original_id,
             subject="Ordonnance refusée : " + mail.header(msg, "Subject")[:80],
@@ -370,20 +354,20 @@ def handle(config: Config, sender: str, patients: tuple[str, ...], data: bytes) 
     return Plan(handled=patients, deliveries=tuple(out), notes=(f"prescription {p.identifier}",))
 
 
-async def step(message: Message, outcome: Outcome) -> Outcome:
+async def step(pipeline: Pipeline, message: Message, outcome: Outcome) -> Outcome:
     """Pipeline step: a professional's submission to one or more patients; a trust-space
     peer's mail to our patients (its packages filed, see `filing.relayed`)."""
-    config = pipeline.config()
+    config = pipeline.config
     suffix = "@" + config.gateway.patient_domain
     patients = tuple(r for r in message.recipients if r.endswith(suffix))
     if not patients:
         return outcome
     if message.channel == "relay":
         if message.sender and may_hold_package(message.data):
-            await pipeline.run_cpu(relayed, config, message.sender, patients, message.data)
+            await pipeline.run_flow(relayed, message.sender, patients, message.data)
         return outcome
     if message.channel != "submission" or not message.authenticated:
         return outcome
-    plan = await pipeline.run_cpu(handle, config, message.authenticated.lower(), patients,
-                                  message.data)
+    plan = await pipeline.run_flow(handle, message.authenticated.lower(), patients,
+                                   message.data)
     return apply(message, outcome, plan)

@@ -21,7 +21,7 @@ from gateway.imap.syntax import (
     uid_ranges,
 )
 from gateway.imap.updates import SelectedUpdates
-from gateway.store.mailstore import Folder, MessageInfo
+from gateway.store.interfaces import Folder, MessageInfo
 
 
 class FetchCommand(SelectedUpdates):

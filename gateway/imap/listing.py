@@ -15,7 +15,7 @@ from gateway.imap import utf7
 from gateway.imap.mailboxes import MailboxCommands, _status_items
 from gateway.imap.parser import Atom, Token, as_atom, as_list, as_text
 from gateway.imap.state import Bad
-from gateway.store.mailstore import DELIMITER
+from gateway.store.interfaces import DELIMITER
 
 SELECTION_OPTIONS = {"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH"}
 

@@ -23,7 +23,7 @@ from gateway.imap.state import Bad, No, Selected, _no_args
 from gateway.imap.syntax import parse_imap_datetime, seq_set, uid_ranges
 from gateway.imap.updates import SelectedUpdates
 from gateway.imap.urls import parse_imap_url
-from gateway.store.mailstore import DELIMITER, Appended, Folder
+from gateway.store.interfaces import DELIMITER, Appended, Folder
 
 
 class MailboxCommands(SelectedUpdates):

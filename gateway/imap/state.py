@@ -15,7 +15,7 @@ from gateway.imap import utf7
 from gateway.imap.parser import Token, as_atom, as_text
 from gateway.imap.syntax import quote
 from gateway.oidc.sasl import BearerResponse
-from gateway.store.mailstore import Folder, MailStore, StorePool
+from gateway.store.interfaces import Folder, MailStore, MailStores
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 _SYSTEM_LOWER = {f.lower(): f for f in SYSTEM_FLAGS}
@@ -66,7 +66,7 @@ class AuthFailed(Exception):
 class Hooks:
     """What the service plugs in: authentication, the audit log, limits."""
 
-    pool: StorePool
+    pool: MailStores
     # (address, password, client ip) -> Login, or raises AuthFailed
     authenticate: Callable[[str, str, str], Awaitable[Login]]
     # (session's TLS peer info, authorisation id or "") -> Login, or raises AuthFailed

@@ -6,12 +6,14 @@ Idempotent: a mailbox that already holds a valid certificate of a kind gets no o
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from gateway.config import Config
-from gateway.directory import open_directory
 from gateway.directory.model import MailboxKind, MailboxState
 from gateway.pki.ca import issue, list_certificates
 from gateway.pki.identity import identity_of
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime
 
 DEMO_KINDS: dict[MailboxKind, tuple[str, ...]] = {
     MailboxKind.PER: ("personal-sign",),
@@ -20,12 +22,9 @@ DEMO_KINDS: dict[MailboxKind, tuple[str, ...]] = {
 }
 
 
-def issue_certificates(config: Config) -> list[str]:
-    directory = open_directory(config, actor="pki")
-    try:
-        mailboxes = directory.list_mailboxes(state=MailboxState.ACTIVE)
-    finally:
-        directory.close()
+def issue_certificates(runtime: Runtime) -> list[str]:
+    config = runtime.config
+    mailboxes = runtime.directory.list_mailboxes(state=MailboxState.ACTIVE)
     now = datetime.now(UTC)
     done: list[str] = []
     for mailbox in mailboxes:

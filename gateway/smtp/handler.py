@@ -8,7 +8,7 @@ Relay (trust-space operators): STARTTLS with a client certificate that chains to
 is not revoked and whose subject is the DN the whitelist lists for the sender's domain; only our
 own mailboxes are valid recipients. Refusals happen at RCPT (or DATA), with the reason.
 
-Everything accepted passes through `gateway.pipeline.process` and is stored durably
+Everything accepted passes through the worker's `Pipeline.process` and is stored durably
 (`Gateway.deliver`) before the 250.
 """
 
@@ -164,7 +164,7 @@ class BaseHandler:
             peer=_ip(session),
         )
         try:
-            outcome = await pipeline.process(message)
+            outcome = await self.gw.pipeline.process(message)
             await self.gw.deliver(message, outcome, headers, sender_mailbox=session.mailbox)
         except Exception:
             log.exception("queue id %s: could not process or store the message", qid)
