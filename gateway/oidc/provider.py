@@ -140,11 +140,14 @@ class _Coalesced:
     def submit(self, name: str, fn: Callable[[], _T]) -> concurrent.futures.Future[_T]:
         with self._lock:
             future = self._running.get(name)
-            if future is None:
-                future = self._pool().submit(fn)
-                self._running[name] = future
-                future.add_done_callback(lambda f: self._done(name, f))
-            return future
+            if future is not None:
+                return future
+            future = self._pool().submit(fn)
+            self._running[name] = future
+        # Outside the lock: a future that already finished runs its callback at once, in this
+        # thread, and `_done` takes the lock (a deadlock when it was still held).
+        future.add_done_callback(lambda f: self._done(name, f))
+        return future
 
     def _done(self, name: str, future: concurrent.futures.Future[Any]) -> None:
         with self._lock:
