@@ -52,6 +52,7 @@ def _summary(rec: PrescriptionRecord) -> str:
     return (
         f"{rec.identifier}  {rec.status_at().value:<19}  {rec.prescribed_at.date()}"
         f"  patient {rec.patient_ins}  by {rec.prescriber_address}  {len(rec.lines)} line(s)"
+        + ("  (registered elsewhere)" if rec.registered_elsewhere else "")
     )
 
 
@@ -84,6 +85,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     d = rec.as_dict()
     print(f"prescription {group(rec.identifier)} ({rec.identifier})")
     print(f"  status:       {d['status']}")
+    if rec.registered_elsewhere:
+        print("  registered:   by another operator; kept here from the signed document a patient"
+              " forwarded (the status counts only what was dispensed here)")
     print(f"  prescriber:   {rec.prescriber_address} (RPPS {rec.prescriber_rpps or '—'})")
     print(f"  patient:      {rec.patient_address} (INS {rec.patient_ins})")
     print(f"  date:         {rec.prescribed_at.isoformat()}")
