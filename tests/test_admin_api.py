@@ -21,8 +21,11 @@ def api(admin_gateway):  # noqa: F811
     admins, base = admin_gateway
     clients: list[httpx.Client] = []
 
-    def make(token: str | None) -> httpx.Client:
-        c = client(admins, base, token)
+    def make(token: str | None, certificate: object = None, http2: bool = False
+             ) -> httpx.Client:
+        """A client with a token, or a certificate (an `Issued`: its files), or neither."""
+        files = (certificate.cert_path, certificate.key_path) if certificate else None
+        c = client(admins, base, token, certificate=files, http2=http2)
         clients.append(c)
         return c
 
@@ -256,3 +259,74 @@ def test_queue_retry_and_bounce_return_the_message_to_its_sender(api):
     actions = [e.action for e in audit.read(admins.config, target=qid)]
     assert actions[0] == "queue.show" and "queue.retry" in actions
     assert actions[-1] == "queue.bounce"
+
+
+def test_client_certificates_log_in_to_the_api_and_the_console(api, capsys):
+    """A client certificate of our CA bound to an administrator (`mssgw admin certificate`)
+    is a credential for the API and the console, over real mutual TLS; a certificate bound to
+    nobody is not, an auditor's changes nothing, a revoked one stops working at once."""
+    from directory_cli import Cli
+
+    from gateway.pki import ca
+
+    admins, client = api
+    config = admins.config
+
+    def issue(name: str):  # personal-auth: the clientAuth extended key usage
+        return ca.issue(config, "personal-auth", f"{name}@test.localhost", f"Admin {name}")
+
+    alice, eve, bob, stranger = (issue(n) for n in ("alice", "eve", "bob", "stranger"))
+    cli = Cli(config.home, capsys)
+    cli.ok("admin", "certificate", "alice", alice.serial)
+    cli.ok("admin", "certificate", "eve", str(eve.cert_path))
+    cli.ok("admin", "add", "bob", "--certificate", bob.serial, "--no-password")
+    # The API: the certificate says who is calling; the audit log names them.
+    c = client(None, alice)
+    me = c.get("/api/v1/me").json()
+    assert (me["name"], me["role"], me["actor"]) == ("alice", "administrator", "admin:alice")
+    r = c.post("/api/v1/mailboxes/applications", json={"email": f"lab@{DOMAIN}", "name": "Lab"})
+    assert r.status_code == 201, r.text
+    (added,) = audit.read(config, target=f"lab@{DOMAIN}")
+    assert added.actor == "admin:alice"
+    # HTTP/2: every stream of the connection is the certificate's holder's, and nobody
+    # else's on other connections at the same time.
+    h2, anonymous = client(None, alice, http2=True), client(None, http2=True)
+    for _ in range(3):
+        r = h2.get("/api/v1/me")
+        assert r.http_version == "HTTP/2" and r.json()["name"] == "alice"
+        assert anonymous.get("/api/v1/me").status_code == 401
+    # An auditor's certificate reads, and changes nothing.
+    auditor = client(None, eve)
+    assert auditor.get(f"/api/v1/mailboxes/lab@{DOMAIN}").status_code == 200
+    r = auditor.post(f"/api/v1/mailboxes/lab@{DOMAIN}/suspend")
+    assert r.status_code == 403 and "auditor" in r.json()["error"]
+    assert c.get(f"/api/v1/mailboxes/lab@{DOMAIN}").json()["state"] == "active"
+    # A valid certificate of our CA that no administrator holds: 401, as without one.
+    r = client(None, stranger).get("/api/v1/status")
+    assert r.status_code == 401 and r.json()["error"].startswith("authentication:")
+    # Revoked while the gateway runs: refused from the next request on.
+    robot = client(None, bob)
+    assert robot.get("/api/v1/me").json()["name"] == "bob"
+    r = c.post(f"/api/v1/certificates/{bob.serial}/revoke", json={"reason": "key-compromise"})
+    assert r.json()["status"] == "revoked"
+    assert robot.get("/api/v1/me").status_code == 401  # the same (kept-alive) connection
+    assert client(None, bob).get("/api/v1/me").status_code == 401  # a new one
+    # The console: the certificate's holder is offered a login without password or code.
+    browser = client(None, alice)
+    page = browser.get("/console/login")
+    assert "Se connecter avec mon certificat" in page.text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    r = browser.post("/console/login/certificate", data={"csrf": csrf})
+    assert r.status_code == 303 and r.headers["location"] == "/console/"
+    page = browser.get("/console/")
+    assert page.status_code == 200 and "alice (administrateur)" in page.text
+    logins = [e for e in audit.read(config, action="admin.login") if e.target == "alice"]
+    assert logins[-1].details["method"] == "certificate"
+    # ...and nobody else is.
+    other = client(None, stranger)
+    page = other.get("/console/login")
+    assert "Se connecter avec mon certificat" not in page.text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    r = other.post("/console/login/certificate", data={"csrf": csrf})
+    assert r.status_code == 401 and "not bound to an administrator" in r.text
+    assert other.get("/console/").status_code == 303  # no session
