@@ -122,6 +122,20 @@ def test_console_walk_in_chromium(admin_gateway, browser, shots, tmp_path):  # n
     assert house in browser.page_source
     shot("professional-added")
 
+    # 2b. Change its fields: the same rule, the message next to the field, nothing half-done.
+    go(browser.find_element(By.ID, "edit"))
+    assert browser.find_element(By.ID, "f-family_name").get_attribute("value") == "House"
+    fill({"specialty": "S-M", "phone": "01 23 45 67 89"})
+    go(browser.find_element(By.ID, "save"))
+    assert text("#e-specialty") == (
+        "specialty: 'S-M' is invalid: a specialty is a TRE_R38 code such as SM26 or SM54")
+    assert browser.find_element(By.ID, "f-phone").get_attribute("value") == "01 23 45 67 89"
+    shot("edit-refused")
+    fill({"specialty": "SM54"})
+    go(browser.find_element(By.ID, "save"))
+    assert text("#done") == "Boîte aux lettres modifiée."
+    assert "SM54" in browser.page_source and "01 23 45 67 89" in browser.page_source
+
     # 3. Suspend the mailbox.
     go(browser.find_element(By.XPATH, "//button[text()='Suspendre la boîte']"))
     assert text("#state") == "suspendue"
@@ -159,6 +173,7 @@ def test_console_walk_in_chromium(admin_gateway, browser, shots, tmp_path):  # n
     rows = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "#audit tbody tr")]
     shot("audit")
     for action, target in (("admin.login", "alice"), ("directory.add", house),
+                           ("directory.update", house),
                            ("directory.suspend", house), ("pki.issue", doctor_address(DOMAIN)),
                            ("pki.revoke", doctor_address(DOMAIN)),
                            ("trust.import-whitelist", "")):

@@ -15,12 +15,15 @@ MAX_LIMIT = 500
 @dataclass(frozen=True)
 class Page(Generic[T]):
     items: list[T]
-    total: int
+    total: int | None  # None: not counted (the audit log's word search stops at a full page)
     offset: int
     limit: int
+    more: bool = False  # when `total` is None: is there a next page?
 
     @property
     def has_next(self) -> bool:
+        if self.total is None:
+            return self.more
         return self.offset + len(self.items) < self.total
 
 

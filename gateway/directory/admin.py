@@ -14,7 +14,7 @@ from enum import Enum
 from typing import Any
 
 from gateway.admins.model import Caller
-from gateway.admins.paging import Page, paginate
+from gateway.admins.paging import Page, check_window, paginate
 from gateway.audit import Recorder
 from gateway.directory.model import (
     Application,
@@ -195,30 +195,35 @@ class MailboxService:
         return self.directory.add_application(_req(email, "email"), Application(name or ""))
 
     # --- read ---------------------------------------------------------------------------
-    def _find(
+    def _filters(
         self, kind: str | None, domain: str | None, search: str | None, state: str | None
-    ) -> list[Mailbox]:
+    ) -> dict[str, Any]:
         self.caller.require(self.resource)
-        return self.directory.list_mailboxes(
-            kind=parse_kind(kind), domain=_opt(domain), search=_opt(search),
-            state=parse_state(state),
-        )
+        return {"kind": parse_kind(kind), "domain": _opt(domain), "search": _opt(search),
+                "state": parse_state(state)}
 
     def page(
         self, *, kind: str | None = None, domain: str | None = None, search: str | None = None,
         state: str | None = None, offset: int | None = None, limit: int | None = None,
     ) -> Page[Mailbox]:
-        """One page of the matches; the patients on it are audited as read."""
-        page = paginate(self._find(kind, domain, search, state), offset, limit)
-        self._patient_reads("directory.list", [m for m in page.items if m.patient])
-        return page
+        """One page of the matches, searched and cut by the directory itself (an operator has
+        hundreds of thousands); the patients on it are audited as read."""
+        filters = self._filters(kind, domain, search, state)
+        o, n = check_window(offset, limit)
+        items = self.directory.list_mailboxes(**filters, offset=o, limit=n)
+        if len(items) < n and (items or o == 0):
+            total = o + len(items)  # the last page: no need to count
+        else:
+            total = self.directory.count_mailboxes(**filters)
+        self._patient_reads("directory.list", [m for m in items if m.patient])
+        return Page(items, total, o, n)
 
     def list_all(
         self, *, kind: str | None = None, domain: str | None = None, search: str | None = None,
         state: str | None = None,
     ) -> list[Mailbox]:
         """Every match, no paging (the CLI's `directory list`)."""
-        found = self._find(kind, domain, search, state)
+        found = self.directory.list_mailboxes(**self._filters(kind, domain, search, state))
         self._patient_reads("directory.list", [m for m in found if m.patient])
         return found
 
@@ -228,10 +233,12 @@ class MailboxService:
         self._patient_reads("directory.show", [m] if m.patient else [])
         return m
 
-    def structures(self) -> list[Mailbox]:
-        """ORG mailboxes (a professional's structure: the console's choice list)."""
+    def structures(self, at_most: int = 200) -> list[Mailbox] | None:
+        """ORG mailboxes (a professional's structure: the console's choice list), or None when
+        there are more than `at_most` (the console then asks for the address)."""
         self.caller.require(self.resource)
-        return self.directory.list_mailboxes(kind=MailboxKind.ORG)
+        found = self.directory.list_mailboxes(kind=MailboxKind.ORG, limit=at_most + 1)
+        return None if len(found) > at_most else found
 
     # --- change -------------------------------------------------------------------------
     def update(self, address: str, changes: dict[str, Any]) -> Mailbox:

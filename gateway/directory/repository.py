@@ -215,7 +215,28 @@ class Directory(TrustDomains, Protocol):
         domain: str | None = None,
         search: str | None = None,
         state: MailboxState | None = None,
-    ) -> list[Mailbox]: ...
+        offset: int = 0,
+        limit: int | None = None,
+    ) -> list[Mailbox]:
+        """The matching mailboxes by address; `offset` and `limit` (None: no limit) take one
+        window of them, in the store (an operator has hundreds of thousands). `search`: every
+        word (`validate.folded`) is found in the address, the names or the identifiers."""
+        ...
+
+    def count_mailboxes(
+        self,
+        *,
+        kind: MailboxKind | None = None,
+        domain: str | None = None,
+        search: str | None = None,
+        state: MailboxState | None = None,
+    ) -> int:
+        """How many mailboxes `list_mailboxes` would list with the same filters."""
+        ...
+
+    def count_by_kind(self) -> dict[MailboxKind, int]:
+        """How many mailboxes of each kind (kinds with none are left out)."""
+        ...
 
     def update(self, address: str, **changes: Any) -> Mailbox:
         """Change fields of the mailbox's identity (e.g. family_name=..., structure=...)."""

@@ -138,6 +138,9 @@ def _normalised_dn(dn: str) -> str | None:
         return None
 
 
+NO_LIMIT = 1 << 62
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -389,14 +392,11 @@ class SQLiteDirectory:
         )
         return [self._mailbox(r) for r in rows]
 
-    def list_mailboxes(
-        self,
-        *,
-        kind: MailboxKind | None = None,
-        domain: str | None = None,
-        search: str | None = None,
-        state: MailboxState | None = None,
-    ) -> list[Mailbox]:
+    @staticmethod
+    def _mailbox_filter(
+        kind: MailboxKind | None, domain: str | None, search: str | None,
+        state: MailboxState | None,
+    ) -> tuple[str, list[Any]]:
         where: list[str] = []
         params: list[Any] = []
         if kind is not None:
@@ -411,10 +411,41 @@ class SQLiteDirectory:
         for word in v.folded(search or "").split():
             where.append("search LIKE ? ESCAPE '\\'")
             params.append(f"%{_escape_like(word)}%")
-        sql = "SELECT * FROM directory_mailbox"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        return [self._mailbox(r) for r in self._read(sql + " ORDER BY address", params)]
+        return (" WHERE " + " AND ".join(where)) if where else "", params
+
+    def list_mailboxes(
+        self,
+        *,
+        kind: MailboxKind | None = None,
+        domain: str | None = None,
+        search: str | None = None,
+        state: MailboxState | None = None,
+        offset: int = 0,
+        limit: int | None = None,
+    ) -> list[Mailbox]:
+        where, params = self._mailbox_filter(kind, domain, search, state)
+        sql = "SELECT * FROM directory_mailbox" + where + " ORDER BY address"  # noqa: S608
+        if limit is not None or offset:
+            # (no limit with an offset: a bound no store reaches; PostgreSQL refuses -1)
+            sql += " LIMIT ? OFFSET ?"
+            params += [NO_LIMIT if limit is None else max(limit, 0), max(offset, 0)]
+        return [self._mailbox(r) for r in self._read(sql, params)]
+
+    def count_mailboxes(
+        self,
+        *,
+        kind: MailboxKind | None = None,
+        domain: str | None = None,
+        search: str | None = None,
+        state: MailboxState | None = None,
+    ) -> int:
+        where, params = self._mailbox_filter(kind, domain, search, state)
+        rows = self._read("SELECT count(*) FROM directory_mailbox" + where, params)  # noqa: S608
+        return int(rows[0][0])
+
+    def count_by_kind(self) -> dict[MailboxKind, int]:
+        rows = self._read("SELECT kind, count(*) FROM directory_mailbox GROUP BY kind")
+        return {MailboxKind(r[0]): int(r[1]) for r in rows}
 
     def update(self, address: str, **changes: Any) -> Mailbox:
         current = self.require(address)

@@ -3,9 +3,10 @@
 Every resource calls the application service the CLI calls, as the authenticated caller (API
 token or client certificate, auth.py); refusals are the CLI's one-line messages with the field
 they name and an HTTP status (errors.py). Lists take `offset` and `limit` (at most 500) and
-answer `{"items": [...], "total": N, "offset": O, "limit": L}`. The OpenAPI document of this
-API alone is `/api/v1/openapi.json` (public, like any API description; every resource in it
-needs credentials).
+answer `{"items": [...], "total": N, "offset": O, "limit": L, "has_more": bool}` (the audit
+log's word search answers `"total": null`: it stops reading at a full page). The OpenAPI
+document of this API alone is `/api/v1/openapi.json` (public, like any API description; every
+resource in it needs credentials).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class Body(BaseModel):
 
 def page_of(page: Page[Any], convert: Any) -> dict[str, Any]:
     return {"items": [convert(x) for x in page.items], "total": page.total,
-            "offset": page.offset, "limit": page.limit}
+            "offset": page.offset, "limit": page.limit, "has_more": page.has_next}
 
 
 # --- status ----------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from gateway.admins.model import Caller, Session, Unauthenticated
+from gateway.admins.paging import Page
 from gateway.errors import GatewayError
 from gateway.web import errors
 from gateway.web.auth import (
@@ -64,6 +65,7 @@ router = APIRouter(prefix=PREFIX, include_in_schema=False)
 DONE = {
     "added": "Boîte aux lettres créée.",
     "updated": "Boîte aux lettres modifiée.",
+    "unchanged": "Rien n'a changé : la boîte est telle qu'elle était.",
     "suspended": "Boîte aux lettres suspendue : plus de connexion ni de distribution.",
     "resumed": "Boîte aux lettres réactivée.",
     "deleted": "Boîte aux lettres supprimée.",
@@ -122,6 +124,16 @@ FORMS: dict[str, list[tuple[str, str, bool, str]]] = {
         ("email", "Adresse de messagerie", True, ""),
         ("name", "Nom", True, ""),
     ],
+}
+
+
+# The fields of each edit form: the add form's, less what names the mailbox (its address; a
+# patient's INS, which is their address), plus the display name where the add form has none.
+EDIT_FORMS: dict[str, list[tuple[str, str, bool, str]]] = {
+    kind: [f for f in fields if f[0] not in ("email", "ins")]
+    + ([] if any(f[0] == "display_name" for f in fields)
+       else [("display_name", "Nom affiché", False, "")])
+    for kind, fields in FORMS.items()
 }
 
 
@@ -223,17 +235,18 @@ async def _post(request: Request, run: Callable[[Ctx, dict[str, Any]], Response]
         await form.close()
 
 
-def _pages(request: Request, total: int, offset: int) -> dict[str, Any]:
-    """Previous/next links keeping the search."""
+def _pages(request: Request, page: Page[Any]) -> dict[str, Any]:
+    """Previous/next links keeping the search; the total when it was counted."""
     params = dict(request.query_params)
     params.pop("fait", None)
-    out: dict[str, Any] = {"total": total, "first": offset + 1 if total else 0,
-                           "last": min(offset + PAGE_SIZE, total)}
-    page = offset // PAGE_SIZE + 1
+    offset = page.offset
+    out: dict[str, Any] = {"total": page.total, "first": offset + 1 if page.items else 0,
+                           "last": offset + len(page.items) if page.items else 0}
+    number = offset // PAGE_SIZE + 1
     if offset > 0:
-        out["prev"] = "?" + urlencode({**params, "page": page - 1})
-    if offset + PAGE_SIZE < total:
-        out["next"] = "?" + urlencode({**params, "page": page + 1})
+        out["prev"] = "?" + urlencode({**params, "page": number - 1})
+    if page.has_next:
+        out["next"] = "?" + urlencode({**params, "page": number + 1})
     return out
 
 
@@ -379,15 +392,17 @@ async def mailboxes(request: Request) -> Response:
                                          state=state or None, offset=_offset(request),
                                          limit=PAGE_SIZE)
         return render(request, "mailboxes.html", c, page=page, kinds=MAILBOX_KINDS,
-                      pages=_pages(request, page.total, page.offset), q=_q(request, "q"),
+                      pages=_pages(request, page), q=_q(request, "q"),
                       kind=kind, etat=state)
     return await _page(request, run)
 
 
 def _mailbox_form(request: Request, c: Ctx, kind: str, form: dict[str, Any],
                   errors_: dict[str, str], status: int = 200) -> Response:
-    structures = c.services.mailboxes.structures() if kind == "PER" else []
-    options = [("", "—")] + [(m.address, f"{m.display_name} ({m.address})") for m in structures]
+    # A choice list while there are few structures; past that, the address is typed.
+    structures = c.services.mailboxes.structures() if kind == "PER" else None
+    options = [("", "—")] + [(m.address, f"{m.display_name} ({m.address})")
+                             for m in structures] if structures else []
     return render(request, "mailbox_new.html", c, status=status, kind=kind,
                   kind_label=MAILBOX_KINDS[kind], fields=FORMS[kind], form=form,
                   errors=errors_, structure_options=options, org_kinds=ORG_KINDS)
@@ -439,6 +454,72 @@ async def mailbox_show(request: Request, address: str) -> Response:
     return await _page(request, run)
 
 
+def current_values(m: Any) -> dict[str, str]:
+    """What the edit form shows for a mailbox: its fields as text."""
+    identity = m.professional or m.organisation or m.patient or m.application
+    values: dict[str, str] = {"display_name": m.display_name}
+    for name, value in vars(identity).items():
+        if value is None:
+            values[name] = ""
+        elif isinstance(value, tuple):
+            values[name] = ", ".join(value)
+        elif isinstance(value, bool):
+            values[name] = "1" if value else ""
+        else:
+            values[name] = str(getattr(value, "value", value))
+    return values
+
+
+def _edit_form(request: Request, c: Ctx, m: Any, form: dict[str, str],
+               errors_: dict[str, str], status: int = 200) -> Response:
+    kind = m.kind.value
+    structures = c.services.mailboxes.structures() if kind == "PER" else None
+    options = [("", "—")] + [(s.address, f"{s.display_name} ({s.address})")
+                             for s in structures] if structures else []
+    return render(request, "mailbox_edit.html", c, status=status, m=m, kind=kind,
+                  kind_label=MAILBOX_KINDS[kind], fields=EDIT_FORMS[kind], form=form,
+                  errors=errors_, structure_options=options, org_kinds=ORG_KINDS)
+
+
+@router.get("/mailboxes/{address}/edit")
+async def mailbox_edit(request: Request, address: str) -> Response:
+    def run(c: Ctx) -> Response:
+        c.caller.require("mailboxes", write=True)
+        m = c.services.mailboxes.show(address)
+        return _edit_form(request, c, m, current_values(m), {})
+    return await _page(request, run)
+
+
+@router.post("/mailboxes/{address}/edit")
+async def mailbox_update(request: Request, address: str) -> Response:
+    """The fields changed (as the API's PATCH: only those sent, "" clears an optional one),
+    through the same service, refused with the same message next to the field."""
+    def run(c: Ctx, data: dict[str, Any]) -> Response:
+        svc = c.services.mailboxes
+        m = svc.show(address)
+        before = current_values(m)
+        fields = [name for name, _, _, _ in EDIT_FORMS[m.kind.value]]
+        form = {name: " ".join(str(data.get(name, "")).split()) if name != "address"
+                else str(data.get(name, "")).strip() for name in fields}
+        if m.kind.value == "PATIENT":
+            form["objects_to_prescriber_feedback"] = "1" if data.get("objection") else ""
+            fields.append("objects_to_prescriber_feedback")
+        changes: dict[str, Any] = {
+            name: form[name] for name in fields if form[name] != before.get(name, "")}
+        if "objects_to_prescriber_feedback" in changes:
+            changes["objects_to_prescriber_feedback"] = bool(form["objects_to_prescriber_feedback"])
+        if not changes:
+            return _redirect(f"{PREFIX}/mailboxes/{m.address}", "unchanged")
+        try:
+            svc.update(m.address, changes)
+        except GatewayError as exc:
+            key = _field_key(errors.field_of(exc)) or "_"
+            return _edit_form(request, c, m, form, {key if key in form else "_": str(exc)},
+                              status=errors.status_of(exc))
+        return _redirect(f"{PREFIX}/mailboxes/{m.address}", "updated")
+    return await _post(request, run)
+
+
 def _mailbox_action(action: str) -> Callable[[Request, str], Any]:
     async def handler(request: Request, address: str) -> Response:
         def run(c: Ctx, data: dict[str, Any]) -> Response:
@@ -478,7 +559,7 @@ def _trust_page(request: Request, c: Ctx, status: int = 200, **values: Any) -> R
     page = c.services.trust.page(search=_q(request, "q"), ours=ours, offset=_offset(request),
                                  limit=PAGE_SIZE)
     return render(request, "trust.html", c, status=status, page=page,
-                  pages=_pages(request, page.total, page.offset), q=_q(request, "q"),
+                  pages=_pages(request, page), q=_q(request, "q"),
                   portee=scope, generated=c.services.trust.whitelist_generated(), **values)
 
 
@@ -544,7 +625,7 @@ def _certs_page(request: Request, c: Ctx, status: int = 200, **values: Any) -> R
     page = c.services.pki.page(search=_q(request, "q"), status=_q(request, "etat") or None,
                                offset=_offset(request), limit=PAGE_SIZE)
     return render(request, "certificates.html", c, status=status, page=page,
-                  pages=_pages(request, page.total, page.offset), q=_q(request, "q"),
+                  pages=_pages(request, page), q=_q(request, "q"),
                   etat=_q(request, "etat"), kind_options=[(k, k) for k in KINDS],
                   reasons=list(REASONS),
                   now=dt.datetime.now(dt.UTC), **values)
@@ -598,7 +679,7 @@ async def prescriptions(request: Request) -> Response:
             offset=_offset(request), limit=PAGE_SIZE,
         )
         return render(request, "prescriptions.html", c, page=page,
-                      pages=_pages(request, page.total, page.offset), patient=patient,
+                      pages=_pages(request, page), patient=patient,
                       prescripteur=prescriber, etat=status, statuses=[s.value for s in Status])
     return await _page(request, run)
 
@@ -664,7 +745,7 @@ async def audit(request: Request) -> Response:
         page = c.services.audit.page(**{k: v or None for k, v in filters.items()},
                                      offset=_offset(request), limit=PAGE_SIZE)
         return render(request, "audit.html", c, page=page, f=filters,
-                      pages=_pages(request, page.total, page.offset))
+                      pages=_pages(request, page))
     return await _page(request, run)
 
 
@@ -678,7 +759,7 @@ async def queue(request: Request) -> Response:
     def run(c: Ctx) -> Response:
         page = c.services.queue.page(offset=_offset(request), limit=PAGE_SIZE)
         return render(request, "queue.html", c, items=[summary(r) for r in page.items],
-                      pages=_pages(request, page.total, page.offset))
+                      pages=_pages(request, page))
     return await _page(request, run)
 
 
