@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from gateway.directory.validate import InvalidField
+from gateway.texts import t
 
 T = TypeVar("T")
 MAX_LIMIT = 500
@@ -33,7 +34,7 @@ def check_window(offset: int | None, limit: int | None, default: int = 50) -> tu
     if o < 0:
         raise InvalidField("offset", o, "must be 0 or more")
     if not 1 <= n <= MAX_LIMIT:
-        raise InvalidField("limit", n, f"must be between 1 and {MAX_LIMIT}")
+        raise InvalidField("limit", n, t("must be between 1 and {n}", n=MAX_LIMIT))
     return o, n
 
 

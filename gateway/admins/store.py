@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from gateway.admins.model import Admin, ApiToken, Role, Session
 from gateway.errors import Conflict
+from gateway.texts import t
 
 # The fields `update_account` may change (the others are set once, by `add_account`).
 ACCOUNT_FIELDS = frozenset({
@@ -43,7 +44,7 @@ class DuplicateAdmin(Conflict):
         if field == "certificate":
             super().__init__("certificate: already bound to another administrator")
         else:
-            super().__init__(f"{field}: this administrator already exists")
+            super().__init__(t("{field}: this administrator already exists", field=field))
 
 
 @dataclass(frozen=True)

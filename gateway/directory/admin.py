@@ -30,6 +30,7 @@ from gateway.directory.model import (
 from gateway.directory.repository import Directory, UnknownDomain, WhitelistChange
 from gateway.directory.validate import InvalidField, MissingField
 from gateway.directory.validate import savoir_faire as checked_savoir_faire
+from gateway.texts import t, text_of
 
 # Fields `update` accepts (the CLI's options, the API's JSON keys, the console's form fields).
 UPDATE_FIELDS = (
@@ -344,19 +345,20 @@ class TrustService:
 
 
 def whitelist_report(change: WhitelistChange, source: str, show_names: int = 50) -> list[str]:
-    """The lines `mssgw trust import-whitelist` prints (the console shows the same)."""
-    lines = [f"warning: {w}" for w in change.warnings]
-    lines.append(
-        f"imported {source} (generated {change.generated or 'unknown'}): {change.entries}"
-        f" entries, {change.domains} domains"
-    )
-    lines.append(
-        f"added {len(change.added)}, removed {len(change.removed)},"
-        f" changed {len(change.changed)} (operator certificate DN)"
-    )
+    """The lines `mssgw trust import-whitelist` prints (the console shows the same, in
+    French: each line is a `Text`)."""
+    lines: list[str] = [t("warning: {warning}", warning=text_of(w)) for w in change.warnings]
+    lines.append(t(
+        "imported {file} (generated {generated}): {entries} entries, {domains} domains",
+        file=source, generated=change.generated or t("unknown"), entries=change.entries,
+        domains=change.domains))
+    lines.append(t(
+        "added {added}, removed {removed}, changed {changed} (operator certificate DN)",
+        added=len(change.added), removed=len(change.removed), changed=len(change.changed)))
     for mark, names in (("+", change.added), ("-", change.removed), ("~", change.changed)):
         if len(names) > show_names:
-            lines.append(f"{mark} ... {len(names)} domains (--json lists them)")
+            lines.append(t("{mark} ... {count} domains (--json lists them)", mark=mark,
+                           count=len(names)))
             continue
-        lines += [f"{mark} {name}" for name in names]
+        lines += [f"{mark} {name}" for name in names]  # names: nothing to translate
     return lines
