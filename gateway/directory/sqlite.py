@@ -396,6 +396,13 @@ class SQLiteDirectory:
         )
         return [self._mailbox(r) for r in rows]
 
+    def members_of(self, structure: str) -> list[Mailbox]:
+        rows = self._read(
+            "SELECT * FROM directory_mailbox WHERE structure = ? ORDER BY address",
+            (structure.strip().lower(),),
+        )
+        return [self._mailbox(r) for r in rows]
+
     @staticmethod
     def _mailbox_filter(
         kind: MailboxKind | None, domain: str | None, search: str | None,
