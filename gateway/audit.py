@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from gateway.audit_index import AuditFilter, AuditIndex, entry_text
 from gateway.config import Config
 from gateway.errors import GatewayError
+from gateway.texts import t
 
 if TYPE_CHECKING:
     from gateway.admins.model import Caller
@@ -67,7 +68,9 @@ def _write(path: Path, lines: list[str]) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     except OSError as exc:
-        raise GatewayError(f"audit log: cannot open {path}: {exc.strerror}") from None
+        raise GatewayError(t(
+            "audit log: cannot open {path}: {strerror}",
+            path=path, strerror=exc.strerror)) from None
     try:
         os.write(fd, "".join(line + "\n" for line in lines).encode("utf-8"))
         os.fsync(fd)
@@ -285,7 +288,8 @@ def parse_since(value: str | None) -> datetime | None:
     try:
         when = datetime.fromisoformat(value)
     except ValueError:
-        raise GatewayError(f"since: {value!r} is invalid: a date is YYYY-MM-DD[THH:MM]") from None
+        raise GatewayError(t(
+            "since: {value!r} is invalid: a date is YYYY-MM-DD[THH:MM]", value=value)) from None
     return when if when.tzinfo else when.astimezone()
 
 

@@ -27,12 +27,13 @@ from gateway.directory.model import (
 )
 from gateway.directory.whitelist import MAX_REMOVED_SHARE
 from gateway.errors import Conflict, NotFound
+from gateway.texts import t
 
 
 class UnknownMailbox(NotFound):
     def __init__(self, address: str) -> None:
         self.address = address
-        super().__init__(f"email: no mailbox {address!r} in the directory")
+        super().__init__(t("email: no mailbox {address!r} in the directory", address=address))
 
 
 class DuplicateMailbox(Conflict):
@@ -40,13 +41,16 @@ class DuplicateMailbox(Conflict):
 
     def __init__(self, field: str, value: str, owner: str | None = None) -> None:
         self.field = field
-        whose = f" (mailbox {owner})" if owner else ""
-        super().__init__(f"{field}: {value!r} is already registered{whose}")
+        whose = t(" (mailbox {owner})", owner=owner) if owner else ""
+        super().__init__(t(
+            "{field}: {value!r} is already registered{whose}",
+            field=field, value=value, whose=whose))
 
 
 class UnknownDomain(NotFound):
     def __init__(self, name: str) -> None:
-        super().__init__(f"domain: {name!r} is not a trust-space domain of this gateway")
+        super().__init__(t(
+            "domain: {name!r} is not a trust-space domain of this gateway", name=name))
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from gateway.pki import ca, crl, store
 from gateway.pki.identity import identity_for
 from gateway.pki.kinds import CA, KINDS
 from gateway.pki.store import CertRecord
+from gateway.texts import t
 
 EXPIRING_DAYS = 30  # the dashboard's "expiring soon"
 
@@ -71,7 +72,8 @@ class CertificateService:
         self.caller.require(self.resource, write=True)
         if not kind or kind not in KINDS:
             raise InvalidField(
-                "kind", kind or "", f"a certificate kind is one of {', '.join(KINDS)}"
+                "kind", kind or "", t("a certificate kind is one of {kinds}",
+                                      kinds=", ".join(KINDS))
             )
         if not subject or not subject.strip():
             raise InvalidField("subject", "", "give the mailbox address (or a host name)")
@@ -99,7 +101,8 @@ class CertificateService:
     ) -> tuple[list[CertRecord], int]:
         self.caller.require(self.resource)
         if kind and kind not in KINDS:
-            raise InvalidField("kind", kind, f"a certificate kind is one of {', '.join(KINDS)}")
+            raise InvalidField("kind", kind, t("a certificate kind is one of {kinds}",
+                                               kinds=", ".join(KINDS)))
         with store.connection(self.config) as conn:
             return store.find(
                 conn, datetime.now(UTC), email=(email or "").strip() or None, kind=kind or None,
@@ -142,7 +145,8 @@ class CertificateService:
         reason = reason or "unspecified"
         if reason not in ca.REASONS:
             raise InvalidField(
-                "reason", reason, f"a revocation reason is one of {', '.join(ca.REASONS)}"
+                "reason", reason, t("a revocation reason is one of {reasons}",
+                                    reasons=", ".join(ca.REASONS))
             )
         r = ca.revoke(self.config, serial, reason)
         self.audit(self.caller.actor, "pki.revoke", r.email or r.subject_dn,
@@ -159,7 +163,7 @@ class CertificateService:
             authority = CA(which)
         except ValueError:
             raise InvalidField(
-                "ca", which, f"a CA is one of {', '.join(c.value for c in CA)}"
+                "ca", which, t("a CA is one of {cas}", cas=", ".join(c.value for c in CA))
             ) from None
         return ca.Layout.of(self.config).ca_crl(authority).read_bytes()
 

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from gateway.documents.model import Dispensation, DispensedLine, DispensingKind, Prescription
 from gateway.errors import Conflict, GatewayError, NotFound
 from gateway.prescriptions.identifier import check_identifier
+from gateway.texts import t
 
 if TYPE_CHECKING:
 
@@ -66,14 +67,14 @@ class PrescriptionNotFound(RegistryError, NotFound):
     code = "unknown"
 
     def __init__(self, identifier: str) -> None:
-        super().__init__(f"prescription {identifier}: not in the registry")
+        super().__init__(t("prescription {identifier}: not in the registry", identifier=identifier))
 
 
 class AlreadyRegistered(RegistryError, Conflict):
     code = "duplicate"
 
     def __init__(self, identifier: str) -> None:
-        super().__init__(f"prescription {identifier}: already registered")
+        super().__init__(t("prescription {identifier}: already registered", identifier=identifier))
 
 
 class InvalidPrescription(RegistryError):
@@ -88,7 +89,8 @@ class NotAPharmacy(DispensationRefused):
     code = "not-a-pharmacy"
 
     def __init__(self, address: str) -> None:
-        super().__init__(f"{address} is not a pharmacy mailbox: only pharmacies dispense")
+        super().__init__(t(
+            "{address} is not a pharmacy mailbox: only pharmacies dispense", address=address))
 
 
 class PrescriptionExpired(DispensationRefused):
@@ -506,12 +508,13 @@ def lines_from_prescription(prescription: Prescription) -> tuple[LineRecord, ...
     seen: set[str] = set()
     for pos, line in enumerate(prescription.lines, start=1):
         if line.quantity is not None and not (line.quantity.is_finite() and line.quantity > 0):
-            raise InvalidPrescription(f"line {pos}: the quantity must be positive")
+            raise InvalidPrescription(t("line {pos}: the quantity must be positive", pos=pos))
         if line.renewals < 0:
-            raise InvalidPrescription(f"line {pos}: renewals cannot be negative")
+            raise InvalidPrescription(t("line {pos}: renewals cannot be negative", pos=pos))
         if line.line_id is not None:
             if line.line_id in seen:
-                raise InvalidPrescription(f"line {pos}: line id {line.line_id!r} is repeated")
+                raise InvalidPrescription(t(
+                    "line {pos}: line id {line_id!r} is repeated", pos=pos, line_id=line.line_id))
             seen.add(line.line_id)
         out.append(
             LineRecord(
@@ -533,14 +536,17 @@ def validity_of(prescription: Prescription) -> tuple[dt.date, dt.date]:
     start = prescription.date.date()
     end = prescription.validity_end or add_months(start, FIRST_DISPENSATION_MONTHS)
     if end < start:
-        raise InvalidPrescription(f"the validity end {end} is before the prescription date")
+        raise InvalidPrescription(t(
+            "the validity end {end} is before the prescription date", end=end))
     return end, max(end, add_months(start, TREATMENT_MAX_MONTHS))
 
 
 def checked_identifier(text: str) -> str:
     check = check_identifier(text)
     if not check.ok:
-        raise InvalidPrescription(f"identifier {check.identifier!r}: {check.reason}")
+        raise InvalidPrescription(t(
+            "identifier {identifier!r}: {reason}",
+            identifier=check.identifier, reason=check.reason))
     return check.identifier
 
 
@@ -548,21 +554,27 @@ def refuse_unless_dispensable(record: PrescriptionRecord, now: dt.datetime | Non
     status = record.status_at(now)
     ident = record.identifier
     if status is Status.CANCELLED:
-        when = f" on {record.cancelled_at.date()}" if record.cancelled_at else ""
-        raise PrescriptionCancelled(f"prescription {ident} was cancelled by its prescriber{when}")
+        when = t(" on {date}", date=record.cancelled_at.date()) if record.cancelled_at else ""
+        raise PrescriptionCancelled(t(
+            "prescription {ident} was cancelled by its prescriber{when}", ident=ident, when=when))
     if status is Status.DISPENSED:
         raise PrescriptionFullyDispensed(
-            f"prescription {ident} is already fully dispensed: it cannot be used again"
+            t(
+                "prescription {ident} is already fully dispensed: it cannot be used again",
+                ident=ident)
         )
     if status is Status.EXPIRED:
         if record.dispensations:
             raise PrescriptionExpired(
-                f"prescription {ident} expired on {record.dispensable_until}"
-                " (renewals end 12 months after the prescription)"
+                t(
+                    "prescription {ident} expired on {dispensable_until} (renewals end 12 months "
+                    "after the prescription)",
+                    ident=ident, dispensable_until=record.dispensable_until)
             )
         raise PrescriptionExpired(
-            f"prescription {ident} expired on {record.validity_end}:"
-            " the first dispensation must happen within its validity"
+            t(
+                "prescription {ident} expired on {validity_end}: the first dispensation must "
+                "happen within its validity", ident=ident, validity_end=record.validity_end)
         )
 
 
@@ -581,22 +593,27 @@ def plan_dispensation(
         raise NotAPharmacy(report.dispenser.address)
     refuse_unless_dispensable(record, now)
     if not report.lines:
-        raise InvalidDispensation(f"dispensation {report.dispensation_id} has no line")
+        raise InvalidDispensation(t(
+            "dispensation {dispensation_id} has no line", dispensation_id=report.dispensation_id))
     totals: dict[int, Decimal] = {}
     for line in report.lines:
         match = [r for r in record.lines if r.matches(line.line_ref)]
         if not match:
             known = ", ".join(str(r.position) for r in record.lines)
             raise UnknownLine(
-                f"prescription {record.identifier} has no line {line.line_ref!r} (lines: {known})"
+                t(
+                    "prescription {identifier} has no line {line_ref!r} (lines: {known})",
+                    identifier=record.identifier, line_ref=line.line_ref, known=known)
             )
         if not line.quantity.is_finite() or line.quantity < 0:
             raise InvalidDispensation(
-                f"line {line.line_ref}: {line.quantity} is not a quantity (0 or more)"
+                t(
+                    "line {line_ref}: {quantity} is not a quantity (0 or more)",
+                    line_ref=line.line_ref, quantity=line.quantity)
             )
         if line.quantity == 0 and not line.not_delivered_reason:
             raise InvalidDispensation(
-                f"line {line.line_ref}: nothing delivered needs the reason why"
+                t("line {line_ref}: nothing delivered needs the reason why", line_ref=line.line_ref)
             )
         pos = match[0].position
         totals[pos] = totals.get(pos, Decimal(0)) + line.quantity
@@ -605,16 +622,20 @@ def plan_dispensation(
         rec = record.lines[pos - 1]
         if qty > 0 and rec.complete:
             raise PrescriptionFullyDispensed(
-                f"prescription {record.identifier} line {pos} ({rec.label}) is already fully"
-                " dispensed"
+                t(
+                    "prescription {identifier} line {pos} ({label}) is already fully dispensed",
+                    identifier=record.identifier, pos=pos, label=rec.label)
             )
         remaining = rec.remaining
         if remaining is not None and qty > remaining:
             raise OverDispensing(
-                f"prescription {record.identifier} line {pos} ({rec.label}): {_num(qty)}"
-                f" {rec.quantity_unit} asked, only {_num(remaining)} remain"
-                f" ({_num(rec.quantity)} × {1 + rec.renewals} prescribed,"
-                f" {_num(rec.delivered)} delivered)"
+                t(
+                    "prescription {identifier} line {pos} ({label}): {value} {quantity_unit} "
+                    "asked, only {value2} remain ({value3} × {value4} prescribed, {value5} "
+                    "delivered)",
+                    identifier=record.identifier, pos=pos, label=rec.label, value=_num(qty),
+                    quantity_unit=rec.quantity_unit, value2=_num(remaining),
+                    value3=_num(rec.quantity), value4=1 + rec.renewals, value5=_num(rec.delivered))
             )
         plan.append(LineDelivery(pos, qty, qty > 0))
     return plan

@@ -28,6 +28,7 @@ from gateway.audit import entry_dict
 from gateway.directory.admin import domain_dict, mailbox_dict, whitelist_report
 from gateway.errors import GatewayError
 from gateway.store.admin import summary
+from gateway.texts import t
 from gateway.web.auth import ApiServices
 
 PREFIX = "/api/v1"
@@ -250,7 +251,7 @@ def with_upload(upload: AnyUpload, limit: int, run: Any) -> Any:
     shows it) in a private temporary folder removed afterwards."""
     data = upload.file.read(limit + 1)
     if len(data) > limit:
-        raise GatewayError(f"file: over the limit of {limit} bytes")
+        raise GatewayError(t("file: over the limit of {limit} bytes", limit=limit))
     name = os.path.basename(upload.filename or "") or "upload"
     name = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)[:100]
     with tempfile.TemporaryDirectory(prefix="mssgw-upload-") as folder:

@@ -39,6 +39,7 @@ from gateway.web.auth import (
     client_certificate,
     console_caller,
 )
+from gateway.web.french import french, say
 from gateway.web.services import Services, accounts_of, config_of
 
 HERE = Path(__file__).parent
@@ -198,7 +199,7 @@ def error_page(request: Request, exc: GatewayError) -> Response:
         ctx: Ctx | None = Ctx(request, caller, session)
     except (NotLoggedIn, GatewayError):
         ctx = None
-    return render(request, "error.html", ctx, status=errors.status_of(exc), message=str(exc))
+    return render(request, "error.html", ctx, status=errors.status_of(exc), message=say(exc))
 
 
 def _redirect(url: str, done: str | None = None) -> RedirectResponse:
@@ -316,7 +317,7 @@ async def login(request: Request) -> Response:
             data.get("code", ""), client=client_address(request),
         )
     except Unauthenticated as exc:
-        return _login_form(request, str(exc), status=401)
+        return _login_form(request, say(exc), status=401)
     return _logged_in(request, admin)
 
 
@@ -330,7 +331,7 @@ async def login_certificate(request: Request) -> Response:
         admin = await run_in_threadpool(accounts_of(request).login_certificate, cert,
                                         client=client_address(request))
     except Unauthenticated as exc:
-        return _login_form(request, str(exc), status=401)
+        return _login_form(request, say(exc), status=401)
     return _logged_in(request, admin)
 
 
@@ -355,7 +356,7 @@ async def login_link(request: Request) -> Response:
         admin = await run_in_threadpool(accounts_of(request).use_login_link,
                                         data.get("code", ""), client=client_address(request))
     except Unauthenticated as exc:
-        return _login_form(request, str(exc), status=401)
+        return _login_form(request, say(exc), status=401)
     return _logged_in(request, admin)
 
 
@@ -438,7 +439,7 @@ async def mailbox_add(request: Request) -> Response:
             key = _field_key(errors.field_of(exc)) or "_"
             if key not in values:
                 key = "_"
-            return _mailbox_form(request, c, kind, values, {key: str(exc)},
+            return _mailbox_form(request, c, kind, values, {key: say(exc)},
                                  status=errors.status_of(exc))
         return _redirect(f"{PREFIX}/mailboxes/{m.address}", "added")
     return await _post(request, run)
@@ -514,7 +515,7 @@ async def mailbox_update(request: Request, address: str) -> Response:
             svc.update(m.address, changes)
         except GatewayError as exc:
             key = _field_key(errors.field_of(exc)) or "_"
-            return _edit_form(request, c, m, form, {key if key in form else "_": str(exc)},
+            return _edit_form(request, c, m, form, {key if key in form else "_": say(exc)},
                               status=errors.status_of(exc))
         return _redirect(f"{PREFIX}/mailboxes/{m.address}", "updated")
     return await _post(request, run)
@@ -539,7 +540,7 @@ def _mailbox_action(action: str) -> Callable[[Request, str], Any]:
                 m = svc.directory.require(address)
                 return render(request, "mailbox.html", c, status=errors.status_of(exc), m=m,
                               kinds=MAILBOX_KINDS, certs=[], now=dt.datetime.now(dt.UTC),
-                              errors={"password": str(exc)})
+                              errors={"password": say(exc)})
             return _redirect(f"{PREFIX}/mailboxes/{address}", "password")
         return await _post(request, run)
     return handler
@@ -579,7 +580,7 @@ async def trust_add(request: Request) -> Response:
             key = _field_key(errors.field_of(exc)) or "_"
             key = {"domain": "name"}.get(key, key)
             return _trust_page(request, c, status=errors.status_of(exc), form=form,
-                               errors={key if key in form else "_": str(exc)})
+                               errors={key if key in form else "_": say(exc)})
         return _redirect(f"{PREFIX}/trust", "domain-added")
     return await _post(request, run)
 
@@ -592,8 +593,8 @@ async def trust_import(request: Request) -> Response:
     def run(c: Ctx, data: dict[str, Any]) -> Response:
         upload = data.get("file")
         if not isinstance(upload, UploadFile) or not upload.filename:
-            return _trust_page(request, c, status=422,
-                               errors={"file": "file: choose the whitelist XML file to import"})
+            return _trust_page(request, c, status=422, errors={
+                "file": "Fichier : choisissez le fichier XML de la liste blanche"})
         try:
             from gateway.web.api import with_upload
 
@@ -602,8 +603,9 @@ async def trust_import(request: Request) -> Response:
                 allow_removals=bool(data.get("allow_removals"))))
         except GatewayError as exc:
             return _trust_page(request, c, status=errors.status_of(exc),
-                               errors={"file": str(exc)})
-        return _trust_page(request, c, report=whitelist_report(change, upload.filename))
+                               errors={"file": say(exc)})
+        return _trust_page(request, c, report=[
+            french(line) or line for line in whitelist_report(change, upload.filename)])
     return await _post(request, run)
 
 
@@ -651,7 +653,7 @@ async def certificate_issue(request: Request) -> Response:
         except GatewayError as exc:
             key = _field_key(errors.field_of(exc)) or "_"
             return _certs_page(request, c, status=errors.status_of(exc), form=form,
-                               errors={key if key in form else "subject": str(exc)})
+                               errors={key if key in form else "subject": say(exc)})
         return _redirect(f"{PREFIX}/certificates", "issued")
     return await _post(request, run)
 
@@ -699,7 +701,7 @@ async def prescription_cancel(request: Request, identifier: str) -> Response:
         except GatewayError as exc:
             return render(request, "prescription.html", c, status=errors.status_of(exc),
                           rec=c.services.prescriptions.show(identifier),
-                          errors={"by": str(exc)}, form=data)
+                          errors={"by": say(exc)}, form=data)
         return _redirect(f"{PREFIX}/prescriptions/{identifier}", "cancelled")
     return await _post(request, run)
 
@@ -825,7 +827,7 @@ async def token_new(request: Request) -> Response:
             key = _field_key(errors.field_of(exc)) or "_"
             key = {"scope": "scopes", "name": "admin"}.get(key, key)
             return _tokens_page(request, c, status=errors.status_of(exc), form=form,
-                                errors={key if key in form else "_": str(exc)})
+                                errors={key if key in form else "_": say(exc)})
         return _tokens_page(request, c, created=token, secret=secret)
     return await _post(request, run)
 
