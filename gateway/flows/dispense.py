@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import uuid
 
 from gateway import pipeline
 from gateway.config import Config
@@ -94,6 +95,13 @@ def _lines_text(d: Dispensation) -> str:
     return "\n".join(out)
 
 
+def _oid_of(key: str, what: str) -> str:
+    """The same mail sent again names the same document (a name-based UUID in the OID arc
+    2.25): its report then has the same content, and the registry records it once and says so,
+    instead of taking a fresh document id for a different report."""
+    return f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, f'mssgw:{what}:{key}').int}"
+
+
 def _record(ctx: Context, d: Dispensation, sender: str, key: str
             ) -> tuple[PrescriptionRecord, bool, bytes, bool]:
     mailbox = ctx.mailbox(sender)
@@ -102,7 +110,9 @@ def _record(ctx: Context, d: Dispensation, sender: str, key: str
     structure = ctx.structure_of(mailbox)
     dispenser = dataclasses.replace(Dispenser.from_mailbox(mailbox, structure),
                                     pharmacist=sender if mailbox.professional else None)
-    d = assign_dispensation_ids(d)
+    d = assign_dispensation_ids(dataclasses.replace(
+        d, document_id=d.document_id or _oid_of(key, "document"),
+        set_id=d.set_id or _oid_of(key, "set")))
     report = DispensationReport.from_dispensation(d, dispenser, dispensation_id=key)
     record = ctx.registry.get(d.prescription_id, actor=sender)
     from gateway.prescriptions.registry import plan_dispensation

@@ -7,7 +7,10 @@ registered), else the identifier in the text, the subject or the PDF's text. The
 the authority: a cancelled, expired or fully dispensed prescription is not valid whatever the
 paper says. The pharmacy receives the patient's message with the verdict in
 `X-Ordonnance-Verification: valid|invalid; id=...; reason=...` and a readable part (result and
-remaining quantities); when the verdict is "invalid" the patient is told why. A patient who
+remaining quantities); when the verdict is "invalid" the patient is told why. A forward the
+gateway could not check (no ordonnance found in it, a document it refuses to read) says so:
+`unchecked; id=none; reason=...` and a line in the readable part, so the pharmacist never takes
+silence for a check. A patient who
 writes that they object ("je m'oppose ...") to feedback to the prescriber has it recorded.
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from decimal import Decimal
+from typing import Any
 
 from gateway import pipeline
 from gateway.config import Config
@@ -40,6 +44,7 @@ from gateway.prescriptions.registry import (
 )
 from gateway.signature.trust import check_package
 from gateway.xdm import Limits
+from gateway.xmlsafe import parse_xml
 
 _OBJECTION = re.compile(r"(?i)\bje m'oppose\b|\bopposition\b|\bj'oppose\b|\bm'oppose\b")
 
@@ -51,6 +56,15 @@ class Verdict:
     reason: str  # short, for the header
     explanation: str  # sentences, for people
     record: PrescriptionRecord | None = None
+    checked: bool = True  # False: the gateway could not check the forward at all
+
+    @property
+    def state(self) -> str:
+        return "unchecked" if not self.checked else "valid" if self.valid else "invalid"
+
+
+def _unchecked(reason: str, explanation: str) -> Verdict:
+    return Verdict(None, False, reason, explanation, checked=False)
 
 
 def _pdf_text(data: bytes) -> str:
@@ -85,15 +99,32 @@ def _by_registry(ctx: Context, identifier: str, actor: str) -> Verdict:
                    " peut être délivrée dans la limite des quantités restantes.", record)
 
 
+def _unreadable(pkg: Any) -> str | None:
+    """Why a document of the package cannot be read as XML (a DOCTYPE...), or None."""
+    for d in pkg.content:
+        try:
+            parse_xml(d.data)
+        except Exception as exc:
+            return " ".join(str(exc).split()) or type(exc).__name__
+    return None
+
+
 def verdict(ctx: Context, msg: mail.Message, actor: str) -> Verdict | None:
     files = mail.attachments(msg)
     limits = Limits.of(ctx.config)
+    unreadable: Verdict | None = None
     for a, pkg in packages(files, limits):
         if isinstance(pkg, str):
             return Verdict(None, False, "invalid package",
                            f"Le paquet {a.filename or 'IHE_XDM.zip'} est refusé : {pkg}.")
         cdas = [d.data for d in pkg.content if kind_of_cda(d.data) == "prescription"]
         if not cdas:
+            why = _unreadable(pkg)
+            if why is not None and unreadable is None:
+                unreadable = _unchecked(
+                    "unreadable document",
+                    f"Un document du paquet {a.filename or 'IHE_XDM.zip'} n'a pas pu être lu"
+                    f" ({why}) : l'ordonnance n'a pas été vérifiée.")
             continue
         try:
             identifier = parse_prescription(cdas[0]).identifier
@@ -116,11 +147,18 @@ def verdict(ctx: Context, msg: mail.Message, actor: str) -> Verdict | None:
                            " identifiant : seule la version enregistrée fait foi.",
                            verdict_.record)
         return verdict_
+    if unreadable is not None:  # a package we refuse to read: its text proves nothing either
+        return unreadable
     text = "\n".join(mail.header_texts(msg) + mail.texts(msg))
     text += "\n".join(_pdf_text(a.data) for a in files if a.content_type == "application/pdf"
                       or a.filename.lower().endswith(".pdf"))
     found = identifiers_in(text)
     if not found:
+        if mail.is_forward(msg):
+            return _unchecked(
+                "no ordonnance found",
+                "La messagerie n'a trouvé dans ce message ni paquet IHE_XDM.zip lisible ni"
+                " identifiant d'ordonnance numérique : l'ordonnance n'a pas été vérifiée.")
         return None
     return _by_registry(ctx, found[0], actor)
 
@@ -143,7 +181,7 @@ def remaining_text(record: PrescriptionRecord) -> str:
 
 
 def _pharmacy_text(v: Verdict) -> str:
-    head = "VALIDE" if v.valid else "NON VALIDE"
+    head = "NON VÉRIFIÉE" if not v.checked else "VALIDE" if v.valid else "NON VALIDE"
     text = f"Vérification de l'ordonnance par la messagerie sécurisée : {head}\n"
     if v.identifier:
         text += f"Identifiant : {group(v.identifier)} ({v.identifier})\n"
@@ -178,19 +216,19 @@ def handle(config: Config, sender: str, recipients: tuple[str, ...], data: bytes
             any(_OBJECTION.search(t) for t in mail.texts(msg)[:1]):
         ctx.registry.set_feedback_objection(v.record.identifier, True, actor=sender)
     domain, product = config.gateway.domain, config.gateway.product
-    state = "valid" if v.valid else "invalid"
     reason = re.sub(r"[;\r\n]", " ", v.reason)
-    header = f"{state}; id={v.identifier or 'none'}; reason={reason}"
+    header = f"{v.state}; id={v.identifier or 'none'}; reason={reason}"
     subject = mail.header(msg, "Subject")
+    tag = {"valid": "valide", "invalid": "NON VALIDE", "unchecked": "non vérifiée"}[v.state]
     to_pharmacy = mail.compose(
         sender=sender, to=pharmacies, domain=domain, in_reply_to=mail.message_id_of(msg),
-        subject=f"[Ordonnance {'valide' if v.valid else 'NON VALIDE'}] {subject}"[:200],
+        subject=f"[Ordonnance {tag}] {subject}"[:200],
         body=_pharmacy_text(v),
         files=[mail.Attachment("message-du-patient.eml", "message/rfc822", data)],
         headers=[("X-Ordonnance-Verification", header), ("X-MSS-NIL", product)],
     )
     out = [Delivery(tuple(pharmacies), to_pharmacy)]
-    if not v.valid:
+    if v.checked and not v.valid:
         notice = mail.compose(
             sender=ctx.robot, to=[sender], domain=domain, in_reply_to=mail.message_id_of(msg),
             subject="Votre ordonnance n'a pas pu être validée",

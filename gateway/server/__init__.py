@@ -301,15 +301,31 @@ class Supervisor:
         print(client_help(self.config, items), file=sys.stderr, flush=True)
         self.announced = True
 
+    def clean_maildirs(self, before: float) -> None:
+        from gateway.store.maildir import clean_tmp
+
+        removed = clean_tmp(self.config.mailboxes_path, before)
+        if removed:
+            log.info("removed %d unfinished file(s) from the Maildirs' tmp/", removed)
+
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._signal)
         signal.signal(signal.SIGINT, self._signal)
+        from gateway.store.maildir import STALE_TMP_SECONDS
+
+        # Files a killed writer left in tmp/: all of them now, before any worker writes; then
+        # those older than 36 hours, hourly (Maildir's rule).
+        self.clean_maildirs(time.time())
+        next_clean = time.monotonic() + 3600
         prepare_services(self.config)
         for i in range(self.n):
             self.spawn(i)
         quick_deaths = 0
         try:
             while not self.stopping:
+                if time.monotonic() > next_clean:
+                    self.clean_maildirs(time.time() - STALE_TMP_SECONDS)
+                    next_clean = time.monotonic() + 3600
                 sentinels: dict[Any, int] = {p.sentinel: i for i, p in self.procs.items()}
                 readers: dict[Any, int] = {c: i for i, c in self.pipes.items()}
                 ready = wait([*sentinels, *readers, self._wake_r], timeout=5)

@@ -24,7 +24,7 @@ import ssl
 from typing import Any
 
 import aiosmtpd.smtp
-from aiosmtpd.smtp import MISSING, SMTP, Session
+from aiosmtpd.smtp import MISSING, SMTP, Session, TLSSetupException
 
 from gateway.smtp.dotdata import DotData
 
@@ -77,6 +77,29 @@ def _sanitized_log_if_enabled(func: Any, msg: Any, *args: Any, **kwargs: Any) ->
 
 
 aiosmtpd.smtp.sanitized_log = _sanitized_log_if_enabled
+
+log = logging.getLogger("mssgw.smtp")
+
+
+class _ImplicitTLSWarning(logging.Filter):
+    """aiosmtpd warns "auth_required == True but auth_require_tls == False" for every session
+    of the implicit-TLS listener: it only knows TLS begun by STARTTLS, and there the connection
+    is encrypted before its first byte. The gateway never configures AUTH without TLS
+    otherwise (gateway.smtp.service), so the line only ever misleads."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("auth_required == True but auth_require_tls")
+
+
+logging.getLogger("mail.log").addFilter(_ImplicitTLSWarning())
+
+
+def tls_failure_reason(error: BaseException) -> str:
+    """A failed TLS handshake in a few words: OpenSSL's reason code, or the exception."""
+    cause = error.__cause__ or error
+    reason = getattr(cause, "reason", None) or str(cause) or type(cause).__name__
+    return " ".join(str(reason).split())
+
 
 NULL_SENDER = "null-sender@mssgw.invalid"
 _NULL_FROM = re.compile(r"^\s*FROM:\s*<>", re.IGNORECASE)
@@ -174,8 +197,27 @@ class GatewaySMTP(SMTP):
     def _create_session(self) -> GatewaySession:
         return GatewaySession(self.loop)
 
+    async def handle_exception(self, error: Exception) -> str:
+        """aiosmtpd logs a full traceback for any exception of a session, a failed STARTTLS
+        handshake included (hundreds during one TLS scan; anyone can cause them on the relay
+        port). One line instead: who, on which port, why. A TLSSetupException closes the
+        connection (no reply is sent); anything else gets aiosmtpd's 500."""
+        peer = self.session.peer if self.session is not None else None
+        where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        port = self._local[1] if isinstance(self._local, tuple) else "?"
+        if isinstance(error, TLSSetupException):
+            log.info("TLS handshake failed peer=%s port=%s reason=%s",
+                     where, port, tls_failure_reason(error))
+            return "421 4.7.0 TLS handshake failed"
+        log.error("session error peer=%s port=%s: %s: %s",
+                  where, port, type(error).__name__, " ".join(str(error).split()))
+        return f"500 Error: ({type(error).__name__}) {error}"
+
+    _local: Any = None
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._replies = []
+        self._local = transport.get_extra_info("sockname")
         super().connection_made(transport)
         if self.session is not None:
             self.session.ssl_object = transport.get_extra_info("ssl_object")
