@@ -17,10 +17,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.config import Config
 from gateway.errors import GatewayError
+
+if TYPE_CHECKING:
+    from gateway.admins.model import Caller
+    from gateway.admins.paging import Page
 
 
 @dataclass(frozen=True)
@@ -153,3 +157,101 @@ def recorder(config: Config) -> Recorder:
 
 def no_record(actor: str, action: str, target: str, details: dict[str, Any]) -> None:
     """A Recorder that keeps nothing: for tests and benchmarks that do not read the log."""
+
+
+def _entry(raw: dict[str, Any]) -> AuditEntry:
+    return AuditEntry(
+        at=datetime.fromisoformat(raw["at"]),
+        actor=raw.get("actor", ""),
+        action=raw.get("action", ""),
+        target=raw.get("target", ""),
+        details=raw.get("details") or {},
+    )
+
+
+def since(path: Path, start: datetime, block: int = 1 << 16) -> list[AuditEntry]:
+    """The entries at or after `start`, oldest first, reading the file backwards from its end
+    (the log is in time order: today's entries cost what today wrote, not the whole log)."""
+    if not path.exists():
+        return []
+    out: list[AuditEntry] = []
+    with path.open("rb") as f:
+        f.seek(0, os.SEEK_END)
+        pos = f.tell()
+        rest = b""
+        while pos > 0:
+            step = min(block, pos)
+            pos -= step
+            f.seek(pos)
+            chunk = f.read(step) + rest
+            lines = chunk.split(b"\n")
+            rest = lines.pop(0) if pos > 0 else b""
+            for line in reversed(lines):
+                if not line.strip():
+                    continue
+                try:
+                    entry = _entry(json.loads(line))
+                except (ValueError, KeyError):
+                    continue
+                if entry.at < start:
+                    out.reverse()
+                    return out
+                out.append(entry)
+    out.reverse()
+    return out
+
+
+def entry_dict(e: AuditEntry) -> dict[str, Any]:
+    return {"at": e.at.isoformat(), "actor": e.actor, "action": e.action, "target": e.target,
+            "details": e.details}
+
+
+def parse_since(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise GatewayError(f"since: {value!r} is invalid: a date is YYYY-MM-DD[THH:MM]") from None
+    return when if when.tzinfo else when.astimezone()
+
+
+class AuditService:
+    """Who changed or read what: the query the CLI, the API and the console share."""
+
+    resource = "audit"
+
+    def __init__(self, config: Config, caller: Caller) -> None:
+        self.config = config
+        self.caller = caller
+
+    def query(
+        self, *, action: str | None = None, target: str | None = None, actor: str | None = None,
+        since: str | None = None, search: str | None = None,
+    ) -> list[AuditEntry]:
+        """Matching entries, oldest first. `search`: words found anywhere in the entry."""
+        self.caller.require(self.resource)
+        start = parse_since(since)
+        words = (search or "").lower().split()
+        out = []
+        for e in read(self.config, action=action or None, target=target or None):
+            if start is not None and e.at < start:
+                continue
+            if actor and e.actor != actor:
+                continue
+            if words:
+                text = json.dumps(entry_dict(e), ensure_ascii=False).lower()
+                if not all(w in text for w in words):
+                    continue
+            out.append(e)
+        return out
+
+    def page(
+        self, *, offset: int | None = None, limit: int | None = None, **filters: str | None
+    ) -> Page[AuditEntry]:
+        """One page, newest first (what a person reading the log wants to see first)."""
+        from gateway.admins.paging import paginate
+
+        found = self.query(**filters)
+        found.reverse()
+        return paginate(found, offset, limit)

@@ -4,41 +4,23 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import datetime
 from typing import Any
 
-from gateway import audit
+from gateway.admins.model import Caller
+from gateway.audit import AuditService, entry_dict, local_actor
 from gateway.cli import add_command, command_group, config_of, print_json
-from gateway.errors import GatewayError
-
-
-def _since(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        raise GatewayError(f"since: {value!r} is invalid: a date is YYYY-MM-DD[THH:MM]") from None
-    return when if when.tzinfo else when.astimezone()
 
 
 def cmd_list(args: argparse.Namespace) -> None:
-    since = _since(args.since)
-    entries = [
-        e
-        for e in audit.read(config_of(args), action=args.action, target=args.target)
-        if (since is None or e.at >= since) and (not args.actor or e.actor == args.actor)
-    ]
+    service = AuditService(config_of(args), Caller.local(local_actor()))
+    entries = service.query(
+        action=args.action, target=args.target, actor=args.actor, since=args.since,
+        search=args.search,
+    )
     if args.last:
         entries = entries[-args.last :]
     if args.json:
-        print_json(
-            [
-                {"at": e.at.isoformat(), "actor": e.actor, "action": e.action,
-                 "target": e.target, "details": e.details}
-                for e in entries
-            ]
-        )
+        print_json([entry_dict(e) for e in entries])
         return
     for e in entries:
         details = json.dumps(e.details, ensure_ascii=False, sort_keys=True) if e.details else ""
@@ -52,4 +34,5 @@ def register(sub: Any) -> None:
     p.add_argument("--target", help="only entries about this target (address, INS, domain...)")
     p.add_argument("--actor", help="only entries by this user")
     p.add_argument("--since", help="only entries at or after this date/time (ISO 8601)")
+    p.add_argument("--search", help="only entries holding these words (anywhere)")
     p.add_argument("--last", type=int, metavar="N", help="only the N most recent entries")

@@ -98,7 +98,7 @@ def test_professional_needs_an_identifier(cli):
     cli.fails(
         "directory", "add-professional", "--email", f"x@{D}",
         "--family-name", "X", "--given-name", "Y", "--profession", "10",
-        match="rpps: give --rpps",
+        match="rpps: give an RPPS number",
     )
 
 
@@ -148,7 +148,7 @@ def test_siret_rules(cli):
 def test_organisation_needs_an_identifier(cli):
     cli.fails(
         "directory", "add-organisation", "--email", f"o@{D}", "--name", "P", "--kind", "other",
-        match="finess: give --finess",
+        match="finess: give a FINESS number",
     )
 
 

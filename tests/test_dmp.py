@@ -287,7 +287,7 @@ def test_cli(capsys, tmp_path):
     code, _, err = cli(gateway_home, capsys, "dmp", "list", "--patient", "123")
     assert code == 1 and "patient INS" in err
     code, _, err = cli(gateway_home, capsys, "dmp", "list", "--patient", INS, "--from", "yesterday")
-    assert code == 1 and "not a date" in err
+    assert code == 1 and "a date is YYYY-MM-DD" in err
     log = [json.loads(x) for x in (gateway_home / "var" / "audit.log").read_text().splitlines()]
     log = [e for e in log if e["action"].startswith("dmp.")]  # init audits the directory too
     assert [e["action"] for e in log] == [

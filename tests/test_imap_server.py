@@ -5,79 +5,16 @@ from __future__ import annotations
 import asyncio
 import imaplib
 import re
-import socket
 import ssl
 import time
 
 import pytest
-from imap_helpers import RunningServer, message, running_server
+from imap_helpers import Raw, RunningServer, message, running_server
 from smtp_helpers import DOCTOR as DOC
 from smtp_helpers import PASSWORD, PATIENT, ROBOT, setup_gateway
 from smtp_helpers import PHARMACIST as PHARMA
 
 LOGIN_DOC = f'LOGIN {DOC} "{PASSWORD}"'
-
-
-class Raw:
-    """A line-level client for exact protocol checks."""
-
-    def __init__(self, server: RunningServer, *, implicit: bool = True) -> None:
-        port = server.tls_port if implicit else server.starttls_port
-        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self.server = server
-        self.sock: socket.socket = (
-            server.client_context().wrap_socket(sock, server_hostname="127.0.0.1")
-            if implicit
-            else sock
-        )
-        self.buf = b""
-        self.n = 0
-        self.greeting = self.line()
-
-    def line(self) -> bytes:
-        while b"\r\n" not in self.buf:
-            data = self.sock.recv(65536)
-            if not data:
-                raise EOFError(self.buf)
-            self.buf += data
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line
-
-    def starttls(self) -> None:
-        assert self.cmd("STARTTLS")[-1].startswith(b"t")
-        self.sock = self.server.client_context().wrap_socket(
-            self.sock, server_hostname="127.0.0.1"
-        )
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def cmd(self, text: str | bytes) -> list[bytes]:
-        """Send one command; return every line up to and including the tagged one."""
-        self.n += 1
-        tag = f"t{self.n}".encode()
-        raw = text.encode() if isinstance(text, str) else text
-        self.send(tag + b" " + raw + b"\r\n")
-        return self.until(tag)
-
-    def until(self, tag: bytes) -> list[bytes]:
-        out = []
-        while True:
-            line = self.line()
-            m = re.search(rb"\{(\d+)\}$", line)
-            if m:  # a literal: keep it with its line
-                size = int(m.group(1))
-                while len(self.buf) < size:
-                    self.buf += self.sock.recv(65536)
-                line += b"\r\n" + self.buf[:size]
-                self.buf = self.buf[size:]
-                line += self.line()
-            out.append(line)
-            if line.startswith(tag + b" "):
-                return out
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @pytest.fixture

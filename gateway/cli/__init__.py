@@ -27,6 +27,7 @@ COMMAND_MODULES: list[str] = [
     "gateway.directory.cli",
     "gateway.directory.trust_cli",
     "gateway.audit_cli",
+    "gateway.admins.cli",
     "gateway.pki.cli",
     "gateway.prescriptions.cli",
     "gateway.xdm.cli",

@@ -118,6 +118,19 @@ class AuthSection:
 
 
 @dataclass(frozen=True)
+class AdminSection:
+    """Administrator accounts: console sessions, login lockout, API tokens (gateway/admins)."""
+
+    session_idle: int = 1800  # seconds without a request before a console session ends
+    session_max: int = 43200  # a session ends after this many seconds whatever its activity
+    max_failures: int = 5  # failed logins within `lockout` seconds lock the account...
+    lockout: int = 900  # ...for this many seconds
+    token_days: int = 90  # default validity of an API token
+    max_token_days: int = 366
+    login_link_minutes: int = 60  # validity of a one-time login link (`mssgw admin login-link`)
+
+
+@dataclass(frozen=True)
 class TrustSection:
     """The trust space: re-imports of the national whitelist."""
 
@@ -141,6 +154,7 @@ class Config:
     documents: DocumentsSection = field(default_factory=DocumentsSection)
     xdm: XDMSection = field(default_factory=XDMSection)
     auth: AuthSection = field(default_factory=AuthSection)
+    admin: AdminSection = field(default_factory=AdminSection)
     trust: TrustSection = field(default_factory=TrustSection)
     source: Path | None = None
 
@@ -229,6 +243,7 @@ _SECTIONS: dict[str, type] = {
     "documents": DocumentsSection,
     "xdm": XDMSection,
     "auth": AuthSection,
+    "admin": AdminSection,
     "trust": TrustSection,
 }
 

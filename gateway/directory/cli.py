@@ -6,64 +6,27 @@ import argparse
 import dataclasses
 import getpass
 import sys
-from enum import Enum
 from typing import Any
 
 from gateway import audit
+from gateway.admins.model import Caller
 from gateway.audit import local_actor
 from gateway.cli import add_command, command_group, config_of, print_json
 from gateway.directory import open_directory
+from gateway.directory.admin import MailboxService, identifier_of, mailbox_dict, plain
 from gateway.directory.codes import PROFESSIONS
-from gateway.directory.model import (
-    Application,
-    Mailbox,
-    MailboxKind,
-    MailboxState,
-    Organisation,
-    OrganisationKind,
-    Patient,
-    Professional,
-)
-from gateway.directory.repository import Directory
+from gateway.directory.model import Mailbox, MailboxKind, MailboxState, OrganisationKind
 from gateway.errors import GatewayError
 
 KIND_CHOICES = [k.value for k in OrganisationKind]
 
 
-def _directory(args: argparse.Namespace) -> Directory:
-    return open_directory(config_of(args), actor=local_actor())
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return value
-
-
-def mailbox_dict(m: Mailbox) -> dict[str, Any]:
-    """The JSON form of a mailbox (`show --json`, `list --json`)."""
-    data = {k: _plain(v) for k, v in dataclasses.asdict(m).items() if v is not None}
-    data["kind"] = m.kind.value
-    data["state"] = m.state.value
-    return data
-
-
-def _identifier(m: Mailbox) -> str:
-    if m.professional:
-        p = m.professional
-        return f"RPPS {p.rpps}" if p.rpps else f"ADELI {p.adeli}"
-    if m.organisation:
-        o = m.organisation
-        return f"FINESS {o.finess}" if o.finess else f"SIRET {o.siret}"
-    if m.patient:
-        return f"INS {m.patient.ins}"
-    return ""
+def _service(args: argparse.Namespace) -> MailboxService:
+    config = config_of(args)
+    user = local_actor()
+    return MailboxService(
+        open_directory(config, actor=user), audit.recorder(config), Caller.local(user)
+    )
 
 
 def _print_added(args: argparse.Namespace, m: Mailbox) -> None:
@@ -77,72 +40,43 @@ def _print_added(args: argparse.Namespace, m: Mailbox) -> None:
 
 
 def cmd_add_professional(args: argparse.Namespace) -> None:
-    if not args.rpps and not args.adeli:
-        raise GatewayError("rpps: give --rpps (11 digits) or, for professions without one, --adeli")
-    p = Professional(
-        rpps=args.rpps,
-        adeli=args.adeli,
-        family_name=args.family_name,
-        given_name=args.given_name,
-        profession=args.profession,
-        specialty=args.specialty,
-        structure=args.structure,
-        title=args.title,
-        phone=args.phone,
+    m = _service(args).add_professional(
+        email=args.email, rpps=args.rpps, adeli=args.adeli, family_name=args.family_name,
+        given_name=args.given_name, profession=args.profession, specialty=args.specialty,
+        structure=args.structure, title=args.title, phone=args.phone,
+        display_name=args.display_name,
     )
-    _print_added(args, _directory(args).add_professional(args.email, p, args.display_name))
+    _print_added(args, m)
 
 
 def cmd_add_organisation(args: argparse.Namespace) -> None:
-    if not args.finess and not args.siret:
-        raise GatewayError("finess: give --finess (9 characters) or --siret (14 digits)")
-    o = Organisation(
-        finess=args.finess,
-        siret=args.siret,
-        name=args.name,
-        kind=OrganisationKind(args.kind),
-        address=args.address,
-        phone=args.phone,
+    m = _service(args).add_organisation(
+        email=args.email, finess=args.finess, siret=args.siret, name=args.name, kind=args.kind,
+        address=args.address, phone=args.phone, display_name=args.display_name,
     )
-    _print_added(args, _directory(args).add_organisation(args.email, o, args.display_name))
+    _print_added(args, m)
 
 
 def cmd_add_patient(args: argparse.Namespace) -> None:
-    p = Patient(
-        ins=args.ins,
-        birth_name=args.birth_name,
-        given_names=args.given_names,
-        sex=args.sex,
-        birth_date=args.birth_date,  # checked (YYYY-MM-DD) by the directory
-        birth_place=args.birth_place,
+    m = _service(args).add_patient(
+        ins=args.ins, birth_name=args.birth_name, given_names=args.given_names, sex=args.sex,
+        birth_date=args.birth_date, birth_place=args.birth_place,
         objects_to_prescriber_feedback=args.objects_to_prescriber_feedback,
     )
-    _print_added(args, _directory(args).add_patient(p))
+    _print_added(args, m)
 
 
 def cmd_add_application(args: argparse.Namespace) -> None:
-    _print_added(args, _directory(args).add_application(args.email, Application(args.name)))
+    _print_added(args, _service(args).add_application(email=args.email, name=args.name))
 
 
 # --- read -----------------------------------------------------------------------------------
 
 
-def _audit_patient_reads(args: argparse.Namespace, action: str, patients: list[Mailbox]) -> None:
-    """An administrator reading patients' identities is a patient-data read: audit it."""
-    if patients:
-        audit.record(
-            config_of(args), local_actor(), action, patients[0].address if len(patients) == 1
-            else f"{len(patients)} patients", patients=[p.address for p in patients],
-        )
-
-
 def cmd_list(args: argparse.Namespace) -> None:
-    kind = MailboxKind(args.kind.upper()) if args.kind else None
-    state = MailboxState(args.state) if args.state else None
-    found = _directory(args).list_mailboxes(
-        kind=kind, domain=args.domain, search=args.search, state=state
+    found = _service(args).list_all(
+        kind=args.kind, domain=args.domain, search=args.search, state=args.state
     )
-    _audit_patient_reads(args, "directory.list", [m for m in found if m.patient])
     if args.json:
         print_json([mailbox_dict(m) for m in found])
         return
@@ -153,14 +87,13 @@ def cmd_list(args: argparse.Namespace) -> None:
     for m in found:
         state_mark = "" if m.active else "  [suspended]"
         print(
-            f"{m.address:<{width}}  {m.kind.value:<7}  {m.display_name}  ({_identifier(m)})"
+            f"{m.address:<{width}}  {m.kind.value:<7}  {m.display_name}  ({identifier_of(m)})"
             f"{state_mark}"
         )
 
 
 def cmd_show(args: argparse.Namespace) -> None:
-    m = _directory(args).require(args.email)
-    _audit_patient_reads(args, "directory.show", [m] if m.patient else [])
+    m = _service(args).show(args.email)
     if args.json:
         print_json(mailbox_dict(m))
         return
@@ -172,15 +105,15 @@ def cmd_show(args: argparse.Namespace) -> None:
     identity = m.professional or m.organisation or m.patient or m.application
     if identity is not None:
         for f in dataclasses.fields(identity):
-            value = _plain(getattr(identity, f.name))
+            value = plain(getattr(identity, f.name))
             if value in (None, ""):
                 continue
             if f.name == "profession":
                 value = f"{value} ({PROFESSIONS.get(str(value), '?')})"
             label = f.name.replace("_", " ") + ":"
             print(f"{label:<14}{str(value).replace(chr(10), ' / ')}")
-    print(f"created:      {_plain(m.created_at)}")
-    print(f"updated:      {_plain(m.updated_at)}")
+    print(f"created:      {plain(m.created_at)}")
+    print(f"updated:      {plain(m.updated_at)}")
 
 
 # --- change ---------------------------------------------------------------------------------
@@ -215,28 +148,25 @@ def cmd_update(args: argparse.Namespace) -> None:
     for _, attr, _ in _UPDATE_FIELDS:
         value = getattr(args, attr)
         if value is not None:
-            changes[attr] = value if value != "" else None
+            changes[attr] = value
     if args.feedback_objection is not None:
         changes["objects_to_prescriber_feedback"] = args.feedback_objection == "yes"
-    m = _directory(args).update(args.email, **changes)
+    m = _service(args).update(args.email, changes)
     print(f"updated {m.address}")
 
 
 def cmd_suspend(args: argparse.Namespace) -> None:
-    m = _directory(args).suspend(args.email)
+    m = _service(args).suspend(args.email)
     print(f"suspended {m.address}: it can no longer log in or receive mail")
 
 
 def cmd_resume(args: argparse.Namespace) -> None:
-    m = _directory(args).resume(args.email)
+    m = _service(args).resume(args.email)
     print(f"resumed {m.address}")
 
 
 def cmd_delete(args: argparse.Namespace) -> None:
-    directory = _directory(args)
-    address = directory.require(args.email).address
-    directory.delete(address)
-    print(f"deleted {address}")
+    print(f"deleted {_service(args).delete(args.email)}")
 
 
 def _read_password() -> str:
@@ -251,10 +181,9 @@ def _read_password() -> str:
 
 
 def cmd_set_password(args: argparse.Namespace) -> None:
-    directory = _directory(args)
-    address = directory.require(args.email).address  # fail before asking for a password
-    directory.set_password(address, _read_password())
-    print(f"password set for {address}")
+    service = _service(args)
+    address = service.directory.require(args.email).address  # fail before asking
+    print(f"password set for {service.set_password(address, _read_password())}")
 
 
 def register(sub: Any) -> None:

@@ -3,60 +3,39 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from typing import Any
 
+from gateway.admins.model import Caller
 from gateway.audit import local_actor
 from gateway.cli import add_command, command_group, config_of, print_json
 from gateway.directory import open_directory
-from gateway.directory.model import TrustDomain
-from gateway.directory.repository import Directory, UnknownDomain
-
-SHOW_NAMES = 50  # above this, import-whitelist prints counts only (the JSON has every name)
+from gateway.directory.admin import TrustService, domain_dict, whitelist_report
 
 
-def _directory(args: argparse.Namespace) -> Directory:
-    return open_directory(config_of(args), actor=local_actor())
-
-
-def domain_dict(d: TrustDomain) -> dict[str, Any]:
-    data = dataclasses.asdict(d)
-    data["operator_dns"] = list(d.operator_dns)
-    return data
+def _service(args: argparse.Namespace) -> TrustService:
+    user = local_actor()
+    config = config_of(args)
+    return TrustService(
+        open_directory(config, actor=user), Caller.local(user),
+        max_removed_share=config.trust.max_removed_share,
+    )
 
 
 def cmd_import(args: argparse.Namespace) -> None:
-    change = _directory(args).import_whitelist(
-        args.file,
-        allow_older=args.allow_older,
-        allow_removals=args.allow_removals,
-        max_removed_share=config_of(args).trust.max_removed_share,
+    change = _service(args).import_whitelist(
+        args.file, allow_older=args.allow_older, allow_removals=args.allow_removals
     )
     if args.json:
         print_json(change.as_dict())
         return
-    for warning in change.warnings:
-        print(f"warning: {warning}")
-    print(
-        f"imported {args.file} (generated {change.generated or 'unknown'}): {change.entries}"
-        f" entries, {change.domains} domains"
-    )
-    print(
-        f"added {len(change.added)}, removed {len(change.removed)},"
-        f" changed {len(change.changed)} (operator certificate DN)"
-    )
-    for mark, names in (("+", change.added), ("-", change.removed), ("~", change.changed)):
-        if len(names) > SHOW_NAMES:
-            print(f"{mark} ... {len(names)} domains (--json lists them)")
-            continue
-        for name in names:
-            print(f"{mark} {name}")
+    for line in whitelist_report(change, args.file):
+        print(line)
 
 
 def cmd_list(args: argparse.Namespace) -> None:
     ours = True if args.own else False if args.peers else None
-    directory = _directory(args)
-    found = directory.list_domains(search=args.search, ours=ours)
+    service = _service(args)
+    found = service.list_all(search=args.search, ours=ours)
     if args.json:
         print_json([domain_dict(d) for d in found])
         return
@@ -66,15 +45,13 @@ def cmd_list(args: argparse.Namespace) -> None:
         else:
             more = f" (+{len(d.operator_dns) - 1} more)" if len(d.operator_dns) > 1 else ""
             print(f"{d.name}  {d.source}  {d.operator_dn}{more}")
-    generated = directory.whitelist_generated()
+    generated = service.whitelist_generated()
     if generated and not args.own:
         print(f"({len(found)} domains; national whitelist generated {generated})")
 
 
 def cmd_show(args: argparse.Namespace) -> None:
-    d = _directory(args).get_domain(args.name)
-    if d is None:
-        raise UnknownDomain(args.name)
+    d = _service(args).show(args.name)
     if args.json:
         print_json(domain_dict(d))
         return
@@ -92,16 +69,12 @@ def cmd_show(args: argparse.Namespace) -> None:
 
 
 def cmd_add_domain(args: argparse.Namespace) -> None:
-    d = _directory(args).add_domain(
-        args.name, args.dn or [], ours=args.own, description=args.description
-    )
+    d = _service(args).add(args.name, args.dn or [], ours=args.own, description=args.description)
     print(f"added {'our own' if d.ours else 'peer'} domain {d.name}")
 
 
 def cmd_remove_domain(args: argparse.Namespace) -> None:
-    directory = _directory(args)
-    directory.remove_domain(args.name)
-    print(f"removed domain {args.name.strip().lower()}")
+    print(f"removed domain {_service(args).remove(args.name)}")
 
 
 def register(sub: Any) -> None:

@@ -27,6 +27,15 @@ class InvalidField(GatewayError):
         super().__init__(f"{field}: {value!r} is invalid: {rule}")
 
 
+class MissingField(GatewayError):
+    """A required field left out: `field: rule` (the same words on every face)."""
+
+    def __init__(self, field: str, rule: str) -> None:
+        self.field = field
+        self.rule = rule
+        super().__init__(f"{field}: {rule}")
+
+
 def domain_name(value: str, field: str = "domain") -> str:
     v = (value or "").strip().lower().rstrip(".")
     labels = v.split(".")

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 from pathlib import Path
 from typing import Any
 
+from gateway.admins.model import Caller
 from gateway.audit import local_actor
 from gateway.cli import add_command, command_group, config_of, print_json
-from gateway.dmp import Actor, DocumentRepository, DocumentStatus, open_dmp
+from gateway.dmp import Actor, DocumentRepository, open_dmp
+from gateway.dmp.admin import STATUS_CHOICES, DmpService
 from gateway.errors import GatewayError
 from gateway.fileio import write_user_file
-
-STATUS_CHOICES = [s.value for s in DocumentStatus] + ["all"]
 
 
 def _admin() -> Actor:
@@ -24,29 +23,20 @@ def _dmp(args: argparse.Namespace) -> DocumentRepository:
     return open_dmp(config_of(args))
 
 
-def _day(text: str | None, *, end: bool = False) -> dt.datetime | None:
-    if text is None:
-        return None
-    try:
-        day = dt.date.fromisoformat(text)
-    except ValueError:
-        raise GatewayError(f"{text!r} is not a date (YYYY-MM-DD)") from None
-    moment = dt.datetime.combine(day, dt.time.max if end else dt.time.min)
-    return moment.replace(tzinfo=dt.UTC)
+def _service(dmp: DocumentRepository) -> DmpService:
+    return DmpService(dmp, Caller.local(local_actor()))
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    status = None if args.status == "all" else DocumentStatus(args.status)
     dmp = _dmp(args)
     try:
-        entries = dmp.find(
+        entries = _service(dmp).find(
             args.patient,
-            actor=_admin(),
             class_codes=args.class_code or (),
             type_codes=args.type_code or (),
-            created_from=_day(args.date_from),
-            created_to=_day(args.date_to, end=True),
-            status=status,
+            date_from=args.date_from,
+            date_to=args.date_to,
+            status=args.status,
         )
     finally:
         dmp.close()
@@ -67,7 +57,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     dmp = _dmp(args)
     try:
-        entry = dmp.entry(args.unique_id, actor=_admin())
+        entry = _service(dmp).show(args.unique_id)
     finally:
         dmp.close()
     data = entry.as_dict()
@@ -84,7 +74,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_get(args: argparse.Namespace) -> int:
     dmp = _dmp(args)
     try:
-        doc = dmp.retrieve(args.unique_id, actor=_admin())
+        doc = _service(dmp).get(args.unique_id)
     finally:
         dmp.close()
     write_user_file(args.output, doc.content, mode=0o600)

@@ -295,6 +295,9 @@ def handle(config: Config, sender: str, patients: tuple[str, ...], data: bytes) 
         key = idempotence_key(sender, original_id or mail.idempotence_fallback(data), patient)
         built = _register(ctx, key, source, sender, patient, now())
     except Refused as exc:
+        # Who was refused and why, for the administrators (the console's dashboard counts them).
+        ctx.audit(sender, "prescription.refuse", patients[0] if patients else "",
+                  {"reason": exc.report.splitlines()[0][:300] if exc.report else "refused"})
         reply = mail.compose(
             sender=ctx.robot, to=[sender], domain=domain, in_reply_to=original_id,
             subject="Ordonnance refusée : " + mail.header(msg, "Subject")[:80],

@@ -47,12 +47,12 @@ class ListCommands(MailboxCommands):
             args.pop()
         if len(args) != 2:
             raise Bad(f"{verb} expects a reference and a mailbox pattern")
-        ref = utf7.decode(as_text(args[0], "reference"))
+        ref = _decoded(as_text(args[0], "reference"))
         if isinstance(args[1], list) and not lsub:
             extended = True
-            patterns = [utf7.decode(as_text(p, "pattern")) for p in args[1]]
+            patterns = [_decoded(as_text(p, "pattern")) for p in args[1]]
         else:
-            patterns = [utf7.decode(as_text(args[1], "pattern"))]
+            patterns = [_decoded(as_text(args[1], "pattern"))]
         if patterns == [""] and not extended:  # the hierarchy delimiter (RFC 3501 6.3.8)
             if not lsub:
                 self.send(b'* LIST (\\Noselect) "' + DELIMITER.encode() + b'" ""')
@@ -128,9 +128,20 @@ def _return_options(tok: Token) -> tuple[set[str], list[str] | None]:
     return out, status
 
 
+def _decoded(text: str) -> str:
+    try:
+        return utf7.decode(text)
+    except ValueError as exc:
+        raise Bad(str(exc)) from None
+
+
 def _join(ref: str, pattern: str) -> str:
-    if ref and not ref.endswith(DELIMITER) and not pattern.startswith(DELIMITER):
-        return ref + DELIMITER + pattern
+    """The reference and the pattern as one pattern (RFC 3501 6.3.8), as Dovecot reads them:
+    concatenated, so `LIST "INBOX" *` lists INBOX and what lies below it (curl's
+    imaps://host/INBOX sends that) and `LIST "A/" %` the children of A. A pattern starting
+    with the delimiter after a reference ending with it does not double it."""
+    if ref.endswith(DELIMITER) and pattern.startswith(DELIMITER):
+        return ref + pattern[1:]
     return ref + pattern
 
 

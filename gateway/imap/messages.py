@@ -11,6 +11,7 @@ from gateway.imap.parser import Atom, Token, as_atom, as_number
 from gateway.imap.search import (
     BadCharset,
     Candidate,
+    Key,
     matches,
     needs_message,
     parse_search,
@@ -112,7 +113,31 @@ class MessageCommands(SelectedUpdates):
             _, keys = parse_search(args)
         except BadCharset:
             raise No("unsupported charset", "BADCHARSET (US-ASCII UTF-8)") from None
+        folder = sel.folder
+        heavy = needs_message(keys)
+        found = await self._matching(keys)
+        modseq = uses_modseq(keys)
+        if modseq:
+            self._enable_condstore()
+        if options is not None:
+            self.untagged(_esearch(tag, uid, options, found, modseq))
+        else:
+            numbers = [u if uid else s for s, u, _ in found]
+            line = "SEARCH" + "".join(f" {n}" for n in numbers)
+            if modseq and found:
+                line += f" (MODSEQ {max(m for _, _, m in found)})"
+            self.untagged(line)
+        if heavy:
+            await self._audit("imap.search", {"folder": folder.name})
+        await self._notify(uid)
+        self.tagged(tag, "OK", f"{'UID ' if uid else ''}SEARCH completed")
+
+    async def _matching(self, keys: list[Key]) -> list[tuple[int, int, int]]:
+        """(sequence number, UID, MODSEQ) of the selected mailbox's messages matching all of
+        `keys`, in mailbox order (shared by SEARCH, SORT and THREAD)."""
+        sel = self.selected
         store = self.store
+        assert sel is not None and store is not None
         folder = sel.folder
         infos = store.infos(folder, sel.uids)
         largest_uid = sel.uids[-1] if sel.uids else 0
@@ -130,21 +155,7 @@ class MessageCommands(SelectedUpdates):
                 found.append((i + 1, u, info.modseq))
             if heavy and i % 200 == 199:
                 await asyncio.sleep(0)  # long text searches leave room for other clients
-        modseq = uses_modseq(keys)
-        if modseq:
-            self._enable_condstore()
-        if options is not None:
-            self.untagged(_esearch(tag, uid, options, found, modseq))
-        else:
-            numbers = [u if uid else s for s, u, _ in found]
-            line = "SEARCH" + "".join(f" {n}" for n in numbers)
-            if modseq and found:
-                line += f" (MODSEQ {max(m for _, _, m in found)})"
-            self.untagged(line)
-        if heavy:
-            await self._audit("imap.search", {"folder": folder.name})
-        await self._notify(uid)
-        self.tagged(tag, "OK", f"{'UID ' if uid else ''}SEARCH completed")
+        return found
 
     async def cmd_copy(self, tag: str, args: list[Token], uid: bool = False,
                        move: bool = False) -> None:

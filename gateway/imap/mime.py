@@ -489,8 +489,35 @@ def decode_transfer(body: bytes, encoding: bytes | None) -> bytes:
         clean = clean[: len(clean) - len(clean) % 4 if len(clean) % 4 == 1 else len(clean)]
         return binascii.a2b_base64(clean + b"=" * (-len(clean) % 4))
     if name == b"quoted-printable":
-        return binascii.a2b_qp(body)
+        return decode_qp(body)
     raise UnknownEncoding(name.decode("ascii", "replace"))
+
+
+_LINE = re.compile(rb"([^\r\n]*)(\r?\n)?")
+_QP_OCTET = re.compile(rb"=([0-9A-Fa-f]{2})")
+
+
+def decode_qp(body: bytes) -> bytes:
+    """Quoted-printable (RFC 2045 6.7) the way a conforming decoder reads it: whitespace at the
+    end of an encoded line is transport padding and goes (rule 3); a "=" ending a line, even
+    with spaces or tabs after it, is a soft line break (rule 5); "=XX" (either case) is an
+    octet; a "=" that starts nothing valid is kept as it is. Line breaks come out as CRLF.
+    (binascii.a2b_qp keeps the padding and misses a soft break followed by blanks.)"""
+    out: list[bytes] = []
+    for m in _LINE.finditer(body):
+        line, eol = m.group(1), m.group(2)
+        if not line and not eol:
+            continue  # the empty match at the very end
+        line = line.rstrip(b" \t")
+        soft = line.endswith(b"=")
+        if soft:
+            line = line[:-1]
+        if b"=" in line:
+            line = _QP_OCTET.sub(lambda o: bytes((int(o.group(1), 16),)), line)
+        out.append(line)
+        if eol and not soft:
+            out.append(b"\r\n")
+    return b"".join(out)
 
 
 def section_bytes(message: bytes, root: Part | None, section: Section) -> bytes:

@@ -29,6 +29,10 @@ _LITERAL_AT_END = re.compile(rb"~?\{(\d{1,20})(\+?)\}\r?\n\Z")  # ~{n}: RFC 3516
 _TAG = re.compile(rb"[!#$&',\-./0-9:;<=>?@A-Z\[\]^_`a-z|}~]+")
 
 
+# fetch-att names a section follows (RFC 3501 9, RFC 3516 4)
+_SECTION_NAMES = {b"BODY", b"BODY.PEEK", b"BINARY", b"BINARY.PEEK", b"BINARY.SIZE"}
+
+
 class Atom(str):
     """An unquoted token: command names, flags, sequence sets, NIL, fetch attributes."""
 
@@ -206,7 +210,11 @@ class _Tokenizer:
         n = len(data)
         while self.pos < n and data[self.pos] not in b" ()\r\n":
             c = data[self.pos]
-            if c == 0x5B:  # '[': a fetch section; runs to its matching ']'
+            # '[' opens a section (which may hold spaces and parentheses, up to its matching
+            # ']') only after a fetch attribute's name (RFC 3501 9: "BODY" section, RFC 3516
+            # "BINARY" section-binary). Anywhere else it is an ordinary ASTRING-CHAR: a
+            # mailbox "x[y" or a search string "a[b".
+            if c == 0x5B and data[start : self.pos].upper() in _SECTION_NAMES:
                 self._skip_section()
                 continue
             if c < 0x20 or c == 0x7F or c in b'"{':

@@ -164,7 +164,19 @@ class Connection:
                 self._timer.cancel()
             session.close()
             with contextlib.suppress(Exception):
-                self.writer.close()
+                self._close()
+
+    def _close(self) -> None:
+        """Close now. Over TLS, asyncio's close sends our close_notify and then waits for the
+        client's (up to 30 s) before closing the socket, so a client that waits for the server
+        to hang up after LOGOUT (as Dovecot does at once) would stall. RFC 8446 6.1 lets the
+        closing side skip that wait: once the close_notify is queued, the TCP transport under
+        the TLS one is closed too (it sends what it holds, then FIN)."""
+        transport = self.writer.transport
+        self.writer.close()
+        inner = getattr(getattr(transport, "_ssl_protocol", None), "_transport", None)
+        if isinstance(inner, asyncio.Transport) and not inner.is_closing():
+            inner.close()
 
     async def _starttls(self) -> None:
         session = self.session

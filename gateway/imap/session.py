@@ -24,8 +24,8 @@ from collections.abc import Awaitable, Callable
 from gateway.imap.auth import AuthCommands
 from gateway.imap.fetch import FetchCommand
 from gateway.imap.listing import ListCommands
-from gateway.imap.messages import MessageCommands
 from gateway.imap.parser import Atom, Command, SyntaxProblem, Token, as_atom
+from gateway.imap.sort import SortCommands
 from gateway.imap.state import (  # re-exported: the service, server and tests import them from here
     BASE_CAPS,
     AuthFailed,
@@ -49,7 +49,7 @@ IDLE_POLL = 0.5  # seconds between two looks at the index during IDLE
 IDLE_TIMEOUT = 30 * 60
 
 
-class Session(AuthCommands, ListCommands, FetchCommand, MessageCommands):
+class Session(AuthCommands, ListCommands, FetchCommand, SortCommands):
     """One connection: dispatch by state, and the commands valid in any state."""
 
     def greeting(self) -> bytes:
@@ -156,6 +156,10 @@ class Session(AuthCommands, ListCommands, FetchCommand, MessageCommands):
             await self.cmd_store(tag, rest, uid=True)
         elif sub == "SEARCH":
             await self.cmd_search(tag, rest, uid=True)
+        elif sub == "SORT":
+            await self.cmd_sort(tag, rest, uid=True)
+        elif sub == "THREAD":
+            await self.cmd_thread(tag, rest, uid=True)
         elif sub == "COPY":
             await self.cmd_copy(tag, rest, uid=True)
         elif sub == "MOVE":
@@ -180,7 +184,7 @@ def _state_error(name: str, state: str) -> str:
 _ANY = ("noauth", "auth", "selected")
 _AUTHED = ("auth", "selected")
 _SELECTED_ONLY = {"CHECK", "CLOSE", "UNSELECT", "EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY",
-                  "MOVE", "UID"}
+                  "MOVE", "UID", "SORT", "THREAD"}
 
 _HANDLERS: dict[str, tuple[tuple[str, ...], Callable[..., Awaitable[None]]]] = {
     "CAPABILITY": (_ANY, Session.cmd_capability),
@@ -212,6 +216,8 @@ _HANDLERS: dict[str, tuple[tuple[str, ...], Callable[..., Awaitable[None]]]] = {
     "FETCH": (("selected",), Session.cmd_fetch),
     "STORE": (("selected",), Session.cmd_store),
     "SEARCH": (("selected",), Session.cmd_search),
+    "SORT": (("selected",), Session.cmd_sort),
+    "THREAD": (("selected",), Session.cmd_thread),
     "COPY": (("selected",), Session.cmd_copy),
     "MOVE": (("selected",), Session.cmd_move),
 }

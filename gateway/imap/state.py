@@ -20,7 +20,8 @@ SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 _SYSTEM_LOWER = {f.lower(): f for f in SYSTEM_FLAGS}
 BASE_CAPS = (
     "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE SPECIAL-USE CONDSTORE"
-    " UNSELECT CHILDREN ESEARCH BINARY LIST-EXTENDED LIST-STATUS QRESYNC"
+    " UNSELECT CHILDREN ESEARCH BINARY LIST-EXTENDED LIST-STATUS QRESYNC SORT SORT=DISPLAY"
+    " ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES"
 )
 MAX_LOGIN_FAILURES = 3
 
@@ -170,7 +171,9 @@ class SessionState:
         try:
             name = utf7.decode(text)
         except ValueError as exc:
-            raise Bad(str(exc)) from None
+            # A well-formed astring naming no mailbox we could have: refused (NO), as Dovecot
+            # does, not a syntax error (BAD).
+            raise No(f"invalid mailbox name: {exc}", "CANNOT") from None
         return "INBOX" if name.upper() == "INBOX" else name
 
     def _wire_name(self, name: str) -> bytes:

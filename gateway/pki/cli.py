@@ -9,15 +9,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-
+from gateway import audit
+from gateway.admins.model import Caller
+from gateway.audit import local_actor
 from gateway.cli import add_command, command_group, config_of, print_json
 from gateway.fileio import write_atomic
 from gateway.pki import ca, crl
+from gateway.pki.admin import CertificateService
 from gateway.pki.anchors import add_anchor, list_anchors, load_certificates
 from gateway.pki.ca import PKIError
 from gateway.pki.files import write_private
-from gateway.pki.identity import identity_for
 from gateway.pki.kinds import KINDS, Purpose
 from gateway.pki.verify import verify_certificate
 
@@ -37,20 +38,17 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def cmd_issue(args: argparse.Namespace) -> int:
+def _service(args: argparse.Namespace) -> CertificateService:
     config = config_of(args)
-    ca.ca_certificate(config, KINDS[args.kind].ca)  # "run `mssgw init`" before anything else
-    email, name, identity, dns = identity_for(config, args.kind, args.subject, args.name)
-    issued = ca.issue(
-        config,
-        args.kind,
-        email,
-        name,
-        days=args.days,
-        dns_names=tuple(dns + list(args.san or [])),
-        ip_addresses=tuple(args.ip or []),
-        identity=identity,
+    return CertificateService(config, audit.recorder(config), Caller.local(local_actor()))
+
+
+def cmd_issue(args: argparse.Namespace) -> int:
+    done = _service(args).issue(
+        args.subject, args.kind, name=args.name, days=args.days, san=args.san or [],
+        ip=args.ip or [],
     )
+    issued = done.record
     if args.json:
         print_json(
             {
@@ -58,15 +56,15 @@ def cmd_issue(args: argparse.Namespace) -> int:
                 "kind": issued.kind,
                 "subject": issued.subject_dn,
                 "email": issued.email,
-                "certificate": str(issued.cert_path),
-                "key": str(issued.key_path),
+                "certificate": done.cert_path,
+                "key": done.key_path,
                 "not_after": issued.not_after.isoformat(),
             }
         )
     else:
         print(f"issued {issued.kind} certificate {issued.serial}: {issued.subject_dn}")
-        print(f"  certificate: {issued.cert_path}")
-        print(f"  private key: {issued.key_path} (mode 0600)")
+        print(f"  certificate: {done.cert_path}")
+        print(f"  private key: {done.key_path} (mode 0600)")
         print(f"  valid until: {issued.not_after.isoformat()}")
     return 0
 
@@ -114,8 +112,7 @@ def _record_line(r: Any, now: datetime) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    config = config_of(args)
-    records = ca.list_certificates(config, email=args.email, kind=args.kind)
+    records = list(reversed(_service(args).list_all(email=args.email, kind=args.kind)))
     now = _now()
     if args.json:
         print_json([r.as_json(now) for r in records])
@@ -128,13 +125,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    config = config_of(args)
-    r = ca.get_certificate(config, args.serial)
-    now = _now()
-    data = r.as_json(now)
-    cert, _ = ca.load_issued(config, r.serial)
-    data["certificate"] = str(ca.Layout.of(config).cert(r.serial))
-    data["key_usage"], data["extended_key_usage"], data["subject_alt_names"] = _usages(cert)
+    data = _service(args).show(args.serial)
     if args.json:
         print_json(data)
         return 0
@@ -159,32 +150,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _usages(cert: x509.Certificate) -> tuple[list[str], list[str], list[str]]:
-    ku: list[str] = []
-    eku: list[str] = []
-    san: list[str] = []
-    for ext in cert.extensions:
-        v = ext.value
-        if isinstance(v, x509.KeyUsage):
-            for flag in (
-                "digital_signature",
-                "content_commitment",
-                "key_encipherment",
-                "key_cert_sign",
-                "crl_sign",
-            ):
-                if getattr(v, flag):
-                    ku.append(flag)
-        elif isinstance(v, x509.ExtendedKeyUsage):
-            eku = [getattr(oid, "_name", oid.dotted_string) for oid in v]
-        elif isinstance(v, x509.SubjectAlternativeName):
-            san = [str(g.value) for g in v]
-    return ku, eku, san
-
-
 def cmd_revoke(args: argparse.Namespace) -> int:
     config = config_of(args)
-    r = ca.revoke(config, args.serial, args.reason)
+    r = _service(args).revoke(args.serial, args.reason)
     print(
         f"revoked certificate {r.serial} ({r.reason}); CRL re-published: "
         f"{ca.Layout.of(config).ca_crl(ca.CA(r.ca))}"
@@ -193,8 +161,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_crl(args: argparse.Namespace) -> int:
-    config = config_of(args)
-    for path in crl.publish_all(config):
+    for path in _service(args).publish_crls():
         print(path)
     return 0
 

@@ -12,11 +12,13 @@ import uuid
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from gateway.admins.model import Caller
 from gateway.audit import local_actor
 from gateway.cli import add_command, command_group, config_of, print_json
 from gateway.directory import open_directory
 from gateway.documents.model import DispensedLine, Product
 from gateway.errors import GatewayError
+from gateway.prescriptions.admin import PrescriptionService
 from gateway.prescriptions.identifier import check_identifier, group
 from gateway.prescriptions.registry import (
     RETENTION_YEARS,
@@ -44,6 +46,10 @@ def _registry(args: argparse.Namespace) -> PrescriptionRegistry:
     return open_registry(config_of(args))
 
 
+def _service(registry: PrescriptionRegistry) -> PrescriptionService:
+    return PrescriptionService(registry, Caller.local(local_actor()))
+
+
 def _summary(rec: PrescriptionRecord) -> str:
     return (
         f"{rec.identifier}  {rec.status_at().value:<19}  {rec.prescribed_at.date()}"
@@ -52,14 +58,10 @@ def _summary(rec: PrescriptionRecord) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    status = Status(args.status) if args.status else None
     registry = _registry(args)
     try:
-        records = registry.find(
-            actor=local_actor(),
-            patient_ins=args.patient,
-            prescriber=args.prescriber,
-            status=status,
+        records = _service(registry).find(
+            patient=args.patient, prescriber=args.prescriber, status=args.status,
             limit=args.limit,
         )
     finally:
@@ -81,7 +83,7 @@ def _qty(value: Any) -> str:
 def cmd_show(args: argparse.Namespace) -> int:
     registry = _registry(args)
     try:
-        rec = registry.get(args.identifier, actor=local_actor())
+        rec = _service(registry).show(args.identifier)
     finally:
         registry.close()
     if args.json:
@@ -130,9 +132,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_cancel(args: argparse.Namespace) -> int:
     registry = _registry(args)
     try:
-        result = registry.cancel(
-            args.identifier, by=args.by, reason=args.reason, actor=f"{local_actor()} for {args.by}"
-        )
+        result = _service(registry).cancel(args.identifier, by=args.by, reason=args.reason)
     finally:
         registry.close()
     print(result.message)

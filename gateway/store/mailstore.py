@@ -41,9 +41,10 @@ from pathlib import Path
 from gateway.db import transaction
 from gateway.fileio import fsync_dir, write_synced
 from gateway.store import maildir
+from gateway.store.sortkeys import SortKeys, extract
 
 INDEX_NAME = "mssgw-index.sqlite"
-SCHEMA_VERSION = 3  # PRAGMA user_version of an index whose tables and default folders exist
+SCHEMA_VERSION = 4  # PRAGMA user_version of an index whose tables and default folders exist
 DELIMITER = "/"
 SPECIAL_USE = {"Sent": "\\Sent", "Drafts": "\\Drafts", "Trash": "\\Trash"}
 MAX_FOLDER_NAME = 255
@@ -88,7 +89,29 @@ CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged(folder_id, modseq);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 -- Subscribed names, apart from the folders: RFC 3501 6.3.6, a subscription outlives DELETE.
 CREATE TABLE IF NOT EXISTS subscriptions (name TEXT PRIMARY KEY) WITHOUT ROWID;
+-- Version 4: what SORT and THREAD need of each message's header (gateway.store.sortkeys),
+-- computed when the message enters the index. A table of its own so that sorting scans small
+-- rows (a message row may carry its cached ENVELOPE and BODYSTRUCTURE).
+CREATE TABLE IF NOT EXISTS sortkeys (
+    folder_id INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    sent INTEGER NOT NULL,
+    subject TEXT NOT NULL,
+    reply INTEGER NOT NULL,
+    from_addr TEXT NOT NULL,
+    to_addr TEXT NOT NULL,
+    cc_addr TEXT NOT NULL,
+    display_from TEXT NOT NULL,
+    display_to TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    refs TEXT NOT NULL,
+    PRIMARY KEY (folder_id, uid)
+) WITHOUT ROWID;
 """
+_SORTKEY_COLUMNS = (
+    "sent, subject, reply, from_addr, to_addr, cc_addr, display_from, display_to, message_id,"
+    " refs"
+)
 
 
 def local_zone(when: int) -> int:
@@ -387,6 +410,7 @@ class MailStore:
                 raise StoreError(f"folder {name} has sub-folders; delete them first", "INUSE")
             self.conn.execute("DELETE FROM messages WHERE folder_id = ?", (row[0],))
             self.conn.execute("DELETE FROM expunged WHERE folder_id = ?", (row[0],))
+            self.conn.execute("DELETE FROM sortkeys WHERE folder_id = ?", (row[0],))
             self.conn.execute("DELETE FROM folders WHERE id = ?", (row[0],))
         _remove_maildir(self.path_of(name))
 
@@ -438,10 +462,12 @@ class MailStore:
             (src_id,),
         ).fetchall()
         uids = []
+        keys = self._stored_keys(src_id, [r[0] for r in rows])
         for uid, base, flags, idate, size, tz in rows:
             path = self._file(src, base)
             new_base = _link_into(path, dst)
-            self._insert(dst_id, new_base, split_flags(flags), idate, size, tz)
+            self._insert(dst_id, new_base, split_flags(flags), idate, size, tz,
+                         keys=keys.get(uid))
             uids.append(uid)
         self._expunge_rows(src_id, uids)
         for _, base, *_ in rows:
@@ -506,6 +532,7 @@ class MailStore:
     def _insert(
         self, folder_id: int, base: str, flags: Iterable[str], internaldate: int, size: int,
         tz: int | None = None, conn: sqlite3.Connection | None = None,
+        keys: SortKeys | None = None,
     ) -> int:
         conn = conn or self.conn
         row = conn.execute(
@@ -522,6 +549,12 @@ class MailStore:
              local_zone(internaldate) if tz is None else tz),
         )
         self._add_keywords(folder_id, flags, conn)
+        if keys is not None:
+            conn.execute(
+                f"INSERT OR REPLACE INTO sortkeys(folder_id, uid, {_SORTKEY_COLUMNS})"  # noqa: S608
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (folder_id, uid, *_key_row(keys)),
+            )
         return uid
 
     def _add_keywords(
@@ -598,7 +631,9 @@ class MailStore:
                         tmp = path / "tmp" / f"{name}.crlf"
                         write_synced(tmp, fixed, exclusive=False)
                         os.rename(tmp, src)
-                    self._insert(folder.id, name, (), int(st.st_mtime), len(fixed), conn=conn)
+                    when = int(st.st_mtime)
+                    self._insert(folder.id, name, (), when, len(fixed), conn=conn,
+                                 keys=extract(fixed, when))
                     added = True
             for name in names:
                 with contextlib.suppress(FileNotFoundError):
@@ -682,6 +717,43 @@ class MailStore:
             )
         }
 
+    def _stored_keys(self, folder_id: int, uids: Sequence[int]) -> dict[int, SortKeys]:
+        if not uids:
+            return {}
+        lo, hi = min(uids), max(uids)
+        wanted = set(uids)
+        return {
+            r[0]: _keys_of(r[1:])
+            for r in self.conn.execute(
+                f"SELECT uid, {_SORTKEY_COLUMNS} FROM sortkeys"  # noqa: S608 - constant
+                " WHERE folder_id = ? AND uid BETWEEN ? AND ?",
+                (folder_id, lo, hi),
+            )
+            if r[0] in wanted
+        }
+
+    def sort_keys(self, folder: Folder, uids: Sequence[int]) -> dict[int, SortKeys]:
+        """What SORT and THREAD compare (gateway.store.sortkeys) for each of `uids` still in
+        the folder. Read from the index; messages indexed before version 4 get theirs computed
+        from their header now, once, and kept."""
+        keys = self._stored_keys(folder.id, uids)
+        missing = [u for u in uids if u not in keys]
+        if missing:
+            infos = self.infos(folder, missing)
+            fresh = {
+                uid: extract(self.read(folder, info.base), info.internaldate)
+                for uid, info in infos.items()
+            }
+            with self.transaction():
+                present = {r[0] for r in self._rows(folder, list(fresh), "1")}
+                self.conn.executemany(
+                    f"INSERT OR REPLACE INTO sortkeys(folder_id, uid, {_SORTKEY_COLUMNS})"  # noqa: S608
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(folder.id, u, *_key_row(k)) for u, k in fresh.items() if u in present],
+                )
+            keys.update(fresh)
+        return keys
+
     def cached(
         self, folder: Folder, uids: Sequence[int]
     ) -> dict[int, tuple[bytes | None, bytes | None]]:
@@ -753,6 +825,7 @@ class MailStore:
         on disk."""
         final, base, size = self.write_message(folder, data, verbatim)
         when = int(time.time()) if internaldate is None else internaldate
+        keys = extract(data, when)
         try:
             with self._append_lock:
                 if self._appender is None:
@@ -762,7 +835,7 @@ class MailStore:
                     exists = conn.execute("SELECT 1 FROM folders WHERE id = ?", (folder.id,))
                     if not exists.fetchone():
                         raise StoreError(f"folder {folder.name} was deleted", "TRYCREATE")
-                    return self._insert(folder.id, base, flags, when, size, tz, conn)
+                    return self._insert(folder.id, base, flags, when, size, tz, conn, keys)
         except BaseException:
             final.unlink(missing_ok=True)
             raise
@@ -806,6 +879,7 @@ class MailStore:
                 linked.append((uid, base, info))
             fsync_dir(dst_path / "cur")
             out = []
+            keys = self._stored_keys(src.id, [uid for uid, _, _ in linked])
             with self.transaction(durable=True):
                 if not self.folder_by_id(dst.id):
                     raise StoreError(f"folder {dst.name} was deleted", "TRYCREATE")
@@ -813,7 +887,7 @@ class MailStore:
                     flags = [f for f in info.flags if f != "\\Recent"]
                     out.append(
                         (uid, self._insert(dst.id, base, flags, info.internaldate, info.size,
-                                           info.tz))
+                                           info.tz, keys=keys.get(uid)))
                     )
             return out
         except BaseException:
@@ -825,6 +899,9 @@ class MailStore:
         modseq = self._next_modseq(folder_id)
         self.conn.executemany(
             "DELETE FROM messages WHERE folder_id = ? AND uid = ?", [(folder_id, u) for u in uids]
+        )
+        self.conn.executemany(
+            "DELETE FROM sortkeys WHERE folder_id = ? AND uid = ?", [(folder_id, u) for u in uids]
         )
         self.conn.executemany(
             "INSERT OR REPLACE INTO expunged(folder_id, uid, modseq) VALUES (?, ?, ?)",
@@ -976,6 +1053,17 @@ class MailStore:
 
 
 _MAILDIR_NAME = re.compile(r"(\d+)\.M(\d+)P")
+
+
+def _key_row(k: SortKeys) -> tuple[object, ...]:
+    return (k.sent, k.subject, int(k.reply), k.from_addr, k.to_addr, k.cc_addr, k.display_from,
+            k.display_to, k.message_id, " ".join(k.references))
+
+
+def _keys_of(row: Sequence[object]) -> SortKeys:
+    sent, subject, reply, fa, ta, ca, df, dt, mid, refs = row
+    return SortKeys(int(sent), str(subject), bool(reply), str(fa), str(ta),  # type: ignore[call-overload]
+                    str(ca), str(df), str(dt), str(mid), tuple(str(refs).split()))
 
 
 def _delivery_order(name: str) -> tuple[int, int, str]:

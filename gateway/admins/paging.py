@@ -1,0 +1,39 @@
+"""One page of a listing, as the API and the console show it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from gateway.directory.validate import InvalidField
+
+T = TypeVar("T")
+MAX_LIMIT = 500
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: list[T]
+    total: int
+    offset: int
+    limit: int
+
+    @property
+    def has_next(self) -> bool:
+        return self.offset + len(self.items) < self.total
+
+
+def check_window(offset: int | None, limit: int | None, default: int = 50) -> tuple[int, int]:
+    o = 0 if offset is None else offset
+    n = default if limit is None else limit
+    if o < 0:
+        raise InvalidField("offset", o, "must be 0 or more")
+    if not 1 <= n <= MAX_LIMIT:
+        raise InvalidField("limit", n, f"must be between 1 and {MAX_LIMIT}")
+    return o, n
+
+
+def paginate(items: Sequence[T], offset: int | None, limit: int | None) -> Page[T]:
+    o, n = check_window(offset, limit)
+    return Page(list(items[o : o + n]), len(items), o, n)

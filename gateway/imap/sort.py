@@ -1,0 +1,132 @@
+"""SORT and THREAD (RFC 5256), with SORT=DISPLAY (RFC 5957) and ESORT (RFC 5267 3).
+
+The messages are chosen by the SEARCH keys (`MessageCommands._matching`), then ordered from
+the keys the index keeps for each message (`MailStore.sort_keys`: base subject, sent date,
+addresses, references), so no message file is opened. The orderings themselves are pure
+functions in `gateway.imap.threading`.
+"""
+
+from __future__ import annotations
+
+from gateway.imap import threading
+from gateway.imap.messages import MessageCommands, _return_options
+from gateway.imap.parser import Atom, Token, as_atom, as_list, as_text
+from gateway.imap.search import CHARSETS, BadCharset, parse_search
+from gateway.imap.state import Bad, No
+from gateway.imap.syntax import quote
+
+
+class SortCommands(MessageCommands):
+    """SORT, UID SORT, THREAD, UID THREAD on the selected mailbox."""
+
+    async def cmd_sort(self, tag: str, args: list[Token], uid: bool = False) -> None:
+        options = None
+        if args and isinstance(args[0], Atom) and args[0].upper() == "RETURN":
+            if len(args) < 2:
+                raise Bad("SORT RETURN expects a list of options")
+            options = _return_options(args[1])
+            args = args[2:]
+        if len(args) < 3:
+            raise Bad("SORT expects sort criteria, a charset and search keys")
+        criteria = _criteria(as_list(args[0], "sort criteria"))
+        items = await self._items(args[1], args[2:], uid,
+                                  dates={"ARRIVAL", "SIZE"} & {c for c, _ in criteria})
+        ordered = [i.number for i in threading.sort(items, criteria)]
+        if options is None:
+            self.untagged("SORT" + "".join(f" {n}" for n in ordered))
+        else:
+            self.untagged(_esort(tag, uid, options, ordered))
+        await self._notify(uid)
+        self.tagged(tag, "OK", f"{'UID ' if uid else ''}SORT completed")
+
+    async def cmd_thread(self, tag: str, args: list[Token], uid: bool = False) -> None:
+        if len(args) < 3:
+            raise Bad("THREAD expects an algorithm, a charset and search keys")
+        algorithm = as_atom(args[0], "threading algorithm").upper()
+        if algorithm not in threading.THREAD_ALGORITHMS:
+            raise Bad(f"unknown threading algorithm {algorithm[:30]}")
+        items = await self._items(args[1], args[2:], uid, dates=set())
+        if algorithm == "REFERENCES":
+            roots = threading.references(items)
+        else:
+            roots = threading.orderedsubject(items)
+        data = threading.format_threads(roots)
+        self.untagged("THREAD" + (f" {data}" if data else ""))
+        await self._notify(uid)
+        self.tagged(tag, "OK", f"{'UID ' if uid else ''}THREAD completed")
+
+    async def _items(self, charset_tok: Token, keys_toks: list[Token], uid: bool,
+                     dates: set[str]) -> list[threading.Item]:
+        sel = self.selected
+        store = self.store
+        assert sel is not None and store is not None
+        charset = as_text(charset_tok, "charset").upper()
+        if charset not in CHARSETS:
+            raise No("unsupported charset", "BADCHARSET (US-ASCII UTF-8)")
+        try:
+            _, keys = parse_search([Atom("CHARSET"), charset.encode(), *keys_toks])
+        except BadCharset:
+            raise No("unsupported charset", "BADCHARSET (US-ASCII UTF-8)") from None
+        found = await self._matching(keys)
+        uids = [u for _, u, _ in found]
+        sort_keys = store.sort_keys(sel.folder, uids)
+        infos = store.infos(sel.folder, uids) if dates else {}
+        items = []
+        for seq, u, _ in found:
+            k = sort_keys.get(u)
+            if k is None:
+                continue  # expunged by another session meanwhile
+            info = infos.get(u)
+            items.append(threading.Item(
+                u if uid else seq, seq, info.internaldate if info else 0,
+                info.size if info else 0, k,
+            ))
+        return items
+
+
+def _criteria(toks: list[Token]) -> list[tuple[str, bool]]:
+    out: list[tuple[str, bool]] = []
+    reverse = False
+    for t in toks:
+        name = as_atom(t, "sort criterion").upper()
+        if name == "REVERSE":
+            if reverse:
+                raise Bad("REVERSE twice in a row")
+            reverse = True
+            continue
+        if name not in threading.SORT_CRITERIA:
+            raise Bad(f"unknown sort criterion {name[:30]}")
+        out.append((name, reverse))
+        reverse = False
+    if reverse or not out:
+        raise Bad("SORT needs at least one criterion (REVERSE must precede one)")
+    return out
+
+
+def _esort(tag: str, uid: bool, options: set[str], ordered: list[int]) -> str:
+    """RFC 5267 3.2: MIN and MAX are the first and last messages in sort order, ALL lists
+    them in sort order (ranges only over ascending runs), COUNT counts them."""
+    line = f"ESEARCH (TAG {quote(tag).decode()})" + (" UID" if uid else "")
+    if ordered:
+        if "MIN" in options:
+            line += f" MIN {ordered[0]}"
+        if "MAX" in options:
+            line += f" MAX {ordered[-1]}"
+        if "ALL" in options:
+            line += f" ALL {ordered_set(ordered)}"
+    if "COUNT" in options:
+        line += f" COUNT {len(ordered)}"
+    return line
+
+
+def ordered_set(numbers: list[int]) -> str:
+    """[3, 4, 5, 1, 2] -> '3:5,1:2': the order kept, ascending runs as ranges."""
+    out: list[str] = []
+    i = 0
+    while i < len(numbers):
+        j = i
+        while j + 1 < len(numbers) and numbers[j + 1] == numbers[j] + 1:
+            j += 1
+        out.append(str(numbers[i]) if i == j else f"{numbers[i]}:{numbers[j]}")
+        i = j + 1
+    return ",".join(out)

@@ -1,0 +1,113 @@
+"""The application services of one HTTP request, acting for its authenticated caller.
+
+Storage is opened on first use, with the caller's audit name, and closed when the request ends
+(`services()` is a FastAPI dependency with `yield`). Administrator accounts are shared by the
+worker process (one connection, thread-safe): every request checks a token or a session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import cached_property
+from typing import Any
+
+from fastapi import Request
+
+from gateway import audit
+from gateway.admins import open_accounts
+from gateway.admins.accounts import AdminAccounts
+from gateway.admins.model import Caller
+from gateway.audit import AuditService
+from gateway.config import Config
+from gateway.directory import Directory, open_directory
+from gateway.directory.admin import MailboxService, TrustService
+from gateway.dmp.admin import DmpService
+from gateway.pki.admin import CertificateService
+from gateway.prescriptions.admin import PrescriptionService
+from gateway.status import StatusService
+from gateway.store.admin import QueueService
+
+
+def config_of(request: Request) -> Config:
+    context = request.app.state.mssgw
+    config: Config = getattr(context, "config", context)
+    return config
+
+
+def accounts_of(request: Request) -> AdminAccounts:
+    """The process's AdminAccounts (made on first use)."""
+    state = request.app.state
+    accounts: AdminAccounts | None = getattr(state, "mssgw_admins", None)
+    if accounts is None:
+        accounts = state.mssgw_admins = open_accounts(config_of(request))
+    return accounts
+
+
+class Services:
+    def __init__(self, config: Config, caller: Caller, accounts: AdminAccounts) -> None:
+        self.config = config
+        self.caller = caller
+        self.accounts = accounts
+        self._open: list[Any] = []
+        self.record = audit.recorder(config)
+
+    def _keep(self, storage: Any) -> Any:
+        self._open.append(storage)
+        return storage
+
+    @cached_property
+    def directory(self) -> Directory:
+        d: Directory = self._keep(open_directory(self.config, actor=self.caller.actor))
+        return d
+
+    @cached_property
+    def mailboxes(self) -> MailboxService:
+        return MailboxService(self.directory, self.record, self.caller)
+
+    @cached_property
+    def trust(self) -> TrustService:
+        return TrustService(self.directory, self.caller,
+                            max_removed_share=self.config.trust.max_removed_share)
+
+    @cached_property
+    def pki(self) -> CertificateService:
+        return CertificateService(self.config, self.record, self.caller)
+
+    @cached_property
+    def prescriptions(self) -> PrescriptionService:
+        from gateway.prescriptions.registry import open_registry
+
+        return PrescriptionService(self._keep(open_registry(self.config)), self.caller)
+
+    @cached_property
+    def dmp(self) -> DmpService:
+        from gateway.dmp import open_dmp
+
+        return DmpService(self._keep(open_dmp(self.config)), self.caller)
+
+    @cached_property
+    def queue(self) -> QueueService:
+        from gateway.store.queue import Queue
+
+        return QueueService(self.config, Queue(self.config.queue_path), self.record, self.caller)
+
+    @cached_property
+    def audit(self) -> AuditService:
+        return AuditService(self.config, self.caller)
+
+    @cached_property
+    def status(self) -> StatusService:
+        return StatusService(self.config, self.directory, self.caller)
+
+    def close(self) -> None:
+        for storage in reversed(self._open):
+            storage.close()
+        self._open.clear()
+
+
+def open_services(request: Request, caller: Caller) -> Iterator[Services]:
+    services = Services(config_of(request), caller, accounts_of(request))
+    try:
+        yield services
+    finally:
+        services.close()

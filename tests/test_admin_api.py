@@ -1,0 +1,182 @@
+"""The REST API through an HTTP client: every resource refuses anonymous callers (walking the
+OpenAPI document), and answers with the CLI's rules, messages and HTTP status codes."""
+
+from __future__ import annotations
+
+import re
+import types
+
+import httpx
+import pytest
+from admin_helpers import DOMAIN, RPPS_BAD_KEY, RPPS_OK, setup_admins, whitelist
+
+from gateway import audit
+from gateway.directory.demo import PATIENT_INS, doctor_address
+
+
+@pytest.fixture
+def api(gateway_home):
+    """(admins, client factory): a client for the API with a given token (None: anonymous)."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from gateway.web import register
+
+    admins = setup_admins(gateway_home)
+    app = FastAPI()
+    app.state.mssgw = types.SimpleNamespace(config=admins.config)
+    register(app, app.state.mssgw)
+    clients: list[httpx.Client] = []
+
+    def client(token: str | None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        c = TestClient(app, base_url="https://testserver", headers=headers)
+        clients.append(c)
+        return c
+
+    yield admins, client
+    for c in clients:
+        c.close()
+
+
+def test_anonymous_gets_401_on_every_resource_of_the_openapi_document(api):
+    admins, client = api
+    anonymous = client(None)
+    doc = anonymous.get("/api/v1/openapi.json").json()
+    assert doc["components"]["securitySchemes"]["token"]["scheme"] == "bearer"
+    walked = 0
+    for path, methods in doc["paths"].items():
+        url = re.sub(r"\{[^}]+\}", "x", path)
+        for method in methods:
+            r = anonymous.request(method.upper(), url)
+            assert r.status_code == 401, (method, path, r.status_code, r.text)
+            assert r.headers["www-authenticate"].startswith("Bearer")
+            assert r.json()["error"].startswith("authentication:")
+            walked += 1
+    assert walked >= 30  # every resource of the issue: mailboxes, trust, pki, ..., queue
+    forged = client("mssgw_000000000000_" + "A" * 43)
+    assert forged.get("/api/v1/status").status_code == 401
+
+
+def test_mailboxes_with_the_cli_rules_messages_and_status_codes(api, gateway_home, capsys):
+    admins, client = api
+    c = client(admins.admin_token)
+    new = {"email": f"dr.house@{DOMAIN}", "rpps": RPPS_BAD_KEY, "family_name": "House",
+           "given_name": "Gregory", "profession": "10"}
+    r = c.post("/api/v1/mailboxes/professionals", json=new)
+    assert r.status_code == 422 and r.json()["field"] == "rpps"
+    # The same one line as the CLI.
+    from directory_cli import Cli
+
+    cli = Cli(gateway_home, capsys)
+    err = cli("directory", "add-professional", "--email", new["email"], "--rpps", RPPS_BAD_KEY,
+              "--family-name", "House", "--given-name", "Gregory", "--profession", "10").err
+    assert err.strip() == f"mssgw: error: {r.json()['error']}"
+    assert c.get(f"/api/v1/mailboxes/{new['email']}").status_code == 404  # nothing half-done
+    r = c.post("/api/v1/mailboxes/professionals", json={**new, "rpps": RPPS_OK})
+    assert r.status_code == 201 and r.json()["professional"]["rpps"] == RPPS_OK
+    assert c.post("/api/v1/mailboxes/professionals",
+                  json={**new, "rpps": RPPS_OK}).status_code == 409
+    r = c.post("/api/v1/mailboxes/professionals", json={**new, "colour": "blue"})
+    assert r.status_code == 422 and r.json()["field"] == "colour"
+    r = c.post("/api/v1/mailboxes/professionals", content=b"{not json",
+               headers={"content-type": "application/json"})
+    assert r.status_code == 400
+    r = c.post("/api/v1/mailboxes/professionals", json={"email": "x@test.localhost"})
+    assert r.status_code == 422 and r.json()["error"].startswith("rpps: give an RPPS number")
+    # Search and pages.
+    page = c.get("/api/v1/mailboxes", params={"kind": "PER", "limit": 2}).json()
+    assert page["total"] == 3 and len(page["items"]) == 2 and page["offset"] == 0
+    rest = c.get("/api/v1/mailboxes", params={"kind": "PER", "limit": 2, "offset": 2}).json()
+    assert len(rest["items"]) == 1
+    assert [m["address"] for m in c.get("/api/v1/mailboxes",
+                                        params={"search": "house"}).json()["items"]] == [
+        new["email"]]
+    assert c.get("/api/v1/mailboxes", params={"limit": 0}).status_code == 422
+    # Change, suspend, resume, password, delete.
+    r = c.patch(f"/api/v1/mailboxes/{new['email']}", json={"specialty": "SM54"})
+    assert r.json()["professional"]["specialty"] == "SM54"
+    r = c.patch(f"/api/v1/mailboxes/{new['email']}", json={"birth_name": "X"})
+    assert r.status_code == 422 and "does not apply to a PER mailbox" in r.json()["error"]
+    assert c.post(f"/api/v1/mailboxes/{new['email']}/suspend").json()["state"] == "suspended"
+    assert c.post(f"/api/v1/mailboxes/{new['email']}/suspend").status_code == 409
+    assert c.post(f"/api/v1/mailboxes/{new['email']}/resume").json()["state"] == "active"
+    r = c.put(f"/api/v1/mailboxes/{new['email']}/password", json={"password": "short"})
+    assert r.status_code == 422 and r.json()["field"] == "password"
+    assert c.put(f"/api/v1/mailboxes/{new['email']}/password",
+                 json={"password": "a long passphrase"}).status_code == 200
+    assert c.delete(f"/api/v1/mailboxes/{new['email']}").json() == {"deleted": new["email"]}
+    actions = [e.action for e in audit.read(admins.config, target=new["email"])]
+    assert actions == ["directory.add", "directory.update", "directory.suspend",
+                       "directory.resume", "directory.set-password", "directory.delete"]
+    assert {e.actor for e in audit.read(admins.config, target=new["email"])} == {
+        f"admin:alice (token {admins.admin_token.split('_')[1]})"}
+
+
+def test_roles_scopes_and_patient_reads_audited(api):
+    admins, client = api
+    auditor, narrow = client(admins.auditor_token), client(admins.mailboxes_read_token)
+    patient = f"{PATIENT_INS}@patient.{DOMAIN}"
+    assert auditor.get(f"/api/v1/mailboxes/{patient}").status_code == 200
+    (read,) = audit.read(admins.config, action="directory.show")
+    assert read.actor.startswith("admin:eve (token ") and read.target == patient
+    r = auditor.post(f"/api/v1/mailboxes/{doctor_address(DOMAIN)}/suspend")
+    assert r.status_code == 403 and "auditor" in r.json()["error"]
+    assert narrow.get("/api/v1/mailboxes").status_code == 200
+    r = narrow.get("/api/v1/audit")
+    assert r.status_code == 403 and r.json()["error"] == (
+        "scope: this token does not grant audit:read")
+    assert narrow.post("/api/v1/mailboxes/applications",
+                       json={"email": f"x@{DOMAIN}", "name": "X"}).status_code == 403
+    # Revoked: 401 at once.
+    admin = client(admins.admin_token)
+    token_id = admins.auditor_token.split("_")[1]
+    assert admin.delete(f"/api/v1/tokens/{token_id}").json()["state"] == "revoked"
+    assert auditor.get("/api/v1/status").status_code == 401
+
+
+def test_trust_pki_queue_audit_and_status(api):
+    admins, client = api
+    c = client(admins.admin_token)
+    peer = ("peer.mssante.fr", "CN=mx.peer.example,O=Peer,C=FR")
+    r = c.post("/api/v1/trust/whitelist",
+               files={"file": ("listeblanchemssante.xml", whitelist([peer]), "text/xml")})
+    assert r.status_code == 200, r.text
+    assert r.json()["added"] == ["peer.mssante.fr"]
+    assert "added 1, removed 0, changed 0 (operator certificate DN)" in r.json()["report"]
+    r = c.post("/api/v1/trust/whitelist",
+               files={"file": ("x.xml", b"<!DOCTYPE x []><x/>", "text/xml")})
+    assert r.status_code == 400 and "DOCTYPE" in r.json()["error"]
+    assert c.get("/api/v1/trust/domains", params={"scope": "peers"}).json()["total"] == 1
+    assert c.post("/api/v1/trust/domains", json={"name": "bad name"}).status_code == 422
+    assert c.delete("/api/v1/trust/domains/peer.mssante.fr").status_code == 200
+    # Certificates: issue for the demo doctor, revoke, CRL.
+    r = c.post("/api/v1/certificates", json={"subject": doctor_address(DOMAIN),
+                                             "kind": "personal-auth"})
+    assert r.status_code == 201, r.text
+    serial = r.json()["serial"]
+    r = c.post("/api/v1/certificates", json={"subject": doctor_address(DOMAIN),
+                                             "kind": "org-seal"})
+    assert r.status_code == 400 and "cannot hold a org-seal" in r.json()["error"]
+    assert c.get(f"/api/v1/certificates/{serial}/pem").text.startswith("-----BEGIN CERT")
+    r = c.post(f"/api/v1/certificates/{serial}/revoke", json={"reason": "key-compromise"})
+    assert r.json()["status"] == "revoked"
+    assert c.post(f"/api/v1/certificates/{serial}/revoke").status_code == 409
+    from cryptography import x509
+
+    crl = x509.load_pem_x509_crl(c.get("/api/v1/crls/persons").content)
+    assert crl.get_revoked_certificate_by_serial_number(int(serial, 16)) is not None
+    assert c.get("/api/v1/crls/nowhere").status_code == 422
+    # Prescriptions, DMP, queue: empty but answering; unknown ids are 404.
+    assert c.get("/api/v1/prescriptions").json()["total"] == 0
+    assert c.get("/api/v1/prescriptions/01S2TBPZ2JCNZZYGH0").status_code in (400, 404)
+    assert c.get("/api/v1/dmp/documents", params={"patient": PATIENT_INS}).json()["total"] == 0
+    assert c.get("/api/v1/dmp/documents").status_code == 422  # the patient is required
+    assert c.get("/api/v1/queue").json()["total"] == 0
+    assert c.get("/api/v1/queue/0123456789ABCDEF01234").status_code == 404
+    # The audit log: newest first, filtered.
+    entries = c.get("/api/v1/audit", params={"action": "pki."}).json()["items"]
+    assert [e["action"] for e in entries] == ["pki.revoke", "pki.issue"]
+    status = c.get("/api/v1/status").json()
+    assert status["mailboxes"]["PER"] == 2 and status["queue"]["depth"] == 0
+    assert c.get("/api/v1/me").json()["name"] == "alice"
