@@ -55,6 +55,10 @@ class PKISection:
     days: int = 1095  # default validity of issued certificates (IGC-Santé: 3 years)
     crl_days: int = 7  # nextUpdate of published CRLs
     ca_passphrase_file: str = ""  # CA keys encrypted with its first line ($MSSGW_CA_PASSPHRASE)
+    # CRL distribution point: the URL named in every certificate we issue (<base>/<ca>.crl),
+    # and the plain-HTTP listener of `mssgw serve` that answers it ("" for either: none).
+    crl_base_url: str = ""
+    crl_listen: str = ""
 
 
 @dataclass(frozen=True)
@@ -260,6 +264,14 @@ def config_from_dict(data: dict[str, Any], home: Path, source: Path | None = Non
     for key in ("ca_key_bits", "key_bits"):
         if not 2048 <= getattr(cfg.pki, key) <= 8192:
             raise ConfigError(f"config: [pki] {key} must be between 2048 and 8192")
+    base = cfg.pki.crl_base_url
+    if base and not (base.startswith("http://") and len(base) > len("http://")):
+        raise ConfigError(
+            "config: [pki] crl_base_url must be an http:// URL (CRLs are fetched over plain"
+            " HTTP: fetching one over TLS would need the check it is for)"
+        )
+    if cfg.pki.crl_listen:
+        parse_hostport(cfg.pki.crl_listen)
     for key in ("days", "crl_days"):
         if getattr(cfg.pki, key) < 1:
             raise ConfigError(f"config: [pki] {key} must be at least 1")

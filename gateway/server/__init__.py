@@ -44,6 +44,7 @@ log = logging.getLogger("mssgw.server")
 SERVICES: list[str] = [
     "gateway.smtp.service:start",
     "gateway.imap.service:start",
+    "gateway.pki.crlhttp:start",  # the CRL distribution point (plain HTTP), when configured
 ]
 
 # "module:function" entries: `async def start(config) -> asyncio.Task` started in the first
