@@ -158,3 +158,22 @@ def test_no_auth_without_tls_warning_on_the_implicit_tls_port(gw, caplog):
     with submission(config, server.ports["submission-tls"], implicit=True) as c:
         assert c.noop()[0] == 250
     assert "auth_require_tls" not in caplog.text
+
+
+def test_a_message_stuck_in_the_pool_gets_a_temporary_failure(gateway_home, monkeypatch, caplog):
+    from gateway import pipeline
+
+    cfg = gateway_home / "config.toml"
+    cfg.write_text(cfg.read_text().replace("workers = 1", "workers = 1\npool_call_timeout = 2"))
+    monkeypatch.setattr(pipeline, "STEPS", [*pipeline.STEPS, "pool_helpers:hang_step"])
+    monkeypatch.setattr(pipeline, "_steps", None)
+    config = setup_gateway(gateway_home, "rate_limit_account = 0\nrate_limit_client = 0\n")
+    with ServerThread(config) as server, submission(config, server.ports["submission"]) as c:
+        stuck = message(DOCTOR, PHARMACIST, "stuck", X_Test_Hang="yes")
+        code, text = _send_raw(c, DOCTOR, PHARMACIST, stuck.as_bytes().replace(b"\n", b"\r\n"))
+        assert code == 451 and b"4.3.0" in text and b"retry" in text, text
+        # the pool still serves: the stuck process was replaced
+        assert c.send_message(message(DOCTOR, PHARMACIST, "next")) == {}
+    assert [b"Subject: next" in m.data for m in inbox(config, PHARMACIST)] == [True]
+    assert "not processed in time" in caplog.text and "Traceback" not in caplog.text
+    monkeypatch.setattr(pipeline, "_steps", None)

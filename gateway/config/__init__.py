@@ -26,6 +26,10 @@ class GatewaySection:
     hostname: str = "mx.mssgw.localhost"
     product: str = "mssgw/0.1"
     workers: int = 0
+    # Seconds one call into a worker's process pool (signatures, PDF, document checks of one
+    # message) may run; past it the message gets a temporary failure (451) and the process is
+    # replaced. 0: no limit.
+    pool_call_timeout: int = 120
 
     @property
     def patient_domain(self) -> str:

@@ -188,8 +188,10 @@ def _watch_parent(parent: int) -> None:
 async def run_cpu(func: Callable[..., _T], *args: Any) -> _T:
     """Run CPU-heavy `func(*args)` (picklable) in the process pool, off the event loop. A pool
     process that dies during the call makes it raise BrokenProcessPool (the next call gets a
-    new process)."""
-    result: _T = await _executor().run(func, *args)
+    new process); one that runs past [gateway] pool_call_timeout is killed and the call raises
+    CallTimeout (a TimeoutError): the SMTP server then answers 451, the client retries."""
+    limit = getattr(getattr(_config, "gateway", None), "pool_call_timeout", 0)
+    result: _T = await _executor().run(func, *args, deadline=limit or None)
     return result
 
 

@@ -168,6 +168,9 @@ class BaseHandler:
         try:
             outcome = await pipeline.process(message)
             await self.gw.deliver(message, outcome, headers, sender_mailbox=session.mailbox)
+        except TimeoutError as exc:  # the process pool's deadline: the client retries later
+            log.error("queue id %s: not processed in time: %s", qid, exc)
+            return str(replies.temporary_failure(qid))
         except RecursionError:  # a structure mime_depth let through: retrying cannot help
             log.error("queue id %s: refused: too deeply nested to process", qid)
             return str(replies.too_deep(MAX_MIME_DEPTH))

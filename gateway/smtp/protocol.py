@@ -6,8 +6,10 @@
   it as a syntax error. The handler sees it as NULL_SENDER and treats it as "".
 - The deprecated `login_data` warning aiosmtpd logs on every AUTH is silenced.
 - DATA is read in blocks (gateway.smtp.dotdata) instead of line by line.
-- aiosmtpd's per-command log masking is skipped when its logger is quiet, and its idle timer is
-  moved instead of replaced on every command.
+- Its idle timer is moved instead of replaced on every command.
+- A failed TLS handshake is one log line (`handle_exception`), not a traceback.
+Everything that touches aiosmtpd's or asyncio's internals (its module globals, the reader's
+buffer) is in gateway.smtp.internals, checked by a test and bypassed when it no longer fits.
 - PIPELINING (RFC 2920) is offered: aiosmtpd already reads commands in order from a buffer, so
   grouped MAIL/RCPT/DATA are served as they come; their replies are sent together (one TLS
   record, one send) while more complete command lines wait in the input buffer, as RFC 2920
@@ -17,66 +19,15 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import re
 import ssl
 from typing import Any
 
-import aiosmtpd.smtp
 from aiosmtpd.smtp import MISSING, SMTP, Session, TLSSetupException
 
+from gateway.smtp import internals
 from gateway.smtp.dotdata import DotData
-
-
-class _CachedInspect:
-    """What aiosmtpd's `SMTP.__init__` asks of `inspect`, answered from a per-class cache.
-
-    aiosmtpd runs `inspect.getmembers()` on the protocol and on the handler for every new
-    connection, only to find the `auth_*` methods, and `inspect.signature()` on the EHLO hook:
-    that was a fifth of the CPU of a one-message session. Same answers, computed once per class.
-    """
-
-    def __init__(self) -> None:
-        self._auth_names: dict[type, list[str]] = {}
-        self._signatures: dict[tuple[Any, bool], inspect.Signature] = {}
-
-    def getmembers(self, obj: object) -> list[tuple[str, Any]]:
-        names = self._auth_names.get(type(obj))
-        if names is None:
-            names = [n for n in dir(type(obj)) if n.startswith("auth_")]
-            self._auth_names[type(obj)] = names
-        return [(n, getattr(obj, n)) for n in names]
-
-    def signature(self, func: Any) -> inspect.Signature:
-        key = (getattr(func, "__func__", func), hasattr(func, "__func__"))
-        sig = self._signatures.get(key)
-        if sig is None:
-            sig = self._signatures[key] = inspect.signature(func)
-        return sig
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(inspect, name)
-
-
-aiosmtpd.smtp.inspect = _CachedInspect()  # type: ignore[assignment]
-
-_sanitized_log = aiosmtpd.smtp.sanitized_log
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO}
-
-
-def _sanitized_log_if_enabled(func: Any, msg: Any, *args: Any, **kwargs: Any) -> None:
-    """aiosmtpd logs every command line through `sanitized_log`, which masks AUTH arguments
-    (a regular expression per line) before asking the logger whether it logs at all; its
-    "mail.log" logger is quiet here (gateway.smtp.service), so ask first."""
-    level = _LEVELS.get(getattr(func, "__name__", ""))
-    logger = getattr(func, "__self__", None)
-    if level is not None and isinstance(logger, logging.Logger) and not logger.isEnabledFor(level):
-        return
-    _sanitized_log(func, msg, *args, **kwargs)
-
-
-aiosmtpd.smtp.sanitized_log = _sanitized_log_if_enabled
 
 log = logging.getLogger("mssgw.smtp")
 
@@ -165,9 +116,8 @@ class GatewaySMTP(SMTP):
 
     def _command_waiting(self) -> bool:
         """A complete command line is already in the input buffer (the client pipelines); its
-        reply comes right after this one. StreamReader has no public way to ask."""
-        buffer: bytearray = self._reader._buffer  # type: ignore[attr-defined]
-        return b"\n" in buffer
+        reply comes right after this one (gateway.smtp.internals)."""
+        return internals.line_waiting(self._reader)
 
     async def smtp_RCPT(self, arg: str | None) -> None:
         self._hold_replies = True
@@ -246,7 +196,11 @@ class GatewaySMTP(SMTP):
         """aiosmtpd's `smtp_DATA` with the content read by `DotData` in blocks.
 
         Same checks and replies as aiosmtpd 1.4 before and after the content; only the reading
-        differs (aiosmtpd's per-line loop was a fifth of the server's CPU per message)."""
+        differs (aiosmtpd's per-line loop was a fifth of the server's CPU per message). When
+        gateway.smtp.internals finds asyncio or aiosmtpd changed, aiosmtpd's own DATA runs."""
+        if not internals.OK:
+            await super().smtp_DATA(arg)
+            return
         if await self.check_helo_needed():
             return
         if await self.check_auth_needed("DATA"):
@@ -275,22 +229,6 @@ class GatewaySMTP(SMTP):
         await self.push("250 OK" if status is MISSING else status)
 
     async def _read_data(self) -> tuple[bytes, str | None]:
-        # StreamReader has no public call for "consume what you have buffered, then wait":
-        # readuntil() cannot say "a '.' line at the very start or after a CRLF" without a
-        # per-line loop. So this works on the reader's buffer the way readuntil() itself does
-        # (CPython's StreamReader internals, unchanged from 3.8 to 3.13).
-        reader: Any = self._reader
         parser = DotData(self.data_size_limit, self.line_length_limit)
-        while True:
-            if reader._exception is not None:
-                raise reader._exception
-            buf: bytearray = reader._buffer
-            n = parser.feed(buf)
-            if n:
-                del buf[:n]
-                reader._maybe_resume_transport()
-            if parser.done:
-                return parser.result()
-            if reader._eof:
-                raise ConnectionResetError("the client closed the connection during DATA")
-            await reader._wait_for_data("readuntil")
+        result: tuple[bytes, str | None] = await internals.feed_from_buffer(self._reader, parser)
+        return result
