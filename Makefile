@@ -5,8 +5,12 @@ PY      := $(VENV)/bin/python
 MSSGW   := $(VENV)/bin/mssgw
 STAMP   := $(VENV)/.installed
 PYTEST_ARGS ?=
+# The OpenID provider the tests start (node-oidc-provider), installed from its lock file.
+OIDC_DIR   := tests/oidc
+OIDC_STAMP := $(OIDC_DIR)/node_modules/.installed
 
-.PHONY: run test test-latest lint bench system-deps venv lock lock-upgrade lock-check clean
+.PHONY: run test test-deps test-latest lint bench system-deps venv lock lock-upgrade lock-check \
+	clean
 
 # Reproducible installs. pyproject.toml keeps the compatible ranges; requirements.lock holds the
 # exact versions, with the sha256 of every file PyPI has for them (so it installs the same on
@@ -66,7 +70,7 @@ lock-check:
 # The suite against the newest versions pyproject.toml allows, in a venv of its own, so that a
 # library's new release is seen on purpose (tools/lockdiff.py prints what differs from the lock).
 LATEST  := .venv-latest
-test-latest: system-deps
+test-latest: system-deps test-deps
 	$(PYTHON) -m venv --clear $(LATEST)
 	$(LATEST)/bin/python -m pip install --quiet --upgrade pip
 	$(LATEST)/bin/python -m pip install --quiet --upgrade -e '.[test]'
@@ -92,11 +96,20 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check gateway tests bench
 	$(VENV)/bin/mypy
 
-test: $(STAMP) system-deps lint
+test: $(STAMP) system-deps lint test-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# npm packages the tests run (into the project, never globally), exactly as the lock file says.
+# Without npm the tests that need them skip with the reason (and fail under CI=true).
+test-deps: system-deps
+	@if [ -f $(OIDC_STAMP) ] && [ $(OIDC_STAMP) -nt $(OIDC_DIR)/package-lock.json ]; then :; \
+	elif command -v npm >/dev/null; then \
+	  npm ci --prefix $(OIDC_DIR) --no-audit --no-fund --loglevel=error && touch $(OIDC_STAMP); \
+	else echo "test-deps: npm is missing: the OpenID provider tests will skip"; fi
 
 bench: $(STAMP)
 	$(PY) bench/run.py
 
 clean:
-	rm -rf $(VENV) $(LATEST) $(TOOLS) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LATEST) $(TOOLS) var .pytest_cache .mypy_cache .ruff_cache \
+	  $(OIDC_DIR)/node_modules

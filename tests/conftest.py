@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from oidc_provider import OpenIDProvider
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -118,3 +123,19 @@ def peer_home(tmp_path: Path, _peer_template: Path) -> Path:
     home = tmp_path / "peer"
     shutil.copytree(_peer_template, home, symlinks=True)
     return home
+
+
+@pytest.fixture(scope="session")
+def openid_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenIDProvider]:
+    """A real OpenID provider (node-oidc-provider, tests/oidc_provider.py) over HTTPS on a
+    loopback port, with the demo doctor and pharmacist as accounts. Skips when Node.js or the
+    package is missing (fails under CI=true). Tests that change its keys put them back."""
+    from oidc_provider import OpenIDProvider, demo_accounts, node_problem
+
+    problem = node_problem()
+    require(problem is None, problem or "")
+    provider = OpenIDProvider(tmp_path_factory.mktemp("oidc"), demo_accounts()).start()
+    try:
+        yield provider
+    finally:
+        provider.stop()

@@ -24,9 +24,11 @@ from gateway.documents import cda, samples
 from gateway.documents.build import build_dispensation, build_prescription
 from gateway.documents.model import (
     DispensedLine,
+    DispensingKind,
     Dose,
     Frequency,
     PatientInfo,
+    Phase,
     PrescriptionLine,
     Product,
     StructureInfo,
@@ -52,22 +54,25 @@ PRESCRIPTIONS = {
         author=dataclasses.replace(samples.DOCTOR, title=None, phone=None, specialty=None,
                                    structure=StructureInfo("1750001232", "Maison <Santé>")),
         lines=(
-            PrescriptionLine(product=AWKWARD, dose=Dose(Decimal("2.50"), "[drp]"),
-                             frequency=Frequency(4, Decimal(1), "wk"), duration_days=1,
+            PrescriptionLine(product=AWKWARD, phases=(Phase(
+                             Dose(Decimal("2.50"), "[drp]"), Frequency(4, Decimal(1), "wk"),
+                             duration_days=1),),
                              quantity=Decimal("1.5"), quantity_unit="flacon", renewals=12,
                              route="20061000", dosage_text="Le soir\navant \"coucher\""),
             PrescriptionLine(product=Product(label="AMOXICILLINE", cip13="3400935955838"),
-                             frequency=Frequency(1, Decimal(3), "d"), substitutable=False,
+                             phases=(Phase(frequency=Frequency(1, Decimal(3), "d")),),
+                             substitutable=False,
                              substitution_refusal=SubstitutionRefusal.CIF, ald=True),
-            PrescriptionLine(product=Product(label="Pommade en mots"), dose=Dose(Decimal(1),
-                             "{application}"), quantity=Decimal(3), quantity_unit="pot",
+            PrescriptionLine(product=Product(label="Pommade en mots"), phases=(Phase(Dose(
+                             Decimal(1), "{application}")),), quantity=Decimal(3),
+                             quantity_unit="pot",
                              route="99999999"),
         ),
         bizone=True, secured=True, exception_drugs=True, notes="À revoir <dans> 8 jours & plus",
         title="Ordonnance", version=3, validity_end=dt.date(2027, 1, 1)),
-    "no-structure-no-given-name": samples.prescription(
+    "no-given-name": samples.prescription(
         patient=dataclasses.replace(samples.PATIENT, given_names="", birth_place=None),
-        author=dataclasses.replace(samples.DOCTOR, structure=None, email=None, profession="99"),
+        author=dataclasses.replace(samples.DOCTOR, email=None, specialty=None),
         bizone=False),
 }
 
@@ -75,10 +80,12 @@ DISPENSATIONS = {
     "sample": samples.dispensation(),
     "awkward": dataclasses.replace(
         samples.dispensation(), notes="Reste <1> boîte & demie",
-        author=dataclasses.replace(samples.PHARMACIST, structure=None),
-        lines=(DispensedLine("1", AWKWARD, Decimal("0.5"), substituted=True),
-               DispensedLine("2", samples.MAGISTRAL, Decimal(1),
-                             adjustment_reason="\"demi\" dose", not_delivered_reason="rupture"))),
+        author=dataclasses.replace(samples.PHARMACIST, title="Docteur", phone="01 02 03 04 05"),
+        lines=(DispensedLine("1", AWKWARD, Decimal("0.5"), DispensingKind.SUBSTITUTED),
+               DispensedLine("2", samples.MAGISTRAL, Decimal(1), DispensingKind.ADAPTED,
+                             reason="\"demi\" dose <accord>", phases=(Phase(
+                                 Dose(Decimal("0.5"), "{application}"), Frequency(1),
+                                 duration_days=5),)))),
 }
 
 

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from gateway.documents import samples
+from gateway.documents import cda, samples
 from gateway.documents.build import (
     assign_ids,
     build_dispensation,
@@ -28,9 +28,12 @@ from gateway.documents.model import (
     AuthorInfo,
     Dispensation,
     DispensedLine,
+    DispensingKind,
     Dose,
     Frequency,
+    Moment,
     PatientInfo,
+    Phase,
     Prescription,
     PrescriptionLine,
     Product,
@@ -85,6 +88,42 @@ frequencies = st.one_of(
 )
 
 
+# Times of day: the words' clock times, another clock time, events.
+day_moments = st.sampled_from([cda.MORNING, cda.NOON, cda.EVENING, cda.BEDTIME, cda.MEAL,
+                               Moment(time=dt.time(7, 30)), Moment(event="ACM")])
+# A lone time of day with a frequency other than daily keeps that frequency (the period of
+# the time's PIVL_TS, or a PIVL_TS beside the event's EIVL_TS).
+sparse = st.sampled_from([Frequency(1, Decimal(2), "d"), Frequency(1, Decimal(3), "d"),
+                          Frequency(1, Decimal(1), "wk")])
+doses = st.builds(Dose, decimals, st.sampled_from(["{tablet}", "mg", "mL", "[drp]"]),
+                  st.none() | st.just(Decimal(600)))
+
+
+@st.composite
+def phase_lists(draw: st.DrawFn, max_phases: int = 3, max_moments: int = 3
+                ) -> tuple[Phase, ...]:
+    """A posology in the model's canonical form (what a document reads back as): phases one
+    after the other, all but the last with a duration; with times of day, a frequency only
+    when it is not "once per time of day"."""
+    n = draw(st.integers(1, max_phases))
+    out = []
+    for k in range(n):
+        moments = tuple(dict.fromkeys(draw(st.lists(day_moments, max_size=max_moments))))
+        if not moments:
+            frequency = draw(st.none() | frequencies)
+        elif len(moments) == 1:
+            frequency = draw(st.none() | sparse)
+        else:
+            frequency = None
+        phase = Phase(dose=draw(st.none() | doses), frequency=frequency, moments=moments,
+                      duration_days=draw(positive_int) if k < n - 1
+                      else draw(st.none() | positive_int))
+        if not phase.structured:
+            phase = dataclasses.replace(phase, duration_days=draw(positive_int))
+        out.append(phase)
+    return tuple(out)
+
+
 @st.composite
 def lines(draw: st.DrawFn) -> PrescriptionLine:
     structured = draw(st.booleans())
@@ -92,11 +131,9 @@ def lines(draw: st.DrawFn) -> PrescriptionLine:
     quantity = draw(st.none() | decimals)
     return PrescriptionLine(
         product=draw(products()),
-        dose=draw(st.builds(Dose, decimals, st.sampled_from(["{tablet}", "mg", "mL", "[drp]"])))
-        if structured else None,
-        frequency=draw(frequencies) if structured else None,
+        phases=draw(phase_lists()) if structured else
+        draw(st.just(()) | st.builds(lambda d: (Phase(duration_days=d),), positive_int)),
         dosage_text=draw(st.none() | text) if structured else draw(text),
-        duration_days=draw(st.none() | positive_int),
         quantity=quantity,
         # the unit says nothing without a quantity: the model's default then
         quantity_unit=draw(st.sampled_from(["boîte", "flacon", "tube"])) if quantity else "boîte",
@@ -124,7 +161,7 @@ def people(draw: st.DrawFn) -> tuple[PatientInfo, AuthorInfo]:
         birth_date=draw(st.dates(dt.date(1920, 1, 1), dt.date(2023, 12, 31))),
         birth_place=draw(st.none() | st.sampled_from(["51215", "75056", "2A004"])),
         used_name=draw(st.none() | words), address=draw(st.none() | text))
-    structure = draw(st.none() | st.builds(
+    structure = draw(st.builds(  # CI-SIS documents name the structure: always one
         StructureInfo, st.just("1750001232"), text, st.none() | text,
         st.none() | st.just("0102030405")))
     author = dataclasses.replace(samples.DOCTOR, family_name=draw(words), given_name=draw(words),
@@ -189,16 +226,20 @@ def dispensations(draw: st.DrawFn) -> Dispensation:
     n = draw(st.integers(1, 4))
     dispensed = []
     for i in range(1, n + 1):
-        delivered = draw(st.booleans())
-        substituted = delivered and draw(st.booleans())
+        kind = draw(st.sampled_from(list(DispensingKind)))
+        delivered = kind is not DispensingKind.NOT_DELIVERED
         dispensed.append(DispensedLine(
-            line_ref=draw(st.sampled_from([str(i), f"LINE-{i}"])),
+            line_ref=draw(st.sampled_from([str(i), f"LINE-{i}",
+                                           "7421FE7D-0B1C-4A2E-9F3D-1234567890AB"])),
             product=draw(products()),
             quantity=draw(decimals) if delivered else Decimal(0),
-            substituted=substituted,
-            substitution_reason=draw(st.none() | text) if substituted else None,
-            adjustment_reason=draw(st.none() | text) if delivered else None,
-            not_delivered_reason=None if delivered else draw(text),
+            kind=kind,
+            quantity_unit=draw(st.sampled_from(["boîte", "flacon", "tube"])),
+            reason=draw(text) if kind is DispensingKind.NOT_DELIVERED else
+            draw(st.none() | text),
+            phases=draw(phase_lists(max_phases=1, max_moments=1))
+            if kind is DispensingKind.ADAPTED and draw(st.booleans()) else (),
+            refill=kind is DispensingKind.PARTIAL and draw(st.booleans()),
         ))
     return Dispensation(
         prescription_id="01S2TBPZ2JCNZZYGH0", prescription_document_id="2.25.42",

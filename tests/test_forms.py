@@ -18,7 +18,7 @@ from gateway.db import connect
 from gateway.directory import demo, open_directory
 from gateway.documents.build import assign_ids, build_prescription
 from gateway.documents.form import FormError, parse_dispensation_form, parse_prescription_form
-from gateway.documents.model import Prescription
+from gateway.documents.model import DispensingKind, Prescription
 from gateway.documents.parse import parse_document
 from gateway.documents.people import DirectoryPeople
 from gateway.documents.samples import sample_pdf, sample_png
@@ -241,7 +241,8 @@ def test_the_sample_dispensation_form(people: DirectoryPeople, drugs: DrugRefere
     assert sub.substituted and sub.product.cis == "62772966" and sub.quantity == 2
     assert sub.substitution_reason == "générique"
     assert sub.line_ref == registered.lines[0].line_id
-    assert partial.quantity == 1 and "prochain passage" in partial.adjustment_reason
+    assert partial.kind is DispensingKind.PARTIAL and partial.quantity == 1
+    assert "prochain passage" in partial.reason
     assert missing.quantity == 0 and "commander" in missing.not_delivered_reason
 
 

@@ -204,13 +204,13 @@ def test_edisp_cda_attachment_is_recorded(gw: Gateway) -> None:
 
     from gateway.documents import samples
     from gateway.documents.build import assign_dispensation_ids, build_dispensation
-    from gateway.documents.model import DispensedLine
+    from gateway.documents.model import DispensedLine, DispensingKind
 
     _msg, identifier = latest_ordonnance(gw)
     sample = samples.dispensation(prescription_id=identifier)
     edisp = build_dispensation(assign_dispensation_ids(dataclasses.replace(
         sample, lines=(DispensedLine("1", sample.lines[0].product, Decimal(1),
-                                     substituted=True, substitution_reason="générique"),))))
+                                     DispensingKind.SUBSTITUTED, reason="générique"),))))
     msg = form_message(PHARMACIST, ROBOT, "Délivrance ci-jointe.\n", subject="Délivrance")
     msg.add_attachment(edisp, maintype="text", subtype="xml", filename="dispensation.xml")
     before = len(gw.fetch_all(PHARMACIST))

@@ -18,6 +18,7 @@ from registry_fixtures import (
     report,
 )
 
+from gateway.documents.model import DispensingKind
 from gateway.errors import GatewayError, InvalidIdentifier
 from gateway.prescriptions.registry import (
     AlreadyRegistered,
@@ -150,20 +151,19 @@ def test_dispensation_details_are_kept(reg):
         report(
             ident,
             ("1", "2"),
-            substituted=True,
-            substitution_reason="générique",
-            adjustment_reason="dose adaptée avec le prescripteur",
+            kind=DispensingKind.SUBSTITUTED,
+            reason="générique",
         ),
         now=DAY0,
     )
     reg.dispense(
-        report(ident, ("2", "0"), dispensation_id="d2", not_delivered_reason="rupture de stock"),
+        report(ident, ("2", "0"), dispensation_id="d2", kind=DispensingKind.NOT_DELIVERED,
+               reason="rupture de stock"),
         now=DAY0,
     )
     rec = reg.get(ident, actor=ADMIN)
     first, second = rec.dispensations
     assert first.lines[0].substituted and first.lines[0].substitution_reason == "générique"
-    assert first.lines[0].adjustment_reason.startswith("dose")
     assert second.lines[0].not_delivered_reason == "rupture de stock"
     assert rec.status_at(DAY0) is Status.PARTIALLY_DISPENSED  # line 2 still to deliver
 

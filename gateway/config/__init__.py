@@ -97,6 +97,22 @@ class IMAPSection:
 
 
 @dataclass(frozen=True)
+class QuotaSection:
+    """Storage per mailbox, in octets, by kind of mailbox (0: no limit). SMTP refuses mail
+    that would go beyond it (452 4.2.2, or 552 5.2.2 for a message larger than the whole
+    quota); IMAP shows it (RFC 9208 QUOTA) and refuses APPEND/COPY beyond it."""
+
+    per: int = 2 * 1024**3  # a professional
+    org: int = 10 * 1024**3  # a structure's shared mailbox
+    app: int = 10 * 1024**3  # software
+    patient: int = 1024**3
+
+    def limit(self, kind: str) -> int:
+        """The quota of a mailbox kind (MailboxKind's value), 0 when unlimited."""
+        return max(int(getattr(self, kind.lower(), 0)), 0)
+
+
+@dataclass(frozen=True)
 class DocumentsSection:
     cda_schema: str = "../shared/ci-sis/infrastructure/cda/CDA_extended.xsd"
     schematron_dir: str = "../shared/ci-sis/schematrons"
@@ -112,6 +128,9 @@ class XDMSection:
     sign_with_seal: bool = False  # sign with the structure's seal instead of the author's key
 
 
+PASSWORD_KINDS = ("PER", "ORG", "APP", "PATIENT")
+
+
 @dataclass(frozen=True)
 class AuthSection:
     """Password logins (SMTP submission, IMAP): verified-credential cache and lockouts."""
@@ -123,6 +142,44 @@ class AuthSection:
     client_max_failures: int = 20  # failed logins from one client address (IPv6: its /64)...
     client_window: int = 900  # ...within this many seconds lock that client out
     min_password_length: int = 12
+    # Mailbox kinds that may log in with a password (SMTP AUTH PLAIN/LOGIN, IMAP LOGIN and
+    # AUTHENTICATE PLAIN). Remove "PER" and "ORG" to make professionals log in with a Pro Santé
+    # Connect token only ([oidc]); APP mailboxes may also use a TLS client certificate.
+    password_kinds: list[str] = field(default_factory=lambda: list(PASSWORD_KINDS))
+
+
+# JWS algorithms an access token may be signed with: asymmetric only. "none" and the HMAC
+# algorithms (a key the provider shares with every relying party) are never accepted.
+TOKEN_ALGORITHMS = (
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
+)
+
+
+@dataclass(frozen=True)
+class OIDCSection:
+    """Token logins (SASL OAUTHBEARER and XOAUTH2) with an OpenID provider's access tokens,
+    e.g. Pro Santé Connect's. Off while `issuer` is empty: the mechanisms are not offered."""
+
+    issuer: str = ""  # https URL; its /.well-known/openid-configuration is read
+    audience: str = ""  # the `aud` the gateway's tokens carry (its client id at the provider)
+    identifier_claim: str = "preferred_username"  # PSC: the national id, 8 + RPPS (0 + ADELI)
+    algorithms: list[str] = field(default_factory=lambda: ["RS256", "PS256", "ES256"])
+    ca_file: str = ""  # CA bundle for the provider's TLS; empty: the system's
+    scope: str = "openid"  # the scope the RFC 7628 error tells a client to ask for
+    clock_skew: int = 60  # seconds of tolerance on exp, nbf and iat
+    discovery_ttl: int = 3600  # seconds the discovery document is kept
+    jwks_ttl: int = 3600  # seconds the provider's keys are kept before they are read again
+    jwks_refetch_interval: int = 60  # an unknown kid re-reads the keys at most this often (s)
+    http_timeout: int = 5  # seconds for one request to the provider
+    # RFC 7662 introspection of opaque (non-JWT) access tokens, as the gateway's own client.
+    introspection: bool = False
+    client_id: str = ""
+    client_secret_file: str = ""  # first line is the secret; keep it 0600
+    introspection_ttl: int = 60  # seconds an introspection answer is reused (never past exp)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.issuer)
 
 
 @dataclass(frozen=True)
@@ -159,9 +216,11 @@ class Config:
     pki: PKISection = field(default_factory=PKISection)
     smtp: SMTPSection = field(default_factory=SMTPSection)
     imap: IMAPSection = field(default_factory=IMAPSection)
+    quota: QuotaSection = field(default_factory=QuotaSection)
     documents: DocumentsSection = field(default_factory=DocumentsSection)
     xdm: XDMSection = field(default_factory=XDMSection)
     auth: AuthSection = field(default_factory=AuthSection)
+    oidc: OIDCSection = field(default_factory=OIDCSection)
     admin: AdminSection = field(default_factory=AdminSection)
     trust: TrustSection = field(default_factory=TrustSection)
     source: Path | None = None
@@ -248,9 +307,11 @@ _SECTIONS: dict[str, type] = {
     "pki": PKISection,
     "smtp": SMTPSection,
     "imap": IMAPSection,
+    "quota": QuotaSection,
     "documents": DocumentsSection,
     "xdm": XDMSection,
     "auth": AuthSection,
+    "oidc": OIDCSection,
     "admin": AdminSection,
     "trust": TrustSection,
 }
@@ -279,9 +340,64 @@ def config_from_dict(data: dict[str, Any], home: Path, source: Path | None = Non
     for key in ("days", "crl_days"):
         if getattr(cfg.pki, key) < 1:
             raise ConfigError(f"config: [pki] {key} must be at least 1")
+    _check_password_kinds(cfg.auth)
+    _check_oidc(cfg.oidc)
     if not 0.0 <= cfg.trust.max_removed_share <= 1.0:
         raise ConfigError("config: [trust] max_removed_share must be between 0 and 1")
     return cfg
+
+
+def _string_list(value: object, where: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"config: {where} must be a list of strings")
+    return value
+
+
+def _check_password_kinds(auth: AuthSection) -> None:
+    for kind in _string_list(auth.password_kinds, "[auth] password_kinds"):
+        if kind not in PASSWORD_KINDS:
+            raise ConfigError(
+                f"config: [auth] password_kinds: unknown mailbox kind {kind!r} "
+                f"(known: {', '.join(PASSWORD_KINDS)})"
+            )
+
+
+def _check_oidc(oidc: OIDCSection) -> None:
+    algorithms = _string_list(oidc.algorithms, "[oidc] algorithms")
+    for alg in algorithms:
+        if alg not in TOKEN_ALGORITHMS:
+            why = ("never accepted: a token must be signed with the provider's private key"
+                   if alg.lower() == "none" or alg.upper().startswith("HS") else "unknown")
+            raise ConfigError(
+                f"config: [oidc] algorithms: {alg!r} is {why} "
+                f"(allowed: {', '.join(TOKEN_ALGORITHMS)})"
+            )
+    if not oidc.enabled:
+        return
+    if not algorithms:
+        raise ConfigError("config: [oidc] algorithms must name at least one algorithm")
+    if not oidc.issuer.startswith("https://"):
+        raise ConfigError(f"config: [oidc] issuer must be an https:// URL, not {oidc.issuer!r}")
+    if not oidc.audience:
+        raise ConfigError(
+            "config: [oidc] audience is required with an issuer (the gateway's client id at "
+            "the provider: tokens for other services are refused)"
+        )
+    if not oidc.identifier_claim:
+        raise ConfigError("config: [oidc] identifier_claim must not be empty")
+    for key in ("clock_skew", "discovery_ttl", "jwks_ttl", "jwks_refetch_interval",
+                "introspection_ttl"):
+        if getattr(oidc, key) < 0:
+            raise ConfigError(f"config: [oidc] {key} must not be negative")
+    if oidc.clock_skew > 300:
+        raise ConfigError("config: [oidc] clock_skew is at most 300 seconds")
+    if oidc.http_timeout < 1:
+        raise ConfigError("config: [oidc] http_timeout must be at least 1 second")
+    if oidc.introspection and not (oidc.client_id and oidc.client_secret_file):
+        raise ConfigError(
+            "config: [oidc] introspection needs client_id and client_secret_file (the "
+            "gateway's own client at the provider)"
+        )
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:

@@ -82,6 +82,9 @@ class AuthReason(StrEnum):
     BAD_PASSWORD = "bad-password"  # noqa: S105 - wrong password, or none set yet
     SUSPENDED = "suspended"
     LOCKED_OUT = "locked-out"  # too many failures for this account or client address
+    # The right password, but [auth] password_kinds excludes the mailbox's kind: it logs in
+    # with a token (gateway.oidc) or a certificate. Told only to who knew the password.
+    PASSWORD_NOT_ALLOWED = "password-not-allowed"  # noqa: S105 - a reason, not a secret
 
 
 @dataclass(frozen=True)
@@ -241,7 +244,7 @@ class Authenticator:
         msg = address.encode("utf-8") + b"\0" + password.encode("utf-8")
         return hmac.new(self._cache_key, msg, hashlib.sha256).digest()
 
-    def _lockout(self, address: str, client_ip: str | None) -> float | None:
+    def _lockout(self, address: str | None, client_ip: str | None) -> float | None:
         """Seconds until the lockout of this account or client ends, or None when not locked."""
         s, now = self.settings, self.clock()
         waits: list[float] = []
@@ -249,7 +252,7 @@ class Authenticator:
             ("account", address, s.account_max_failures, s.account_window),
             ("client", client_key(client_ip), s.client_max_failures, s.client_window),
         ):
-            if limit <= 0:
+            if limit <= 0 or key is None:
                 continue
             count, oldest = self.failures.recent(scope, key, now - window)
             if count >= limit and oldest is not None:
@@ -286,7 +289,7 @@ class Authenticator:
                     self._remember(key, entry)
             if entry is not None:
                 mailbox = self.directory.get(addr)
-                if mailbox is not None and mailbox.active:
+                if mailbox is not None and mailbox.active and self._password_allowed(mailbox):
                     return AuthResult(AuthReason.OK, addr, mailbox, cached=True)
         return cred.password_hash
 
@@ -307,6 +310,8 @@ class Authenticator:
             return AuthResult(AuthReason.UNKNOWN, addr)
         if not mailbox.active:
             return AuthResult(AuthReason.SUSPENDED, addr)
+        if not self._password_allowed(mailbox):
+            return AuthResult(AuthReason.PASSWORD_NOT_ALLOWED, addr)
         if self.failures.recent("account", addr, 0.0)[0]:  # a write only when there is one
             self.failures.clear("account", addr)
         if self.settings.cache_ttl > 0:
@@ -316,16 +321,37 @@ class Authenticator:
             self.verified.add(key, _digest(stored), entry.expires, now)
         return AuthResult(AuthReason.OK, addr, mailbox)
 
+    def _password_allowed(self, mailbox: Mailbox) -> bool:
+        return mailbox.kind.value in self.settings.password_kinds
+
     def _remember(self, key: bytes, entry: _CacheEntry) -> None:
         with self._cache_lock:
             self._cache[key] = entry
             while len(self._cache) > max(self.settings.cache_size, 1):
                 self._cache.popitem(last=False)
 
-    def _fail(self, address: str, client_ip: str | None) -> None:
+    def _fail(self, address: str | None, client_ip: str | None) -> None:
         s, now = self.settings, self.clock()
+        entries = [("client", client_key(client_ip))]
+        if address is not None:
+            entries.insert(0, ("account", address))
         self.failures.record(
-            [("account", address), ("client", client_key(client_ip))],
-            now,
-            keep_since=now - max(s.account_window, s.client_window),
+            entries, now, keep_since=now - max(s.account_window, s.client_window)
         )
+
+    # --- the same lockouts for the other ways to log in (tokens: gateway.oidc.login) --------
+
+    def lockout(self, account: str | None, client_ip: str | None) -> float | None:
+        """Seconds until the lockout of `account` (None: not known yet) or of the client
+        address ends; None when neither is locked out."""
+        return self._lockout(account.strip().lower() if account else None, client_ip)
+
+    def failed(self, account: str | None, client_ip: str | None) -> None:
+        """Count a refused login against the account (when known) and the client address."""
+        self._fail(account.strip().lower() if account else None, client_ip)
+
+    def succeeded(self, account: str) -> None:
+        """A login succeeded: the account's failures are forgotten."""
+        addr = account.strip().lower()
+        if self.failures.recent("account", addr, 0.0)[0]:  # a write only when there is one
+            self.failures.clear("account", addr)

@@ -10,7 +10,7 @@ import re
 import uuid
 from decimal import Decimal
 
-from gateway.documents.model import Frequency
+from gateway.documents.model import DispensingKind, Dose, Frequency, Moment, Phase
 
 NS = "urn:hl7-org:v3"
 XSI = "http://www.w3.org/2001/XMLSchema-instance"
@@ -29,6 +29,12 @@ DISPENSED_ITEM = "1.3.6.1.4.1.19376.1.9.1.3.4"
 PRESCRIPTION_ITEM_REF = "1.3.6.1.4.1.19376.1.9.1.3.11"
 SUBSTITUTION_PERMISSION = "1.3.6.1.4.1.19376.1.9.1.3.9.1"
 SUBSTITUTION_DONE = "1.3.6.1.4.1.19376.1.9.1.3.9.2"
+SUBSTITUTION_ALLOWED = "G"  # JDV_HL7_ActSubstanceAdminSubstitutionCode-CISIS: N or G
+SUBORDINATE_ITEM = "1.2.250.1.213.1.1.3.83.1"  # FR-Traitement-prescrit-subordonnee
+DOSAGE_INSTRUCTIONS = "1.3.6.1.4.1.19376.1.9.1.3.6"  # IHE PHARM: structured posology
+MODE_NORMAL = "1.3.6.1.4.1.19376.1.5.3.1.4.7.1"  # PCC modes of administration
+MODE_TAPERED = "1.3.6.1.4.1.19376.1.5.3.1.4.8"
+MODE_SPLIT = "1.3.6.1.4.1.19376.1.5.3.1.4.9"
 ALD_OBSERVATION = "1.2.250.1.213.1.1.3.48.13"
 
 OID_LOINC = "2.16.840.1.113883.6.1"
@@ -37,6 +43,18 @@ OID_FLAGS = "1.2.250.1.213.1.1.4.322"
 OID_SUBSTITUTION = "2.16.840.1.113883.5.1070"
 OID_EDQM = "0.4.0.127.0.16.1.1.2.1"
 OID_ATC = "2.16.840.1.113883.6.73"
+OID_ACT_CODE = "2.16.840.1.113883.5.4"
+
+# HL7 ActPharmacySupplyType (ActCode): a part fill, first or on a renewal.
+PART_FILL = {False: ("FFP", "First Fill - Part Fill"), True: ("RFP", "Refill - Part Fill")}
+PART_FILL_CODES = {"FFP", "RFP", "FFPS", "RFPS"}
+DISPENSING_LABELS = {
+    DispensingKind.DELIVERED: "Délivré tel que prescrit",
+    DispensingKind.PARTIAL: "Délivrance partielle",
+    DispensingKind.SUBSTITUTED: "Substitué",
+    DispensingKind.ADAPTED: "Adaptation",
+    DispensingKind.NOT_DELIVERED: "Non délivré",
+}
 
 FLAG_BIZONE = "MED-1096"
 FLAG_EXCEPTION = "MED-1097"
@@ -47,6 +65,21 @@ SUBSTITUTION_REASONS = {
     "EFG": "Enfant de moins de 6 ans sans générique adapté",
     "CIF": "Contre-indication formelle à un excipient à effet notoire",
 }
+
+# A professional's title goes in name/suffix (JDV_J246_Titre_CISIS), the civility (JDV_J245: M,
+# MME) in name/prefix; the model's `title` ("Dr") is written as its code and read back.
+TITLES = {"DR": "Dr", "PR": "Pr", "MC": "MC", "MG": "MG", "PC": "PC", "PG": "PG"}
+_TITLE_WORDS = {"DOCTEUR": "DR", "PROFESSEUR": "PR"}
+
+
+def title_code(title: str | None) -> str | None:
+    """'Dr' -> 'DR', 'Professeur' -> 'PR'; None when it is not a CI-SIS title."""
+    if not title:
+        return None
+    word = title.strip().rstrip(".").upper()
+    word = _TITLE_WORDS.get(word, word)
+    return word if word in TITLES else None
+
 
 PROFESSIONS = {"10": "Médecin", "21": "Pharmacien", "40": "Chirurgien-dentiste", "50": "Sage-femme",
                "60": "Infirmier"}
@@ -93,6 +126,43 @@ ROUTES = {
     "20035000": "Voie intramusculaire",
     "20045000": "Voie intraveineuse",
 }
+
+# Times of day. A clock time is written as a PIVL_TS phase (institutionSpecified: "about then");
+# an event as an EIVL_TS event (HL7 TimingEvent, JDV_HL7_TimingEvent_CISIS). The clock times
+# chosen for the words: what a ward would give ("le matin" 08:00, "le midi" 12:00, "le soir"
+# 19:00); any other time reads "à 7 h 30".
+OID_TIMING_EVENT = "2.16.840.1.113883.5.139"
+MORNING = Moment(time=dt.time(8))
+NOON = Moment(time=dt.time(12))
+EVENING = Moment(time=dt.time(19))
+BEDTIME = Moment(event="HS")
+MEAL = Moment(event="C")
+TIMING_EVENTS = {  # code: words (after "1 comprimé ...")
+    "AC": "avant les repas", "ACM": "avant le petit-déjeuner", "ACD": "avant le déjeuner",
+    "ACV": "avant le dîner", "C": "au moment des repas", "CM": "au petit-déjeuner",
+    "CD": "au déjeuner", "CV": "au dîner", "HS": "au coucher", "IC": "entre les repas",
+    "ICM": "entre le petit-déjeuner et le déjeuner", "ICD": "entre le déjeuner et le dîner",
+    "ICV": "entre le dîner et le coucher", "PC": "après les repas",
+    "PCM": "après le petit-déjeuner", "PCD": "après le déjeuner", "PCV": "après le dîner",
+    "WAKE": "au réveil",
+}
+CLOCK_WORDS = {MORNING.time: "le matin", NOON.time: "le midi", EVENING.time: "le soir"}
+
+
+def moment_words(m: Moment) -> str:
+    """'le matin', 'au coucher', 'à 7 h 30'."""
+    if m.event is not None:
+        return TIMING_EVENTS.get(m.event, f"à l'événement {m.event}")
+    assert m.time is not None
+    if m.time in CLOCK_WORDS:
+        return CLOCK_WORDS[m.time]
+    return f"à {m.time.hour} h" + (f" {m.time.minute:02d}" if m.time.minute else "")
+
+
+def moments_words(moments: tuple[Moment, ...]) -> str:
+    words = [moment_words(m) for m in moments]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " et " + words[-1]
+
 
 PERIOD_WORDS = {"h": ("heure", "heures"), "d": ("jour", "jours"), "wk": ("semaine", "semaines"),
                 "mo": ("mois", "mois")}
@@ -192,3 +262,37 @@ def frequency_words(freq: Frequency) -> str:
         per = f"tous les {num(freq.period_value).replace('.', ',')} {period[1]}"
     return f"{freq.times} fois {per}"
 
+
+
+def dose_range_words(dose: Dose) -> str:
+    """'1 comprimé', '1 à 2 comprimés'."""
+    if dose.high is None or dose.high == dose.quantity:
+        return dose_words(dose.quantity, dose.unit)
+    low = num(dose.quantity).replace(".", ",")
+    return f"{low} à {dose_words(dose.high, dose.unit)}"
+
+
+def phase_words(phase: Phase) -> str:
+    """'1 comprimé 3 fois par jour pendant 5 jours', '1 comprimé le matin et le soir'."""
+    parts: list[str] = []
+    if phase.dose:
+        parts.append(dose_range_words(phase.dose))
+    if phase.frequency and not (phase.moments and per_day(phase.frequency) == len(phase.moments)):
+        parts.append(frequency_words(phase.frequency))
+    if phase.moments:
+        parts.append(moments_words(phase.moments))
+    if phase.duration_days:
+        parts.append(f"pendant {phase.duration_days} jour{'s' if phase.duration_days > 1 else ''}")
+    return " ".join(parts)
+
+
+def per_day(freq: Frequency) -> Decimal | None:
+    """Intakes per day of a frequency counted in days (3 per 1 d -> 3), else None."""
+    if freq.period_unit != "d" or freq.period_value <= 0:
+        return None
+    return Decimal(freq.times) / freq.period_value
+
+
+def phases_words(phases: tuple[Phase, ...]) -> str:
+    """Every phase in order: '... pendant 2 jours, puis 1 comprimé 2 fois par jour ...'."""
+    return ", puis ".join(w for w in (phase_words(p) for p in phases) if w)

@@ -42,9 +42,11 @@ from gateway.documents.model import (
     AuthorInfo,
     Dispensation,
     DispensedLine,
+    DispensingKind,
     Dose,
     Frequency,
     PatientInfo,
+    Phase,
     Prescription,
     PrescriptionLine,
     Product,
@@ -376,7 +378,8 @@ def _medicine_line(ctx: _Context, n: int, text: str) -> PrescriptionLine | None:
         elif norm.startswith("posologie") and ":" in part:
             text_part = part.split(":", 1)[1].strip()
             pos = _posology(text_part)
-            line["duration_days"] = pos.duration_days
+            if pos.duration_days is not None:
+                line["duration_days"] = pos.duration_days
             free.append(text_part)
         else:
             pos = _posology(part)
@@ -398,7 +401,9 @@ def _medicine_line(ctx: _Context, n: int, text: str) -> PrescriptionLine | None:
                   " pendant 5 jours » ou « posologie : ... »")
     if product is None:
         return None
-    return PrescriptionLine(product=product, **line)
+    phase = Phase(dose=line.pop("dose", None), frequency=line.pop("frequency", None),
+                  duration_days=line.pop("duration_days", None))
+    return PrescriptionLine(product=product, phases=(phase,) if phase.structured else (), **line)
 
 
 def _date(ctx: _Context, n: int, text: str) -> dt.date | None:
@@ -671,6 +676,7 @@ def _dispensed_line(ctx: _Context, n: int, prescribed: PrescriptionLine, positio
             reasons.append(part)
     reason = " ; ".join(r for r in reasons if r) or None
     line_ref = prescribed.line_id or str(position)
+    kind = DispensingKind.DELIVERED
     if status.startswith("substitue par") or status.startswith("substitution par"):
         target = re.sub(r"(?i)^\s*substitu\w*\s+par\s+", "", parts[0])
         product = _resolve_product(ctx, n, target)
@@ -684,7 +690,8 @@ def _dispensed_line(ctx: _Context, n: int, prescribed: PrescriptionLine, positio
         if reason is None:
             ctx.error(n, "« non délivré » demande un motif (« motif : rupture de stock »)")
         return DispensedLine(line_ref, prescribed.product, Decimal(0),
-                             not_delivered_reason=reason)
+                             DispensingKind.NOT_DELIVERED, prescribed.quantity_unit,
+                             reason=reason)
     elif status.startswith("delivre partiellement") or status.startswith("partiel"):
         if quantity is None:
             ctx.error(n, "délivrance partielle : indiquez la quantité délivrée (« 1 boîte »)")
@@ -692,8 +699,9 @@ def _dispensed_line(ctx: _Context, n: int, prescribed: PrescriptionLine, positio
             ctx.error(n, f"délivrance partielle de {quantity} alors que {prescribed.quantity}"
                       " sont prescrits")
         return DispensedLine(line_ref, prescribed.product, quantity or Decimal(0),
-                             adjustment_reason=reason or "délivrance partielle")
+                             DispensingKind.PARTIAL, prescribed.quantity_unit, reason=reason)
     elif status.startswith("adapte") or status.startswith("adaptation"):
+        kind = DispensingKind.ADAPTED
         if reason is None:
             ctx.error(n, "une adaptation demande sa raison (accord du prescripteur)")
     elif not status.startswith("delivre"):
@@ -708,6 +716,7 @@ def _dispensed_line(ctx: _Context, n: int, prescribed: PrescriptionLine, positio
             return None
     if product is None:
         return None
-    return DispensedLine(line_ref, product, quantity, substituted=substituted,
-                         substitution_reason=reason if substituted else None,
-                         adjustment_reason=None if substituted else reason)
+    if substituted:
+        kind = DispensingKind.SUBSTITUTED
+    return DispensedLine(line_ref, product, quantity, kind, prescribed.quantity_unit,
+                         reason=reason)

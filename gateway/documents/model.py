@@ -73,8 +73,12 @@ class Product:
 
 @dataclass(frozen=True)
 class Dose:
+    """How much at each intake: `quantity`, or a range from `quantity` to `high` ("1 à 2
+    comprimés"; CDA doseQuantity low/high)."""
+
     quantity: Decimal
-    unit: str  # UCUM or a plain unit label, e.g. "{comprime}", "mg"
+    unit: str  # UCUM or a plain unit label, e.g. "{tablet}", "mg"
+    high: Decimal | None = None  # None: exactly `quantity`
 
 
 @dataclass(frozen=True)
@@ -87,12 +91,44 @@ class Frequency:
 
 
 @dataclass(frozen=True)
+class Moment:
+    """A time of day at which a dose is taken, once a day: either an HL7 TimingEvent (`event`:
+    "HS" at bedtime, "C" with meals, "CM" breakfast, "ACM" before breakfast, "WAKE"...; CDA
+    EIVL_TS) or a clock time, meant approximately (`time`: 08:00 "le matin"; CDA PIVL_TS with
+    a phase, institutionSpecified). The words for the usual ones are in `documents.cda`
+    (MOMENTS, moment_words)."""
+
+    event: str | None = None
+    time: dt.time | None = None
+
+    def __post_init__(self) -> None:
+        if (self.event is None) == (self.time is None):
+            raise ValueError("a Moment is either an event or a clock time")
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One period of a posology: the dose of each intake, how often, at which times of day,
+    for how long. `moments` say when (and so how many intakes a day: one per moment);
+    `frequency` says how often when no time of day is given (both may be given when they agree,
+    e.g. 2 per day, morning and evening). A line's posology is one phase, or several one after
+    the other (doses progressives: 3 a day for 2 days, then 2 a day for 4 days)."""
+
+    dose: Dose | None = None
+    frequency: Frequency | None = None
+    moments: tuple[Moment, ...] = ()
+    duration_days: int | None = None
+
+    @property
+    def structured(self) -> bool:
+        return bool(self.dose or self.frequency or self.moments or self.duration_days)
+
+
+@dataclass(frozen=True)
 class PrescriptionLine:
     product: Product
-    dose: Dose | None = None  # structured dosage, or
-    frequency: Frequency | None = None
+    phases: tuple[Phase, ...] = ()  # the structured posology (none: free text only)
     dosage_text: str | None = None  # free-text dosage instructions (always rendered if present)
-    duration_days: int | None = None
     quantity: Decimal | None = None  # number of packs (boxes) to dispense
     quantity_unit: str = "boîte"
     renewals: int = 0  # "à renouveler N fois"
@@ -101,6 +137,28 @@ class PrescriptionLine:
     ald: bool = False  # related to the long-term illness (bizone upper zone)
     route: str | None = None  # EDQM route code, e.g. "20053000" oral
     line_id: str | None = None  # stable id of the line inside the document
+
+    # Readers of a one-phase posology (the PDF, the rules): the phase's values; with several
+    # phases `dose` and `frequency` are None (read `phases`) and `duration_days` is the total.
+    @property
+    def dose(self) -> Dose | None:
+        return self.phases[0].dose if len(self.phases) == 1 else None
+
+    @property
+    def frequency(self) -> Frequency | None:
+        return self.phases[0].frequency if len(self.phases) == 1 else None
+
+    @property
+    def moments(self) -> tuple[Moment, ...]:
+        return self.phases[0].moments if len(self.phases) == 1 else ()
+
+    @property
+    def duration_days(self) -> int | None:
+        """The treatment's length: the phases' durations added (None when one is not said)."""
+        days = [p.duration_days for p in self.phases]
+        if not days or any(d is None for d in days):
+            return None
+        return sum(d for d in days if d is not None)
 
 
 @dataclass(frozen=True)
@@ -121,15 +179,48 @@ class Prescription:
     notes: str | None = None
 
 
+class DispensingKind(StrEnum):
+    """What the pharmacist did with a prescribed line: five different facts, each recorded and
+    encoded as itself in the eDISP document (see build._dispensation_entry)."""
+
+    DELIVERED = "delivered"  # délivré tel que prescrit
+    PARTIAL = "partial"  # délivré partiellement: part now, the rest at a later visit
+    SUBSTITUTED = "substituted"  # substitué: another medicine (a generic) in its place
+    ADAPTED = "adapted"  # adapté (posology or quantity) with the prescriber's agreement
+    NOT_DELIVERED = "not_delivered"  # non délivré (quantity 0)
+
+
 @dataclass(frozen=True)
 class DispensedLine:
     line_ref: str  # PrescriptionLine.line_id, or its 1-based position as text
     product: Product  # what was actually delivered
     quantity: Decimal
-    substituted: bool = False
-    substitution_reason: str | None = None
-    adjustment_reason: str | None = None  # dose adjusted with the prescriber's agreement
-    not_delivered_reason: str | None = None
+    kind: DispensingKind = DispensingKind.DELIVERED
+    quantity_unit: str = "boîte"
+    reason: str | None = None  # the pharmacist's why: motive, agreement, what is missing...
+    phases: tuple[Phase, ...] = ()  # ADAPTED: the posology as adapted, when it changed
+    refill: bool = False  # delivered against a renewal ("à renouveler"), not the first fill
+
+    # Readers written before `kind` (registry, reports): each fact with its reason.
+    @property
+    def substituted(self) -> bool:
+        return self.kind is DispensingKind.SUBSTITUTED
+
+    @property
+    def substitution_reason(self) -> str | None:
+        return self.reason if self.kind is DispensingKind.SUBSTITUTED else None
+
+    @property
+    def adjustment_reason(self) -> str | None:
+        return self.reason if self.kind is DispensingKind.ADAPTED else None
+
+    @property
+    def partial_reason(self) -> str | None:
+        return self.reason if self.kind is DispensingKind.PARTIAL else None
+
+    @property
+    def not_delivered_reason(self) -> str | None:
+        return self.reason if self.kind is DispensingKind.NOT_DELIVERED else None
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,12 @@ from gateway.documents.model import (
     AuthorInfo,
     Dispensation,
     DispensedLine,
+    DispensingKind,
     Dose,
     Frequency,
+    Moment,
     PatientInfo,
+    Phase,
     Prescription,
     PrescriptionLine,
     Product,
@@ -47,6 +50,7 @@ from gateway.xmlsafe import parse_xml
 
 INS_OIDS = (OID_INS_NIR, OID_INS_NIA, OID_INS_TEST, OID_INS_DEMO)
 Kind = Literal["prescription", "dispensation"]
+Severity = Literal["error", "warning", "info"]
 
 
 class DocumentError(GatewayError):
@@ -55,9 +59,14 @@ class DocumentError(GatewayError):
 
 @dataclass(frozen=True)
 class Problem:
+    """Something a layer found. `severity`: "error" (the official specification makes the
+    document wrong: the national validators refuse it), "warning" (worth a look, never a
+    refusal), "info" (how the document was read)."""
+
     location: str  # XPath in the document, or "line N" for a form
     message: str
     layer: str = "document"
+    severity: Severity = "warning"
 
     def __str__(self) -> str:
         return f"{self.location}: {self.message}"
@@ -190,9 +199,10 @@ class _Reader:
             node = parent
         return "/" + "/".join(reversed(steps))
 
-    def problem(self, where: etree._Element | str, message: str) -> None:
+    def problem(self, where: etree._Element | str, message: str,
+                severity: Severity = "warning") -> None:
         location = where if isinstance(where, str) else self.where(where)
-        self.problems.append(Problem(location, message))
+        self.problems.append(Problem(location, message, severity=severity))
 
     def resolve(self, el: etree._Element | None) -> str:
         """Text of an ED element: its reference into the narrative when it has one."""
@@ -319,7 +329,13 @@ class _Reader:
         if person is not None:
             given = _text(self.first(person, "c:given"))
             family = _text(self.first(person, "c:family"))
-            title = _text(self.first(person, "c:prefix")) or None
+            # The title is the suffix (JDV_J246: DR, PR...); documents written before the
+            # CI-SIS rule had it as a prefix, where the civility (M, MME) belongs.
+            for part in ("c:suffix", "c:prefix"):
+                title_code = cda.title_code(_text(self.first(person, part)))
+                if title_code is not None:
+                    title = cda.TITLES[title_code]
+                    break
         phone, email = self.telecoms(base)
         org = self.first(base, "c:representedOrganization")
         structure = None
@@ -452,34 +468,7 @@ class _Reader:
         ), locations
 
     def prescription_line(self, sa: etree._Element, n: int) -> PrescriptionLine:
-        ivl = self.first(sa, "c:effectiveTime[@xsi:type='IVL_TS' or not(@xsi:type)]")
-        duration = None
-        if ivl is not None:
-            width = self.first(ivl, "c:width")
-            if width is not None and width.get("value"):
-                d = self.decimal(width, "value", f"line {n} duration")
-                unit = width.get("unit") or "d"
-                factor = {"d": 1, "wk": 7, "mo": 30}.get(str(unit), 1)
-                duration = int(d * factor) if d is not None else None
-            else:
-                low = self.when(self.first(ivl, "c:low"), f"line {n} start")
-                high = self.when(self.first(ivl, "c:high"), f"line {n} end")
-                if low is not None and high is not None:
-                    lo = low.date() if isinstance(low, dt.datetime) else low
-                    hi = high.date() if isinstance(high, dt.datetime) else high
-                    duration = (hi - lo).days + 1
-        # Split dosing (official example): the first sub-administration carries dose/frequency.
-        dosing = self.first(sa, "c:entryRelationship[@typeCode='COMP']/c:substanceAdministration")
-        frequency = self.frequency(sa) or (self.frequency(dosing) if dosing is not None else None)
-        dose_el = self.first(sa, "c:doseQuantity")
-        if dose_el is None and dosing is not None:
-            dose_el = self.first(dosing, "c:doseQuantity")
-        dose = None
-        if dose_el is not None:
-            q_el = dose_el if dose_el.get("value") else self.first(dose_el, "c:low")
-            q = self.decimal(q_el, "value", f"line {n} dose")
-            if q is not None and q_el is not None:
-                dose = Dose(quantity=q, unit=str(q_el.get("unit") or "1"))
+        phases = self.posology(sa, f"line {n}")
         repeat = self.first(sa, "c:repeatNumber")
         renewals = 0
         if repeat is not None:
@@ -506,12 +495,11 @@ class _Reader:
                                 f"'{cda.ALD_OBSERVATION}']/c:value")
         if ald_el is None:
             self.problem(sa, f"line {n}: 'related to ALD' (FR-En-rapport-avec-ALD) is missing")
+        self.not_kept(sa, n)
         return PrescriptionLine(
             product=product,
-            dose=dose,
-            frequency=frequency,
+            phases=phases,
             dosage_text=self.resolve(instructions) or None if instructions is not None else None,
-            duration_days=duration,
             quantity=quantity,
             quantity_unit=cda.PACKAGING_LABEL.get(unit_code, unit_code or "boîte"),
             renewals=renewals,
@@ -522,30 +510,212 @@ class _Reader:
             line_id=_ii(self.first(sa, "c:id")),
         )
 
-    def frequency(self, sa: etree._Element) -> Frequency | None:
-        period = self.first(sa, ".//c:effectiveTime[@xsi:type='PIVL_TS']/c:period | "
-                                ".//c:comp[@xsi:type='PIVL_TS']/c:period")
-        if period is None:
-            return None
-        value = self.decimal(period, "value", "frequency")
+    def not_kept(self, sa: etree._Element, n: int) -> None:
+        """Say what the line holds that the gateway's model does not (the document keeps it;
+        the registry, the PDF and the reports will not show it)."""
+        for path, what in _NOT_KEPT:
+            for el in self.x(sa, path):
+                text = self.resolve(el) if etree.QName(el).localname in ("text", "criterion") \
+                    else ""
+                if text.strip(" -") or etree.QName(el).localname not in ("text", "criterion"):
+                    self.problem(el, f"line {n}: {what} is not kept by the gateway's model",
+                                 "info")
+                    break
+
+    # posology
+    def posology(self, sa: etree._Element, what: str) -> tuple[Phase, ...]:
+        """The phases of a substanceAdministration's posology: its own timing and dose (normal
+        dosing), or its subordinate administrations (tapered doses: one phase per
+        sequenceNumber, in order; split dosing: the times of day of one phase). What the
+        model cannot hold is reported, never changed silently."""
+        interval = self.first(sa, "c:effectiveTime[(@xsi:type='IVL_TS' or not(@xsi:type))"
+                                  " and not(@operator='A')]")
+        start, total = self.interval(interval, what)
+        subs = self.x(sa, "c:entryRelationship[@typeCode='COMP']/c:substanceAdministration")
+        if not subs:
+            timing = self.timing(self.x(sa, "c:effectiveTime[@operator='A']"), what)
+            phase = _phase(self.dose(self.first(sa, "c:doseQuantity"), what),
+                           timing.frequency, tuple(timing.moments), total)
+            return (phase,) if phase.structured else ()
+        templates = {str(t.get("root")) for t in self.x(sa, "c:templateId")}
+        groups: dict[str, list[etree._Element]] = {}
+        for k, sub in enumerate(subs, start=1):
+            seq = self.first(sub, "../c:sequenceNumber")
+            key = str(seq.get("value")) if seq is not None and seq.get("value") else \
+                ("1" if cda.MODE_SPLIT in templates and cda.MODE_TAPERED not in templates
+                 else str(k))
+            groups.setdefault(key, []).append(sub)
+        ordered = sorted(groups.items(), key=lambda kv: _seq_key(kv[0]))
+        phases: list[Phase] = []
+        starts: list[dt.date | None] = []
+        for k, (_, members) in enumerate(ordered, start=1):
+            where = f"{what} phase {k}"
+            moments: list[Moment] = []
+            frequency: Frequency | None = None
+            dose: Dose | None = None
+            p_start: dt.date | None = None
+            days: int | None = None
+            for sub in members:
+                times = self.x(sub, "c:effectiveTime")
+                s_interval, comps = None, []
+                for t in times:
+                    kind = t.get(f"{{{cda.XSI}}}type")
+                    if kind == "IVL_TS" or (kind is None and t.get("operator") != "A"):
+                        s_interval = t
+                    elif kind == "SXPR_TS":
+                        for comp in self.x(t, "c:comp"):
+                            if comp.get(f"{{{cda.XSI}}}type") == "IVL_TS":
+                                s_interval = comp
+                            else:
+                                comps.append(comp)
+                    else:
+                        comps.append(t)
+                if s_interval is not None:
+                    p_start, days = self.interval(s_interval, where)
+                timing = self.timing(comps, where)
+                moments += [m for m in timing.moments if m not in moments]
+                if timing.frequency is not None:
+                    if frequency is not None and frequency != timing.frequency:
+                        self.problem(sub, f"{where}: two frequencies in one phase; only the"
+                                     " first is kept")
+                    frequency = frequency or timing.frequency
+                d = self.dose(self.first(sub, "c:doseQuantity"), where)
+                if d is not None and dose is not None and d != dose:
+                    self.problem(sub, f"{where}: different doses at different times of day"
+                                 " (split dosing) cannot be held by the gateway's model; the"
+                                 " first dose is kept, the narrative says the rest")
+                dose = dose or d
+            phases.append(_phase(dose, frequency, tuple(moments), days))
+            starts.append(p_start)
+        self.check_sequence(sa, what, start, phases, starts)
+        return tuple(phases)
+
+    def check_sequence(self, sa: etree._Element, what: str, start: dt.date | None,
+                       phases: list[Phase], starts: list[dt.date | None]) -> None:
+        """The model's phases follow one another from the line's start: say so when the
+        document's do not (a gap, an overlap, another start)."""
+        day = start
+        for k, (ph, s) in enumerate(zip(phases, starts, strict=True), start=1):
+            if s is not None and day is not None and s != day:
+                self.problem(sa, f"{what}: phase {k} starts on {s.isoformat()}, not"
+                             f" {day.isoformat()} (right after the previous one); the gateway"
+                             " keeps the phases one after the other")
+            base = s or day
+            day = base + dt.timedelta(days=ph.duration_days) if base and ph.duration_days \
+                else None
+
+    def interval(self, el: etree._Element | None, what: str
+                 ) -> tuple[dt.date | None, int | None]:
+        """(start, days) of an IVL_TS: low + width, or low..high (both days counted)."""
+        if el is None:
+            return None, None
+        low = _as_date(self.when(self.first(el, "c:low"), f"{what} start"))
+        width = self.first(el, "c:width")
+        if width is not None and width.get("value"):
+            d = self.decimal(width, "value", f"{what} duration")
+            unit = str(width.get("unit") or "d")
+            factor = {"d": 1, "wk": 7}.get(unit)
+            if d is None:
+                return low, None
+            if factor is None or d * factor != int(d * factor):
+                self.problem(el, f"{what}: a duration of {cda.num(d)} {unit} is not a whole"
+                             " number of days; the gateway keeps durations in days and leaves"
+                             " it out")
+                return low, None
+            return low, int(d * factor)
+        high = _as_date(self.when(self.first(el, "c:high"), f"{what} end"))
+        if low is not None and high is not None:
+            if high < low:
+                self.problem(el, f"{what}: the end {high} is before the start {low}")
+                return low, None
+            return low, (high - low).days + 1
+        return low, None
+
+    def timing(self, elements: list[etree._Element], what: str) -> _Timing:
+        """Frequency and times of day of PIVL_TS / EIVL_TS / SXPR_TS elements (intersected or,
+        operator I, united: the union of times of day is the list of moments)."""
+        out = _Timing()
+        for el in elements:
+            kind = el.get(f"{{{cda.XSI}}}type")
+            if kind == "SXPR_TS":
+                inner = self.timing([c for c in self.x(el, "c:comp")
+                                     if c.get(f"{{{cda.XSI}}}type") != "IVL_TS"], what)
+                out.merge(inner, self, el, what)
+            elif kind == "PIVL_TS":
+                self.pivl(el, what, out)
+            elif kind == "EIVL_TS":
+                event = self.first(el, "c:event")
+                code = str(event.get("code") or "") if event is not None else ""
+                if not code:
+                    self.problem(el, f"{what}: an event-related time without its event")
+                    continue
+                if self.first(el, "c:offset") is not None:
+                    self.problem(el, f"{what}: the offset from the event ({code}) is not kept"
+                                 " by the gateway's model")
+                out.add_moment(Moment(event=code))
+            elif kind not in ("IVL_TS", None):
+                self.problem(el, f"{what}: timing of type {kind} is not read")
+        return out
+
+    def pivl(self, el: etree._Element, what: str, out: _Timing) -> None:
+        period = self.first(el, "c:period")
+        value = self.decimal(period, "value", f"{what} frequency")
+        unit = str(period.get("unit") or "d") if period is not None else "d"
+        low = self.first(el, "c:phase/c:low")
+        clock = None
+        if low is not None and low.get("value"):
+            when = self.when(low, f"{what} time of day")
+            if isinstance(when, dt.datetime):
+                clock = when.time().replace(tzinfo=None)
+        if clock is not None:
+            out.add_moment(Moment(time=clock))
+            if value is not None and value > 0 and (value, unit) not in _DAILY:
+                out.set_frequency(cda.period_frequency(value, unit), self, el, what)
+            return
         if value is None or value <= 0:
+            self.problem(el, f"{what}: a periodic time without its period")
+            return
+        out.set_frequency(cda.period_frequency(value, unit), self, el, what)
+
+    def dose(self, el: etree._Element | None, what: str) -> Dose | None:
+        if el is None or el.get("nullFlavor"):
             return None
-        return cda.period_frequency(value, str(period.get("unit") or "d"))
+        low_el = el if el.get("value") else self.first(el, "c:low")
+        high_el = None if el.get("value") else self.first(el, "c:high")
+        low = self.decimal(low_el, "value", f"{what} dose")
+        high = self.decimal(high_el, "value", f"{what} dose")
+        if low is None:
+            if high is None:
+                return None
+            low, low_el = high, high_el
+        assert low_el is not None
+        unit = str(low_el.get("unit") or "1")
+        if high_el is not None and str(high_el.get("unit") or "1") != unit:
+            self.problem(el, f"{what}: the dose range mixes units ({unit},"
+                         f" {high_el.get('unit')}); only its low end is kept")
+            high = None
+        return Dose(quantity=low, unit=unit, high=None if high in (None, low) else high)
 
     # dispensation
     def dispensation(self) -> tuple[Dispensation, list[str]]:
         doc_id, set_id, version = self.header_ids()
         date = self.datetime_of(self.first(self.root, "c:effectiveTime"), "document date")
-        pid_el = self.first(self.root, f"c:documentationOf/c:serviceEvent/c:id[@root="
-                                       f"'{OID_PRESCRIPTION_ID}']")
+        # The prescription: by its document id (inFulfillmentOf/order/id, the official link)
+        # and by its e-prescription identifier (a second order id here; serviceEvent/id in the
+        # gateway's documents before 2024.01 encoding fixes).
+        pid_el = self.first(self.root, f"(c:inFulfillmentOf/c:order/c:id | c:documentationOf/"
+                                       f"c:serviceEvent/c:id)[@root='{OID_PRESCRIPTION_ID}']")
         prescription_id = str(pid_el.get("extension") or "") if pid_el is not None else ""
-        if not prescription_id:
+        order = _ii(self.first(self.root, f"c:inFulfillmentOf/c:order/c:id[not(@root="
+                                          f"'{OID_PRESCRIPTION_ID}')]"))
+        if order is None and not prescription_id:
+            self.problem("/ClinicalDocument", "the dispensed prescription is not named"
+                         " (inFulfillmentOf/order/id: its document id or its e-prescription"
+                         " identifier)")
+        elif not prescription_id:
             self.problem("/ClinicalDocument", "the e-prescription identifier of the dispensed"
-                         f" prescription (serviceEvent/id root {OID_PRESCRIPTION_ID}) is missing")
-        order = _ii(self.first(self.root, "c:inFulfillmentOf/c:order/c:id"))
-        if order is None:
-            self.problem("/ClinicalDocument", "the prescription document reference"
-                                              " (inFulfillmentOf/order/id) is missing")
+                         " prescription is not in the document: it is found from the"
+                         " prescription's document id (inFulfillmentOf/order/id)", "info")
         section = self.first(self.root, f"c:component/c:structuredBody/c:component/c:section"
                                         f"[c:templateId/@root='{cda.SECTION_DISPENSATION}']")
         lines: list[DispensedLine] = []
@@ -564,7 +734,7 @@ class _Reader:
             prescription_id=prescription_id,
             prescription_document_id=order or "",
             patient=self.patient(),
-            author=self.author(self.first(self.root, "c:author/c:assignedAuthor"), "pharmacist"),
+            author=self.author(self.pharmacist(), "pharmacist"),
             date=date,
             lines=tuple(lines),
             document_id=doc_id,
@@ -573,40 +743,143 @@ class _Reader:
             notes=self.notes(),
         ), locations
 
+    def pharmacist(self) -> etree._Element | None:
+        """Who dispensed: the serviceEvent's performer (the official model, where the author
+        may be a system such as the Dossier Pharmaceutique, or the pharmacy), else the
+        document's author that is a person, else its first author."""
+        for path in ("c:documentationOf/c:serviceEvent/c:performer/c:assignedEntity"
+                     "[c:assignedPerson]", "c:author/c:assignedAuthor[c:assignedPerson]",
+                     "c:author/c:assignedAuthor"):
+            found = self.first(self.root, path)
+            if found is not None:
+                return found
+        return None
+
     def dispensed_line(self, supply: etree._Element, n: int) -> DispensedLine:
+        """A dispensed line and its kind: quantity 0 is not delivered; a substitution act
+        (code other than N) substituted; a part-fill supply code partial; an adapted posology
+        (FR-Traitement) adapted; else delivered. The reason is the pharmacist's notes after the
+        kind's own words ("Non délivré : rupture de stock"), or the substitution's reason."""
         item = self.first(supply, f"c:entryRelationship[@typeCode='REFR']/c:substanceAdministration"
                                   f"[c:templateId/@root='{cda.PRESCRIPTION_ITEM_REF}']/c:id")
         line_ref = str(n)
         if item is not None:
             line_ref = str(item.get("extension") or item.get("root") or n)
-        quantity = self.decimal(self.first(supply, "c:quantity"), "value", f"line {n} quantity")
+        q_el = self.first(supply, "c:quantity")
+        quantity = self.decimal(q_el, "value", f"line {n} quantity")
         if quantity is None:
             self.problem(supply, f"line {n}: the dispensed quantity is missing")
+        unit_code = str(q_el.get("unit") or "") if q_el is not None else ""
         material = self.first(supply, "c:product/c:manufacturedProduct/c:manufacturedMaterial")
         product = self.product(material, self.resolve(self.first(supply, "c:text")))
         sub = self.first(supply, f"c:entryRelationship/c:act[c:templateId/@root="
                                  f"'{cda.SUBSTITUTION_DONE}']/c:code")
-        substituted = sub is not None and sub.get("code") not in (None, "N")
-        reason = None
-        if sub is not None and self.first(sub, "c:originalText") is not None:
-            reason = self.resolve(self.first(sub, "c:originalText")) or None
-        not_delivered = adjustment = None
-        note = self.first(supply, "c:entryRelationship/c:act[c:code/@code='FINSTRUCT']/c:text")
-        for part in (_text(note) if note is not None else "").split(" | "):
-            m = re.match(r"(Non délivré|Adaptation) : (.*)", part)
-            if m and m.group(1) == "Non délivré":
-                not_delivered = m.group(2)
-            elif m:
-                adjustment = m.group(2)
+        code = self.first(supply, "c:code")
+        adapted = self.first(supply, f"c:entryRelationship[@typeCode='COMP']/"
+                                     f"c:substanceAdministration[c:templateId/@root="
+                                     f"'{cda.DOSAGE_INSTRUCTIONS}']")
+        note_el = self.first(supply, "c:entryRelationship/c:act[c:code/@code='FINSTRUCT']/c:text")
+        note = self.resolve(note_el) if note_el is not None else ""
+        kind = DispensingKind.DELIVERED
+        refill = False
+        if quantity == 0:
+            kind = DispensingKind.NOT_DELIVERED
+        elif sub is not None and sub.get("code") not in (None, "N"):
+            kind = DispensingKind.SUBSTITUTED
+        elif code is not None and code.get("code") in cda.PART_FILL_CODES:
+            kind = DispensingKind.PARTIAL
+        elif adapted is not None or _says(note, DispensingKind.ADAPTED):
+            kind = DispensingKind.ADAPTED
+        elif _says(note, DispensingKind.PARTIAL):
+            kind = DispensingKind.PARTIAL
+        if code is not None and str(code.get("code") or "").startswith("RF"):
+            refill = True
+        reason: str | None = None
+        if kind is DispensingKind.SUBSTITUTED:
+            reason = self.resolve(self.first(sub, "c:originalText")) or None \
+                if sub is not None else None
+            if reason == cda.DISPENSING_LABELS[kind]:
+                reason = None
+        else:
+            label = cda.DISPENSING_LABELS[kind]
+            if note.startswith(label + " :"):
+                reason = note[len(label) + 2:].strip() or None
+            elif note and note != label:
+                reason = note
+        phases = self.posology(adapted, f"line {n} adapted posology") \
+            if adapted is not None else ()
         return DispensedLine(
             line_ref=line_ref,
             product=product,
             quantity=quantity if quantity is not None else Decimal(0),
-            substituted=substituted,
-            substitution_reason=reason,
-            adjustment_reason=adjustment,
-            not_delivered_reason=not_delivered,
+            kind=kind,
+            quantity_unit=cda.PACKAGING_LABEL.get(unit_code, "boîte"),
+            reason=reason,
+            phases=phases,
+            refill=refill,
         )
+
+
+_NOT_KEPT = (
+    ("(. | c:entryRelationship/c:substanceAdministration)/c:rateQuantity",
+     "the rate of administration (rateQuantity)"),
+    ("(. | c:entryRelationship/c:substanceAdministration)/c:maxDoseQuantity",
+     "the maximum dose (maxDoseQuantity)"),
+    ("c:approachSiteCode", "the site of administration (approachSiteCode)"),
+    ("c:precondition/c:criterion/c:text", "the precondition"),
+    ("c:entryRelationship/c:act[c:code/@code='FINSTRUCT']/c:text",
+     "the instructions to the pharmacist (FR-Instructions-au-dispensateur)"),
+)
+_DAILY = {(Decimal(1), "d"), (Decimal(24), "h"), (Decimal(1440), "min")}
+
+
+def _says(note: str, kind: DispensingKind) -> bool:
+    """The pharmacist's notes start with the kind's own words ("Adaptation : accord du Dr")."""
+    label = cda.DISPENSING_LABELS[kind]
+    return note == label or note.startswith(label + " :")
+
+
+def _phase(dose: Dose | None, frequency: Frequency | None, moments: tuple[Moment, ...],
+           days: int | None) -> Phase:
+    """A phase in the model's canonical form: with times of day, no frequency when it only
+    says "once per time of day" (the times say it)."""
+    if moments and frequency is not None and cda.per_day(frequency) == len(moments):
+        frequency = None
+    return Phase(dose=dose, frequency=frequency, moments=moments, duration_days=days)
+
+
+def _as_date(value: dt.datetime | dt.date | None) -> dt.date | None:
+    return value.date() if isinstance(value, dt.datetime) else value
+
+
+def _seq_key(value: str) -> tuple[int, str]:
+    return (int(value), "") if value.isdigit() else (1 << 30, value)
+
+
+@dataclass
+class _Timing:
+    """What timing elements say: how often, and at which times of day."""
+
+    frequency: Frequency | None = None
+    moments: list[Moment] = field(default_factory=list)
+
+    def add_moment(self, m: Moment) -> None:
+        if m not in self.moments:
+            self.moments.append(m)
+
+    def set_frequency(self, f: Frequency, reader: _Reader, el: etree._Element, what: str
+                      ) -> None:
+        if self.frequency is not None and self.frequency != f:
+            reader.problem(el, f"{what}: two frequencies ({cda.frequency_words(self.frequency)},"
+                           f" {cda.frequency_words(f)}); only the first is kept")
+            return
+        self.frequency = f
+
+    def merge(self, other: _Timing, reader: _Reader, el: etree._Element, what: str) -> None:
+        for m in other.moments:
+            self.add_moment(m)
+        if other.frequency is not None:
+            self.set_frequency(other.frequency, reader, el, what)
 
 
 def _refusal(text: str) -> SubstitutionRefusal | None:

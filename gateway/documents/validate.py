@@ -150,12 +150,13 @@ def validate_document(
         layers.append(LayerResult("rules", "failed", [Problem("/", str(exc), "rules")]))
         return ValidationReport(None, layers)
     layers.append(_schematron_layer(tree, parsed.kind, schematron_dir))
-    rules = [Problem(p.location, p.message, "rules") for p in parsed.problems]
+    rules = [Problem(p.location, p.message, "rules", p.severity) for p in parsed.problems]
     if parsed.prescription is not None:
         rules += prescription_rules(parsed.prescription, parsed.line_locations, drugs)
     if parsed.dispensation is not None:
         rules += dispensation_rules(parsed.dispensation, parsed.line_locations, drugs)
-    layers.append(LayerResult("rules", "failed" if rules else "passed", rules))
+    failed = any(p.severity != "info" for p in rules)
+    layers.append(LayerResult("rules", "failed" if failed else "passed", rules))
     return ValidationReport(parsed.kind, layers)
 
 

@@ -8,6 +8,7 @@ import asyncio
 import functools
 
 from gateway.imap.parser import (
+    Literal,
     Literal8,
     Token,
     as_atom,
@@ -17,9 +18,9 @@ from gateway.imap.parser import (
     parse_sequence_set,
 )
 from gateway.imap.state import Bad, No, Selected, _no_args
-from gateway.imap.syntax import parse_imap_datetime, uid_ranges
+from gateway.imap.syntax import parse_imap_datetime, seq_set, uid_ranges
 from gateway.imap.updates import SelectedUpdates
-from gateway.store.mailstore import DELIMITER, Folder
+from gateway.store.mailstore import DELIMITER, Appended, Folder
 
 
 class MailboxCommands(SelectedUpdates):
@@ -198,37 +199,84 @@ class MailboxCommands(SelectedUpdates):
         return b"* STATUS " + self._wire_name(folder.name) + f" ({out})".encode()
 
     async def cmd_append(self, tag: str, args: list[Token]) -> None:
-        if len(args) < 2 or len(args) > 4:
+        """APPEND, with MULTIAPPEND (RFC 3502): after the mailbox, one or more messages, each
+        `[flags] [date-time] literal`; all are added or none."""
+        if len(args) < 2:
             raise Bad("APPEND expects a mailbox, optional flags and date, and a message literal")
         assert self.store is not None
-        data = args[-1]
-        if not isinstance(data, bytes):
-            raise Bad("APPEND message must be a literal")
-        flags: list[str] = []
-        when: int | None = None
-        tz: int | None = None
-        for extra in args[1:-1]:
-            if isinstance(extra, list):
-                flags = self._parse_flags(extra)
-            else:
-                when, tz = parse_imap_datetime(as_text(extra, "date-time"))
-        if len(data) > self.hooks.max_append:
-            raise No("message too large", "TOOBIG")
-        if not data:
-            raise No("empty message")
+        messages = self._append_messages(args[1:])
         folder = self.store.folder(self._folder_name(args[0]))
         if folder is None:
             raise No("no such mailbox; create it first", "TRYCREATE")
-        # In a thread: the file, its fsyncs and the index's durable commit (the store gives
+        self._check_quota(sum(len(m.data) for m in messages))
+        # In a thread: the files, their fsyncs and the index's durable commit (the store gives
         # APPEND a SQLite connection of its own), so the event loop never waits for the disk.
-        uid = await asyncio.get_running_loop().run_in_executor(
-            None, functools.partial(
-                self.store.append, folder, data, flags, when, tz,
-                verbatim=isinstance(data, Literal8),
-            )
+        uids = await asyncio.get_running_loop().run_in_executor(
+            None, functools.partial(self.store.append_many, folder, messages)
         )
         await self._notify(True)
-        self.tagged(tag, "OK", "APPEND completed", f"APPENDUID {folder.uidvalidity} {uid}")
+        self.tagged(tag, "OK", "APPEND completed",
+                    f"APPENDUID {folder.uidvalidity} {seq_set(uids)}")
+
+    def _append_messages(self, args: list[Token]) -> list[Appended]:
+        out: list[Appended] = []
+        i = 0
+        while i < len(args):
+            flags: list[str] = []
+            when: int | None = None
+            tz: int | None = None
+            if isinstance(args[i], list):
+                flags = self._parse_flags(args[i])  # type: ignore[arg-type]
+                i += 1
+            if i < len(args) and isinstance(args[i], bytes) and not isinstance(args[i], Literal):
+                when, tz = parse_imap_datetime(as_text(args[i], "date-time"))
+                i += 1
+            if i >= len(args) or not isinstance(args[i], Literal):
+                raise Bad("APPEND message must be a literal")
+            data = args[i]
+            i += 1
+            assert isinstance(data, bytes)
+            if len(data) > self.hooks.max_append:
+                raise No("message too large", "TOOBIG")
+            if not data:
+                raise No("empty message")
+            out.append(Appended(data, tuple(flags), when, tz, isinstance(data, Literal8)))
+        return out
+
+    # --- QUOTA (RFC 9208): one quota root, "", for all of the user's folders ------------------
+
+    def _send_quota(self) -> None:
+        assert self.store is not None and self.login is not None
+        used = (self.store.usage() + 1023) // 1024  # STORAGE counts in units of 1024 octets
+        self.untagged(f'QUOTA "" (STORAGE {used} {self.login.quota // 1024})')
+
+    async def cmd_getquotaroot(self, tag: str, args: list[Token]) -> None:
+        if len(args) != 1:
+            raise Bad("GETQUOTAROOT expects a mailbox name")
+        assert self.login is not None
+        folder = self._get_folder(args[0])
+        name = self._wire_name(folder.name).decode()
+        if self.login.quota:
+            self.untagged(f'QUOTAROOT {name} ""')
+            self._send_quota()
+        else:
+            self.untagged(f"QUOTAROOT {name}")  # no quota applies
+        self.tagged(tag, "OK", "GETQUOTAROOT completed")
+
+    async def cmd_getquota(self, tag: str, args: list[Token]) -> None:
+        if len(args) != 1:
+            raise Bad("GETQUOTA expects a quota root")
+        assert self.login is not None
+        if as_text(args[0], "quota root") != "" or not self.login.quota:
+            raise No("no such quota root", "NONEXISTENT")
+        self._send_quota()
+        self.tagged(tag, "OK", "GETQUOTA completed")
+
+    async def cmd_setquota(self, tag: str, args: list[Token]) -> None:
+        if len(args) != 2:
+            raise Bad("SETQUOTA expects a quota root and a list of limits")
+        as_list(args[1], "resource limits")
+        raise No("quotas are set by the operator ([quota] in the configuration)", "NOPERM")
 
     async def cmd_check(self, tag: str, args: list[Token]) -> None:
         _no_args(args)

@@ -12,6 +12,7 @@ from gateway.imap.search import (
     BadCharset,
     Candidate,
     Key,
+    bind_saved,
     matches,
     needs_message,
     parse_search,
@@ -104,23 +105,29 @@ class MessageCommands(SelectedUpdates):
         sel = self.selected
         assert sel is not None and self.store is not None
         options = None
+        saved = sel.saved  # what "$" means in this very command
         if args and isinstance(args[0], Atom) and args[0].upper() == "RETURN":
             if len(args) < 2:
                 raise Bad("SEARCH RETURN expects a list of options")
             options = _return_options(args[1])
             args = args[2:]
+            if "SAVE" in options:
+                sel.saved = frozenset()  # RFC 5182 2.1: a failed SEARCH (SAVE) leaves "$" empty
         try:
             _, keys = parse_search(args)
         except BadCharset:
             raise No("unsupported charset", "BADCHARSET (US-ASCII UTF-8)") from None
         folder = sel.folder
         heavy = needs_message(keys)
-        found = await self._matching(keys)
+        found = await self._matching(keys, saved)
         modseq = uses_modseq(keys)
         if modseq:
             self._enable_condstore()
         if options is not None:
-            self.untagged(_esearch(tag, uid, options, found, modseq))
+            if "SAVE" in options:
+                sel.saved = saved_result(options, [u for _, u, _ in found])
+            if options - {"SAVE"}:  # SAVE alone: no ESEARCH response (RFC 5182 2.1)
+                self.untagged(_esearch(tag, uid, options, found, modseq))
         else:
             numbers = [u if uid else s for s, u, _ in found]
             line = "SEARCH" + "".join(f" {n}" for n in numbers)
@@ -132,13 +139,18 @@ class MessageCommands(SelectedUpdates):
         await self._notify(uid)
         self.tagged(tag, "OK", f"{'UID ' if uid else ''}SEARCH completed")
 
-    async def _matching(self, keys: list[Key]) -> list[tuple[int, int, int]]:
+    async def _matching(
+        self, keys: list[Key], saved: frozenset[int] | None = None
+    ) -> list[tuple[int, int, int]]:
         """(sequence number, UID, MODSEQ) of the selected mailbox's messages matching all of
         `keys`, in mailbox order (shared by SEARCH, SORT and THREAD)."""
         sel = self.selected
         store = self.store
         assert sel is not None and store is not None
         folder = sel.folder
+        bind_saved(keys, sel.saved if saved is None else saved)
+        if all(k.name == "ALL" for k in keys):  # SORT/SEARCH ... ALL: no row needed
+            return [(i, u, 0) for i, u in enumerate(sel.uids, 1)]
         infos = store.infos(folder, sel.uids)
         largest_uid = sel.uids[-1] if sel.uids else 0
         found: list[tuple[int, int, int]] = []
@@ -170,6 +182,8 @@ class MessageCommands(SelectedUpdates):
             raise No("no such mailbox; create it first", "TRYCREATE")
         if move and sel.readonly:
             raise No("mailbox is read-only", "READ-ONLY")
+        if not move and uids:
+            self._check_quota(sum(i.size for i in self.store.infos(sel.folder, uids).values()))
         pairs = self.store.copy(sel.folder, uids, dst) if uids else []
         code = None
         if pairs:
@@ -194,11 +208,26 @@ class MessageCommands(SelectedUpdates):
         await self.cmd_copy(tag, args, uid=uid, move=True)
 
 
-_RETURN_OPTIONS = ("MIN", "MAX", "ALL", "COUNT")
+_RETURN_OPTIONS = ("MIN", "MAX", "ALL", "COUNT", "SAVE")
+
+
+def saved_result(options: set[str], uids: list[int]) -> frozenset[int]:
+    """What SEARCH/SORT RETURN (SAVE ...) keeps as "$" (RFC 5182 2.4): with MIN and/or MAX and
+    neither ALL nor COUNT, only those messages; else the whole result. `uids` in the order
+    the options' MIN and MAX refer to."""
+    if uids and options & {"MIN", "MAX"} and not options & {"ALL", "COUNT"}:
+        kept = set()
+        if "MIN" in options:
+            kept.add(uids[0])
+        if "MAX" in options:
+            kept.add(uids[-1])
+        return frozenset(kept)
+    return frozenset(uids)
 
 
 def _return_options(tok: Token) -> set[str]:
-    """RFC 4731 SEARCH RETURN (...): MIN, MAX, ALL, COUNT; an empty list means ALL."""
+    """RFC 4731 SEARCH RETURN (...): MIN, MAX, ALL, COUNT, and SAVE (RFC 5182); an empty list
+    means ALL."""
     if not isinstance(tok, list):
         raise Bad("SEARCH RETURN expects a list of options")
     options = {as_atom(t, "SEARCH RETURN option").upper() for t in tok}

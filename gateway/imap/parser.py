@@ -39,7 +39,13 @@ class Atom(str):
     __slots__ = ()
 
 
-class Literal8(bytes):
+class Literal(bytes):
+    """A string sent as a literal (`{n}`): APPEND tells its messages from its dates by it."""
+
+    __slots__ = ()
+
+
+class Literal8(Literal):
     """A literal8 (`~{n}`, RFC 3516 BINARY): octets that may hold NUL and bare LF."""
 
     __slots__ = ()
@@ -117,6 +123,12 @@ class CommandReader:
     def pending(self) -> bool:
         """Bytes buffered beyond the events returned (e.g. pipelined after STARTTLS)."""
         return bool(self._buf) or bool(self._command)
+
+    def take_pending(self) -> bytes:
+        """The octets received beyond the last command (COMPRESS: they are compressed)."""
+        data = bytes(self._buf)
+        self._buf.clear()
+        return data
 
     def discard(self) -> None:
         self._buf.clear()
@@ -311,7 +323,7 @@ class _Tokenizer:
         if start + size > len(self.data):
             raise SyntaxProblem("truncated literal")
         self.pos = start + size
-        return self.data[start : self.pos]
+        return Literal(self.data[start : self.pos])
 
 
 # --- helpers for the command logic ---------------------------------------------------------
@@ -356,7 +368,8 @@ SeqRange = tuple[int, int]  # 0 stands for '*'
 
 
 def parse_sequence_set(text: str) -> list[SeqRange] | None:
-    """'1:3,5,7:*' -> [(1,3),(5,5),(7,0)]; '$' (SEARCHRES) is not supported; None if invalid."""
+    """'1:3,5,7:*' -> [(1,3),(5,5),(7,0)]; None if invalid ('$', SEARCHRES's saved result,
+    is resolved by the session)."""
     out: list[SeqRange] = []
     if not text:
         return None

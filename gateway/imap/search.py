@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -129,12 +130,20 @@ class _KeyParser:
             return Key(name, parse_date(self.take(f"{name} date")))
         if name in ("LARGER", "SMALLER"):
             return Key(name, as_number(self.take(f"{name} size")))
+        if name in ("OLDER", "YOUNGER"):  # RFC 5032 WITHIN: seconds before now
+            return Key(name, as_number(self.take(f"{name} interval"), f"{name} interval",
+                                       nz=True))
+        if name == "$":  # RFC 5182 SEARCHRES: the saved result
+            return Key("SAVED", frozenset())
         if name == "NOT":
             return Key("NOT", sub=[self.key(depth + 1)])
         if name == "OR":
             return Key("OR", sub=[self.key(depth + 1), self.key(depth + 1)])
         if name == "UID":
-            ranges = parse_sequence_set(as_text(self.take("UID set")))
+            text = as_text(self.take("UID set"))
+            if text == "$":
+                return Key("SAVED", frozenset())
+            ranges = parse_sequence_set(text)
             if ranges is None:
                 raise SyntaxProblem("invalid UID set")
             return Key("UID", ranges)
@@ -148,6 +157,15 @@ class _KeyParser:
         if ranges is not None:
             return Key("SEQ", ranges)
         raise SyntaxProblem(f"unknown search key {name}")
+
+
+def bind_saved(keys: list[Key], saved: frozenset[int]) -> None:
+    """Give every "$" key (SEARCHRES) the session's saved UIDs."""
+    for k in keys:
+        if k.name == "SAVED":
+            k.arg = saved
+        if k.sub:
+            bind_saved(k.sub, saved)
 
 
 def needs_message(keys: list[Key]) -> bool:
@@ -271,6 +289,12 @@ def matches(key: Key, c: Candidate, largest_seq: int, largest_uid: int) -> bool:
         return c.size < key.arg  # type: ignore[operator]
     if name == "MODSEQ":
         return c.modseq >= key.arg  # type: ignore[operator]
+    if name == "SAVED":
+        return c.uid in key.arg  # type: ignore[operator]
+    if name == "OLDER":
+        return c.internaldate <= time.time() - key.arg  # type: ignore[operator]
+    if name == "YOUNGER":
+        return c.internaldate >= time.time() - key.arg  # type: ignore[operator]
     if name in ("BEFORE", "ON", "SINCE"):
         # The day of the INTERNALDATE in its own zone (as APPENDed, else the server's): RFC
         # 3501 compares dates "disregarding time and timezone".

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import zlib
 
 from gateway.imap.parser import Command, CommandReader, Continue, RawLine, Reject
 from gateway.imap.session import Hooks, Session
@@ -29,6 +30,7 @@ PREAUTH_TIMEOUT = 60.0
 AUTOLOGOUT = 30 * 60.0  # RFC 3501 5.4: at least 30 minutes
 READ_SIZE = 64 * 1024
 FLUSH_AT = 64 * 1024  # answers held back for one write at most
+INFLATE_STEP = 1024 * 1024  # most octets one compressed read may expand to before parsing
 
 
 class Connection:
@@ -62,6 +64,8 @@ class Connection:
         self._limit = PREAUTH_TIMEOUT
         self._timer: asyncio.TimerHandle | None = None
         self._timed_out = False
+        self._deflate: zlib._Compress | None = None  # COMPRESS=DEFLATE (RFC 4978)
+        self._inflate: zlib._Decompress | None = None
 
     # Channel
     def send(self, data: bytes) -> None:
@@ -73,8 +77,39 @@ class Connection:
             data = b"".join(self._out)
             self._out.clear()
             self._pending = 0
+            if self._deflate is not None:
+                data = self._deflate.compress(data) + self._deflate.flush(zlib.Z_SYNC_FLUSH)
             self.writer.write(data)
         await self.writer.drain()
+
+    async def _read(self) -> bytes:
+        """The client's next octets, inflated once COMPRESS is on; b"" at its end. A
+        compressed read expands by INFLATE_STEP at most at a time, so a small packet cannot
+        make us hold gigabytes before the parser's limits see them."""
+        inflate = self._inflate
+        if inflate is None:
+            return await self.reader.read(READ_SIZE)
+        while True:
+            if inflate.unconsumed_tail:
+                data = inflate.decompress(inflate.unconsumed_tail, INFLATE_STEP)
+            else:
+                raw = await self.reader.read(READ_SIZE)
+                if not raw:
+                    return b""
+                data = inflate.decompress(raw, INFLATE_STEP)
+            if data:
+                return data
+
+    def _start_compression(self) -> None:
+        """Switch to DEFLATE once the COMPRESS OK has been written; what the client already
+        sent after COMPRESS is compressed too."""
+        self.session.want_compress = False
+        self.session.compressed = True
+        self._deflate = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+        self._inflate = zlib.decompressobj(-15)
+        pending = self.parser.take_pending()
+        if pending:
+            self.parser.feed(self._inflate.decompress(pending, INFLATE_STEP))
 
     async def read_line(self, timeout: float | None) -> bytes | None:
         self.parser.expect_line()
@@ -86,7 +121,7 @@ class Connection:
                 continue  # cannot happen in raw-line mode; ignore defensively
             try:
                 async with asyncio.timeout(timeout):  # no task per read, unlike wait_for
-                    data = await self.reader.read(READ_SIZE)
+                    data = await self._read()
             except TimeoutError:
                 return None
             if not data:
@@ -102,7 +137,7 @@ class Connection:
         if self._timer is None:
             self._timer = loop.call_at(self._waiting_since + self._limit, self._check_idle)
         try:
-            return await self.reader.read(READ_SIZE)
+            return await self._read()
         finally:
             self._waiting_since = 0.0
 
@@ -147,6 +182,9 @@ class Connection:
                     if session.want_starttls:
                         await self.flush()
                         await self._starttls()
+                    elif session.want_compress:
+                        await self.flush()
+                        self._start_compression()
                 elif isinstance(ev, RawLine):
                     pass
                 if self._pending > FLUSH_AT:  # a long pipeline: do not hold all its answers

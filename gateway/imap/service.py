@@ -45,7 +45,8 @@ def build_hooks(config: Config) -> Hooks:
                         result.reason)
             raise AuthFailed("authentication failed")
         mailbox = result.mailbox
-        return Login(mailbox.address, mailbox.kind is MailboxKind.PATIENT)
+        return Login(mailbox.address, mailbox.kind is MailboxKind.PATIENT,
+                     config.quota.limit(mailbox.kind.value))
 
     async def authenticate_certificate(ssl_object: object, authzid: str) -> Login:
         loop = asyncio.get_running_loop()
@@ -64,7 +65,7 @@ def build_hooks(config: Config) -> Hooks:
             raise AuthFailed("certificate login is only for application mailboxes")
         if not mailbox.active:
             raise AuthFailed("authentication failed")
-        return Login(mailbox.address, False)
+        return Login(mailbox.address, False, config.quota.limit(mailbox.kind.value))
 
     def record(actor: str, action: str, target: str, details: dict[str, object]) -> None:
         audit.record(config, actor, action, target, **details)

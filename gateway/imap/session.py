@@ -145,6 +145,18 @@ class Session(AuthCommands, ListCommands, FetchCommand, SortCommands):
                 self.tagged(tag, "BAD", "expected DONE to end IDLE")
             return
 
+    async def cmd_compress(self, tag: str, args: list[Token]) -> None:
+        """RFC 4978: after the OK, both directions are raw DEFLATE (the server switches)."""
+        if len(args) != 1:
+            raise Bad("COMPRESS expects a mechanism")
+        mechanism = as_atom(args[0], "compression mechanism").upper()
+        if self.compressed:
+            raise No("DEFLATE already active", "COMPRESSIONACTIVE")
+        if mechanism != "DEFLATE":
+            raise No(f"unsupported compression mechanism {mechanism[:20]}", "CANNOT")
+        self.tagged(tag, "OK", "DEFLATE active")
+        self.want_compress = True
+
     async def cmd_uid(self, tag: str, args: list[Token]) -> None:
         if not args:
             raise Bad("UID expects a command")
@@ -195,6 +207,10 @@ _HANDLERS: dict[str, tuple[tuple[str, ...], Callable[..., Awaitable[None]]]] = {
     "LOGIN": (("noauth",), Session.cmd_login),
     "AUTHENTICATE": (("noauth",), Session.cmd_authenticate),
     "ENABLE": (_AUTHED, Session.cmd_enable),
+    "COMPRESS": (_AUTHED, Session.cmd_compress),
+    "GETQUOTAROOT": (_AUTHED, Session.cmd_getquotaroot),
+    "GETQUOTA": (_AUTHED, Session.cmd_getquota),
+    "SETQUOTA": (_AUTHED, Session.cmd_setquota),
     "NAMESPACE": (_AUTHED, Session.cmd_namespace),
     "SELECT": (_AUTHED, Session.cmd_select),
     "EXAMINE": (_AUTHED, Session.cmd_examine),

@@ -9,7 +9,7 @@ functions in `gateway.imap.threading`.
 from __future__ import annotations
 
 from gateway.imap import threading
-from gateway.imap.messages import MessageCommands, _return_options
+from gateway.imap.messages import MessageCommands, _return_options, saved_result
 from gateway.imap.parser import Atom, Token, as_atom, as_list, as_text
 from gateway.imap.search import CHARSETS, BadCharset, parse_search
 from gateway.imap.state import Bad, No
@@ -31,11 +31,17 @@ class SortCommands(MessageCommands):
         criteria = _criteria(as_list(args[0], "sort criteria"))
         items = await self._items(args[1], args[2:], uid,
                                   dates={"ARRIVAL", "SIZE"} & {c for c, _ in criteria})
-        ordered = [i.number for i in threading.sort(items, criteria)]
+        ranked = threading.sort(items, criteria)
+        ordered = [i.number for i in ranked]
         if options is None:
             self.untagged("SORT" + "".join(f" {n}" for n in ordered))
         else:
-            self.untagged(_esort(tag, uid, options, ordered))
+            if "SAVE" in options:
+                assert self.selected is not None
+                uids = [self.selected.uids[i.seq - 1] for i in ranked]
+                self.selected.saved = saved_result(options, uids)
+            if options - {"SAVE"}:
+                self.untagged(_esort(tag, uid, options, ordered))
         await self._notify(uid)
         self.tagged(tag, "OK", f"{'UID ' if uid else ''}SORT completed")
 

@@ -21,7 +21,8 @@ _SYSTEM_LOWER = {f.lower(): f for f in SYSTEM_FLAGS}
 BASE_CAPS = (
     "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE SPECIAL-USE CONDSTORE"
     " UNSELECT CHILDREN ESEARCH BINARY LIST-EXTENDED LIST-STATUS QRESYNC SORT SORT=DISPLAY"
-    " ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES"
+    " ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES WITHIN SEARCHRES MULTIAPPEND QUOTA"
+    " QUOTA=RES-STORAGE"
 )
 MAX_LOGIN_FAILURES = 3
 
@@ -44,6 +45,7 @@ class Login:
 
     address: str
     patient: bool = False
+    quota: int = 0  # octets the mailbox may hold ([quota] for its kind); 0: no limit
 
 
 class AuthFailed(Exception):
@@ -90,6 +92,7 @@ class Selected:
     keywords: set[str] = field(default_factory=set)  # announced in the last FLAGS response
     recent: set[int] = field(default_factory=set)
     own: dict[int, int] = field(default_factory=dict)  # uid -> modseq of this session's STOREs
+    saved: frozenset[int] = frozenset()  # SEARCHRES "$": UIDs of the last SEARCH ... (SAVE)
 
     @property
     def exists(self) -> int:
@@ -137,6 +140,8 @@ class SessionState:
         self.qresync = False  # ENABLE QRESYNC: VANISHED replaces EXPUNGE (RFC 7162 3.2)
         self.failures = 0
         self.want_starttls = False
+        self.want_compress = False  # COMPRESS DEFLATE answered: the connection switches
+        self.compressed = False
         self.closing = False
 
     def capabilities(self) -> str:
@@ -150,6 +155,8 @@ class SessionState:
                 caps += " AUTH=PLAIN"
                 if self.hooks.authenticate_certificate is not None and self._has_cert():
                     caps += " AUTH=EXTERNAL"
+        elif not self.compressed:
+            caps += " COMPRESS=DEFLATE"
         return caps
 
     def _has_cert(self) -> bool:
@@ -213,6 +220,12 @@ class SessionState:
         self.condstore = True
         if self.selected is not None:
             self.untagged(f"OK [HIGHESTMODSEQ {self.selected.modseq}] highest mod-sequence")
+
+    def _check_quota(self, adding: int) -> None:
+        """Refuse (NO [OVERQUOTA], RFC 9208) what would take the mailbox beyond its quota."""
+        assert self.store is not None and self.login is not None
+        if self.login.quota and self.store.usage() + adding > self.login.quota:
+            raise No(f"over quota: the mailbox may hold {self.login.quota} octets", "OVERQUOTA")
 
     async def _adopt_new(self, folder: Folder) -> None:
         """Index the messages delivered into `folder` since the last look. The look is a stat

@@ -89,6 +89,8 @@ class SelectedUpdates(SessionState):
         """A sequence set (or UID set) -> the UIDs it names in this session, ascending."""
         sel = self.selected
         assert sel is not None
+        if text == "$":  # RFC 5182: the saved result, less what was expunged since
+            return [u for u in sel.uids if u in sel.saved]
         ranges = parse_sequence_set(text)
         if ranges is None:
             raise Bad(f"invalid {'UID' if uid else 'sequence'} set {text[:40]}")

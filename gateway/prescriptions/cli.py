@@ -16,7 +16,7 @@ from gateway.admins.model import Caller
 from gateway.audit import local_actor
 from gateway.cli import add_command, command_group, config_of, print_json
 from gateway.directory import open_directory
-from gateway.documents.model import DispensedLine, Product
+from gateway.documents.model import DispensedLine, DispensingKind, Product
 from gateway.errors import GatewayError
 from gateway.prescriptions.admin import PrescriptionService
 from gateway.prescriptions.identifier import check_identifier, group
@@ -184,16 +184,15 @@ def cmd_dispense(args: argparse.Namespace) -> int:
             except InvalidOperation:
                 raise GatewayError(f"line {ref}: {qty_text!r} is not a quantity") from None
             label = next((ln.label for ln in record.lines if ln.matches(ref)), "?")
-            lines.append(
-                DispensedLine(
-                    line_ref=ref,
-                    product=Product(label=label),
-                    quantity=qty,
-                    substituted=ref in substituted,
-                    adjustment_reason=adjusted.get(ref),
-                    not_delivered_reason=not_delivered.get(ref),
-                )
-            )
+            kind, reason = DispensingKind.DELIVERED, None
+            if ref in not_delivered:
+                kind, reason = DispensingKind.NOT_DELIVERED, not_delivered[ref]
+            elif ref in substituted:
+                kind = DispensingKind.SUBSTITUTED
+            elif ref in adjusted:
+                kind, reason = DispensingKind.ADAPTED, adjusted[ref]
+            lines.append(DispensedLine(line_ref=ref, product=Product(label=label),
+                                       quantity=qty, kind=kind, reason=reason))
         report = DispensationReport(
             dispensation_id=args.id or f"cli-{uuid.uuid4()}",
             prescription_id=args.identifier,

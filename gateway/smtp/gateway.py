@@ -26,6 +26,7 @@ from gateway.smtp.limits import RATE_LIMITS_FILE, RateLimiter, SharedRateLimits
 from gateway.smtp.replies import Reply
 from gateway.store.commit import Committer
 from gateway.store.maildir import mailbox_path
+from gateway.store.mailstore import mailbox_usage
 from gateway.store.queue import Entry, Queue, new_queue_id
 
 log = logging.getLogger("mssgw.smtp")
@@ -33,6 +34,8 @@ log = logging.getLogger("mssgw.smtp")
 # A mailbox looked up is remembered this long: a suspension reaches RCPT checks within it
 # (logins see it at once: the Authenticator reads the state on every AUTH).
 MAILBOX_CACHE_TTL = 2.0
+QUOTA_CACHE_TTL = 5.0  # seconds a mailbox's usage read is trusted...
+QUOTA_NEAR = 0.9  # ...while it stays below this share of its quota
 
 
 class Gateway:
@@ -60,6 +63,7 @@ class Gateway:
         self.local_domains = set(own_domains(config))
         self._mailboxes: dict[str, tuple[float, Mailbox | None]] = {}
         self._maildirs: dict[str, Path] = {}  # address -> its INBOX Maildir (pure, cached)
+        self._usage: dict[str, tuple[float, int]] = {}  # address -> (when read, octets used)
 
     def close(self) -> None:
         self.committer.close()
@@ -99,9 +103,10 @@ class Gateway:
     # --- policy ---------------------------------------------------------------------------------
 
     async def check_recipient(
-        self, sender: Mailbox | None, rcpt: str, *, relay: bool
+        self, sender: Mailbox | None, rcpt: str, *, relay: bool, size: int = 0
     ) -> Reply | None:
-        """May `sender` (our authenticated mailbox; None for the relay) write to `rcpt`?"""
+        """May `sender` (our authenticated mailbox; None for the relay) write to `rcpt` a
+        message of `size` octets (MAIL's SIZE=, 0 when not declared)?"""
         domain = domain_of(rcpt)
         target: Mailbox | None = None
         if self.is_local(domain):
@@ -110,12 +115,52 @@ class Gateway:
                 return replies.no_such_mailbox(rcpt)
             if not target.active:
                 return replies.mailbox_disabled(rcpt)
+            full = self.check_quota(target, size)
+            if full is not None:
+                return full
         elif relay:
             return replies.relay_denied(rcpt)
         elif not self.directory.is_trusted_domain(domain):
             return replies.outside_trust_space(rcpt, domain)
         if sender is not None and sender.kind is MailboxKind.PATIENT:
             return self._patient_may_write(sender, rcpt, target)
+        return None
+
+    def check_quota(self, mailbox: Mailbox, size: int) -> Reply | None:
+        """Room for `size` more octets in `mailbox` ([quota] for its kind)? A message larger
+        than the whole quota never fits (552 5.2.2); one that does not fit now may later
+        (452 4.2.2: the sender's server retries). The usage read is kept a few seconds unless
+        the mailbox is near its quota, so busy mailboxes cost no index read per message."""
+        limit = self.config.quota.limit(mailbox.kind.value)
+        if not limit:
+            return None
+        if size > limit:
+            return replies.over_quota(mailbox.address, limit)
+        now = time.monotonic()
+        cached = self._usage.get(mailbox.address)
+        if cached is None or now - cached[0] > QUOTA_CACHE_TTL or \
+                cached[1] + size > limit * QUOTA_NEAR:
+            if len(self._usage) > 50_000:
+                self._usage.clear()
+            cached = (now, mailbox_usage(self._maildir(mailbox.address)))
+            self._usage[mailbox.address] = cached
+        if cached[1] + size > limit:
+            return replies.mailbox_full(mailbox.address)
+        return None
+
+    async def check_quotas(self, recipients: Sequence[str], size: int) -> Reply | None:
+        """At DATA, with the message's real size: the first local recipient without room."""
+        for rcpt in recipients:
+            if not self.is_local(domain_of(rcpt)):
+                continue
+            target = await self.mailbox(rcpt)
+            if target is not None:
+                full = self.check_quota(target, size)
+                if full is not None:
+                    return full
+                cached = self._usage.get(target.address)
+                if cached is not None:  # count it until the next read of the index
+                    self._usage[target.address] = (cached[0], cached[1] + size)
         return None
 
     def _patient_may_write(

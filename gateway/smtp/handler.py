@@ -145,6 +145,12 @@ class BaseHandler:
             log.info("refused data peer=%s from=<%s>: MIME nesting over %d",
                      _ip(session), sender, MAX_MIME_DEPTH)
             return str(replies.too_deep(MAX_MIME_DEPTH))
+        # The real size against each local recipient's quota. One recipient without room
+        # defers the whole message (DATA has one reply): the client retries the others too.
+        full = await self.gw.check_quotas(rcpts, len(data))
+        if full is not None:
+            log.info("refused data peer=%s from=<%s>: %s", _ip(session), sender, full)
+            return str(full)
         try:
             headers = read_headers(data)
         except Exception:  # the email parser is lenient; this is belt and braces
@@ -255,7 +261,8 @@ class SubmissionHandler(BaseHandler):
     async def check_recipient(
         self, session: GatewaySession, sender: str, rcpt: str
     ) -> Reply | None:
-        return await self.gw.check_recipient(session.mailbox, rcpt, relay=False)
+        return await self.gw.check_recipient(session.mailbox, rcpt, relay=False,
+                                             size=session.mail_size or 0)
 
     def check_headers(self, session: GatewaySession, headers: Headers) -> Reply | None:
         mailbox = session.mailbox
@@ -442,7 +449,8 @@ class RelayHandler(BaseHandler):
         refusal = await self.gw.check_peer_sender(sender, peer.subject_dn)
         if refusal is not None:
             return refusal
-        return await self.gw.check_recipient(None, rcpt, relay=True)
+        return await self.gw.check_recipient(None, rcpt, relay=True,
+                                             size=session.mail_size or 0)
 
     def check_headers(self, session: GatewaySession, headers: Headers) -> Reply | None:
         """A peer's mail may not show one of our own addresses as its author: the envelope

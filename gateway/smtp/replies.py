@@ -57,6 +57,15 @@ def too_many_recipients(limit: int) -> Reply:
     return Reply(452, "4.5.3", f"too many recipients: at most {limit} per message")
 
 
+def mailbox_full(address: str) -> Reply:
+    return Reply(452, "4.2.2", f"<{address}>: mailbox full (over its quota), try again later")
+
+
+def over_quota(address: str, limit: int) -> Reply:
+    return Reply(552, "5.2.2", f"<{address}>: message larger than the mailbox's whole quota "
+                               f"({limit} bytes)")
+
+
 def too_big(limit: int, domain: str | None = None) -> Reply:
     where = f" for {domain}" if domain else ""
     return Reply(552, "5.3.4", f"message too big: the limit{where} is {limit} bytes")

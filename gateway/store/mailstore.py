@@ -44,7 +44,7 @@ from gateway.store import maildir
 from gateway.store.sortkeys import SortKeys, extract
 
 INDEX_NAME = "mssgw-index.sqlite"
-SCHEMA_VERSION = 4  # PRAGMA user_version of an index whose tables and default folders exist
+SCHEMA_VERSION = 5  # PRAGMA user_version of an index whose tables and default folders exist
 DELIMITER = "/"
 SPECIAL_USE = {"Sent": "\\Sent", "Drafts": "\\Drafts", "Trash": "\\Trash"}
 MAX_FOLDER_NAME = 255
@@ -155,6 +155,18 @@ class MessageInfo:
     size: int
     base: str
     tz: int = 0  # the INTERNALDATE's zone, minutes east of UTC (as APPENDed, else local)
+
+
+@dataclass(frozen=True)
+class Appended:
+    """One message of an APPEND: its octets, flags, INTERNALDATE and zone (None: now, the
+    server's), and whether its octets are kept as sent (a literal8)."""
+
+    data: bytes
+    flags: tuple[str, ...] = ()
+    internaldate: int | None = None
+    tz: int | None = None
+    verbatim: bool = False
 
 
 @dataclass(frozen=True)
@@ -269,6 +281,12 @@ class MailStore:
                 for name in ("INBOX", *SPECIAL_USE):
                     if not self._row(name):
                         self._create(name)
+                # Version 5: the octets of every indexed message (QUOTA), kept up to date by
+                # each insert and expunge rather than summed over the folders at each look.
+                self.conn.execute(
+                    "INSERT OR REPLACE INTO meta(key, value)"
+                    " SELECT 'usage', COALESCE(SUM(size), 0) FROM messages"
+                )
                 self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._new_mtimes: dict[int, int] = {}
         self._new_dirs: dict[str, str] = {}  # folder name -> its new/ directory
@@ -408,6 +426,9 @@ class MailStore:
             if children:
                 # RFC 3501 allows refusing to delete a folder with inferiors; we keep it simple.
                 raise StoreError(f"folder {name} has sub-folders; delete them first", "INUSE")
+            self._count_usage(-self.conn.execute(
+                "SELECT COALESCE(SUM(size), 0) FROM messages WHERE folder_id = ?", (row[0],)
+            ).fetchone()[0])
             self.conn.execute("DELETE FROM messages WHERE folder_id = ?", (row[0],))
             self.conn.execute("DELETE FROM expunged WHERE folder_id = ?", (row[0],))
             self.conn.execute("DELETE FROM sortkeys WHERE folder_id = ?", (row[0],))
@@ -549,6 +570,7 @@ class MailStore:
              local_zone(internaldate) if tz is None else tz),
         )
         self._add_keywords(folder_id, flags, conn)
+        self._count_usage(size, conn)
         if keys is not None:
             conn.execute(
                 f"INSERT OR REPLACE INTO sortkeys(folder_id, uid, {_SORTKEY_COLUMNS})"  # noqa: S608
@@ -556,6 +578,17 @@ class MailStore:
                 (folder_id, uid, *_key_row(keys)),
             )
         return uid
+
+    def _count_usage(self, delta: int, conn: sqlite3.Connection | None = None) -> None:
+        if delta:
+            (conn or self.conn).execute(
+                "UPDATE meta SET value = value + ? WHERE key = 'usage'", (delta,)
+            )
+
+    def usage(self) -> int:
+        """Octets the user's mail takes (QUOTA's STORAGE): every indexed message, and the
+        deliveries still waiting in INBOX's new/."""
+        return mailbox_usage(self.root, self.conn)
 
     def _add_keywords(
         self, folder_id: int, flags: Iterable[str], conn: sqlite3.Connection | None = None
@@ -823,10 +856,21 @@ class MailStore:
         APPEND's own connection, not the store's main one; concurrent APPENDs write their files
         in parallel and commit one after the other. Others see the message once the commit is
         on disk."""
-        final, base, size = self.write_message(folder, data, verbatim)
-        when = int(time.time()) if internaldate is None else internaldate
-        keys = extract(data, when)
+        return self.append_many(folder, [Appended(data, tuple(flags), internaldate, tz,
+                                                  verbatim)])[0]
+
+    def append_many(self, folder: Folder, messages: Sequence[Appended]) -> list[int]:
+        """Add several messages at once, all or none (MULTIAPPEND, RFC 3502): every file
+        written and fsynced, then one durable commit gives them consecutive UIDs (returned in
+        order). Same threading as `append`."""
+        written: list[Path] = []
         try:
+            rows = []
+            for m in messages:
+                final, base, size = self.write_message(folder, m.data, m.verbatim)
+                written.append(final)
+                when = int(time.time()) if m.internaldate is None else m.internaldate
+                rows.append((base, m.flags, when, size, m.tz, extract(m.data, when)))
             with self._append_lock:
                 if self._appender is None:
                     self._appender = self._connect("FULL")
@@ -835,9 +879,11 @@ class MailStore:
                     exists = conn.execute("SELECT 1 FROM folders WHERE id = ?", (folder.id,))
                     if not exists.fetchone():
                         raise StoreError(f"folder {folder.name} was deleted", "TRYCREATE")
-                    return self._insert(folder.id, base, flags, when, size, tz, conn, keys)
+                    return [self._insert(folder.id, base, flags, when, size, tz, conn, keys)
+                            for base, flags, when, size, tz, keys in rows]
         except BaseException:
-            final.unlink(missing_ok=True)
+            for path in written:
+                path.unlink(missing_ok=True)
             raise
 
     def write_message(
@@ -897,9 +943,14 @@ class MailStore:
 
     def _expunge_rows(self, folder_id: int, uids: Sequence[int]) -> int:
         modseq = self._next_modseq(folder_id)
-        self.conn.executemany(
-            "DELETE FROM messages WHERE folder_id = ? AND uid = ?", [(folder_id, u) for u in uids]
-        )
+        freed = 0
+        for u in uids:
+            row = self.conn.execute(
+                "DELETE FROM messages WHERE folder_id = ? AND uid = ? RETURNING size",
+                (folder_id, u),
+            ).fetchone()
+            freed += int(row[0]) if row else 0
+        self._count_usage(-freed)
         self.conn.executemany(
             "DELETE FROM sortkeys WHERE folder_id = ? AND uid = ?", [(folder_id, u) for u in uids]
         )
@@ -1071,6 +1122,38 @@ def _delivery_order(name: str) -> tuple[int, int, str]:
     compare numerically (as text, M987 would sort after M12345)."""
     m = _MAILDIR_NAME.match(name)
     return (int(m.group(1)), int(m.group(2)), name) if m else (2**63, 0, name)
+
+
+def mailbox_usage(root: Path, conn: sqlite3.Connection | None = None) -> int:
+    """Octets of the mailbox at `root`: what its index counts (nothing before its first IMAP
+    session) plus the deliveries not yet indexed (files in new/). Cheap enough for SMTP to
+    call before accepting mail: one read of the index, one scan of new/; never creates the
+    index (read-only)."""
+    used = 0
+    try:
+        if conn is None:
+            index = root / INDEX_NAME
+            if index.exists():
+                ro = sqlite3.connect(f"file:{index}?mode=ro", uri=True)
+                try:
+                    row = ro.execute("SELECT value FROM meta WHERE key = 'usage'").fetchone()
+                finally:
+                    ro.close()
+                used = int(row[0]) if row else 0
+        else:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'usage'").fetchone()
+            used = int(row[0]) if row else 0
+    except sqlite3.Error:
+        used = 0  # an index being created or upgraded: count the files below only
+    try:
+        with os.scandir(root / "new") as it:
+            for entry in it:
+                if not entry.name.startswith("."):
+                    with contextlib.suppress(FileNotFoundError):
+                        used += entry.stat().st_size
+    except FileNotFoundError:
+        pass
+    return used
 
 
 def unlink_all(paths: Iterable[Path]) -> None:
