@@ -61,7 +61,11 @@ def problems() -> list[str]:
         ):
             if needle not in text:
                 found.append(f"{where} no longer calls {needle}")
-    reader = asyncio.StreamReader()
+    loop = asyncio.new_event_loop()  # a reader needs one; this may run where none is set
+    try:
+        reader = asyncio.StreamReader(loop=loop)
+    finally:
+        loop.close()
     for name in _READER_ATTRS:
         if not hasattr(reader, name):
             found.append(f"asyncio.StreamReader has no {name}")
