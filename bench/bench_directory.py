@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from gateway.cli import main  # noqa: E402
 from gateway.config import load_config  # noqa: E402
 from gateway.directory import demo, open_directory  # noqa: E402
-from gateway.directory.auth import Authenticator  # noqa: E402
+from gateway.directory.auth import Authenticator, SQLiteThrottle  # noqa: E402
 from gateway.directory.passwords import hash_password, verify_password  # noqa: E402
 
 SHARED = Path(os.environ.get("MSSGW_SHARED", Path(__file__).resolve().parents[2] / "shared"))
@@ -64,7 +64,7 @@ def main_bench() -> None:
         rate("scrypt verify (ln=14, r=8, p=1), one core",
              lambda: verify_password("bench password 123", encoded))
 
-        auth = Authenticator.from_config(config, directory)
+        auth = Authenticator(directory, SQLiteThrottle.open(config.database_path), config.auth)
         first = auth.authenticate_sync(doctor, "bench password 123", "192.0.2.1")
         assert first.ok and not first.cached
         rate("login, cache hit (lockout + state checks included)",

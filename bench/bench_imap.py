@@ -25,12 +25,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gateway.cli import main as cli  # noqa: E402
 from gateway.config import Config, load_config  # noqa: E402
-from gateway.imap.session import Hooks  # noqa: E402
 from gateway.pki.tls import client_context  # noqa: E402
 from gateway.store.maildir import deliver, mailbox_path  # noqa: E402
 from gateway.store.mailstore import MailStore  # noqa: E402
@@ -78,17 +78,14 @@ def register(config: Config, addresses: list[str]) -> None:
         directory.set_password(address, PASSWORD)
 
 
-def hooks(config: Config) -> Hooks:
-    from gateway.imap.service import build_hooks
-
-    return build_hooks(config)
-
-
-def worker(config: Config, ready: multiprocessing.synchronize.Event) -> None:  # type: ignore[name-defined]
+def worker(supervisor: Any, ready: multiprocessing.synchronize.Event) -> None:  # type: ignore[name-defined]
+    """A forked IMAP worker, as `mssgw serve`'s: its root continues the supervisor's."""
     from gateway.imap.service import start
 
+    runtime = supervisor.in_child()
+
     async def run() -> None:
-        await start(config, reuse_port=True, hooks=hooks(config))
+        await start(runtime, reuse_port=True)
         ready.set()
         await asyncio.Event().wait()
 
@@ -245,8 +242,8 @@ def rss_kb(pid: int) -> int:
 def start_workers(
     config: Config, n: int
 ) -> tuple[list[multiprocessing.Process], int, socket.socket]:
-    from gateway.directory.auth import cache_secret
     from gateway.imap import service
+    from gateway.runtime import Runtime
 
     hold = socket.socket()
     hold.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -257,13 +254,13 @@ def start_workers(
     )
     # As `mssgw serve` does before it forks: the workers share verified logins and the TLS
     # context (hence the session-ticket key).
-    cache_secret()
-    service.prepare(cfg)
+    supervisor = Runtime(cfg)
+    service.prepare(supervisor)
     ctx = multiprocessing.get_context("fork")
     procs = []
     for _ in range(n):
         ready = ctx.Event()
-        p = ctx.Process(target=worker, args=(cfg, ready), daemon=True)
+        p = ctx.Process(target=worker, args=(supervisor, ready), daemon=True)
         p.start()
         if not ready.wait(60):
             raise RuntimeError("IMAP worker did not start")

@@ -226,8 +226,8 @@ def setup(home: Path, workers: int) -> None:
 def serve_and_run(home: Path, clients: int, *, keep_steps: bool, modes: list[bool]) -> bool:
     launcher = (
         "import sys\n"
-        "from gateway import pipeline\n"
-        + ("" if keep_steps else "pipeline.STEPS[:] = []\n")
+        # Transport only: the roots this process builds give their pipeline no step.
+        + ("" if keep_steps else "from gateway.flows import steps\nsteps.STEPS = ()\n")
         + "from gateway.cli import main\n"
         "sys.exit(main(['serve', '--config', sys.argv[1]]))\n"
     )
@@ -271,7 +271,7 @@ def main() -> int:
                                      if (ROOT / "var").is_dir() else None) as tmp:
         home = Path(tmp)
         setup(home, args.workers)
-        from gateway import pipeline
+        from gateway.flows.steps import STEPS
 
         print(f"server: {os.cpu_count()} core(s), workers: {args.workers or 'one per core'}; "
               f"{SESSIONS} sessions from {args.clients} client process(es); 2 KB messages "
@@ -279,8 +279,9 @@ def main() -> int:
         # First the transport alone (pipeline steps emptied in the benchmark's server only),
         # then with the configured steps, whose document work runs in the process pool.
         for label, keep in (("transport only (no pipeline step)", False),
-                            (f"with pipeline steps: {', '.join(pipeline.STEPS)}", True)):
-            if keep and (args.transport_only or not pipeline.STEPS):
+                            ("with pipeline steps: "
+                             + ", ".join(f"{s.__module__}.{s.__name__}" for s in STEPS), True)):
+            if keep and (args.transport_only or not STEPS):
                 break
             print(f"-- {label}", flush=True)
             if not serve_and_run(home, args.clients, keep_steps=keep, modes=modes):

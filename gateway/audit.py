@@ -12,12 +12,13 @@ import functools
 import getpass
 import json
 import os
+import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.config import Config
 from gateway.errors import GatewayError
@@ -78,50 +79,103 @@ def append(path: Path, actor: str, action: str, target: str, details: dict[str, 
     _write(path, [_line(actor, action, target, details)])
 
 
-class Batched:
-    """A Recorder that can hold the entries of one unit of work and write them together.
+class AuditLog(Protocol):
+    """Where the gateway writes who changed or read what (the embedded default: `AuditFile`,
+    JSON lines; a database table can implement the same calls). `record` is durable when it
+    returns, except inside `held()`, whose entries are durable when the block ends."""
+
+    def record(self, actor: str, action: str, target: str, details: dict[str, Any]) -> None: ...
+
+    def held(self) -> AbstractContextManager[None]:
+        """Hold this thread's entries and write them together when the block ends (one fsync
+        for a unit of work), whatever happened inside (refusals are recorded too)."""
+        ...
+
+    def read(
+        self, *, action: str | None = None, target: str | None = None
+    ) -> Iterator[AuditEntry]:
+        """The entries, oldest first, optionally only one action (or action prefix "x.") and
+        target."""
+        ...
+
+    def since(self, start: datetime) -> list[AuditEntry]:
+        """The entries at or after `start`, oldest first (cheap for recent ones: a day's, for
+        the administrators' dashboard)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class AuditFile:
+    """`AuditLog` in a file of JSON lines (0600), appended and fsynced.
 
     A prescription's registration and DMP filing make two entries; written one by one they cost
     two opens and two fsyncs (a tenth of a pool process's time under bench_journey). Inside
     `held()` entries are kept and written with one write and one fsync when the block ends,
     whatever happened (a refusal is recorded too). Put `held()` inside the database transaction
-    so that, as before, the entries are on disk before the COMMIT."""
+    so that, as before, the entries are on disk before the COMMIT. Held entries are per thread:
+    a worker's threads share one AuditFile."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._held: list[str] | None = None
+        self._local = threading.local()
 
-    def __call__(self, actor: str, action: str, target: str, details: dict[str, Any]) -> None:
+    def record(self, actor: str, action: str, target: str, details: dict[str, Any]) -> None:
         line = _line(actor, action, target, details)
-        if self._held is not None:
-            self._held.append(line)
+        held: list[str] | None = getattr(self._local, "held", None)
+        if held is not None:
+            held.append(line)
         else:
             _write(self.path, [line])
 
+    # A Recorder too: (actor, action, target, details), as the registry and the DMP take it.
+    __call__ = record
+
     @contextmanager
     def held(self) -> Iterator[None]:
-        if self._held is not None:  # nested: the outer block writes
+        if getattr(self._local, "held", None) is not None:  # nested: the outer block writes
             yield
             return
-        self._held = []
+        self._local.held = []
         try:
             yield
         finally:
-            lines, self._held = self._held, None
+            lines, self._local.held = self._local.held, None
             if lines:
                 _write(self.path, lines)
 
+    def read(
+        self, *, action: str | None = None, target: str | None = None
+    ) -> Iterator[AuditEntry]:
+        return _read(self.path, action=action, target=target)
+
+    def since(self, start: datetime) -> list[AuditEntry]:
+        return since(self.path, start)
+
+    def close(self) -> None:
+        pass
+
+
+Batched = AuditFile  # its former name
+
 
 def record(config: Config, actor: str, action: str, target: str, **details: Any) -> None:
-    """Record that `actor` did `action` on `target` (e.g. "directory.add", "dr.x@dom")."""
+    """Record in the configuration's audit file that `actor` did `action` on `target` (tests
+    and tools; the gateway's code records through its `AuditLog`)."""
     append(config.audit_log_path, actor, action, target, details)
 
 
 def read(
     config: Config, *, action: str | None = None, target: str | None = None
 ) -> Iterator[AuditEntry]:
-    """The entries, oldest first, optionally only one action (or action prefix "x.") / target."""
-    path = config.audit_log_path
+    """The entries of the configuration's audit file (tests and tools; the gateway's code reads
+    through its `AuditLog`)."""
+    return _read(config.audit_log_path, action=action, target=target)
+
+
+def _read(
+    path: Path, *, action: str | None = None, target: str | None = None
+) -> Iterator[AuditEntry]:
     if not path.exists():
         return
     with path.open(encoding="utf-8") as f:
@@ -221,8 +275,8 @@ class AuditService:
 
     resource = "audit"
 
-    def __init__(self, config: Config, caller: Caller) -> None:
-        self.config = config
+    def __init__(self, log: AuditLog, caller: Caller) -> None:
+        self.log = log
         self.caller = caller
 
     def query(
@@ -234,7 +288,7 @@ class AuditService:
         start = parse_since(since)
         words = (search or "").lower().split()
         out = []
-        for e in read(self.config, action=action or None, target=target or None):
+        for e in self.log.read(action=action or None, target=target or None):
             if start is not None and e.at < start:
                 continue
             if actor and e.actor != actor:

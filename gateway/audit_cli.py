@@ -8,11 +8,11 @@ from typing import Any
 
 from gateway.admins.model import Caller
 from gateway.audit import AuditService, entry_dict, local_actor
-from gateway.cli import add_command, command_group, config_of, print_json
+from gateway.cli import add_command, command_group, print_json, runtime_of
 
 
 def cmd_list(args: argparse.Namespace) -> None:
-    service = AuditService(config_of(args), Caller.local(local_actor()))
+    service = AuditService(runtime_of(args).audit, Caller.local(local_actor()))
     entries = service.query(
         action=args.action, target=args.target, actor=args.actor, since=args.since,
         search=args.search,

@@ -19,7 +19,7 @@ from gateway.config import Config
 from gateway.directory.repository import Directory
 from gateway.pki.admin import EXPIRING_DAYS, CertificateService
 from gateway.store.admin import QueueService
-from gateway.store.queue import Queue
+from gateway.store.interfaces import OutboundQueue
 
 _HOSTPORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[\w.-]+):\d+$")
 LISTENER_SECTIONS = ("smtp", "imap", "http")
@@ -41,10 +41,13 @@ def listeners(config: Config) -> list[dict[str, str]]:
 class StatusService:
     resource = "status"
 
-    def __init__(self, config: Config, directory: Directory, caller: Caller) -> None:
+    def __init__(self, config: Config, directory: Directory, caller: Caller, *,
+                 log: audit.AuditLog, queue: OutboundQueue) -> None:
         self.config = config
         self.directory = directory
         self.caller = caller
+        self.log = log
+        self.queue = queue
 
     def status(self) -> dict[str, Any]:
         self.caller.require(self.resource)
@@ -53,13 +56,12 @@ class StatusService:
         counts = {"registered": 0, "refused": 0, "dispensed": 0}
         actions = {"prescription.register": "registered", "prescription.refuse": "refused",
                    "prescription.dispense": "dispensed"}
-        for e in audit.since(self.config.audit_log_path, midnight):
+        for e in self.log.since(midnight):
             key = actions.get(e.action)
             if key and (key != "dispensed" or e.details.get("outcome") == "recorded"):
                 counts[key] += 1
         reader = dataclasses.replace(self.caller, scopes=None)  # the dashboard's own reads
-        depth, oldest = QueueService(self.config, Queue(self.config.queue_path), audit.no_record,
-                                     reader).depth()
+        depth, oldest = QueueService(self.config, self.queue, audit.no_record, reader).depth()
         expiring = CertificateService(self.config, audit.no_record, reader).expiring()
         kinds: dict[str, int] = {}
         for m in self.directory.list_mailboxes():

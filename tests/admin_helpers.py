@@ -45,8 +45,11 @@ def setup_admins(home: Path, *, demo: bool = True) -> Admins:
     config = load_config(home / "config.toml")
     if demo:
         from gateway.directory.demo import register
+        from gateway.runtime import Runtime
 
-        register(config)
+        runtime = Runtime(config, actor="test")
+        register(runtime)
+        runtime.close()
     accounts = open_accounts(config)
     root = Caller.local("test")
     try:

@@ -15,11 +15,17 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from gateway.runtime.storage import Storage
+
 if TYPE_CHECKING:
     from oidc_provider import OpenIDProvider
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() == "true"
+# The CI-SIS schematrons compiled to XSLT, keyed by the kit's content (gitignored var/): a
+# second session on the same kit skips the ~10 s of generation (Saxon still compiles them
+# once per process: Saxon-HE cannot save a compiled stylesheet).
+SCHEMATRON_CACHE = ROOT / "var" / "cache" / "schematrons"
 
 
 def require(condition: bool, reason: str) -> None:
@@ -69,6 +75,30 @@ def pg_dsn(postgres_server):  # type: ignore[no-untyped-def]
     postgres_server.drop_database(name)
 
 
+def embedded_storage(tmp_path: Path, request: pytest.FixtureRequest) -> Storage:
+    """The embedded default backend: SQLite, Maildir and files under `tmp_path`."""
+    from gateway.config import config_from_dict
+    from gateway.runtime.embedded import EmbeddedStorage
+
+    return EmbeddedStorage(config_from_dict({"gateway": {"domain": "test.localhost"}}, tmp_path))
+
+
+# The storage contract tests (tests/test_*_contract.py, and the registry's and the DMP's tests)
+# run once per backend. A backend adds its factory here: `(tmp_path, request) -> Storage`, whose
+# `config` selects that backend (`gateway.runtime.storage_for(storage.config)` must open the
+# same stores: the tests use it for "another process" or "another gateway"); a PostgreSQL one
+# gets a fresh database from `request.getfixturevalue("pg_dsn")`.
+STORAGE_BACKENDS = [embedded_storage]
+
+
+@pytest.fixture(params=STORAGE_BACKENDS, ids=lambda f: f.__name__.removesuffix("_storage"))
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+    """An initialised, empty store of each backend."""
+    backend: Storage = request.param(tmp_path, request)
+    backend.initialise()
+    return backend
+
+
 @pytest.fixture(scope="session")
 def _gateway_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One initialised gateway home per test session (creating the CAs takes seconds)."""
@@ -88,6 +118,7 @@ def _gateway_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "[documents]\n"
         f'cda_schema = "{shared}/ci-sis/infrastructure/cda/CDA_extended.xsd"\n'
         f'schematron_dir = "{shared}/ci-sis/schematrons"\n'
+        f'schematron_cache = "{SCHEMATRON_CACHE}"\n'
     )
     assert main(["init", "--config", str(home / "config.toml")]) == 0
     return home
@@ -100,6 +131,64 @@ def gateway_home(tmp_path: Path, _gateway_template: Path) -> Path:
     home = tmp_path / "gw"
     shutil.copytree(_gateway_template, home, symlinks=True)
     return home
+
+
+@pytest.fixture(scope="session")
+def cisis_kit(shared_dir: Path):  # type: ignore[no-untyped-def]
+    """The official CI-SIS kit, every schematron layer compiled once for the whole session
+    (this process keeps them); a test validates with `validate_document(..., kit=cisis_kit)`."""
+    from gateway.documents.validate import Kit, validate_document
+
+    kit = Kit(shared_dir / "ci-sis/infrastructure/cda/CDA_extended.xsd",
+              shared_dir / "ci-sis/schematrons", SCHEMATRON_CACHE)
+    example = shared_dir / "ci-sis/ExemplesCDA/eP-MED-DM_2024.01_PosoStruct.xml"
+    report = validate_document(example.read_bytes(), kit=kit)
+    skipped = [f"{layer.name}: {layer.note}" for layer in report.layers
+               if layer.status == "skipped"]
+    require(not skipped, f"CI-SIS layers cannot run: {skipped}")
+    return kit
+
+
+@pytest.fixture(scope="session")
+def forms_home(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A demo gateway (`init --demo`) with the real drug reference imported from ../shared/bdpm:
+    what the mail forms are read against (the import takes seconds: once per session)."""
+    from gateway.cli import main
+    from gateway.db import connect
+    from gateway.drugs.store import import_directory
+
+    home = tmp_path_factory.mktemp("forms")
+    (home / "config.toml").write_text(
+        "[gateway]\nworkers = 1\n[documents]\n"
+        f'cda_schema = "{shared_dir}/ci-sis/infrastructure/cda/CDA_extended.xsd"\n'
+        f'schematron_dir = "{shared_dir}/ci-sis/schematrons"\n'
+        f'schematron_cache = "{SCHEMATRON_CACHE}"\n')
+    assert main(["init", "--demo", "--config", str(home / "config.toml")]) == 0
+    conn = connect(home / "var" / "gateway.db")
+    import_directory(conn, shared_dir / "bdpm")
+    conn.close()
+    return home
+
+
+@pytest.fixture(scope="session")
+def demo_people(forms_home: Path):  # type: ignore[no-untyped-def]
+    from gateway.config import load_config
+    from gateway.directory import open_directory
+    from gateway.documents.people import DirectoryPeople
+    from gateway.identifiers import OID_INS_TEST
+
+    return DirectoryPeople(open_directory(load_config(forms_home / "config.toml")),
+                           OID_INS_TEST)
+
+
+@pytest.fixture(scope="session")
+def demo_drugs(forms_home: Path):  # type: ignore[no-untyped-def]
+    from gateway.db import connect
+    from gateway.drugs.store import DrugReference
+
+    conn = connect(forms_home / "var" / "gateway.db")
+    yield DrugReference(conn)
+    conn.close()
 
 
 @pytest.fixture(scope="session")

@@ -21,9 +21,10 @@ from pathlib import Path
 
 from gateway.config import Config, load_config
 from gateway.imap.server import close_all
-from gateway.imap.service import build_hooks, start
+from gateway.imap.service import start
 from gateway.imap.session import Hooks
 from gateway.pki.tls import client_context
+from gateway.runtime import Runtime
 from gateway.store.maildir import deliver, mailbox_path
 
 
@@ -63,8 +64,13 @@ def test_config(home: Path) -> Config:
 
 
 @contextmanager
-def running_server(home: Path, hooks: Hooks | None = None) -> Iterator[RunningServer]:
+def running_server(home: Path, hooks: Hooks | None = None, parent: Runtime | None = None
+                   ) -> Iterator[RunningServer]:
+    """`parent`: the supervisor's root this server's continues, as a forked worker's would."""
     config = test_config(home)
+    # The test's root, as a worker's.
+    runtime = parent.in_child() if parent is not None else Runtime(config)
+    config = runtime.config
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     state: dict[str, object] = {}
@@ -73,8 +79,8 @@ def running_server(home: Path, hooks: Hooks | None = None) -> Iterator[RunningSe
         asyncio.set_event_loop(loop)
 
         async def boot() -> None:
-            h = hooks or build_hooks(config)
-            servers = await start(config, reuse_port=False, hooks=h)
+            h = hooks or runtime.imap_hooks
+            servers = await start(runtime, reuse_port=False, hooks=h)
             state["hooks"] = h
             state["servers"] = servers
             ready.set()
@@ -122,7 +128,9 @@ def running_server(home: Path, hooks: Hooks | None = None) -> Iterator[RunningSe
         asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
-        h.pool.close()
+        if hooks is not None:
+            h.pool.close()
+        runtime.close()
         loop.close()
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 
-from gateway import pipeline
+from gateway.pipeline import Message, Outcome, Pipeline
 
 
-async def hang_step(message: pipeline.Message, outcome: pipeline.Outcome) -> pipeline.Outcome:
+async def hang_step(pipeline: Pipeline, message: Message, outcome: Outcome) -> Outcome:
     if b"X-Test-Hang: yes" in message.data:
         await pipeline.run_cpu(time.sleep, 3600)
     return outcome

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
+from typing import Any
 
 from gateway.config import Config, load_config
 from gateway.pki.files import Layout
@@ -45,6 +46,7 @@ def setup_gateway(home: Path, extra: str = "", **settings: str) -> Config:
     `settings` override [smtp] values (TOML text); `extra` is appended to [smtp]."""
     from gateway.directory import open_directory
     from gateway.directory.demo import register
+    from gateway.runtime import Runtime
 
     cfg = home / "config.toml"
     values = {**SMTP_TEST_SETTINGS, **settings}
@@ -55,7 +57,9 @@ def setup_gateway(home: Path, extra: str = "", **settings: str) -> Config:
     # One populated database per test session, kept in the session's base temporary folder.
     cached = home.parent.parent / "smtp-populated.db"
     if not cached.exists():
-        register(config)
+        runtime = Runtime(config, actor="test")
+        register(runtime)
+        runtime.close()
         directory = open_directory(config, actor="test")
         for address in (DOCTOR, PRACTICE, PHARMACY, PHARMACIST, PATIENT, ROBOT):
             directory.set_password(address, PASSWORD)
@@ -71,11 +75,27 @@ def setup_gateway(home: Path, extra: str = "", **settings: str) -> Config:
     return config
 
 
+_POOL: list[object] = []
+
+
+def shared_pool() -> object:
+    """One pipeline pool for every gateway the tests start in this process (its processes keep
+    a flow context per configuration): spawning and importing per test would cost seconds."""
+    if not _POOL:
+        from gateway.pipeline import new_pool
+
+        _POOL.append(new_pool(0))  # shut down at exit (ProcessPool registers it)
+    return _POOL[0]
+
+
 class ServerThread:
     """The SMTP listeners (and, if asked, the queue runner) in an event loop in a thread."""
 
-    def __init__(self, config: Config, *, runner: bool = False, imap: bool = False) -> None:
+    def __init__(self, config: Config, *, runner: bool = False, imap: bool = False,
+                 parent: Any = None) -> None:
+        """`parent`: the supervisor's root the server's continues, as a worker's would."""
         self.config = config
+        self.parent = parent
         self.runner = runner
         self.imap = imap
         self.loop = asyncio.new_event_loop()
@@ -88,19 +108,22 @@ class ServerThread:
         return self
 
     async def _start(self) -> None:
+        from gateway.runtime import Runtime
         from gateway.smtp import outbound, service
-        from gateway.smtp.gateway import Gateway
 
-        self.gw = Gateway(self.config)
-        self.servers = await service.start(self.config, gateway=self.gw)
+        # The test's root, as a worker's: the SMTP gateway, its pipeline and pool, the stores.
+        self.runtime = self.parent.in_child() if self.parent else Runtime(self.config)
+        self.runtime.pipeline.share_pool(shared_pool())  # type: ignore[arg-type]
+        self.gw = self.runtime.smtp
+        self.servers = await service.start(self.runtime)
         if self.imap:
             from gateway.imap import service as imap_service
 
-            self.servers += await imap_service.start(self.config)
+            self.servers += await imap_service.start(self.runtime)
         for s in self.servers:
             name = s.mssgw_name.removeprefix("smtp ")
             self.ports[name] = s.sockets[0].getsockname()[1]
-        self.task = await outbound.start(self.config, gateway=self.gw) if self.runner else None
+        self.task = await outbound.start(self.runtime) if self.runner else None
 
     async def _stop(self) -> None:
         for s in self.servers:
@@ -113,7 +136,7 @@ class ServerThread:
         asyncio.run_coroutine_threadsafe(self._stop(), self.loop).result(30)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(30)
-        self.gw.close()
+        self.runtime.close()
 
 
 def client_context(config: Config, cert: tuple[Path, Path] | None = None) -> ssl.SSLContext:

@@ -30,6 +30,9 @@ class Clock:
         return self.now
 
 
+SECRET = b"the supervisor's secret, shared by its workers"
+
+
 @pytest.fixture
 def setup(gateway_home):
     config = load_config(gateway_home / "config.toml")
@@ -43,7 +46,8 @@ def setup(gateway_home):
         client_max_failures=5, client_window=900,
     )
     auth = Authenticator(
-        directory, FailureLog(connect(config.database_path)), settings, clock=clock
+        directory, FailureLog(connect(config.database_path)), settings, clock=clock,
+        secret=SECRET,
     )
     return directory, auth, clock
 
@@ -220,12 +224,13 @@ async def test_expired_failures_are_purged(setup):
     assert rows == 2
 
 
-def _worker(setup_auth: Authenticator, gateway_home) -> Authenticator:
-    """Another worker process's Authenticator: its own connections and in-memory cache."""
+def _worker(setup_auth: Authenticator, gateway_home, secret: bytes = b"") -> Authenticator:
+    """Another worker process's Authenticator: its own connections and in-memory cache, and
+    the secret of the supervisor it was forked from (the same as `setup`'s unless given)."""
     config = load_config(gateway_home / "config.toml")
     return Authenticator(
         open_directory(config), FailureLog(connect(config.database_path)), setup_auth.settings,
-        clock=setup_auth.clock,
+        clock=setup_auth.clock, secret=secret or SECRET,
     )
 
 
@@ -258,13 +263,11 @@ async def test_a_login_verified_by_one_worker_is_cached_for_the_others(setup, ga
 
 
 async def test_a_process_with_another_secret_does_not_use_the_shared_entries(
-    setup, gateway_home, monkeypatch
+    setup, gateway_home
 ):
-    from gateway.directory import auth as auth_module
-
     _, auth, _ = setup
     assert (await auth.authenticate(f"bob@{D}", PASSWORD, "192.0.2.1")).ok
-    monkeypatch.setattr(auth_module, "_secret", None)  # not forked from the same supervisor
-    stranger = _worker(auth, gateway_home)
+    # Not forked from the same supervisor: another secret.
+    stranger = _worker(auth, gateway_home, secret=b"another supervisor's secret")
     first = await stranger.authenticate(f"bob@{D}", PASSWORD, "192.0.2.1")
     assert first.ok and not first.cached

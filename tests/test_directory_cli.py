@@ -490,3 +490,20 @@ def test_uninitialised_gateway_says_run_init(tmp_path, capsys):
                  "--config", str(tmp_path / "config.toml")])
     assert code == 1
     assert "run `mssgw init` first" in capsys.readouterr().err
+
+
+def test_savoir_faire_beyond_the_specialty(cli):
+    add_doctor(cli, f"dr.house@{D}", RPPS, "--savoir-faire", "c35, CAPA06")
+    shown = cli.ok("directory", "show", f"dr.house@{D}", "--json").json()
+    assert shown["professional"]["savoir_faire"] == ["C35", "CAPA06"]
+    human = cli.ok("directory", "show", f"dr.house@{D}").out
+    assert "C35 (Cancérologie (C))" in human
+    assert "SM26 (Qualifié en Médecine générale (SM))" in human
+    r = cli("directory", "update", f"dr.house@{D}", "--savoir-faire", "C35,XX99")
+    assert r.code == 1 and "savoir-faire: 'XX99' is invalid: a savoir-faire is a JDV_J107" in r.err
+    cli.ok("directory", "update", f"dr.house@{D}", "--savoir-faire", "SST24")
+    shown = cli.ok("directory", "show", f"dr.house@{D}", "--json").json()
+    assert shown["professional"]["savoir_faire"] == ["SST24"]
+    cli.ok("directory", "update", f"dr.house@{D}", "--savoir-faire", "")
+    shown = cli.ok("directory", "show", f"dr.house@{D}", "--json").json()
+    assert "savoir_faire" not in shown["professional"] or not shown["professional"]["savoir_faire"]

@@ -1,7 +1,7 @@
 """The `Directory` contract, through the Python API: what every implementation must do.
 
-Parametrised by implementation (SQLite today); a PostgreSQL implementation adds its factory to
-IMPLEMENTATIONS and must pass unchanged.
+Parametrised by storage backend (tests/conftest.py STORAGE_BACKENDS: the embedded SQLite one
+today); a PostgreSQL backend adds its factory there and must pass unchanged.
 """
 
 from __future__ import annotations
@@ -19,25 +19,15 @@ from gateway.directory.model import (
     Patient,
     Professional,
 )
-from gateway.directory.repository import Directory, DuplicateMailbox, UnknownMailbox
-from gateway.directory.sqlite import SQLiteDirectory
+from gateway.directory.repository import DuplicateMailbox, UnknownMailbox
 from gateway.errors import Conflict, GatewayError, InvalidIdentifier
 
-D = "example.localhost"
+D = "test.localhost"  # the storage fixture's gateway domain
 
 
-def sqlite_directory(tmp_path) -> Directory:
-    return SQLiteDirectory.open(
-        tmp_path / "dir.db", patient_domain=f"patient.{D}", audit_path=tmp_path / "audit.log"
-    )
-
-
-IMPLEMENTATIONS = [sqlite_directory]
-
-
-@pytest.fixture(params=IMPLEMENTATIONS, ids=lambda f: f.__name__)
-def directory(request, tmp_path):
-    d = request.param(tmp_path)
+@pytest.fixture
+def directory(storage):
+    d = storage.directory("test")
     d.register_own_domains([D, f"patient.{D}"])
     yield d
     d.close()

@@ -237,7 +237,8 @@ def dispensations(draw: st.DrawFn) -> Dispensation:
             quantity_unit=draw(st.sampled_from(["boîte", "flacon", "tube"])),
             reason=draw(text) if kind is DispensingKind.NOT_DELIVERED else
             draw(st.none() | text),
-            phases=draw(phase_lists(max_phases=1, max_moments=1))
+            phases=draw(phase_lists(max_phases=1, max_moments=1).filter(
+                lambda phases: bool(phases[0].frequency or phases[0].moments)))
             if kind is DispensingKind.ADAPTED and draw(st.booleans()) else (),
             refill=kind is DispensingKind.PARTIAL and draw(st.booleans()),
         ))

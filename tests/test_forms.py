@@ -5,24 +5,20 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import sqlite3
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from gateway.cli import main
-from gateway.config import load_config
-from gateway.db import connect
-from gateway.directory import demo, open_directory
+from gateway.directory import demo
 from gateway.documents.build import assign_ids, build_prescription
 from gateway.documents.form import FormError, parse_dispensation_form, parse_prescription_form
 from gateway.documents.model import DispensingKind, Prescription
 from gateway.documents.parse import parse_document
 from gateway.documents.people import DirectoryPeople
 from gateway.documents.samples import sample_pdf, sample_png
-from gateway.drugs.store import DrugReference, import_directory
+from gateway.drugs.store import DrugReference
 from gateway.identifiers import OID_INS_TEST
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,29 +26,18 @@ NOW = dt.datetime(2026, 11, 22, 10, 0, tzinfo=dt.UTC)
 
 
 @pytest.fixture(scope="module")
-def home(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = tmp_path_factory.mktemp("forms")
-    (home / "config.toml").write_text(
-        "[gateway]\nworkers = 1\n[documents]\n"
-        f'cda_schema = "{shared_dir}/ci-sis/infrastructure/cda/CDA_extended.xsd"\n'
-        f'schematron_dir = "{shared_dir}/ci-sis/schematrons"\n')
-    assert main(["init", "--demo", "--config", str(home / "config.toml")]) == 0
-    conn = connect(home / "var" / "gateway.db")
-    import_directory(conn, shared_dir / "bdpm")
-    conn.close()
-    return home
+def home(forms_home: Path) -> Path:  # the session's demo gateway with the drug reference
+    return forms_home
 
 
 @pytest.fixture(scope="module")
-def people(home: Path) -> DirectoryPeople:
-    return DirectoryPeople(open_directory(load_config(home / "config.toml")), OID_INS_TEST)
+def people(demo_people: DirectoryPeople) -> DirectoryPeople:
+    return demo_people
 
 
 @pytest.fixture(scope="module")
-def drugs(home: Path) -> Iterator[DrugReference]:
-    conn: sqlite3.Connection = connect(home / "var" / "gateway.db")
-    yield DrugReference(conn)
-    conn.close()
+def drugs(demo_drugs: DrugReference) -> DrugReference:
+    return demo_drugs
 
 
 def form(people: DirectoryPeople, drugs: DrugReference, text: str, **kw: object
@@ -203,13 +188,14 @@ def test_names_need_the_drug_reference(people: DirectoryPeople) -> None:
 
 def test_form_to_valid_document(people: DirectoryPeople, drugs: DrugReference,
                                 shared_dir: Path) -> None:
-    from gateway.documents.validate import validate_document
+    # Every layer on forms of every feature: tests/test_documents_corpus.py.
+    from gateway.documents.validate import FAST_LAYERS, validate_document
 
     p = assign_ids(form(people, drugs, (ROOT / "examples/prescription.txt").read_text("utf-8")))
     data = build_prescription(p, sample_pdf(), sample_png())
     report = validate_document(
         data, schema=shared_dir / "ci-sis/infrastructure/cda/CDA_extended.xsd",
-        schematron_dir=shared_dir / "ci-sis/schematrons", drugs=drugs)
+        schematron_dir=shared_dir / "ci-sis/schematrons", drugs=drugs, layers=FAST_LAYERS)
     assert report.ok, [str(x) for x in report.problems]
     assert parse_document(data).prescription == p
 
@@ -290,7 +276,7 @@ def test_cli_build_from_the_sample_form(home: Path, tmp_path: Path,
     import json
 
     info = json.loads(capsys.readouterr().out)
-    assert info["layers"] == {"schema": "passed", "schematron": "passed", "rules": "passed"}
+    assert info["layers"] == {"schema": "passed", "volet": "passed", "rules": "passed"}
     parsed = parse_document(out.read_bytes())
     assert parsed.prescription is not None
     assert parsed.prescription.identifier == info["identifier"]

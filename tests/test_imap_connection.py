@@ -80,19 +80,22 @@ def _tls_session(port: int, ctx: ssl.SSLContext, session: ssl.SSLSession | None 
     return reused, session
 
 
-def test_tls_sessions_resume_on_every_worker(gateway_home, monkeypatch):
+def test_tls_sessions_resume_on_every_worker(gateway_home):
     """`mssgw serve` prepares the TLS context before forking: a session one worker started
     resumes on another (here two listeners stand for two workers)."""
+    from gateway.runtime import Runtime
+
     setup_gateway(gateway_home)
-    monkeypatch.setattr(service._tls, "made", None)
     with running_server(gateway_home) as a, running_server(gateway_home) as b:
         ctx = a.client_context()
         _, session = _tls_session(a.tls_port, ctx)
         assert _tls_session(a.tls_port, ctx, session)[0]  # same worker: resumed
         assert not _tls_session(b.tls_port, ctx, session)[0]  # its own ticket key: refused
 
-    service.prepare(server_config(gateway_home))
-    with running_server(gateway_home) as a, running_server(gateway_home) as b:
+    supervisor = Runtime(server_config(gateway_home))
+    service.prepare(supervisor)
+    with running_server(gateway_home, parent=supervisor) as a, \
+            running_server(gateway_home, parent=supervisor) as b:
         ctx = a.client_context()
         _, session = _tls_session(a.tls_port, ctx)
         assert _tls_session(b.tls_port, ctx, session)[0]

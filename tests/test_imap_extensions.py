@@ -154,3 +154,62 @@ def test_multiappend_is_all_or_nothing(imap):
     client = imap.connect(DOCTOR, PASSWORD)
     assert client.append("INBOX", None, None, m1)[0] == "OK"
     client.logout()
+
+
+def _literal(text: str) -> bytes:
+    data = text.replace("\n", "\r\n").encode()
+    return b"{%d+}\r\n" % len(data) + data
+
+
+def test_catenate_builds_messages_from_parts(imap):
+    """RFC 4469: APPEND ... CATENATE (TEXT literal URL "/box;UIDVALIDITY=n/;UID=n/;SECTION=s")
+    joins literals and stored messages or parts; a bad URL is NO [BADURL] and adds nothing; a
+    missing mailbox is TRYCREATE even when a URL is bad too (imaptest's catenate cases)."""
+    c = Raw(imap)
+    assert b"CATENATE" in c.cmd(LOGIN)[-1]
+    c.cmd("CREATE Src")
+    c.cmd("CREATE Dst")
+    for tag, text in (("a1", "From: foo@example.com\n\nHello world body"),
+                      ("a2", "From: foo2@example.com\n\nLookslike: header\n\nAnother body")):
+        c.send(tag.encode() + b" APPEND Src (\\Seen) CATENATE (TEXT " + _literal(text) + b")\r\n")
+        assert c.until(tag.encode())[-1].startswith(tag.encode() + b" OK [APPENDUID ")
+    uidv = c.cmd("STATUS Src (UIDVALIDITY)")[0].split()[-1].rstrip(b")").decode()
+
+    def append(tag: str, parts: list[str | tuple[str]]) -> bytes:
+        wire = b" ".join(b"TEXT " + _literal(p) if isinstance(p, str)
+                         else b'URL "%s"' % p[0].encode() for p in parts)
+        c.send(tag.encode() + b" APPEND Dst CATENATE (" + wire + b")\r\n")
+        return c.until(tag.encode())[-1]
+
+    assert append("b1", [("/Src/;UID=1/;SECTION=HEADER",), "body1"]).startswith(b"b1 OK")
+    assert append("b2", [(f"/Src;UIDVALIDITY={uidv}/;uid=1/;section=header",), "body2"]) \
+        .startswith(b"b2 OK")
+    assert append("b3", [("/Src/;UID=2/;SECTION=TEXT",), "body3"]).startswith(b"b3 OK")
+    assert append("b4", ["From: new@example.com\nSubject: test header\n\n",
+                         ("/Src/;UID=1/;SECTION=1",), "\nsuffix"]).startswith(b"b4 OK")
+    assert append("b5", [("/Src/;UID=2/;PARTIAL=100000.1",), "Hdr: foo\n\nbody7"]) \
+        .startswith(b"b5 OK")
+    assert append("b6", [("imaps://x/Src/;UID=1",), "x"]).startswith(b"b6 NO [BADURL")
+    assert append("b7", [(f"imap://{DOCTOR}@localhost/Src/;UID=1/;SECTION=HEADER",), "body8"]) \
+        .startswith(b"b7 OK")
+    # a bad URL anywhere: nothing is added
+    for i, parts in enumerate([
+        [("/Src;UIDVALIDITY=12345/;UID=1/;SECTION=HEADER",), "body"],
+        ["hdr: 1\n\n", ("/Src/;UID=1/;SECTION=HEADER",), ("/Src/;UID=99",)],
+        [("imap://someone.else@localhost/Src/;UID=1",)],
+    ]):
+        assert append(f"n{i}", parts).startswith(f"n{i} NO [BADURL ".encode())
+    c.send(b"t1 APPEND Nowhere CATENATE (URL \"/Src;UIDVALIDITY=12345/;UID=1\")\r\n")
+    assert c.until(b"t1")[-1].startswith(b"t1 NO [TRYCREATE]")
+    c.cmd("SELECT Dst")
+    got = c.cmd("FETCH 1:* BODY.PEEK[]")
+    bodies = [line.split(b"}\r\n", 1)[1][:-1] for line in got[:-1]]
+    assert bodies == [
+        b"From: foo@example.com\r\n\r\nbody1",
+        b"From: foo@example.com\r\n\r\nbody2",
+        b"Lookslike: header\r\n\r\nAnother bodybody3",
+        b"From: new@example.com\r\nSubject: test header\r\n\r\nHello world body\r\nsuffix",
+        b"Hdr: foo\r\n\r\nbody7",
+        b"From: foo@example.com\r\n\r\nbody8",
+    ]
+    c.close()

@@ -10,6 +10,7 @@ from pki_helpers import config_of
 from gateway.pki import service
 from gateway.pki.files import Layout
 from gateway.pki.kinds import CA
+from gateway.runtime import Runtime
 from gateway.server import SINGLETONS
 
 
@@ -19,7 +20,7 @@ def crl_number(path) -> int:
 
 
 def test_serve_runs_the_refresh():
-    assert "gateway.pki.service:start" in SINGLETONS
+    assert service.start in SINGLETONS
 
 
 async def test_due_crls_are_republished_while_running(gateway_home):
@@ -29,7 +30,7 @@ async def test_due_crls_are_republished_while_running(gateway_home):
     config = config_of(gateway_home)
     path = Layout.of(config).ca_crl(CA.PERSONS)
     before = crl_number(path)
-    task = await service.start(config, every=3600)
+    task = await service.start(Runtime(config), every=3600)
     try:
         for _ in range(100):
             if crl_number(path) > before:

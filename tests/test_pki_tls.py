@@ -137,7 +137,9 @@ def test_reloaded_crls_reach_a_context_built_before_them(config):
 
 
 def test_serve_reloads_crls_in_every_worker():
-    assert "gateway.pki.service:keep_loaded" in WORKER_TASKS
+    from gateway.pki import service
+
+    assert service.keep_loaded in WORKER_TASKS
 
 
 def test_signature_certificate_is_not_a_tls_client(config):

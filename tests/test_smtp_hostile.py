@@ -161,12 +161,13 @@ def test_no_auth_without_tls_warning_on_the_implicit_tls_port(gw, caplog):
 
 
 def test_a_message_stuck_in_the_pool_gets_a_temporary_failure(gateway_home, monkeypatch, caplog):
-    from gateway import pipeline
+    from pool_helpers import hang_step
+
+    from gateway.flows import steps
 
     cfg = gateway_home / "config.toml"
     cfg.write_text(cfg.read_text().replace("workers = 1", "workers = 1\npool_call_timeout = 2"))
-    monkeypatch.setattr(pipeline, "STEPS", [*pipeline.STEPS, "pool_helpers:hang_step"])
-    monkeypatch.setattr(pipeline, "_steps", None)
+    monkeypatch.setattr(steps, "STEPS", (*steps.STEPS, hang_step))
     config = setup_gateway(gateway_home, "rate_limit_account = 0\nrate_limit_client = 0\n")
     with ServerThread(config) as server, submission(config, server.ports["submission"]) as c:
         stuck = message(DOCTOR, PHARMACIST, "stuck", X_Test_Hang="yes")
@@ -176,4 +177,3 @@ def test_a_message_stuck_in_the_pool_gets_a_temporary_failure(gateway_home, monk
         assert c.send_message(message(DOCTOR, PHARMACIST, "next")) == {}
     assert [b"Subject: next" in m.data for m in inbox(config, PHARMACIST)] == [True]
     assert "not processed in time" in caplog.text and "Traceback" not in caplog.text
-    monkeypatch.setattr(pipeline, "_steps", None)

@@ -282,22 +282,24 @@ def _tls_session(port: int, ctx: ssl.SSLContext, session: ssl.SSLSession | None 
     return reused, session
 
 
-def test_tls_sessions_resume_on_every_worker(gateway_home, monkeypatch):
+def test_tls_sessions_resume_on_every_worker(gateway_home):
     """`mssgw serve` calls `prepare` before forking, so every worker shares the TLS contexts
     and their ticket key: a mail client's session resumes on whichever worker it reaches (two
     listeners here stand for two workers)."""
+    from gateway.runtime import Runtime
     from gateway.smtp import service
 
     config = setup_gateway(gateway_home)
-    monkeypatch.setattr(service._tls, "made", None)
     with ServerThread(config) as a, ServerThread(config) as b:
         ctx = client_context(config)
         _, session = _tls_session(a.ports["submission-tls"], ctx)
         assert _tls_session(a.ports["submission-tls"], ctx, session)[0]  # same worker
         assert not _tls_session(b.ports["submission-tls"], ctx, session)[0]  # its own key
 
-    service.prepare(config)
-    with ServerThread(config) as a, ServerThread(config) as b:
+    supervisor = Runtime(config)
+    service.prepare(supervisor)
+    with ServerThread(config, parent=supervisor) as a, \
+            ServerThread(config, parent=supervisor) as b:
         ctx = client_context(config)
         _, session = _tls_session(a.ports["submission-tls"], ctx)
         assert _tls_session(b.ports["submission-tls"], ctx, session)[0]

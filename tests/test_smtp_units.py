@@ -249,12 +249,14 @@ def gw(gateway_home):
 def test_pipeline_rejection_sends_a_dsn(gw, monkeypatch):
     config, server = gw
 
-    async def refuse_pharmacy(msg: pipeline.Message, outcome: pipeline.Outcome):
+    async def refuse_pharmacy(pipe: pipeline.Pipeline, msg: pipeline.Message,
+                              outcome: pipeline.Outcome):
+        assert pipe is server.gw.pipeline and pipe.config == config
         assert msg.authenticated == DOCTOR and msg.channel == "submission"
         assert msg.data.startswith(b"Received: ")
         return outcome.reject(PHARMACY, "5.6.0", "the prescription could not be read")
 
-    monkeypatch.setattr(pipeline, "_steps", [refuse_pharmacy])
+    monkeypatch.setattr(server.gw.pipeline, "steps", [refuse_pharmacy])
     with submission(config, server.ports["submission"]) as c:
         c.send_message(message(DOCTOR, f"{PHARMACY}, {PHARMACIST}", "Ordonnance"))
     assert len(inbox(config, PHARMACIST)) == 1 and inbox(config, PHARMACY) == []
@@ -267,10 +269,10 @@ def test_pipeline_rejection_sends_a_dsn(gw, monkeypatch):
 def test_pipeline_failure_is_temporary_and_stores_nothing(gw, monkeypatch):
     config, server = gw
 
-    async def broken(msg, outcome):
+    async def broken(pipe, msg, outcome):
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(pipeline, "_steps", [broken])
+    monkeypatch.setattr(server.gw.pipeline, "steps", [broken])
     with submission(config, server.ports["submission"]) as c, pytest.raises(
         smtplib.SMTPDataError
     ) as err:
@@ -279,18 +281,21 @@ def test_pipeline_failure_is_temporary_and_stores_nothing(gw, monkeypatch):
     assert inbox(config, PHARMACIST) == [] and inbox(config, DOCTOR) == []
 
 
-async def test_run_cpu_uses_a_process_pool():
+async def test_run_cpu_uses_a_process_pool(gateway_home):
     import os
 
+    from gateway.config import load_config
+
+    pipe = pipeline.Pipeline(load_config(gateway_home / "config.toml"))
     try:
-        pid = await pipeline.run_cpu(os.getpid)
+        pid = await pipe.run_cpu(os.getpid)
         assert pid != os.getpid()
-        assert await pipeline.run_cpu(sum, [1, 2, 3]) == 6
+        assert await pipe.run_cpu(sum, [1, 2, 3]) == 6
         # Two calls at once run in two processes: one computes while the other waits.
-        both = await asyncio.gather(*(pipeline.run_cpu(_pid_after, 0.3) for _ in range(2)))
+        both = await asyncio.gather(*(pipe.run_cpu(_pid_after, 0.3) for _ in range(2)))
         assert len(set(both)) == 2
     finally:
-        pipeline.shutdown()
+        pipe.shutdown()
 
 
 def _pid_after(seconds: float) -> int:
@@ -311,12 +316,9 @@ def _pid_after(seconds: float) -> int:
 ])
 def test_pool_size(monkeypatch, cores, workers, expected):
     import os
-    from types import SimpleNamespace
 
     monkeypatch.setattr(os, "cpu_count", lambda: cores)
-    monkeypatch.setattr(pipeline, "_config", SimpleNamespace(
-        gateway=SimpleNamespace(workers=workers)))
-    assert pipeline.pool_size() == expected
+    assert pipeline.pool_size(workers) == expected
 
 
 async def test_group_commit_records_conversations_with_the_batch(tmp_path):

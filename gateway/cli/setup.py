@@ -1,60 +1,66 @@
 """`mssgw init` and `mssgw serve`: bring a gateway home to life, then run its listeners.
 
-`init` runs every capability's initialise step in order. A step takes the configuration and
-returns the lines describing what it created; it must be idempotent (a second run creates nothing
-and returns no lines), so a second `mssgw init` changes nothing and says so.
+`init` runs every capability's initialise step in order, with the command's root. A step
+returns the lines describing what it created; it must be idempotent (a second run creates
+nothing and returns no lines), so a second `mssgw init` changes nothing and says so.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 from collections.abc import Callable
 from typing import Any
 
-from gateway.cli import add_command, config_of
-from gateway.config import Config
+from gateway.cli import add_command, runtime_of
+from gateway.directory import demo as directory_demo
+from gateway.directory import setup as directory_setup
+from gateway.pki import ca as pki_ca
+from gateway.pki import demo as pki_demo
+from gateway.runtime import Runtime
 
-# "module:function", each `(config: Config) -> list[str]`, run in this order.
-INIT_STEPS: list[str] = [
-    "gateway.storage_layout:initialise",
-    "gateway.directory.setup:initialise",
-    "gateway.pki.ca:initialise",
-]
-
-# Registers the demo population; `(config: Config) -> list[str]` (empty when already there).
-DEMO_STEP: str | None = "gateway.directory.demo:register"
-# Further demo steps, run after DEMO_STEP, same signature (e.g. the demo's certificates).
-DEMO_EXTRA_STEPS: list[str] = [
-    "gateway.pki.demo:issue_certificates",
-]
+InitStep = Callable[[Runtime], list[str]]
 
 
-def _resolve(spec: str) -> Callable[[Config], list[str]]:
-    module, _, func = spec.partition(":")
-    fn: Callable[[Config], list[str]] = getattr(importlib.import_module(module), func)
-    return fn
+def _storage(runtime: Runtime) -> list[str]:
+    """The backend's own step: folders (embedded), schema."""
+    return runtime.storage.initialise()
+
+
+def _pki(runtime: Runtime) -> list[str]:
+    return pki_ca.initialise(runtime.config)
+
+
+# Run in this order by `mssgw init`.
+INIT_STEPS: tuple[InitStep, ...] = (
+    _storage,
+    directory_setup.initialise,
+    _pki,
+)
+
+# Run after them by `mssgw init --demo`: the demo population, then what it needs (e.g. its
+# certificates).
+DEMO_STEPS: tuple[InitStep, ...] = (
+    directory_demo.register,
+    pki_demo.issue_certificates,
+)
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    config = config_of(args)
+    runtime = runtime_of(args)
     done: list[str] = []
-    for spec in INIT_STEPS:
-        done += _resolve(spec)(config)
-    if args.demo and DEMO_STEP:
-        done += _resolve(DEMO_STEP)(config)
-        for spec in DEMO_EXTRA_STEPS:
-            done += _resolve(spec)(config)
+    for step in INIT_STEPS + (DEMO_STEPS if args.demo else ()):
+        done += step(runtime)
     if done:
         for line in done:
             print(line)
-        print(f"initialised the gateway in {config.home}")
+        print(f"initialised the gateway in {runtime.config.home}")
     else:
-        print(f"already initialised in {config.home}: nothing to do")
+        print(f"already initialised in {runtime.config.home}: nothing to do")
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from gateway.cli import config_of
     from gateway.server import serve
 
     return serve(config_of(args))

@@ -116,6 +116,8 @@ class QuotaSection:
 class DocumentsSection:
     cda_schema: str = "../shared/ci-sis/infrastructure/cda/CDA_extended.xsd"
     schematron_dir: str = "../shared/ci-sis/schematrons"
+    # The schematrons compiled to XSLT (ISO chain), keyed by the kit's content: outside the kit.
+    schematron_cache: str = "var/cache/schematrons"
     # OID of the patients' INS in the documents we build: .8 INS-NIR in production, .10 test INS.
     patient_ins_root: str = "1.2.250.1.213.1.4.10"
 

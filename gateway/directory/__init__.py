@@ -1,7 +1,6 @@
 """The trust directory: mailboxes, the identities behind them, and trust-space domains.
 
-    from gateway.directory import open_directory
-    directory = open_directory(config, actor="alice")   # a Directory (SQLite by default)
+    directory = runtime.directory                      # a Directory, from the process's root
     mailbox = directory.get("dr.martin@mssgw.localhost")
 
 See repository.py for the interface, auth.py for the servers' Authenticator.
@@ -25,16 +24,11 @@ from gateway.directory.repository import Directory, DuplicateMailbox, UnknownMai
 
 
 def open_directory(config: Config, actor: str = "gateway") -> Directory:
-    """The directory named by the configuration; changes are audited under `actor`."""
-    from gateway.directory.sqlite import SQLiteDirectory
+    """The configured directory on its own; changes are audited under `actor` (tests and
+    tools; a process of the gateway takes its root's, `Runtime.directory`)."""
+    from gateway.runtime import storage_for
 
-    return SQLiteDirectory.open(
-        config.database_path,
-        patient_domain=config.gateway.patient_domain,
-        audit_path=config.audit_log_path,
-        actor=actor,
-        min_password_length=config.auth.min_password_length,
-    )
+    return storage_for(config).directory(actor)
 
 
 def own_domains(config: Config) -> list[str]:

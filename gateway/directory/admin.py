@@ -29,10 +29,12 @@ from gateway.directory.model import (
 )
 from gateway.directory.repository import Directory, UnknownDomain, WhitelistChange
 from gateway.directory.validate import InvalidField, MissingField
+from gateway.directory.validate import savoir_faire as checked_savoir_faire
 
 # Fields `update` accepts (the CLI's options, the API's JSON keys, the console's form fields).
 UPDATE_FIELDS = (
     "display_name", "rpps", "adeli", "family_name", "given_name", "profession", "specialty",
+    "savoir_faire",
     "structure", "title", "finess", "siret", "name", "kind", "address", "phone", "birth_name",
     "given_names", "sex", "birth_date", "birth_place", "objects_to_prescriber_feedback",
 )
@@ -130,7 +132,7 @@ class MailboxService:
         family_name: str | None = None, given_name: str | None = None,
         profession: str | None = None, specialty: str | None = None,
         structure: str | None = None, title: str | None = None, phone: str | None = None,
-        display_name: str | None = None,
+        display_name: str | None = None, savoir_faire: str | None = None,
     ) -> Mailbox:
         self._write()
         rpps, adeli = _opt(rpps), _opt(adeli)
@@ -145,6 +147,7 @@ class MailboxService:
             rpps=rpps, adeli=adeli, family_name=family_name or "", given_name=given_name or "",
             profession=_req(profession, "profession"), specialty=_opt(specialty),
             structure=_opt(structure), title=_opt(title), phone=_opt(phone),
+            savoir_faire=checked_savoir_faire(_opt(savoir_faire)),
         )
         return self.directory.add_professional(_req(email, "email"), p, _opt(display_name))
 

@@ -1,31 +1,33 @@
 """Password authentication for the SMTP submission and IMAP servers.
 
-    auth = Authenticator.from_config(config)            # once per worker process
+    auth = runtime.authenticator                         # once per process, from its root
     result = await auth.authenticate(address, password, client_ip)
     if result.ok: session.mailbox = result.mailbox      # else answer 535 / NO, log result.reason
 
-- scrypt runs in a small pool of threads of its own (`verifier`), never on the event loop, and
-  never more at once than the worker's share of the cores: each check allocates 16 MiB, and
-  with asyncio's default executor (up to cpu+4 threads per worker, one malloc arena each) a
-  burst of first logins left ~680 MB in the workers' arenas for good (bench_memory: 1,000
-  logins, 818 MB in all). More threads than cores would not verify faster anyway. The 16 MiB
-  blocks are also kept out of the arenas (`_large_blocks_unmapped`), so the memory comes back
-  after each check.
+- scrypt runs in a small pool of threads of its own (`verifier`, which the process's root
+  sizes to the worker's share of the cores), never on the event loop: each check allocates
+  16 MiB, and with asyncio's default executor (up to cpu+4 threads per worker, one malloc arena
+  each) a burst of first logins left ~380 MB in the workers' arenas for good (bench_memory:
+  1,000 distinct logins, 818 MB in all before, 436 after). More threads than cores would not
+  verify faster anyway. The 16 MiB blocks are also kept out of the arenas
+  (`_large_blocks_unmapped`), so that memory goes back to the system after each check.
 - A verified address+password is cached for `[auth] cache_ttl` seconds (like Dovecot's auth
-  cache), keyed by an HMAC, so the cache never holds a password. The HMAC key (`cache_secret`)
-  lives only in memory: `mssgw serve` creates it before it forks its workers, so every worker
-  and every service (SMTP, IMAP) computes the same keys, and the verified logins are shared
-  through the database (table `auth_verified`: HMAC, a digest of the stored hash, expiry). A
+  cache), keyed by an HMAC, so the cache never holds a password. The HMAC key lives only in memory:
+  `mssgw serve` creates it before it forks its workers and gives it to each worker's root
+  (`gateway.runtime`), so every worker and every service (SMTP, IMAP) computes the same keys,
+  and the verified logins are shared through the throttle (`LoginThrottle`; embedded: table
+  `auth_verified`: HMAC, a digest of the stored hash, expiry). A
   client's next connection usually lands on another worker: without the shared table each
   worker would run scrypt again for it. A copy of the database alone gives nothing to test
   passwords against (the HMAC key is not in it).
   The cache never weakens the rules: every call still reads the mailbox's state and password hash
   (one primary-key lookup) and refuses a suspended mailbox or a changed password at once, and
   lockouts are checked before the cache.
-- Failed logins are recorded in the database (component "auth"), so a lockout holds across every
-  worker process: an account is locked after `account_max_failures` failures within
-  `account_window` seconds, a client address (an IPv6 client by its /64) after
-  `client_max_failures` within `client_window`. A success clears the account's failures.
+- Failed logins are recorded by the throttle (embedded: the database, component "auth"), so a
+  lockout holds across every worker process (and every gateway sharing the store): an account
+  is locked after `account_max_failures` failures within `account_window` seconds, a client
+  address (an IPv6 client by its /64) after `client_max_failures` within `client_window`. A
+  success clears the account's failures.
 - Unknown addresses cost as much time as known ones (a dummy scrypt), so timing does not reveal
   which mailboxes exist. Servers should answer every failure the same way; `reason` is for logs.
 """
@@ -41,16 +43,18 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 
-from gateway.config import AuthSection, Config
+from gateway.config import AuthSection
 from gateway.db import connect, migrate, transaction
 from gateway.directory.model import Mailbox, MailboxState
 from gateway.directory.passwords import dummy_verify, verify_password
 from gateway.directory.repository import Directory
+from gateway.directory.throttle import LoginThrottle
 
 COMPONENT = "auth"
 MIGRATIONS = [
@@ -69,12 +73,11 @@ MIGRATIONS = [
     """,
 ]
 
-_secret: bytes | None = None
 _verifiers: dict[int, ThreadPoolExecutor] = {}
 _verifiers_lock = threading.Lock()
 
 
-def verifier(threads: int) -> ThreadPoolExecutor:
+def verifier(threads: int = 1) -> ThreadPoolExecutor:
     """The process's pool of `threads` password-checking threads (shared by SMTP and IMAP)."""
     with _verifiers_lock:
         pool = _verifiers.get(threads)
@@ -85,11 +88,11 @@ def verifier(threads: int) -> ThreadPoolExecutor:
         return pool
 
 
-def verifier_threads(config: Config) -> int:
-    """The worker's share of the cores (at least one): scrypt is CPU-bound."""
+def verifier_threads(workers: int) -> int:
+    """A worker's share of the cores (at least one) for `workers` worker processes (0: one per
+    core): scrypt is CPU-bound, more threads only hold more 16 MiB buffers at once."""
     cores = os.cpu_count() or 1
-    workers = config.gateway.workers or cores
-    return max(1, -(-cores // workers))
+    return max(1, -(-cores // (workers or cores)))
 
 
 def _large_blocks_unmapped() -> None:
@@ -103,16 +106,6 @@ def _large_blocks_unmapped() -> None:
     m_mmap_threshold = -3  # <malloc.h>
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).mallopt(m_mmap_threshold, 1 << 20)
-
-
-def cache_secret() -> bytes:
-    """The HMAC key of the credential cache: random, in memory only, one per process tree.
-    A supervisor calls this before forking its workers so they share it (and thus the entries
-    of `auth_verified`); a process that did not inherit one makes its own."""
-    global _secret
-    if _secret is None:
-        _secret = os.urandom(32)
-    return _secret
 
 
 class AuthReason(StrEnum):
@@ -139,16 +132,24 @@ class AuthResult:
         return self.reason is AuthReason.OK
 
 
-class FailureLog:
-    """Failed logins per (scope, key) with their time, shared by every process via SQLite."""
+class SQLiteThrottle:
+    """`LoginThrottle` in the gateway's SQLite database (component "auth"): failed logins per
+    (scope, key) with their time, and the verified logins every process of the gateway reads.
+    Thread-safe (one lock around one connection)."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self._lock = threading.Lock()
         migrate(conn, COMPONENT, MIGRATIONS)
 
+    @classmethod
+    def open(cls, path: Path) -> SQLiteThrottle:
+        return cls(connect(path))
+
+    def close(self) -> None:
+        self.conn.close()
+
     def recent(self, scope: str, key: str, since: float) -> tuple[int, float | None]:
-        """(failures since `since`, time of the oldest of them)."""
         with self._lock:
             row = self.conn.execute(
                 "SELECT count(*), min(at) FROM auth_failure"
@@ -157,7 +158,7 @@ class FailureLog:
             ).fetchone()
         return int(row[0]), row[1]
 
-    def record(self, entries: list[tuple[str, str]], at: float, keep_since: float) -> None:
+    def record(self, entries: Sequence[tuple[str, str]], at: float, keep_since: float) -> None:
         with self._lock, transaction(self.conn):
             self.conn.execute("DELETE FROM auth_failure WHERE at < ?", (keep_since,))
             for scope, key in entries:
@@ -169,18 +170,7 @@ class FailureLog:
         with self._lock, transaction(self.conn):
             self.conn.execute("DELETE FROM auth_failure WHERE scope = ? AND key = ?", (scope, key))
 
-
-class VerifiedLogins:
-    """The credential cache's shared half: entries (HMAC of address and password, SHA-256 of
-    the stored hash, expiry) every process of the gateway can read. Uses the FailureLog's
-    connection and lock (same database, same component)."""
-
-    def __init__(self, failures: FailureLog) -> None:
-        self.conn = failures.conn
-        self._lock = failures._lock
-
-    def expiry(self, key: bytes, hash_digest: bytes, now: float) -> float | None:
-        """When the entry for `key` expires, if it exists, is live and matches the hash."""
+    def verified_until(self, key: bytes, hash_digest: bytes, now: float) -> float | None:
         with self._lock:
             row = self.conn.execute(
                 "SELECT expires FROM auth_verified WHERE key = ? AND hash_digest = ?"
@@ -189,7 +179,7 @@ class VerifiedLogins:
             ).fetchone()
         return float(row[0]) if row else None
 
-    def add(self, key: bytes, hash_digest: bytes, expires: float, now: float) -> None:
+    def add_verified(self, key: bytes, hash_digest: bytes, expires: float, now: float) -> None:
         # Expired entries go at each insert (one per scrypt run): the table holds the logins of
         # the last cache_ttl seconds, and only of people who knew their password.
         with self._lock, transaction(self.conn):
@@ -199,6 +189,9 @@ class VerifiedLogins:
                 " VALUES (?, ?, ?)",
                 (key, hash_digest, expires),
             )
+
+
+FailureLog = SQLiteThrottle  # its former name
 
 
 def client_key(client_ip: str | None) -> str:
@@ -232,44 +225,37 @@ class Authenticator:
     def __init__(
         self,
         directory: Directory,
-        failures: FailureLog,
+        failures: LoginThrottle,
         settings: AuthSection | None = None,
         *,
         clock: Callable[[], float] = time.time,
         executor: Executor | None = None,
+        secret: bytes | None = None,
     ) -> None:
         self.directory = directory
         self.failures = failures
         self.settings = settings or AuthSection()
         self.clock = clock
         self.executor = executor
-        self.verified = VerifiedLogins(failures)
         self._cache: OrderedDict[bytes, _CacheEntry] = OrderedDict()
         self._cache_lock = threading.Lock()
-        self._cache_key = cache_secret()
-
-    @classmethod
-    def from_config(cls, config: Config, directory: Directory | None = None) -> Authenticator:
-        from gateway.directory import open_directory
-
-        return cls(
-            directory or open_directory(config),
-            FailureLog(connect(config.database_path)),
-            config.auth,
-            executor=verifier(verifier_threads(config)),
-        )
+        # The HMAC key of the credential cache: random, in memory only. `mssgw serve` makes one
+        # in the supervisor and gives it to every worker's root, so that they compute the same
+        # keys and share the throttle's verified logins; an authenticator without one makes its
+        # own (its entries are then its own).
+        self._cache_key = secret if secret is not None else os.urandom(32)
 
     # --- the two entry points ----------------------------------------------------------------
 
     async def authenticate(self, address: str, password: str, client_ip: str | None) -> AuthResult:
-        """Check a login without blocking the event loop (scrypt runs in the executor: by
-        default the process's verifier pool of one thread)."""
+        """Check a login without blocking the event loop (scrypt runs in the executor; by
+        default the process's verifier pool)."""
         early = self._before_verify(address, password, client_ip)
         if isinstance(early, AuthResult):
             return early
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            self.executor or verifier(1), self._verify, address, password, client_ip, early
+            self.executor or verifier(), self._verify, address, password, client_ip, early
         )
 
     def authenticate_sync(self, address: str, password: str, client_ip: str | None) -> AuthResult:
@@ -323,7 +309,7 @@ class Authenticator:
                 entry = self._cache.get(key)
             # The stored hash must be the one verified: a new password invalidates the entry.
             if not (entry and entry.expires > now and entry.password_hash == cred.password_hash):
-                expires = self.verified.expiry(key, _digest(cred.password_hash), now)
+                expires = self.failures.verified_until(key, _digest(cred.password_hash), now)
                 entry = None
                 if expires is not None:  # verified by another process
                     entry = _CacheEntry(cred.password_hash, expires)
@@ -359,7 +345,7 @@ class Authenticator:
             key, now = self._key(addr, password), self.clock()
             entry = _CacheEntry(stored, now + self.settings.cache_ttl)
             self._remember(key, entry)
-            self.verified.add(key, _digest(stored), entry.expires, now)
+            self.failures.add_verified(key, _digest(stored), entry.expires, now)
         return AuthResult(AuthReason.OK, addr, mailbox)
 
     def _password_allowed(self, mailbox: Mailbox) -> bool:

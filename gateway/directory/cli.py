@@ -8,13 +8,11 @@ import getpass
 import sys
 from typing import Any
 
-from gateway import audit
 from gateway.admins.model import Caller
 from gateway.audit import local_actor
-from gateway.cli import add_command, command_group, config_of, print_json
-from gateway.directory import open_directory
+from gateway.cli import add_command, command_group, print_json, runtime_of
 from gateway.directory.admin import MailboxService, identifier_of, mailbox_dict, plain
-from gateway.directory.codes import PROFESSIONS
+from gateway.directory.codes import PROFESSIONS, SAVOIR_FAIRE
 from gateway.directory.model import Mailbox, MailboxKind, MailboxState, OrganisationKind
 from gateway.errors import GatewayError
 
@@ -22,11 +20,8 @@ KIND_CHOICES = [k.value for k in OrganisationKind]
 
 
 def _service(args: argparse.Namespace) -> MailboxService:
-    config = config_of(args)
-    user = local_actor()
-    return MailboxService(
-        open_directory(config, actor=user), audit.recorder(config), Caller.local(user)
-    )
+    rt = runtime_of(args)  # its directory audits changes under the local user
+    return MailboxService(rt.directory, rt.audit.record, Caller.local(local_actor()))
 
 
 def _print_added(args: argparse.Namespace, m: Mailbox) -> None:
@@ -44,7 +39,7 @@ def cmd_add_professional(args: argparse.Namespace) -> None:
         email=args.email, rpps=args.rpps, adeli=args.adeli, family_name=args.family_name,
         given_name=args.given_name, profession=args.profession, specialty=args.specialty,
         structure=args.structure, title=args.title, phone=args.phone,
-        display_name=args.display_name,
+        display_name=args.display_name, savoir_faire=args.savoir_faire,
     )
     _print_added(args, m)
 
@@ -110,6 +105,10 @@ def cmd_show(args: argparse.Namespace) -> None:
                 continue
             if f.name == "profession":
                 value = f"{value} ({PROFESSIONS.get(str(value), '?')})"
+            elif f.name in ("specialty", "savoir_faire"):
+                codes = [value] if isinstance(value, str) else list(value)
+                value = ", ".join(f"{c} ({SAVOIR_FAIRE[c]})" if c in SAVOIR_FAIRE else str(c)
+                                  for c in codes)
             label = f.name.replace("_", " ") + ":"
             print(f"{label:<14}{str(value).replace(chr(10), ' / ')}")
     print(f"created:      {plain(m.created_at)}")
@@ -127,6 +126,8 @@ _UPDATE_FIELDS = [
     ("--given-name", "given_name", "PER: given name"),
     ("--profession", "profession", "PER: TRE_G15 profession code"),
     ("--specialty", "specialty", "PER: TRE_R38 specialty code ('' clears it)"),
+    ("--savoir-faire", "savoir_faire",
+     "PER: JDV_J107 codes beyond the specialty, e.g. C35,CAPA06 ('' clears them)"),
     ("--structure", "structure", "PER: address of the ORG mailbox ('' clears it)"),
     ("--title", "title", "PER: title, e.g. Dr ('' clears it)"),
     ("--finess", "finess", "ORG: FINESS number"),
@@ -204,6 +205,11 @@ def register(sub: Any) -> None:
         help="TRE_G15 code: 10 médecin, 21 pharmacien, 60 infirmier...",
     )
     p.add_argument("--specialty", help="TRE_R38 code, e.g. SM26 (médecine générale)")
+    p.add_argument(
+        "--savoir-faire", metavar="CODES",
+        help="further savoir-faire of the RPPS (JDV_J107 codes, comma-separated): competences"
+        " (C35 cancérologie), capacities (CAPA06 gérontologie), FST (SST24 sommeil)...",
+    )
     p.add_argument("--structure", help="address of the ORG mailbox they practise in")
     p.add_argument("--title", help="e.g. Dr")
     p.add_argument("--phone")

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import secrets
 from datetime import date
+from typing import TYPE_CHECKING
 
-from gateway.audit import local_actor
-from gateway.config import Config
-from gateway.directory import open_directory
 from gateway.directory.model import (
     Application,
     Organisation,
@@ -20,6 +18,9 @@ from gateway.directory.model import (
     Patient,
     Professional,
 )
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime
 
 # The doctor: a general practitioner (médecin, qualified in general medicine).
 DOCTOR_LOCAL = "dr.martin"
@@ -86,13 +87,13 @@ def robot_address(domain: str) -> str:
     return f"{ROBOT_LOCAL}@{domain}"
 
 
-def register(config: Config) -> list[str]:
+def register(runtime: Runtime) -> list[str]:
     """DEMO_STEP of `mssgw init --demo`: add whatever demo mailbox is missing, with a password.
 
     Passwords are random and printed once, when the mailbox is created.
     """
-    domain = config.gateway.domain.lower()
-    directory = open_directory(config, actor=local_actor())
+    domain = runtime.config.gateway.domain.lower()
+    directory = runtime.directory
     practice = Organisation(
         finess=None,
         siret=PRACTICE_SIRET,
@@ -154,19 +155,14 @@ def register(config: Config) -> list[str]:
     ]
     lines: list[str] = []
     existing: list[str] = []
-    try:
-        for label, address, add in steps:
-            if directory.get(address) is not None:
-                existing.append(address)
-                continue
-            mailbox = add(address)
-            password = secrets.token_urlsafe(12)
-            directory.set_password(address, password)
-            lines.append(
-                f"demo {label}: {address} ({mailbox.display_name}) password: {password}"
-            )
-    finally:
-        directory.close()
+    for label, address, add in steps:
+        if directory.get(address) is not None:
+            existing.append(address)
+            continue
+        mailbox = add(address)
+        password = secrets.token_urlsafe(12)
+        directory.set_password(address, password)
+        lines.append(f"demo {label}: {address} ({mailbox.display_name}) password: {password}")
     if not lines:
         print(f"the demo population already exists ({len(existing)} mailboxes, e.g. "
               f"{doctor_address(domain)}); its passwords were printed when it was created")

@@ -52,6 +52,7 @@ def _professional(p: Professional) -> Professional:
         structure=v.address(p.structure, "structure") if p.structure else None,
         title=v.text(p.title, "title", required=False, max_len=20) or None,
         phone=v.phone(p.phone),
+        savoir_faire=v.savoir_faire(p.savoir_faire),
     )
 
 

@@ -41,6 +41,10 @@ class Professional:
     structure: str | None = None  # address of the ORG mailbox they practise in
     title: str | None = None  # e.g. "Dr"
     phone: str | None = None
+    # Further savoir-faire the RPPS records beside the specialty (JDV_J107 codes: competences
+    # "C35" cancérologie, capacities "CAPA06" gérontologie, FST "SST24" sommeil...): what the
+    # drug database's "prescription réservée aux ..." conditions are checked against.
+    savoir_faire: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -79,68 +79,11 @@ class WhitelistChange:
         }
 
 
-class Directory(Protocol):
-    """Mailboxes and trust-space domains. Addresses are compared lower-case."""
+class TrustDomains(Protocol):
+    """The trust space as this gateway sees it: our own domains and the peers (operators) of
+    the national whitelist, with the certificate DNs each may present. What the SMTP policy,
+    the relay and the outbound queue ask; names are compared lower-case."""
 
-    patient_domain: str
-
-    # --- mailboxes -------------------------------------------------------------------------
-    def add_professional(
-        self, address: str, professional: Professional, display_name: str | None = None
-    ) -> Mailbox: ...
-
-    def add_organisation(
-        self, address: str, organisation: Organisation, display_name: str | None = None
-    ) -> Mailbox: ...
-
-    def add_patient(self, patient: Patient, address: str | None = None) -> Mailbox:
-        """Register a patient; the address defaults to `<INS>@patient.<domain>`."""
-        ...
-
-    def add_application(self, address: str, application: Application) -> Mailbox: ...
-
-    def get(self, address: str) -> Mailbox | None: ...
-
-    def require(self, address: str) -> Mailbox:
-        """Like get(), but raises UnknownMailbox."""
-        ...
-
-    def find_by_rpps(self, rpps: str) -> Mailbox | None: ...
-
-    def find_by_adeli(self, adeli: str) -> Mailbox | None: ...
-
-    def find_by_ins(self, ins: str) -> Mailbox | None: ...
-
-    def find_by_finess(self, finess: str) -> list[Mailbox]: ...
-
-    def list_mailboxes(
-        self,
-        *,
-        kind: MailboxKind | None = None,
-        domain: str | None = None,
-        search: str | None = None,
-        state: MailboxState | None = None,
-    ) -> list[Mailbox]: ...
-
-    def update(self, address: str, **changes: Any) -> Mailbox:
-        """Change fields of the mailbox's identity (e.g. family_name=..., structure=...)."""
-        ...
-
-    def suspend(self, address: str) -> Mailbox: ...
-
-    def resume(self, address: str) -> Mailbox: ...
-
-    def delete(self, address: str) -> None: ...
-
-    def set_password(self, address: str, password: str) -> None: ...
-
-    def verify_password(self, address: str, password: str) -> bool:
-        """Slow (scrypt): call it off the event loop. Suspended mailboxes never verify."""
-        ...
-
-    def credentials(self, address: str) -> Credentials | None: ...
-
-    # --- trust-space domains ---------------------------------------------------------------
     def register_own_domains(self, names: Sequence[str]) -> list[str]:
         """Mark `names` as ours (idempotent); returns the names newly registered."""
         ...
@@ -205,5 +148,70 @@ class Directory(Protocol):
         changes nothing.
         """
         ...
+
+    def close(self) -> None: ...
+
+
+class Directory(TrustDomains, Protocol):
+    """Mailboxes, and the trust-space domains (`TrustDomains`). Addresses are compared
+    lower-case."""
+
+    patient_domain: str
+
+    # --- mailboxes -------------------------------------------------------------------------
+    def add_professional(
+        self, address: str, professional: Professional, display_name: str | None = None
+    ) -> Mailbox: ...
+
+    def add_organisation(
+        self, address: str, organisation: Organisation, display_name: str | None = None
+    ) -> Mailbox: ...
+
+    def add_patient(self, patient: Patient, address: str | None = None) -> Mailbox:
+        """Register a patient; the address defaults to `<INS>@patient.<domain>`."""
+        ...
+
+    def add_application(self, address: str, application: Application) -> Mailbox: ...
+
+    def get(self, address: str) -> Mailbox | None: ...
+
+    def require(self, address: str) -> Mailbox:
+        """Like get(), but raises UnknownMailbox."""
+        ...
+
+    def find_by_rpps(self, rpps: str) -> Mailbox | None: ...
+
+    def find_by_adeli(self, adeli: str) -> Mailbox | None: ...
+
+    def find_by_ins(self, ins: str) -> Mailbox | None: ...
+
+    def find_by_finess(self, finess: str) -> list[Mailbox]: ...
+
+    def list_mailboxes(
+        self,
+        *,
+        kind: MailboxKind | None = None,
+        domain: str | None = None,
+        search: str | None = None,
+        state: MailboxState | None = None,
+    ) -> list[Mailbox]: ...
+
+    def update(self, address: str, **changes: Any) -> Mailbox:
+        """Change fields of the mailbox's identity (e.g. family_name=..., structure=...)."""
+        ...
+
+    def suspend(self, address: str) -> Mailbox: ...
+
+    def resume(self, address: str) -> Mailbox: ...
+
+    def delete(self, address: str) -> None: ...
+
+    def set_password(self, address: str, password: str) -> None: ...
+
+    def verify_password(self, address: str, password: str) -> bool:
+        """Slow (scrypt): call it off the event loop. Suspended mailboxes never verify."""
+        ...
+
+    def credentials(self, address: str) -> Credentials | None: ...
 
     def close(self) -> None: ...

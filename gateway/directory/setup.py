@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-from gateway.audit import local_actor
-from gateway.config import Config
-from gateway.directory import open_directory, own_domains
+from gateway.directory import own_domains
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime
 
 
-def initialise(config: Config) -> list[str]:
-    directory = open_directory(config, actor=local_actor())
-    try:
-        added = directory.register_own_domains(own_domains(config))
-    finally:
-        directory.close()
+def initialise(runtime: Runtime) -> list[str]:
+    config = runtime.config
+    added = runtime.directory.register_own_domains(own_domains(config))
     # The database holds password hashes and patients' identities: only our account reads it.
     for suffix in ("", "-wal", "-shm"):
         path = f"{config.database_path}{suffix}"

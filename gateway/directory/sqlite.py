@@ -121,6 +121,7 @@ def _details_json(identity: Any) -> str:
 def _identity(kind: MailboxKind, details: str, structure: str | None) -> Any:
     data = json.loads(details)
     if kind is MailboxKind.PER:
+        data["savoir_faire"] = tuple(data.get("savoir_faire") or ())
         return Professional(**data, structure=structure)
     if kind is MailboxKind.ORG:
         data["kind"] = OrganisationKind(data["kind"])

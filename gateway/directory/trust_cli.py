@@ -7,17 +7,15 @@ from typing import Any
 
 from gateway.admins.model import Caller
 from gateway.audit import local_actor
-from gateway.cli import add_command, command_group, config_of, print_json
-from gateway.directory import open_directory
+from gateway.cli import add_command, command_group, print_json, runtime_of
 from gateway.directory.admin import TrustService, domain_dict, whitelist_report
 
 
 def _service(args: argparse.Namespace) -> TrustService:
-    user = local_actor()
-    config = config_of(args)
+    rt = runtime_of(args)  # its directory audits changes under the local user
     return TrustService(
-        open_directory(config, actor=user), Caller.local(user),
-        max_removed_share=config.trust.max_removed_share,
+        rt.directory, Caller.local(local_actor()),
+        max_removed_share=rt.config.trust.max_removed_share,
     )
 
 

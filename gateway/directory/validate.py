@@ -10,7 +10,7 @@ import re
 import unicodedata
 from datetime import date
 
-from gateway.directory.codes import PROFESSIONS
+from gateway.directory.codes import PROFESSIONS, SAVOIR_FAIRE
 from gateway.errors import GatewayError, InvalidIdentifier
 
 # RFC 5321 allows more, but mailbox names we create stay simple and unambiguous.
@@ -110,6 +110,25 @@ def specialty(value: str | None, field: str = "specialty") -> str | None:
     if not re.fullmatch(r"[A-Z]{1,4}[0-9]{0,3}", v):
         raise InvalidField(field, value, "a specialty is a TRE_R38 code such as SM26 or SM54")
     return v
+
+
+def savoir_faire(value: tuple[str, ...] | list[str] | str | None,
+                 field: str = "savoir-faire") -> tuple[str, ...]:
+    """JDV_J107 codes (comma- or space-separated when given as one string), each known, in the
+    order given, without repeats."""
+    if not value:
+        return ()
+    items = value.replace(",", " ").split() if isinstance(value, str) else list(value)
+    out: list[str] = []
+    for item in items:
+        code = item.strip().upper()
+        if code not in SAVOIR_FAIRE:
+            raise InvalidField(field, item, "a savoir-faire is a JDV_J107 code of the RPPS, e.g."
+                               " C35 (compétence cancérologie), CAPA06 (capacité de"
+                               " gérontologie), SST24 (FST sommeil), SM48 (rhumatologie)")
+        if code not in out:
+            out.append(code)
+    return tuple(out)
 
 
 def sex(value: str, field: str = "sex") -> str:

@@ -1,7 +1,7 @@
 """The DMP feed: patients' shared records (documents with their XDS metadata) behind an interface.
 
-    from gateway.dmp import open_dmp, Actor
-    dmp = open_dmp(config)
+    from gateway.dmp import Actor
+    dmp = runtime.dmp                       # a DocumentRepository, from the process's root
     dmp.submit(metadata, cda_bytes, actor=Actor.gateway(), signature=dsg_bytes)
     dmp.find(ins, actor=Actor.from_mailbox(mailbox), class_codes=["42"])
 
@@ -11,8 +11,6 @@ embedded implementation, `access.py` the access rule. Every access is written to
 """
 
 from __future__ import annotations
-
-import sqlite3
 
 from gateway.config import Config
 from gateway.dmp.model import (
@@ -31,15 +29,13 @@ from gateway.dmp.model import (
 from gateway.dmp.repository import DocumentRepository
 
 
-def open_dmp(config: Config, conn: sqlite3.Connection | None = None) -> DocumentRepository:
-    """The configured DMP (embedded, in the gateway's database), writing to the audit log.
-    `conn`: share a connection with the registry so that a flow commits both at once."""
-    from gateway.audit import recorder
-    from gateway.dmp.sqlite import SQLiteDMP
+def open_dmp(config: Config) -> DocumentRepository:
+    """The configured DMP on its own, writing to the audit log (tests and tools; a process of
+    the gateway takes its root's, `Runtime.dmp`; closing it closes its store)."""
+    from gateway.runtime import storage_for
 
-    if conn is not None:
-        return SQLiteDMP(conn, audit=recorder(config))
-    return SQLiteDMP.open(config.database_path, audit=recorder(config))
+    storage = storage_for(config)
+    return storage.records(storage.audit_log()).dmp
 
 
 __all__ = [

@@ -8,8 +8,8 @@ from typing import Any
 
 from gateway.admins.model import Caller
 from gateway.audit import local_actor
-from gateway.cli import add_command, command_group, config_of, print_json
-from gateway.dmp import Actor, DocumentRepository, open_dmp
+from gateway.cli import add_command, command_group, config_of, print_json, runtime_of
+from gateway.dmp import Actor, DocumentRepository
 from gateway.dmp.admin import STATUS_CHOICES, DmpService
 from gateway.errors import GatewayError
 from gateway.fileio import write_user_file
@@ -20,7 +20,7 @@ def _admin() -> Actor:
 
 
 def _dmp(args: argparse.Namespace) -> DocumentRepository:
-    return open_dmp(config_of(args))
+    return runtime_of(args).dmp
 
 
 def _service(dmp: DocumentRepository) -> DmpService:
@@ -29,17 +29,14 @@ def _service(dmp: DocumentRepository) -> DmpService:
 
 def cmd_list(args: argparse.Namespace) -> int:
     dmp = _dmp(args)
-    try:
-        entries = _service(dmp).find(
-            args.patient,
-            class_codes=args.class_code or (),
-            type_codes=args.type_code or (),
-            date_from=args.date_from,
-            date_to=args.date_to,
-            status=args.status,
-        )
-    finally:
-        dmp.close()
+    entries = _service(dmp).find(
+        args.patient,
+        class_codes=args.class_code or (),
+        type_codes=args.type_code or (),
+        date_from=args.date_from,
+        date_to=args.date_to,
+        status=args.status,
+    )
     if args.json:
         print_json([e.as_dict() for e in entries])
     elif not entries:
@@ -56,10 +53,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     dmp = _dmp(args)
-    try:
-        entry = _service(dmp).show(args.unique_id)
-    finally:
-        dmp.close()
+    entry = _service(dmp).show(args.unique_id)
     data = entry.as_dict()
     if args.json:
         print_json(data)
@@ -73,10 +67,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_get(args: argparse.Namespace) -> int:
     dmp = _dmp(args)
-    try:
-        doc = _service(dmp).get(args.unique_id)
-    finally:
-        dmp.close()
+    doc = _service(dmp).get(args.unique_id)
     write_user_file(args.output, doc.content, mode=0o600)
     print(f"wrote {args.output} ({len(doc.content)} bytes, SHA-1 {doc.entry.hash})")
     if args.signature:
@@ -102,17 +93,14 @@ def cmd_import(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise GatewayError(f"{path}: cannot read: {exc.strerror}") from None
     package = read_package(data, limits)
-    dmp = open_dmp(config)
-    try:
-        entries = file_package(
-            dmp,
-            package,
-            actor=_admin(),
-            author_address=args.author,
-            prescription_id=args.prescription,
-        )
-    finally:
-        dmp.close()
+    dmp = runtime_of(args).dmp
+    entries = file_package(
+        dmp,
+        package,
+        actor=_admin(),
+        author_address=args.author,
+        prescription_id=args.prescription,
+    )
     for e in entries:
         sig = " with its signature" if e.has_signature else ""
         print(
@@ -123,20 +111,14 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_deprecate(args: argparse.Namespace) -> int:
     dmp = _dmp(args)
-    try:
-        changed = dmp.deprecate(args.unique_id, actor=_admin())
-    finally:
-        dmp.close()
+    changed = dmp.deprecate(args.unique_id, actor=_admin())
     print(f"document {args.unique_id} " + ("deprecated" if changed else "was already deprecated"))
     return 0
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
     dmp = _dmp(args)
-    try:
-        entry = dmp.delete(args.unique_id, actor=_admin())
-    finally:
-        dmp.close()
+    entry = dmp.delete(args.unique_id, actor=_admin())
     print(f"document {args.unique_id} deleted (patient {entry.metadata.patient_ins})")
     return 0
 

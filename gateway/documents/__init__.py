@@ -6,7 +6,9 @@ Public API (pure, synchronous functions; the servers run them in a process pool)
   `build.build_dispensation(d) -> bytes`;
 - `parse.parse_document(data) -> ParsedDocument` (model + problems with locations),
   `parse.parse_prescription(data)`, `parse.parse_dispensation(data)`;
-- `validate.validate_document(data, schema=, schematron_dir=, drugs=) -> ValidationReport`;
+- `validate.validate_document(data, kit=Kit(schema, schematrons, cache), layers=, drugs=,
+  deliver=) -> ValidationReport`: every layer (schema, volet of the declared version, the four
+  generic CI-SIS layers through `schematron`, own rules), each problem with its severity;
 - `form.parse_prescription_form(text, ...)`, `form.parse_dispensation_form(text, ...)`: the
   plain-text forms doctors and pharmacists mail.
 """

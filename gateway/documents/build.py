@@ -443,7 +443,7 @@ _NO_PRODUCT = _e("consumable", _e(
     "manufacturedProduct", *_PRODUCT_TEMPLATES,
     _e("manufacturedMaterial", _MATERIAL_TEMPLATE, _e("code", nullFlavor="NA"),
        _e("name", nullFlavor="NA"), classCode="MMAT", determinerCode="KIND"),
-    classCode="MANU"))
+    classCode="MANU"), typeCode="CSM")
 
 
 def _product(product: Product, ref: str) -> _Xml:
@@ -873,6 +873,9 @@ def _adapted_posology(d: Dispensation, i: int, line: DispensedLine) -> _Xml | No
     _check_phases(where, line.phases)
     start = d.date.date()
     timings = _timings(phase)
+    if not timings:
+        raise BuildError(f"{where}: an adapted posology says how often or when (the eDISP"
+                         " volet requires its frequency); say the rest in the reason")
     # The volet's SXPR_TS needs a periodic component: "every day" when the timing is only an
     # event (which StrucMin does not allow inside an SXPR_TS: it stays beside it).
     periodic = [t for t in timings if t[0] == "PIVL_TS"]

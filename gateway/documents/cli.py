@@ -24,8 +24,13 @@ def read_input(path: str, what: str = "file") -> bytes:
         raise GatewayError(f"cannot read {what} {path}: {exc.strerror}") from None
 
 
-def kit_paths(config: Config) -> tuple[Path, Path]:
-    return config.path(config.documents.cda_schema), config.path(config.documents.schematron_dir)
+def kit_of(config: Config) -> Any:
+    """The CI-SIS kit the configuration names ([documents]), with its compiled-XSLT cache."""
+    from gateway.documents.validate import Kit
+
+    docs = config.documents
+    return Kit(config.path(docs.cda_schema), config.path(docs.schematron_dir),
+               config.path(docs.schematron_cache))
 
 
 def _drugs(config: Config) -> Any:
@@ -55,21 +60,16 @@ def to_jsonable(value: Any) -> Any:
 
 def _people(config: Config) -> Any:
     """The trust directory as the form's `People`."""
-    import importlib
-
+    from gateway.directory import open_directory
     from gateway.documents.people import DirectoryPeople
 
-    try:
-        open_directory = importlib.import_module("gateway.directory").open_directory
-    except AttributeError:
-        raise GatewayError("the trust directory is not available in this build") from None
     return DirectoryPeople(open_directory(config), config.documents.patient_ins_root)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
     from gateway.documents.build import assign_ids, build_prescription
     from gateway.documents.form import FormError, parse_prescription_form
-    from gateway.documents.validate import validate_document
+    from gateway.documents.validate import ALL_LAYERS, FAST_LAYERS, validate_document
     from gateway.ordonnance import qr_png, render_pdf
     from gateway.prescriptions.identifier import group
 
@@ -93,12 +93,15 @@ def cmd_build(args: argparse.Namespace) -> int:
     assert prescription.identifier is not None
     document = build_prescription(prescription, render_pdf(prescription),
                                   qr_png(prescription.identifier))
-    schema, schematrons = kit_paths(config)
-    report = validate_document(document, schema=schema, schematron_dir=schematrons,
-                               drugs=drugs)
-    failed = [p for layer in report.layers if layer.status == "failed" for p in layer.problems]
-    if failed:
-        raise GatewayError(f"the document built from {args.form} is not valid: {failed[0]}")
+    report = validate_document(document, kit=kit_of(config), drugs=drugs, deliver=True,
+                               layers=ALL_LAYERS if args.all_layers else FAST_LAYERS)
+    if report.errors:
+        first = report.errors[0]
+        raise GatewayError(f"the document built from {args.form} is not valid ({first.layer}):"
+                           f" {first} (+{len(report.errors) - 1} more)"
+                           if len(report.errors) > 1 else
+                           f"the document built from {args.form} is not valid ({first.layer}):"
+                           f" {first}")
     write_user_file(args.output, document)
     if args.json:
         print_json({"output": args.output, "identifier": prescription.identifier,
@@ -116,26 +119,35 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from gateway.documents.validate import validate_document
+    from gateway.documents.validate import ALL_LAYERS, FAST_LAYERS, validate_document
 
     config = config_of(args)
-    schema, schematrons = kit_paths(config)
     data = read_input(args.file, "document")
-    report = validate_document(data, schema=schema, schematron_dir=schematrons,
-                               drugs=_drugs(config))
+    report = validate_document(data, kit=kit_of(config), drugs=_drugs(config),
+                               layers=FAST_LAYERS if args.fast else ALL_LAYERS)
+    warnings = [p for p in report.problems if p.severity == "warning"]
+    ok = report.ok and not (args.strict and warnings)
     if args.json:
-        print_json(report.as_dict())
+        print_json({**report.as_dict(), "valid": ok})
     else:
-        kind = report.kind or "unknown document"
+        kind: str = report.kind or "unknown document"
+        if report.version:
+            kind += f" {report.version}"
         for layer in report.layers:
-            note = f" ({layer.note})" if layer.note and layer.status == "skipped" else ""
-            count = f", {len(layer.problems)} problem(s)" if layer.problems else ""
-            print(f"{layer.name}: {layer.status}{note}{count}")
+            counts = [f"{n} {what}(s)" for n, what in ((layer.count("error"), "error"),
+                                                      (layer.count("warning"), "warning"),
+                                                      (layer.count("info"), "note")) if n]
+            detail = f" ({layer.note})" if layer.note else ""
+            print(f"{layer.name}: {layer.status}{detail}"
+                  + (f", {', '.join(counts)}" if counts else ""))
             for problem in layer.problems:
-                print(f"  {problem.location}: {problem.message}")
-        verdict = "valid" if report.ok else "NOT valid"
+                if problem.severity != "info" or args.verbose:
+                    print(f"  [{problem.severity}] {problem.location}: {problem.message}")
+        verdict = "valid" if ok else "NOT valid"
+        if ok and warnings:
+            verdict += f" ({len(warnings)} warning(s))"
         print(f"{args.file}: {kind} {verdict}")
-    return 0 if report.ok else 1
+    return 0 if ok else 1
 
 
 def cmd_parse(args: argparse.Namespace) -> int:
@@ -166,10 +178,21 @@ def register(sub: Any) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUT.xml")
     p.add_argument("--sender", metavar="EMAIL",
                    help="the prescriber when the form names none (the mail's sender)")
+    p.add_argument("--all-layers", action="store_true",
+                   help="also run the four generic CI-SIS layers before writing (compiling"
+                        " them takes seconds; by default: schema, volet and own rules)")
     p = add_command(group, "validate",
-                    "check a CDA document: schema, volet schematron and our own rules"
-                    " (exit 0 only when every layer passes)", cmd_validate, json_output=True)
+                    "check a CDA document in every layer the national validators run: CDA"
+                    " schema, the volet schematron of its declared version, the generic"
+                    " layers (IHE, ModelesDeContenusCDA, Modeles_ANS, StrucMin), the gateway's"
+                    " own rules (exit 0 when no layer finds an error)", cmd_validate,
+                    json_output=True)
     p.add_argument("file", metavar="FILE")
+    p.add_argument("--strict", action="store_true", help="warnings fail too (exit 1)")
+    p.add_argument("--fast", action="store_true",
+                   help="schema, volet and own rules only (skip the generic layers)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also list the notes (what the gateway's model does not keep)")
     p = add_command(group, "parse", "read a CDA prescription/dispensation into the model",
                     cmd_parse, json_output=True)
     p.add_argument("file", metavar="FILE")

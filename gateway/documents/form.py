@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
-from gateway.documents import cda
+from gateway.documents import cda, numbers
 from gateway.documents.model import (
     AuthorInfo,
     Dispensation,
@@ -154,15 +154,17 @@ NUMBERS: dict[str, int | Decimal] = {
     "un": 1, "une": 1, "deux": 2, "trois": 3, "quatre": 4, "cinq": 5, "six": 6, "sept": 7,
     "huit": 8, "neuf": 9, "dix": 10, "douze": 12, "demi": Decimal("0.5"),
 }
-_NUM = r"(\d+(?:[.,]\d+)?|un|une|deux|trois|quatre|cinq|six|sept|huit|neuf|dix|douze|demi)"
+# A number in figures or in words ("vingt-huit", folded to "vingt huit": a secured ordonnance
+# writes them in letters).
+_NUM = rf"(\d+(?:[.,]\d+)?|{numbers.PATTERN}|demi)"
 
 DOSE_WORDS = {
     "comprime": "{tablet}", "cp": "{tablet}", "cps": "{tablet}", "gelule": "{capsule}",
     "sachet": "{sachet}", "goutte": "[drp]", "application": "{application}",
     "bouffee": "{puff}", "inhalation": "{puff}", "suppositoire": "{suppository}",
     "ampoule": "{ampoule}", "patch": "{patch}", "cuillere": "{spoon}",
-    "cuillere a soupe": "{spoon}", "mg": "mg", "g": "g", "microgrammes": "ug", "ug": "ug",
-    "ml": "mL", "ui": "[iU]",
+    "cuillere a soupe": "{spoon}", "capsule": "{capsule}", "mg": "mg", "g": "g",
+    "microgrammes": "ug", "ug": "ug", "ml": "mL", "ui": "[iU]",
 }
 PACK_WORDS = {"boite": "boîte", "boites": "boîte", "flacon": "flacon", "tube": "tube",
               "recipient": "récipient", "sachet": "sachet", "pot": "pot"}
@@ -175,6 +177,9 @@ def _number(text: str) -> Decimal:
     t = text.strip().lower()
     if t in NUMBERS:
         return Decimal(NUMBERS[t])
+    spelt = numbers.from_letters(t)
+    if spelt is not None:
+        return Decimal(spelt)
     return Decimal(t.replace(",", "."))
 
 
@@ -406,6 +411,25 @@ def _medicine_line(ctx: _Context, n: int, text: str) -> PrescriptionLine | None:
     return PrescriptionLine(product=product, phases=(phase,) if phase.structured else (), **line)
 
 
+_MAGISTRAL = re.compile(r"(?i)^\s*pr[ée]paration magistrale\s*:")
+
+
+def _in_letters(ctx: _Context, written: list[tuple[int, str]]) -> None:
+    """On a secured ordonnance every count is written in words (art. R5132-29): doses,
+    frequencies, durations, quantities, renewals, the free text too, and a magistral
+    preparation's amounts. A medicine named by code or by its name keeps its figures (the name
+    holds the strength the drug database gives it)."""
+    for n, text in written:
+        parts = [p.strip() for p in text.split(";") if p.strip()]
+        if parts and not _MAGISTRAL.match(parts[0]):
+            parts = parts[1:]
+        for part in parts:
+            if re.search(r"\d", part):
+                ctx.error(n, f"« {part} » : sur une ordonnance sécurisée, écrivez les nombres en"
+                          f" toutes lettres (« {numbers.spell_numbers(part)} ») ; art. R5132-29"
+                          " du code de la santé publique")
+
+
 def _date(ctx: _Context, n: int, text: str) -> dt.date | None:
     t = text.strip()
     for fmt in ("%d/%m/%Y", "%d/%m/%y", "%Y-%m-%d", "%d-%m-%Y", "%d.%m.%Y"):
@@ -482,6 +506,7 @@ def parse_prescription_form(
     lines: list[PrescriptionLine] = []
     seen_patient = seen_author = False
     numbered = 0
+    written: list[tuple[int, str]] = []  # (line number, medicine line as written)
     for line in _logical_lines(text, PRESCRIPTION_KEYS):
         item = _ITEM.match(line.text)
         header = _split_header(line, PRESCRIPTION_KEYS)
@@ -514,6 +539,7 @@ def parse_prescription_form(
             continue
         if item:
             numbered += 1
+            written.append((line.number, item.group(2)))
             got = _medicine_line(ctx, line.number, item.group(2))
             if got is not None:
                 lines.append(got)
@@ -524,6 +550,8 @@ def parse_prescription_form(
             continue
         ctx.error(line.number, f"je ne comprends pas « {line.text} » ; une ligne de médicament"
                   " commence par son numéro (« 1. DOLIPRANE 1000 mg ; ... »)")
+    if fields.get("secured"):
+        _in_letters(ctx, written)
     if not seen_patient:
         ctx.error(0, "le patient manque : ajoutez « Patient : INS <15 chiffres> »")
     if not seen_author:

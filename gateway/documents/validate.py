@@ -1,42 +1,56 @@
-"""Validate a CDA prescription or dispensation in three layers, reporting every problem.
+"""Validate a CDA prescription or dispensation in every layer the national validators run,
+reporting every problem with its layer, location, text and severity.
 
-1. `schema`: the CDA schema extended by the CI-SIS (CDA_extended.xsd);
-2. `schematron`: the volet's official schematron (eP-MED-DM or eDISP-MED 2024.01), run with lxml's
-   XSLT 1.0 ISO schematron after setting queryBinding="xslt" (these files use only XPath 1.0);
-3. `rules`: our own rules on the parsed model (INS key, RPPS Luhn, CIS/CIP13 well-formed and known
-   to the drug reference when it is loaded, dates and quantities coherent), plus everything the
-   parser found missing. This layer needs no external file and always runs.
+Layers, in order:
+1. `schema`: the CDA schema extended by the CI-SIS (CDA_extended.xsd, lxml);
+2. `volet`: the volet's schematron of the version the document declares (its model templateId
+   @extension: eP-MED-DM 2022.01, 2023.01 or 2024.01, eDISP-MED 2024.01, or any the kit has);
+3. the four generic layers of the ANS tool: `IHE`, `ModelesDeContenusCDA`, `Modeles_ANS` and
+   `StrucMin` (structuration minimale);
+4. `rules`: the gateway's own rules on the parsed model, and what the parser found.
+Schematrons go through the ANS ISO compile chain and Saxon-HE (`documents.schematron`).
 
-The schema and schematron come from the official kit that users install (config [documents]);
-when a file is absent the layer is reported as skipped, never as passed. Compiling them is slow,
-so each process compiles each file once (lru_cache); validation itself is a pure, synchronous
-function the servers run in a process pool.
+Severities: `error` where the official specification makes the document wrong (a failed
+schematron assert, a schema error, a wrong INS key or RPPS check digit, a malformed CIS, CIP13
+or e-prescription identifier, a medicine unknown to the reference when the gateway must deliver
+it); `warning` for the rest, which never refuses a document (an official one least of all);
+`info` for how the document was read (what the gateway's model does not keep). A layer
+"passed" has no error; "failed" has at least one; "skipped" could not run (a kit file is
+missing), which is never valid.
+
+The schema and the compiled schematrons are kept per process; validation itself is a pure,
+synchronous function the servers run in a process pool (see docs/architecture.md for where
+each layer runs and what it costs).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Protocol
 
-from lxml import etree, isoschematron  # type: ignore[attr-defined]
+from lxml import etree
 
-from gateway.documents.model import Dispensation, PatientInfo, Prescription, Product
-from gateway.documents.parse import DocumentError, Kind, Problem, parse_tree
+from gateway.documents import cda
+from gateway.documents.model import Dispensation, DispensingKind, PatientInfo, Prescription, Product
+from gateway.documents.parse import DocumentError, Kind, Problem, Severity, parse_tree
 from gateway.errors import GatewayError, InvalidIdentifier
 from gateway.identifiers import adeli, cip13, cis, ins, rpps
 from gateway.xmlsafe import parse_xml
 
-SCHEMATRONS = {
-    "prescription": "CI-SIS_EP-MED-DM_2024.01.sch",
-    "dispensation": "CI-SIS_eDISP-MED_2024.01.sch",
-}
-SVRL = "{http://purl.oclc.org/dsdl/svrl}"
 Status = Literal["passed", "failed", "skipped"]
+SCHEMATRON_LAYERS = ("volet", "IHE", "ModelesDeContenusCDA", "Modeles_ANS", "StrucMin")
+ALL_LAYERS = ("schema", *SCHEMATRON_LAYERS, "rules")
+# What `mssgw cda build` checks before writing (the generic layers cost seconds to compile:
+# the corpus test and `cda validate` run them; see docs/architecture.md).
+FAST_LAYERS = ("schema", "volet", "rules")
+MODEL_TEMPLATES = {"prescription": cda.PRESCRIPTION_TEMPLATE,
+                   "dispensation": cda.DISPENSATION_TEMPLATE}
+MODEL_NAMES = {"prescription": "eP-MED-DM", "dispensation": "eDISP-MED"}
 
 
 class DrugLookup(Protocol):
@@ -54,33 +68,55 @@ class LayerResult:
     problems: list[Problem] = field(default_factory=list)
     note: str = ""
 
+    def count(self, severity: Severity) -> int:
+        return sum(1 for p in self.problems if p.severity == severity)
+
     def as_dict(self) -> dict[str, object]:
         return {"layer": self.name, "status": self.status, "note": self.note,
-                "problems": [{"location": p.location, "message": p.message}
-                             for p in self.problems]}
+                "errors": self.count("error"), "warnings": self.count("warning"),
+                "problems": [{"location": p.location, "message": p.message,
+                              "severity": p.severity} for p in self.problems]}
 
 
 @dataclass
 class ValidationReport:
     kind: Kind | None
     layers: list[LayerResult]
+    version: str | None = None  # the model version the document declares
 
     @property
     def ok(self) -> bool:
-        """True only when every layer ran and passed."""
+        """True when every layer ran and none found an error (warnings do not count)."""
         return all(layer.status == "passed" for layer in self.layers)
 
     @property
     def problems(self) -> list[Problem]:
         return [p for layer in self.layers for p in layer.problems]
 
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    def layer(self, name: str) -> LayerResult:
+        return next(layer for layer in self.layers if layer.name == name)
+
     def as_dict(self) -> dict[str, object]:
-        return {"kind": self.kind, "valid": self.ok,
+        return {"kind": self.kind, "version": self.version, "valid": self.ok,
                 "layers": [layer.as_dict() for layer in self.layers]}
 
 
 class KitError(GatewayError):
     """The configured schema or schematron cannot be loaded."""
+
+
+@dataclass(frozen=True)
+class Kit:
+    """The CI-SIS kit: the CDA schema, the schematron folder (volets, `profils/` with the
+    generic layers, `moteur/` with the compile chain), and where compiled XSLT is cached."""
+
+    schema: Path | None = None
+    schematrons: Path | None = None
+    cache: Path | None = None
 
 
 @lru_cache(maxsize=4)
@@ -91,15 +127,9 @@ def load_schema(path: str) -> etree.XMLSchema:
         raise KitError(f"cannot load the CDA schema {path}: {exc}") from None
 
 
-@lru_cache(maxsize=8)
-def load_schematron(path: str) -> isoschematron.Schematron:
-    try:
-        tree = etree.parse(path)
-        # The files declare xslt2 but use only XPath 1.0; lxml runs XSLT 1.0.
-        tree.getroot().set("queryBinding", "xslt")
-        return isoschematron.Schematron(tree, validate_schema=False, store_report=True)
-    except (OSError, etree.XMLSyntaxError, etree.SchematronParseError, etree.XSLTError) as exc:
-        raise KitError(f"cannot load the schematron {path}: {exc}") from None
+def _result(name: str, problems: list[Problem], note: str = "") -> LayerResult:
+    failed = any(p.severity == "error" for p in problems)
+    return LayerResult(name, "failed" if failed else "passed", problems, note)
 
 
 def _schema_layer(tree: etree._ElementTree, schema_path: Path | None) -> LayerResult:
@@ -109,55 +139,109 @@ def _schema_layer(tree: etree._ElementTree, schema_path: Path | None) -> LayerRe
     schema = load_schema(str(schema_path))
     if schema.validate(tree):
         return LayerResult("schema", "passed")
-    problems = [Problem(f"line {e.line}" + (f" {e.path}" if e.path else ""), e.message, "schema")
+    problems = [Problem(f"line {e.line}" + (f" {e.path}" if e.path else ""), e.message, "schema",
+                        "error")
                 for e in schema.error_log]  # type: ignore[attr-defined]
     return LayerResult("schema", "failed", problems)
 
 
-def _schematron_layer(tree: etree._ElementTree, kind: Kind, directory: Path | None
-                      ) -> LayerResult:
-    path = directory / SCHEMATRONS[kind] if directory else None
-    if path is None or not path.is_file():
-        return LayerResult("schematron", "skipped", note=f"schematron not found at {path}"
-                           " (install the CI-SIS kit; config [documents] schematron_dir)")
-    schematron = load_schematron(str(path))
-    schematron.validate(tree)
-    report = schematron.validation_report
-    problems = [
-        Problem(str(f.get("location")), " ".join("".join(f.itertext()).split()), "schematron")
-        for f in report.iter(f"{SVRL}failed-assert")
-    ]
-    return LayerResult("schematron", "failed" if problems else "passed", problems,
-                       note=path.name)
+def declared_version(root: etree._Element, kind: Kind) -> str | None:
+    """The version the document's model templateId declares (@extension, e.g. 2024.01)."""
+    for t in root.findall(f"{{{cda.NS}}}templateId"):
+        if t.get("root") == MODEL_TEMPLATES[kind] and t.get("extension"):
+            return str(t.get("extension"))
+    return None
+
+
+def _schematron_layers(tree: etree._ElementTree, kind: Kind, version: str | None, kit: Kit,
+                       wanted: Collection[str]) -> list[LayerResult]:
+    from gateway.documents import schematron
+
+    names = [n for n in SCHEMATRON_LAYERS if n in wanted]
+    folder = kit.schematrons
+    if folder is None or not folder.is_dir():
+        return [LayerResult(n, "skipped", note=f"schematron folder not found at {folder}"
+                            " (install the CI-SIS kit; config [documents] schematron_dir)")
+                for n in names]
+    out: list[LayerResult] = []
+    layers: list[tuple[str, schematron.Layer | None, str]] = []
+    if "volet" in names:
+        available = schematron.volet_versions(folder, kind)
+        model = MODEL_NAMES[kind]
+        if version is None and available:
+            layers.append(("volet", schematron.volet_layer(kind, available[-1]),
+                           f"{model} declares no version: checked against {available[-1]}"))
+        elif version is None or version not in available:
+            wanted_file = schematron.VOLET_FILES[kind].format(version=version or "?")
+            layers.append(("volet", None, f"the kit has no schematron for {model} {version}"
+                           f" ({wanted_file}; it has {', '.join(available) or 'none'}): point"
+                           " [documents] schematron_dir at a kit that has it"))
+        else:
+            layers.append(("volet", schematron.volet_layer(kind, version), ""))
+    layers += [(g.name, g, "") for g in schematron.GENERIC_LAYERS if g.name in names]
+    engine = None
+    document = None
+    for name, layer, note in layers:
+        if layer is None:
+            out.append(LayerResult(name, "skipped", note=note))
+            continue
+        if not (folder / layer.path).is_file():
+            out.append(LayerResult(name, "skipped", note=f"{folder / layer.path} not found"))
+            continue
+        try:
+            if engine is None:
+                engine = schematron.engine()
+                document = engine.document(tree)
+            problems = engine.run(folder, layer, document, kit.cache)
+        except schematron.SchematronError as exc:
+            out.append(LayerResult(name, "skipped", note=str(exc)))
+            continue
+        out.append(_result(name, problems, note or Path(layer.path).name))
+    return out
 
 
 def validate_document(
     data: bytes,
     *,
+    kit: Kit | None = None,
     schema: Path | None = None,
     schematron_dir: Path | None = None,
+    cache: Path | None = None,
+    layers: Collection[str] = ALL_LAYERS,
     drugs: DrugLookup | None = None,
+    deliver: bool = False,
     today: dt.date | None = None,
 ) -> ValidationReport:
-    """Run the three layers on `data`. Unsafe or non-XML input raises UnsafeXML; a document
-    that is not a prescription/dispensation gets a failed rules layer and skipped others."""
+    """Run `layers` (default: all) on `data`. Unsafe or non-XML input raises UnsafeXML; a
+    document that is not a prescription/dispensation gets a failed rules layer and its other
+    layers skipped. `deliver`: the gateway must deliver what the document names (a medicine
+    unknown to the drug reference is then an error)."""
+    if kit is None:
+        kit = Kit(schema, schematron_dir, cache)
     tree = parse_xml(data, what="CDA document")
-    layers = [_schema_layer(tree, schema)]
+    results = [_schema_layer(tree, kit.schema)] if "schema" in layers else []
     try:
         parsed = parse_tree(tree.getroot())
     except DocumentError as exc:
-        layers.append(LayerResult("schematron", "skipped", note="unknown document model"))
-        layers.append(LayerResult("rules", "failed", [Problem("/", str(exc), "rules")]))
-        return ValidationReport(None, layers)
-    layers.append(_schematron_layer(tree, parsed.kind, schematron_dir))
-    rules = [Problem(p.location, p.message, "rules", p.severity) for p in parsed.problems]
-    if parsed.prescription is not None:
-        rules += prescription_rules(parsed.prescription, parsed.line_locations, drugs)
-    if parsed.dispensation is not None:
-        rules += dispensation_rules(parsed.dispensation, parsed.line_locations, drugs)
-    failed = any(p.severity != "info" for p in rules)
-    layers.append(LayerResult("rules", "failed" if failed else "passed", rules))
-    return ValidationReport(parsed.kind, layers)
+        results += [LayerResult(n, "skipped", note="unknown document model")
+                    for n in SCHEMATRON_LAYERS if n in layers]
+        if "rules" in layers:
+            results.append(LayerResult("rules", "failed", [Problem("/", str(exc), "rules",
+                                                                   "error")]))
+        return ValidationReport(None, results)
+    version = declared_version(tree.getroot(), parsed.kind)
+    if any(n in layers for n in SCHEMATRON_LAYERS):
+        results += _schematron_layers(tree, parsed.kind, version, kit, layers)
+    if "rules" in layers:
+        rules = [Problem(p.location, p.message, "rules", p.severity) for p in parsed.problems]
+        if parsed.prescription is not None:
+            rules += prescription_rules(parsed.prescription, parsed.line_locations, drugs,
+                                        deliver=deliver)
+        if parsed.dispensation is not None:
+            rules += dispensation_rules(parsed.dispensation, parsed.line_locations, drugs,
+                                        deliver=deliver)
+        results.append(_result("rules", rules))
+    return ValidationReport(parsed.kind, results, version)
 
 
 # --- our own rules ----------------------------------------------------------------------------
@@ -165,118 +249,132 @@ def validate_document(
 HEADER = "/ClinicalDocument"
 
 
+def _error(where: str, message: str) -> Problem:
+    return Problem(where, message, "rules", "error")
+
+
+def _warning(where: str, message: str) -> Problem:
+    return Problem(where, message, "rules", "warning")
+
+
 def _check(problems: list[Problem], where: str, func: Callable[[str, str], str],
-           value: str, field: str) -> None:
+           value: str, field: str, severity: Severity = "error") -> None:
     try:
         func(value, field)
     except InvalidIdentifier as exc:
-        problems.append(Problem(where, str(exc), "rules"))
+        problems.append(Problem(where, str(exc), "rules", severity))
 
 
 def _patient_rules(p: PatientInfo, when: dt.date, out: list[Problem]) -> None:
     where = f"{HEADER}/recordTarget/patientRole"
     if p.ins:
-        _check(out, where, ins, p.ins, "patient INS")
+        _check(out, where, ins, p.ins, "patient INS")  # the INS key is the INS's own rule
     if p.sex not in ("F", "M", "U"):
-        out.append(Problem(where, f"patient sex {p.sex!r} is not F, M or U", "rules"))
+        out.append(_warning(where, f"patient sex {p.sex!r} is not F, M or U"))
     if p.birth_date > when:
-        out.append(Problem(where, f"the patient's birth date {p.birth_date} is after the"
-                           f" document date {when}", "rules"))
+        out.append(_warning(where, f"the patient's birth date {p.birth_date} is after the"
+                            f" document date {when}"))
 
 
 def _author_rules(national_id: str, where: str, what: str, out: list[Problem]) -> None:
+    """RPPS (8...) and ADELI (0...) have check digits; a wrong one is worth a look, not a
+    refusal: the volets do not check it and the official eDISP example's pharmacist
+    (807505123456) fails it. Other ids are the official model's too (a system such as the
+    Dossier Pharmaceutique, a structure): a note."""
     if national_id.startswith("8"):
-        _check(out, where, rpps, national_id[1:], f"{what} RPPS")
+        _check(out, where, rpps, national_id[1:], f"{what} RPPS", "warning")
     elif national_id.startswith("0"):
-        _check(out, where, adeli, national_id[1:], f"{what} ADELI")
+        _check(out, where, adeli, national_id[1:], f"{what} ADELI", "warning")
     elif national_id:
         out.append(Problem(where, f"{what} id {national_id!r} is neither '8'+RPPS nor"
-                           " '0'+ADELI", "rules"))
+                           " '0'+ADELI (a system or a structure?)", "rules", "info"))
 
 
 def _product_rules(product: Product, where: str, n: int, drugs: DrugLookup | None,
-                   out: list[Problem]) -> None:
+                   deliver: bool, out: list[Problem]) -> None:
     loaded = drugs is not None and drugs.is_loaded()
+    unknown = _error if deliver else _warning
     if product.cis:
         try:
             cis(product.cis, f"line {n} CIS")
             if loaded and drugs is not None and drugs.by_cis(product.cis) is None:
-                out.append(Problem(where, f"line {n}: CIS {product.cis} is not in the drug"
-                                   " reference (BDPM)", "rules"))
+                out.append(unknown(where, f"line {n}: CIS {product.cis} is not in the drug"
+                                   " reference (BDPM)"))
         except InvalidIdentifier as exc:
-            out.append(Problem(where, str(exc), "rules"))
+            out.append(_error(where, str(exc)))
     if product.cip13:
         try:
             cip13(product.cip13, f"line {n} CIP13")
             if loaded and drugs is not None and drugs.by_cip13(product.cip13) is None:
-                out.append(Problem(where, f"line {n}: CIP13 {product.cip13} is not in the drug"
-                                   " reference (BDPM)", "rules"))
+                out.append(unknown(where, f"line {n}: CIP13 {product.cip13} is not in the"
+                                   " drug reference (BDPM)"))
         except InvalidIdentifier as exc:
-            out.append(Problem(where, str(exc), "rules"))
+            out.append(_error(where, str(exc)))
 
 
 def _identifier_rule(identifier: str | None, out: list[Problem]) -> None:
     # Shape only: identifiers issued by other software follow the national format, whose check
     # (if any) is not public; ours are checked by the registry with check_identifier.
     if identifier and not re.fullmatch(r"[0-9A-Z]{18}", identifier):
-        out.append(Problem(f"{HEADER}/documentationOf/serviceEvent/id",
-                           f"e-prescription identifier {identifier!r} is not 18 characters"
-                           " 0-9/A-Z", "rules"))
+        out.append(_error(f"{HEADER}/documentationOf/serviceEvent/id",
+                          f"e-prescription identifier {identifier!r} is not 18 characters"
+                          " 0-9/A-Z"))
 
 
 def prescription_rules(p: Prescription, locations: list[str] | None = None,
-                       drugs: DrugLookup | None = None) -> list[Problem]:
+                       drugs: DrugLookup | None = None, *, deliver: bool = False
+                       ) -> list[Problem]:
     out: list[Problem] = []
     day = p.date.date()
     _patient_rules(p.patient, day, out)
     _author_rules(p.author.national_id, f"{HEADER}/author/assignedAuthor", "prescriber", out)
     _identifier_rule(p.identifier, out)
     if p.validity_end and p.validity_end < day:
-        out.append(Problem(f"{HEADER}/documentationOf/serviceEvent/effectiveTime",
-                           f"the end of validity {p.validity_end} is before the prescription"
-                           f" date {day}", "rules"))
+        out.append(_warning(f"{HEADER}/documentationOf/serviceEvent/effectiveTime",
+                            f"the end of validity {p.validity_end} is before the prescription"
+                            f" date {day}"))
     for n, line in enumerate(p.lines, start=1):
         where = locations[n - 1] if locations and len(locations) >= n else f"line {n}"
-        _product_rules(line.product, where, n, drugs, out)
+        _product_rules(line.product, where, n, drugs, deliver, out)
         if line.quantity is not None and line.quantity <= 0:
-            out.append(Problem(where, f"line {n}: the quantity to dispense must be positive",
-                               "rules"))
-        if line.duration_days is not None and line.duration_days <= 0:
-            out.append(Problem(where, f"line {n}: the duration must be at least one day",
-                               "rules"))
-        if line.dose is not None and line.dose.quantity <= 0:
-            out.append(Problem(where, f"line {n}: the dose must be positive", "rules"))
-        if line.frequency is not None and (line.frequency.times <= 0
-                                           or line.frequency.period_value <= 0):
-            out.append(Problem(where, f"line {n}: the frequency must be positive", "rules"))
+            out.append(_warning(where, f"line {n}: the quantity to dispense must be positive"))
+        for k, phase in enumerate(line.phases, start=1):
+            what = f"line {n}" + (f" phase {k}" if len(line.phases) > 1 else "")
+            if phase.duration_days is not None and phase.duration_days <= 0:
+                out.append(_warning(where, f"{what}: the duration must be at least one day"))
+            if phase.dose is not None and phase.dose.quantity <= 0:
+                out.append(_warning(where, f"{what}: the dose must be positive"))
+            if phase.frequency is not None and (phase.frequency.times <= 0
+                                                or phase.frequency.period_value <= 0):
+                out.append(_warning(where, f"{what}: the frequency must be positive"))
         if line.renewals < 0 or line.renewals > 12:
-            out.append(Problem(where, f"line {n}: {line.renewals} renewals is out of range"
-                               " (0 to 12)", "rules"))
+            out.append(_warning(where, f"line {n}: {line.renewals} renewals is out of range"
+                                " (0 to 12)"))
         if not line.substitutable and line.substitution_refusal is None:
-            out.append(Problem(where, f"line {n}: 'non substituable' without its reason (MTE,"
-                               " EFG or CIF)", "rules"))
-        if (line.dose is None and line.frequency is None and not line.dosage_text):
-            out.append(Problem(where, f"line {n}: no dosage (neither structured nor in words)",
-                               "rules"))
+            out.append(_warning(where, f"line {n}: 'non substituable' without its reason (MTE,"
+                                " EFG or CIF)"))
+        if not line.phases and not line.dosage_text:
+            out.append(_warning(where, f"line {n}: no dosage (neither structured nor in"
+                                " words)"))
     return out
 
 
 def dispensation_rules(d: Dispensation, locations: list[str] | None = None,
-                       drugs: DrugLookup | None = None) -> list[Problem]:
+                       drugs: DrugLookup | None = None, *, deliver: bool = False
+                       ) -> list[Problem]:
     out: list[Problem] = []
     _patient_rules(d.patient, d.date.date(), out)
-    _author_rules(d.author.national_id, f"{HEADER}/author/assignedAuthor", "pharmacist", out)
+    _author_rules(d.author.national_id, f"{HEADER}/documentationOf/serviceEvent/performer",
+                  "pharmacist", out)
     _identifier_rule(d.prescription_id, out)
     for n, line in enumerate(d.lines, start=1):
         where = locations[n - 1] if locations and len(locations) >= n else f"line {n}"
-        _product_rules(line.product, where, n, drugs, out)
+        _product_rules(line.product, where, n, drugs, deliver, out)
         if line.quantity < 0:
-            out.append(Problem(where, f"line {n}: the dispensed quantity cannot be negative",
-                               "rules"))
-        if line.quantity == 0 and not line.not_delivered_reason:
-            out.append(Problem(where, f"line {n}: nothing delivered but no reason given",
-                               "rules"))
-        if line.quantity > 0 and line.not_delivered_reason:
-            out.append(Problem(where, f"line {n}: marked not delivered but a quantity of"
-                               f" {line.quantity} was dispensed", "rules"))
+            out.append(_error(where, f"line {n}: the dispensed quantity cannot be negative"))
+        if line.kind is DispensingKind.NOT_DELIVERED and not line.reason:
+            out.append(_warning(where, f"line {n}: nothing delivered but no reason given"))
+        if line.quantity > 0 and line.kind is DispensingKind.NOT_DELIVERED:
+            out.append(_warning(where, f"line {n}: marked not delivered but a quantity of"
+                                f" {line.quantity} was dispensed"))
     return out

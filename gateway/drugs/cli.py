@@ -11,6 +11,7 @@ from typing import Any
 
 from gateway.cli import add_command, command_group, config_of, print_json
 from gateway.db import connect
+from gateway.drugs.conditions import classify
 from gateway.drugs.store import DrugReference, import_directory, open_reference
 from gateway.errors import GatewayError, NotFound
 
@@ -52,6 +53,8 @@ def cmd_import(args: argparse.Namespace) -> int:
             print(f"  {problem}")
         if len(report.problems) > MAX_PROBLEMS_SHOWN:
             print(f"  ... and {len(report.problems) - MAX_PROBLEMS_SHOWN} more (--json lists all)")
+    for text in report.unrecognised_conditions:
+        print(f"condition not recognised (prescribers will be warned): {text}")
     print(f"drug reference replaced from {report.source}")
     return 0
 
@@ -87,7 +90,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     for sub in spec.substances:
         print(f"  substance: {sub}")
     for cond in spec.conditions:
-        print(f"  condition: {cond}")
+        print(f"  condition: {cond}  [{classify(cond).kind}]")
     for p in spec.presentations:
         price = "" if p.price_cents is None else f", {p.price_cents / 100:.2f} EUR"
         rate = f", remboursé {p.reimbursement_rate}" if p.reimbursement_rate else ""

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from gateway.db import migrate, transaction
 from gateway.drugs import bdpm
+from gateway.drugs.conditions import DrugRules, Kind
+from gateway.drugs.forms import dose_units, fits_pack
 from gateway.errors import GatewayError
 
 MIGRATIONS = [
@@ -54,6 +56,9 @@ MIGRATIONS = [
     # `named`: a form naming a drug exactly is answered by this index, not by the full-text
     # search (whose prefix queries on common words such as "comprime" take ~2 ms).
     "CREATE INDEX drug_specialities_name_norm ON drug_specialities(name_norm);",
+    # The conditions of prescription and delivery read as rules (drugs.conditions), once per
+    # import rather than at every prescription line.
+    "CREATE TABLE drug_rules (cis TEXT PRIMARY KEY, rules TEXT NOT NULL);",
 ]
 
 _INSERTS = {
@@ -67,7 +72,7 @@ _INSERTS = {
 }
 _TABLES = [
     "drug_specialities", "drug_presentations", "drug_compositions", "drug_generic_groups",
-    "drug_conditions", "drug_atc", "drug_names",
+    "drug_conditions", "drug_atc", "drug_names", "drug_rules",
 ]
 
 
@@ -83,6 +88,8 @@ class ImportReport:
     encodings: dict[str, str] = field(default_factory=dict)
     problems: list[bdpm.RowProblem] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # optional files not present
+    # sentences of CIS_CPD_bdpm.txt no rule of drugs.conditions knows (prescribers are warned)
+    unrecognised_conditions: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -91,6 +98,7 @@ class ImportReport:
             "encodings": self.encodings,
             "problems": [str(p) for p in self.problems],
             "missing": self.missing,
+            "unrecognised_conditions": self.unrecognised_conditions,
         }
 
 
@@ -116,6 +124,7 @@ def import_directory(conn: sqlite3.Connection, directory: Path) -> ImportReport:
         report.counts[name] = len(result.rows)
         report.encodings[name] = result.encoding
         report.problems += result.problems
+    rules = _rules_rows(results, report)
     if not report.counts.get("CIS_bdpm.txt"):
         raise GatewayError(f"drugs import: {directory}/CIS_bdpm.txt holds no speciality")
     migrate(conn, "drugs", MIGRATIONS)
@@ -124,6 +133,7 @@ def import_directory(conn: sqlite3.Connection, directory: Path) -> ImportReport:
             conn.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
         for result in results:
             conn.executemany(_INSERTS[result.name], result.rows)
+        conn.executemany("INSERT INTO drug_rules VALUES (?, ?)", rules)
         conn.execute("INSERT INTO drug_names(cis, name) SELECT cis, name FROM drug_specialities")
         conn.execute(
             "INSERT OR REPLACE INTO drug_import VALUES (1, ?, ?, ?)",
@@ -134,6 +144,41 @@ def import_directory(conn: sqlite3.Connection, directory: Path) -> ImportReport:
             ),
         )
     return report
+
+
+def _rules_rows(results: list[bdpm.FileResult], report: ImportReport
+                ) -> list[tuple[str, str]]:
+    """(cis, rules as JSON) for every medicine with conditions; unknown sentences reported."""
+    texts: dict[str, list[str]] = {}
+    for result in results:
+        if result.name == "CIS_CPD_bdpm.txt":
+            for cis, text in result.rows:
+                texts.setdefault(str(cis), []).append(str(text))
+    unknown: set[str] = set()
+    rows = []
+    for cis, sentences in texts.items():
+        rules = DrugRules.of(sentences)
+        unknown.update(c.text for c in rules.of_kind(Kind.UNRECOGNISED))
+        rows.append((cis, rules.to_json()))
+    report.unrecognised_conditions = sorted(unknown)
+    return rows
+
+
+@dataclass(frozen=True)
+class DrugFacts:
+    """What the prescription and dispensation checks need to know of one medicine."""
+
+    cis: str
+    name: str
+    form: str
+    labels: tuple[str, ...]  # its presentations' labels ("plaquette(s) ... de 30 comprimé(s)")
+    rules: DrugRules
+
+    def dose_units(self) -> frozenset[str] | None:
+        return dose_units(self.form, self.name, self.labels)
+
+    def fits_pack(self, pack: str) -> bool:
+        return fits_pack(pack, self.labels)
 
 
 @dataclass(frozen=True)
@@ -191,6 +236,9 @@ class DrugReference:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
 
+    def close(self) -> None:
+        self.conn.close()
+
     def is_loaded(self) -> bool:
         try:
             row = self.conn.execute("SELECT 1 FROM drug_import WHERE id = 1").fetchone()
@@ -236,6 +284,25 @@ class DrugReference:
             found = self.by_cip13(c)
             return found[0] if found else None
         return None
+
+    def facts(self, cis: str) -> DrugFacts | None:
+        """Form, presentations and prescribing rules of the medicine `cis`, or None."""
+        row = self.conn.execute(
+            "SELECT s.name, s.form, r.rules FROM drug_specialities s"
+            " LEFT JOIN drug_rules r ON r.cis = s.cis WHERE s.cis = ?", (cis,)).fetchone()
+        if row is None:
+            return None
+        if row["rules"] is not None:
+            rules = DrugRules.from_json(row["rules"])
+        else:
+            # A reference imported before drug_rules existed (`make run` imports only once):
+            # read the sentences as the import would have.
+            rules = DrugRules.of([r[0] for r in self.conn.execute(
+                "SELECT condition FROM drug_conditions WHERE cis = ?", (cis,))])
+        labels = tuple(r[0] or "" for r in self.conn.execute(
+            "SELECT label FROM drug_presentations WHERE cis = ?", (cis,)))
+        return DrugFacts(cis=cis, name=row["name"], form=row["form"] or "", labels=labels,
+                         rules=rules)
 
     def named(self, text: str) -> list[Speciality]:
         """Specialities whose name is `text`, accents, case and punctuation aside (without

@@ -1,4 +1,4 @@
-"""The prescription journey as pipeline steps (`gateway.pipeline.STEPS`).
+"""The prescription journey as pipeline steps (`steps.STEPS`, given to the pipeline by the root).
 
 Each step looks at an accepted message and, when it is one of the journey's, replaces the
 deliveries to the recipients it handles by the messages the journey calls for:
@@ -14,6 +14,7 @@ deliveries to the recipients it handles by the messages the journey calls for:
 - `file_xdm` — any other XDM package addressed to a patient is filed in the patient's DMP.
 
 The step (event loop) only decides cheaply whether a message concerns it; everything else (MIME,
-XML, PDF, signatures, SQLite) runs in the pipeline's process pool through `run_cpu`, where each
-process keeps its own connections (`context.py`).
+XML, PDF, signatures, storage) runs in the pipeline's process pool through `run_flow`, where
+each process builds its root once and keeps what it opened (`context.py`); the registry, the
+DMP and the idempotence keys change together in one unit of work (`records.py`).
 """

@@ -1,21 +1,22 @@
-"""What a flow needs, opened once per process (the pool's workers keep their connections)."""
+"""What a flow needs, made by the process's root (`gateway.runtime.Runtime.flows`): a pipeline
+pool process builds its root once from the pickled configuration and keeps it (connections,
+caches) for every flow it runs."""
 
 from __future__ import annotations
 
 import datetime as dt
-import gc
-import multiprocessing
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.audit import Batched
+from gateway.audit import AuditLog
 from gateway.config import Config
-from gateway.db import connect
-from gateway.directory import Directory, Mailbox, open_directory
+from gateway.directory import Directory, Mailbox
 from gateway.directory.demo import ROBOT_LOCAL
-from gateway.dmp.sqlite import SQLiteDMP
-from gateway.documents.people import DirectoryPeople
-from gateway.prescriptions.sqlite_registry import SQLiteRegistry
+from gateway.dmp.repository import DocumentRepository
+from gateway.documents.people import People
+from gateway.flows.records import Records
+from gateway.prescriptions.registry import PrescriptionRegistry
 
 ACTOR = "gateway"
 
@@ -24,11 +25,20 @@ ACTOR = "gateway"
 class Context:
     config: Config
     directory: Directory
-    registry: SQLiteRegistry
-    dmp: SQLiteDMP
-    audit: Batched  # the registry's and the DMP's: `with ctx.audit.held()` for one fsync
-    people: DirectoryPeople
+    records: Records  # the registry, the DMP and the flows' keys; `records.unit()`: one commit
+    audit: AuditLog
+    people: People
     reference: Any  # gateway.drugs.store.DrugReference
+    certificates: Any  # the PKI's certificate index, for the signers (gateway.pki.store)
+    close: Callable[[], None] = field(default=lambda: None)  # the root's, in a pool process
+
+    @property
+    def registry(self) -> PrescriptionRegistry:
+        return self.records.registry
+
+    @property
+    def dmp(self) -> DocumentRepository:
+        return self.records.dmp
 
     @property
     def drugs(self) -> Any:
@@ -46,38 +56,6 @@ class Context:
         if mailbox.professional and mailbox.professional.structure:
             return self.mailbox(mailbox.professional.structure)
         return None
-
-
-_contexts: dict[str, Context] = {}
-
-
-def context(config: Config) -> Context:
-    key = str(config.database_path)
-    ctx = _contexts.get(key)
-    if ctx is None:
-        from gateway.drugs.store import open_reference
-
-        conn = connect(config.database_path)
-        audit = Batched(config.audit_log_path)
-        directory = open_directory(config, actor=ACTOR)
-        ref = open_reference(conn)  # its migrations too (an index added for the forms)
-        ctx = Context(
-            config=config,
-            directory=directory,
-            registry=SQLiteRegistry(conn, audit),
-            dmp=SQLiteDMP(conn, audit),
-            audit=audit,
-            people=DirectoryPeople(directory, config.documents.patient_ins_root),
-            reference=ref,
-        )
-        _contexts[key] = ctx
-        if multiprocessing.parent_process() is not None:
-            # In a pool process (as the server's workers do once serving): the modules,
-            # connections and caches loaded so far live as long as the process; frozen, the
-            # full collections no longer walk them (~0.15 ms per prescription).
-            gc.collect()
-            gc.freeze()
-    return ctx
 
 
 def now() -> dt.datetime:

@@ -19,9 +19,6 @@ import dataclasses
 import re
 import uuid
 
-from gateway import pipeline
-from gateway.config import Config
-from gateway.db import transaction
 from gateway.directory.demo import ROBOT_LOCAL
 from gateway.dmp.feed import file_package, qualified_ins
 from gateway.dmp.model import Actor, ActorKind
@@ -40,9 +37,11 @@ from gateway.flows.common import (
     kind_of_cda,
     registered_cda,
 )
-from gateway.flows.context import ACTOR, Context, context, now
+from gateway.flows.context import ACTOR, Context, now
 from gateway.flows.verify import remaining_text
-from gateway.pipeline import Delivery, Message, Outcome
+from gateway.pipeline import Delivery, Message, Outcome, Pipeline
+from gateway.prescriptions import checks
+from gateway.prescriptions.checks import check_dispensation
 from gateway.prescriptions.registry import DispensationReport, Dispenser, PrescriptionRecord
 from gateway.signature.trust import signed_as
 from gateway.xdm import Limits, Sender
@@ -103,7 +102,7 @@ def _oid_of(key: str, what: str) -> str:
 
 
 def _record(ctx: Context, d: Dispensation, sender: str, key: str
-            ) -> tuple[PrescriptionRecord, bool, bytes, bool]:
+            ) -> tuple[PrescriptionRecord, bool, bytes, bool, tuple[str, ...]]:
     mailbox = ctx.mailbox(sender)
     if mailbox is None:
         raise GatewayError(f"{sender} is not in the directory")
@@ -117,29 +116,44 @@ def _record(ctx: Context, d: Dispensation, sender: str, key: str
     record = ctx.registry.get(d.prescription_id, actor=sender)
     from gateway.prescriptions.registry import plan_dispensation
 
+    warnings: tuple[str, ...] = ()
     if not any(x.dispensation_id == key for x in record.dispensations):
         plan_dispensation(record, report, now())  # refuse before signing anything
+        warnings = _check_conditions(ctx, d, record, sender)
     cda = build_dispensation(d)
     pkg = signed_as(ctx.config, sender, build([cda], sender=Sender(
         name=mailbox.display_name, product=ctx.config.gateway.product), metadata=False),
-        ctx.directory)  # metadata=False: signed_as writes METADATA.XML once, signature included
+        ctx.directory, ctx.certificates)  # metadata=False: METADATA.XML written once, by signed_as
     package = to_zip(pkg)
     hidden = (record.prescriber_address, *((f"8{record.prescriber_rpps}",)
                                            if record.prescriber_rpps else ()))
     # The DMP takes documents only for a qualified INS: a prescription naming its patient by an
     # NIA has its dispensations recorded and reported, not filed.
     in_dmp = all(qualified_ins(doc.entry.patient_id or "") for doc in pkg.content)
-    with transaction(ctx.registry.conn), ctx.audit.held():
-        result = ctx.registry.dispense(report, now=now())
+    with ctx.records.unit() as uow:  # the dispensation and its DMP filing: one commit
+        result = uow.registry.dispense(report, now=now())
         if result.applied and in_dmp:
-            file_package(ctx.dmp, pkg, actor=Actor(ActorKind.GATEWAY, ACTOR),
+            file_package(uow.dmp, pkg, actor=Actor(ActorKind.GATEWAY, ACTOR),
                          author_address=sender, prescription_id=d.prescription_id,
                          hidden_from=hidden if record.patient_objects_to_feedback else ())
-    return result.record, result.applied, package, in_dmp
+    return result.record, result.applied, package, in_dmp, warnings
 
 
-def handle(config: Config, sender: str, recipients: tuple[str, ...], data: bytes) -> Plan | None:
-    ctx = context(config)
+def _check_conditions(ctx: Context, d: Dispensation, record: PrescriptionRecord, sender: str
+                      ) -> tuple[str, ...]:
+    """The drug database's delivery conditions (fractions, a stupéfiant's three days, hospital
+    pharmacies only): refused with every reason, or the warnings for the pharmacy's receipt."""
+    prescription = _registered(ctx, d.prescription_id, sender)
+    if prescription is None:
+        return ()
+    findings = check_dispensation(prescription, d, record, ctx.drugs, now())
+    refused = checks.refusals(findings)
+    if refused:
+        raise GatewayError(checks.report(refused))
+    return tuple(str(f) for f in checks.warnings(findings))
+
+
+def handle(ctx: Context, sender: str, recipients: tuple[str, ...], data: bytes) -> Plan | None:
     msg = mail.parse(data)
     original_id = mail.message_id_of(msg)
     to_robot = ctx.robot in recipients
@@ -161,7 +175,7 @@ def handle(config: Config, sender: str, recipients: tuple[str, ...], data: bytes
         return None
     key = "mail:" + idempotence_key(sender, original_id or mail.idempotence_fallback(data))
     try:
-        record, applied, package, in_dmp = _record(ctx, d, sender, key)
+        record, applied, package, in_dmp, warnings = _record(ctx, d, sender, key)
     except GatewayError as exc:
         return Plan(handled=(ctx.robot,) if to_robot else (), deliveries=(_reply(
             ctx, sender, f"Délivrance refusée : ordonnance {d.prescription_id}",
@@ -169,12 +183,15 @@ def handle(config: Config, sender: str, recipients: tuple[str, ...], data: bytes
             f" enregistrée :\n{exc}\n\nRien n'a été modifié.\n", original_id),))
     lines = _lines_text(d)
     left = remaining_text(record)
+    notes = ("\nÀ vérifier (conditions de délivrance de la base des médicaments) :\n"
+             + "\n".join(f"  - {w}" for w in warnings) + "\n") if warnings else ""
     out = [_reply(ctx, sender, f"Délivrance enregistrée : ordonnance {record.identifier}",
                   f"Bonjour,\n\nLa délivrance est enregistrée{'' if applied else ' (déjà reçue)'}"
                   + (" et versée dans le DMP du patient" if in_dmp else " (non versée dans le"
                      " DMP : le patient n'y est pas désigné par un INS qualifié)")
                   + f" :\n{lines}\n\nStatut :"
-                  f" {record.status_at(now())}\nQuantités restantes :\n{left}\n", original_id)]
+                  f" {record.status_at(now())}\nQuantités restantes :\n{left}\n{notes}",
+                  original_id)]
     xdm = mail.Attachment("IHE_XDM.zip", "application/zip", package)
     if not record.patient_objects_to_feedback:
         out.append(_reply(ctx, record.prescriber_address,
@@ -205,7 +222,7 @@ def _cancel(ctx: Context, sender: str, text: str, original_id: str | None) -> Pl
         ctx, sender, "Annulation d'ordonnance", f"Bonjour,\n\n{body}\n", original_id),))
 
 
-def relayed(config: Config, sender: str, recipients: tuple[str, ...], data: bytes
+def relayed(ctx: Context, sender: str, recipients: tuple[str, ...], data: bytes
             ) -> Plan | None:
     """Worker side for relayed mail: a dispensation (form or eDISP) or a cancellation sent by
     another operator's member. The registry takes dispensations only from pharmacies this
@@ -213,7 +230,6 @@ def relayed(config: Config, sender: str, recipients: tuple[str, ...], data: byte
     cancellations only from their prescribers; the sender is told so, as a local mailbox that
     is not a pharmacy would be, and nothing is read or changed. A prescriber it was addressed to
     still receives the mail; the robot's copy (it only reads requests) is dropped."""
-    ctx = context(config)
     msg = mail.parse(data)
     texts = [mail.strip_quotes(t) for t in mail.texts(msg)]
     dispensation = any(_FORM.search(t) for t in texts) or any(
@@ -233,17 +249,17 @@ def relayed(config: Config, sender: str, recipients: tuple[str, ...], data: byte
         notes=(f"relayed {what.split()[-1].lower()} from {sender} not recorded",))
 
 
-async def step(message: Message, outcome: Outcome) -> Outcome:
+async def step(pipeline: Pipeline, message: Message, outcome: Outcome) -> Outcome:
     """Pipeline step: a professional's mail to the robot or to another professional; the same
     from another operator's member by relay (`relayed`: told it is not recorded)."""
-    config = pipeline.config()
+    config = pipeline.config
     patients = "@" + config.gateway.patient_domain
     robot = f"{ROBOT_LOCAL}@{config.gateway.domain}"
     if message.channel == "relay":
         if message.sender and not all(r.endswith(patients) for r in message.recipients) \
                 and may_be_dispensation(message.data, message.recipients, robot):
-            plan = await pipeline.run_cpu(relayed, config, message.sender.lower(),
-                                          message.recipients, message.data)
+            plan = await pipeline.run_flow(relayed, message.sender.lower(),
+                                           message.recipients, message.data)
             return apply(message, outcome, plan)
         return outcome
     if message.channel != "submission" or not message.authenticated:
@@ -253,8 +269,8 @@ async def step(message: Message, outcome: Outcome) -> Outcome:
         return outcome
     if not may_be_dispensation(message.data, message.recipients, robot):
         return outcome
-    plan = await pipeline.run_cpu(handle, config, message.authenticated.lower(),
-                                  message.recipients, message.data)
+    plan = await pipeline.run_flow(handle, message.authenticated.lower(),
+                                   message.recipients, message.data)
     return apply(message, outcome, plan)
 
 

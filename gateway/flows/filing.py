@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import logging
 
-from gateway.config import Config
 from gateway.dmp.feed import file_package, ins_of
 from gateway.dmp.model import Actor, ActorKind, DuplicateDocument
 from gateway.errors import GatewayError
 from gateway.flows import mail
 from gateway.flows.common import PRECHECK_MAX_BYTES, is_zip, packages
-from gateway.flows.context import ACTOR, Context, context
+from gateway.flows.context import ACTOR, Context
 from gateway.xdm import Limits
 
 log = logging.getLogger("mssgw.flows")
@@ -69,10 +68,9 @@ def may_hold_package(data: bytes) -> bool:
     return any(is_zip(a) for a in mail.attachments(mail.parse(data)))
 
 
-def relayed(config: Config, sender: str, patients: tuple[str, ...], data: bytes) -> None:
+def relayed(ctx: Context, sender: str, patients: tuple[str, ...], data: bytes) -> None:
     """Worker side (process pool): file the XDM packages of a relayed message for each of our
     patients it is addressed to. The message itself is delivered unchanged."""
-    ctx = context(config)
     msg = mail.parse(data)
     for patient in patients:
         file_packages(ctx, msg, sender, patient)

@@ -4,7 +4,7 @@ The doctor writes to the patient's address with the prescription as the mail for
 a CDA attachment, or an XDM package from their software. In the pool the worker builds (or
 reads) the prescription, assigns its identifier, renders the PDF, builds the CDA with the PDF
 and QR code embedded, packs and signs it with the doctor's signature certificate, then
-registers it and files it in the DMP in one SQLite transaction, and writes the messages: the
+registers it and files it in the DMP in one unit of work (one commit), and writes the messages: the
 patient's (MSSanté format), the doctor's receipt, and an MDN when asked. A prescription the
 gateway cannot accept changes nothing and goes back to the doctor with the reasons.
 
@@ -19,9 +19,6 @@ import dataclasses
 import datetime as dt
 import re
 
-from gateway import pipeline
-from gateway.config import Config
-from gateway.db import migrate, transaction
 from gateway.dmp.feed import QUALIFIED_INS_ROOTS, file_package
 from gateway.dmp.model import Actor, ActorKind
 from gateway.documents.build import assign_ids, prescription_document
@@ -40,25 +37,17 @@ from gateway.flows.common import (
     packages,
     prescription_cda,
 )
-from gateway.flows.context import ACTOR, Context, context, now
+from gateway.flows.context import ACTOR, Context, now
 from gateway.flows.filing import file_packages, may_hold_package, relayed
 from gateway.ordonnance import qr_png, render_pdf
-from gateway.pipeline import Delivery, Message, Outcome
+from gateway.pipeline import Delivery, Message, Outcome, Pipeline
+from gateway.prescriptions import checks
+from gateway.prescriptions.checks import check_prescription
 from gateway.prescriptions.identifier import group
+from gateway.prescriptions.prescriber import Prescriber
 from gateway.signature.trust import signed_as
 from gateway.xdm import Limits, Package, Sender
 from gateway.xdm.package import build, to_zip
-
-MIGRATIONS = [
-    """
-    CREATE TABLE flows_prescribed (
-        key TEXT PRIMARY KEY,          -- sha256(sender, Message-ID, patient)
-        identifier TEXT NOT NULL
-    );
-    """,
-]
-
-_migrated: dict[int, bool] = {}
 
 _FORM_PATIENT = re.compile(r"(?im)^\s*patient(e)?\s*:")
 
@@ -113,6 +102,20 @@ def _prescription(ctx: Context, source: Source, sender: str, when: dt.datetime) 
     if problems:
         raise Refused("\n".join(f"{pb.location} : {pb.message}" for pb in problems))
     return p
+
+
+def _check_conditions(ctx: Context, p: Prescription, sender: str) -> tuple[str, ...]:
+    """The drug database's prescribing conditions for this prescriber: refused (Refused, with
+    every refusal) or accepted with the warnings for the doctor's receipt."""
+    doctor = ctx.mailbox(sender)
+    if doctor is None:
+        return ()
+    prescriber = Prescriber.from_mailbox(doctor, ctx.structure_of(doctor))
+    findings = check_prescription(p, prescriber, ctx.drugs)
+    refused = checks.refusals(findings)
+    if refused:
+        raise Refused(checks.report(refused))
+    return tuple(str(f) for f in checks.warnings(findings))
 
 
 def _check_people(ctx: Context, p: Prescription, sender: str, patient_address: str) -> None:
@@ -182,12 +185,15 @@ def _patient_text(p: Prescription) -> str:
     )
 
 
-def _doctor_text(p: Prescription, patient_address: str, filed: list[str]) -> str:
+def _doctor_text(p: Prescription, patient_address: str, filed: list[str], robot: str,
+                 warnings: tuple[str, ...] = ()) -> str:
     lines = "\n".join(
         f"  {i}. {line.product.label}" + (f" (CIS {line.product.cis})" if line.product.cis else "")
         for i, line in enumerate(p.lines, 1)
     )
     docs = "\n".join(f"  - {d}" for d in filed)
+    notes = ("À noter (conditions de prescription de la base des médicaments) :\n"
+             + "\n".join(f"  - {w}" for w in warnings) + "\n\n") if warnings else ""
     return (
         "Bonjour,\n\n"
         f"Votre ordonnance pour {p.patient.given_names} {p.patient.birth_name}"
@@ -200,8 +206,9 @@ def _doctor_text(p: Prescription, patient_address: str, filed: list[str]) -> str
            " pas été versée dans le DMP : le patient y est désigné par un identifiant"
            f" provisoire ({p.patient.ins}, identité non qualifiée), et le DMP n'accepte que"
            " l'INS qualifié.\n\n")
-        + "L'ordonnance PDF est jointe. Pour l'annuler, écrivez au service des ordonnances :"
-        f" « Annulation : {p.identifier} ».\n"
+        + notes
+        + "L'ordonnance PDF est jointe. Pour l'annuler, écrivez au service des ordonnances"
+        f" ({robot}) : « Annulation : {p.identifier} ».\n"
     )
 
 
@@ -218,6 +225,7 @@ class Built:
     pdf: bytes
     package: bytes
     filed: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
 
 
 def _build(ctx: Context, p: Prescription, sender: str) -> tuple[Prescription, bytes, Package]:
@@ -229,7 +237,7 @@ def _build(ctx: Context, p: Prescription, sender: str) -> tuple[Prescription, by
     package = build([cda], sender=Sender(name=f"{author.given_name} {author.family_name}",
                                          product=ctx.config.gateway.product), trees=[tree],
                     metadata=False)  # signed_as writes METADATA.XML once, signature included
-    return p, pdf, signed_as(ctx.config, sender, package, ctx.directory)
+    return p, pdf, signed_as(ctx.config, sender, package, ctx.directory, ctx.certificates)
 
 
 def _again(ctx: Context, identifier: str, sender: str) -> Built:
@@ -241,42 +249,45 @@ def _again(ctx: Context, identifier: str, sender: str) -> Built:
     entries = ctx.dmp.find(p.patient.ins, actor=Actor(ActorKind.GATEWAY, ACTOR))
     filed = tuple(e.metadata.unique_id for e in entries
                   if e.metadata.prescription_id == identifier)
-    return Built(p, render_pdf(p), package, filed)
+    try:
+        warnings = _check_conditions(ctx, p, sender)
+    except Refused:  # accepted when registered; the reference changed since
+        warnings = ()
+    return Built(p, render_pdf(p), package, filed, warnings)
 
 
 def _register(ctx: Context, key: str, source: Source, sender: str, patient_address: str,
               when: dt.datetime) -> Built:
-    conn = ctx.registry.conn
-    if not _migrated.get(id(conn)):
-        migrate(conn, "flows", MIGRATIONS)
-        _migrated[id(conn)] = True
-    row = conn.execute("SELECT identifier FROM flows_prescribed WHERE key = ?", (key,)).fetchone()
-    if row is not None:
-        return _again(ctx, row["identifier"], sender)
+    known = ctx.records.prescribed.identifier_for(key)
+    if known is not None:
+        return _again(ctx, known, sender)
     p = _prescription(ctx, source, sender, when)
     _check_people(ctx, p, sender, patient_address)
+    warnings = _check_conditions(ctx, p, sender)
     try:
         p, pdf, pkg = _build(ctx, p, sender)
     except GatewayError as exc:  # e.g. no valid signature certificate for the doctor
         raise Refused(f"l'ordonnance n'a pas pu être établie et signée : {exc}") from None
     signed = to_zip(pkg)
+    assert p.identifier
     try:
-        with transaction(conn), ctx.audit.held():  # its two entries: one fsync
-            ctx.registry.register(p, prescriber_address=sender, patient_address=patient_address,
+        # The registration, the DMP filing and the idempotence key: one commit (and the
+        # registry's and the DMP's audit entries written together, one fsync, before it).
+        with ctx.records.unit() as uow:
+            uow.registry.register(p, prescriber_address=sender, patient_address=patient_address,
                                   package=signed, actor=sender, now=when)
-            entries = file_package(ctx.dmp, pkg, actor=Actor(ActorKind.GATEWAY, ACTOR),
+            entries = file_package(uow.dmp, pkg, actor=Actor(ActorKind.GATEWAY, ACTOR),
                                    author_address=sender, prescription_id=p.identifier
                                    ) if in_dmp(p) else []
-            conn.execute("INSERT INTO flows_prescribed (key, identifier) VALUES (?, ?)",
-                         (key, p.identifier))
+            uow.prescribed.add(key, p.identifier)
     except GatewayError as exc:  # the registry or the DMP refuses (e.g. an identifier reused)
         raise Refused(f"l'ordonnance n'a pas pu être enregistrée : {exc}") from None
-    return Built(p, pdf, signed, tuple(e.metadata.unique_id for e in entries))
+    return Built(p, pdf, signed, tuple(e.metadata.unique_id for e in entries), warnings)
 
 
-def handle(config: Config, sender: str, patients: tuple[str, ...], data: bytes) -> Plan | None:
+def handle(ctx: Context, sender: str, patients: tuple[str, ...], data: bytes) -> Plan | None:
     """Worker side (process pool). None: not a prescription, deliver unchanged."""
-    ctx = context(config)
+    config = ctx.config
     domain = config.gateway.domain
     product = config.gateway.product
     msg = mail.parse(data)
@@ -296,8 +307,8 @@ def handle(config: Config, sender: str, patients: tuple[str, ...], data: bytes) 
         built = _register(ctx, key, source, sender, patient, now())
     except Refused as exc:
         # Who was refused and why, for the administrators (the console's dashboard counts them).
-        ctx.audit(sender, "prescription.refuse", patients[0] if patients else "",
-                  {"reason": exc.report.splitlines()[0][:300] if exc.report else "refused"})
+        ctx.audit.record(sender, "prescription.refuse", patients[0] if patients else "",
+                         {"reason": exc.report.splitlines()[0][:300] if exc.report else "refused"})
         reply = mail.compose(
             sender=ctx.robot, to=[sender], domain=domain, in_reply_to=original_id,
             subject="Ordonnance refusée : " + mail.header(msg, "Subject")[:80],
@@ -321,7 +332,8 @@ def handle(config: Config, sender: str, patients: tuple[str, ...], data: bytes) 
     to_doctor = mail.compose(
         sender=ctx.robot, to=[sender], domain=domain, in_reply_to=original_id,
         subject=f"Ordonnance {p.identifier} enregistrée pour {p.patient.birth_name}",
-        body=_doctor_text(p, patient, list(built.filed)), files=[pdf],
+        body=_doctor_text(p, patient, list(built.filed), ctx.robot, built.warnings),
+        files=[pdf],
         headers=[("X-MSS-NIL", product), ("X-Ordonnance-Id", p.identifier or "")],
     )
     out = [
@@ -335,20 +347,20 @@ def handle(config: Config, sender: str, patients: tuple[str, ...], data: bytes) 
     return Plan(handled=patients, deliveries=tuple(out), notes=(f"prescription {p.identifier}",))
 
 
-async def step(message: Message, outcome: Outcome) -> Outcome:
+async def step(pipeline: Pipeline, message: Message, outcome: Outcome) -> Outcome:
     """Pipeline step: a professional's submission to one or more patients; a trust-space
     peer's mail to our patients (its packages filed, see `filing.relayed`)."""
-    config = pipeline.config()
+    config = pipeline.config
     suffix = "@" + config.gateway.patient_domain
     patients = tuple(r for r in message.recipients if r.endswith(suffix))
     if not patients:
         return outcome
     if message.channel == "relay":
         if message.sender and may_hold_package(message.data):
-            await pipeline.run_cpu(relayed, config, message.sender, patients, message.data)
+            await pipeline.run_flow(relayed, message.sender, patients, message.data)
         return outcome
     if message.channel != "submission" or not message.authenticated:
         return outcome
-    plan = await pipeline.run_cpu(handle, config, message.authenticated.lower(), patients,
-                                  message.data)
+    plan = await pipeline.run_flow(handle, message.authenticated.lower(), patients,
+                                   message.data)
     return apply(message, outcome, plan)

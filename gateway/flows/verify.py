@@ -21,8 +21,6 @@ import re
 from decimal import Decimal
 from typing import Any
 
-from gateway import pipeline
-from gateway.config import Config
 from gateway.documents.parse import parse_prescription
 from gateway.errors import GatewayError
 from gateway.flows import mail
@@ -34,8 +32,8 @@ from gateway.flows.common import (
     packages,
     registered_cda,
 )
-from gateway.flows.context import Context, context, now
-from gateway.pipeline import Delivery, Message, Outcome
+from gateway.flows.context import Context, now
+from gateway.pipeline import Delivery, Message, Outcome, Pipeline
 from gateway.prescriptions.identifier import group
 from gateway.prescriptions.registry import (
     PrescriptionNotFound,
@@ -196,8 +194,8 @@ def _pharmacy_text(v: Verdict) -> str:
     return text + "\nLe message du patient est joint.\n"
 
 
-def handle(config: Config, sender: str, recipients: tuple[str, ...], data: bytes) -> Plan | None:
-    ctx = context(config)
+def handle(ctx: Context, sender: str, recipients: tuple[str, ...], data: bytes) -> Plan | None:
+    config = ctx.config
     pharmacies = []
     for r in recipients:
         mb = ctx.mailbox(r)
@@ -275,16 +273,16 @@ def _has_verdict(data: bytes) -> bool:
     return HEADER in head.lower()
 
 
-async def step(message: Message, outcome: Outcome) -> Outcome:
+async def step(pipeline: Pipeline, message: Message, outcome: Outcome) -> Outcome:
     """Pipeline step: a patient's mail to a pharmacy. Any mail arriving with a verdict header
     loses it (a patient or a peer cannot make a message look verified)."""
     if _has_verdict(message.data):
         outcome = _sanitised(outcome)
     if message.channel != "submission" or not message.authenticated:
         return outcome
-    config = pipeline.config()
+    config = pipeline.config
     if not message.authenticated.lower().endswith("@" + config.gateway.patient_domain):
         return outcome
-    plan = await pipeline.run_cpu(handle, config, message.authenticated.lower(),
-                                  message.recipients, message.data)
+    plan = await pipeline.run_flow(handle, message.authenticated.lower(),
+                                   message.recipients, message.data)
     return apply(message, outcome, plan)

@@ -1,5 +1,5 @@
-"""Authentication commands: STARTTLS, LOGIN, AUTHENTICATE PLAIN / EXTERNAL (SASL-IR), with
-the failure count that ends a connection after repeated refusals.
+"""Authentication commands: STARTTLS, LOGIN, AUTHENTICATE PLAIN / EXTERNAL / OAUTHBEARER /
+XOAUTH2 (SASL-IR), with the failure count that ends a connection after repeated refusals.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from gateway.imap.state import (
     SessionState,
     _no_args,
 )
+from gateway.oidc import sasl
 
 
 class AuthCommands(SessionState):
@@ -43,20 +44,17 @@ class AuthCommands(SessionState):
         mech = as_atom(args[0], "mechanism").upper()
         if not self.tls:
             raise No("authentication is disabled before STARTTLS", "PRIVACYREQUIRED")
-        if mech not in ("PLAIN", "EXTERNAL"):
+        tokens = self.hooks.authenticate_token is not None
+        if mech not in ("PLAIN", "EXTERNAL") and not (tokens and mech in TOKEN_MECHANISMS):
             raise No(f"unsupported mechanism {mech[:20]}", "CANNOT")
         if len(args) == 2:
             initial = as_text(args[1], "initial response")
             response = b"" if initial == "=" else _b64(initial)
         else:
-            self.io.send(b"+ \r\n")
-            await self.io.flush()
-            line = await self.io.read_line(60)
-            if line is None:
-                raise Bad("authentication timed out")
-            if line.strip() == b"*":
-                raise Bad("authentication cancelled")
-            response = _b64(line.decode("ascii", "replace").strip())
+            response = await self._continue(b"")
+        if mech in TOKEN_MECHANISMS:
+            await self._token(tag, sasl.Mechanism(mech), response)
+            return
         if mech == "EXTERNAL":
             if self.hooks.authenticate_certificate is None or not self._has_cert():
                 raise No("no client certificate was presented", "AUTHENTICATIONFAILED")
@@ -77,6 +75,34 @@ class AuthCommands(SessionState):
             raise No("acting for another user is not allowed", "AUTHORIZATIONFAILED")
         await self._authenticate(tag, user, password)
 
+    async def _continue(self, challenge: bytes) -> bytes:
+        """Send a continuation with `challenge`, return the client's decoded answer."""
+        self.io.send(b"+ " + base64.b64encode(challenge) + b"\r\n")
+        await self.io.flush()
+        line = await self.io.read_line(60)
+        if line is None:
+            raise Bad("authentication timed out")
+        if line.strip() == b"*":
+            raise Bad("authentication cancelled")
+        return _b64(line.decode("ascii", "replace").strip())
+
+    async def _token(self, tag: str, mechanism: sasl.Mechanism, response: bytes) -> None:
+        assert self.hooks.authenticate_token is not None
+        try:
+            bearer = sasl.parse(mechanism, response)
+        except sasl.SaslError as exc:
+            raise Bad(f"malformed {mechanism} response: {exc}") from None
+        try:
+            login = await self.hooks.authenticate_token(bearer, self.client_ip)
+        except AuthFailed as exc:
+            if exc.challenge is not None:
+                # RFC 7628 3.2.2: the error in a continuation; the client answers it (a lone
+                # kvsep, or nothing for XOAUTH2) before the NO.
+                await self._continue(exc.challenge)
+            await self._failed(tag, exc)
+            return
+        self._logged_in(tag, login)
+
     async def _authenticate(self, tag: str, user: str, password: str) -> None:
         try:
             login = await self.hooks.authenticate(user, password, self.client_ip)
@@ -96,6 +122,9 @@ class AuthCommands(SessionState):
         self.store = self.hooks.pool.acquire(login.address)
         self.login = login
         self.tagged(tag, "OK", "Logged in", f"CAPABILITY {self.capabilities()}")
+
+
+TOKEN_MECHANISMS = frozenset(m.value for m in sasl.Mechanism)
 
 
 def _b64(text: str) -> bytes:

@@ -21,7 +21,7 @@ from gateway.imap.syntax import (
     uid_ranges,
 )
 from gateway.imap.updates import SelectedUpdates
-from gateway.store.mailstore import Folder, MessageInfo
+from gateway.store.interfaces import Folder, MessageInfo
 
 
 class FetchCommand(SelectedUpdates):
@@ -229,7 +229,8 @@ class FetchCommand(SelectedUpdates):
         sel = self.selected
         assert sel is not None
         memo: dict[str, bytes] = {}
-        flags, recent, all_uids = sel.flags, sel.recent, sel.uids
+        flags, all_uids = sel.flags, sel.uids
+        recent = set() if self.rev2 else sel.recent  # RFC 9051: no \Recent
         uid_first = names == ["UID", "FLAGS"]  # UID FETCH n:* FLAGS, the usual poll
         flags_only = names == ["FLAGS"]
         out: list[bytes] = []

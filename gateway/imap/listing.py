@@ -15,7 +15,7 @@ from gateway.imap import utf7
 from gateway.imap.mailboxes import MailboxCommands, _status_items
 from gateway.imap.parser import Atom, Token, as_atom, as_list, as_text
 from gateway.imap.state import Bad
-from gateway.store.mailstore import DELIMITER
+from gateway.store.interfaces import DELIMITER
 
 SELECTION_OPTIONS = {"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH"}
 
@@ -47,12 +47,12 @@ class ListCommands(MailboxCommands):
             args.pop()
         if len(args) != 2:
             raise Bad(f"{verb} expects a reference and a mailbox pattern")
-        ref = _decoded(as_text(args[0], "reference"))
+        ref = _decoded(as_text(args[0], "reference"), self.rev2)
         if isinstance(args[1], list) and not lsub:
             extended = True
-            patterns = [_decoded(as_text(p, "pattern")) for p in args[1]]
+            patterns = [_decoded(as_text(p, "pattern"), self.rev2) for p in args[1]]
         else:
-            patterns = [_decoded(as_text(args[1], "pattern"))]
+            patterns = [_decoded(as_text(args[1], "pattern"), self.rev2)]
         if patterns == [""] and not extended:  # the hierarchy delimiter (RFC 3501 6.3.8)
             if not lsub:
                 self.send(b'* LIST (\\Noselect) "' + DELIMITER.encode() + b'" ""')
@@ -128,7 +128,9 @@ def _return_options(tok: Token) -> tuple[set[str], list[str] | None]:
     return out, status
 
 
-def _decoded(text: str) -> str:
+def _decoded(text: str, utf8: bool) -> str:
+    if utf8:  # IMAP4rev2: names and patterns are UTF-8 already
+        return text
     try:
         return utf7.decode(text)
     except ValueError as exc:

@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import functools
 
+from gateway.imap import mime
 from gateway.imap.parser import (
+    Atom,
     Literal,
     Literal8,
     Token,
@@ -20,7 +22,8 @@ from gateway.imap.parser import (
 from gateway.imap.state import Bad, No, Selected, _no_args
 from gateway.imap.syntax import parse_imap_datetime, seq_set, uid_ranges
 from gateway.imap.updates import SelectedUpdates
-from gateway.store.mailstore import DELIMITER, Appended, Folder
+from gateway.imap.urls import parse_imap_url
+from gateway.store.interfaces import DELIMITER, Appended, Folder
 
 
 class MailboxCommands(SelectedUpdates):
@@ -39,6 +42,9 @@ class MailboxCommands(SelectedUpdates):
                 self._enable_condstore()
                 self.qresync = True
                 enabled.append("QRESYNC")
+            elif name == "IMAP4REV2" and not self.rev2:
+                self.rev2 = True
+                enabled.append("IMAP4rev2")
         self.untagged("ENABLED" + "".join(" " + e for e in enabled))
         self.tagged(tag, "OK", "ENABLE completed")
 
@@ -57,7 +63,7 @@ class MailboxCommands(SelectedUpdates):
         assert self.store is not None
         if self.selected is not None:
             self.selected = None
-            if self.condstore:
+            if self.condstore or self.rev2:  # RFC 7162 3.2.11, RFC 9051 7.1
                 self.untagged("OK [CLOSED] previous mailbox closed")
         folder = self._get_folder(args[0])
         await self._adopt_new(folder)
@@ -70,8 +76,11 @@ class MailboxCommands(SelectedUpdates):
         seen = sum(1 for text in view.flags.values() if "\\Seen" in text)
         self._send_flags(sel)
         self.untagged(f"{len(uids)} EXISTS")
-        self.untagged(f"{sel.recent_count()} RECENT")
-        if seen < len(uids):
+        if self.rev2:  # RFC 9051 6.3.2: LIST in place of RECENT and UNSEEN
+            self.send(b'* LIST () "' + DELIMITER.encode() + b'" ' + self._wire_name(folder.name))
+        else:
+            self.untagged(f"{sel.recent_count()} RECENT")
+        if seen < len(uids) and not self.rev2:
             first = next(
                 i for i, u in enumerate(uids, 1) if "\\Seen" not in view.flags.get(u, "")
             )
@@ -187,6 +196,8 @@ class MailboxCommands(SelectedUpdates):
             self._enable_condstore()
         folder = self.store.folder_by_id(folder.id) or folder
         total, unseen, recent = self.store.counts(folder)
+        deleted, size = (self.store.status_sizes(folder) if {"DELETED", "SIZE"} & set(items)
+                         else (0, 0))
         values = {
             "MESSAGES": total,
             "RECENT": recent,
@@ -194,20 +205,32 @@ class MailboxCommands(SelectedUpdates):
             "UIDVALIDITY": folder.uidvalidity,
             "UNSEEN": unseen,
             "HIGHESTMODSEQ": folder.highestmodseq,
+            "DELETED": deleted,
+            "SIZE": size,
         }
         out = " ".join(f"{item} {values[item]}" for item in items)
         return b"* STATUS " + self._wire_name(folder.name) + f" ({out})".encode()
 
     async def cmd_append(self, tag: str, args: list[Token]) -> None:
         """APPEND, with MULTIAPPEND (RFC 3502): after the mailbox, one or more messages, each
-        `[flags] [date-time] literal`; all are added or none."""
+        `[flags] [date-time] literal`, or `CATENATE (...)` (RFC 4469) to build the message
+        from literals and IMAP URLs of messages or parts already stored; all or none."""
         if len(args) < 2:
             raise Bad("APPEND expects a mailbox, optional flags and date, and a message literal")
         assert self.store is not None
-        messages = self._append_messages(args[1:])
+        pending = self._append_messages(args[1:])
         folder = self.store.folder(self._folder_name(args[0]))
-        if folder is None:
+        if folder is None:  # before the URLs: RFC 4469 5 wants TRYCREATE even with a bad one
             raise No("no such mailbox; create it first", "TRYCREATE")
+        messages = []
+        for flags, when, tz, parts, verbatim in pending:
+            data = b"".join([p if isinstance(p, bytes) else await self._url_octets(p)
+                             for p in parts])
+            if len(data) > self.hooks.max_append:
+                raise No("message too large", "TOOBIG")
+            if not data:
+                raise No("empty message")
+            messages.append(Appended(data, flags, when, tz, verbatim))
         self._check_quota(sum(len(m.data) for m in messages))
         # In a thread: the files, their fsyncs and the index's durable commit (the store gives
         # APPEND a SQLite connection of its own), so the event loop never waits for the disk.
@@ -218,8 +241,12 @@ class MailboxCommands(SelectedUpdates):
         self.tagged(tag, "OK", "APPEND completed",
                     f"APPENDUID {folder.uidvalidity} {seq_set(uids)}")
 
-    def _append_messages(self, args: list[Token]) -> list[Appended]:
-        out: list[Appended] = []
+    def _append_messages(
+        self, args: list[Token]
+    ) -> list[tuple[tuple[str, ...], int | None, int | None, list[bytes | str], bool]]:
+        """Each message's flags, date, zone, parts (octets, or URLs to read) and whether its
+        octets are kept as sent (a literal8)."""
+        out: list[tuple[tuple[str, ...], int | None, int | None, list[bytes | str], bool]] = []
         i = 0
         while i < len(args):
             flags: list[str] = []
@@ -231,6 +258,11 @@ class MailboxCommands(SelectedUpdates):
             if i < len(args) and isinstance(args[i], bytes) and not isinstance(args[i], Literal):
                 when, tz = parse_imap_datetime(as_text(args[i], "date-time"))
                 i += 1
+            if i + 1 < len(args) and isinstance(args[i], Atom) and \
+                    str(args[i]).upper() == "CATENATE":
+                out.append((tuple(flags), when, tz, _catenate(args[i + 1]), False))
+                i += 2
+                continue
             if i >= len(args) or not isinstance(args[i], Literal):
                 raise Bad("APPEND message must be a literal")
             data = args[i]
@@ -238,10 +270,35 @@ class MailboxCommands(SelectedUpdates):
             assert isinstance(data, bytes)
             if len(data) > self.hooks.max_append:
                 raise No("message too large", "TOOBIG")
-            if not data:
-                raise No("empty message")
-            out.append(Appended(data, tuple(flags), when, tz, isinstance(data, Literal8)))
+            out.append((tuple(flags), when, tz, [data], isinstance(data, Literal8)))
         return out
+
+    async def _url_octets(self, url: str) -> bytes:
+        """What a CATENATE URL names, from the user's own mailboxes; NO [BADURL] otherwise."""
+        assert self.store is not None and self.login is not None
+        bad = No(f"cannot use the URL {url[:200]}", f"BADURL {url[:200]}")
+        parsed = parse_imap_url(url, self.login.address)
+        if parsed is None:
+            raise bad
+        folder = self.store.folder(parsed.mailbox)
+        if folder is None or parsed.uidvalidity not in (None, folder.uidvalidity):
+            raise bad
+        info = self.store.infos(folder, [parsed.uid]).get(parsed.uid)
+        if info is None:
+            raise bad
+        data = self.store.read(folder, info.base)
+        if parsed.section:
+            try:
+                section = mime.parse_section(parsed.section)
+            except mime.SectionError:
+                raise bad from None
+            root = mime.parse(data) if section.path else None
+            data = mime.section_bytes(data, root, section)
+        if parsed.partial is not None:
+            start, length = parsed.partial
+            data = data[start:] if length is None else data[start : start + length]
+        await self._audit("imap.read", {"folder": folder.name, "uids": str(parsed.uid)})
+        return data
 
     # --- QUOTA (RFC 9208): one quota root, "", for all of the user's folders ------------------
 
@@ -298,7 +355,25 @@ class MailboxCommands(SelectedUpdates):
         self.tagged(tag, "OK", "UNSELECT completed")
 
 
-STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ")
+def _catenate(tok: Token) -> list[bytes | str]:
+    """CATENATE's list: TEXT literal / URL astring pairs (RFC 4469 5)."""
+    items = as_list(tok, "CATENATE parts")
+    if not items or len(items) % 2:
+        raise Bad("CATENATE expects TEXT literal and URL url parts")
+    parts: list[bytes | str] = []
+    for kind_tok, value in zip(items[::2], items[1::2], strict=True):
+        kind = as_atom(kind_tok, "CATENATE part").upper()
+        if kind == "TEXT" and isinstance(value, Literal):
+            parts.append(bytes(value))
+        elif kind == "URL" and not isinstance(value, list):
+            parts.append(as_text(value, "URL"))
+        else:
+            raise Bad("CATENATE expects TEXT literal and URL url parts")
+    return parts
+
+
+STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ",
+                "DELETED", "SIZE")  # DELETED: RFC 9051; SIZE: RFC 8438
 
 
 def _status_items(tok: Token) -> list[str]:

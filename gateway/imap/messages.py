@@ -113,6 +113,8 @@ class MessageCommands(SelectedUpdates):
             args = args[2:]
             if "SAVE" in options:
                 sel.saved = frozenset()  # RFC 5182 2.1: a failed SEARCH (SAVE) leaves "$" empty
+        if options is None and self.rev2:
+            options = {"ALL"}  # RFC 9051 6.4.4: the answer is always ESEARCH
         try:
             _, keys = parse_search(args)
         except BadCharset:

@@ -1,8 +1,10 @@
 """The IMAP service: listeners from config [imap], wired to the directory, PKI and audit log.
 
-`start(config, reuse_port=...)` is what `mssgw serve` calls in every worker process: it opens the
+`start(runtime, reuse_port=...)` is what `mssgw serve` calls in every worker process: it opens the
 STARTTLS listener (143-style) and the implicit-TLS listener (993-style) and returns the servers.
 Logins go through the directory's Authenticator (credential cache, lockouts, suspension);
+AUTHENTICATE OAUTHBEARER / XOAUTH2 take a Pro Santé Connect access token when [oidc] has an
+issuer (gateway.oidc: same lockouts);
 AUTHENTICATE EXTERNAL accepts a client certificate from our CA for an APP mailbox whose address
 is in the certificate; reads of a patient's mailbox go to the audit log.
 """
@@ -13,31 +15,42 @@ import asyncio
 import functools
 import logging
 import ssl
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 
 from gateway.config import Config, parse_hostport
 from gateway.imap.server import end_sessions, serve_connection
 from gateway.imap.session import AuthFailed, Hooks, Login
-from gateway.server import MadeBeforeFork
-from gateway.store.mailstore import StorePool
+from gateway.oidc.sasl import BearerResponse
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime
 
 log = logging.getLogger("mssgw.imap")
 
 
-def build_hooks(config: Config) -> Hooks:
-    from gateway import audit
-    from gateway.directory import open_directory
-    from gateway.directory.auth import Authenticator
+def build_hooks(runtime: Runtime) -> Hooks:
+    """What the sessions get from the process's root: its mail stores, authenticator, token
+    logins, directory and audit log."""
+    from gateway.directory.auth import AuthReason
     from gateway.directory.model import MailboxKind
     from gateway.pki.kinds import Purpose
     from gateway.pki.tls import verify_peer
 
-    directory = open_directory(config)
-    authenticator = Authenticator.from_config(config, directory)
+    config = runtime.config
+    directory = runtime.directory
+    authenticator = runtime.authenticator
+    audit = runtime.audit
+    logins = runtime.token_logins
 
     async def authenticate(address: str, password: str, client_ip: str) -> Login:
         result = await authenticator.authenticate(address, password, client_ip)
+        if result.reason is AuthReason.PASSWORD_NOT_ALLOWED:
+            log.warning("IMAP login refused for %s from %s: %s", address, client_ip,
+                        result.reason)
+            raise AuthFailed("this mailbox does not log in with a password: use a Pro Sante "
+                             "Connect token (AUTHENTICATE OAUTHBEARER or XOAUTH2)")
         if not result.ok or result.mailbox is None:
             # One answer for every failure (unknown, wrong password, suspended, locked out):
             # the reason goes to the log, never to the client.
@@ -67,14 +80,25 @@ def build_hooks(config: Config) -> Hooks:
             raise AuthFailed("authentication failed")
         return Login(mailbox.address, False, config.quota.limit(mailbox.kind.value))
 
-    def record(actor: str, action: str, target: str, details: dict[str, object]) -> None:
-        audit.record(config, actor, action, target, **details)
+    async def authenticate_token(response: BearerResponse, client_ip: str) -> Login:
+        assert logins is not None
+        result = await logins.login(response, client_ip, "imap")  # logs each refusal
+        if result.mailbox is not None:
+            return Login(result.mailbox.address, result.mailbox.kind is MailboxKind.PATIENT,
+                         config.quota.limit(result.mailbox.kind.value))
+        if result.retry_after is not None:
+            raise AuthFailed(f"too many failed logins; try again in "
+                             f"{max(1, round(result.retry_after))} s", "UNAVAILABLE")
+        if result.temporary:
+            raise AuthFailed(f"temporary failure: {result.message}", "UNAVAILABLE")
+        raise AuthFailed(f"authentication failed: {result.message}", challenge=result.challenge)
 
     return Hooks(
-        pool=StorePool(config.mailboxes_path),
+        pool=runtime.mail_stores,
         authenticate=authenticate,
         authenticate_certificate=authenticate_certificate,
-        audit=record,
+        authenticate_token=authenticate_token if logins is not None else None,
+        audit=audit.record,
         hostname=config.gateway.hostname,
         max_append=config.imap.max_message_size,
     )
@@ -88,7 +112,7 @@ def _certificate_addresses(cert: x509.Certificate) -> list[str]:
     return [a.lower() for a in san.get_values_for_type(x509.RFC822Name)]
 
 
-def tls_context(config: Config) -> ssl.SSLContext:
+def make_tls_context(config: Config) -> ssl.SSLContext:
     from gateway.pki.tls import server_context
 
     # "optional": application mailboxes may present a client certificate (AUTHENTICATE
@@ -96,16 +120,18 @@ def tls_context(config: Config) -> ssl.SSLContext:
     return server_context(config, client_certs="optional")
 
 
-_tls = MadeBeforeFork(tls_context)
+def tls_context(runtime: Runtime) -> ssl.SSLContext:
+    """The root's IMAP context, made once (by the supervisor, before it forks: `prepare`)."""
+    return runtime.made("imap tls", lambda: make_tls_context(runtime.config))
 
 
-def prepare(config: Config) -> None:
+def prepare(runtime: Runtime) -> None:
     """Run by `mssgw serve` before it forks its workers: one TLS context for all of them, so
     they share its session-ticket key. Mail clients resume their TLS sessions (Thunderbird,
     Apple Mail, Outlook, K-9 do), which spares the server the full handshake's RSA signature
     (about half of what a short IMAP session costs it); with a context made in each worker, a
     ticket one worker issued would be refused by the others."""
-    _tls.prepare(config)
+    tls_context(runtime)
 
 
 # asyncio (3.11-3.13) gives every TLS connection a zero-filled 256 KiB read buffer, which
@@ -135,12 +161,13 @@ def _close_sessions_with(server: asyncio.Server) -> None:
 
 
 async def start(
-    config: Config, *, reuse_port: bool = False, hooks: Hooks | None = None
+    runtime: Runtime, *, reuse_port: bool = False, hooks: Hooks | None = None
 ) -> list[asyncio.Server]:
     """Start the configured IMAP listeners ([imap] starttls and tls; "" disables one)."""
     _small_tls_buffers()
-    hooks = hooks or build_hooks(config)
-    context = _tls.get(config)
+    config = runtime.config
+    hooks = hooks or runtime.imap_hooks
+    context = tls_context(runtime)
     servers: list[asyncio.Server] = []
     listeners = (("starttls", config.imap.starttls, False), ("tls", config.imap.tls, True))
     for name, address, implicit in listeners:

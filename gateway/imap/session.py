@@ -4,8 +4,8 @@ LIST-EXTENDED, LIST-STATUS).
 
 A `Session` takes parsed commands (gateway.imap.parser) and writes responses to a `Channel`;
 it knows nothing of sockets, so tests drive it with an in-memory channel. The mail itself is
-behind gateway.store.mailstore; logins go through the `Hooks` the service supplies (the
-directory's authenticator with its credential cache, the audit log).
+behind the `MailStore` interface (gateway.store.interfaces); logins go through the `Hooks` the
+service supplies (the directory's authenticator with its credential cache, the audit log).
 
 This module holds the dispatch by state and the commands valid in any state (CAPABILITY, NOOP,
 LOGOUT, ID, IDLE, UID); the command groups are mixins over `state.SessionState`:
@@ -37,7 +37,7 @@ from gateway.imap.state import (  # re-exported: the service, server and tests i
     Selected,
     _no_args,
 )
-from gateway.store.mailstore import StoreError, unlink_all
+from gateway.store.interfaces import StoreError
 
 __all__ = [
     "AuthFailed", "BASE_CAPS", "Channel", "Hooks", "Login", "No", "Bad", "Selected", "Session",
@@ -83,10 +83,9 @@ class Session(AuthCommands, ListCommands, FetchCommand, SortCommands):
             if state not in states:
                 raise Bad(_state_error(name, state))
             await fn(self, cmd.tag, cmd.args)
-            if self.store is not None and self.store.garbage:
-                asyncio.get_running_loop().run_in_executor(
-                    None, unlink_all, self.store.take_garbage()
-                )
+            cleanup = self.store.cleanup() if self.store is not None else None
+            if cleanup is not None:  # e.g. unlinking expunged files: off the event loop
+                asyncio.get_running_loop().run_in_executor(None, cleanup)
         except Bad as exc:
             self.tagged(cmd.tag, "BAD", str(exc))
         except SyntaxProblem as exc:

@@ -14,15 +14,17 @@ from typing import Protocol
 from gateway.imap import utf7
 from gateway.imap.parser import Token, as_atom, as_text
 from gateway.imap.syntax import quote
-from gateway.store.mailstore import Folder, MailStore, StorePool
+from gateway.oidc.sasl import BearerResponse
+from gateway.store.interfaces import Folder, MailStore, MailStores
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 _SYSTEM_LOWER = {f.lower(): f for f in SYSTEM_FLAGS}
 BASE_CAPS = (
-    "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE SPECIAL-USE CONDSTORE"
-    " UNSELECT CHILDREN ESEARCH BINARY LIST-EXTENDED LIST-STATUS QRESYNC SORT SORT=DISPLAY"
-    " ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES WITHIN SEARCHRES MULTIAPPEND QUOTA"
-    " QUOTA=RES-STORAGE"
+    "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE SPECIAL-USE"
+    " CONDSTORE UNSELECT CHILDREN ESEARCH BINARY LIST-EXTENDED LIST-STATUS QRESYNC SORT"
+    " SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES WITHIN SEARCHRES MULTIAPPEND QUOTA"
+    " CATENATE"
+    " QUOTA=RES-STORAGE STATUS=SIZE"
 )
 MAX_LOGIN_FAILURES = 3
 
@@ -49,22 +51,28 @@ class Login:
 
 
 class AuthFailed(Exception):
-    """Refused login; `code` is the IMAP response code (AUTHENTICATIONFAILED, ...)."""
+    """Refused login; `code` is the IMAP response code (AUTHENTICATIONFAILED, ...);
+    `challenge` the SASL error sent before the NO (RFC 7628 token logins)."""
 
-    def __init__(self, text: str, code: str = "AUTHENTICATIONFAILED") -> None:
+    def __init__(
+        self, text: str, code: str = "AUTHENTICATIONFAILED", challenge: bytes | None = None
+    ) -> None:
         super().__init__(text)
         self.code = code
+        self.challenge = challenge
 
 
 @dataclass
 class Hooks:
     """What the service plugs in: authentication, the audit log, limits."""
 
-    pool: StorePool
+    pool: MailStores
     # (address, password, client ip) -> Login, or raises AuthFailed
     authenticate: Callable[[str, str, str], Awaitable[Login]]
     # (session's TLS peer info, authorisation id or "") -> Login, or raises AuthFailed
     authenticate_certificate: Callable[[object, str], Awaitable[Login]] | None = None
+    # (OAUTHBEARER/XOAUTH2 message, client ip) -> Login, or raises AuthFailed; None: not offered
+    authenticate_token: Callable[[BearerResponse, str], Awaitable[Login]] | None = None
     audit: Callable[[str, str, str, dict[str, object]], None] = lambda *a: None
     hostname: str = "localhost"
     max_append: int = 64 * 1024 * 1024
@@ -138,6 +146,9 @@ class SessionState:
         self.selected: Selected | None = None
         self.condstore = False
         self.qresync = False  # ENABLE QRESYNC: VANISHED replaces EXPUNGE (RFC 7162 3.2)
+        # ENABLE IMAP4rev2 (RFC 9051 Appendix E): no \Recent nor RECENT, SEARCH answers
+        # ESEARCH, SELECT sends LIST and no UNSEEN, mailbox names travel in UTF-8.
+        self.rev2 = False
         self.failures = 0
         self.want_starttls = False
         self.want_compress = False  # COMPRESS DEFLATE answered: the connection switches
@@ -155,6 +166,8 @@ class SessionState:
                 caps += " AUTH=PLAIN"
                 if self.hooks.authenticate_certificate is not None and self._has_cert():
                     caps += " AUTH=EXTERNAL"
+                if self.hooks.authenticate_token is not None:
+                    caps += " AUTH=OAUTHBEARER AUTH=XOAUTH2"
         elif not self.compressed:
             caps += " COMPRESS=DEFLATE"
         return caps
@@ -175,6 +188,8 @@ class SessionState:
 
     def _folder_name(self, tok: Token) -> str:
         text = as_text(tok, "mailbox name")
+        if self.rev2:  # RFC 9051 5.1: UTF-8 names, no modified UTF-7
+            return "INBOX" if text.upper() == "INBOX" else text
         try:
             name = utf7.decode(text)
         except ValueError as exc:
@@ -184,7 +199,7 @@ class SessionState:
         return "INBOX" if name.upper() == "INBOX" else name
 
     def _wire_name(self, name: str) -> bytes:
-        return quote(utf7.encode(name))
+        return quote(name if self.rev2 else utf7.encode(name))
 
     def _get_folder(self, tok: Token) -> Folder:
         assert self.store is not None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.store.sortkeys import SortKeys
@@ -64,11 +64,15 @@ def sort(items: Sequence[Item], criteria: Sequence[tuple[str, bool]]) -> list[It
 # --- THREAD -------------------------------------------------------------------------------
 
 
-@dataclass(eq=False)
 class _Node:
-    item: Item | None = None  # None: a dummy (a message referred to but not in the set)
-    parent: _Node | None = None
-    children: list[_Node] = field(default_factory=list)
+    """A thread container (plain class with slots: a THREAD of a big folder makes 100,000)."""
+
+    __slots__ = ("item", "parent", "children")
+
+    def __init__(self, item: Item | None = None) -> None:
+        self.item = item  # None: a dummy (a message referred to but not in the set)
+        self.parent: _Node | None = None
+        self.children: list[_Node] = []
 
     def first(self) -> Item | None:
         """The item that dates and names the node: itself, else its first child's."""
@@ -95,8 +99,12 @@ def _link(parent: _Node, child: _Node) -> None:
 
 
 def _date_key(node: _Node) -> tuple[int, int]:
-    item = node.first()
-    return (item.keys.sent, item.seq) if item is not None else (0, 0)
+    """Sent date, then sequence number; a dummy takes its earliest child's (the first once
+    its children are sorted: RFC 5256 4 steps 5 and 6)."""
+    item = node.item
+    if item is not None:
+        return (item.keys.sent, item.seq)
+    return min((_date_key(c) for c in node.children), default=(0, 0))
 
 
 def orderedsubject(items: Sequence[Item]) -> list[_Node]:
@@ -160,9 +168,7 @@ def references(items: Sequence[Item]) -> list[_Node]:
     roots = _prune(roots, top=True)
     for r in roots:
         r.parent = None
-    # 5: sort the roots by date, then merge them by base subject
-    for r in roots:
-        _sort_tree(r)
+    # 5: sort the roots by date (a dummy by its earliest child), then merge them by subject
     roots.sort(key=_date_key)
     roots = _merge_subjects(roots)
     # 6: sort every set of siblings (children before parents), roots last
@@ -189,10 +195,14 @@ def _prune(nodes: list[_Node], *, top: bool) -> list[_Node]:
     return out
 
 
-def _sort_tree(node: _Node) -> None:
-    for c in node.children:
-        _sort_tree(c)
-    node.children.sort(key=_date_key)
+def _sort_tree(root: _Node) -> None:
+    stack = [root]  # iterative: a long reply chain is a deep tree
+    while stack:
+        node = stack.pop()
+        children = node.children
+        if len(children) > 1:
+            children.sort(key=_date_key)
+        stack.extend(children)
 
 
 def _merge_subjects(roots: list[_Node]) -> list[_Node]:

@@ -65,7 +65,8 @@ class SelectedUpdates(SessionState):
                     self._announce(text)
             sel.recent |= (store.peek_recent if sel.readonly else store.claim_recent)(sel.folder)
             self.untagged(f"{len(sel.uids)} EXISTS")
-            self.untagged(f"{sel.recent_count()} RECENT")
+            if not self.rev2:
+                self.untagged(f"{sel.recent_count()} RECENT")
         sel.modseq = changes.highestmodseq
 
     def _report_expunged(self, uids: list[int]) -> None:
@@ -138,7 +139,7 @@ class SelectedUpdates(SessionState):
             self._send_flags(sel)
 
     def _flags_of(self, sel: Selected, uid: int, flags: tuple[str, ...]) -> bytes:
-        if uid in sel.recent:
+        if uid in sel.recent and not self.rev2:
             return flag_list((*flags, "\\Recent"))
         return flag_list(flags)
 

@@ -21,24 +21,14 @@ from gateway.oidc.provider import Provider, ProviderError
 from gateway.oidc.sasl import BearerResponse, Mechanism, SaslError
 from gateway.oidc.validator import Refusal, TokenClaims, TokenRefused, TokenValidator
 
-_providers: dict[str, Provider] = {}
-
-
-def shared_provider(config: Config) -> Provider:
-    """One Provider per process and configuration: SMTP and IMAP sessions of a worker share
-    its cached documents and keys."""
-    key = f"{config.home}\0{config.oidc!r}"
-    provider = _providers.get(key)
-    if provider is None:
-        provider = _providers[key] = Provider.from_config(config)
-    return provider
-
 
 def token_logins(config: Config, directory: Directory, throttle: Throttle) -> TokenLogins | None:
-    """The token logins of this process, or None when `[oidc]` has no issuer."""
+    """Token logins over a Provider of their own, or None when `[oidc]` has no issuer. A
+    process makes them once, in its root (`gateway.runtime.Runtime.token_logins`): the SMTP and
+    IMAP sessions of a worker share the provider's cached documents and keys."""
     if not config.oidc.enabled:
         return None
-    provider = shared_provider(config)
+    provider = Provider.from_config(config)
     return TokenLogins(config.oidc, TokenValidator(config.oidc, provider), directory, throttle)
 
 
@@ -55,6 +45,5 @@ __all__ = [
     "TokenLogins",
     "TokenRefused",
     "TokenValidator",
-    "shared_provider",
     "token_logins",
 ]

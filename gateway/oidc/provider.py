@@ -209,6 +209,20 @@ class Provider:
     def discovery_url(self) -> str:
         return discovery_url(self.settings.issuer)
 
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The discovery document last read ({} before the first read)."""
+        return self._metadata[0] if self._metadata else {}
+
+    @property
+    def has_keys(self) -> bool:
+        return self._keys is not None
+
+    @property
+    def last_error(self) -> str:
+        """Why the last read of the provider's documents failed ("" if none did)."""
+        return self._last_error
+
     # --- HTTP (in the pool's threads) ---------------------------------------------------------
 
     def _context(self) -> ssl.SSLContext:

@@ -22,6 +22,7 @@ from gateway.documents.model import (
     PrescriptionLine,
     StructureInfo,
 )
+from gateway.documents.numbers import FEMININE, in_letters
 
 # The CDA vocabulary (gateway.documents.cda) is the reference for codes the builder writes; these
 # tables add the words an ordonnance needs beyond it.
@@ -154,58 +155,6 @@ def number(value: Decimal | int) -> str:
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return text.replace(".", ",")
-
-
-_UNITS = (
-    "zéro", "un", "deux", "trois", "quatre", "cinq", "six", "sept", "huit", "neuf", "dix",
-    "onze", "douze", "treize", "quatorze", "quinze", "seize",
-)  # fmt: skip
-_TENS = {2: "vingt", 3: "trente", 4: "quarante", 5: "cinquante", 6: "soixante"}
-
-
-def _below_100(n: int) -> str:
-    if n <= 16:
-        return _UNITS[n]
-    if n < 20:
-        return "dix-" + _UNITS[n - 10]
-    if n < 70:
-        tens, unit = divmod(n, 10)
-        if unit == 0:
-            return _TENS[tens]
-        return _TENS[tens] + (" et un" if unit == 1 else "-" + _UNITS[unit])
-    if n < 80:
-        return "soixante et onze" if n == 71 else "soixante-" + _below_100(n - 60)
-    return "quatre-vingts" if n == 80 else "quatre-vingt-" + _below_100(n - 80)
-
-
-def _below_1000(n: int, *, before_mille: bool = False) -> str:
-    hundreds, rest = divmod(n, 100)
-    if hundreds == 0:
-        text = _below_100(rest)
-        return text[:-1] if before_mille and text == "quatre-vingts" else text
-    head = "cent" if hundreds == 1 else f"{_UNITS[hundreds]} cent"
-    if rest == 0:
-        return head if hundreds == 1 or before_mille else head + "s"
-    return f"{head} {_below_100(rest)}"
-
-
-def in_letters(n: int) -> str:
-    """French numbers in words (traditional spelling: `vingt et un`, `quatre-vingts`, `deux
-    cents`, `deux cent mille`), as secured prescriptions require for quantities."""
-    if not 0 <= n < 1_000_000:
-        raise ValueError("0 to 999 999 only")
-    thousands, rest = divmod(n, 1000)
-    if thousands == 0:
-        return _below_1000(rest)
-    head = "mille" if thousands == 1 else _below_1000(thousands, before_mille=True) + " mille"
-    return head if rest == 0 else f"{head} {_below_1000(rest)}"
-
-
-# Feminine nouns counted on an ordonnance: "une gélule", "vingt et une boîtes", "une fois".
-FEMININE = {
-    "ampoule", "application", "boîte", "bouffée", "capsule", "cuillère", "cuillère-mesure",
-    "dose", "fois", "goutte", "gélule", "pulvérisation", "seringue", "unité",
-}  # fmt: skip
 
 
 def spelled(value: Decimal | int, letters: bool, noun: str = "") -> str:

@@ -1,13 +1,13 @@
 """The one entry point every accepted message passes through before delivery.
 
-    outcome = await process(message)
+    outcome = await pipeline.process(message)
 
 The SMTP server calls `process` after the policy checks and before storing anything; what the
 outcome says is then stored durably (Maildirs, outbound queue, DSNs) in one commit, and only then
-does the client get its 250. Later parts (prescriptions, dispensations, documents) add a step to
-`STEPS` ("module:function"); each step is
+does the client get its 250. The process's root (`gateway.runtime`) builds the `Pipeline` with
+its steps (`gateway.flows.steps.STEPS`, typed references); each step is
 
-    async def step(message: Message, outcome: Outcome) -> Outcome
+    async def step(pipeline: Pipeline, message: Message, outcome: Outcome) -> Outcome
 
 and returns the outcome to continue with: the deliveries to make (possibly several different
 messages, e.g. the patient's ordonnance and a notice to the prescriber) and the recipients
@@ -16,8 +16,10 @@ A step that raises makes the SMTP server answer 451 (temporary failure, nothing 
 client retries; never a silent drop.
 
 Rules for steps:
-- CPU-heavy work (XML, signatures, PDF, images) goes through `run_cpu(func, *args)`, a process
-  pool shared by the worker, never on the event loop; blocking I/O through `asyncio.to_thread`.
+- CPU-heavy work (XML, signatures, PDF, images) goes through `pipeline.run_cpu(func, *args)`, a
+  process pool shared by the worker, never on the event loop, or `pipeline.run_flow(func,
+  *args)`, which also gives `func` the pool process's flow context (its storage, opened once);
+  blocking I/O through `asyncio.to_thread`.
 - Be idempotent where you can: a client that saw a 451 sends the message again.
 - The identity of the sender is trusted (`message.authenticated` for submission, the relay peer's
   verified certificate for `channel == "relay"`).
@@ -25,13 +27,14 @@ Rules for steps:
 
 from __future__ import annotations
 
-import importlib
 import multiprocessing
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from gateway.config import Config
 
 if TYPE_CHECKING:
     from gateway.pipeline.pool import ProcessPool
@@ -91,73 +94,102 @@ class Outcome:
         )
 
 
-Step = Callable[[Message, Outcome], Awaitable[Outcome]]
+# `async def step(pipeline, message, outcome) -> outcome`: the pipeline gives its steps the
+# configuration (`pipeline.config`) and its process pool (`run_cpu`, `run_flow`).
+Step = Callable[["Pipeline", Message, Outcome], Awaitable[Outcome]]
 
-# "module:function" entries, run in this order. Later parts append theirs here.
-STEPS: list[str] = [
-    "gateway.flows.prescribe:step",  # doctor → patient: the ordonnance
-    "gateway.flows.verify:step",  # patient → pharmacy: the verdict on a forwarded ordonnance
-    "gateway.flows.dispense:step",  # pharmacy → prescriber: dispensations; cancellations
-]
-
-_steps: list[Step] | None = None
-
-# The configuration of the process running the pipeline (set by the SMTP Gateway, which every
-# listener and the queue runner share): steps read it through `config()`.
-_config: Any = None
-
-
-def configure(config: Any) -> None:
-    global _config
-    _config = config
-
-
-def config() -> Any:
-    if _config is None:
-        raise RuntimeError("pipeline.configure(config) was not called in this process")
-    return _config
-
-
-def _load_steps() -> list[Step]:
-    global _steps
-    if _steps is None:
-        loaded: list[Step] = []
-        for spec in STEPS:
-            module, _, func = spec.partition(":")
-            loaded.append(getattr(importlib.import_module(module), func))
-        _steps = loaded
-    return _steps
-
-
-async def process(message: Message) -> Outcome:
-    """Run every step; with none, the message is delivered unchanged to its recipients."""
-    outcome = Outcome.unchanged(message)
-    for step in _load_steps():
-        outcome = await step(message, outcome)
-    return outcome
-
-
-_pool: ProcessPool | None = None
 _T = TypeVar("_T")
 
 
-def _executor() -> ProcessPool:
-    global _pool
-    if _pool is None:
-        from gateway.pipeline.pool import ProcessPool
+class Pipeline:
+    """The steps every accepted message goes through, and the process pool they run their
+    CPU-heavy work in. One per worker process, built by its root (`gateway.runtime`) with the
+    steps (`gateway.flows.steps.STEPS`) and what a pool process needs to serve the flows
+    (`context`: a top-level function and its picklable arguments, called once in each pool
+    process, lazily; its result is the first argument of every `run_flow` call there)."""
 
-        # One pool per worker process, created on first use. "spawn", not fork: the worker has
-        # threads (group commit, executors) and forking a threaded process can copy a held lock.
-        _pool = ProcessPool(
-            pool_size(),
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_watch_parent,
-            initargs=(os.getpid(),),
-        )
-    return _pool
+    def __init__(
+        self,
+        config: Config,
+        steps: Sequence[Step] = (),
+        *,
+        context: tuple[Callable[..., Any], tuple[Any, ...]] | None = None,
+    ) -> None:
+        from gateway.pipeline.pool import context_spec
+
+        self.config = config
+        self.steps = list(steps)
+        self._context = context_spec(context[0], *context[1]) if context else None
+        self._pool: ProcessPool | None = None
+        self._owned = True
+
+    def share_pool(self, pool: ProcessPool) -> None:
+        """Run in `pool`, which the caller owns, instead of starting one: the tests run many
+        gateways in one process, and one pool serves them all (a pool process keeps one flow
+        context per configuration)."""
+        self.shutdown()
+        self._pool, self._owned = pool, False
+
+    async def process(self, message: Message) -> Outcome:
+        """Run every step; with none, the message is delivered unchanged to its recipients."""
+        outcome = Outcome.unchanged(message)
+        for step in self.steps:
+            outcome = await step(self, message, outcome)
+        return outcome
+
+    def _executor(self) -> ProcessPool:
+        if self._pool is None:
+            self._pool = new_pool(self.config.gateway.workers)  # on first use
+        return self._pool
+
+    @property
+    def deadline(self) -> float | None:
+        """[gateway] pool_call_timeout: seconds one pool call may run (None: no limit)."""
+        return self.config.gateway.pool_call_timeout or None
+
+    async def run_cpu(self, func: Callable[..., _T], *args: Any) -> _T:
+        """Run CPU-heavy `func(*args)` (picklable) in the process pool, off the event loop. A
+        pool process that dies during the call makes it raise BrokenProcessPool (the next call
+        gets a new process); one that runs past [gateway] pool_call_timeout is killed and the
+        call raises CallTimeout (a TimeoutError): the SMTP server answers 451, the client
+        retries."""
+        result: _T = await self._executor().run(func, *args, deadline=self.deadline)
+        return result
+
+    async def run_flow(self, func: Callable[..., _T], *args: Any) -> _T:
+        """`func(context, *args)` in the process pool, `context` being what the pool process
+        built for the flows (its root's flow context, opened once per process); the same
+        deadline as run_cpu."""
+        if self._context is None:
+            raise RuntimeError("this pipeline has no flow context")
+        result: _T = await self._executor().run_in_context(
+            self._context, func, *args, deadline=self.deadline)
+        return result
+
+    def shutdown(self) -> None:
+        """Stop the pool: queued calls are cancelled, a running one finishes, and the processes
+        are waited for (nothing is left running after the worker)."""
+        if self._pool is not None and self._owned:
+            self._pool.shutdown()
+        self._pool = None
+
+    close = shutdown
 
 
-def pool_size() -> int:
+def new_pool(workers: int) -> ProcessPool:
+    """A worker's process pool. "spawn", not fork: the worker has threads (group commit,
+    executors) and forking a threaded process can copy a held lock."""
+    from gateway.pipeline.pool import ProcessPool
+
+    return ProcessPool(
+        pool_size(workers),
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_watch_parent,
+        initargs=(os.getpid(),),
+    )
+
+
+def pool_size(workers: int) -> int:
     """Processes in each worker's pool: at least two, so that while one waits on an fsync (the
     flows commit the registry and the DMP, and write the audit log, durably) the other
     computes; more when there are fewer workers than cores. On the 2-core machine, one per
@@ -165,8 +197,7 @@ def pool_size() -> int:
     two won 4 of the 5): the cores idle less, and the group commits gather more deliveries per
     fsync, so the workers spend less CPU per prescription. Each process costs ~65 MB."""
     cores = os.cpu_count() or 2
-    workers = getattr(getattr(_config, "gateway", None), "workers", 0) or cores
-    return max(2, -(-cores // workers))
+    return max(2, -(-cores // (workers or cores)))
 
 
 def _watch_parent(parent: int) -> None:
@@ -185,33 +216,14 @@ def _watch_parent(parent: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-async def run_cpu(func: Callable[..., _T], *args: Any) -> _T:
-    """Run CPU-heavy `func(*args)` (picklable) in the process pool, off the event loop. A pool
-    process that dies during the call makes it raise BrokenProcessPool (the next call gets a
-    new process); one that runs past [gateway] pool_call_timeout is killed and the call raises
-    CallTimeout (a TimeoutError): the SMTP server then answers 451, the client retries."""
-    limit = getattr(getattr(_config, "gateway", None), "pool_call_timeout", 0)
-    result: _T = await _executor().run(func, *args, deadline=limit or None)
-    return result
-
-
-def shutdown() -> None:
-    """Stop the pool: queued calls are cancelled, a running one finishes, and the processes
-    are waited for (nothing is left running after the worker)."""
-    global _pool
-    if _pool is not None:
-        _pool.shutdown()
-        _pool = None
-
-
 __all__ = [
-    "STEPS",
     "Channel",
     "Delivery",
     "Message",
     "Outcome",
+    "Pipeline",
     "Rejection",
     "Step",
-    "process",
-    "run_cpu",
+    "new_pool",
+    "pool_size",
 ]

@@ -172,7 +172,12 @@ class _Call:
 
 class ProcessPool:
     """`await pool.run(func, *args)`: `func(*args)` (picklable) in one of `size` processes,
-    started on first use."""
+    started on first use.
+
+    `await pool.run_in_context(context, func, *args)`: `func(made, *args)`, where `made` is what
+    the process made from `context` (`context_spec(factory, *args)`: `factory(*args)`, called
+    once per process and context, at its first such call, and kept until the process ends,
+    then closed if it has a `close()`): the flows' storage, opened once per process."""
 
     def __init__(self, size: int, *, initializer: Callable[..., None] | None = None,
                  initargs: tuple[Any, ...] = (), mp_context: Any = None) -> None:
@@ -194,7 +199,16 @@ class ProcessPool:
                   deadline: float | None = None) -> Any:
         """`func(*args)` in a pool process; with `deadline` (seconds, counted once a process
         has the call), CallTimeout past it and the process replaced."""
-        payload = pickle.dumps((func, args), protocol=5)
+        return await self._call(func, args, None, deadline)
+
+    async def run_in_context(self, context: bytes, func: Callable[..., Any], /, *args: Any,
+                             deadline: float | None = None) -> Any:
+        """`func(made, *args)` in a pool process (see the class); `deadline` as for run."""
+        return await self._call(func, args, context, deadline)
+
+    async def _call(self, func: Callable[..., Any], args: tuple[Any, ...], context: bytes | None,
+                    deadline: float | None) -> Any:
+        payload = pickle.dumps((func, args, context), protocol=5)
         process = await self._acquire()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
@@ -291,19 +305,41 @@ def _read_exact(fd: int, n: int) -> bytes | None:
     return b"".join(parts)
 
 
+def context_spec(factory: Callable[..., Any], *args: Any) -> bytes:
+    """What `run_in_context` takes: `factory` (top-level) and its picklable arguments, pickled
+    once by the caller (a process makes one object per distinct spec)."""
+    return pickle.dumps((factory, args), protocol=5)
+
+
 def _serve(req: Connection, res: Connection, initializer: Callable[..., None] | None,
            initargs: tuple[Any, ...]) -> None:
     """Run calls until the worker closes the request pipe (or is gone)."""
     if initializer is not None:
         initializer(*initargs)
-    rfd, wfd = req.fileno(), res.fileno()
+    made: dict[bytes, Any] = {}  # context spec -> what it made, in this process
+    try:
+        _serve_calls(req.fileno(), res.fileno(), made)
+    finally:
+        for value in made.values():
+            close = getattr(value, "close", None)
+            if close is not None:
+                close()
+
+
+def _serve_calls(rfd: int, wfd: int, made: dict[bytes, Any]) -> None:
     while True:
         head = _read_exact(rfd, _LEN.size)
         body = None if head is None else _read_exact(rfd, _LEN.unpack(head)[0])
         if body is None:
             return
         try:
-            func, args = pickle.loads(body)  # noqa: S301 - from the worker that started us
+            func, args, context = pickle.loads(body)  # noqa: S301 - from our worker
+            if context is not None:
+                value = made.get(context)
+                if value is None:
+                    factory, fargs = pickle.loads(context)  # noqa: S301 - from our worker
+                    value = made[context] = factory(*fargs)
+                args = (value, *args)
             reply = pickle.dumps((True, func(*args)), protocol=5)
         except BaseException as exc:  # noqa: BLE001 - the caller gets it, as with an executor
             reply = _error(exc)

@@ -9,10 +9,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway import audit
 from gateway.admins.model import Caller
 from gateway.audit import local_actor
-from gateway.cli import add_command, command_group, config_of, print_json
+from gateway.cli import add_command, command_group, config_of, print_json, runtime_of
 from gateway.fileio import write_atomic
 from gateway.pki import ca, crl
 from gateway.pki.admin import CertificateService
@@ -40,7 +39,7 @@ def _now() -> datetime:
 
 def _service(args: argparse.Namespace) -> CertificateService:
     config = config_of(args)
-    return CertificateService(config, audit.recorder(config), Caller.local(local_actor()))
+    return CertificateService(config, runtime_of(args).audit.record, Caller.local(local_actor()))
 
 
 def cmd_issue(args: argparse.Namespace) -> int:

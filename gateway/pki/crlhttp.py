@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -28,6 +29,9 @@ from cryptography.hazmat.primitives import serialization
 from gateway.config import Config, parse_hostport
 from gateway.pki.files import Layout
 from gateway.pki.kinds import CA
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime
 
 log = logging.getLogger("mssgw.pki")
 
@@ -142,8 +146,9 @@ async def _serve(config: Config, reader: asyncio.StreamReader,
                   response.status, (time.monotonic() - started) * 1000)
 
 
-async def start(config: Config, *, reuse_port: bool = False) -> list[asyncio.Server]:
+async def start(runtime: Runtime, *, reuse_port: bool = False) -> list[asyncio.Server]:
     """The CRL listener on [pki] crl_listen (none when it is empty)."""
+    config = runtime.config
     if not config.pki.crl_listen:
         return []
     host, port = parse_hostport(config.pki.crl_listen)

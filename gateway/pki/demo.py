@@ -9,12 +9,17 @@ silently undo a revocation. Each certificate issued is in the audit log."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from gateway import audit
 from gateway.config import Config
-from gateway.directory import demo, open_directory
+from gateway.directory import demo
 from gateway.directory.model import MailboxKind, MailboxState
 from gateway.pki.ca import issue, list_certificates
 from gateway.pki.identity import identity_of
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime
 
 DEMO_KINDS: dict[MailboxKind, tuple[str, ...]] = {
     MailboxKind.PER: ("personal-sign",),
@@ -30,14 +35,11 @@ def demo_addresses(config: Config) -> set[str]:
                                 demo.robot_address)}
 
 
-def issue_certificates(config: Config) -> list[str]:
+def issue_certificates(runtime: Runtime) -> list[str]:
+    config = runtime.config
     actor = audit.local_actor()
     wanted = demo_addresses(config)
-    directory = open_directory(config, actor="pki")
-    try:
-        mailboxes = directory.list_mailboxes(state=MailboxState.ACTIVE)
-    finally:
-        directory.close()
+    mailboxes = runtime.directory.list_mailboxes(state=MailboxState.ACTIVE)
     done: list[str] = []
     for mailbox in mailboxes:
         if mailbox.address not in wanted:

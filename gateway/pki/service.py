@@ -16,10 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 from gateway.config import Config
 from gateway.pki.crl import refresh_due
 from gateway.pki.tls import reload_crls
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime
 
 log = logging.getLogger("mssgw.pki")
 
@@ -39,8 +43,8 @@ async def _refresh_forever(config: Config, every: float) -> None:
         await asyncio.sleep(every)
 
 
-async def start(config: Config, *, every: float = CHECK_EVERY_SECONDS) -> asyncio.Task[None]:
-    return asyncio.create_task(_refresh_forever(config, every), name="mssgw crl refresh")
+async def start(runtime: Runtime, *, every: float = CHECK_EVERY_SECONDS) -> asyncio.Task[None]:
+    return asyncio.create_task(_refresh_forever(runtime.config, every), name="mssgw crl refresh")
 
 
 async def _reload_forever(config: Config, every: float) -> None:
@@ -51,5 +55,7 @@ async def _reload_forever(config: Config, every: float) -> None:
         log.debug("CRLs reloaded into %d TLS contexts", reload_crls(config))
 
 
-async def keep_loaded(config: Config, *, every: float = RELOAD_EVERY_SECONDS) -> asyncio.Task[None]:
-    return asyncio.create_task(_reload_forever(config, every), name="mssgw crl reload")
+async def keep_loaded(
+    runtime: Runtime, *, every: float = RELOAD_EVERY_SECONDS
+) -> asyncio.Task[None]:
+    return asyncio.create_task(_reload_forever(runtime.config, every), name="mssgw crl reload")

@@ -46,18 +46,12 @@ MIGRATIONS = [
 ]
 
 
-_shared: dict[str, sqlite3.Connection] = {}
-
-
-def shared_connection(config: Config) -> sqlite3.Connection:
-    """A connection this process keeps (migrated once): for look-ups made per message, such as
-    the signer of each prescription, where opening and migrating costs more than the query."""
-    key = str(config.database_path)
-    conn = _shared.get(key)
-    if conn is None:
-        conn = db.connect(config.database_path)
-        db.migrate(conn, "pki", MIGRATIONS)
-        _shared[key] = conn
+def open_index(config: Config) -> sqlite3.Connection:
+    """A connection to the index (migrated) for its owner to keep: the root of a process that
+    looks up the signer of each prescription opens one (`Runtime.certificates`), where opening
+    and migrating per look-up costs more than the query."""
+    conn = db.connect(config.database_path)
+    db.migrate(conn, "pki", MIGRATIONS)
     return conn
 
 

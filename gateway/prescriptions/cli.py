@@ -14,8 +14,7 @@ from typing import Any
 
 from gateway.admins.model import Caller
 from gateway.audit import local_actor
-from gateway.cli import add_command, command_group, config_of, print_json
-from gateway.directory import open_directory
+from gateway.cli import add_command, command_group, print_json, runtime_of
 from gateway.documents.model import DispensedLine, DispensingKind, Product
 from gateway.errors import GatewayError
 from gateway.prescriptions.admin import PrescriptionService
@@ -27,7 +26,6 @@ from gateway.prescriptions.registry import (
     PrescriptionRecord,
     PrescriptionRegistry,
     Status,
-    open_registry,
 )
 
 
@@ -43,7 +41,7 @@ def cmd_check_id(args: argparse.Namespace) -> int:
 
 
 def _registry(args: argparse.Namespace) -> PrescriptionRegistry:
-    return open_registry(config_of(args))
+    return runtime_of(args).registry
 
 
 def _service(registry: PrescriptionRegistry) -> PrescriptionService:
@@ -59,13 +57,10 @@ def _summary(rec: PrescriptionRecord) -> str:
 
 def cmd_list(args: argparse.Namespace) -> int:
     registry = _registry(args)
-    try:
-        records = _service(registry).find(
-            patient=args.patient, prescriber=args.prescriber, status=args.status,
-            limit=args.limit,
-        )
-    finally:
-        registry.close()
+    records = _service(registry).find(
+        patient=args.patient, prescriber=args.prescriber, status=args.status,
+        limit=args.limit,
+    )
     if args.json:
         print_json([r.as_dict() for r in records])
     elif not records:
@@ -82,10 +77,7 @@ def _qty(value: Any) -> str:
 
 def cmd_show(args: argparse.Namespace) -> int:
     registry = _registry(args)
-    try:
-        rec = _service(registry).show(args.identifier)
-    finally:
-        registry.close()
+    rec = _service(registry).show(args.identifier)
     if args.json:
         print_json(rec.as_dict())
         return 0
@@ -131,10 +123,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     registry = _registry(args)
-    try:
-        result = _service(registry).cancel(args.identifier, by=args.by, reason=args.reason)
-    finally:
-        registry.close()
+    result = _service(registry).cancel(args.identifier, by=args.by, reason=args.reason)
     print(result.message)
     return 0
 
@@ -151,16 +140,13 @@ def _pairs(values: list[str], what: str) -> dict[str, str]:
 
 def _dispenser(args: argparse.Namespace) -> Dispenser:
     """The pharmacy as the trust directory knows it (only pharmacies may dispense)."""
-    directory = open_directory(config_of(args), actor=local_actor())
-    try:
-        mailbox = directory.require(args.pharmacy)
-        if not mailbox.active:
-            raise GatewayError(f"{mailbox.address} is suspended: it cannot dispense")
-        structure = None
-        if mailbox.professional and mailbox.professional.structure:
-            structure = directory.get(mailbox.professional.structure)
-    finally:
-        directory.close()
+    directory = runtime_of(args).directory
+    mailbox = directory.require(args.pharmacy)
+    if not mailbox.active:
+        raise GatewayError(f"{mailbox.address} is suspended: it cannot dispense")
+    structure = None
+    if mailbox.professional and mailbox.professional.structure:
+        structure = directory.get(mailbox.professional.structure)
     return Dispenser.from_mailbox(mailbox, structure)
 
 
@@ -174,35 +160,32 @@ def cmd_dispense(args: argparse.Namespace) -> int:
             raise GatewayError(f"line {ref}: give its quantity as {ref}=QTY")
     dispenser = _dispenser(args)
     registry = _registry(args)
-    try:
-        record = registry.get(args.identifier, actor=local_actor())
-        lines = []
-        for ref in {**quantities, **dict.fromkeys(not_delivered, "0")}:
-            qty_text = quantities.get(ref, "0")
-            try:
-                qty = Decimal(qty_text.replace(",", "."))
-            except InvalidOperation:
-                raise GatewayError(f"line {ref}: {qty_text!r} is not a quantity") from None
-            label = next((ln.label for ln in record.lines if ln.matches(ref)), "?")
-            kind, reason = DispensingKind.DELIVERED, None
-            if ref in not_delivered:
-                kind, reason = DispensingKind.NOT_DELIVERED, not_delivered[ref]
-            elif ref in substituted:
-                kind = DispensingKind.SUBSTITUTED
-            elif ref in adjusted:
-                kind, reason = DispensingKind.ADAPTED, adjusted[ref]
-            lines.append(DispensedLine(line_ref=ref, product=Product(label=label),
-                                       quantity=qty, kind=kind, reason=reason))
-        report = DispensationReport(
-            dispensation_id=args.id or f"cli-{uuid.uuid4()}",
-            prescription_id=args.identifier,
-            dispenser=dispenser,
-            date=dt.datetime.now(dt.UTC),
-            lines=tuple(lines),
-        )
-        result = registry.dispense(report)
-    finally:
-        registry.close()
+    record = registry.get(args.identifier, actor=local_actor())
+    lines = []
+    for ref in {**quantities, **dict.fromkeys(not_delivered, "0")}:
+        qty_text = quantities.get(ref, "0")
+        try:
+            qty = Decimal(qty_text.replace(",", "."))
+        except InvalidOperation:
+            raise GatewayError(f"line {ref}: {qty_text!r} is not a quantity") from None
+        label = next((ln.label for ln in record.lines if ln.matches(ref)), "?")
+        kind, reason = DispensingKind.DELIVERED, None
+        if ref in not_delivered:
+            kind, reason = DispensingKind.NOT_DELIVERED, not_delivered[ref]
+        elif ref in substituted:
+            kind = DispensingKind.SUBSTITUTED
+        elif ref in adjusted:
+            kind, reason = DispensingKind.ADAPTED, adjusted[ref]
+        lines.append(DispensedLine(line_ref=ref, product=Product(label=label),
+                                   quantity=qty, kind=kind, reason=reason))
+    report = DispensationReport(
+        dispensation_id=args.id or f"cli-{uuid.uuid4()}",
+        prescription_id=args.identifier,
+        dispenser=dispenser,
+        date=dt.datetime.now(dt.UTC),
+        lines=tuple(lines),
+    )
+    result = registry.dispense(report)
     if args.json:
         print_json(
             {
@@ -221,10 +204,7 @@ def cmd_dispense(args: argparse.Namespace) -> int:
 
 def cmd_expire(args: argparse.Namespace) -> int:
     registry = _registry(args)
-    try:
-        expired = registry.expire(actor=local_actor())
-    finally:
-        registry.close()
+    expired = registry.expire(actor=local_actor())
     if args.json:
         print_json({"expired": expired})
     else:
@@ -237,12 +217,9 @@ def cmd_expire(args: argparse.Namespace) -> int:
 
 def cmd_purge(args: argparse.Namespace) -> int:
     registry = _registry(args)
-    try:
-        idents = registry.purge(
-            actor=local_actor(), older_than_years=args.older_than_years, dry_run=args.dry_run
-        )
-    finally:
-        registry.close()
+    idents = registry.purge(
+        actor=local_actor(), older_than_years=args.older_than_years, dry_run=args.dry_run
+    )
     if args.json:
         print_json(
             {

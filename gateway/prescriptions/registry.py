@@ -38,7 +38,6 @@ from gateway.errors import Conflict, GatewayError, NotFound
 from gateway.prescriptions.identifier import check_identifier
 
 if TYPE_CHECKING:
-    import sqlite3
 
     from gateway.config import Config
     from gateway.directory.model import Mailbox
@@ -434,15 +433,13 @@ class PrescriptionRegistry(Protocol):
     def close(self) -> None: ...
 
 
-def open_registry(config: Config, conn: sqlite3.Connection | None = None) -> PrescriptionRegistry:
-    """The configured registry (SQLite in the gateway's database), writing to the audit log.
-    `conn`: share a connection with the DMP so that a flow commits both at once."""
-    from gateway.audit import recorder
-    from gateway.prescriptions.sqlite_registry import SQLiteRegistry
+def open_registry(config: Config) -> PrescriptionRegistry:
+    """The configured registry on its own, writing to the audit log (tests and tools; a process
+    of the gateway takes its root's, `Runtime.registry`; closing it closes its store)."""
+    from gateway.runtime import storage_for
 
-    if conn is not None:
-        return SQLiteRegistry(conn, audit=recorder(config))
-    return SQLiteRegistry.open(config.database_path, audit=recorder(config))
+    storage = storage_for(config)
+    return storage.records(storage.audit_log()).registry
 
 
 # ---- pure rules ----

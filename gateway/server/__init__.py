@@ -1,7 +1,8 @@
 """`mssgw serve`: the process model.
 
 A supervisor process starts `[gateway] workers` worker processes (0: one per core). Each worker
-runs its own asyncio loop and starts every entry of SERVICES on SO_REUSEPORT listeners: the kernel
+runs its own asyncio loop, continues the supervisor's root (`gateway.runtime.Runtime`) with
+storage of its own, and starts every entry of SERVICES on SO_REUSEPORT listeners: the kernel
 spreads new connections across the workers' sockets, so every core accepts and serves mail with
 no shared accept lock and no hand-off between processes. Storage is shared on disk (Maildir,
 queue files, SQLite in WAL mode), which is why any worker may take any session.
@@ -21,7 +22,6 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
-import importlib
 import logging
 import multiprocessing
 import os
@@ -31,34 +31,58 @@ import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Any, Generic, TypeVar
+from typing import Any, Protocol
 
 from gateway.config import Config, parse_hostport
 from gateway.errors import GatewayError
+from gateway.imap import service as imap_service
+from gateway.pki import crlhttp
+from gateway.pki import service as pki_service
+from gateway.runtime import Runtime
+from gateway.smtp import outbound
+from gateway.smtp import service as smtp_service
 
 log = logging.getLogger("mssgw.server")
 
-# "module:function" entries: `async def start(config, *, reuse_port: bool) -> list[asyncio.Server]`
-# started in every worker process.
-SERVICES: list[str] = [
-    "gateway.smtp.service:start",
-    "gateway.imap.service:start",
-    "gateway.pki.crlhttp:start",  # the CRL distribution point (plain HTTP), when configured
-]
+class StartServers(Protocol):
+    def __call__(self, runtime: Runtime, *, reuse_port: bool) -> Awaitable[list[asyncio.Server]]:
+        ...
 
-# "module:function" entries: `async def start(config) -> asyncio.Task` started in the first
-# worker only (work that must not run once per core, e.g. the outbound queue runner).
-SINGLETONS: list[str] = [
-    "gateway.smtp.outbound:start",
-    "gateway.pki.service:start",
-]
 
-# "module:function" entries: `async def start(config) -> asyncio.Task` started in every worker,
-# after its SERVICES (upkeep of what each worker holds, e.g. the CRLs in its TLS contexts).
-WORKER_TASKS: list[str] = [
-    "gateway.pki.service:keep_loaded",
-]
+StartTask = Callable[[Runtime], Awaitable["asyncio.Task[Any]"]]
+
+
+@dataclass(frozen=True)
+class Service:
+    """Listeners every worker starts (`start`), and what the supervisor makes for all the
+    workers before it forks (`prepare`, e.g. TLS contexts sharing one session-ticket key)."""
+
+    name: str
+    start: StartServers
+    prepare: Callable[[Runtime], None] | None = None
+
+
+# Started in every worker process, on SO_REUSEPORT listeners.
+SERVICES: tuple[Service, ...] = (
+    Service("smtp", smtp_service.start, smtp_service.prepare),
+    Service("imap", imap_service.start, imap_service.prepare),
+    Service("crl", crlhttp.start),  # the CRL distribution point (plain HTTP), when configured
+)
+
+# Started in the first worker only (work that must not run once per core): the outbound queue
+# runner, the CRL refresh.
+SINGLETONS: tuple[StartTask, ...] = (
+    outbound.start,
+    pki_service.start,
+)
+
+# Started in every worker, after its SERVICES (upkeep of what each worker holds, e.g. the CRLs
+# in its TLS contexts).
+WORKER_TASKS: tuple[StartTask, ...] = (
+    pki_service.keep_loaded,
+)
 
 GRACE_SECONDS = 10.0  # how long sessions in progress may finish after SIGTERM
 _ZERO_PORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[\w.-]+):0$")
@@ -66,12 +90,6 @@ _ZERO_PORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[\w.-]+):0$")
 
 class ServeError(GatewayError):
     pass
-
-
-def _resolve(spec: str) -> Callable[..., Awaitable[Any]]:
-    module, _, func = spec.partition(":")
-    fn: Callable[..., Awaitable[Any]] = getattr(importlib.import_module(module), func)
-    return fn
 
 
 # --- ephemeral ports ---------------------------------------------------------------------------
@@ -107,18 +125,18 @@ def reserve_ephemeral_ports(config: Config) -> tuple[Config, list[socket.socket]
 
 
 async def run_services(
-    config: Config, *, reuse_port: bool, singletons: bool
+    runtime: Runtime, *, reuse_port: bool, singletons: bool
 ) -> tuple[list[asyncio.Server], list[asyncio.Task[Any]]]:
     servers: list[asyncio.Server] = []
     tasks: list[asyncio.Task[Any]] = []
     try:
-        for spec in SERVICES:
-            for server in await _resolve(spec)(config, reuse_port=reuse_port):
+        for service in SERVICES:
+            for server in await service.start(runtime, reuse_port=reuse_port):
                 if not getattr(server, "mssgw_name", None):
-                    setattr(server, "mssgw_name", spec.split(":")[0].split(".")[1])  # noqa: B010
+                    setattr(server, "mssgw_name", service.name)  # noqa: B010
                 servers.append(server)
-        for spec in WORKER_TASKS + (SINGLETONS if singletons else []):
-            tasks.append(await _resolve(spec)(config))
+        for start in WORKER_TASKS + (SINGLETONS if singletons else ()):
+            tasks.append(await start(runtime))
     except BaseException:
         for s in servers:
             s.close()
@@ -128,40 +146,17 @@ async def run_services(
     return servers, tasks
 
 
-_T = TypeVar("_T")
-
-
-class MadeBeforeFork(Generic[_T]):
-    """What a service makes in the supervisor, from its `prepare(config)`, so that every worker
-    inherits the same object (a TLS context, hence its session-ticket key: a client's TLS
-    session then resumes on whichever worker the kernel gives its next connection). A worker
-    that finds nothing prepared for its config (tests, a service started on its own) makes
-    its own."""
-
-    def __init__(self, make: Callable[[Config], _T]) -> None:
-        self.make = make
-        self.made: tuple[Config, _T] | None = None
-
-    def prepare(self, config: Config) -> None:
-        self.made = (config, self.make(config))
-
-    def get(self, config: Config) -> _T:
-        if self.made is not None and self.made[0] == config:
-            return self.made[1]
-        return self.make(config)
-
-
-def prepare_services(config: Config) -> None:
-    """Call the optional `prepare(config)` of each service module, in the supervisor before it
-    forks: what the workers should share (e.g. a TLS context, hence its session-ticket key).
-    Only an optimisation: a failure is left for the workers to report as they start."""
-    for spec in SERVICES:
+def prepare_services(runtime: Runtime) -> None:
+    """Call each service's `prepare(runtime)`, in the supervisor before it forks: what the
+    workers should share (e.g. a TLS context, hence its session-ticket key), kept in the root
+    each worker continues from (`Runtime.in_child`). Only an optimisation: a failure is left
+    for the workers to report as they start."""
+    for service in SERVICES:
         try:
-            prepare = getattr(importlib.import_module(spec.partition(":")[0]), "prepare", None)
-            if prepare is not None:
-                prepare(config)
+            if service.prepare is not None:
+                service.prepare(runtime)
         except Exception as exc:  # the worker meets it again and reports it
-            log.debug("prepare for %s failed: %s", spec, exc)
+            log.debug("prepare for %s failed: %s", service.name, exc)
 
 
 def listeners(servers: list[asyncio.Server]) -> list[tuple[str, str, int]]:
@@ -173,13 +168,13 @@ def listeners(servers: list[asyncio.Server]) -> list[tuple[str, str, int]]:
     return out
 
 
-async def _worker(config: Config, index: int, conn: Connection) -> None:
+async def _worker(runtime: Runtime, index: int, conn: Connection) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        servers, tasks = await run_services(config, reuse_port=True, singletons=index == 0)
+        servers, tasks = await run_services(runtime, reuse_port=True, singletons=index == 0)
     except Exception as exc:
         # When every worker fails (a busy port), the supervisor stops at the first error and
         # may be gone before the others report: that is no traceback of theirs to show.
@@ -226,16 +221,18 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def worker_main(config: Config, index: int, conn: Connection) -> None:
+def worker_main(supervisor: Runtime, index: int, conn: Connection) -> None:
+    """A worker process (forked): its root continues the supervisor's (same configuration,
+    authentication secret and TLS contexts) with storage of its own, closed when it ends (the
+    pipeline's pool processes with it)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; SIGTERM stops us
     _logging()
+    runtime = supervisor.in_child()
     try:
-        asyncio.run(_worker(config, index, conn))
+        asyncio.run(_worker(runtime, index, conn))
     finally:
         with contextlib.suppress(Exception):
-            from gateway import pipeline
-
-            pipeline.shutdown()
+            runtime.close()
 
 
 # --- supervisor --------------------------------------------------------------------------------
@@ -262,9 +259,9 @@ def worker_count(config: Config) -> int:
 
 class Supervisor:
     def __init__(self, config: Config) -> None:
-        from gateway.directory.auth import cache_secret
-
-        cache_secret()  # created before the forks: the workers share verified logins
+        # The supervisor's root opens no storage: it holds what the workers inherit (the
+        # authentication cache's secret, so they share verified logins; the TLS contexts).
+        self.runtime = Runtime(config)
         self.config = config
         self.n = worker_count(config)
         self.ctx = multiprocessing.get_context("fork")
@@ -285,7 +282,7 @@ class Supervisor:
     def spawn(self, index: int) -> None:
         parent, child = self.ctx.Pipe(duplex=False)
         proc = self.ctx.Process(
-            target=worker_main, args=(self.config, index, child), name=f"mssgw-worker-{index}",
+            target=worker_main, args=(self.runtime, index, child), name=f"mssgw-worker-{index}",
             daemon=False,
         )
         proc.start()
@@ -318,7 +315,7 @@ class Supervisor:
         # those older than 36 hours, hourly (Maildir's rule).
         self.clean_maildirs(time.time())
         next_clean = time.monotonic() + 3600
-        prepare_services(self.config)
+        prepare_services(self.runtime)
         for i in range(self.n):
             self.spawn(i)
         quick_deaths = 0

@@ -7,8 +7,10 @@ and key files. Worker processes call `pki_check(config)` once and pass the resul
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Sequence
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -68,28 +70,29 @@ def signing_mailbox(config: Config, email: str, directory: Directory | None = No
 
 
 def signer_for(config: Config, email: str, *, kinds: Sequence[str] | None = None,
-               directory: Directory | None = None) -> Signer:
+               directory: Directory | None = None, index: Any = None) -> Signer:
     """The signing key and chain for mailbox `email` (see `signing_mailbox`): the newest
     unrevoked, currently valid certificate of the right kind issued by our PKI. `kinds`
-    overrides the directory's choice (tests, tools); `directory`: an open one to ask.
+    overrides the directory's choice (tests, tools); `directory`, `index`: an open directory
+    and certificate index (`gateway.pki.store.open_index`) to ask, else opened for the call.
 
     The index is read on every call, so a revocation or a new certificate counts at once; the
     certificate and key files of a serial, which never change, are parsed once per process."""
     from gateway.pki import list_certificates
     from gateway.pki.files import Layout, load_cached
-    from gateway.pki.store import shared_connection
+    from gateway.pki.store import connection
 
     holder, wanted = signing_mailbox(config, email, directory)
     if kinds is not None:
         wanted = tuple(kinds)
     now = dt.datetime.now(dt.UTC)
-    conn = shared_connection(config)
-    records = [
-        r
-        for kind in wanted
-        for r in list_certificates(config, email=holder, kind=kind, conn=conn)
-        if r.revoked_at is None and r.not_before <= now < r.not_after
-    ]
+    with contextlib.nullcontext(index) if index is not None else connection(config) as conn:
+        records = [
+            r
+            for kind in wanted
+            for r in list_certificates(config, email=holder, kind=kind, conn=conn)
+            if r.revoked_at is None and r.not_before <= now < r.not_after
+        ]
     if not records:
         raise NotFound(
             f"{holder}: no valid {' or '.join(wanted)} certificate issued by this gateway;"
@@ -130,7 +133,8 @@ def sign_as(config: Config, email: str, package: bytes) -> bytes:
 
 
 def signed_as(config: Config, email: str, package: Package,
-              directory: Directory | None = None) -> Package:
+              directory: Directory | None = None, index: Any = None) -> Package:
     """`sign_as` on a package in memory (`gateway.xdm.package.build`): the flows build, sign
-    and file it, then zip it once (`gateway.xdm.package.to_zip`)."""
-    return sign(package, signer_for(config, email, directory=directory))
+    and file it, then zip it once (`gateway.xdm.package.to_zip`); they pass their root's
+    directory and certificate index."""
+    return sign(package, signer_for(config, email, directory=directory, index=index))

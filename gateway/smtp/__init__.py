@@ -7,6 +7,6 @@
 - `limits`: per client address and per account rate limits.
 - `protocol`: the aiosmtpd `SMTP` subclass (implicit TLS, null sender, async AUTH).
 - `handler`: the session logic for the submission and relay listeners.
-- `service`: `start(config, reuse_port=...)`, the listeners, for `mssgw serve`.
-- `outbound`: the delivery worker for the on-disk queue (`gateway.store.queue`), and DSNs.
+- `service`: `start(runtime, reuse_port=...)`, the listeners, for `mssgw serve`.
+- `outbound`: the delivery worker for the outbound queue (`gateway.store.interfaces`), and DSNs.
 """

@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from gateway.db import connect, migrate, transaction
 
@@ -49,8 +50,28 @@ class Contact:
     closes: bool  # X-MSS-MES: FIN or [FIN]: the professional closed the thread
 
 
+class ConversationLog(Protocol):
+    """The state behind the patient rules, whatever stores it."""
+
+    def has_written(self, correspondent: str, patient: str) -> bool:
+        """Whether `correspondent` (a professional or structure) wrote to `patient`."""
+        ...
+
+    def closed_thread(self, patient: str, refs: Sequence[str]) -> str | None:
+        """The closed thread a patient's message (by its In-Reply-To/References) falls in."""
+        ...
+
+    def record_many(self, contacts: Sequence[Contact]) -> None:
+        """Accepted messages' contacts, all in one transaction (the SMTP group commit records a
+        batch's at once)."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class Conversations:
-    """Thread-safe (one lock around one connection); every call is a short transaction."""
+    """`ConversationLog` in the gateway's SQLite database (component "smtp"). Thread-safe (one
+    lock around one connection); every call is a short transaction."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
@@ -60,6 +81,9 @@ class Conversations:
     @classmethod
     def open(cls, path: Path) -> Conversations:
         return cls(connect(path))
+
+    def close(self) -> None:
+        self.conn.close()
 
     def has_written(self, correspondent: str, patient: str) -> bool:
         with self._lock:

@@ -1,7 +1,8 @@
 """What the SMTP sessions of one worker process share: directory, policy, storage.
 
 `Gateway` answers the policy questions (may this sender write to that recipient?) and turns a
-pipeline outcome into one durable commit (Maildir copies, queue entries, DSNs).
+pipeline outcome into one durable commit (local copies, queue entries, DSNs) through the
+`Intake`. The process's root (`gateway.runtime.Runtime.smtp`) builds it from its stores.
 """
 
 from __future__ import annotations
@@ -11,23 +12,20 @@ import logging
 import ssl
 import time
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway import pipeline
-from gateway.config import Config
-from gateway.directory import Directory, Mailbox, MailboxKind, open_directory, own_domains
-from gateway.directory.auth import Authenticator
+from gateway.directory import Mailbox, MailboxKind, own_domains
 from gateway.smtp import replies
 from gateway.smtp.checks import Headers, domain_of
-from gateway.smtp.conversations import Contact, Conversations
+from gateway.smtp.conversations import Contact
 from gateway.smtp.dsn import Failure, build_dsn
 from gateway.smtp.limits import RATE_LIMITS_FILE, RateLimiter, SharedRateLimits
 from gateway.smtp.replies import Reply
-from gateway.store.commit import Committer
-from gateway.store.maildir import mailbox_path
-from gateway.store.mailstore import mailbox_usage
-from gateway.store.queue import Entry, Queue, new_queue_id
+from gateway.store.queue import Entry, new_queue_id
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime
 
 log = logging.getLogger("mssgw.smtp")
 
@@ -39,19 +37,17 @@ QUOTA_NEAR = 0.9  # ...while it stays below this share of its quota
 
 
 class Gateway:
-    def __init__(
-        self,
-        config: Config,
-        directory: Directory | None = None,
-        authenticator: Authenticator | None = None,
-    ) -> None:
-        self.config = config
-        pipeline.configure(config)
-        self.directory = directory or open_directory(config, actor="smtp")
-        self.authenticator = authenticator or Authenticator.from_config(config, self.directory)
-        self.conversations = Conversations.open(config.database_path)
-        self.queue = Queue(config.queue_path).ensure()
-        self.committer = Committer(self.queue, notes=self.conversations.record_many)
+    def __init__(self, runtime: Runtime) -> None:
+        config = self.config = runtime.config
+        self.directory = runtime.directory
+        self.authenticator = runtime.authenticator
+        # SASL OAUTHBEARER/XOAUTH2 (None without an [oidc] issuer); lockouts as for passwords.
+        self.token_logins = runtime.token_logins
+        self.conversations = runtime.conversations
+        self.pipeline = runtime.pipeline
+        self.intake = runtime.intake
+        self.queue = runtime.outbound_queue
+        self.mail_stores = runtime.mail_stores  # for the quotas' usage
         limits = config.smtp.rate_limit_client, config.smtp.rate_limit_account
         # One table for every worker process of this gateway (see gateway.smtp.limits).
         self.rate_limits = (
@@ -62,11 +58,9 @@ class Gateway:
         self.account_limit = RateLimiter(self.rate_limits, "account", limits[1])
         self.local_domains = set(own_domains(config))
         self._mailboxes: dict[str, tuple[float, Mailbox | None]] = {}
-        self._maildirs: dict[str, Path] = {}  # address -> its INBOX Maildir (pure, cached)
         self._usage: dict[str, tuple[float, int]] = {}  # address -> (when read, octets used)
 
     def close(self) -> None:
-        self.committer.close()
         if self.rate_limits is not None:
             self.rate_limits.close()
 
@@ -142,7 +136,7 @@ class Gateway:
                 cached[1] + size > limit * QUOTA_NEAR:
             if len(self._usage) > 50_000:
                 self._usage.clear()
-            cached = (now, mailbox_usage(self._maildir(mailbox.address)))
+            cached = (now, self.mail_stores.usage(mailbox.address))
             self._usage[mailbox.address] = cached
         if cached[1] + size > limit:
             return replies.mailbox_full(mailbox.address)
@@ -245,30 +239,21 @@ class Gateway:
 
     def plan(
         self, sender: str, recipients: Sequence[str], data: bytes, qid: str, kind: str = "message"
-    ) -> tuple[list[tuple[Path, bytes]], list[Entry]]:
-        """Local Maildir copies (one per local recipient) and one queue entry for the rest."""
-        local: list[tuple[Path, bytes]] = []
+    ) -> tuple[list[tuple[str, bytes]], list[Entry]]:
+        """Local copies (one per local recipient) and one queue entry for the rest."""
+        local: list[tuple[str, bytes]] = []
         remote: list[str] = []
         for rcpt in recipients:
             if self.is_local(domain_of(rcpt)):
-                # UnsafeAddress propagates: the client gets a 451, nothing is dropped silently.
-                local.append((self._maildir(rcpt), data))
+                local.append((rcpt, data))
             else:
                 remote.append(rcpt)
         queued = [Entry(qid, sender, remote, data, kind)] if remote else []
         return local, queued
 
-    def _maildir(self, address: str) -> Path:
-        path = self._maildirs.get(address)
-        if path is None:
-            if len(self._maildirs) > 50_000:
-                self._maildirs.clear()
-            path = self._maildirs[address] = mailbox_path(self.config.mailboxes_path, address)
-        return path
-
     def dsn_for(
         self, message: pipeline.Message, failures: Sequence[Failure]
-    ) -> tuple[list[tuple[Path, bytes]], list[Entry]]:
+    ) -> tuple[list[tuple[str, bytes]], list[Entry]]:
         """The DSN telling the message's sender about `failures` (nothing for a bounce)."""
         if not message.sender or not failures:
             return [], []
@@ -292,7 +277,7 @@ class Gateway:
         sender_mailbox: Mailbox | None = None,
     ) -> None:
         """Store the outcome durably (one commit), and note conversations with patients."""
-        local: list[tuple[Path, bytes]] = []
+        local: list[tuple[str, bytes]] = []
         queued: list[Entry] = []
         for i, d in enumerate(outcome.deliveries):
             qid = message.queue_id if i == 0 else new_queue_id()
@@ -321,17 +306,6 @@ class Gateway:
             contact = Contact(message.sender, tuple(patients), headers.message_id,
                               tuple(headers.references), headers.mss_fin)
         if local or queued:
-            await self.committer.commit(local, queued, contact)
+            await self.intake.commit(local, queued, contact)
         elif contact is not None:
             await asyncio.to_thread(self.conversations.record_many, [contact])
-
-
-_shared: dict[int, Gateway] = {}
-
-
-def shared_gateway(config: Config) -> Gateway:
-    """The worker process's Gateway (listeners and queue runner share one)."""
-    key = id(config)
-    if key not in _shared:
-        _shared[key] = Gateway(config)
-    return _shared[key]

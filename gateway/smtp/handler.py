@@ -1,13 +1,14 @@
 """The SMTP session logic of the submission and relay listeners (aiosmtpd handler hooks).
 
 Submission (our users): TLS first (STARTTLS or implicit), then AUTH PLAIN/LOGIN with the mailbox
-address and password, or AUTH EXTERNAL with a client certificate of our CA for APP mailboxes;
-the envelope sender and the From: header must be the authenticated mailbox.
+address and password, AUTH OAUTHBEARER/XOAUTH2 with a Pro Santé Connect access token when
+[oidc] is configured (gateway.oidc), or AUTH EXTERNAL with a client certificate of our CA for APP
+mailboxes; the envelope sender and the From: header must be the authenticated mailbox.
 Relay (trust-space operators): STARTTLS with a client certificate that chains to a trust anchor,
 is not revoked and whose subject is the DN the whitelist lists for the sender's domain; only our
 own mailboxes are valid recipients. Refusals happen at RCPT (or DATA), with the reason.
 
-Everything accepted passes through `gateway.pipeline.process` and is stored durably
+Everything accepted passes through the worker's `Pipeline.process` and is stored durably
 (`Gateway.deliver`) before the 250.
 """
 
@@ -28,6 +29,8 @@ from cryptography import x509
 
 from gateway import pipeline
 from gateway.directory import MailboxKind
+from gateway.directory.auth import AuthReason
+from gateway.oidc import sasl
 from gateway.smtp import replies
 from gateway.smtp.checks import (
     MAX_MIME_DEPTH,
@@ -172,7 +175,7 @@ class BaseHandler:
             peer=_ip(session),
         )
         try:
-            outcome = await pipeline.process(message)
+            outcome = await self.gw.pipeline.process(message)
             await self.gw.deliver(message, outcome, headers, sender_mailbox=session.mailbox)
         except TimeoutError as exc:  # the process pool's deadline: the client retries later
             log.error("queue id %s: not processed in time: %s", qid, exc)
@@ -243,10 +246,17 @@ class SubmissionHandler(BaseHandler):
     ) -> list[str]:
         session.host_name = hostname
         responses = offer_pipelining(responses)
-        if session.ssl_object is None or session.ssl_object.getpeercert(binary_form=True):
+        hidden = set()
+        if session.ssl_object is not None and not session.ssl_object.getpeercert(
+            binary_form=True
+        ):
+            hidden.add("EXTERNAL")  # only makes sense with a client certificate
+        if self.gw.token_logins is None:
+            hidden.update(TOKEN_MECHANISMS)  # no [oidc] issuer: no token logins
+        if not hidden:
             return responses
-        # AUTH EXTERNAL only makes sense with a client certificate.
-        return [r.replace(" EXTERNAL", "") if r.startswith("250-AUTH") else r for r in responses]
+        return [_without_mechanisms(r, hidden) if r.startswith("250-AUTH") else r
+                for r in responses]
 
     async def check_sender(self, session: GatewaySession, sender: str) -> Reply | None:
         mailbox = session.mailbox
@@ -342,6 +352,50 @@ class SubmissionHandler(BaseHandler):
         log.info("AUTH EXTERNAL ok peer=%s mailbox=%s", _ip(session), address)
         return AuthResult(success=True, auth_data=mailbox)
 
+    async def auth_OAUTHBEARER(self, server: GatewaySMTP, args: list[str]) -> AuthResult:
+        """SASL OAUTHBEARER (RFC 7628) with an access token of the [oidc] provider."""
+        return await self._token(server, args, sasl.Mechanism.OAUTHBEARER)
+
+    async def auth_XOAUTH2(self, server: GatewaySMTP, args: list[str]) -> AuthResult:
+        """SASL XOAUTH2 (Google's mechanism, which many clients speak) with the same tokens."""
+        return await self._token(server, args, sasl.Mechanism.XOAUTH2)
+
+    async def _token(
+        self, server: GatewaySMTP, args: list[str], mechanism: sasl.Mechanism
+    ) -> AuthResult:
+        session = server.session
+        assert session is not None
+        logins = self.gw.token_logins
+        if logins is None:
+            await server.push("504 5.5.4 Unrecognized authentication type")
+            return AuthResult(success=False, handled=True)
+        blob = await self._initial(server, args)
+        if blob is None:
+            return AuthResult(success=False, handled=True)
+        try:
+            response = sasl.parse(mechanism, blob)
+        except sasl.SaslError as exc:
+            await server.push(f"501 5.5.2 malformed {mechanism} response: {exc}")
+            return AuthResult(success=False, handled=True)
+        result = await logins.login(response, _ip(session), "smtp")
+        if result.ok:
+            session.mailbox = result.mailbox
+            return AuthResult(success=True, auth_data=result.mailbox)
+        if result.retry_after is not None:
+            return AuthResult(success=False, handled=False, message=_locked_out(result.retry_after))
+        if result.temporary:
+            return AuthResult(
+                success=False, handled=False,
+                message=f"454 4.7.0 temporary authentication failure: {result.message}",
+            )
+        # RFC 7628 3.2.2: the error goes in a challenge; the client answers it (a lone kvsep, or
+        # an empty line for XOAUTH2) and then gets the failure ('*': aiosmtpd answered 501).
+        if result.challenge is not None and await server.challenge_auth(
+            result.challenge
+        ) is MISSING:
+            return AuthResult(success=False, handled=True)
+        return self._refused(result.message)
+
     @staticmethod
     def _refused(why: str) -> AuthResult:
         return AuthResult(
@@ -381,10 +435,11 @@ class SubmissionHandler(BaseHandler):
             return AuthResult(success=True, auth_data=result.mailbox)
         log.info("AUTH failed peer=%s login=%s reason=%s", _ip(session), address, result.reason)
         if result.retry_after is not None:
-            return AuthResult(
-                success=False, handled=False,
-                message=f"454 4.7.0 too many failed logins for this account or address; "
-                f"try again in {max(1, round(result.retry_after))} s",
+            return AuthResult(success=False, handled=False, message=_locked_out(result.retry_after))
+        if result.reason is AuthReason.PASSWORD_NOT_ALLOWED:
+            return self._refused(
+                "this mailbox does not log in with a password: use a Pro Sante Connect token "
+                "(AUTH OAUTHBEARER or XOAUTH2)"
             )
         return AuthResult(
             success=False, handled=False,
@@ -462,6 +517,19 @@ class RelayHandler(BaseHandler):
                 if self.gw.is_local(domain_of(address)):
                     return replies.peer_claims_our_address(field, address)
         return None
+
+
+TOKEN_MECHANISMS = frozenset(m.value for m in sasl.Mechanism)
+
+
+def _without_mechanisms(line: str, hidden: set[str]) -> str:
+    """An EHLO `250-AUTH ...` line without the `hidden` mechanisms."""
+    return " ".join(w for w in line.split(" ") if w not in hidden)
+
+
+def _locked_out(retry_after: float) -> str:
+    return (f"454 4.7.0 too many failed logins for this account or address; "
+            f"try again in {max(1, round(retry_after))} s")
 
 
 def _certificate_email(cert: x509.Certificate | None) -> str | None:

@@ -23,12 +23,17 @@ import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gateway.config import Config, parse_hostport
 from gateway.smtp.checks import domain_of
 from gateway.smtp.dsn import Failure
-from gateway.smtp.gateway import Gateway, shared_gateway
-from gateway.store.queue import FAILED, SENT, Queue, RecipientState, Record
+from gateway.smtp.gateway import Gateway
+from gateway.store.interfaces import Intake, OutboundQueue
+from gateway.store.queue import FAILED, SENT, RecipientState, Record
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime
 
 log = logging.getLogger("mssgw.queue")
 
@@ -67,7 +72,8 @@ class Runner:
     def __init__(self, config: Config, gateway: Gateway) -> None:
         self.config = config
         self.gw = gateway
-        self.queue: Queue = gateway.queue
+        self.queue: OutboundQueue = gateway.queue
+        self.intake: Intake = gateway.intake
         self._busy: set[str] = set()
         self._sem = asyncio.Semaphore(max(1, config.smtp.queue_concurrency))
         self._tasks: set[asyncio.Task[None]] = set()
@@ -179,9 +185,7 @@ class Runner:
             ]
             local, queued = self.gw.dsn_for(message, failures)
             if local or queued:
-                from gateway.store.commit import store
-
-                store(local, queued, self.queue)
+                self.intake.store(local, queued)
                 log.info("queue id %s: DSN sent to <%s>", record.id, record.sender)
         elif failed and record.kind == "dsn":
             log.warning("queue id %s: a DSN could not be delivered; dropped", record.id)
@@ -251,9 +255,9 @@ class Runner:
             )
 
 
-async def start(config: Config, *, gateway: Gateway | None = None) -> asyncio.Task[None]:
+async def start(runtime: Runtime) -> asyncio.Task[None]:
     """Start the delivery worker in the running loop; cancel the task to stop it."""
-    runner = Runner(config, gateway or shared_gateway(config))
+    runner = Runner(runtime.config, runtime.smtp)
     return asyncio.create_task(runner.run(), name="mssgw-queue-runner")
 
 

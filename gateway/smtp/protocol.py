@@ -8,17 +8,21 @@
 - DATA is read in blocks (gateway.smtp.dotdata) instead of line by line.
 - Its idle timer is moved instead of replaced on every command.
 - A failed TLS handshake is one log line (`handle_exception`), not a traceback.
-Everything that touches aiosmtpd's or asyncio's internals (its module globals, the reader's
-buffer) is in gateway.smtp.internals, checked by a test and bypassed when it no longer fits.
+- AUTH lines may be 12,288 octets (RFC 4954 4): an OAUTHBEARER or XOAUTH2 initial response
+  carries a whole access token, past aiosmtpd's 512-octet command and 1,001-octet line limits.
+  Other commands keep their 512 octets, and DATA lines RFC 5321's 1,000 (DotData).
 - PIPELINING (RFC 2920) is offered: aiosmtpd already reads commands in order from a buffer, so
   grouped MAIL/RCPT/DATA are served as they come; their replies are sent together (one TLS
   record, one send) while more complete command lines wait in the input buffer, as RFC 2920
   3.2 recommends. Only MAIL and RCPT replies are held: every other reply, 354 included, flushes.
+Everything that touches aiosmtpd's or asyncio's internals (its module globals, the reader's
+buffer) is in gateway.smtp.internals, checked by a test and bypassed when it no longer fits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import re
 import ssl
@@ -53,6 +57,8 @@ def tls_failure_reason(error: BaseException) -> str:
 
 
 NULL_SENDER = "null-sender@mssgw.invalid"
+AUTH_LINE_LIMIT = 12288  # RFC 4954 4: an AUTH command line, initial response included
+DATA_LINE_LIMIT = SMTP.line_length_limit  # aiosmtpd's 1,001 octets (RFC 5321 4.5.3.1.6)
 _NULL_FROM = re.compile(r"^\s*FROM:\s*<>", re.IGNORECASE)
 # The everyday `<local@domain> [params]` path: parsed here with one regular expression, since
 # aiosmtpd's full RFC 5322 parser costs a fifth of the CPU of a message; anything else (quoted
@@ -91,6 +97,9 @@ def offer_pipelining(responses: list[str]) -> list[str]:
 
 class GatewaySMTP(SMTP):
     session: GatewaySession | None  # type: ignore[assignment]
+    # The stream reader's limit is the longest line read outside DATA: an AUTH line, or the
+    # response to an AUTH challenge. aiosmtpd still holds each command to command_size_limits.
+    line_length_limit = AUTH_LINE_LIMIT + 2
     _hold_replies = False  # within MAIL and RCPT, the commands a client may group
     _replies: list[bytes]
     _deadline = 0.0  # loop time at which an idle session is closed
@@ -168,6 +177,10 @@ class GatewaySMTP(SMTP):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._replies = []
         self._local = transport.get_extra_info("sockname")
+        # aiosmtpd keeps command_size_limits in a dict of its class: ours is per session.
+        self.command_size_limits = collections.defaultdict(
+            lambda: self.command_size_limit, {"AUTH": AUTH_LINE_LIMIT}
+        )
         super().connection_made(transport)
         if self.session is not None:
             self.session.ssl_object = transport.get_extra_info("ssl_object")
@@ -229,6 +242,6 @@ class GatewaySMTP(SMTP):
         await self.push("250 OK" if status is MISSING else status)
 
     async def _read_data(self) -> tuple[bytes, str | None]:
-        parser = DotData(self.data_size_limit, self.line_length_limit)
+        parser = DotData(self.data_size_limit, DATA_LINE_LIMIT)
         result: tuple[bytes, str | None] = await internals.feed_from_buffer(self._reader, parser)
         return result

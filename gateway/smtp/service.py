@@ -1,4 +1,4 @@
-"""The SMTP listeners of one worker process: `start(config, reuse_port=...)` for `mssgw serve`.
+"""The SMTP listeners of one worker process: `start(runtime, reuse_port=...)` for `mssgw serve`.
 
 Three listeners (addresses from [smtp] in config.toml; an empty address disables one):
 - `submission`: STARTTLS required before anything but EHLO/NOOP/QUIT; AUTH required.
@@ -13,12 +13,14 @@ import logging
 import ssl
 import warnings
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from gateway.config import Config, parse_hostport
-from gateway.server import MadeBeforeFork
-from gateway.smtp.gateway import Gateway, shared_gateway
 from gateway.smtp.handler import RelayHandler, SubmissionHandler
 from gateway.smtp.protocol import GatewaySMTP
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime
 
 log = logging.getLogger("mssgw.smtp")
 
@@ -26,7 +28,7 @@ log = logging.getLogger("mssgw.smtp")
 logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 
-def tls_contexts(config: Config) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+def make_tls_contexts(config: Config) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     """(submission, relay) server contexts from the PKI, with the configured TLS profile."""
     from gateway.pki.tls import server_context
 
@@ -39,24 +41,25 @@ def tls_contexts(config: Config) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     return submission, relay
 
 
-_tls = MadeBeforeFork(tls_contexts)
+def tls_contexts(runtime: Runtime) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """The root's SMTP contexts, made once (by the supervisor, before it forks: `prepare`)."""
+    return runtime.made("smtp tls", lambda: make_tls_contexts(runtime.config))
 
 
-def prepare(config: Config) -> None:
+def prepare(runtime: Runtime) -> None:
     """Run by `mssgw serve` before it forks its workers: the TLS contexts made once for all of
     them, so they share the session-ticket key and a mail client's TLS session (Thunderbird,
     Outlook, phones and most MTAs resume theirs) resumes on whichever worker the kernel gives
     its next connection, sparing the server a full handshake and its RSA signature."""
-    _tls.prepare(config)
+    tls_contexts(runtime)
 
 
-async def start(
-    config: Config, *, reuse_port: bool = False, gateway: Gateway | None = None
-) -> list[asyncio.Server]:
+async def start(runtime: Runtime, *, reuse_port: bool = False) -> list[asyncio.Server]:
     """Bind the configured SMTP listeners and return the servers (already serving)."""
     loop = asyncio.get_running_loop()
-    gw = gateway or shared_gateway(config)
-    submission_ctx, relay_ctx = _tls.get(config)
+    config = runtime.config
+    gw = runtime.smtp
+    submission_ctx, relay_ctx = tls_contexts(runtime)
     s = config.smtp
     size = max([s.max_message_size, *s.domain_size_limits.values()])
 

@@ -19,7 +19,8 @@ from gateway.audit import Recorder
 from gateway.config import Config
 from gateway.directory import own_domains
 from gateway.errors import Conflict
-from gateway.store.queue import PENDING, Queue, Record, check_id
+from gateway.store.interfaces import Intake, OutboundQueue
+from gateway.store.queue import PENDING, Record, check_id
 
 LOCK_WAIT = 10.0  # seconds to wait for the delivery worker to release an entry
 
@@ -56,11 +57,13 @@ def summary(r: Record) -> dict[str, Any]:
 class QueueService:
     resource = "queue"
 
-    def __init__(self, config: Config, queue: Queue, audit: Recorder, caller: Caller) -> None:
+    def __init__(self, config: Config, queue: OutboundQueue, audit: Recorder, caller: Caller,
+                 intake: Intake | None = None) -> None:
         self.config = config
         self.queue = queue
         self.audit = audit
         self.caller = caller
+        self.intake = intake  # for bounce's DSN
 
     def page(self, *, offset: int | None = None, limit: int | None = None) -> Page[Record]:
         self.caller.require(self.resource)
@@ -123,10 +126,10 @@ class QueueService:
     def bounce(self, queue_id: str) -> str:
         """Return the message to its sender with a DSN (none for a DSN itself), then remove it."""
         from gateway.smtp.dsn import Failure, build_dsn
-        from gateway.store.commit import store
-        from gateway.store.maildir import mailbox_path
         from gateway.store.queue import Entry, new_queue_id
 
+        if self.intake is None:
+            raise RuntimeError("QueueService.bounce needs the intake (where the DSN goes)")
         self.caller.require(self.resource, write=True)
         qid = check_id(queue_id)
         with self._locked_change(qid) as held:
@@ -149,11 +152,10 @@ class QueueService:
                 )
                 domain = record.sender.rpartition("@")[2].lower()
                 if domain in own_domains(self.config):
-                    folder = mailbox_path(self.config.mailboxes_path, record.sender)
-                    store([(folder, dsn)], [], None)
+                    self.intake.store([(record.sender, dsn)], [])
                 else:
                     entry = Entry(new_queue_id(), "", [record.sender], dsn, "dsn")
-                    store([], [entry], self.queue)
+                    self.intake.store([], [entry])
             self.queue.remove(qid)
         self.audit(self.caller.actor, "queue.bounce", qid,
                    {"sender": record.sender, "recipients": [f.recipient for f in failures]})

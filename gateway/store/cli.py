@@ -5,19 +5,19 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from gateway import audit
 from gateway.admins.model import Caller
 from gateway.audit import local_actor
-from gateway.cli import add_command, command_group, config_of, print_json
+from gateway.cli import add_command, command_group, print_json, runtime_of
 from gateway.errors import Conflict
 from gateway.store.admin import QueueService, summary, when
-from gateway.store.queue import PENDING, Queue
+from gateway.store.queue import PENDING
 
 
 def _service(args: argparse.Namespace) -> QueueService:
-    config = config_of(args)
+    rt = runtime_of(args)
     return QueueService(
-        config, Queue(config.queue_path), audit.recorder(config), Caller.local(local_actor())
+        rt.config, rt.outbound_queue, rt.audit.record, Caller.local(local_actor()),
+        intake=rt.intake,
     )
 
 

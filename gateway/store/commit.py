@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.fileio import fsync_dir, write_all
-from gateway.store.maildir import ensure_maildir, unique_name
+from gateway.store.maildir import ensure_maildir, mailbox_path, unique_name
 from gateway.store.queue import Entry, Queue
 
 Local = Sequence[tuple[Path, bytes]]
@@ -266,3 +266,44 @@ class Committer:
     def close(self) -> None:
         self._batcher.shutdown(wait=True)
         self._io.shutdown(wait=True)
+
+
+class MaildirIntake:
+    """`Intake` on the embedded default: each local copy into its recipient's INBOX Maildir
+    (`new/`), queue entries as the queue's files, notes through `notes` — all through the group
+    commit above."""
+
+    def __init__(
+        self,
+        mailboxes: Path,
+        queue: Queue,
+        *,
+        notes: Callable[[list[Any]], None] | None = None,
+    ) -> None:
+        self.mailboxes = mailboxes
+        self.queue = queue
+        self.committer = Committer(queue, notes=notes)
+        self._maildirs: dict[str, Path] = {}  # address -> its INBOX Maildir (pure, cached)
+
+    def _maildir(self, address: str) -> Path:
+        path = self._maildirs.get(address)
+        if path is None:
+            if len(self._maildirs) > 50_000:
+                self._maildirs.clear()
+            # UnsafeAddress propagates: the client gets a 451, nothing is dropped silently.
+            path = self._maildirs[address] = mailbox_path(self.mailboxes, address)
+        return path
+
+    async def commit(
+        self, local: Sequence[tuple[str, bytes]], queued: Sequence[Entry] = (),
+        note: Any = None,
+    ) -> None:
+        await self.committer.commit(
+            [(self._maildir(a), data) for a, data in local], queued, note
+        )
+
+    def store(self, local: Sequence[tuple[str, bytes]], queued: Sequence[Entry] = ()) -> None:
+        store([(mailbox_path(self.mailboxes, a), data) for a, data in local], queued, self.queue)
+
+    def close(self) -> None:
+        self.committer.close()

@@ -27,25 +27,34 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import functools
 import os
 import re
 import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gateway.db import transaction
 from gateway.fileio import fsync_dir, write_synced
 from gateway.store import maildir
+from gateway.store.interfaces import (
+    DELIMITER,
+    Appended,
+    Changes,
+    Folder,
+    FolderView,
+    MessageInfo,
+    StoreError,
+)
 from gateway.store.sortkeys import SortKeys, extract
 
 INDEX_NAME = "mssgw-index.sqlite"
 SCHEMA_VERSION = 5  # PRAGMA user_version of an index whose tables and default folders exist
-DELIMITER = "/"
 SPECIAL_USE = {"Sent": "\\Sent", "Drafts": "\\Drafts", "Trash": "\\Trash"}
 MAX_FOLDER_NAME = 255
 MAX_FOLDERS = 1000
@@ -126,94 +135,6 @@ _FOLDER_COLUMNS = (
 )
 
 
-class StoreError(Exception):
-    """A refused folder operation; the text is shown to the user (IMAP NO)."""
-
-    def __init__(self, text: str, code: str | None = None) -> None:
-        super().__init__(text)
-        self.code = code
-
-
-@dataclass(frozen=True)
-class Folder:
-    id: int
-    name: str
-    uidvalidity: int
-    uidnext: int
-    highestmodseq: int
-    subscribed: bool
-    special_use: str | None
-    keywords: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class MessageInfo:
-    uid: int
-    flags: tuple[str, ...]
-    modseq: int
-    internaldate: int
-    size: int
-    base: str
-    tz: int = 0  # the INTERNALDATE's zone, minutes east of UTC (as APPENDed, else local)
-
-
-@dataclass(frozen=True)
-class Appended:
-    """One message of an APPEND: its octets, flags, INTERNALDATE and zone (None: now, the
-    server's), and whether its octets are kept as sent (a literal8)."""
-
-    data: bytes
-    flags: tuple[str, ...] = ()
-    internaldate: int | None = None
-    tz: int | None = None
-    verbatim: bool = False
-
-
-@dataclass(frozen=True)
-class Changes:
-    highestmodseq: int
-    new: list[tuple[int, str]]  # uid, flags (space-separated) of messages above last_uid
-    changed: list[tuple[int, tuple[str, ...], int]]  # uid, flags, modseq
-    expunged: list[int]
-    name: str = ""  # the folder's name now (a RENAME keeps its id and UIDVALIDITY)
-
-    @property
-    def new_uids(self) -> list[int]:
-        return [u for u, _ in self.new]
-
-
-@dataclass
-class FolderView:
-    """A folder's UIDs and flags at `modseq`: what SELECT needs, without a row per message
-    through Python each time. Flags are the index's space-separated text; only non-empty
-    ones are kept."""
-
-    uidvalidity: int
-    modseq: int
-    uids: list[int]
-    flags: dict[int, str]
-
-    def copy(self) -> FolderView:
-        return FolderView(self.uidvalidity, self.modseq, list(self.uids), dict(self.flags))
-
-    def apply(self, changes: Changes) -> None:
-        if changes.expunged:
-            gone = set(changes.expunged)
-            self.uids = [u for u in self.uids if u not in gone]
-            for u in gone:
-                self.flags.pop(u, None)
-        for u, text in changes.new:
-            self.uids.append(u)
-            if text:
-                self.flags[u] = text
-        for u, flags, _ in changes.changed:
-            if flags:
-                self.flags[u] = " ".join(flags)
-            else:
-                self.flags.pop(u, None)
-        self.modseq = changes.highestmodseq
-
-
 def split_flags(text: str) -> tuple[str, ...]:
     return tuple(text.split()) if text else ()
 
@@ -246,10 +167,10 @@ def folder_dir_name(name: str) -> str:
     return "." + ".".join(levels)
 
 
-class MailStore:
-    """One user's folders and messages. Not thread-safe: one instance per process and user,
-    shared by that user's sessions (see `StorePool`) on one thread; only `append` (which has a
-    connection of its own) may run in a worker thread."""
+class MaildirStore:
+    """`MailStore` on Maildir++ with a SQLite index. Not thread-safe: one instance per process
+    and user, shared by that user's sessions (see `StorePool`) on one thread; only `append` and
+    `adopt` (which have a connection of their own) may run in a worker thread."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -300,6 +221,11 @@ class MailStore:
     def take_garbage(self) -> list[Path]:
         paths, self.garbage = self.garbage, []
         return paths
+
+    def cleanup(self) -> Callable[[], None] | None:
+        if not self.garbage:
+            return None
+        return functools.partial(unlink_all, self.take_garbage())
 
     def close(self) -> None:
         unlink_all(self.take_garbage())
@@ -692,6 +618,15 @@ class MailStore:
         ).fetchone()
         return int(row[0]), int(row[1] or 0), int(row[2] or 0)
 
+    def status_sizes(self, folder: Folder) -> tuple[int, int]:
+        """(messages flagged \\Deleted, octets of all messages): STATUS DELETED and SIZE."""
+        row = self.conn.execute(
+            "SELECT SUM(instr(flags, '\\Deleted') > 0), SUM(size) FROM messages"
+            " WHERE folder_id = ?",
+            (folder.id,),
+        ).fetchone()
+        return int(row[0] or 0), int(row[1] or 0)
+
     def first_unseen_uid(self, folder: Folder) -> int | None:
         row = self.conn.execute(
             "SELECT MIN(uid) FROM messages WHERE folder_id = ? AND instr(flags, '\\Seen') = 0",
@@ -754,16 +689,15 @@ class MailStore:
         if not uids:
             return {}
         lo, hi = min(uids), max(uids)
+        rows = self.conn.execute(
+            f"SELECT uid, {_SORTKEY_COLUMNS} FROM sortkeys"  # noqa: S608 - constant
+            " WHERE folder_id = ? AND uid BETWEEN ? AND ?",
+            (folder_id, lo, hi),
+        )
+        if len(uids) == hi - lo + 1:  # every UID of the range (SORT ... ALL): no filter
+            return {r[0]: _keys_of(r[1:]) for r in rows}
         wanted = set(uids)
-        return {
-            r[0]: _keys_of(r[1:])
-            for r in self.conn.execute(
-                f"SELECT uid, {_SORTKEY_COLUMNS} FROM sortkeys"  # noqa: S608 - constant
-                " WHERE folder_id = ? AND uid BETWEEN ? AND ?",
-                (folder_id, lo, hi),
-            )
-            if r[0] in wanted
-        }
+        return {r[0]: _keys_of(r[1:]) for r in rows if r[0] in wanted}
 
     def sort_keys(self, folder: Folder, uids: Sequence[int]) -> dict[int, SortKeys]:
         """What SORT and THREAD compare (gateway.store.sortkeys) for each of `uids` still in
@@ -1111,10 +1045,11 @@ def _key_row(k: SortKeys) -> tuple[object, ...]:
             k.display_to, k.message_id, " ".join(k.references))
 
 
-def _keys_of(row: Sequence[object]) -> SortKeys:
+def _keys_of(row: Sequence[Any]) -> SortKeys:
+    # The columns come back with their types (NOT NULL INTEGER / TEXT): no conversions.
     sent, subject, reply, fa, ta, ca, df, dt, mid, refs = row
-    return SortKeys(int(sent), str(subject), bool(reply), str(fa), str(ta),  # type: ignore[call-overload]
-                    str(ca), str(df), str(dt), str(mid), tuple(str(refs).split()))
+    return SortKeys(sent, subject, reply == 1, fa, ta, ca, df, dt, mid,
+                    tuple(refs.split()) if refs else ())
 
 
 def _delivery_order(name: str) -> tuple[int, int, str]:
@@ -1209,7 +1144,8 @@ def _remove_maildir(path: Path) -> None:
 
 
 class StorePool:
-    """The process's open stores, one per user, shared by that user's sessions.
+    """`MailStores` over Maildir: the process's open stores, one per user, shared by that
+    user's sessions.
 
     Mail clients reconnect often (a login, a few commands, a logout), so a store nobody uses
     stays open for a while: `keep_idle` of them, least recently used closed first. Opening one
@@ -1218,20 +1154,23 @@ class StorePool:
     def __init__(self, mailboxes: Path, keep_idle: int = 64) -> None:
         self.mailboxes = mailboxes
         self.keep_idle = keep_idle
-        self._stores: dict[str, tuple[MailStore, int]] = {}
-        self._idle: OrderedDict[str, MailStore] = OrderedDict()
+        self._stores: dict[str, tuple[MaildirStore, int]] = {}
+        self._idle: OrderedDict[str, MaildirStore] = OrderedDict()
 
-    def acquire(self, address: str) -> MailStore:
+    def acquire(self, address: str) -> MaildirStore:
         address = address.lower()
         entry = self._stores.get(address)
         if entry:
             self._stores[address] = (entry[0], entry[1] + 1)
             return entry[0]
-        store = self._idle.pop(address, None) or MailStore(
+        store = self._idle.pop(address, None) or MaildirStore(
             maildir.mailbox_path(self.mailboxes, address)
         )
         self._stores[address] = (store, 1)
         return store
+
+    def usage(self, address: str) -> int:
+        return mailbox_usage(maildir.mailbox_path(self.mailboxes, address))
 
     def release(self, address: str) -> None:
         address = address.lower()
@@ -1253,3 +1192,20 @@ class StorePool:
             store.close()
         self._stores.clear()
         self._idle.clear()
+
+
+MailStore = MaildirStore  # its former name (tests and tools open one directly)
+
+__all__ = [
+    "DELIMITER",
+    "INDEX_NAME",
+    "Appended",
+    "Changes",
+    "Folder",
+    "FolderView",
+    "MailStore",
+    "MaildirStore",
+    "MessageInfo",
+    "StoreError",
+    "StorePool",
+]

@@ -70,6 +70,8 @@ class ProfessionalIn(Body):
     given_name: str | None = None
     profession: str | None = Field(None, description="TRE_G15: 10 médecin, 21 pharmacien...")
     specialty: str | None = Field(None, description="TRE_R38, e.g. SM26")
+    savoir_faire: str | None = Field(
+        None, description="JDV_J107 codes beyond the specialty, comma-separated: C35,CAPA06")
     structure: str | None = Field(None, description="address of the ORG mailbox")
     title: str | None = None
     phone: str | None = None
@@ -110,6 +112,7 @@ class MailboxChange(Body):
     given_name: str | None = None
     profession: str | None = None
     specialty: str | None = None
+    savoir_faire: str | None = None
     structure: str | None = None
     title: str | None = None
     finess: str | None = None

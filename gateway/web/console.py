@@ -94,6 +94,8 @@ FORMS: dict[str, list[tuple[str, str, bool, str]]] = {
         ("family_name", "Nom", True, ""),
         ("profession", "Profession", True, "code TRE_G15 : 10 médecin, 21 pharmacien..."),
         ("specialty", "Spécialité", False, "code TRE_R38, par exemple SM26"),
+        ("savoir_faire", "Autres savoir-faire", False,
+         "codes JDV_J107 séparés par des virgules : C35 (cancérologie), CAPA06..."),
         ("structure", "Structure", False, "adresse de la boîte de la structure"),
         ("phone", "Téléphone", False, ""),
         ("display_name", "Nom affiché", False, "par défaut : titre, prénom, nom"),

@@ -1,7 +1,8 @@
 """The application services of one HTTP request, acting for its authenticated caller.
 
-Storage is opened on first use, with the caller's audit name, and closed when the request ends
-(`services()` is a FastAPI dependency with `yield`). Administrator accounts are shared by the
+Storage is opened on first use through the configured backend (`gateway.runtime.storage_for`),
+with the caller's audit name, and closed when the request ends (`services()` is a FastAPI
+dependency with `yield`). Administrator accounts are shared by the
 worker process (one connection, thread-safe): every request checks a token or a session.
 """
 
@@ -13,17 +14,18 @@ from typing import Any
 
 from fastapi import Request
 
-from gateway import audit
 from gateway.admins import open_accounts
 from gateway.admins.accounts import AdminAccounts
 from gateway.admins.model import Caller
 from gateway.audit import AuditService
 from gateway.config import Config
-from gateway.directory import Directory, open_directory
+from gateway.directory import Directory
 from gateway.directory.admin import MailboxService, TrustService
 from gateway.dmp.admin import DmpService
+from gateway.flows.records import Records
 from gateway.pki.admin import CertificateService
 from gateway.prescriptions.admin import PrescriptionService
+from gateway.runtime import storage_for
 from gateway.status import StatusService
 from gateway.store.admin import QueueService
 
@@ -49,7 +51,9 @@ class Services:
         self.caller = caller
         self.accounts = accounts
         self._open: list[Any] = []
-        self.record = audit.recorder(config)
+        self.storage = storage_for(config)
+        self.audit_log = self._keep(self.storage.audit_log())
+        self.record = self.audit_log.record
 
     def _keep(self, storage: Any) -> Any:
         self._open.append(storage)
@@ -57,8 +61,13 @@ class Services:
 
     @cached_property
     def directory(self) -> Directory:
-        d: Directory = self._keep(open_directory(self.config, actor=self.caller.actor))
+        d: Directory = self._keep(self.storage.directory(self.caller.actor))
         return d
+
+    @cached_property
+    def records(self) -> Records:
+        r: Records = self._keep(self.storage.records(self.audit_log))
+        return r
 
     @cached_property
     def mailboxes(self) -> MailboxService:
@@ -75,29 +84,25 @@ class Services:
 
     @cached_property
     def prescriptions(self) -> PrescriptionService:
-        from gateway.prescriptions.registry import open_registry
-
-        return PrescriptionService(self._keep(open_registry(self.config)), self.caller)
+        return PrescriptionService(self.records.registry, self.caller)
 
     @cached_property
     def dmp(self) -> DmpService:
-        from gateway.dmp import open_dmp
-
-        return DmpService(self._keep(open_dmp(self.config)), self.caller)
+        return DmpService(self.records.dmp, self.caller)
 
     @cached_property
     def queue(self) -> QueueService:
-        from gateway.store.queue import Queue
-
-        return QueueService(self.config, Queue(self.config.queue_path), self.record, self.caller)
+        return QueueService(self.config, self.storage.outbound_queue(), self.record, self.caller,
+                            intake=self._keep(self.storage.intake()))
 
     @cached_property
     def audit(self) -> AuditService:
-        return AuditService(self.config, self.caller)
+        return AuditService(self.audit_log, self.caller)
 
     @cached_property
     def status(self) -> StatusService:
-        return StatusService(self.config, self.directory, self.caller)
+        return StatusService(self.config, self.directory, self.caller, log=self.audit_log,
+                             queue=self.storage.outbound_queue())
 
     def close(self) -> None:
         for storage in reversed(self._open):

@@ -1,0 +1,236 @@
+"""The prescribing and delivery conditions of the drug database, met as a doctor and a pharmacist
+meet them: through the real SMTP and IMAP listeners, with real BDPM rows (a stupéfiant, a
+specialist-only drug, a fractionated one, a hospital-only one...)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from tests.journey_helpers import (
+    DOCTOR,
+    PATIENT,
+    PHARMACIST,
+    ROBOT,
+    Gateway,
+    form_message,
+    make_home,
+    running,
+    text_of,
+)
+from tests.smtp_helpers import PASSWORD
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SKENAN = "61227030"  # SKENAN L.P. 10 mg: stupéfiants, limitée à 4 semaines, toutes lettres
+SUBUTEX = "68945058"  # SUBUTEX 8 mg: délivrance fractionnée de 7 jours, limitée à 4 semaines
+HUMIRA = "64783769"  # HUMIRA 40 mg stylo: six specialities ("spécialistes et services")
+VENOFER = "60080232"  # réservé à l'usage HOSPITALIER
+DEPAKINE = "60184188"  # initiale annuelle réservée à certains spécialistes, attestation
+REFACTO = "60106606"  # PIH semestrielle, délivrance réservée aux pharmacies à usage intérieur
+DOLIPRANE = "60234100"  # DOLIPRANE 1000 mg, comprimé: no condition
+RHUMATOLOGUE = "dr.rhumato@test.localhost"
+HOSPITAL = "chu@test.localhost"
+
+
+def _luhn_complete(body: str) -> str:
+    for last in "0123456789":
+        digits = [int(c) for c in body + last][::-1]
+        total = sum(d if i % 2 == 0 else (d * 2 - 9 if d * 2 > 9 else d * 2)
+                    for i, d in enumerate(digits))
+        if total % 10 == 0:
+            return body + last
+    raise AssertionError
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory, _gateway_template: Path,
+         shared_dir: Path) -> Path:
+    from gateway.config import load_config
+    from gateway.directory import open_directory
+    from gateway.directory.model import Organisation, OrganisationKind, Professional
+    from gateway.pki.ca import issue
+    from gateway.pki.identity import identity_of
+
+    home = make_home(_gateway_template, tmp_path_factory.mktemp("rules") / "gw", shared_dir)
+    config = load_config(home / "config.toml")
+    directory = open_directory(config, actor="test")
+    directory.add_organisation(HOSPITAL, Organisation(
+        finess=_luhn_complete("51000011"), siret=None, name="CHU de Reims",
+        kind=OrganisationKind.HOSPITAL, address="45 rue Cognacq-Jay\n51100 Reims"))
+    mailbox = directory.add_professional(RHUMATOLOGUE, Professional(
+        rpps=_luhn_complete("1010099887"), adeli=None, family_name="ROUSSEAU",
+        given_name="Anne", profession="10", specialty="SM48", structure=HOSPITAL,
+        title="Dr", savoir_faire=("CAPA06",)))
+    directory.set_password(RHUMATOLOGUE, PASSWORD)
+    issue(config, "personal-sign", RHUMATOLOGUE, mailbox.display_name,
+          identity=identity_of(mailbox))
+    directory.close()
+    return home
+
+
+@pytest.fixture(scope="module")
+def gw(home: Path):  # noqa: ANN201
+    with running(home) as gateway:
+        yield gateway
+
+
+def send_form(gw: Gateway, body: str, doctor: str = DOCTOR) -> EmailMessage:
+    """The doctor mails the form to the patient; the gateway's answer to the doctor (receipt or
+    refusal)."""
+    before = len(gw.fetch_all(doctor))
+    gw.send(doctor, form_message(doctor, PATIENT, body))
+    got = gw.wait_for(doctor, before + 1)
+    return got[-1]
+
+
+def form(*lines: str, secured: bool = False, date: str | None = None) -> str:
+    head = "Patient : INS 279035121518989\n"
+    if secured:
+        head += "Ordonnance sécurisée : oui\n"
+    if date:
+        head += f"Date : {date}\n"
+    return head + "".join(f"{n}. {line}\n" for n, line in enumerate(lines, 1))
+
+
+def assert_refused(reply: EmailMessage, *words: str) -> str:
+    text = text_of(reply)
+    assert "refusée" in str(reply["Subject"]), text
+    for word in words:
+        assert word in text, (word, text)
+    return text
+
+
+def test_stupefiant_needs_a_secured_ordonnance_and_its_limit(gw: Gateway) -> None:
+    patient_before = len(gw.fetch_all(PATIENT))
+    text = assert_refused(send_form(gw, form(
+        f"CIS {SKENAN} ; 1 gélule matin et soir pendant 60 jours ; 4 boîtes")),
+        "ligne 1 (SKENAN L.P. 10 mg", "ordonnance sécurisée", "« stupéfiants »",
+        "Ordonnance sécurisée : oui", "60 jours dépasse la limite de 4 semaines",
+        "« prescription limitée à 4 semaines »")
+    assert "R5132-5" in text
+    assert len(gw.fetch_all(PATIENT)) == patient_before  # nothing registered nor sent
+
+
+def test_secured_ordonnance_wants_every_count_in_letters(gw: Gateway) -> None:
+    assert_refused(send_form(gw, form(
+        f"CIS {SKENAN} ; 1 gélule matin et soir pendant 28 jours ; 4 boîtes ;"
+        " posologie : 1 gélule de plus si douleur", secured=True)),
+        "« 1 gélule matin et soir pendant 28 jours »",
+        "« une gélule matin et soir pendant vingt-huit jours »", "« quatre boîtes »",
+        "posologie : une gélule de plus si douleur »", "R5132-29")
+
+
+def test_renewals_count_in_the_limited_duration(gw: Gateway) -> None:
+    assert_refused(send_form(gw, form(
+        f"CIS {SUBUTEX} ; un comprimé par jour pendant vingt-huit jours ; quatre boîtes ;"
+        " à renouveler une fois", secured=True)),
+        "28 jours × 2 (avec 1 renouvellement) = 56 jours", "4 semaines")
+
+
+def test_secured_example_passes(gw: Gateway) -> None:
+    patient_before = len(gw.fetch_all(PATIENT))
+    body = (ROOT / "examples/prescription-securisee.txt").read_text("utf-8")
+    receipt = send_form(gw, body)
+    assert "enregistrée" in str(receipt["Subject"]), text_of(receipt)
+    got = gw.wait_for(PATIENT, patient_before + 1)[-1]
+    assert str(got["Subject"]).startswith("XDM/1.0/DDM+")
+
+
+def test_specialist_only_drug(gw: Gateway) -> None:
+    text = assert_refused(send_form(gw, form(
+        f"CIS {HUMIRA} ; posologie : une injection tous les quinze jours ; 2 boîtes")),
+        "ligne 1 (HUMIRA 40 mg", "RHUMATOLOGIE", "Qualifié en Médecine générale",
+        "« prescription réservée aux spécialistes et services RHUMATOLOGIE »")
+    assert "ni le prescrire ni le renouveler" in text
+    receipt = send_form(gw, form(
+        f"CIS {HUMIRA} ; posologie : une injection tous les quinze jours ; 2 boîtes"),
+        doctor=RHUMATOLOGUE)
+    assert "enregistrée" in str(receipt["Subject"]), text_of(receipt)
+
+
+def test_hospital_only_drug_is_refused_even_to_a_hospital_doctor(gw: Gateway) -> None:
+    for doctor in (DOCTOR, RHUMATOLOGUE):
+        assert_refused(send_form(gw, form(
+            f"CIS {VENOFER} ; posologie : 5 ml en perfusion ; 1 boîte"), doctor=doctor),
+            "ligne 1 (VENOFER", "pharmacie de ville", "« réservé à l'usage HOSPITALIER »")
+
+
+def test_papers_the_gateway_cannot_see_are_warned(gw: Gateway) -> None:
+    receipt = send_form(gw, form(
+        f"CIS {DEPAKINE} ; 1 comprimé matin et soir pendant 30 jours ; 2 boîtes"))
+    text = text_of(receipt)
+    assert "enregistrée" in str(receipt["Subject"]), text
+    assert "À noter" in text
+    assert "ligne 1 (DEPAKINE 500 mg" in text
+    assert "qu'en renouvellement d'une prescription initiale" in text
+    assert "moins d'un an" in text
+    assert "« prescription initiale annuelle réservée à certains spécialistes »" in text
+    assert "attestation d'information" in text
+
+
+def test_units_must_fit_the_form(gw: Gateway) -> None:
+    assert_refused(send_form(gw, form(
+        f"CIS {DOLIPRANE} ; 2 gouttes 3 fois par jour pendant 5 jours ; 2 boîtes")),
+        "ligne 1 (DOLIPRANE 1000 mg", "des gouttes ne conviennent pas", "comprimés")
+    assert_refused(send_form(gw, form(
+        f"CIS {DOLIPRANE} ; 1 comprimé 3 fois par jour pendant 5 jours ; 2 tubes")),
+        "n'est pas présenté en tube")
+
+
+def prescribe_ok(gw: Gateway, body: str) -> str:
+    before = len(gw.fetch_all(PATIENT))
+    receipt = send_form(gw, body)
+    assert "enregistrée" in str(receipt["Subject"]), text_of(receipt)
+    return str(gw.wait_for(PATIENT, before + 1)[-1]["X-Ordonnance-Id"])
+
+
+def dispense(gw: Gateway, identifier: str, lines: str) -> EmailMessage:
+    before = len(gw.fetch_all(PHARMACIST))
+    gw.send(PHARMACIST, form_message(PHARMACIST, ROBOT, f"Ordonnance : {identifier}\n{lines}",
+                                     subject="Délivrance"))
+    return gw.wait_for(PHARMACIST, before + 1)[-1]
+
+
+def test_fractionated_delivery_one_fraction_at_a_time(gw: Gateway) -> None:
+    identifier = prescribe_ok(gw, form(
+        f"CIS {SUBUTEX} ; un comprimé par jour pendant vingt-huit jours ; quatre boîtes",
+        secured=True))
+    reply = dispense(gw, identifier, "1 : délivré ; 4 boîtes")
+    text = text_of(reply)
+    assert "refusée" in str(reply["Subject"]), text
+    assert "fractionnée par 7 jours" in text and "au plus 1 boîte" in text
+    assert "« délivrance fractionnée de 7 jours »" in text
+    reply = dispense(gw, identifier, "1 : délivré ; 1 boîte")
+    assert "enregistrée" in str(reply["Subject"]), text_of(reply)
+    reply = dispense(gw, identifier, "1 : délivré ; 1 boîte")  # the next fraction: not yet
+    assert "refusée" in str(reply["Subject"]), text_of(reply)
+
+
+def test_stupefiant_presented_late_only_for_the_remaining_period(gw: Gateway) -> None:
+    ten_days_ago = (dt.date.today() - dt.timedelta(days=10)).strftime("%d/%m/%Y")
+    identifier = prescribe_ok(gw, form(
+        f"CIS {SKENAN} ; une gélule matin et soir pendant vingt-huit jours ; quatre boîtes",
+        secured=True, date=ten_days_ago))
+    reply = dispense(gw, identifier, "1 : délivré ; 4 boîtes")
+    text = text_of(reply)
+    assert "refusée" in str(reply["Subject"]), text
+    assert "10 jours après sa date" in text and "18 jours sur 28" in text
+    assert "au plus 2,57 boîte" in text and "R5132-33" in text
+    reply = dispense(gw, identifier, "1 : délivré ; 2 boîtes")
+    assert "enregistrée" in str(reply["Subject"]), text_of(reply)
+
+
+def test_hospital_pharmacy_only_drug(gw: Gateway) -> None:
+    receipt = send_form(gw, form(f"CIS {REFACTO} ; posologie : selon le schéma ; 1 boîte"))
+    text = text_of(receipt)
+    assert "enregistrée" in str(receipt["Subject"]), text
+    assert "prescription initiale hospitalière" in text and "moins de 6 mois" in text
+    assert "pharmacie hospitalière" in text
+    identifier = str(receipt["X-Ordonnance-Id"])
+    reply = dispense(gw, identifier, "1 : délivré ; 1 boîte")
+    assert "refusée" in str(reply["Subject"])
+    assert "pas par une pharmacie de ville" in text_of(reply)
