@@ -66,6 +66,11 @@ class PKISection:
     # and the plain-HTTP listener of `mssgw serve` that answers it ("" for either: none).
     crl_base_url: str = ""
     crl_listen: str = ""
+    # External CAs' CRLs (gateway/pki/external.py): fetched from their distribution points at
+    # start and every crl_refresh_hours; crl_urls adds distribution points to those the
+    # anchors and the server certificate's chain name.
+    crl_refresh_hours: int = 6
+    crl_urls: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -374,7 +379,10 @@ def config_from_dict(data: dict[str, Any], home: Path, source: Path | None = Non
         )
     if cfg.pki.crl_listen:
         parse_hostport(cfg.pki.crl_listen)
-    for key in ("days", "crl_days"):
+    if not all(isinstance(u, str) and u.lower().startswith(("http://", "https://"))
+               for u in cfg.pki.crl_urls):
+        raise ConfigError("config: [pki] crl_urls must be a list of http:// or https:// URLs")
+    for key in ("days", "crl_days", "crl_refresh_hours"):
         if getattr(cfg.pki, key) < 1:
             raise ConfigError(f"config: [pki] {key} must be at least 1")
     _check_password_kinds(cfg.auth)
