@@ -479,3 +479,13 @@ def test_dmp_show_keeps_the_author_apart_from_the_submitter(
     assert shown["submitter_address"] == DOCTOR  # who mailed it
     assert shown["author_id"] and shown["author_id"] != "810100123453"  # the lab's biologist
     assert shown["author_address"] is None  # not dr.martin: not in our directory
+
+
+def test_registry_refusals_are_in_french(gw: Gateway) -> None:
+    identifier = str(ordonnance(gw)["X-Ordonnance-Id"])
+    reply = dispense(gw, identifier, "1 : délivré ; 5 boîtes")
+    text = " ".join(text_of(reply).split())
+    assert "refusée" in str(reply["Subject"])
+    assert "ligne 1 (DOLIPRANE 1000 mg, comprimé) : il ne reste que 3 boîtes à délivrer, pas 5" \
+        in text
+    assert "asked" not in text

@@ -78,7 +78,8 @@ def _by_registry(ctx: Context, identifier: str, actor: str) -> Verdict:
         refuse_unless_dispensable(record, now())
     except GatewayError as exc:
         code = getattr(exc, "code", "") or type(exc).__name__
-        return Verdict(identifier, False, str(code), str(exc), record)
+        return Verdict(identifier, False, str(code),
+                       (getattr(exc, "french", None) or str(exc)) + ".", record)
     return Verdict(identifier, True, "signature and registry checked",
                    "L'ordonnance est authentique (signature vérifiée) et enregistrée ; elle"
                    " peut être délivrée dans la limite des quantités restantes.", record)
