@@ -489,3 +489,15 @@ def test_registry_refusals_are_in_french(gw: Gateway) -> None:
     assert "ligne 1 (DOLIPRANE 1000 mg, comprimé) : il ne reste que 3 boîtes à délivrer, pas 5" \
         in text
     assert "asked" not in text
+
+
+def test_the_verification_tells_the_pharmacist_the_delivery_conditions(gw: Gateway) -> None:
+    identifier = prescribe_ok(gw, form(
+        f"CIS {SUBUTEX} ; un comprimé par jour pendant vingt-huit jours ; quatre boîtes",
+        f"CIS {SKENAN} ; une gélule matin et soir pendant vingt-huit jours ; quatre boîtes",
+        secured=True))
+    got = to_pharmacy(gw, f"Bonjour, mon ordonnance : {identifier}\n")
+    text = " ".join(text_of(got).split())
+    assert "ligne 1 (SUBUTEX 8 mg, comprimé sublingual) : délivrance fractionnée par 7 jours" \
+        in text
+    assert "ligne 2 (SKENAN L.P. 10 mg" in text and "dans les 3 jours" in text
