@@ -216,7 +216,8 @@ def handle(ctx: Context, sender: str, recipients: tuple[str, ...], data: bytes) 
         return Plan(handled=(ctx.robot,) if to_robot else (), deliveries=(_reply(
             ctx, sender, f"Délivrance refusée : ordonnance {d.prescription_id}",
             f"Bonjour,\n\nLa délivrance pour l'ordonnance {d.prescription_id} n'a pas été"
-            f" enregistrée :\n{exc}\n\nRien n'a été modifié.\n", original_id),))
+            f" enregistrée :\n{getattr(exc, 'french', None) or exc}\n\nRien n'a été modifié.\n",
+            original_id),))
     lines = _lines_text(d, record)
     left = remaining_text(record)
     warnings += national

@@ -35,6 +35,7 @@ from gateway.flows.common import (
 from gateway.flows.context import Context, now
 from gateway.ordonnance.wording import plural
 from gateway.pipeline import Delivery, Message, Outcome, Pipeline
+from gateway.prescriptions.checks import delivery_reminders
 from gateway.prescriptions.identifier import group
 from gateway.prescriptions.registry import (
     PrescriptionNotFound,
@@ -92,7 +93,8 @@ def _by_registry(ctx: Context, identifier: str, actor: str) -> Verdict:
         refuse_unless_dispensable(record, now())
     except GatewayError as exc:
         code = getattr(exc, "code", "") or type(exc).__name__
-        return Verdict(identifier, False, str(code), str(exc), record)
+        return Verdict(identifier, False, str(code),
+                       (getattr(exc, "french", None) or str(exc)) + ".", record)
     return Verdict(identifier, True, "signature and registry checked",
                    "L'ordonnance est authentique (signature vérifiée) et enregistrée ; elle"
                    " peut être délivrée dans la limite des quantités restantes.", record)
@@ -220,7 +222,8 @@ def dispensation_form(record: PrescriptionRecord) -> str:
     return "\n".join(rows)
 
 
-def _pharmacy_text(v: Verdict, robot: str, not_the_patient: str = "") -> str:
+def _pharmacy_text(v: Verdict, robot: str, not_the_patient: str = "",
+                   reminders: list[str] | None = None) -> str:
     head = "NON VÉRIFIÉE" if not v.checked else "VALIDE" if v.valid else "NON VALIDE"
     text = f"Vérification de l'ordonnance par la messagerie sécurisée : {head}\n"
     if v.identifier:
@@ -232,6 +235,9 @@ def _pharmacy_text(v: Verdict, robot: str, not_the_patient: str = "") -> str:
         text += f"\nStatut : {status_text(v.record)}\n"
         text += f"Première délivrance avant le : {v.record.validity_end:%d/%m/%Y}\n"
         text += "Quantités restantes :\n" + remaining_text(v.record) + "\n"
+    if v.valid and reminders:
+        text += ("\nConditions de délivrance (base des médicaments) :\n"
+                 + "\n".join(f"  - {r}" for r in reminders) + "\n")
     if v.valid and v.record is not None:
         text += ("\nPour enregistrer la délivrance, écrivez au service des ordonnances"
                  f" ({robot} ; une réponse à ce message-ci irait au patient) le formulaire"
@@ -280,7 +286,8 @@ def handle(ctx: Context, sender: str, recipients: tuple[str, ...], data: bytes) 
     to_pharmacy = mail.compose(
         sender=sender, to=pharmacies, domain=domain, in_reply_to=mail.message_id_of(msg),
         subject=f"[Ordonnance {tag}] {subject}"[:200],
-        body=_pharmacy_text(v, ctx.robot, not_the_patient),
+        body=_pharmacy_text(v, ctx.robot, not_the_patient,
+                            delivery_reminders(v.record, ctx.drugs) if v.record else None),
         files=[mail.Attachment("message-du-patient.eml", "message/rfc822", data)],
         headers=[("X-Ordonnance-Verification", header), ("X-MSS-NIL", product)],
     )
