@@ -1,7 +1,7 @@
 """Errors a user may cause. Their text is shown as-is, on one line, without a traceback.
 
 The message is English (the CLI and the API say it as it is); it is a `gateway.texts.Text`, so
-the French console can say the same thing from its own template (gateway/web/french.py).
+the French console can say the same thing from its own template (gateway/french.py).
 """
 
 from __future__ import annotations

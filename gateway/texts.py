@@ -5,7 +5,7 @@ command line prints it, the REST API returns it (scripts and logs read English).
 console is French, for its users. So that it needs no rules of its own, a message is built as
 a `Text`: the English string itself (a `str`: every caller, test and log line sees English as
 before), which also remembers its template and parameters, so a face can render the same
-message from another language's template (`gateway.web.french`).
+message from another language's template (`gateway.french`).
 
     raise InvalidField("days", value, t("at most {n} days", n=limit))
 

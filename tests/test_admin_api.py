@@ -354,8 +354,8 @@ def test_the_console_says_every_refusal_in_french(api):
     from gateway.directory import open_directory
     from gateway.directory.admin import MailboxService, TrustService
     from gateway.errors import GatewayError
+    from gateway.french import say
     from gateway.pki.admin import CertificateService
-    from gateway.web.french import say
 
     admins, client = api
     config = admins.config

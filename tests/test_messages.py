@@ -1,5 +1,5 @@
 """Refusals in two languages from one set of rules: every message a module the console reaches
-can refuse with has its French (gateway/web/french.py), with the same parameters, and none is
+can refuse with has its French (gateway/french.py), with the same parameters, and none is
 built in a way another language cannot follow (an f-string). The console's pages themselves
 are checked in tests/test_admin_api.py (no English reaches them) and test_admin_console.py."""
 
@@ -12,8 +12,8 @@ import pytest
 from message_scan import error_classes, scan
 
 from gateway.errors import InvalidIdentifier
+from gateway.french import CATALOGUE, french, say
 from gateway.texts import Text, t
-from gateway.web.french import CATALOGUE, french, say
 
 ROOT = Path(__file__).resolve().parent.parent
 # The modules whose refusals the console can show: its services and what they call.
@@ -37,7 +37,7 @@ def found():
 def test_every_refusal_the_console_can_show_has_its_french(found):
     missing = {template: where for template, where in found.templates.items()
                if template not in CATALOGUE}
-    assert not missing, f"add their French to gateway/web/french.py: {missing}"
+    assert not missing, f"add their French to gateway/french.py: {missing}"
 
 
 def test_no_refusal_is_built_in_a_way_french_cannot_follow(found):

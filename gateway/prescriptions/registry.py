@@ -60,7 +60,24 @@ class Status(StrEnum):
 
 
 class RegistryError(GatewayError):
+    """`str(error)` is for administrators (the CLI, logs); `french` is the same refusal for
+    the people the mail flows answer (pharmacists, patients) and the console: the wording
+    given where it is raised (`french_wording`: numbers and dates the French way, what to
+    write in a reply), else the French of its message (gateway/french.py)."""
+
     code = "refused"
+
+    def __init__(self, message: str, french: str | None = None) -> None:
+        super().__init__(message)
+        self.french_wording = french
+
+    @property
+    def french(self) -> str:
+        if self.french_wording:
+            return self.french_wording
+        from gateway.french import french
+
+        return french(self.text) or str(self)
 
 
 class PrescriptionNotFound(RegistryError, NotFound):
@@ -89,8 +106,10 @@ class NotAPharmacy(DispensationRefused):
     code = "not-a-pharmacy"
 
     def __init__(self, address: str) -> None:
-        super().__init__(t(
-            "{address} is not a pharmacy mailbox: only pharmacies dispense", address=address))
+        super().__init__(
+            t("{address} is not a pharmacy mailbox: only pharmacies dispense", address=address),
+            f"{address} n'est ni une pharmacie ni un pharmacien d'une pharmacie"
+            " dans l'annuaire : seules les pharmacies délivrent")
 
 
 class PrescriptionExpired(DispensationRefused):
@@ -496,6 +515,14 @@ def add_months(day: dt.date, months: int) -> dt.date:
     return dt.date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
 
 
+def _fr(value: Decimal | None) -> str:
+    return "-" if value is None else format(value.normalize(), "f").replace(".", ",")
+
+
+def _fr_unit(value: Decimal, unit: str) -> str:
+    return unit + "s" if value >= 2 and not unit.endswith(("s", "x")) else unit
+
+
 def _num(value: Decimal | None) -> str | None:
     return None if value is None else format(value.normalize(), "f")
 
@@ -555,27 +582,29 @@ def refuse_unless_dispensable(record: PrescriptionRecord, now: dt.datetime | Non
     ident = record.identifier
     if status is Status.CANCELLED:
         when = t(" on {date}", date=record.cancelled_at.date()) if record.cancelled_at else ""
-        raise PrescriptionCancelled(t(
-            "prescription {ident} was cancelled by its prescriber{when}", ident=ident, when=when))
+        le = f" le {record.cancelled_at:%d/%m/%Y}" if record.cancelled_at else ""
+        raise PrescriptionCancelled(
+            t("prescription {ident} was cancelled by its prescriber{when}", ident=ident,
+              when=when),
+            f"l'ordonnance {ident} a été annulée par son prescripteur{le}")
     if status is Status.DISPENSED:
         raise PrescriptionFullyDispensed(
-            t(
-                "prescription {ident} is already fully dispensed: it cannot be used again",
-                ident=ident)
-        )
+            t("prescription {ident} is already fully dispensed: it cannot be used again",
+              ident=ident),
+            f"l'ordonnance {ident} est déjà entièrement délivrée : elle ne peut plus servir")
     if status is Status.EXPIRED:
         if record.dispensations:
             raise PrescriptionExpired(
-                t(
-                    "prescription {ident} expired on {dispensable_until} (renewals end 12 months "
-                    "after the prescription)",
-                    ident=ident, dispensable_until=record.dispensable_until)
-            )
+                t("prescription {ident} expired on {dispensable_until} (renewals end 12 months"
+                  " after the prescription)", ident=ident,
+                  dispensable_until=record.dispensable_until),
+                f"l'ordonnance {ident} a expiré le {record.dispensable_until:%d/%m/%Y} (les"
+                " renouvellements s'arrêtent 12 mois après sa date)")
         raise PrescriptionExpired(
-            t(
-                "prescription {ident} expired on {validity_end}: the first dispensation must "
-                "happen within its validity", ident=ident, validity_end=record.validity_end)
-        )
+            t("prescription {ident} expired on {validity_end}: the first dispensation must"
+              " happen within its validity", ident=ident, validity_end=record.validity_end),
+            f"l'ordonnance {ident} a expiré le {record.validity_end:%d/%m/%Y} : la première"
+            " délivrance doit avoir lieu avant")
 
 
 @dataclass(frozen=True)
@@ -601,10 +630,10 @@ def plan_dispensation(
         if not match:
             known = ", ".join(str(r.position) for r in record.lines)
             raise UnknownLine(
-                t(
-                    "prescription {identifier} has no line {line_ref!r} (lines: {known})",
-                    identifier=record.identifier, line_ref=line.line_ref, known=known)
-            )
+                t("prescription {identifier} has no line {line_ref!r} (lines: {known})",
+                  identifier=record.identifier, line_ref=line.line_ref, known=known),
+                f"l'ordonnance {record.identifier} n'a pas de ligne {line.line_ref} (lignes :"
+                f" {known})")
         if not line.quantity.is_finite() or line.quantity < 0:
             raise InvalidDispensation(
                 t(
@@ -613,8 +642,10 @@ def plan_dispensation(
             )
         if line.quantity == 0 and not line.not_delivered_reason:
             raise InvalidDispensation(
-                t("line {line_ref}: nothing delivered needs the reason why", line_ref=line.line_ref)
-            )
+                t("line {line_ref}: nothing delivered needs the reason why",
+                  line_ref=line.line_ref),
+                f"ligne {line.line_ref} : rien n'est délivré, donnez-en le motif"
+                " (« non délivré ; motif : ... »)")
         pos = match[0].position
         totals[pos] = totals.get(pos, Decimal(0)) + line.quantity
     plan: list[LineDelivery] = []
@@ -622,21 +653,22 @@ def plan_dispensation(
         rec = record.lines[pos - 1]
         if qty > 0 and rec.complete:
             raise PrescriptionFullyDispensed(
-                t(
-                    "prescription {identifier} line {pos} ({label}) is already fully dispensed",
-                    identifier=record.identifier, pos=pos, label=rec.label)
-            )
+                t("prescription {identifier} line {pos} ({label}) is already fully dispensed",
+                  identifier=record.identifier, pos=pos, label=rec.label),
+                f"ligne {pos} ({rec.label}) : déjà entièrement délivrée")
         remaining = rec.remaining
         if remaining is not None and qty > remaining:
             raise OverDispensing(
-                t(
-                    "prescription {identifier} line {pos} ({label}): {value} {quantity_unit} "
-                    "asked, only {value2} remain ({value3} × {value4} prescribed, {value5} "
-                    "delivered)",
-                    identifier=record.identifier, pos=pos, label=rec.label, value=_num(qty),
-                    quantity_unit=rec.quantity_unit, value2=_num(remaining),
-                    value3=_num(rec.quantity), value4=1 + rec.renewals, value5=_num(rec.delivered))
-            )
+                t("prescription {identifier} line {pos} ({label}): {value} {quantity_unit}"
+                  " asked, only {value2} remain ({value3} × {value4} prescribed, {value5}"
+                  " delivered)",
+                  identifier=record.identifier, pos=pos, label=rec.label, value=_num(qty),
+                  quantity_unit=rec.quantity_unit, value2=_num(remaining),
+                  value3=_num(rec.quantity), value4=1 + rec.renewals, value5=_num(rec.delivered)),
+                f"ligne {pos} ({rec.label}) : il ne reste que {_fr(remaining)}"
+                f" {_fr_unit(remaining, rec.quantity_unit)} à délivrer, pas {_fr(qty)}"
+                f" (prescrit : {_fr(rec.quantity)} × {1 + rec.renewals} ; déjà délivré :"
+                f" {_fr(rec.delivered)})")
         plan.append(LineDelivery(pos, qty, qty > 0))
     return plan
 

@@ -29,6 +29,7 @@ from starlette.datastructures import UploadFile
 from gateway.admins.model import Caller, Session, Unauthenticated
 from gateway.admins.paging import Page
 from gateway.errors import GatewayError
+from gateway.french import french, say
 from gateway.web import errors
 from gateway.web.auth import (
     LOGIN_COOKIE,
@@ -39,7 +40,6 @@ from gateway.web.auth import (
     client_certificate,
     console_caller,
 )
-from gateway.web.french import french, say
 from gateway.web.services import Services, accounts_of, config_of
 
 HERE = Path(__file__).parent

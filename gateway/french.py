@@ -1,4 +1,5 @@
-"""The console's French: every refusal the console can show, said in French from the same error.
+"""French for the faces that speak it: every refusal the console can show (and the registry's
+refusals the mail flows answer with), said in French from the same error.
 
 The rules raise one `GatewayError` whose message is an English `gateway.texts.Text` (the CLI and
 the API say it as it is). The console says it with `say(exc)`: the French template of the same
@@ -16,7 +17,9 @@ sentence saying the operation was refused, and logged, so it gets translated.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+from decimal import Decimal
 from typing import Any
 
 from gateway.texts import Text, text_of
@@ -444,6 +447,17 @@ CATALOGUE: dict[str, str] = {
 REFUSED = "Opération refusée"
 
 
+def _value(value: object) -> object:
+    """Dates and decimal numbers written the French way; anything else as it is."""
+    if isinstance(value, dt.datetime):
+        return f"{value:%d/%m/%Y %H:%M}"
+    if isinstance(value, dt.date):
+        return f"{value:%d/%m/%Y}"
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f").replace(".", ",")
+    return value
+
+
 def _field(value: object) -> str:
     name = str(value)
     return FIELDS.get(name.replace("-", "_"), FIELDS.get(name, name))
@@ -467,15 +481,16 @@ def french(message: object) -> str | None:
                 return None
             values[key] = said
         else:
-            values[key] = value
+            values[key] = _value(value)
     return template.format(**values)
 
 
 def say(error: BaseException | str) -> str:
     """What the console shows for `error`: its French, or (a message not translated yet) the
     English after a French sentence, logged so that it gets its translation."""
+    wording = getattr(error, "french_wording", None)  # the raise site's own, when it has one
     text = error.text if hasattr(error, "text") else text_of(str(error))
-    said = french(text)
+    said = wording or french(text)
     if said is None:
         log.warning("no French for the console's message %r", text.template)
         return f"{REFUSED} : {text}"
