@@ -1,4 +1,5 @@
-"""The index of issued certificates and imported anchors, in the gateway's SQLite database.
+"""The index of issued certificates and imported anchors, in the gateway's database (SQLite, or
+PostgreSQL with `gateway.postgresql`: the same SQL).
 
 Certificates and keys themselves are files under `certs/` (see `files.Layout`); the index says
 what was issued to whom, and which certificates are revoked (the CRLs are built from it).
@@ -57,9 +58,13 @@ def open_index(config: Config) -> sqlite3.Connection:
 
 @contextmanager
 def connection(config: Config) -> Iterator[sqlite3.Connection]:
-    conn = db.connect(config.database_path)
+    """A connection to the index of the configured storage backend (the embedded one:
+    `open_index`; PostgreSQL: the shared database, so every node sees every certificate
+    issued and revoked), closed at the end of the block."""
+    from gateway.runtime.storage import storage_for
+
+    conn: sqlite3.Connection = storage_for(config).certificate_index()
     try:
-        db.migrate(conn, "pki", MIGRATIONS)
         yield conn
     finally:
         conn.close()

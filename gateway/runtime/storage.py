@@ -68,7 +68,13 @@ class Storage(Protocol):
 
 
 def storage_for(config: Config) -> Storage:
-    """The configured backend: today always the embedded one."""
+    """The configured backend (`[storage] backend`): "embedded" (SQLite, Maildir and files
+    under the gateway's home) or "postgresql" (`gateway.postgresql`: every node shares one
+    database)."""
+    if config.storage.backend == "postgresql":
+        from gateway.postgresql.storage import PostgreSQLStorage
+
+        return PostgreSQLStorage(config)
     from gateway.runtime.embedded import EmbeddedStorage
 
     return EmbeddedStorage(config)
