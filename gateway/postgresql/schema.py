@@ -316,6 +316,23 @@ MIGRATIONS: dict[str, list[str]] = {
             refs TEXT NOT NULL,
             PRIMARY KEY (folder_id, uid)
         );
+        -- Every change of a folder (new mail, flags, expunge, rename, deletion) is announced
+        -- at its commit to every node's listener (gateway.postgresql.mail.Listener).
+        CREATE FUNCTION mssgw_mail_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF TG_OP = 'DELETE' THEN
+                PERFORM pg_notify('mssgw_mail', OLD.id || ' -1');
+                RETURN OLD;
+            END IF;
+            PERFORM pg_notify('mssgw_mail', NEW.id || ' ' || NEW.highestmodseq);
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER mail_folder_changed AFTER UPDATE OF highestmodseq, name ON mail_folder
+            FOR EACH ROW WHEN (OLD.highestmodseq IS DISTINCT FROM NEW.highestmodseq
+                               OR OLD.name IS DISTINCT FROM NEW.name)
+            EXECUTE FUNCTION mssgw_mail_notify();
+        CREATE TRIGGER mail_folder_deleted AFTER DELETE ON mail_folder
+            FOR EACH ROW EXECUTE FUNCTION mssgw_mail_notify();
         """,
     ],
     "queue": [
