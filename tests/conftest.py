@@ -127,6 +127,8 @@ def _gateway_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "[imap]\n"  # ephemeral ports: parallel test runs never clash on 10143/10993
         'starttls = "127.0.0.1:0"\n'
         'tls = "127.0.0.1:0"\n'
+        "[http]\n"
+        'listen = "127.0.0.1:0"\n'
         "[documents]\n"
         f'cda_schema = "{shared}/ci-sis/infrastructure/cda/CDA_extended.xsd"\n'
         f'schematron_dir = "{shared}/ci-sis/schematrons"\n'

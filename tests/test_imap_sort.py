@@ -9,7 +9,13 @@ import pytest
 from imap_helpers import running_server
 from smtp_helpers import DOCTOR, PASSWORD, setup_gateway
 
-from gateway.imap.threading import Item, format_threads, orderedsubject, references
+from gateway.imap.threading import (
+    Item,
+    format_threads,
+    orderedsubject,
+    orderedsubject_text,
+    references,
+)
 from gateway.store.mailstore import INDEX_NAME
 from gateway.store.sortkeys import base_subject, extract
 
@@ -151,6 +157,12 @@ def test_references_prunes_dummies_and_groups_by_subject():
     ]
     assert format_threads(references(items)) == "(5 6)(1 2)((3)(4))"
     assert format_threads(orderedsubject(items)) == "(5 6)(1 2)(3 4)"
+    rows = [(i.number, i.seq, i.keys.subject, i.keys.sent) for i in items]
+    rows.append((7, 7, "X", 60))
+    rows.append((8, 8, "X", 15))
+    assert orderedsubject_text(rows) == "(5 6)(1 (8)(2)(7))(3 4)"
+    assert format_threads(orderedsubject([*items, _item(7, "x", sent=60),
+                                          _item(8, "x", sent=15)])) == orderedsubject_text(rows)
 
 
 def test_sort_keys_are_computed_for_messages_indexed_before_them(imap):

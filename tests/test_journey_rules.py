@@ -14,6 +14,7 @@ from tests.journey_helpers import (
     DOCTOR,
     PATIENT,
     PHARMACIST,
+    PHARMACY,
     ROBOT,
     Gateway,
     form_message,
@@ -234,3 +235,149 @@ def test_hospital_pharmacy_only_drug(gw: Gateway) -> None:
     reply = dispense(gw, identifier, "1 : délivré ; 1 boîte")
     assert "refusée" in str(reply["Subject"])
     assert "pas par une pharmacie de ville" in text_of(reply)
+
+
+# ---- the record, the reports and the texts (issue 14, part 1) ----------------------------------
+
+ORDINARY = form(f"CIS {DOLIPRANE} ; 1 comprimé 3 fois par jour pendant 5 jours ; 3 boîtes",
+                "CIS 65143010 ; 1 comprimé le matin pendant 30 jours ; 1 boîte")
+
+
+def ordonnance(gw: Gateway, body: str = ORDINARY) -> EmailMessage:
+    """The patient's new ordonnance message."""
+    before = len(gw.fetch_all(PATIENT))
+    gw.send(DOCTOR, form_message(DOCTOR, PATIENT, body))
+    return gw.wait_for(PATIENT, before + 1)[-1]
+
+
+def to_pharmacy(gw: Gateway, body: str, sender: str = PATIENT) -> EmailMessage:
+    before = len(gw.fetch_all(PHARMACY))
+    gw.send(sender, form_message(sender, PHARMACY, body, subject="Mon ordonnance"))
+    return gw.wait_for(PHARMACY, before + 1)[-1]
+
+
+def test_partial_delivery_is_recorded_reported_and_signed_as_partial(gw: Gateway) -> None:
+    from gateway.documents.model import DispensingKind
+    from gateway.documents.parse import parse_dispensation
+    from gateway.xdm import read_package
+    from tests.journey_helpers import attachment
+
+    identifier = str(ordonnance(gw)["X-Ordonnance-Id"])
+    doctor_before = len(gw.fetch_all(DOCTOR))
+    reply = dispense(gw, identifier, "1 : délivré partiellement ; 1 boîte ; motif : le reste"
+                     " demain\n2 : délivré")
+    text = text_of(reply)
+    assert "enregistrée" in str(reply["Subject"]), text
+    assert "ligne 1 (DOLIPRANE 1000 mg, comprimé) : 1 boîte — délivrance partielle : le reste" \
+        " demain" in text
+    assert "adapt" not in text.lower()
+    assert "ligne 2 (" in text and "délivré tel que prescrit" in text
+    assert "1. DOLIPRANE 1000 mg, comprimé — reste 2 boîtes" in text  # plural
+    assert "reste 0 boîte" in text and "7421" not in text
+    report = gw.wait_for(DOCTOR, doctor_before + 1)[-1]
+    assert "délivrance partielle : le reste demain" in text_of(report)
+    package = read_package(attachment(report, "IHE_XDM.zip"))
+    edisp = next(d.data for d in package.content if b"eDISP" in d.data or b"60593-1" in d.data)
+    lines = parse_dispensation(edisp).lines
+    assert [line.kind for line in lines] == [DispensingKind.PARTIAL, DispensingKind.DELIVERED]
+    assert lines[0].reason == "le reste demain"
+
+
+def test_partial_delivery_is_in_the_registry(gw: Gateway, capsys: pytest.CaptureFixture[str]
+                                             ) -> None:
+    import json
+
+    from gateway.cli import main
+
+    identifier = str(ordonnance(gw)["X-Ordonnance-Id"])
+    dispense(gw, identifier, "1 : délivré partiellement ; 2 boîtes ; motif : rupture\n"
+             "2 : non délivré ; motif : en commande")
+    capsys.readouterr()
+    assert main(["prescriptions", "show", identifier, "--json",
+                 "--config", str(gw.config.home / "config.toml")]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    kinds = [(line["kind"], line["partial_reason"] or line["not_delivered_reason"])
+             for line in shown["dispensations"][0]["lines"]]
+    assert kinds == [("partial", "rupture"), ("not_delivered", "en commande")]
+
+
+def test_the_verdict_names_lines_and_the_robot(gw: Gateway) -> None:
+    from gateway.prescriptions.identifier import group
+
+    msg = ordonnance(gw)
+    identifier = str(msg["X-Ordonnance-Id"])
+    got = to_pharmacy(gw, f"Bonjour,\nLe numero est {group(identifier)}\nMerci")
+    verdict = str(got["X-Ordonnance-Verification"]).strip()
+    assert verdict.startswith(f"valid; id={identifier};"), verdict
+    text = text_of(got)
+    assert "1. DOLIPRANE 1000 mg, comprimé — reste 3 boîtes" in text
+    assert f"écrivez au service des ordonnances ({ROBOT}" in text
+    assert f"Ordonnance : {identifier}\r\n1 : délivré ; 3 boîtes\r\n2 : délivré ; 1 boîte" in text
+
+
+@pytest.mark.parametrize("written", [
+    "voici mon ordonnance {grouped} merci",
+    "n° {plain}",
+    "{dashed}.",
+])
+def test_identifier_found_anywhere_in_the_text(gw: Gateway, written: str) -> None:
+    from gateway.prescriptions.identifier import group
+
+    identifier = str(ordonnance(gw)["X-Ordonnance-Id"])
+    text = written.format(grouped=group(identifier).lower(), plain=identifier,
+                          dashed=f"{identifier[:6]}-{identifier[6:12]}-{identifier[12:]}")
+    got = to_pharmacy(gw, f"Bonjour, {text}\n")
+    assert str(got["X-Ordonnance-Verification"]).startswith(f"valid; id={identifier};")
+
+
+def test_time_of_day_is_kept_in_the_pdf_and_the_cda(gw: Gateway) -> None:
+    import pypdfium2
+
+    from gateway.documents import cda
+    from gateway.documents.parse import parse_prescription
+    from gateway.xdm import read_package
+    from tests.journey_helpers import attachment
+
+    msg = ordonnance(gw, form(
+        f"CIS {DOLIPRANE} ; 1 comprimé matin et soir pendant 5 jours ; 1 boîte",
+        "CIS 65143010 ; 1 comprimé au coucher pendant 30 jours ; 1 boîte"))
+    doc = pypdfium2.PdfDocument(attachment(msg, ".pdf"))
+    page = " ".join(doc[0].get_textpage().get_text_range().split())
+    doc.close()
+    assert "1 comprimé le matin et le soir" in page and "1 comprimé au coucher" in page
+    assert "fois par jour" not in page
+    package = read_package(attachment(msg, "IHE_XDM.zip"))
+    p = parse_prescription(next(d.data for d in package.content if b"57833-6" in d.data))
+    assert p.lines[0].moments == (cda.MORNING, cda.EVENING)
+    assert p.lines[1].moments == (cda.BEDTIME,)
+
+
+def test_the_patient_notice_gives_a_stupefiants_three_days(gw: Gateway, tmp_path: Path) -> None:
+    import pypdfium2
+
+    from gateway.cli import main
+    from gateway.documents.parse import parse_prescription
+    from gateway.xdm import read_package
+    from tests.journey_helpers import attachment
+
+    msg = ordonnance(gw, (ROOT / "examples/prescription-securisee.txt").read_text("utf-8"))
+    pdf = attachment(msg, ".pdf")
+    doc = pypdfium2.PdfDocument(pdf)
+    text = " ".join(doc[0].get_textpage().get_text_range().split())
+    doc.close()
+    day = parse_prescription(next(
+        d.data for d in read_package(attachment(msg, "IHE_XDM.zip")).content
+        if b"57833-6" in d.data)).date.astimezone(dt.UTC).date()
+    assert "ligne 1, au plus tard le" in text and "pour être délivrée en entier" in text
+    assert "R5132-33" in text and "les autres avant le" in text
+    assert "(3 mois)" in text  # the paracetamol line keeps the three months
+    assert (day + dt.timedelta(days=3)).strftime("%d/%m/%Y") in text or \
+        (day + dt.timedelta(days=4)).strftime("%d/%m/%Y") in text  # Paris date near midnight
+    # `mssgw ordonnance pdf` renders the same bytes from the CDA with the drug reference
+    cda = tmp_path / "ordonnance.xml"
+    cda.write_bytes(next(d.data for d in read_package(attachment(msg, "IHE_XDM.zip")).content
+                         if b"57833-6" in d.data))
+    out = tmp_path / "again.pdf"
+    assert main(["ordonnance", "pdf", str(cda), "-o", str(out),
+                 "--config", str(gw.config.home / "config.toml")]) == 0
+    assert out.read_bytes() == pdf

@@ -174,6 +174,14 @@ def test_cached_structure_and_sort_keys(store):
     keys = store.sort_keys(inbox, [uid])
     assert keys[uid].subject == "HELLO" and keys[uid].reply
     assert keys[uid].message_id == "Re:.hello@test"
+    # sort_values: one key per message, only what SORT's criteria name
+    other = store.append(inbox, message("abc", "longer body"), [], 1_000_000)
+    assert store.sort_values(inbox, [uid, other], "subject") == {uid: "HELLO", other: "ABC"}
+    assert store.sort_values(inbox, [other], "internaldate") == {other: 1_000_000}
+    sizes = store.sort_values(inbox, [uid, other], "size")
+    assert sizes[other] == len(message("abc", "longer body"))
+    with pytest.raises(ValueError):
+        store.sort_values(inbox, [uid], "flags")
 
 
 def test_append_to_a_deleted_folder_says_trycreate(store):

@@ -52,3 +52,14 @@ def test_password_kinds(tmp_path: Path) -> None:
     assert cfg.auth.password_kinds == ["APP", "PATIENT"]
     with pytest.raises(ConfigError, match="unknown mailbox kind 'DOCTOR'"):
         load_config_text(tmp_path, '[auth]\npassword_kinds = ["DOCTOR"]\n')
+
+
+def test_an_unreadable_introspection_secret_is_a_config_error(tmp_path: Path) -> None:
+    from gateway.oidc.provider import Provider
+
+    cfg = load_config_text(tmp_path, GOOD + 'introspection = true\nclient_id = "mssgw"\n'
+                           'client_secret_file = "missing.secret"\n')
+    with pytest.raises(ConfigError, match="client_secret_file .*missing.secret"):
+        Provider.from_config(cfg)
+    (tmp_path / "missing.secret").write_text("s3cret-value\n")
+    assert Provider.from_config(cfg).client_secret == "s3cret-value"

@@ -10,6 +10,7 @@ import imaplib
 import json
 import logging
 import smtplib
+import socket
 import time
 from collections.abc import Iterator
 from email.message import EmailMessage
@@ -439,3 +440,30 @@ def setup_off(config: Config) -> Path:
     path = Path(str(config.source)).with_name("off.toml")
     path.write_text('[gateway]\ndomain = "test.localhost"\n')
     return path
+
+
+def test_provider_unreachable_is_a_temporary_failure(
+    gateway_home: Path, openid_provider: OpenIDProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No answer from the provider: try again later (SMTP 454, IMAP NO [UNAVAILABLE]), and no
+    failed login is counted against the professional."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))  # a port nobody answers on (bound, not listening)
+    port = listener.getsockname()[1]
+    extra = (f'\n[oidc]\nissuer = "https://127.0.0.1:{port}"\naudience = "{AUDIENCE}"\n'
+             "\n[auth]\naccount_max_failures = 2\n")
+    config = setup_gateway(gateway_home, extra=extra)
+    token = openid_provider.token(DOCTOR_ID)
+    try:
+        with ServerThread(config, imap=True) as server, \
+                caplog.at_level(logging.INFO, "mssgw.oidc"):
+            for _ in range(3):
+                code, text = _smtp_login(config, server, Sasl("OAUTHBEARER", DOCTOR, token))
+                assert code == 454 and "identity provider cannot be reached" in text
+            typ, text = _imap_login(config, server, Sasl("XOAUTH2", DOCTOR, token))
+            assert typ == "NO" and "UNAVAILABLE" in text
+            with smtp(config, server) as client:  # not locked out: passwords still work
+                assert client.login(DOCTOR, PASSWORD)[0] == 235
+    finally:
+        listener.close()
+    assert "OpenID provider unavailable" in caplog.text and token not in caplog.text

@@ -89,10 +89,15 @@ async def test_expired(openid_provider: OpenIDProvider) -> None:
     token = await asyncio.to_thread(openid_provider.token, DOCTOR_ID, SHORT)
     v = validator(openid_provider, clock_skew=0)
     await v.validate(token)  # valid for one second
-    await asyncio.sleep(2.1)
+    v.clock = lambda: time.time() + 2  # two seconds later (tests/test_oidc_login waits them)
     assert await _refused(v, token) is Refusal.EXPIRED
     # Within the clock skew it is still accepted: clocks differ a little.
-    await validator(openid_provider, clock_skew=30).validate(token)
+    lax = validator(openid_provider, clock_skew=30)
+    lax.clock = v.clock
+    await lax.validate(token)
+    # Not valid before it was issued (a provider clock ahead of ours beyond the skew).
+    v.clock = lambda: time.time() - 120
+    assert await _refused(v, token) is Refusal.NOT_YET_VALID  # iat in the future
 
 
 async def test_wrong_audience(openid_provider: OpenIDProvider) -> None:

@@ -42,6 +42,9 @@ class StorageSection:
     queue: str = "var/queue"
     certs: str = "certs"
     audit_log: str = "var/audit.log"
+    # The worker processes' metric files (prometheus-client multiprocess mode), emptied by every
+    # `mssgw serve` at start: a tmpfs (e.g. /run/mssgw/metrics) in a deployment.
+    metrics: str = "var/metrics"
     # PostgreSQL: a libpq URI or key=value string, without the password; the password comes
     # from `password_file` (its first line), else $MSSGW_DATABASE_PASSWORD, else libpq's own
     # ways ($PGPASSWORD, ~/.pgpass). TLS to the server: `sslmode` ("verify-full" to check its
@@ -98,6 +101,14 @@ class IMAPSection:
     starttls: str = "127.0.0.1:10143"
     tls: str = "127.0.0.1:10993"
     max_message_size: int = 50 * 1024 * 1024  # APPEND limit (a Sent copy of a 25 MB mail)
+
+
+@dataclass(frozen=True)
+class HTTPSection:
+    """The HTTPS listener of `mssgw serve`: health, metrics, administration (gateway/http)."""
+
+    listen: str = "127.0.0.1:10443"  # "" disables it (and with it /readyz, /metrics)
+    graceful_timeout: int = 5  # seconds requests in progress get when the gateway stops
 
 
 @dataclass(frozen=True)
@@ -222,6 +233,7 @@ class Config:
     pki: PKISection = field(default_factory=PKISection)
     smtp: SMTPSection = field(default_factory=SMTPSection)
     imap: IMAPSection = field(default_factory=IMAPSection)
+    http: HTTPSection = field(default_factory=HTTPSection)
     quota: QuotaSection = field(default_factory=QuotaSection)
     documents: DocumentsSection = field(default_factory=DocumentsSection)
     xdm: XDMSection = field(default_factory=XDMSection)
@@ -255,6 +267,10 @@ class Config:
     @property
     def audit_log_path(self) -> Path:
         return self.path(self.storage.audit_log)
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path(self.storage.metrics)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Every call into a worker's process pool sends the configuration along: pickled field
@@ -313,6 +329,7 @@ _SECTIONS: dict[str, type] = {
     "pki": PKISection,
     "smtp": SMTPSection,
     "imap": IMAPSection,
+    "http": HTTPSection,
     "quota": QuotaSection,
     "documents": DocumentsSection,
     "xdm": XDMSection,

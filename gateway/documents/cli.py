@@ -35,13 +35,9 @@ def kit_of(config: Config) -> Any:
 
 def _drugs(config: Config) -> Any:
     """The drug reference when the database exists and holds one, else None."""
-    from gateway.db import connect
-    from gateway.drugs.store import DrugReference
+    from gateway.drugs.store import loaded_reference
 
-    if not config.database_path.exists():
-        return None
-    ref = DrugReference(connect(config.database_path))
-    return ref if ref.is_loaded() else None
+    return loaded_reference(config.database_path)
 
 
 def to_jsonable(value: Any) -> Any:
@@ -58,6 +54,27 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
+def _conditions_allow(config: Config, prescription: Any, drugs: Any, where: str) -> bool:
+    """The drug database's prescribing conditions for the prescriber the directory knows (as
+    the doctor's mail meets them): refusals are errors, warnings are printed."""
+    from gateway.prescriptions import checks
+    from gateway.prescriptions.prescriber import Prescriber
+
+    directory = _people(config).directory
+    key = prescription.author.email or prescription.author.rpps or ""
+    mailbox = directory.get(key) if "@" in key else directory.find_by_rpps(key)
+    if mailbox is None:
+        return True
+    structure = directory.get(mailbox.professional.structure) \
+        if mailbox.professional and mailbox.professional.structure else None
+    findings = checks.check_prescription(prescription, Prescriber.from_mailbox(mailbox, structure),
+                                         drugs)
+    for f in findings:
+        level = "error" if f.severity is checks.Severity.REFUSE else "warning"
+        print(f"mssgw: {level}: {where}: {f}", file=sys.stderr)
+    return not checks.refusals(findings)
+
+
 def _people(config: Config) -> Any:
     """The trust directory as the form's `People`."""
     from gateway.directory import open_directory
@@ -71,6 +88,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from gateway.documents.form import FormError, parse_prescription_form
     from gateway.documents.validate import ALL_LAYERS, FAST_LAYERS, validate_document
     from gateway.ordonnance import qr_png, render_pdf
+    from gateway.prescriptions.checks import patient_notice
     from gateway.prescriptions.identifier import group
 
     config = config_of(args)
@@ -89,9 +107,12 @@ def cmd_build(args: argparse.Namespace) -> int:
             extra = f" {'; '.join(problem.candidates)}" if problem.candidates else ""
             print(f"mssgw: error: {where}: {problem.message}{extra}", file=sys.stderr)
         return 1
+    if not _conditions_allow(config, prescription, drugs, args.form):
+        return 1
     prescription = assign_ids(prescription)
     assert prescription.identifier is not None
-    document = build_prescription(prescription, render_pdf(prescription),
+    document = build_prescription(prescription,
+                                  render_pdf(prescription, patient_notice(prescription, drugs)),
                                   qr_png(prescription.identifier))
     report = validate_document(document, kit=kit_of(config), drugs=drugs, deliver=True,
                                layers=ALL_LAYERS if args.all_layers else FAST_LAYERS)

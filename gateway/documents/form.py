@@ -45,6 +45,7 @@ from gateway.documents.model import (
     DispensingKind,
     Dose,
     Frequency,
+    Moment,
     PatientInfo,
     Phase,
     Prescription,
@@ -169,8 +170,21 @@ DOSE_WORDS = {
 PACK_WORDS = {"boite": "boîte", "boites": "boîte", "flacon": "flacon", "tube": "tube",
               "recipient": "récipient", "sachet": "sachet", "pot": "pot"}
 ROUTE_WORDS = {_norm(label): code for code, label in cda.ROUTES.items()}
-MOMENTS = {"le matin": 1, "le midi": 1, "le soir": 1, "au coucher": 1, "matin et soir": 2,
-           "matin midi et soir": 3, "matin, midi et soir": 3}
+# Times of day (normalised words -> Moment): clock times for matin, midi, soir; HL7 timing
+# events for the rest (documents.cda). Longest first, so "avant le petit déjeuner" is not read
+# as "au petit déjeuner" or "le matin".
+MOMENTS: dict[str, Moment] = {
+    "avant le petit dejeuner": Moment(event="ACM"), "apres le petit dejeuner": Moment(event="PCM"),
+    "au petit dejeuner": Moment(event="CM"), "avant le dejeuner": Moment(event="ACD"),
+    "apres le dejeuner": Moment(event="PCD"), "au dejeuner": Moment(event="CD"),
+    "avant le diner": Moment(event="ACV"), "apres le diner": Moment(event="PCV"),
+    "au diner": Moment(event="CV"), "avant les repas": Moment(event="AC"),
+    "apres les repas": Moment(event="PC"), "entre les repas": Moment(event="IC"),
+    "au moment des repas": cda.MEAL, "pendant les repas": cda.MEAL, "aux repas": cda.MEAL,
+    "au repas": cda.MEAL, "au cours des repas": cda.MEAL, "au coucher": cda.BEDTIME,
+    "le coucher": cda.BEDTIME, "au reveil": Moment(event="WAKE"), "matin": cda.MORNING,
+    "midi": cda.NOON, "soir": cda.EVENING,
+}
 
 
 def _number(text: str) -> Decimal:
@@ -193,8 +207,10 @@ def _period_unit(word: str) -> tuple[str, int]:
 class _Posology:
     dose: Dose | None = None
     frequency: Frequency | None = None
+    moments: tuple[Moment, ...] = ()
     duration_days: int | None = None
     leftover: str = ""
+    as_written: bool = False  # understood, but only the text can say it (kept as free text)
 
 
 # Compiled once: built per call (the dose units' alternation sorted and escaped, the moments
@@ -206,8 +222,9 @@ _DOSE = re.compile(rf" {_NUM} ({_DOSE_UNITS})s? ")
 _TIMES_PER = re.compile(rf" {_NUM} fois par (jour|j|semaine|mois|heure) ")
 _EVERY = re.compile(r" (toutes|tous) les (\d+) (heures|h|jours|semaines) ")
 _DURATION = re.compile(rf" pendant {_NUM} (jours?|j|semaines?|mois) ")
-_MOMENT_KEYS = [(f" {_norm(words)} ", MOMENTS[words])
-                for words in sorted(MOMENTS, key=len, reverse=True)]
+_MOMENT_KEYS = re.compile(
+    " (" + "|".join(sorted(MOMENTS, key=len, reverse=True)) + r")(?= )")
+_ANOTHER_DOSE = re.compile(rf" {_NUM} ")
 _FILLER = frozenset({"a", "un", "une", "prendre", "de", "par", "et", "en", "au", "du", "le", "la",
                      "les", "puis", "posologie"})
 
@@ -235,21 +252,28 @@ def _posology(text: str) -> _Posology:
             unit, _ = _period_unit(m.group(3))
             out.frequency = cda.period_frequency(Decimal(m.group(2)), unit)
             t = t.replace(m.group(0), " ", 1)
-        else:
-            for key, times in _MOMENT_KEYS:
-                if key in t:
-                    out.frequency = Frequency(times)
-                    t = t.replace(key, " ", 1)
-                    break
-            else:
-                if " par jour " in t:
-                    out.frequency = Frequency(1)
-                    t = t.replace(" par jour ", " ", 1)
     m = _DURATION.search(t)
     if m:
         _, days = _period_unit(m.group(2))
         out.duration_days = int(_number(m.group(1)) * days)
         t = t.replace(m.group(0), " ", 1)
+    moments = [MOMENTS[m.group(1)] for m in _MOMENT_KEYS.finditer(t)]
+    if moments:
+        t = _MOMENT_KEYS.sub(" ", t)
+        per_day = cda.per_day(out.frequency) if out.frequency else None
+        if len(set(moments)) != len(moments) or _ANOTHER_DOSE.search(t) or (
+                len(moments) > 1 and out.frequency is not None and per_day != len(moments)):
+            # "1 le matin, 2 le soir", or times of day that disagree with the frequency: the
+            # model has one dose for all the moments of a phase; the text says it as written.
+            out.as_written = True
+            out.dose = out.frequency = None
+            moments = []
+        elif out.frequency is not None and per_day == len(moments):
+            out.frequency = None  # the canonical form: one intake per moment, per day
+        out.moments = tuple(moments)
+    if out.frequency is None and not out.moments and " par jour " in t:
+        out.frequency = Frequency(1)
+        t = t.replace(" par jour ", " ", 1)
     leftover = [w for w in t.split() if w not in _FILLER]
     out.leftover = " ".join(leftover)
     return out
@@ -388,7 +412,8 @@ def _medicine_line(ctx: _Context, n: int, text: str) -> PrescriptionLine | None:
             free.append(text_part)
         else:
             pos = _posology(part)
-            if pos.dose is None and pos.frequency is None and pos.duration_days is None:
+            if pos.dose is None and pos.frequency is None and pos.duration_days is None \
+                    and not pos.moments and not pos.as_written:
                 ctx.error(n, f"je ne comprends pas « {part} » ; attendu : une posologie (« 1"
                           " comprimé 3 fois par jour pendant 5 jours »), une quantité (« 2"
                           " boîtes »), « à renouveler N fois », « non substituable (MTE) »,"
@@ -397,17 +422,19 @@ def _medicine_line(ctx: _Context, n: int, text: str) -> PrescriptionLine | None:
             for key in ("dose", "frequency", "duration_days"):
                 if getattr(pos, key) is not None:
                     line[key] = getattr(pos, key)
-            if pos.leftover:
+            if pos.moments:
+                line["moments"] = pos.moments
+            if pos.leftover or pos.as_written:
                 free.append(part)
     if free:
         line["dosage_text"] = " ; ".join(free)
-    if not any(k in line for k in ("dose", "frequency", "dosage_text")):
+    if not any(k in line for k in ("dose", "frequency", "moments", "dosage_text")):
         ctx.error(n, "pas de posologie : écrivez par exemple « 1 comprimé 3 fois par jour"
                   " pendant 5 jours » ou « posologie : ... »")
     if product is None:
         return None
     phase = Phase(dose=line.pop("dose", None), frequency=line.pop("frequency", None),
-                  duration_days=line.pop("duration_days", None))
+                  moments=line.pop("moments", ()), duration_days=line.pop("duration_days", None))
     return PrescriptionLine(product=product, phases=(phase,) if phase.structured else (), **line)
 
 

@@ -76,6 +76,20 @@ _TABLES = [
 ]
 
 
+def loaded_reference(database: Path) -> DrugReference | None:
+    """The drug reference of the database at `database` when one is imported, else None (the
+    caller closes `.conn`)."""
+    from gateway.db import connect
+
+    if not database.exists():
+        return None
+    ref = DrugReference(connect(database))
+    if ref.is_loaded():
+        return ref
+    ref.conn.close()
+    return None
+
+
 def open_reference(conn: sqlite3.Connection) -> DrugReference:
     migrate(conn, "drugs", MIGRATIONS)
     return DrugReference(conn)

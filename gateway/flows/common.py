@@ -94,16 +94,37 @@ def idempotence_key(*parts: str | None) -> str:
     return hashlib.sha256("\x00".join(p or "" for p in parts).encode()).hexdigest()
 
 
-_IDENT = re.compile(r"\b([0-9A-Z]{3}(?:[ -]?[0-9A-Z]{3}){5})\b")
+# A word of letters and digits, and what separates it from the next one.
+_TOKEN = re.compile(r"[0-9A-Za-z]+")
+_JOINER = re.compile(r"[ \t.\-]")  # one space, tab, dot or hyphen between groups
 
 
 def identifiers_in(text: str) -> list[str]:
-    """Candidate e-prescription identifiers written in `text` (grouped by 3 or not)."""
-    from gateway.prescriptions.identifier import check_identifier
+    """The e-prescription identifiers written anywhere in `text`, in order: 18 characters,
+    whole or in groups of one size ("L71 90G 0OK PB6 U1L 56T", "L7190G-0OKPB6-U1L56T"), each
+    group separated from the next by one space, dot or hyphen, any case. Every run of words that
+    adds up to 18 characters is tried, starting at every word (so "est L71 90G ..." finds the
+    identifier after "est"); only those whose check character is right are kept. Groups of one
+    size, because one candidate in 37 passes the check by chance: "voici mon ordonnance" (5, 3
+    and 10 letters) must not be read as an identifier."""
+    from gateway.prescriptions.identifier import LENGTH, check_identifier
 
+    tokens = list(_TOKEN.finditer(text))
     found: list[str] = []
-    for m in _IDENT.finditer(text.upper()):
-        check = check_identifier(m.group(1))
+    for i, first in enumerate(tokens):
+        if len(first.group()) > LENGTH:
+            continue
+        length, j = len(first.group()), i
+        while length < LENGTH and j + 1 < len(tokens):
+            gap = text[tokens[j].end():tokens[j + 1].start()]
+            if not _JOINER.fullmatch(gap):
+                break
+            j += 1
+            length += len(tokens[j].group())
+        sizes = {len(t.group()) for t in tokens[i:j + 1]}
+        if length != LENGTH or len(sizes) != 1:
+            continue
+        check = check_identifier(text[first.start():tokens[j].end()])
         if check.ok and check.identifier not in found:
             found.append(check.identifier)
     return found

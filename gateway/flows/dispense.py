@@ -21,7 +21,7 @@ import re
 from gateway.directory.demo import ROBOT_LOCAL
 from gateway.dmp.feed import file_package, qualified_ins
 from gateway.dmp.model import Actor, ActorKind
-from gateway.documents.build import assign_dispensation_ids, build_dispensation
+from gateway.documents.build import assign_dispensation_ids, build_dispensation, dispensed_status
 from gateway.documents.model import Dispensation, Prescription
 from gateway.documents.parse import parse_dispensation, parse_prescription
 from gateway.errors import GatewayError
@@ -38,6 +38,7 @@ from gateway.flows.common import (
 )
 from gateway.flows.context import ACTOR, Context, now
 from gateway.flows.verify import remaining_text
+from gateway.ordonnance.wording import plural
 from gateway.pipeline import Delivery, Message, Outcome, Pipeline
 from gateway.prescriptions import checks
 from gateway.prescriptions.checks import check_dispensation
@@ -78,18 +79,18 @@ def _reply(ctx: Context, to: str, subject: str, body: str, in_reply_to: str | No
     return Delivery((to,), msg, sender="")
 
 
-def _lines_text(d: Dispensation) -> str:
+def _lines_text(d: Dispensation, record: PrescriptionRecord) -> str:
+    """Each dispensed line by its number and the medicine's name, what was delivered and how
+    (as prescribed, partly, substituted, adapted, not delivered) with the pharmacist's why."""
     out = []
     for line in d.lines:
-        what = f"{format(line.quantity.normalize(), 'f').replace('.', ',')}"
-        extra = ""
-        if line.substituted:
-            extra += f" — substitué ({line.product.label})"
-        if line.not_delivered_reason:
-            extra += f" — non délivré : {line.not_delivered_reason}"
-        if line.adjustment_reason:
-            extra += f" — adapté : {line.adjustment_reason}"
-        out.append(f"  ligne {line.line_ref} : {what}{extra}")
+        rec = next((r for r in record.lines if r.matches(line.line_ref)), None)
+        number, label = (rec.position, rec.label) if rec else (line.line_ref, line.product.label)
+        unit = rec.quantity_unit if rec else line.quantity_unit
+        amount = format(line.quantity.normalize(), "f").replace(".", ",")
+        status = dispensed_status(line)
+        out.append(f"  ligne {number} ({label}) : {amount} {plural(line.quantity, unit)} —"
+                   f" {status[:1].lower()}{status[1:]}")
     return "\n".join(out)
 
 
@@ -171,7 +172,7 @@ def handle(ctx: Context, sender: str, recipients: tuple[str, ...], data: bytes) 
             ctx, sender, f"Délivrance refusée : ordonnance {d.prescription_id}",
             f"Bonjour,\n\nLa délivrance pour l'ordonnance {d.prescription_id} n'a pas été"
             f" enregistrée :\n{exc}\n\nRien n'a été modifié.\n", original_id),))
-    lines = _lines_text(d)
+    lines = _lines_text(d, record)
     left = remaining_text(record)
     notes = ("\nÀ vérifier (conditions de délivrance de la base des médicaments) :\n"
              + "\n".join(f"  - {w}" for w in warnings) + "\n") if warnings else ""

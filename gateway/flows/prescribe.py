@@ -42,7 +42,7 @@ from gateway.flows.filing import file_packages, may_hold_package, relayed
 from gateway.ordonnance import qr_png, render_pdf
 from gateway.pipeline import Delivery, Message, Outcome, Pipeline
 from gateway.prescriptions import checks
-from gateway.prescriptions.checks import check_prescription
+from gateway.prescriptions.checks import check_prescription, patient_notice
 from gateway.prescriptions.identifier import group
 from gateway.prescriptions.prescriber import Prescriber
 from gateway.signature.trust import signed_as
@@ -231,7 +231,7 @@ class Built:
 def _build(ctx: Context, p: Prescription, sender: str) -> tuple[Prescription, bytes, Package]:
     p = assign_ids(p)
     assert p.identifier
-    pdf = render_pdf(p)
+    pdf = render_pdf(p, patient_notice(p, ctx.drugs))
     cda, tree = prescription_document(p, pdf, qr_png(p.identifier))
     author = p.author
     package = build([cda], sender=Sender(name=f"{author.given_name} {author.family_name}",
@@ -253,7 +253,7 @@ def _again(ctx: Context, identifier: str, sender: str) -> Built:
         warnings = _check_conditions(ctx, p, sender)
     except Refused:  # accepted when registered; the reference changed since
         warnings = ()
-    return Built(p, render_pdf(p), package, filed, warnings)
+    return Built(p, render_pdf(p, patient_notice(p, ctx.drugs)), package, filed, warnings)
 
 
 def _register(ctx: Context, key: str, source: Source, sender: str, patient_address: str,

@@ -29,6 +29,7 @@ from gateway.flows.common import (
     registered_cda,
 )
 from gateway.flows.context import Context, now
+from gateway.ordonnance.wording import plural
 from gateway.pipeline import Delivery, Message, Outcome, Pipeline
 from gateway.prescriptions.identifier import group
 from gateway.prescriptions.registry import (
@@ -130,17 +131,40 @@ def _amount(value: Decimal | None) -> str:
 
 
 def remaining_text(record: PrescriptionRecord) -> str:
+    """Each line by its number and name: what is left, what was prescribed and delivered."""
     rows = []
     for line in record.lines:
-        left = (f"reste {_amount(line.remaining)} {line.quantity_unit}"
-                if line.remaining is not None else f"{line.deliveries_left} délivrance(s)")
-        rows.append(f"  {line.position}. {line.label} — {left}"
-                    f" (prescrit {_amount(line.quantity)} × {1 + line.renewals},"
-                    f" délivré {_amount(line.delivered)})")
+        if line.remaining is not None:
+            left = f"reste {_amount(line.remaining)} {plural(line.remaining, line.quantity_unit)}"
+            unit = plural(line.quantity or 0, line.quantity_unit)
+            prescribed = (f"{_amount(line.quantity)} {unit}"
+                          + (f" × {1 + line.renewals}" if line.renewals else ""))
+        else:
+            left = (f"reste {line.deliveries_left}"
+                    f" {plural(line.deliveries_left, 'délivrance')}")
+            prescribed = f"{1 + line.renewals} {plural(1 + line.renewals, 'délivrance')}"
+        rows.append(f"  {line.position}. {line.label} — {left} (prescrit : {prescribed} ;"
+                    f" déjà délivré : {_amount(line.delivered)})")
     return "\n".join(rows)
 
 
-def _pharmacy_text(v: Verdict) -> str:
+def dispensation_form(record: PrescriptionRecord) -> str:
+    """The dispensation form for one delivery of what remains (a renewal's quantity at a
+    time), ready to complete."""
+    rows = [f"Ordonnance : {record.identifier}"]
+    for line in record.lines:
+        if line.complete:
+            continue
+        amount = line.remaining
+        if amount is not None and line.quantity is not None:
+            amount = min(amount, line.quantity)
+        qty = (f" ; {_amount(amount)} {plural(amount, line.quantity_unit)}"
+               if amount is not None else "")
+        rows.append(f"{line.position} : délivré{qty}")
+    return "\n".join(rows)
+
+
+def _pharmacy_text(v: Verdict, robot: str) -> str:
     head = "VALIDE" if v.valid else "NON VALIDE"
     text = f"Vérification de l'ordonnance par la messagerie sécurisée : {head}\n"
     if v.identifier:
@@ -150,9 +174,12 @@ def _pharmacy_text(v: Verdict) -> str:
         text += f"\nStatut : {v.record.status_at(now())}\n"
         text += f"Première délivrance avant le : {v.record.validity_end:%d/%m/%Y}\n"
         text += "Quantités restantes :\n" + remaining_text(v.record) + "\n"
-    if v.valid:
-        text += ("\nPour enregistrer la délivrance, répondez au service des ordonnances avec :\n"
-                 f"Ordonnance : {v.identifier}\n1 : délivré ; <quantité> boîte(s)\n")
+    if v.valid and v.record is not None:
+        text += ("\nPour enregistrer la délivrance, écrivez au service des ordonnances"
+                 f" ({robot} ; une réponse à ce message-ci irait au patient) le formulaire"
+                 " ci-dessous, ligne par ligne (« délivré partiellement ; 1 boîte »,"
+                 " « substitué par <médicament> », « non délivré ; motif : ... ») :\n\n"
+                 + dispensation_form(v.record) + "\n")
     return text + "\nLe message du patient est joint.\n"
 
 
@@ -183,7 +210,7 @@ def handle(ctx: Context, sender: str, recipients: tuple[str, ...], data: bytes) 
     to_pharmacy = mail.compose(
         sender=sender, to=pharmacies, domain=domain, in_reply_to=mail.message_id_of(msg),
         subject=f"[Ordonnance {'valide' if v.valid else 'NON VALIDE'}] {subject}"[:200],
-        body=_pharmacy_text(v),
+        body=_pharmacy_text(v, ctx.robot),
         files=[mail.Attachment("message-du-patient.eml", "message/rfc822", data)],
         headers=[("X-Ordonnance-Verification", header), ("X-MSS-NIL", product)],
     )

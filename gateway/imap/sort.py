@@ -11,7 +11,7 @@ from __future__ import annotations
 from gateway.imap import threading
 from gateway.imap.messages import MessageCommands, _return_options, saved_result
 from gateway.imap.parser import Atom, Token, as_atom, as_list, as_text
-from gateway.imap.search import CHARSETS, BadCharset, parse_search
+from gateway.imap.search import CHARSETS, BadCharset, Key, parse_search
 from gateway.imap.state import Bad, No
 from gateway.imap.syntax import quote
 
@@ -29,17 +29,26 @@ class SortCommands(MessageCommands):
         if len(args) < 3:
             raise Bad("SORT expects sort criteria, a charset and search keys")
         criteria = _criteria(as_list(args[0], "sort criteria"))
-        items = await self._items(args[1], args[2:], uid,
-                                  dates={"ARRIVAL", "SIZE"} & {c for c, _ in criteria})
-        ranked = threading.sort(items, criteria)
-        ordered = [i.number for i in ranked]
+        sel = self.selected
+        store = self.store
+        assert sel is not None and store is not None
+        found = await self._matching(self._keys(args[1], args[2:]))
+        uids = [u for _, u, _ in found]
+        # Only the columns the criteria name are read from the index.
+        values = {name: store.sort_values(sel.folder, uids, threading.SORT_FIELDS[name])
+                  for name in {c for c, _ in criteria}}
+        present = values[criteria[0][0]]
+        ranked = threading.sort([u for u in uids if u in present], criteria, values)
+        if uid:
+            ordered = ranked
+        else:
+            seq = {u: s for s, u, _ in found}
+            ordered = [seq[u] for u in ranked]
         if options is None:
             self.untagged("SORT" + "".join(f" {n}" for n in ordered))
         else:
             if "SAVE" in options:
-                assert self.selected is not None
-                uids = [self.selected.uids[i.seq - 1] for i in ranked]
-                self.selected.saved = saved_result(options, uids)
+                sel.saved = saved_result(options, ranked)
             if options - {"SAVE"}:
                 self.untagged(_esort(tag, uid, options, ordered))
         await self._notify(uid)
@@ -51,42 +60,45 @@ class SortCommands(MessageCommands):
         algorithm = as_atom(args[0], "threading algorithm").upper()
         if algorithm not in threading.THREAD_ALGORITHMS:
             raise Bad(f"unknown threading algorithm {algorithm[:30]}")
-        items = await self._items(args[1], args[2:], uid, dates=set())
         if algorithm == "REFERENCES":
-            roots = threading.references(items)
-        else:
-            roots = threading.orderedsubject(items)
-        data = threading.format_threads(roots)
+            items = await self._items(args[1], args[2:], uid)
+            data = threading.format_threads(threading.references(items))
+        else:  # only the base subject and the sent date are read
+            sel = self.selected
+            store = self.store
+            assert sel is not None and store is not None
+            found = await self._matching(self._keys(args[1], args[2:]))
+            uids = [u for _, u, _ in found]
+            subjects = store.sort_values(sel.folder, uids, "subject")
+            sent = store.sort_values(sel.folder, uids, "sent")
+            data = threading.orderedsubject_text(
+                [(u if uid else s, s, subjects[u], sent[u]) for s, u, _ in found
+                 if u in subjects and u in sent])
         self.untagged("THREAD" + (f" {data}" if data else ""))
         await self._notify(uid)
         self.tagged(tag, "OK", f"{'UID ' if uid else ''}THREAD completed")
 
-    async def _items(self, charset_tok: Token, keys_toks: list[Token], uid: bool,
-                     dates: set[str]) -> list[threading.Item]:
-        sel = self.selected
-        store = self.store
-        assert sel is not None and store is not None
+    def _keys(self, charset_tok: Token, keys_toks: list[Token]) -> list[Key]:
         charset = as_text(charset_tok, "charset").upper()
         if charset not in CHARSETS:
             raise No("unsupported charset", "BADCHARSET (US-ASCII UTF-8)")
         try:
-            _, keys = parse_search([Atom("CHARSET"), charset.encode(), *keys_toks])
+            return parse_search([Atom("CHARSET"), charset.encode(), *keys_toks])[1]
         except BadCharset:
             raise No("unsupported charset", "BADCHARSET (US-ASCII UTF-8)") from None
-        found = await self._matching(keys)
-        uids = [u for _, u, _ in found]
-        sort_keys = store.sort_keys(sel.folder, uids)
-        infos = store.infos(sel.folder, uids) if dates else {}
+
+    async def _items(self, charset_tok: Token, keys_toks: list[Token],
+                     uid: bool) -> list[threading.Item]:
+        sel = self.selected
+        store = self.store
+        assert sel is not None and store is not None
+        found = await self._matching(self._keys(charset_tok, keys_toks))
+        sort_keys = store.sort_keys(sel.folder, [u for _, u, _ in found])
         items = []
         for seq, u, _ in found:
             k = sort_keys.get(u)
-            if k is None:
-                continue  # expunged by another session meanwhile
-            info = infos.get(u)
-            items.append(threading.Item(
-                u if uid else seq, seq, info.internaldate if info else 0,
-                info.size if info else 0, k,
-            ))
+            if k is not None:  # else expunged by another session meanwhile
+                items.append(threading.Item(u if uid else seq, seq, 0, 0, k))
         return items
 
 

@@ -8,7 +8,6 @@ its keys.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,35 +28,24 @@ class Item:
     keys: SortKeys
 
 
-def _key(item: Item, criterion: str) -> Any:
-    k = item.keys
-    if criterion == "ARRIVAL":
-        return item.internaldate
-    if criterion == "SIZE":
-        return item.size
-    if criterion == "DATE":
-        return k.sent
-    if criterion == "SUBJECT":
-        return k.subject
-    if criterion == "FROM":
-        return k.from_addr
-    if criterion == "TO":
-        return k.to_addr
-    if criterion == "CC":
-        return k.cc_addr
-    if criterion == "DISPLAYFROM":
-        return k.display_from
-    return k.display_to
+# What each SORT criterion compares: a SortKeys field, or the INTERNALDATE / RFC822.SIZE.
+SORT_FIELDS = {
+    "ARRIVAL": "internaldate", "SIZE": "size", "DATE": "sent", "SUBJECT": "subject",
+    "FROM": "from_addr", "TO": "to_addr", "CC": "cc_addr", "DISPLAYFROM": "display_from",
+    "DISPLAYTO": "display_to",
+}
 
 
-def sort(items: Sequence[Item], criteria: Sequence[tuple[str, bool]]) -> list[Item]:
-    """`criteria`: (name, reverse) in order of precedence. Equal messages stay in sequence
-    order, REVERSE or not (RFC 5256 3: the sequence number is the final, ascending, key)."""
-    out = sorted(items, key=lambda i: i.seq)
+def sort(uids: Sequence[int], criteria: Sequence[tuple[str, bool]],
+         values: dict[str, dict[int, Any]]) -> list[int]:
+    """`uids` in sequence order, sorted by `criteria` ((name, reverse) in order of precedence)
+    where `values[name][uid]` is the message's key. Equal messages stay in sequence order,
+    REVERSE or not (RFC 5256 3: the sequence number is the final, ascending, key)."""
+    out = list(uids)
     # Stable sorts from the least significant criterion to the most: each REVERSE applies to
-    # its own key only (sorted(reverse=True) keeps equal items in their order).
+    # its own key only (sort(reverse=True) keeps equal items in their order).
     for name, reverse in reversed(criteria):
-        out.sort(key=functools.partial(_key, criterion=name), reverse=reverse)
+        out.sort(key=values[name].__getitem__, reverse=reverse)
     return out
 
 
@@ -123,6 +111,32 @@ def orderedsubject(items: Sequence[Item]) -> list[_Node]:
             last = node
     roots.sort(key=_date_key)
     return roots
+
+
+def orderedsubject_text(rows: Sequence[tuple[int, int, str, int]]) -> str:
+    """ORDEREDSUBJECT straight to the THREAD response's data, for big folders: `rows` are
+    (number, sequence number, base subject, sent date). Same result as
+    format_threads(orderedsubject(...)), without a node per message."""
+    ordered = sorted(rows, key=lambda r: (r[2], r[3], r[1]))
+    threads: list[tuple[tuple[int, int], str]] = []
+    i = 0
+    n = len(ordered)
+    while i < n:
+        j = i + 1
+        subject = ordered[i][2]
+        while j < n and ordered[j][2] == subject:
+            j += 1
+        first = ordered[i]
+        if j - i == 1:
+            text = f"({first[0]})"
+        elif j - i == 2:
+            text = f"({first[0]} {ordered[i + 1][0]})"
+        else:
+            text = f"({first[0]} " + "".join(f"({r[0]})" for r in ordered[i + 1 : j]) + ")"
+        threads.append(((first[3], first[1]), text))
+        i = j
+    threads.sort(key=lambda t: t[0])
+    return "".join(text for _, text in threads)
 
 
 def references(items: Sequence[Item]) -> list[_Node]:

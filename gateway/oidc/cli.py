@@ -18,7 +18,7 @@ from typing import Any
 from gateway.cli import add_command, command_group, config_of, print_json
 from gateway.errors import ConfigError, GatewayError
 from gateway.oidc.login import TokenLogins
-from gateway.oidc.provider import Provider, ProviderError
+from gateway.oidc.provider import Provider
 from gateway.oidc.sasl import BearerResponse, Mechanism
 from gateway.oidc.validator import TokenValidator
 
@@ -42,10 +42,7 @@ def _provider(args: argparse.Namespace) -> tuple[Any, Provider]:
         raise ConfigError(
             f"config: [oidc] issuer is empty in {config.source}: token logins are off"
         )
-    try:
-        return config, Provider.from_config(config)
-    except ProviderError as exc:
-        raise GatewayError(str(exc)) from None
+    return config, Provider.from_config(config)
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -39,6 +39,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OKPKey, RSAKey, import_key
 
 from gateway.config import Config, OIDCSection
+from gateway.errors import ConfigError
 
 log = logging.getLogger("mssgw.oidc")
 
@@ -139,11 +140,14 @@ class _Coalesced:
     def submit(self, name: str, fn: Callable[[], _T]) -> concurrent.futures.Future[_T]:
         with self._lock:
             future = self._running.get(name)
-            if future is None:
-                future = self._pool().submit(fn)
-                self._running[name] = future
-                future.add_done_callback(lambda f: self._done(name, f))
-            return future
+            if future is not None:
+                return future
+            future = self._pool().submit(fn)
+            self._running[name] = future
+        # Outside the lock: a future that already finished runs its callback at once, in this
+        # thread, and `_done` takes the lock (a deadlock when it was still held).
+        future.add_done_callback(lambda f: self._done(name, f))
+        return future
 
     def _done(self, name: str, future: concurrent.futures.Future[Any]) -> None:
         with self._lock:
@@ -188,8 +192,10 @@ class Provider:
             try:
                 secret = path.read_text(encoding="utf-8").splitlines()[0].strip()
             except (OSError, IndexError, UnicodeDecodeError) as exc:
-                raise ProviderError(f"[oidc] client_secret_file {path}: cannot read it ({exc})")\
-                    from None
+                raise ConfigError(
+                    f"config: [oidc] client_secret_file {path}: cannot read a secret from it "
+                    f"({type(exc).__name__})"
+                ) from None
         return cls(s, config.path(s.ca_file) if s.ca_file else None, secret)
 
     def _pool(self) -> concurrent.futures.Executor:

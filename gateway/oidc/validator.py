@@ -165,7 +165,7 @@ class TokenValidator:
             reason = {
                 "iss": Refusal.WRONG_ISSUER, "aud": Refusal.WRONG_AUDIENCE,
             }.get(claim, Refusal.BAD_CLAIMS)
-            if claim == "nbf" and isinstance(exc, InvalidClaimError):
+            if claim in ("nbf", "iat") and isinstance(exc, InvalidClaimError):
                 reason = Refusal.NOT_YET_VALID
             shown = str(claims.get(claim, "absent"))[:100]
             raise TokenRefused(reason, f"{claim} {shown}") from None

@@ -6,12 +6,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from gateway.cli import add_command, command_group, print_json
+from gateway.cli import add_command, command_group, config_of, print_json
 from gateway.documents.model import Prescription
 from gateway.documents.parse import parse_prescription
 from gateway.errors import GatewayError
 from gateway.fileio import write_user_file
-from gateway.ordonnance.pdf import render_pdf
+from gateway.ordonnance.pdf import Notice, render_pdf
 from gateway.ordonnance.qr import checked_identifier, qr_png
 
 
@@ -25,11 +25,29 @@ def read_prescription(path: str) -> Prescription:
     return parse_prescription(data)
 
 
+def _notice(args: argparse.Namespace, prescription: Prescription) -> Notice | None:
+    """What the drug reference adds to the patient's notice (stupéfiants, fractions), as the
+    gateway printed it: without a loaded reference, nothing."""
+    from gateway.drugs.store import loaded_reference
+    from gateway.prescriptions.checks import patient_notice
+
+    try:
+        config = config_of(args)
+    except GatewayError:
+        return None
+    drugs = loaded_reference(config.database_path)
+    try:
+        return patient_notice(prescription, drugs)
+    finally:
+        if drugs is not None:
+            drugs.conn.close()
+
+
 def cmd_pdf(args: argparse.Namespace) -> int:
     if args.json and args.output == "-":
         raise GatewayError("--json and -o - would both write to standard output: choose one")
     prescription = read_prescription(args.document)
-    data = render_pdf(prescription)
+    data = render_pdf(prescription, _notice(args, prescription))
     write_user_file(args.output, data)
     if args.json:
         print_json({"output": args.output, "identifier": prescription.identifier,

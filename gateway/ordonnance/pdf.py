@@ -16,6 +16,7 @@ import datetime as dt
 import html
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -58,14 +59,48 @@ def _aware(when: dt.datetime) -> dt.datetime:
     return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when
 
 
-def legal_mention(identifier: str, valid_until: dt.date) -> str:
+@dataclass(frozen=True)
+class Notice:
+    """What the drug database's delivery conditions add to what the patient reads (computed
+    from the drug reference by `prescriptions.checks.patient_notice`; the renderer stays pure):
+    the stupéfiants' three days (art. R5132-33) and the fractionated deliveries."""
+
+    narcotic_lines: tuple[int, ...] = ()  # the lines (numbers) of stupéfiants
+    narcotic_days: int = 3  # delivered in full if presented within so many days of the date
+    narcotic_treatment_days: int | None = None  # nothing of them is delivered after it
+    only_narcotics: bool = False  # every line is a stupéfiant: the 3 months do not apply
+    fractions: tuple[tuple[int, int], ...] = ()  # (line number, days of a fraction)
+
+    def fraction_days(self, number: int) -> int | None:
+        return next((days for n, days in self.fractions if n == number), None)
+
+
+def legal_mention(identifier: str, valid_until: dt.date, notice: Notice | None = None,
+                  day: dt.date | None = None) -> str:
+    """The notice at the foot of every page. `day`: the ordonnance's date (as printed), from
+    which a stupéfiant's three days count."""
+    when = (f"À présenter en pharmacie avant le {w.short_date(valid_until)} pour une première "
+            "délivrance (3 mois). ")
+    if notice is not None and notice.narcotic_lines and day is not None:
+        lines = ", ".join(str(n) for n in notice.narcotic_lines)
+        until = day + dt.timedelta(days=notice.narcotic_days)
+        end = (day + dt.timedelta(days=notice.narcotic_treatment_days)
+               if notice.narcotic_treatment_days else None)
+        narcotic = (f"au plus tard le {w.short_date(until)} pour être délivrée en entier"
+                    f" (stupéfiants, {notice.narcotic_days} jours : art. R5132-33 du code de la"
+                    " santé publique) ; après, seulement pour le traitement restant à courir"
+                    + (f", jusqu'au {w.short_date(end)}" if end else ""))
+        which = "ligne" if len(notice.narcotic_lines) == 1 else "lignes"
+        when = (f"À présenter en pharmacie {narcotic}. " if notice.only_narcotics else
+                f"À présenter en pharmacie : {which} {lines}, {narcotic} ; les autres avant le"
+                f" {w.short_date(valid_until)} (3 mois). ")
     return (
         f"Ordonnance numérique n° {group(identifier)}, enregistrée électroniquement. "
         "Le pharmacien scanne le QR code ou saisit cet identifiant pour la vérifier et "
         "retrouver vos médicaments ; seule la version enregistrée fait foi, une copie modifiée "
         "ne sera pas délivrée. "
-        f"À présenter en pharmacie avant le {w.short_date(valid_until)} pour une première "
-        "délivrance (3 mois). Conservez-la pour les renouvellements. Ce document contient des "
+        + when +
+        "Conservez-la pour les renouvellements. Ce document contient des "
         "données de santé personnelles : ne le transmettez qu'à votre pharmacien ou à un "
         "professionnel de santé."
     )
@@ -74,9 +109,10 @@ def legal_mention(identifier: str, valid_until: dt.date) -> str:
 class _Ordonnance(Canvas):
     """A canvas with this ordonnance's header and footer on every page."""
 
-    def __init__(self, p: Prescription, identifier: str) -> None:
+    def __init__(self, p: Prescription, identifier: str, notice: Notice | None = None) -> None:
         super().__init__(FONT_FILES)
         self.p = p
+        self.notice = notice
         self.identifier = identifier
         self.when = _aware(p.date)
         self.day = self.when.astimezone(PARIS).date()  # the date a French patient reads
@@ -84,7 +120,9 @@ class _Ordonnance(Canvas):
         self.qr = symbol(identifier)  # rows of 0/1 bytes
         self.current_zone: tuple[str, str] | None = None  # bizone: the zone being written
         self.set_margins(MARGIN, MARGIN, MARGIN)
-        self.set_auto_page_break(True, margin=FOOTER_H + 4)
+        # A stupéfiant's three days take two more lines of the patient's notice.
+        self.footer_h = FOOTER_H + (6.4 if notice is not None and notice.narcotic_lines else 0)
+        self.set_auto_page_break(True, margin=self.footer_h + 4)
         self.doc_title = f"Ordonnance numérique {identifier}"
         self.author = w.prescriber_name(p.author)
         self.creator = self.producer = f"mssgw {__version__}"
@@ -281,13 +319,13 @@ class _Ordonnance(Canvas):
             self.zone_heading(continued=True)
 
     def footer(self) -> None:
-        y = self.h - FOOTER_H
+        y = self.h - self.footer_h
         self.set_draw_color(*BLACK)
         self.set_line_width(0.2)
         self.line(MARGIN, y, self.w - MARGIN, y)
         self.set_xy(MARGIN, y + 1.5)
-        self.text_block(legal_mention(self.identifier, self.valid_until), 7.2, "", h=3.2,
-                        color=GREY)  # fmt: skip
+        self.text_block(legal_mention(self.identifier, self.valid_until, self.notice,
+                                      self.day), 7.2, "", h=3.2, color=GREY)  # fmt: skip
         self.set_xy(MARGIN, self.h - MARGIN + 2)
         self.set_font("", 8)
         self.set_text_color(*GREY)
@@ -333,6 +371,11 @@ class _Ordonnance(Canvas):
         for sentence in w.dosage_lines(line, letters):
             pieces.append((sentence, 9.5, "", BLACK))
         supply = w.supply_text(line, letters)
+        fraction = self.notice.fraction_days(number) if self.notice else None
+        if fraction:
+            days = w.spelled(fraction, letters)
+            supply = (f"{supply} — " if supply else "") + \
+                f"Délivrance fractionnée par périodes de {days} jours"
         if supply:
             pieces.append((supply, 9.5, "", BLACK))
         subst = w.substitution_text(line)
@@ -384,11 +427,12 @@ def is_bizone(p: Prescription) -> bool:
     return p.bizone or any(line.ald for line in p.lines)
 
 
-def render_pdf(prescription: Prescription) -> bytes:
+def render_pdf(prescription: Prescription, notice: Notice | None = None) -> bytes:
     """The ordonnance as PDF/A-2B bytes. Raises OrdonnanceError when the prescription has no
-    valid identifier (the QR code and the legal mention need one)."""
+    valid identifier (the QR code and the legal mention need one). `notice`: what the drug
+    database adds for the patient (stupéfiants, fractions), `prescriptions.checks.notice`."""
     identifier = checked_identifier(prescription.identifier)
-    pdf = _Ordonnance(prescription, identifier)
+    pdf = _Ordonnance(prescription, identifier, notice)
     pdf.add_page()
     numbered = list(enumerate(prescription.lines, start=1))
     pdf.kind_banner()

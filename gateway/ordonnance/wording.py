@@ -19,6 +19,7 @@ from gateway.documents.model import (
     Dose,
     Frequency,
     PatientInfo,
+    Phase,
     PrescriptionLine,
     StructureInfo,
 )
@@ -256,6 +257,11 @@ def unit_words(unit: str, quantity: Decimal) -> str:
 
 
 def dose_text(dose: Dose, letters: bool = False) -> str:
+    """`1 comprimé`, `1 à 2 comprimés` (a range: the unit agrees with the higher count)."""
+    if dose.high is not None and dose.high != dose.quantity:
+        unit = unit_words(dose.unit, dose.high)
+        low = spelled(dose.quantity, letters, unit)
+        return f"{low} à {spelled(dose.high, letters, unit)} {unit}".strip()
     unit = unit_words(dose.unit, dose.quantity)
     return f"{spelled(dose.quantity, letters, unit)} {unit}".strip()
 
@@ -271,15 +277,33 @@ def frequency_text(freq: Frequency, letters: bool = False) -> str:
     return period if freq.times == 1 else f"{times} fois {period}"
 
 
-def dosage_lines(line: PrescriptionLine, letters: bool = False) -> list[str]:
-    """The dosage as sentences: structured part first, then the prescriber's free text."""
+def phase_text(phase: Phase, letters: bool = False, with_duration: bool = False) -> str:
+    """`1 comprimé, 3 fois par jour`, `1 comprimé le matin et le soir`, `1 comprimé, 2 fois par
+    semaine le matin`; `pendant 2 jours` too when asked (the phases of a progressive dose)."""
     parts = []
-    if line.dose:
-        parts.append(dose_text(line.dose, letters))
-    if line.frequency:
-        parts.append(frequency_text(line.frequency, letters))
+    if phase.dose:
+        parts.append(dose_text(phase.dose, letters))
+    freq = phase.frequency
+    if freq and not (phase.moments and cda.per_day(freq) == len(phase.moments)):
+        parts.append(frequency_text(freq, letters))
+    text = ", ".join(parts)
+    if phase.moments:
+        text = f"{text} {cda.moments_words(phase.moments)}".strip()
+    if with_duration and phase.duration_days:
+        days = spelled(phase.duration_days, letters)
+        text = f"{text} pendant {days} {plural(phase.duration_days, 'jour')}".strip()
+    return text
+
+
+def dosage_lines(line: PrescriptionLine, letters: bool = False) -> list[str]:
+    """The dosage as sentences: structured part first (each phase of a progressive dose with
+    its duration, the times of day said), then the prescriber's free text."""
+    several = len(line.phases) > 1
+    parts = [", puis ".join(t for t in (phase_text(p, letters, several) for p in line.phases)
+                            if t)]
     if line.route and line.route in ROUTES:
         parts.append(ROUTES[line.route])
+    parts = [p for p in parts if p]
     out = []
     if parts:
         sentence = ", ".join(parts)

@@ -32,6 +32,7 @@ from gateway.documents.model import Dispensation, Prescription, PrescriptionLine
 from gateway.documents.numbers import spell_numbers
 from gateway.drugs.conditions import Condition, DrugRules, Kind, Scope
 from gateway.drugs.forms import AMOUNT, COUNTED
+from gateway.ordonnance.pdf import Notice
 from gateway.ordonnance.wording import plural
 from gateway.prescriptions.prescriber import MEDECIN, Prescriber, specialities_for
 from gateway.prescriptions.registry import PrescriptionRecord, add_months
@@ -393,6 +394,38 @@ def _quotes(conditions: Iterable[Condition]) -> str:
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'s' if n >= 2 else ''}"
+
+
+# ---- what the patient reads ------------------------------------------------------------------
+
+
+def patient_notice(p: Prescription, drugs: DrugFactsSource | None) -> Notice | None:
+    """What the ordonnance tells the patient beyond the 3 months: its stupéfiants must be
+    presented within three days (after that, only the treatment left is delivered: R5132-33)
+    and their treatment's end; the lines delivered in fractions. None when nothing applies
+    (or no drug reference is loaded)."""
+    if drugs is None:
+        return None
+    narcotic: list[int] = []
+    durations: list[int | None] = []
+    fractions: list[tuple[int, int]] = []
+    for n, line in enumerate(p.lines, 1):
+        facts = drugs.facts(line.product.cis) if line.product.cis else None
+        if facts is None:
+            continue
+        if facts.rules.narcotic:
+            narcotic.append(n)
+            durations.append(line.duration_days * (1 + line.renewals)
+                             if line.duration_days else None)
+        if facts.rules.fraction_days:
+            fractions.append((n, facts.rules.fraction_days))
+    if not narcotic and not fractions:
+        return None
+    known = [d for d in durations if d is not None]
+    return Notice(
+        narcotic_lines=tuple(narcotic), narcotic_days=NARCOTIC_PRESENTATION_DAYS,
+        narcotic_treatment_days=max(known) if known and len(known) == len(durations) else None,
+        only_narcotics=len(narcotic) == len(p.lines), fractions=tuple(fractions))
 
 
 # ---- the dispensation -----------------------------------------------------------------------

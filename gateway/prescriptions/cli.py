@@ -108,16 +108,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         by = f" (pharmacist {disp.pharmacist})" if disp.pharmacist else ""
         print(f"    {disp.dispensed_at.date()} {disp.pharmacy}{by}, id {disp.dispensation_id}")
         for dl in disp.lines:
-            extra = [
-                "substituted" if dl.substituted else "",
-                f"adjusted: {dl.adjustment_reason}" if dl.adjustment_reason else "",
-                f"not delivered: {dl.not_delivered_reason}" if dl.not_delivered_reason else "",
-            ]
-            note = "; ".join(x for x in extra if x)
-            print(
-                f"      line {dl.position}: {dl.quantity} {dl.label}"
-                + (f" ({note})" if note else "")
-            )
+            note = dl.kind.replace("_", " ") + (f": {dl.reason}" if dl.reason else "")
+            print(f"      line {dl.position}: {dl.quantity} {dl.label} ({note})")
     return 0
 
 

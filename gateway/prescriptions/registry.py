@@ -33,7 +33,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
-from gateway.documents.model import Dispensation, DispensedLine, Prescription
+from gateway.documents.model import Dispensation, DispensedLine, DispensingKind, Prescription
 from gateway.errors import Conflict, GatewayError, NotFound
 from gateway.prescriptions.identifier import check_identifier
 
@@ -195,6 +195,15 @@ class DispensedLineRecord:
     substitution_reason: str | None = None
     adjustment_reason: str | None = None
     not_delivered_reason: str | None = None
+    # What the pharmacist did: delivered, partial, substituted, adapted or not_delivered
+    # (documents.model.DispensingKind), four different facts besides "as prescribed".
+    kind: str = DispensingKind.DELIVERED.value
+    partial_reason: str | None = None
+
+    @property
+    def reason(self) -> str | None:
+        return (self.substitution_reason or self.adjustment_reason or self.partial_reason
+                or self.not_delivered_reason)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -202,9 +211,11 @@ class DispensedLineRecord:
             "quantity": _num(self.quantity),
             "label": self.label,
             "cis": self.cis,
+            "kind": self.kind,
             "substituted": self.substituted,
             "substitution_reason": self.substitution_reason,
             "adjustment_reason": self.adjustment_reason,
+            "partial_reason": self.partial_reason,
             "not_delivered_reason": self.not_delivered_reason,
         }
 
@@ -343,6 +354,7 @@ class DispensationReport:
             [
                 ln.line_ref.strip(),
                 str(ln.quantity.normalize()),
+                ln.kind.value,
                 ln.substituted,
                 ln.substitution_reason,
                 ln.adjustment_reason,

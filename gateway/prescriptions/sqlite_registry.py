@@ -17,7 +17,7 @@ from typing import Any
 from gateway import identifiers
 from gateway.audit import Recorder, no_record
 from gateway.db import atomic, connect, migrate, snapshot
-from gateway.documents.model import Prescription
+from gateway.documents.model import DispensingKind, Prescription
 from gateway.prescriptions.registry import (
     RETENTION_YEARS,
     AlreadyRegistered,
@@ -115,7 +115,27 @@ MIGRATIONS = [
         PRIMARY KEY (dispensation_id, seq)
     );
     """,
+    # Partial delivery, substitution, adaptation and non-delivery recorded each as itself
+    # (rows written before: kind NULL, read from the other columns).
+    """
+    ALTER TABLE dispensed_lines ADD COLUMN kind TEXT;
+    ALTER TABLE dispensed_lines ADD COLUMN partial_reason TEXT;
+    """,
 ]
+
+
+def _kind_before(row: sqlite3.Row) -> str:
+    """The kind of a line recorded before kinds were (partial deliveries were then written as
+    adaptations "délivrance partielle")."""
+    if row["substituted"]:
+        return DispensingKind.SUBSTITUTED.value
+    if row["not_delivered_reason"]:
+        return DispensingKind.NOT_DELIVERED.value
+    if row["adjustment_reason"] == "délivrance partielle":
+        return DispensingKind.PARTIAL.value
+    if row["adjustment_reason"]:
+        return DispensingKind.ADAPTED.value
+    return DispensingKind.DELIVERED.value
 
 
 def _dt(text: str | None) -> dt.datetime | None:
@@ -189,6 +209,8 @@ class SQLiteRegistry:
                     substitution_reason=r["substitution_reason"],
                     adjustment_reason=r["adjustment_reason"],
                     not_delivered_reason=r["not_delivered_reason"],
+                    kind=r["kind"] or _kind_before(r),
+                    partial_reason=r["partial_reason"],
                 )
             )
         dispensations = tuple(
@@ -457,7 +479,7 @@ class SQLiteRegistry:
             self.conn.execute(
                 "INSERT INTO dispensed_lines (dispensation_id, seq, position, quantity, label,"
                 " cis, substituted, substitution_reason, adjustment_reason,"
-                " not_delivered_reason) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                " not_delivered_reason, kind, partial_reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     report.dispensation_id,
                     seq,
@@ -469,6 +491,8 @@ class SQLiteRegistry:
                     line.substitution_reason,
                     line.adjustment_reason,
                     line.not_delivered_reason,
+                    line.kind.value,
+                    line.partial_reason,
                 ),
             )
         new_lines = list(record.lines)

@@ -30,13 +30,15 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any, Protocol
 
+from gateway import metrics
 from gateway.config import Config, parse_hostport
 from gateway.errors import GatewayError
+from gateway.http import service as http_service
 from gateway.imap import service as imap_service
 from gateway.pki import service as pki_service
 from gateway.runtime import Runtime
@@ -45,8 +47,18 @@ from gateway.smtp import service as smtp_service
 
 log = logging.getLogger("mssgw.server")
 
+
+class Listener(Protocol):
+    """What a worker needs of a listener: an asyncio.Server, or the HTTPS listener."""
+
+    @property
+    def sockets(self) -> Sequence[socket.socket]: ...
+
+    def close(self) -> None: ...
+
+
 class StartServers(Protocol):
-    def __call__(self, runtime: Runtime, *, reuse_port: bool) -> Awaitable[list[asyncio.Server]]:
+    def __call__(self, runtime: Runtime, *, reuse_port: bool) -> Awaitable[Sequence[Listener]]:
         ...
 
 
@@ -67,6 +79,7 @@ class Service:
 SERVICES: tuple[Service, ...] = (
     Service("smtp", smtp_service.start, smtp_service.prepare),
     Service("imap", imap_service.start, imap_service.prepare),
+    Service("https", http_service.start, http_service.prepare),
 )
 
 # Started in the first worker only (work that must not run once per core): the outbound queue
@@ -124,8 +137,8 @@ def reserve_ephemeral_ports(config: Config) -> tuple[Config, list[socket.socket]
 
 async def run_services(
     runtime: Runtime, *, reuse_port: bool, singletons: bool
-) -> tuple[list[asyncio.Server], list[asyncio.Task[Any]]]:
-    servers: list[asyncio.Server] = []
+) -> tuple[list[Listener], list[asyncio.Task[Any]]]:
+    servers: list[Listener] = []
     tasks: list[asyncio.Task[Any]] = []
     try:
         for service in SERVICES:
@@ -157,7 +170,7 @@ def prepare_services(runtime: Runtime) -> None:
             log.debug("prepare for %s failed: %s", service.name, exc)
 
 
-def listeners(servers: list[asyncio.Server]) -> list[tuple[str, str, int]]:
+def listeners(servers: Sequence[Listener]) -> list[tuple[str, str, int]]:
     out = []
     for s in servers:
         for sock in s.sockets:
@@ -331,6 +344,8 @@ class Supervisor:
                         i = sentinels[obj]
                         proc = self.procs[i]
                         proc.join()
+                        if proc.pid is not None:
+                            metrics.process_gone(proc.pid)
                         lived = time.monotonic() - self.started[i]
                         log.warning("worker %d (pid %s) died (exit %s) after %.1f s; restarting",
                                     i, proc.pid, proc.exitcode, lived)
@@ -384,6 +399,8 @@ def client_help(config: Config, items: list[tuple[str, str, int]]) -> str:
 
 def serve(config: Config) -> int:
     _logging()
+    # Before anything counts: every process of this gateway writes its metrics there.
+    metrics.enable_multiprocess(config.metrics_path)
     config, held = reserve_ephemeral_ports(config)
     try:
         return Supervisor(config).run()

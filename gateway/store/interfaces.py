@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.store.queue import Entry, Record
 from gateway.store.sortkeys import SortKeys
@@ -208,6 +208,13 @@ class MailStore(Protocol):
     def sort_keys(self, folder: Folder, uids: Sequence[int]) -> dict[int, SortKeys]:
         """What SORT and THREAD compare (gateway.store.sortkeys) for each of `uids` still in
         the folder, kept from each message's header when it entered the store."""
+        ...
+
+    def sort_values(self, folder: Folder, uids: Sequence[int], key: str) -> dict[int, Any]:
+        """One sort key of each of `uids` still in the folder, so SORT reads only what its
+        criteria name: `key` is a SortKeys field (sent, subject, from_addr, to_addr, cc_addr,
+        display_from, display_to) or "internaldate" / "size" (ARRIVAL, SIZE); the values
+        compare as the SORT collation wants (strings already casemapped)."""
         ...
 
     def cached(

@@ -721,6 +721,35 @@ class MaildirStore:
             keys.update(fresh)
         return keys
 
+    def sort_values(self, folder: Folder, uids: Sequence[int], key: str) -> dict[int, Any]:
+        """One sort key of each of `uids` (SORT reads only the columns its criteria name):
+        `key` is a SortKeys field (sent, subject, from_addr, to_addr, cc_addr, display_from,
+        display_to) or "internaldate" / "size" (ARRIVAL, SIZE). Messages gone are left out."""
+        if not uids:
+            return {}
+        if key in ("internaldate", "size"):
+            table = "messages"
+        elif key in SortKeys._fields and key not in ("references", "reply", "message_id"):
+            table = "sortkeys"
+        else:
+            raise ValueError(f"not a sort key: {key}")
+        lo, hi = min(uids), max(uids)
+        rows = self.conn.execute(
+            f"SELECT uid, {key} FROM {table}"  # noqa: S608 - both checked above
+            " WHERE folder_id = ? AND uid BETWEEN ? AND ?",
+            (folder.id, lo, hi),
+        )
+        if len(uids) == hi - lo + 1:
+            values = dict(rows.fetchall())
+        else:
+            wanted = set(uids)
+            values = {u: v for u, v in rows if u in wanted}
+        if table == "sortkeys" and len(values) < len(uids):  # keys not computed yet
+            missing = [u for u in uids if u not in values]
+            for u, k in self.sort_keys(folder, missing).items():
+                values[u] = getattr(k, key)
+        return values
+
     def cached(
         self, folder: Folder, uids: Sequence[int]
     ) -> dict[int, tuple[bytes | None, bytes | None]]:
