@@ -150,6 +150,10 @@ MIGRATIONS: dict[str, list[str]] = {
             PRIMARY KEY (dispensation_id, seq)
         );
         """,
+        """
+        ALTER TABLE dispensed_lines ADD COLUMN kind TEXT;
+        ALTER TABLE dispensed_lines ADD COLUMN partial_reason TEXT;
+        """,
     ],
     "dmp": [
         """
