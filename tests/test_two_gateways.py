@@ -230,6 +230,28 @@ def test_the_journey_across_nodes(cluster: Cluster) -> None:
     assert [identifier in str(m["Subject"]) for m in mails] == [True, True]
 
 
+def test_a_certificate_issued_on_a_signs_on_b(cluster: Cluster) -> None:
+    """Issued certificates (and their keys) live in the database: B signs with one A issued."""
+    import json
+
+    from gateway.cli import main
+    from gateway.signature.trust import check_package
+    from tests.journey_helpers import attachment
+
+    a, b = cluster.a, cluster.b
+    out = subprocess.run(
+        [sys.executable, "-m", "gateway", "pki", "issue", DOCTOR, "--kind", "personal-sign",
+         "--json", "--config", str(a.cfg)], check=True, capture_output=True, text=True)
+    serial = json.loads(out.stdout)["serial"]
+    assert not (b.config.certs_path / "issued" / f"{serial}.pem").exists()
+    msg, _identifier = prescribe_on(b, b)  # signed in one of B's pool processes
+    assert (b.config.certs_path / "private" / f"{serial}.key").exists()  # fetched by B
+    assert (b.config.certs_path / "issued" / f"{serial}.pem").exists()
+    verdict = check_package(b.config, attachment(msg, "IHE_XDM.zip"))
+    assert verdict.valid, verdict.reason
+    assert main(["pki", "show", serial, "--config", str(b.cfg)]) == 0
+
+
 def test_concurrent_dispensation_on_both_nodes_is_never_over_dispensed(cluster: Cluster) -> None:
     from gateway.runtime import storage_for
 

@@ -61,9 +61,12 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.cli import config_of
+    from gateway.pki.store import fetch_files
     from gateway.server import serve
 
-    return serve(config_of(args))
+    config = config_of(args)
+    fetch_files(config)  # certificates another node issued (a shared database)
+    return serve(config)
 
 
 def cmd_backup(args: argparse.Namespace) -> int:

@@ -79,10 +79,9 @@ def add_anchor(config: Config, data: bytes) -> list[Anchor]:
                 " VALUES (?, ?, ?, ?)",
                 (fp, anchor.subject_dn, anchor.not_after.isoformat(), anchor.added_at.isoformat()),
             )
-            write_atomic(
-                Layout.of(config).anchors / f"{fp[:16]}.pem",
-                cert.public_bytes(serialization.Encoding.PEM),
-            )
+            path = Layout.of(config).anchors / f"{fp[:16]}.pem"
+            write_atomic(path, cert.public_bytes(serialization.Encoding.PEM))
+            store.share_files(config, conn, [path])
             added.append(anchor)
     return added
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from gateway import db
 from gateway.config import Config
@@ -135,6 +136,68 @@ def record_of(row: sqlite3.Row) -> CertRecord:
         revoked_at=_dt(row["revoked_at"]),
         reason=row["reason"],
     )
+
+
+# --- files every node needs, kept in a shared database -------------------------------------
+# On the embedded backend `certs/` is the one copy. On a shared database (PostgreSQL), the
+# files the PKI writes while the gateway runs — issued certificates and their keys, our CRLs,
+# imported anchors — are also kept in the table `pki_files`, written in the same transaction
+# as the index, and every node writes the ones it lacks into its own `certs/`
+# (`fetch_files`: at `mssgw init` and `serve`, hourly in each worker, and when a signer's
+# file is missing). The CAs' own certificates and keys, and the configuration, stay deployed
+# files: CA keys never enter the database.
+
+
+def _shared(config: Config) -> bool:
+    return config.storage.backend == "postgresql"
+
+
+def share_files(config: Config, conn: sqlite3.Connection, paths: list[Path]) -> None:
+    """Keep `paths` (under certs/) in the shared database, inside the caller's transaction."""
+    if not _shared(config):
+        return
+    root = config.certs_path
+    for path in paths:
+        conn.execute(
+            "INSERT INTO pki_files (path, data, mode) VALUES (?, ?, ?) ON CONFLICT (path)"
+            " DO UPDATE SET data = excluded.data, mode = excluded.mode,"
+            " version = nextval('pki_files_version')",
+            (str(path.relative_to(root)), path.read_bytes(), path.stat().st_mode & 0o777),
+        )
+
+
+def fetch_files(config: Config) -> list[Path]:
+    """Write into this node's certs/ the shared files it lacks or has older; the paths written.
+    A watermark (`certs/.shared-version`) makes the next call read only what changed since."""
+    if not _shared(config):
+        return []
+    from gateway.fileio import write_atomic
+
+    root = config.certs_path
+    mark = root / ".shared-version"
+    try:
+        since = int(mark.read_text())
+    except (OSError, ValueError):
+        since = 0
+    with connection(config) as conn:
+        rows = conn.execute(
+            "SELECT path, data, mode, version FROM pki_files WHERE version > ? ORDER BY version",
+            (since,),
+        ).fetchall()
+    written: list[Path] = []
+    for rel, data, mode, version in rows:
+        target = (root / rel).resolve()
+        if root.resolve() not in target.parents:  # a path of ours, never elsewhere
+            continue
+        data = bytes(data)
+        if not target.exists() or target.read_bytes() != data:
+            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            write_atomic(target, data, int(mode))
+            written.append(target)
+        since = max(since, int(version))
+    if rows:
+        write_atomic(mark, str(since).encode())
+    return written
 
 
 def get_state(conn: sqlite3.Connection, name: str) -> str | None:

@@ -234,6 +234,17 @@ MIGRATIONS: dict[str, list[str]] = {
         );
         CREATE TABLE pki_state (name TEXT PRIMARY KEY, value TEXT NOT NULL);
         """,
+        # The files issued while the gateway runs, for every node (gateway.pki.store).
+        """
+        CREATE SEQUENCE pki_files_version;
+        CREATE TABLE pki_files (
+            path TEXT PRIMARY KEY,              -- under certs/: issued/..., crl/..., anchors/...
+            data BYTEA NOT NULL,
+            mode INTEGER NOT NULL,
+            version BIGINT NOT NULL DEFAULT nextval('pki_files_version')
+        );
+        CREATE INDEX pki_files_version_idx ON pki_files(version);
+        """,
     ],
     "audit": [
         """

@@ -100,6 +100,10 @@ def signer_for(config: Config, email: str, *, kinds: Sequence[str] | None = None
         )
     record = max(records, key=lambda r: r.not_before)
     layout = Layout.of(config)
+    if not layout.key(record.serial).exists():  # issued on another node of a shared database
+        from gateway.pki.store import fetch_files
+
+        fetch_files(config)
     try:
         cert, *chain = load_cached(layout.cert(record.serial), x509.load_pem_x509_certificates)
         # Our own key file (0600, written by our PKI): skipping cryptography's RSA consistency
