@@ -85,6 +85,7 @@ run: $(STAMP)
 	$(MSSGW) init --demo
 	@if [ -d "$(BDPM)" ]; then $(MSSGW) drugs import --if-empty "$(BDPM)" | tail -n 1; \
 	else echo "no BDPM folder at $(BDPM): doctors can name drugs only after 'mssgw drugs import DIR'"; fi
+	@$(MSSGW) admin login-link demo --minutes 60 | sed '1s/^/console, one-time demo login: /'
 	$(MSSGW) serve
 
 # Debian packages the tests drive (mail clients, PDF tools...). Installed only when we are root

@@ -4,37 +4,29 @@ OpenAPI document), and answers with the CLI's rules, messages and HTTP status co
 from __future__ import annotations
 
 import re
-import types
 
 import httpx
 import pytest
-from admin_helpers import DOMAIN, RPPS_BAD_KEY, RPPS_OK, setup_admins, whitelist
+from admin_helpers import DOMAIN, RPPS_BAD_KEY, RPPS_OK, whitelist
+from admin_server import admin_gateway, client  # noqa: F401 (fixture)
 
 from gateway import audit
 from gateway.directory.demo import PATIENT_INS, doctor_address
 
 
 @pytest.fixture
-def api(gateway_home):
-    """(admins, client factory): a client for the API with a given token (None: anonymous)."""
-    from fastapi import FastAPI
-    from fastapi.testclient import TestClient
-
-    from gateway.web import register
-
-    admins = setup_admins(gateway_home)
-    app = FastAPI()
-    app.state.mssgw = types.SimpleNamespace(config=admins.config)
-    register(app, app.state.mssgw)
+def api(admin_gateway):  # noqa: F811
+    """(admins, client factory): clients of the running `mssgw serve`, each with a token (None:
+    anonymous)."""
+    admins, base = admin_gateway
     clients: list[httpx.Client] = []
 
-    def client(token: str | None) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        c = TestClient(app, base_url="https://testserver", headers=headers)
+    def make(token: str | None) -> httpx.Client:
+        c = client(admins, base, token)
         clients.append(c)
         return c
 
-    yield admins, client
+    yield admins, make
     for c in clients:
         c.close()
 
@@ -58,7 +50,7 @@ def test_anonymous_gets_401_on_every_resource_of_the_openapi_document(api):
     assert forged.get("/api/v1/status").status_code == 401
 
 
-def test_mailboxes_with_the_cli_rules_messages_and_status_codes(api, gateway_home, capsys):
+def test_mailboxes_with_the_cli_rules_messages_and_status_codes(api, capsys):
     admins, client = api
     c = client(admins.admin_token)
     new = {"email": f"dr.house@{DOMAIN}", "rpps": RPPS_BAD_KEY, "family_name": "House",
@@ -68,7 +60,7 @@ def test_mailboxes_with_the_cli_rules_messages_and_status_codes(api, gateway_hom
     # The same one line as the CLI.
     from directory_cli import Cli
 
-    cli = Cli(gateway_home, capsys)
+    cli = Cli(admins.config.home, capsys)
     err = cli("directory", "add-professional", "--email", new["email"], "--rpps", RPPS_BAD_KEY,
               "--family-name", "House", "--given-name", "Gregory", "--profession", "10").err
     assert err.strip() == f"mssgw: error: {r.json()['error']}"
@@ -180,3 +172,87 @@ def test_trust_pki_queue_audit_and_status(api):
     status = c.get("/api/v1/status").json()
     assert status["mailboxes"]["PER"] == 2 and status["queue"]["depth"] == 0
     assert c.get("/api/v1/me").json()["name"] == "alice"
+
+
+def test_console_cookies_csrf_headers_and_auditor(api):
+    from gateway.admins import totp
+
+    admins, client = api
+    c = client(None)
+    r = c.get("/console/mailboxes")
+    assert r.status_code == 303 and r.headers["location"] == "/console/login"
+    page = c.get("/console/login")
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "script-src" not in csp
+    assert "frame-ancestors 'none'" in csp and "form-action 'self'" in csp
+    assert page.headers["cache-control"] == "no-store"
+    assert page.headers["x-frame-options"] == "DENY"
+    login_csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    # Without the login form's token (a cross-site post): refused, no session.
+    r = c.post("/console/login", data={"csrf": "forged", "name": "eve",
+                                       "password": "correct horse battery", "code": "000000"})
+    assert r.status_code == 401 and "csrf:" in r.text
+    c.cookies.clear()
+    page = c.get("/console/login")
+    login_csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    from gateway.admins import open_accounts
+    from gateway.admins.model import Caller
+
+    accounts = open_accounts(admins.config)
+    eve_secret = accounts.reset_totp(Caller.local("test"), "eve")
+    accounts.store.close()
+    r = c.post("/console/login", data={"csrf": login_csrf, "name": "eve",
+                                       "password": "correct horse battery",
+                                       "code": totp.code(eve_secret)})
+    assert r.status_code == 303
+    cookie = r.headers["set-cookie"]
+    assert cookie.startswith("__Host-mssgw-session=")
+    for flag in ("Secure", "HttpOnly", "SameSite=strict", "Path=/"):
+        assert flag.lower() in cookie.lower(), cookie
+    # An auditor reads, sees no change form, and a forged change is refused.
+    page = c.get(f"/console/mailboxes/{doctor_address(DOMAIN)}")
+    assert page.status_code == 200 and "Suspendre" not in page.text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    r = c.post(f"/console/mailboxes/{doctor_address(DOMAIN)}/suspend", data={"csrf": csrf})
+    assert r.status_code == 403 and "auditor" in r.text
+    r = c.post(f"/console/mailboxes/{doctor_address(DOMAIN)}/suspend", data={})
+    assert r.status_code == 401
+
+
+def test_queue_retry_and_bounce_return_the_message_to_its_sender(api):
+    import time
+
+    from gateway.store.maildir import mailbox_path
+    from gateway.store.queue import Entry, Queue, new_queue_id
+
+    admins, client = api
+    c = client(admins.admin_token)
+    sender = doctor_address(DOMAIN)
+    data = (f"From: <{sender}>\r\nTo: <x@elsewhere.localhost>\r\nSubject: Compte rendu\r\n"
+            "Message-ID: <cr1@test.localhost>\r\n\r\nBonjour.\r\n").encode()
+    qid = new_queue_id()
+    Queue(admins.config.queue_path).enqueue_many([Entry(qid, sender, ["x@elsewhere.localhost"],
+                                                        data)])
+    deadline = time.monotonic() + 20  # the runner tries once (refused), then waits an hour
+    while time.monotonic() < deadline:
+        shown = c.get(f"/api/v1/queue/{qid}").json()
+        if shown["recipients"][0]["attempts"]:
+            break
+        time.sleep(0.2)
+    assert "Subject: Compte rendu" in shown["headers"]
+    assert c.post(f"/api/v1/queue/{qid}/retry").json() == {"retry": [qid]}
+    inbox = mailbox_path(admins.config.mailboxes_path, sender) / "new"
+    before = set(inbox.iterdir()) if inbox.exists() else set()
+    r = c.post(f"/api/v1/queue/{qid}/bounce")
+    assert r.status_code in (200, 409), r.text  # 409: the runner held it; try once more
+    if r.status_code == 409:
+        time.sleep(1)
+        assert c.post(f"/api/v1/queue/{qid}/bounce").status_code == 200
+    assert c.get(f"/api/v1/queue/{qid}").status_code == 404
+    (dsn,) = set(inbox.iterdir()) - before
+    text = dsn.read_bytes()
+    assert b"multipart/report; report-type=delivery-status" in text
+    assert b"returned to the sender by the gateway's administrator" in text
+    actions = [e.action for e in audit.read(admins.config, target=qid)]
+    assert actions[0] == "queue.show" and "queue.retry" in actions
+    assert actions[-1] == "queue.bounce"

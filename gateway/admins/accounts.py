@@ -210,7 +210,7 @@ class AdminAccounts:
         self.store.update_account(
             acc.admin.name, failures=count, first_failure_at=start, locked_until=locked
         )
-        self.audit(f"admin:{acc.admin.name}", "admin.login-failed", acc.admin.name,
+        self.audit(f"unauthenticated {client}".strip(), "admin.login-failed", acc.admin.name,
                    {"client": client, "failures": count, "locked": locked is not None})
 
     def login(self, name: str, password: str, code: str, *, client: str = "") -> Admin:

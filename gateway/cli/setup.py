@@ -11,6 +11,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from gateway.admins import demo as admins_demo
 from gateway.cli import add_command, runtime_of
 from gateway.directory import demo as directory_demo
 from gateway.directory import setup as directory_setup
@@ -42,6 +43,7 @@ INIT_STEPS: tuple[InitStep, ...] = (
 DEMO_STEPS: tuple[InitStep, ...] = (
     directory_demo.register,
     pki_demo.issue_certificates,
+    admins_demo.register,
 )
 
 

@@ -112,6 +112,15 @@ class HTTPSection:
 
 
 @dataclass(frozen=True)
+class LogSection:
+    """The mail log (gateway/maillog.py): a line per SMTP transaction, delivery, relay
+    attempt, bounce and login."""
+
+    mail: str = ""  # a file (reopened after logrotate moves it); "" = stderr, with the rest
+    format: str = "kv"  # "kv" (key=value) or "json"
+
+
+@dataclass(frozen=True)
 class QuotaSection:
     """Storage per mailbox, in octets, by kind of mailbox (0: no limit). SMTP refuses mail
     that would go beyond it (452 4.2.2, or 552 5.2.2 for a message larger than the whole
@@ -234,6 +243,7 @@ class Config:
     smtp: SMTPSection = field(default_factory=SMTPSection)
     imap: IMAPSection = field(default_factory=IMAPSection)
     http: HTTPSection = field(default_factory=HTTPSection)
+    log: LogSection = field(default_factory=LogSection)
     quota: QuotaSection = field(default_factory=QuotaSection)
     documents: DocumentsSection = field(default_factory=DocumentsSection)
     xdm: XDMSection = field(default_factory=XDMSection)
@@ -330,6 +340,7 @@ _SECTIONS: dict[str, type] = {
     "smtp": SMTPSection,
     "imap": IMAPSection,
     "http": HTTPSection,
+    "log": LogSection,
     "quota": QuotaSection,
     "documents": DocumentsSection,
     "xdm": XDMSection,
@@ -347,6 +358,8 @@ def config_from_dict(data: dict[str, Any], home: Path, source: Path | None = Non
             raise ConfigError(f"config: unknown section [{name}] (known: {', '.join(_SECTIONS)})")
         sections[name] = _section(_SECTIONS[name], name, values)
     cfg = Config(home=home.resolve(), source=source, **sections)
+    if cfg.log.format not in ("kv", "json"):
+        raise ConfigError("config: [log] format must be 'kv' or 'json'")
     if cfg.tls.profile not in ("default", "strict"):
         raise ConfigError("config: [tls] profile must be 'default' or 'strict'")
     for key in ("ca_key_bits", "key_bits"):

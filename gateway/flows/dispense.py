@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from gateway import metrics
 from gateway.directory.demo import ROBOT_LOCAL
 from gateway.dmp.feed import file_package, qualified_ins
 from gateway.dmp.model import Actor, ActorKind
@@ -123,6 +124,8 @@ def _record(ctx: Context, d: Dispensation, sender: str, key: str
     in_dmp = all(qualified_ins(doc.entry.patient_id or "") for doc in pkg.content)
     with ctx.records.unit() as uow:  # the dispensation and its DMP filing: one commit
         result = uow.registry.dispense(report, now=now())
+        if result.applied:
+            metrics.prescription("dispensed")
         if result.applied and in_dmp:
             file_package(uow.dmp, pkg, actor=Actor(ActorKind.GATEWAY, ACTOR),
                          author_address=sender, prescription_id=d.prescription_id,
@@ -168,6 +171,7 @@ def handle(ctx: Context, sender: str, recipients: tuple[str, ...], data: bytes) 
     try:
         record, applied, package, in_dmp, warnings = _record(ctx, d, sender, key)
     except GatewayError as exc:
+        metrics.prescription("dispensation-refused")
         return Plan(handled=(ctx.robot,) if to_robot else (), deliveries=(_reply(
             ctx, sender, f"Délivrance refusée : ordonnance {d.prescription_id}",
             f"Bonjour,\n\nLa délivrance pour l'ordonnance {d.prescription_id} n'a pas été"

@@ -19,6 +19,7 @@ import dataclasses
 import datetime as dt
 import re
 
+from gateway import metrics
 from gateway.dmp.feed import QUALIFIED_INS_ROOTS, file_package
 from gateway.dmp.model import Actor, ActorKind
 from gateway.documents.build import assign_ids, prescription_document
@@ -282,6 +283,7 @@ def _register(ctx: Context, key: str, source: Source, sender: str, patient_addre
             uow.prescribed.add(key, p.identifier)
     except GatewayError as exc:  # the registry or the DMP refuses (e.g. an identifier reused)
         raise Refused(f"l'ordonnance n'a pas pu être enregistrée : {exc}") from None
+    metrics.prescription("registered")
     return Built(p, pdf, signed, tuple(e.metadata.unique_id for e in entries), warnings)
 
 
@@ -307,6 +309,7 @@ def handle(ctx: Context, sender: str, patients: tuple[str, ...], data: bytes) ->
         built = _register(ctx, key, source, sender, patient, now())
     except Refused as exc:
         # Who was refused and why, for the administrators (the console's dashboard counts them).
+        metrics.prescription("refused")
         ctx.audit.record(sender, "prescription.refuse", patients[0] if patients else "",
                          {"reason": exc.report.splitlines()[0][:300] if exc.report else "refused"})
         reply = mail.compose(

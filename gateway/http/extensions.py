@@ -10,6 +10,7 @@ from gateway.http.app import Extension
 
 
 def default() -> list[Extension]:
+    from gateway import web
     from gateway.http import routes
 
-    return [routes.register]
+    return [routes.register, web.register]

@@ -20,6 +20,7 @@ import logging
 import ssl
 import zlib
 
+from gateway import metrics
 from gateway.imap.parser import Command, CommandReader, Continue, RawLine, Reject
 from gateway.imap.session import Hooks, Session
 
@@ -238,6 +239,8 @@ async def serve_connection(
     task = asyncio.current_task()
     if task is not None:
         _live.add(task)
+    metrics.connection("imap tls" if implicit_tls else "imap starttls")
+    metrics.imap_session_opened()
     try:
         await conn.run()
     except Exception:  # one broken connection never takes the listener down
@@ -245,6 +248,7 @@ async def serve_connection(
     except asyncio.CancelledError:
         pass  # shutting down: the connection is closed in run()'s finally
     finally:
+        metrics.imap_session_closed()
         if task is not None:
             _live.discard(task)
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from cryptography import x509
 
+from gateway import maillog, metrics
 from gateway.config import Config, parse_hostport
 from gateway.imap.server import end_sessions, serve_connection
 from gateway.imap.session import AuthFailed, Hooks, Login
@@ -46,22 +47,31 @@ def build_hooks(runtime: Runtime) -> Hooks:
 
     async def authenticate(address: str, password: str, client_ip: str) -> Login:
         result = await authenticator.authenticate(address, password, client_ip)
+        maillog.login("imap", "ok" if result.ok else "locked" if result.retry_after is not None
+                      else "failed", user=address, peer=client_ip, mechanism="password",
+                      reason=None if result.ok else str(result.reason))
         if result.reason is AuthReason.PASSWORD_NOT_ALLOWED:
-            log.warning("IMAP login refused for %s from %s: %s", address, client_ip,
-                        result.reason)
             raise AuthFailed("this mailbox does not log in with a password: use a Pro Sante "
                              "Connect token (AUTHENTICATE OAUTHBEARER or XOAUTH2)")
         if not result.ok or result.mailbox is None:
             # One answer for every failure (unknown, wrong password, suspended, locked out):
-            # the reason goes to the log, never to the client.
-            log.warning("IMAP login refused for %s from %s: %s", address, client_ip,
-                        result.reason)
+            # the reason goes to the (mail) log, never to the client.
             raise AuthFailed("authentication failed")
         mailbox = result.mailbox
         return Login(mailbox.address, mailbox.kind is MailboxKind.PATIENT,
                      config.quota.limit(mailbox.kind.value))
 
     async def authenticate_certificate(ssl_object: object, authzid: str) -> Login:
+        try:
+            login = await certificate_login(ssl_object, authzid)
+        except AuthFailed as exc:
+            maillog.login("imap", "failed", user=authzid or "-", peer="",
+                          mechanism="certificate", reason=str(exc))
+            raise
+        maillog.login("imap", "ok", user=login.address, peer="", mechanism="certificate")
+        return login
+
+    async def certificate_login(ssl_object: object, authzid: str) -> Login:
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(
             None, verify_peer, config, ssl_object, Purpose.CLIENT  # type: ignore[arg-type]
@@ -83,6 +93,11 @@ def build_hooks(runtime: Runtime) -> Hooks:
     async def authenticate_token(response: BearerResponse, client_ip: str) -> Login:
         assert logins is not None
         result = await logins.login(response, client_ip, "imap")  # logs each refusal
+        maillog.login("imap", "ok" if result.mailbox is not None else "locked"
+                      if result.retry_after is not None else "failed",
+                      user=result.mailbox.address if result.mailbox is not None else "-",
+                      peer=client_ip, mechanism="token",
+                      reason=None if result.mailbox is not None else result.message)
         if result.mailbox is not None:
             return Login(result.mailbox.address, result.mailbox.kind is MailboxKind.PATIENT,
                          config.quota.limit(result.mailbox.kind.value))
@@ -117,7 +132,7 @@ def make_tls_context(config: Config) -> ssl.SSLContext:
 
     # "optional": application mailboxes may present a client certificate (AUTHENTICATE
     # EXTERNAL); everyone else logs in with a password once TLS is up.
-    return server_context(config, client_certs="optional")
+    return metrics.count_tls_failures(server_context(config, client_certs="optional"), "imap")
 
 
 def tls_context(runtime: Runtime) -> ssl.SSLContext:

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import ssl
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -36,17 +37,17 @@ ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Why a message was refused, as a small fixed set of label values (a label per reply text
 # would make a series per address).
 RefusalReason = Literal[
-    "auth",  # not authenticated, or not allowed to send as this sender
-    "sender",  # envelope or From: sender refused
-    "recipient",  # unknown, inactive or not-allowed recipient
-    "relay",  # relay peer not identified / not trusted
-    "size",  # too big
-    "rate",  # rate limit
-    "policy",  # patient rules, closed threads, smuggling, malformed
-    "content",  # the document flows refused the content
-    "temporary",  # 4xx: storage or pipeline failure
+    "auth",  # x.7.8: authentication needed or refused
+    "sender",  # 553, x.1.7, x.1.8: the envelope sender is not acceptable
+    "recipient",  # x.1.y: unknown or suspended mailbox
+    "size",  # x.3.4: message too big
+    "quota",  # x.2.2: the recipient's mailbox is full
+    "rate",  # 4.7.0, 4.7.1: rate limit
+    "policy",  # x.7.y: patient rules, closed threads, relay refused; too many recipients
+    "content",  # x.6.y: malformed message (bare CR/LF, header)
+    "temporary",  # other 4xx: storage or pipeline failure
 ]
-Prescription = Literal["registered", "dispensed", "refused", "verified"]
+Prescription = Literal["registered", "refused", "dispensed", "dispensation-refused"]
 
 # Pipeline latency: a transport-only message takes ~1 ms, a prescription tens of ms, a big
 # XDM package or a loaded pool seconds.
@@ -115,7 +116,8 @@ class _Metrics:
             "mssgw_pipeline_seconds", "Time a message spends in the pipeline (document flows)",
             ["listener"], buckets=LATENCY_BUCKETS, registry=r)
         self.prescriptions = Counter(
-            "mssgw_prescriptions", "E-prescriptions registered, dispensed, verified or refused",
+            "mssgw_prescriptions",
+            "E-prescriptions registered or refused, dispensations recorded or refused",
             ["event"], registry=r)
         self.imap_sessions = Counter(
             "mssgw_imap_sessions", "IMAP sessions opened", registry=r)
@@ -156,6 +158,21 @@ def _m() -> _Metrics:
 
 def connection(listener: str) -> None:
     _m().connections.labels(listener).inc()
+
+
+_F = TypeVar("_F")
+
+
+def counting(factory: Callable[[], _F], listener: str) -> Callable[[], _F]:
+    """A listener's protocol factory that counts each connection. asyncio calls the factory
+    when it accepts the TCP connection, before any TLS handshake."""
+    counter = _m().connections.labels(listener)
+
+    def make() -> _F:
+        counter.inc()
+        return factory()
+
+    return make
 
 
 def tls_failure(listener: str) -> None:
@@ -216,3 +233,55 @@ def login(protocol: Literal["smtp", "imap"], ok: bool) -> None:
 
 def lockout(protocol: Literal["smtp", "imap"]) -> None:
     _m().lockouts.labels(protocol).inc()
+
+
+def refusal_reason(reply: str) -> RefusalReason:
+    """The reason class of an SMTP refusal, from its reply code and enhanced status code
+    (RFC 3463): 'x.1.y' addressing, 'x.2.y'/'x.3.4' mailbox and size, 'x.7.y' policy..."""
+    code, _, rest = reply.partition(" ")
+    enhanced = rest.split(" ", 1)[0] if rest[:1].isdigit() else ""
+    _, subject, detail = (enhanced.split(".") + ["", "", ""])[:3]
+    if subject == "7" and detail == "8":
+        return "auth"
+    if subject == "7" and detail in ("0", "1") and code.startswith("4"):
+        return "rate"
+    if code == "553" or subject == "1" and detail in ("7", "8"):
+        return "sender"
+    if subject == "1" or subject == "2" and detail == "1":
+        return "recipient"
+    if subject == "2" and detail == "2":
+        return "quota"
+    if subject == "3" and detail == "4":
+        return "size"
+    if subject == "5" and detail == "3":
+        return "policy"
+    if code.startswith("4"):
+        return "temporary"
+    if subject == "6":
+        return "content"
+    return "policy"
+
+
+class _CountingSSLObject(ssl.SSLObject):
+    """An SSLObject (the TLS state asyncio wraps around a connection, for implicit TLS and
+    STARTTLS alike) that counts a handshake OpenSSL refuses. `SSLContext.sslobject_class` is
+    the documented way to give a context's connections a subclass."""
+
+    listener = ""
+
+    def do_handshake(self) -> None:
+        try:
+            super().do_handshake()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            raise  # not a failure: the handshake needs more bytes
+        except ssl.SSLError:
+            tls_failure(self.listener)
+            raise
+
+
+def count_tls_failures(context: ssl.SSLContext, listener: str) -> ssl.SSLContext:
+    """Make `context` count its failed server handshakes under `listener`."""
+    context.sslobject_class = type(
+        "CountingSSLObject", (_CountingSSLObject,), {"listener": listener}
+    )
+    return context

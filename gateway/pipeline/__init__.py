@@ -34,6 +34,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+from gateway import metrics
 from gateway.config import Config
 
 if TYPE_CHECKING:
@@ -133,8 +134,9 @@ class Pipeline:
     async def process(self, message: Message) -> Outcome:
         """Run every step; with none, the message is delivered unchanged to its recipients."""
         outcome = Outcome.unchanged(message)
-        for step in self.steps:
-            outcome = await step(self, message, outcome)
+        with metrics.pipeline_timer(message.channel):
+            for step in self.steps:
+                outcome = await step(self, message, outcome)
         return outcome
 
     def _executor(self) -> ProcessPool:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any, Protocol
 
-from gateway import metrics
+from gateway import maillog, metrics
 from gateway.config import Config, parse_hostport
 from gateway.errors import GatewayError
 from gateway.http import service as http_service
@@ -238,6 +238,7 @@ def worker_main(supervisor: Runtime, index: int, conn: Connection) -> None:
     pipeline's pool processes with it)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; SIGTERM stops us
     _logging()
+    maillog.configure_from(supervisor.config)
     runtime = supervisor.in_child()
     try:
         asyncio.run(_worker(runtime, index, conn))
@@ -401,6 +402,10 @@ def serve(config: Config) -> int:
     _logging()
     # Before anything counts: every process of this gateway writes its metrics there.
     metrics.enable_multiprocess(config.metrics_path)
+    try:
+        maillog.configure_from(config)  # here first: a mail log that cannot be opened stops us
+    except OSError as exc:
+        raise ServeError(f"cannot open the mail log {config.log.mail}: {exc.strerror}") from None
     config, held = reserve_ephemeral_ports(config)
     try:
         return Supervisor(config).run()

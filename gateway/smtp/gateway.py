@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from gateway import pipeline
+from gateway import maillog, pipeline
 from gateway.directory import Mailbox, MailboxKind, own_domains
 from gateway.smtp import replies
 from gateway.smtp.checks import Headers, domain_of
@@ -279,20 +279,19 @@ class Gateway:
         """Store the outcome durably (one commit), and note conversations with patients."""
         local: list[tuple[str, bytes]] = []
         queued: list[Entry] = []
+        stored: list[tuple[str, str, list[str], int]] = []  # for the mail log, once committed
         for i, d in enumerate(outcome.deliveries):
             qid = message.queue_id if i == 0 else new_queue_id()
             sender = message.sender if d.sender is None else d.sender
             lo, qu = self.plan(sender, d.recipients, d.data, qid)
             local += lo
             queued += qu
+            stored.append((qid, sender, [address for address, _ in lo], len(d.data)))
         if outcome.rejections:
             failures = [Failure(r.recipient, r.status, r.reason) for r in outcome.rejections]
             lo, qu = self.dsn_for(message, failures)
             local += lo
             queued += qu
-            for r in outcome.rejections:
-                log.info("queue id %s: pipeline rejected <%s>: %s %s",
-                         message.queue_id, r.recipient, r.status, r.reason)
         patients = [
             r for d in outcome.deliveries for r in d.recipients
             if domain_of(r) == self.config.gateway.patient_domain
@@ -309,3 +308,10 @@ class Gateway:
             await self.intake.commit(local, queued, contact)
         elif contact is not None:
             await asyncio.to_thread(self.conversations.record_many, [contact])
+        for qid, sender, rcpts, size in stored:
+            if rcpts:
+                maillog.delivered(qid, sender, rcpts, size)
+        if outcome.rejections:
+            maillog.bounce(message.queue_id, message.sender,
+                           [r.recipient for r in outcome.rejections],
+                           "; ".join(f"{r.status} {r.reason}" for r in outcome.rejections))

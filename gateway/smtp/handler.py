@@ -27,7 +27,7 @@ from typing import Any
 from aiosmtpd.smtp import MISSING, AuthResult, Envelope
 from cryptography import x509
 
-from gateway import pipeline
+from gateway import maillog, pipeline
 from gateway.directory import MailboxKind
 from gateway.directory.auth import AuthReason
 from gateway.oidc import sasl
@@ -55,6 +55,10 @@ def _ip(session: GatewaySession) -> str:
     return str(peer[0]) if isinstance(peer, tuple) else str(peer or "")
 
 
+def _auth(session: GatewaySession) -> str | None:
+    return session.mailbox.address if session.mailbox is not None else None
+
+
 def _sender(envelope: Envelope) -> str:
     s = envelope.mail_from or ""
     return "" if s == NULL_SENDER else s.lower()
@@ -79,6 +83,8 @@ class BaseHandler:
         sender = "" if address == NULL_SENDER else address.lower()
         refusal = await self.check_sender(session, sender)
         if refusal is not None:
+            maillog.smtp(self.channel, str(refusal), stage="mail", peer=_ip(session),
+                         auth=_auth(session), sender=sender)
             return str(refusal)
         session.mail_size = None
         for opt in mail_options:
@@ -98,15 +104,17 @@ class BaseHandler:
         rcpt_options: list[str],
     ) -> str:
         rcpt = address.lower()
-        if len(envelope.rcpt_tos) >= self.gw.config.smtp.max_recipients:
-            return str(replies.too_many_recipients(self.gw.config.smtp.max_recipients))
         limit = self.gw.size_limit(domain_of(rcpt))
-        if session.mail_size is not None and session.mail_size > limit:
-            return str(replies.too_big(limit, domain_of(rcpt)))
-        refusal = await self.check_recipient(session, _sender(envelope), rcpt)
+        refusal: Reply | None
+        if len(envelope.rcpt_tos) >= self.gw.config.smtp.max_recipients:
+            refusal = replies.too_many_recipients(self.gw.config.smtp.max_recipients)
+        elif session.mail_size is not None and session.mail_size > limit:
+            refusal = replies.too_big(limit, domain_of(rcpt))
+        else:
+            refusal = await self.check_recipient(session, _sender(envelope), rcpt)
         if refusal is not None:
-            log.info("refused rcpt peer=%s from=<%s> to=<%s>: %s",
-                     _ip(session), _sender(envelope), rcpt, refusal)
+            maillog.smtp(self.channel, str(refusal), stage="rcpt", peer=_ip(session),
+                         auth=_auth(session), sender=_sender(envelope), recipients=[rcpt])
             return str(refusal)
         envelope.rcpt_tos.append(rcpt)
         envelope.rcpt_options.extend(rcpt_options)
@@ -128,6 +136,17 @@ class BaseHandler:
     async def handle_DATA(
         self, server: GatewaySMTP, session: GatewaySession, envelope: Envelope
     ) -> str:
+        session.queue_id = None
+        reply = await self.data(server, session, envelope)
+        maillog.smtp(self.channel, reply, qid=session.queue_id, peer=_ip(session),
+                     auth=_auth(session), sender=_sender(envelope),
+                     recipients=envelope.rcpt_tos, size=len(envelope.original_content or b""))
+        return reply
+
+    async def data(
+        self, server: GatewaySMTP, session: GatewaySession, envelope: Envelope
+    ) -> str:
+        """The reply to DATA (its line in the mail log is written by `handle_DATA`)."""
         data = envelope.original_content or b""
         sender = _sender(envelope)
         rcpts = tuple(envelope.rcpt_tos)
@@ -141,7 +160,6 @@ class BaseHandler:
         # defers the whole message (DATA has one reply): the client retries the others too.
         full = await self.gw.check_quotas(rcpts, len(data))
         if full is not None:
-            log.info("refused data peer=%s from=<%s>: %s", _ip(session), sender, full)
             return str(full)
         try:
             headers = read_headers(data)
@@ -151,9 +169,8 @@ class BaseHandler:
             session.mailbox, headers
         )
         if refusal is not None:
-            log.info("refused data peer=%s from=<%s>: %s", _ip(session), sender, refusal)
             return str(refusal)
-        qid = new_queue_id()
+        qid = session.queue_id = new_queue_id()
         message = pipeline.Message(
             queue_id=qid,
             sender=sender,
@@ -169,11 +186,6 @@ class BaseHandler:
         except Exception:
             log.exception("queue id %s: could not process or store the message", qid)
             return str(replies.temporary_failure(qid))
-        log.info(
-            "accepted %s channel=%s peer=%s auth=%s from=<%s> to=%s size=%d",
-            qid, self.channel, _ip(session), message.authenticated or "-", sender,
-            ",".join(rcpts), len(message.data),
-        )
         return replies.ok(f"Ok: queued as {qid}")
 
     def received(
@@ -412,11 +424,12 @@ class SubmissionHandler(BaseHandler):
         result = await self.gw.authenticator.authenticate(
             address, password.decode("utf-8", "replace"), _ip(session)
         )
+        maillog.login("smtp", "ok" if result.ok else "locked" if result.retry_after is not None
+                      else "failed", user=address, peer=_ip(session), mechanism="password",
+                      reason=None if result.ok else str(result.reason))
         if result.ok:
             session.mailbox = result.mailbox
-            log.info("AUTH ok peer=%s mailbox=%s", _ip(session), address)
             return AuthResult(success=True, auth_data=result.mailbox)
-        log.info("AUTH failed peer=%s login=%s reason=%s", _ip(session), address, result.reason)
         if result.retry_after is not None:
             return AuthResult(success=False, handled=False, message=_locked_out(result.retry_after))
         if result.reason is AuthReason.PASSWORD_NOT_ALLOWED:

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from gateway import maillog
 from gateway.config import Config, parse_hostport
 from gateway.smtp.checks import domain_of
 from gateway.smtp.dsn import Failure
@@ -150,12 +151,13 @@ class Runner:
         r.status = a.status
         r.remote_mta = a.remote_mta
         s = self.config.smtp
+        reason = a.text
         if 200 <= a.code < 300:
             r.state = SENT
-            log.info("queue id %s: delivered to <%s> via %s", record.id, r.address, a.remote_mta)
+            result = "sent"
         elif a.code >= 500:
             r.state = FAILED
-            log.info("queue id %s: <%s> failed permanently: %s", record.id, r.address, a.text)
+            result = "failed"
         elif now - record.created >= s.queue_lifetime:
             r.state = FAILED
             r.status = "4.4.7"
@@ -163,11 +165,14 @@ class Runner:
                 f"delivery expired after {int(now - record.created)} s in the queue; "
                 f"last error: {r.last_error}"
             )
-            log.info("queue id %s: <%s> expired: %s", record.id, r.address, a.text)
+            result = "expired"
         else:
             delay = min(s.queue_retry_initial * 2 ** (r.attempts - 1), s.queue_retry_max)
             r.next_attempt = now + delay
-            log.info("queue id %s: <%s> deferred %ss: %s", record.id, r.address, delay, a.text)
+            result, reason = "deferred", f"{a.text} (next attempt in {delay} s)"
+        maillog.relay(record.id, r.address, result, relay_to=a.remote_mta,
+                      status=f"{a.code or ''} {a.status or ''}".strip() or None, reason=reason,
+                      attempts=r.attempts, kind=record.kind)
 
     def _finish(self, record: Record, data: bytes) -> None:
         failed = [r for r in record.recipients if r.state == FAILED]
@@ -186,7 +191,8 @@ class Runner:
             local, queued = self.gw.dsn_for(message, failures)
             if local or queued:
                 self.intake.store(local, queued)
-                log.info("queue id %s: DSN sent to <%s>", record.id, record.sender)
+                maillog.bounce(record.id, record.sender, [r.address for r in failed],
+                               "; ".join(f.diagnostic for f in failures)[:500] or None)
         elif failed and record.kind == "dsn":
             log.warning("queue id %s: a DSN could not be delivered; dropped", record.id)
         self.queue.remove(record.id)

@@ -103,6 +103,7 @@ class GatewaySession(Session):
         self.mailbox: Any = None  # the authenticated gateway.directory.Mailbox
         self.peer_check: Any = None  # relay: the verified peer certificate (handler.PeerCheck)
         self.mail_size: int | None = None  # SIZE= of the current MAIL
+        self.queue_id: str | None = None  # the current DATA's, once assigned (mail log)
 
     @property
     def login_data(self) -> Any:

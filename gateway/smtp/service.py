@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from gateway import metrics
 from gateway.config import Config, parse_hostport
 from gateway.smtp.handler import RelayHandler, SubmissionHandler
 from gateway.smtp.protocol import GatewaySMTP
@@ -38,7 +39,8 @@ def make_tls_contexts(config: Config) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     # Relay: optional at the TLS level so that a peer without one gets an SMTP reply saying why
     # instead of a bare handshake failure; RCPT is refused without a verified certificate.
     relay = server_context(config, client_certs="optional", peers=True)
-    return submission, relay
+    return (metrics.count_tls_failures(submission, "smtp submission"),
+            metrics.count_tls_failures(relay, "smtp relay"))
 
 
 def tls_contexts(runtime: Runtime) -> tuple[ssl.SSLContext, ssl.SSLContext]:
@@ -106,7 +108,8 @@ async def start(runtime: Runtime, *, reuse_port: bool = False) -> list[asyncio.S
                 continue
             host, port = parse_hostport(address)
             server = await loop.create_server(
-                make, host, port, ssl=implicit, reuse_port=reuse_port, backlog=1024,
+                metrics.counting(make, f"smtp {name}"), host, port, ssl=implicit,
+                reuse_port=reuse_port, backlog=1024,
                 ssl_handshake_timeout=30 if implicit else None,
             )
             sockname = server.sockets[0].getsockname()

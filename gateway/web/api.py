@@ -245,17 +245,18 @@ def remove_domain(s: ApiServices, name: str) -> dict[str, Any]:
 
 
 def with_upload(upload: AnyUpload, limit: int, run: Any) -> Any:
-    """Run `run(path)` on the uploaded file written to a private temporary file."""
+    """Run `run(path)` on the uploaded file, written under its own name (as the audit log then
+    shows it) in a private temporary folder removed afterwards."""
     data = upload.file.read(limit + 1)
     if len(data) > limit:
         raise GatewayError(f"file: over the limit of {limit} bytes")
-    fd, path = tempfile.mkstemp(prefix="mssgw-upload-", suffix=".xml")
-    try:
-        with os.fdopen(fd, "wb") as f:
+    name = os.path.basename(upload.filename or "") or "upload"
+    name = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)[:100]
+    with tempfile.TemporaryDirectory(prefix="mssgw-upload-") as folder:
+        path = os.path.join(folder, name)
+        with open(path, "wb") as f:
             f.write(data)
         return run(path)
-    finally:
-        os.unlink(path)
 
 
 WHITELIST_MAX = 64 * 1024 * 1024

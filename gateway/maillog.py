@@ -1,0 +1,195 @@
+"""The mail log: one line per SMTP transaction, delivery, relay attempt, bounce and login.
+
+What Postfix's maillog is to its administrators: a stable line per event to grep, count and
+follow a message by its queue id. Fields (only those that apply, in this order):
+
+    event     smtp | delivery | relay | bounce | login
+    result    accepted | refused | deferred (smtp); delivered (delivery);
+              sent | deferred | failed | expired (relay); ok | failed | locked (login)
+    listener  submission | relay | imap ...        qid       the queue id
+    peer      the client's IP address              auth      the authenticated mailbox
+    from, to  envelope addresses (to: comma-separated)
+    size      bytes                                 delay     seconds since the message arrived
+    status    the SMTP reply code and enhanced status   reason    why, for people
+    relay     the peer's host:port (relay)          attempts  delivery attempts so far
+
+Formats ([log] format): `kv` (key=value, values with spaces or quotes in double quotes,
+control characters escaped: a line is always one line) or `json` (one object per line).
+Destination ([log] mail): empty, with the rest of the log on stderr (the journal under
+systemd); or a file, reopened when logrotate moves it away (WatchedFileHandler: no signal and
+no copytruncate needed).
+
+No patient data: addresses are the only personal data written (a patient's address carries
+their INS, as in every mail log); never a subject, a header or a body.
+The events also count in gateway/metrics (one call here, one line where it happens).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+import os
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from gateway import metrics
+from gateway.config import Config
+
+log = logging.getLogger("mssgw.mail")
+
+_format = "kv"
+
+
+def configure(mail: str, fmt: str) -> None:
+    """Where the lines go: `mail` empty -> with the rest of the log (stderr); else that file
+    (its folder made if needed)."""
+    global _format
+    _format = fmt
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
+    log.setLevel(logging.INFO)
+    if not mail:
+        log.propagate = True
+        return
+    os.makedirs(os.path.dirname(mail) or ".", exist_ok=True)
+    handler = logging.handlers.WatchedFileHandler(mail, encoding="utf-8")
+    handler.setFormatter(_FileFormatter())
+    log.addHandler(handler)
+    log.propagate = False
+
+
+class _FileFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        if _format == "json":
+            return record.getMessage()
+        ts = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+        return f"{ts.replace('+00:00', 'Z')} mssgw[{record.process}]: {record.getMessage()}"
+
+
+def _quote(value: str) -> str:
+    if value and all(c.isprintable() and c not in ' "=\\' for c in value):
+        return value
+    out = []
+    for c in value:
+        if c in '"\\':
+            out.append("\\" + c)
+        elif c.isprintable():
+            out.append(c)
+        else:
+            out.append({"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(c, f"\\x{ord(c):02x}"))
+    return '"' + "".join(out) + '"'
+
+
+def render(fields: dict[str, object], fmt: str = "kv") -> str:
+    clean = {k: v for k, v in fields.items() if v is not None and v != ""}
+    if fmt == "json":
+        stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return json.dumps({"ts": stamp, "pid": os.getpid(), **clean}, ensure_ascii=False,
+                          separators=(",", ":"), default=str)
+    return " ".join(f"{k}={_quote(_text(v))}" for k, v in clean.items())
+
+
+def _text(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def emit(event: str, **fields: object) -> None:
+    if log.isEnabledFor(logging.INFO):
+        log.info("%s", render({"event": event, **fields}, _format))
+
+
+def delay_of(qid: str | None, now: float | None = None) -> float | None:
+    """Seconds since the message with this queue id arrived (the id encodes its arrival)."""
+    if not qid or len(qid) < 13:
+        return None
+    try:
+        arrived = int(qid[:13], 16) / 1e6
+    except ValueError:
+        return None
+    return max(0.0, (time.time() if now is None else now) - arrived)
+
+
+def _status(reply: str) -> tuple[str, str]:
+    """'550 5.7.1 text' -> ('550 5.7.1', 'text')."""
+    parts = reply.split(" ", 2)
+    if len(parts) >= 2 and parts[0].isdigit() and parts[1][:1].isdigit() and "." in parts[1]:
+        return f"{parts[0]} {parts[1]}", parts[2] if len(parts) > 2 else ""
+    code, _, text = reply.partition(" ")
+    return code, text
+
+
+def configure_from(config: Config) -> None:
+    configure(str(config.path(config.log.mail)) if config.log.mail else "", config.log.format)
+
+
+# --- the events ------------------------------------------------------------------------------
+
+
+def _addresses(addresses: Sequence[str]) -> str:
+    return ",".join(f"<{a}>" for a in addresses)
+
+
+def smtp(
+    listener: str, reply: str, *, qid: str | None = None, peer: str = "",
+    auth: str | None = None, sender: str | None = None, recipients: Sequence[str] = (),
+    size: int | None = None, stage: str = "data",
+) -> None:
+    """The end of an SMTP transaction (the reply to DATA), or a MAIL or RCPT refused."""
+    status, text = _status(reply)
+    accepted = reply.startswith("2")
+    result = "accepted" if accepted else "deferred" if reply.startswith("4") else "refused"
+    if accepted:
+        metrics.message_accepted(listener)
+    else:
+        metrics.message_refused(listener, metrics.refusal_reason(reply))
+    emit("smtp", result=result, stage=None if accepted else stage, listener=listener, qid=qid,
+         peer=peer, auth=auth, **{"from": None if sender is None else f"<{sender}>"},
+         to=_addresses(recipients), size=size, delay=delay_of(qid) if accepted else None,
+         status=status, reason=None if accepted else text)
+
+
+def delivered(qid: str, sender: str, recipients: Sequence[str], size: int,
+              kind: str = "message") -> None:
+    """Copies stored durably into local mailboxes (one line per recipient)."""
+    metrics.delivered("local", len(recipients))
+    for rcpt in recipients:
+        emit("delivery", result="delivered", qid=qid, kind=None if kind == "message" else kind,
+             **{"from": f"<{sender}>"}, to=f"<{rcpt}>", size=size, delay=delay_of(qid),
+             relay="local")
+
+
+def relay(qid: str, recipient: str, result: str, *, relay_to: str | None, status: str | None,
+          reason: str | None, attempts: int, kind: str = "message") -> None:
+    """One recipient's delivery attempt to a peer: sent, deferred, failed or expired."""
+    metrics.relay_attempt(result)  # type: ignore[arg-type]
+    if result == "sent":
+        metrics.delivered("relay")
+    emit("relay", result=result, qid=qid, kind=None if kind == "message" else kind,
+         to=f"<{recipient}>", relay=relay_to, status=status, attempts=attempts,
+         delay=delay_of(qid), reason=None if result == "sent" else reason)
+
+
+def bounce(qid: str, sender: str, failed: Sequence[str], reason: str | None = None) -> None:
+    """A DSN sent to `sender` about `failed` recipients of message `qid` (none for a message
+    from the null sender, itself a bounce: no bounce loops)."""
+    if sender:
+        metrics.bounced()
+    emit("bounce", result="dsn" if sender else "dropped", qid=qid, to=f"<{sender}>",
+         recipients=_addresses(failed), reason=reason)
+
+
+def login(protocol: str, result: str, *, user: str, peer: str, mechanism: str,
+          reason: str | None = None) -> None:
+    """A login attempt: result ok, failed or locked (refused by a lockout)."""
+    metrics.login(protocol, result == "ok")  # type: ignore[arg-type]
+    if result == "locked":
+        metrics.lockout(protocol)  # type: ignore[arg-type]
+    emit("login", result=result, protocol=protocol, user=user, peer=peer,
+         mechanism=mechanism, reason=reason)
