@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 from gateway import db
 from gateway.config import Config
@@ -48,13 +49,52 @@ MIGRATIONS = [
 ]
 
 
-def open_index(config: Config) -> sqlite3.Connection:
+class CertificateIndex(Protocol):
+    """The PKI's index in the backend's database (SQLite, or PostgreSQL through
+    `gateway.postgresql.sql`: the same SQL): what the signers ask (`issued`), and the
+    connection the PKI's own administration (`gateway.pki.ca`, `crl`, `anchors`) runs its
+    transactions on."""
+
+    connection: sqlite3.Connection
+
+    def issued(self, *, email: str | None = None, kind: str | None = None) -> list[CertRecord]:
+        """Certificates issued (to `email`, of `kind`), oldest first, revoked ones included."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class SQLCertificateIndex:
+    """`CertificateIndex` over one connection of either backend."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+
+    def issued(self, *, email: str | None = None, kind: str | None = None) -> list[CertRecord]:
+        where, params = [], []
+        if email:
+            where.append("email = ?")
+            params.append(email.lower())
+        if kind:
+            where.append("kind = ?")
+            params.append(kind)
+        sql = "SELECT * FROM pki_certificates"  # noqa: S608 - fixed fragments, bound values
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = self.connection.execute(sql + " ORDER BY issued_at, serial", params).fetchall()
+        return [record_of(r) for r in rows]
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def open_index(config: Config) -> SQLCertificateIndex:
     """A connection to the index (migrated) for its owner to keep: the root of a process that
     looks up the signer of each prescription opens one (`Runtime.certificates`), where opening
     and migrating per look-up costs more than the query."""
     conn = db.connect(config.database_path)
     db.migrate(conn, "pki", MIGRATIONS)
-    return conn
+    return SQLCertificateIndex(conn)
 
 
 @contextmanager
@@ -64,11 +104,11 @@ def connection(config: Config) -> Iterator[sqlite3.Connection]:
     issued and revoked), closed at the end of the block."""
     from gateway.runtime.storage import storage_for
 
-    conn: sqlite3.Connection = storage_for(config).certificate_index()
+    index = storage_for(config).certificate_index()
     try:
-        yield conn
+        yield index.connection
     finally:
-        conn.close()
+        index.close()
 
 
 @dataclass(frozen=True)

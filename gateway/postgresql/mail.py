@@ -621,6 +621,28 @@ class PostgreSQLMailStore:
             )
             return {int(r[0]): _keys_of(r[1:]) for r in cur.fetchall()}
 
+    def sort_values(self, folder: Folder, uids: Sequence[int], key: str) -> dict[int, Any]:
+        if not uids:
+            return {}
+        if key in ("internaldate", "size"):
+            table = "mail_message"
+        elif key in SortKeys._fields and key not in ("references", "reply", "message_id"):
+            table = "mail_sortkeys"
+        else:
+            raise ValueError(f"not a sort key: {key}")
+        lo, hi = min(uids), max(uids)
+        with self._read() as cur:
+            cur.execute(
+                f"SELECT uid, {key} FROM {table}"  # noqa: S608 - both checked above
+                " WHERE folder_id = %s AND uid BETWEEN %s AND %s",
+                (folder.id, lo, hi),
+            )
+            rows = cur.fetchall()
+        if len(uids) == hi - lo + 1:
+            return {int(u): v for u, v in rows}
+        wanted = set(uids)
+        return {int(u): v for u, v in rows if u in wanted}
+
     def cached(
         self, folder: Folder, uids: Sequence[int]
     ) -> dict[int, tuple[bytes | None, bytes | None]]:

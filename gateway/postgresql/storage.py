@@ -16,8 +16,11 @@ from typing import Any
 
 from gateway.audit import AuditLog
 from gateway.config import Config
+from gateway.pki.store import SQLCertificateIndex
 from gateway.postgresql import schema
 from gateway.postgresql.connection import connect
+from gateway.postgresql.mail import PostgreSQLIntake, PostgreSQLMailStores
+from gateway.postgresql.queue import PostgreSQLQueue
 from gateway.postgresql.sql import Connection
 from gateway.postgresql.stores import (
     PostgreSQLAuditLog,
@@ -74,19 +77,13 @@ class PostgreSQLStorage:
     def records(self, audit: AuditLog) -> PostgreSQLRecords:
         return PostgreSQLRecords(self.connection(), audit)
 
-    def mail_stores(self) -> Any:
-        from gateway.postgresql.mail import PostgreSQLMailStores
-
+    def mail_stores(self) -> PostgreSQLMailStores:
         return PostgreSQLMailStores(self.config)
 
-    def outbound_queue(self) -> Any:
-        from gateway.postgresql.queue import PostgreSQLQueue
-
+    def outbound_queue(self) -> PostgreSQLQueue:
         return PostgreSQLQueue(self.config)
 
-    def intake(self, notes: Callable[[Sequence[Any]], None] | None = None) -> Any:
-        from gateway.postgresql.mail import PostgreSQLIntake
-
+    def intake(self, notes: Callable[[Sequence[Any]], None] | None = None) -> PostgreSQLIntake:
         return PostgreSQLIntake(self.config, notes=notes)
 
     def drug_reference(self) -> Any:
@@ -96,7 +93,7 @@ class PostgreSQLStorage:
 
         return open_reference(sqlite_connect(self.config.database_path))
 
-    def certificate_index(self) -> Any:
+    def certificate_index(self) -> SQLCertificateIndex:
         conn = self.connection()
         conn.require_schema("pki")
-        return conn
+        return SQLCertificateIndex(conn)  # type: ignore[arg-type]

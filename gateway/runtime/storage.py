@@ -21,6 +21,7 @@ from gateway.config import Config
 from gateway.directory.repository import Directory
 from gateway.directory.throttle import LoginThrottle
 from gateway.flows.records import Records
+from gateway.pki.store import CertificateIndex
 from gateway.smtp.conversations import ConversationLog
 from gateway.store.interfaces import Intake, MailStores, OutboundQueue
 
@@ -61,9 +62,9 @@ class Storage(Protocol):
         """The BDPM drug reference (`gateway.drugs.store.DrugReference`), read only."""
         ...
 
-    def certificate_index(self) -> Any:
-        """The PKI's index of issued certificates, for finding signers (`gateway.pki.store`;
-        not yet behind an interface of its own), with a `close()`."""
+    def certificate_index(self) -> CertificateIndex:
+        """The PKI's index of issued certificates (`gateway.pki.store.CertificateIndex`): the
+        signers' look-ups, and the PKI's own administration."""
         ...
 
 
