@@ -78,3 +78,19 @@ def test_rev2_mailbox_names_are_utf8(imap):
     listed = rev1.cmd('LIST "" "Ordonnances*"')
     assert listed[0].endswith(b'"Ordonnances re&AOc-ues &- archiv&AOk-es"')
     rev1.close()
+
+
+def test_list_special_use_options_and_delete_with_children(imap):
+    """RFC 6154 (in IMAP4rev2's base): LIST (SPECIAL-USE) lists only the special-use folders,
+    RETURN (SPECIAL-USE) is accepted; DELETE of a folder with children is NO [HASCHILDREN]
+    (RFC 9051 7.1)."""
+    c = session(imap, rev2=True)
+    listed = c.cmd('LIST (SPECIAL-USE) "" "*"')
+    assert sorted(listed[:-1]) == [b'* LIST (\\HasNoChildren \\Drafts) "/" "Drafts"',
+                                   b'* LIST (\\HasNoChildren \\Sent) "/" "Sent"',
+                                   b'* LIST (\\HasNoChildren \\Trash) "/" "Trash"']
+    assert b'* LIST (\\HasNoChildren \\Sent) "/" "Sent"' in c.cmd(
+        'LIST "" "Sent" RETURN (SPECIAL-USE)')
+    c.cmd("CREATE Dossiers/2026")
+    assert c.cmd("DELETE Dossiers")[-1].startswith(b"t6 NO [HASCHILDREN]")
+    c.close()

@@ -17,7 +17,8 @@ from gateway.imap.parser import Atom, Token, as_atom, as_list, as_text
 from gateway.imap.state import Bad
 from gateway.store.interfaces import DELIMITER
 
-SELECTION_OPTIONS = {"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH"}
+# SPECIAL-USE: RFC 6154 (part of IMAP4rev2's base)
+SELECTION_OPTIONS = {"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"}
 
 
 class ListCommands(MailboxCommands):
@@ -80,6 +81,8 @@ class ListCommands(MailboxCommands):
         else:
             chosen = {n for n in folders if match(n)}
             childinfo = set()
+        if "SPECIAL-USE" in selection:  # RFC 6154 5.2: only the special-use mailboxes
+            chosen = {n for n in chosen if n in folders and folders[n].special_use}
         show_subscribed = "SUBSCRIBED" in selection or "SUBSCRIBED" in returns
         for name in sorted(chosen):
             folder = folders.get(name)
@@ -121,7 +124,7 @@ def _return_options(tok: Token) -> tuple[set[str], list[str] | None]:
             status = _status_items(toks[i + 1])
             i += 2
             continue
-        if name not in ("SUBSCRIBED", "CHILDREN"):
+        if name not in ("SUBSCRIBED", "CHILDREN", "SPECIAL-USE"):  # special use: always shown
             raise Bad(f"unknown LIST return option {name[:20]}")
         out.add(name)
         i += 1

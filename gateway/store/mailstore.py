@@ -351,7 +351,8 @@ class MaildirStore:
             ).fetchone()
             if children:
                 # RFC 3501 allows refusing to delete a folder with inferiors; we keep it simple.
-                raise StoreError(f"folder {name} has sub-folders; delete them first", "INUSE")
+                raise StoreError(f"folder {name} has sub-folders; delete them first",
+                                 "HASCHILDREN")  # RFC 9051 7.1
             self._count_usage(-self.conn.execute(
                 "SELECT COALESCE(SUM(size), 0) FROM messages WHERE folder_id = ?", (row[0],)
             ).fetchone()[0])
