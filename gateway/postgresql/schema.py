@@ -54,6 +54,27 @@ MIGRATIONS: dict[str, list[str]] = {
         );
         CREATE TABLE directory_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
         """,
+        # Mailboxes hosted by other operators (issue 20).
+        """
+        CREATE TABLE directory_remote (
+            address TEXT PRIMARY KEY,
+            domain TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('professional', 'pharmacy', 'structure')),
+            name TEXT NOT NULL,
+            rpps TEXT,
+            adeli TEXT,
+            finess TEXT,
+            siret TEXT,
+            profession TEXT,
+            specialty TEXT,
+            organisation TEXT,
+            source TEXT NOT NULL CHECK (source IN ('manual', 'annuaire')),
+            search TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX directory_remote_domain ON directory_remote(domain);
+        CREATE INDEX directory_remote_source ON directory_remote(source);
+        """,
     ],
     "auth": [
         """
@@ -153,6 +174,10 @@ MIGRATIONS: dict[str, list[str]] = {
         """
         ALTER TABLE dispensed_lines ADD COLUMN kind TEXT;
         ALTER TABLE dispensed_lines ADD COLUMN partial_reason TEXT;
+        """,
+        # Prescriptions another operator registered, kept to dispense them here (issue 20).
+        """
+        ALTER TABLE prescriptions ADD COLUMN registered_elsewhere INTEGER NOT NULL DEFAULT 0;
         """,
     ],
     "dmp": [
