@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import uuid
 
 from gateway import metrics
 from gateway.directory.demo import ROBOT_LOCAL
@@ -40,7 +41,7 @@ from gateway.flows.common import (
     registered_cda,
 )
 from gateway.flows.context import ACTOR, Context, now
-from gateway.flows.verify import remaining_text
+from gateway.flows.verify import remaining_text, status_text
 from gateway.ordonnance.wording import plural
 from gateway.pipeline import Delivery, Message, Outcome, Pipeline
 from gateway.prescriptions import checks
@@ -116,15 +117,27 @@ def _lines_text(d: Dispensation, record: PrescriptionRecord) -> str:
     return "\n".join(out)
 
 
+def _oid_of(key: str, what: str) -> str:
+    """The same mail sent again names the same document (a name-based UUID in the OID arc
+    2.25): its report then has the same content, and the registry records it once and says so,
+    instead of taking a fresh document id for a different report."""
+    return f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, f'mssgw:{what}:{key}').int}"
+
+
 def _record(ctx: Context, d: Dispensation, sender: str, key: str
             ) -> tuple[PrescriptionRecord, bool, bytes, bool, tuple[str, ...]]:
     mailbox = ctx.mailbox(sender)
     if mailbox is None:
         raise GatewayError(f"{sender} is not in the directory")
     structure = ctx.structure_of(mailbox)
+    # The pharmacist: the sender; from the pharmacy's own mailbox, the one the form names (or
+    # the pharmacy's only one), the document's author.
+    pharmacist = sender if mailbox.professional else (d.author.email or d.author.rpps)
     dispenser = dataclasses.replace(Dispenser.from_mailbox(mailbox, structure),
-                                    pharmacist=sender if mailbox.professional else None)
-    d = assign_dispensation_ids(d)
+                                    pharmacist=pharmacist)
+    d = assign_dispensation_ids(dataclasses.replace(
+        d, document_id=d.document_id or _oid_of(key, "document"),
+        set_id=d.set_id or _oid_of(key, "set")))
     report = DispensationReport.from_dispensation(d, dispenser, dispensation_id=key)
     record = ctx.registry.get(d.prescription_id, actor=sender)
     from gateway.prescriptions.registry import plan_dispensation
@@ -149,7 +162,8 @@ def _record(ctx: Context, d: Dispensation, sender: str, key: str
             metrics.prescription("dispensed")
         if result.applied and in_dmp:
             file_package(uow.dmp, pkg, actor=Actor(ActorKind.GATEWAY, ACTOR),
-                         author_address=sender, prescription_id=d.prescription_id,
+                         author_address=d.author.email, submitter_address=sender,
+                         prescription_id=d.prescription_id,
                          hidden_from=hidden if record.patient_objects_to_feedback else ())
     return result.record, result.applied, package, in_dmp, warnings
 
@@ -202,7 +216,8 @@ def handle(ctx: Context, sender: str, recipients: tuple[str, ...], data: bytes) 
         return Plan(handled=(ctx.robot,) if to_robot else (), deliveries=(_reply(
             ctx, sender, f"Délivrance refusée : ordonnance {d.prescription_id}",
             f"Bonjour,\n\nLa délivrance pour l'ordonnance {d.prescription_id} n'a pas été"
-            f" enregistrée :\n{exc}\n\nRien n'a été modifié.\n", original_id),))
+            f" enregistrée :\n{getattr(exc, 'french', None) or exc}\n\nRien n'a été modifié.\n",
+            original_id),))
     lines = _lines_text(d, record)
     left = remaining_text(record)
     warnings += national
@@ -212,8 +227,8 @@ def handle(ctx: Context, sender: str, recipients: tuple[str, ...], data: bytes) 
                   f"Bonjour,\n\nLa délivrance est enregistrée{'' if applied else ' (déjà reçue)'}"
                   + (" et versée dans le DMP du patient" if in_dmp else " (non versée dans le"
                      " DMP : le patient n'y est pas désigné par un INS qualifié)")
-                  + f" :\n{lines}\n\nStatut :"
-                  f" {record.status_at(now())}\nQuantités restantes :\n{left}\n{notes}",
+                  + f", pharmacien : {d.author.given_name} {d.author.family_name} :\n{lines}"
+                  f"\n\nStatut : {status_text(record)}\nQuantités restantes :\n{left}\n{notes}",
                   original_id)]
     xdm = mail.Attachment("IHE_XDM.zip", "application/zip", package)
     if not record.patient_objects_to_feedback:
