@@ -44,17 +44,19 @@ def test_every_shared_table_has_the_same_columns_on_both(tmp_path, pg_dsn):
         {"storage": {"backend": "postgresql", "dsn": pg_dsn}}, tmp_path))
     storage.initialise()
     conn = storage.connection()
+    differ: list[str] = []
     try:
         for component in SHARED:
             for table, columns in sqlite_columns(tmp_path, component).items():
                 pg = {r[0] for r in conn.execute(
                     "SELECT column_name FROM information_schema.columns WHERE table_name = ?",
-                    (table,))}
-                assert pg - EXTRA.get(table, set()) == columns, (
-                    f"{component}.{table}: PostgreSQL {sorted(pg)} != SQLite {sorted(columns)}"
-                    " (add the migration to gateway/postgresql/schema.py)")
+                    (table,))} - EXTRA.get(table, set())
+                if pg != columns:
+                    differ.append(f"{component}.{table}: only on SQLite {sorted(columns - pg)},"
+                                  f" only on PostgreSQL {sorted(pg - columns)}")
     finally:
         conn.close()
+    assert not differ, "add the migrations to gateway/postgresql/schema.py: " + "; ".join(differ)
 
 
 def test_init_migrates_and_a_store_refuses_an_unknown_schema(tmp_path, pg_dsn):

@@ -230,6 +230,8 @@ MIGRATIONS: dict[str, list[str]] = {
             PRIMARY KEY (unique_id, mask_key)
         );
         """,
+        # Who filed it, apart from who wrote it (XDS: the submission's author vs the document's).
+        "ALTER TABLE dmp_documents ADD COLUMN submitter_address TEXT;",
     ],
     "flows": [
         "CREATE TABLE flows_prescribed (key TEXT PRIMARY KEY, identifier TEXT NOT NULL);",
