@@ -244,6 +244,21 @@ def test_queue_retry_and_bounce_return_the_message_to_its_sender(api):
             break
         time.sleep(0.2)
     assert "Subject: Compte rendu" in shown["headers"]
+    # Pages, oldest first (only the page's entries are read); the dashboard's depth and age.
+    more = [new_queue_id() for _ in range(2)]
+    Queue(admins.config.queue_path).enqueue_many(
+        [Entry(q, sender, ["y@elsewhere.localhost"], data) for q in more])
+    everyone = sorted([qid, *more])
+    page = c.get("/api/v1/queue", params={"limit": 2}).json()
+    assert (page["total"], page["has_more"]) == (3, True)
+    assert [e["id"] for e in page["items"]] == everyone[:2]
+    rest = c.get("/api/v1/queue", params={"limit": 2, "offset": 2}).json()
+    assert [e["id"] for e in rest["items"]] == everyone[2:] and not rest["has_more"]
+    queue = c.get("/api/v1/status").json()["queue"]
+    assert queue["depth"] == 3 and queue["oldest_seconds"] is not None
+    for q in more:
+        assert c.delete(f"/api/v1/queue/{q}").json() == {"deleted": q}
+    assert c.get("/api/v1/queue").json()["total"] == 1
     assert c.post(f"/api/v1/queue/{qid}/retry").json() == {"retry": [qid]}
     inbox = mailbox_path(admins.config.mailboxes_path, sender) / "new"
     before = set(inbox.iterdir()) if inbox.exists() else set()
@@ -519,6 +534,9 @@ def test_reads_of_prescriptions_and_dmp_documents_are_audited_under_the_reader(a
                 for e in audit.read(config) if e.actor == actor
                 and e.action.startswith(("prescription.", "dmp."))]
 
+    # The dashboard counts today's registration (the API's status and the console's card).
+    c = client(admins.admin_token)
+    assert c.get("/api/v1/status").json()["prescriptions_today"]["registered"] == 1
     # The API, with alice's token.
     token = admins.admin_token.split("_")[1]
     earlier = len(reads(f"admin:alice (token {token})"))  # this module's other tests
@@ -540,6 +558,7 @@ def test_reads_of_prescriptions_and_dmp_documents_are_audited_under_the_reader(a
     ]
     # The console, an auditor reading the same: each page is a read under her name.
     browser, _ = console_login(client, admins, "eve")
+    assert '<dd id="registered">1</dd>' in browser.get("/console/").text
     listing = browser.get("/console/prescriptions", params={"patient": PATIENT_INS})
     assert listing.status_code == 200 and ident in listing.text
     assert PATIENT_INS in browser.get(f"/console/prescriptions/{ident}").text
