@@ -66,6 +66,31 @@ def test_admin_add_prints_the_totp_secret_once_and_logs_in_with_it(cli, gateway_
     assert entry.target == "alice"
 
 
+def test_a_password_never_logs_in_without_its_second_factor(cli, gateway_home):
+    """An account of a client certificate alone that is given a password gets a TOTP secret
+    with it (printed once); an account whose store holds a password and no secret (edited by
+    hand, or from an older version) cannot log in with the password alone."""
+    from gateway.pki import ca
+
+    config = load_config(gateway_home / "config.toml")
+    bob = ca.issue(config, "personal-auth", "bob@test.localhost", "Admin bob")
+    cli.ok("admin", "add", "bob", "--certificate", bob.serial, "--no-password")
+    r = cli.ok("admin", "set-password", "bob", stdin=PASSWORD + "\n")
+    secret = re.search(r"TOTP secret \(shown once\): ([A-Z2-7]+)", r.out).group(1)
+    acc = open_accounts(config)
+    try:
+        with pytest.raises(Unauthenticated):
+            acc.login("bob", PASSWORD, "")
+        assert acc.login("bob", PASSWORD, totp.code(secret)).name == "bob"
+        assert "TOTP secret" not in cli.ok("admin", "set-password", "bob",
+                                           stdin=PASSWORD + "\n").out  # kept: it has one
+        acc.store.update_account("bob", totp_secret=None)
+        with pytest.raises(Unauthenticated, match="wrong name, password or code"):
+            acc.login("bob", PASSWORD, "")
+    finally:
+        acc.close()
+
+
 def test_second_factor_required_replay_refused_and_lockout(accounts):
     _, secret = accounts.add(Caller.local("root"), "alice", "administrator", password=PASSWORD)
     clock = accounts.clock

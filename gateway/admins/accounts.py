@@ -18,6 +18,7 @@ import hmac
 import re
 import secrets
 from collections.abc import Callable
+from typing import Any
 
 from cryptography import x509
 
@@ -130,7 +131,6 @@ class AdminAccounts:
         role: Role | str,
         *,
         password: str | None,
-        totp_enabled: bool = True,
         certificate: x509.Certificate | None = None,
     ) -> tuple[Admin, str | None]:
         """A new account; returns it and its TOTP secret (shown once) when it has one."""
@@ -151,7 +151,7 @@ class AdminAccounts:
         cert_hash = certificate_sha256(certificate) if certificate is not None else None
         if cert_hash and self.store.account_by_certificate(cert_hash) is not None:
             raise Conflict("certificate: already bound to another administrator")
-        secret = totp.new_secret() if password is not None and totp_enabled else None
+        secret = totp.new_secret() if password is not None else None  # never a password alone
         self.store.add_account(
             name, role, hash_password(password) if password else None, secret, cert_hash,
             self.now(),
@@ -166,13 +166,21 @@ class AdminAccounts:
         self.store.delete_account(name)
         self.audit(caller.actor, "admin.remove", name, {})
 
-    def set_password(self, caller: Caller, name: str, password: str) -> None:
+    def set_password(self, caller: Caller, name: str, password: str) -> str | None:
+        """Returns the account's new TOTP secret (shown once) when it had none (an account of a
+        certificate alone): a password never logs in without its second factor."""
         _may_change(caller)
-        name = self._require(name).admin.name
+        acc = self._require(name)
+        name = acc.admin.name
         check_new_password(password, self.min_password_length)
-        self.store.update_account(name, password_hash=hash_password(password))
+        secret = totp.new_secret() if acc.totp_secret is None else None
+        changes: dict[str, Any] = {"password_hash": hash_password(password)}
+        if secret is not None:
+            changes.update(totp_secret=secret, totp_last_step=-1)
+        self.store.update_account(name, **changes)
         self.store.delete_sessions(name)
-        self.audit(caller.actor, "admin.set-password", name, {})
+        self.audit(caller.actor, "admin.set-password", name, {"new_totp": secret is not None})
+        return secret
 
     def reset_totp(self, caller: Caller, name: str) -> str:
         _may_change(caller)
@@ -238,9 +246,9 @@ class AdminAccounts:
                 until=f"{acc.admin.locked_until:%H:%M}"))
         ok = check_password(password, acc.password_hash) and acc.admin.active
         step = -1
-        if ok and acc.totp_secret is not None:
-            step = totp.verify(acc.totp_secret, code, last_step=acc.totp_last_step,
-                               at=now.timestamp())
+        if ok:  # the second factor is never optional (no secret: no password login)
+            step = -1 if acc.totp_secret is None else totp.verify(
+                acc.totp_secret, code, last_step=acc.totp_last_step, at=now.timestamp())
             # A code is good once: of two logins presenting it at the same moment, one wins.
             ok = step >= 0 and self.store.take_totp_step(acc.admin.name, step)
         if not ok:
@@ -251,7 +259,7 @@ class AdminAccounts:
             last_login_at=now,
         )
         self.audit(f"admin:{acc.admin.name}", "admin.login", acc.admin.name,
-                   {"client": client, "method": "password+totp" if step >= 0 else "password"})
+                   {"client": client, "method": "password+totp"})
         return acc.admin
 
     def by_certificate(self, cert: x509.Certificate) -> Admin | None:

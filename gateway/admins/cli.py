@@ -107,8 +107,10 @@ def cmd_remove(args: argparse.Namespace) -> None:
 def cmd_set_password(args: argparse.Namespace) -> None:
     accounts = _accounts(args)
     name = accounts.get(args.name).name
-    accounts.set_password(_caller(), name, read_password("new password"))
+    secret = accounts.set_password(_caller(), name, read_password("new password"))
     print(f"password set for {name} (their console sessions are ended)")
+    if secret is not None:  # an account of a certificate alone until now
+        _print_totp(name, secret)
 
 
 def cmd_reset_totp(args: argparse.Namespace) -> None:
