@@ -584,3 +584,42 @@ def test_reads_of_prescriptions_and_dmp_documents_are_audited_under_the_reader(a
                for e in audit.read(config, action="audit.query")]
     assert queries[-2:] == [(f"admin:alice (token {token})", PATIENT_INS, "api", len(found)),
                             ("admin:eve", PATIENT_INS, "console", len(found) + 1)]
+
+
+def test_console_locks_an_account_after_five_failures_until_unlocked(api, capsys):
+    """Five wrong logins lock the account (then even the right password and code are refused,
+    said in French); every failure is audited with the client's address; `mssgw admin unlock`
+    lifts it at once."""
+    from directory_cli import Cli
+
+    from gateway.admins import open_accounts, totp
+    from gateway.admins.model import Caller
+
+    admins, client = api
+    accounts = open_accounts(admins.config)
+    try:
+        _, secret = accounts.add(Caller.local("test"), "mallory", "administrator",
+                                 password="correct horse battery")
+    finally:
+        accounts.close()
+    browser = client(None)
+
+    def login(password: str, code: str) -> httpx.Response:
+        page = browser.get("/console/login")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+        return browser.post("/console/login", data={"csrf": csrf, "name": "mallory",
+                                                    "password": password, "code": code})
+
+    for _ in range(5):
+        r = login("wrong password!", "000000")
+        assert r.status_code == 401
+        assert console_messages(r.text) == {"_": "Connexion : nom, mot de passe ou code erroné"}
+    r = login("correct horse battery", totp.code(secret))
+    assert r.status_code == 401 and "__Host-mssgw-session" not in r.headers.get("set-cookie", "")
+    assert re.fullmatch(r"Connexion : trop d'échecs : ce compte est bloqué jusqu'à \d\d:\d\d UTC",
+                        console_messages(r.text)["_"])
+    failed = list(audit.read(admins.config, action="admin.login-failed", target="mallory"))
+    assert len(failed) == 5 and {e.actor for e in failed} == {"unauthenticated 127.0.0.1"}
+    Cli(admins.config.home, capsys).ok("admin", "unlock", "mallory")
+    assert login("correct horse battery", totp.code(secret)).status_code == 303
+    assert "mallory (administrateur)" in browser.get("/console/").text
