@@ -1,9 +1,9 @@
 """SORT and THREAD (RFC 5256), with SORT=DISPLAY (RFC 5957) and ESORT (RFC 5267 3).
 
 The messages are chosen by the SEARCH keys (`MessageCommands._matching`), then ordered from
-the keys the index keeps for each message (`MailStore.sort_keys`: base subject, sent date,
-addresses, references), so no message file is opened. The orderings themselves are pure
-functions in `gateway.imap.threading`.
+the keys the index keeps for each message (`MailStore.sort_values`, `thread_keys`: base
+subject, sent date, addresses, references), so no message file is opened. The orderings
+themselves are pure functions in `gateway.imap.threading`.
 """
 
 from __future__ import annotations
@@ -60,15 +60,21 @@ class SortCommands(MessageCommands):
         algorithm = as_atom(args[0], "threading algorithm").upper()
         if algorithm not in threading.THREAD_ALGORITHMS:
             raise Bad(f"unknown threading algorithm {algorithm[:30]}")
+        sel = self.selected
+        store = self.store
+        assert sel is not None and store is not None
+        found = await self._matching(self._keys(args[1], args[2:]))
+        uids = [u for _, u, _ in found]
         if algorithm == "REFERENCES":
-            items = await self._items(args[1], args[2:], uid)
-            data = threading.format_threads(threading.references(items))
+            keys = store.thread_keys(sel.folder, uids)
+            numbers, rows = [], []
+            for s, u, _ in found:
+                row = keys.get(u)
+                if row is not None:  # else expunged by another session meanwhile
+                    numbers.append(u if uid else s)
+                    rows.append(row)
+            data = threading.references(numbers, rows)
         else:  # only the base subject and the sent date are read
-            sel = self.selected
-            store = self.store
-            assert sel is not None and store is not None
-            found = await self._matching(self._keys(args[1], args[2:]))
-            uids = [u for _, u, _ in found]
             subjects = store.sort_values(sel.folder, uids, "subject")
             sent = store.sort_values(sel.folder, uids, "sent")
             data = threading.orderedsubject_text(
@@ -86,20 +92,6 @@ class SortCommands(MessageCommands):
             return parse_search([Atom("CHARSET"), charset.encode(), *keys_toks])[1]
         except BadCharset:
             raise No("unsupported charset", "BADCHARSET (US-ASCII UTF-8)") from None
-
-    async def _items(self, charset_tok: Token, keys_toks: list[Token],
-                     uid: bool) -> list[threading.Item]:
-        sel = self.selected
-        store = self.store
-        assert sel is not None and store is not None
-        found = await self._matching(self._keys(charset_tok, keys_toks))
-        sort_keys = store.sort_keys(sel.folder, [u for _, u, _ in found])
-        items = []
-        for seq, u, _ in found:
-            k = sort_keys.get(u)
-            if k is not None:  # else expunged by another session meanwhile
-                items.append(threading.Item(u if uid else seq, seq, 0, 0, k))
-        return items
 
 
 def _criteria(toks: list[Token]) -> list[tuple[str, bool]]:
