@@ -58,10 +58,12 @@ class Cli:
         assert self.snapshot() == before, "a refused command changed the directory"
         return r
 
-    def snapshot(self) -> tuple[str, str]:
+    def snapshot(self) -> tuple[str, str, str]:
         self.capsys.readouterr()
         main(["directory", "list", "--json", "--config", self.config])
         mailboxes = self.capsys.readouterr().out
         main(["trust", "list", "--json", "--config", self.config])
         domains = self.capsys.readouterr().out
-        return mailboxes, domains
+        main(["directory", "list-remote", "--json", "--limit", "0", "--config", self.config])
+        remote = self.capsys.readouterr().out
+        return mailboxes, domains, remote

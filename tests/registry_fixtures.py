@@ -21,7 +21,8 @@ INS = "279035121518989"
 RPPS = "10000000009"
 DOCTOR = "dr.martin@test.localhost"
 PATIENT = f"{INS}@patient.test.localhost"
-PHARMACY = Dispenser("pharmacie.centrale@test.localhost", is_pharmacy=True)
+PHARMACY_ADDRESS = "pharmacie.centrale@test.localhost"
+PHARMACY = Dispenser(PHARMACY_ADDRESS, is_pharmacy=True)
 NOT_PHARMACY = Dispenser("dr.other@test.localhost", is_pharmacy=False)
 DAY0 = dt.datetime(2026, 1, 15, 9, 30, tzinfo=dt.UTC)
 

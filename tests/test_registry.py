@@ -13,6 +13,7 @@ from registry_fixtures import (
     DOCTOR,
     NOT_PHARMACY,
     PATIENT,
+    PHARMACY_ADDRESS,
     RPPS,
     prescription,
     report,
@@ -138,6 +139,34 @@ def test_register_refuses_bad_input(reg):
         with pytest.raises(InvalidPrescription, match="quantity must be positive"):
             register(reg, lines=(("DOLIPRANE", bad, 0),))
     assert reg.find(actor=ADMIN) == []
+
+
+def test_prescription_registered_elsewhere_is_kept_and_dispensed_here(reg, audit):
+    """Another operator's prescription, kept with the signed package a patient forwarded:
+    lines and validity from the document, dispensed like ours, marked as registered elsewhere
+    (the national status is not known here)."""
+    p = prescription(lines=(("DOLIPRANE 1000 mg", "2", 1),))
+    rec = reg.record_external(p, prescriber_address="Dr.House@Peer.localhost",
+                              patient_address="179035121518942@patient.peer.localhost",
+                              package=b"PK\x03\x04 signed", actor=PHARMACY_ADDRESS, now=DAY0)
+    assert rec.registered_elsewhere and rec.as_dict(DAY0)["registered_elsewhere"] is True
+    assert rec.prescriber_address == "dr.house@peer.localhost" and rec.prescriber_rpps == RPPS
+    assert rec.validity_end == dt.date(2026, 4, 15) and rec.lines[0].allowed == Decimal(4)
+    assert reg.package(rec.identifier, actor=ADMIN) == b"PK\x03\x04 signed"
+    assert audit.entries[0][:3] == (PHARMACY_ADDRESS, "prescription.record-external",
+                                    rec.identifier)
+    assert reg.get(rec.identifier, actor=ADMIN) == rec
+    done = reg.dispense(report(rec.identifier, ("1", "2")), now=DAY0)
+    assert done.applied and done.record.registered_elsewhere
+    assert done.record.status_at(DAY0) is Status.PARTIALLY_DISPENSED
+    with pytest.raises(AlreadyRegistered):
+        reg.record_external(p, prescriber_address=DOCTOR, patient_address=PATIENT,
+                            package=b"PK\x03\x04")
+    ours = register(reg)
+    assert not ours.registered_elsewhere
+    with pytest.raises(InvalidPrescription, match="signed package"):
+        reg.record_external(prescription(), prescriber_address=DOCTOR, patient_address=PATIENT,
+                            package=b"")
 
 
 def test_partial_then_full_then_refused(reg):

@@ -105,3 +105,29 @@ def test_subject_fin_closes_the_thread(gw):
     late = message(PATIENT, PRACTICE, "Re: [FIN]", In_Reply_To=first["Message-ID"])
     with submission(config, port, login=PATIENT) as c, pytest.raises(smtplib.SMTPDataError):
         c.send_message(late)
+
+
+def test_patient_may_write_to_a_pharmacy_hosted_elsewhere(gw):
+    """The directory's remote entries tell a pharmacy of another operator from anyone else: a
+    patient may send it a prescription (the message leaves by the queue); a professional
+    elsewhere who never wrote, or an address the directory does not know, stays refused."""
+    from gateway.directory.model import RemoteEntry, RemoteKind
+    from gateway.store.queue import Queue
+
+    config, server, _ = gw
+    directory = open_directory(config, actor="test")
+    directory.add_domain("peer.localhost", ["CN=mx.peer.localhost,O=Peer Operator,C=FR"])
+    directory.add_remote(RemoteEntry(address="pharmacie@peer.localhost",
+                                     kind=RemoteKind.PHARMACY, name="Pharmacie du Quai",
+                                     finess="750712184"))
+    directory.add_remote(RemoteEntry(address="dr.house@peer.localhost",
+                                     kind=RemoteKind.PROFESSIONAL, name="Dr Gregory House",
+                                     rpps="10003829917", profession="10"))
+    port = server.ports["submission"]
+    with submission(config, port, login=PATIENT) as c:
+        c.send_message(message(PATIENT, "pharmacie@peer.localhost", "Mon ordonnance"))
+    queued = Queue(config.queue_path).records()
+    assert [[r.address for r in q.recipients] for q in queued] == [["pharmacie@peer.localhost"]]
+    for rcpt in ("dr.house@peer.localhost", "inconnu@peer.localhost"):
+        code, text = rcpt_reply(config, port, rcpt)
+        assert code == 550 and b"wrote to them first, or to a pharmacy" in text

@@ -282,3 +282,7 @@ def register(sub: Any) -> None:
     ):
         p = add_command(group, name, help_text, handler)
         p.add_argument("email")
+
+    from gateway.directory import remote_cli  # other operators' professionals and structures
+
+    remote_cli.register(group)

@@ -19,6 +19,8 @@ from gateway.directory.model import (
     OrganisationKind,
     Patient,
     Professional,
+    RemoteEntry,
+    RemoteKind,
 )
 from gateway.errors import InvalidIdentifier
 
@@ -118,3 +120,40 @@ def default_display_name(identity: Any) -> str:
 
 def normalise(kind: MailboxKind, identity: Any) -> Any:
     return NORMALISE[kind](identity)
+
+
+def normalise_remote(entry: RemoteEntry) -> RemoteEntry:
+    """A remote entry's fields checked as a local mailbox's are (identifiers by their check
+    digit): a professional needs an RPPS or ADELI number, a pharmacy or structure a FINESS or
+    SIRET number. The address's domain is the repository's to check (not ours)."""
+    try:
+        kind = RemoteKind(str(entry.kind).strip().lower())
+    except ValueError:
+        raise v.InvalidField(
+            "kind", entry.kind, "one of " + ", ".join(k.value for k in RemoteKind)
+        ) from None
+    rpps = ids.rpps(entry.rpps) if entry.rpps else None
+    adeli = ids.adeli(entry.adeli) if entry.adeli else None
+    finess = ids.finess(entry.finess) if entry.finess else None
+    siret = ids.siret(entry.siret) if entry.siret else None
+    if kind is RemoteKind.PROFESSIONAL and not (rpps or adeli):
+        raise InvalidIdentifier("rpps", "", "a professional needs an RPPS (or ADELI) number")
+    if kind is not RemoteKind.PROFESSIONAL and not (finess or siret):
+        raise InvalidIdentifier("finess", "", f"a {kind.value} needs a FINESS (or SIRET) number")
+    profession = (entry.profession or "").strip() or None
+    if profession is not None and not profession.isdigit():
+        raise v.InvalidField("profession", profession, "a TRE_G15 code is digits (e.g. 10, 21)")
+    return dataclasses.replace(
+        entry,
+        address=v.address(entry.address),
+        kind=kind,
+        name=v.text(entry.name, "name"),
+        rpps=rpps,
+        adeli=adeli,
+        finess=finess,
+        siret=siret,
+        profession=profession,
+        specialty=v.specialty(entry.specialty),
+        organisation=v.text(entry.organisation, "organisation", required=False) or None,
+        source=entry.source if entry.source in ("manual", "annuaire") else "manual",
+    )

@@ -111,3 +111,46 @@ class TrustDomain:
     # once per certificate); operator_dn is the most recent of them.
     operator_dns: tuple[str, ...] = ()
     source: str = "manual"  # "own" (ours), "whitelist" (imported) or "manual" (trust add-domain)
+
+
+class RemoteKind(StrEnum):
+    """What a mailbox hosted by another operator is, as far as the patient rules care."""
+
+    PROFESSIONAL = "professional"  # a professional's personal mailbox (PER)
+    PHARMACY = "pharmacy"  # a pharmacy's mailbox (ORG): patients may send it prescriptions
+    STRUCTURE = "structure"  # any other structure's mailbox (ORG: practice, hospital, lab...)
+
+
+@dataclass(frozen=True)
+class RemoteEntry:
+    """A professional's or structure's mailbox hosted by another operator of the trust space.
+
+    The directory knows them so the patient rules can tell a pharmacy from anyone else (a
+    patient may send a prescription to any pharmacy of the trust space) and the flows can name
+    who they write to. A remote entry never logs in and holds no mail here: it is not a
+    `Mailbox`. `source`: "manual" (`mssgw directory add-remote`) or "annuaire" (imported from
+    the national directory's list of MSSanté mailboxes); a manual entry is never replaced or
+    removed by an import."""
+
+    address: str
+    kind: RemoteKind
+    name: str
+    rpps: str | None = None
+    adeli: str | None = None
+    finess: str | None = None
+    siret: str | None = None
+    profession: str | None = None  # TRE_G15 code, e.g. "10" médecin, "21" pharmacien
+    specialty: str | None = None  # TRE_R38 savoir-faire code, e.g. "SM26"
+    organisation: str | None = None  # the structure's name (raison sociale)
+    source: str = "manual"
+    updated_at: datetime | None = None
+
+    @property
+    def domain(self) -> str:
+        return self.address.rpartition("@")[2]
+
+    @property
+    def takes_prescriptions(self) -> bool:
+        """A patient may send it a prescription without its having written first: a pharmacy,
+        or a pharmacist (profession 21) in person."""
+        return self.kind is RemoteKind.PHARMACY or self.profession == "21"

@@ -8,6 +8,7 @@ directory as it was. Every change is also written to the audit log with the acti
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -20,6 +21,8 @@ from gateway.directory.model import (
     Organisation,
     Patient,
     Professional,
+    RemoteEntry,
+    RemoteKind,
     TrustDomain,
 )
 from gateway.directory.whitelist import MAX_REMOVED_SHARE
@@ -77,6 +80,24 @@ class WhitelistChange:
             "changed": list(self.changed),
             "warnings": list(self.warnings),
         }
+
+
+@dataclass(frozen=True)
+class RemoteImport:
+    """What an import of the national list of MSSanté mailboxes changed (counts: the list has
+    ~500,000 addresses)."""
+
+    entries: int  # entries given
+    added: int
+    updated: int
+    removed: int  # imported before, absent now
+    unchanged: int
+    manual: int  # given, but an administrator's entry for the address is kept
+    ours: int  # in one of our own domains (our own mailboxes are the directory's): ignored
+    outside_trust_space: int  # imported, though their domain is not (yet) a trust-space peer
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 class TrustDomains(Protocol):
@@ -213,5 +234,45 @@ class Directory(TrustDomains, Protocol):
         ...
 
     def credentials(self, address: str) -> Credentials | None: ...
+
+    # --- mailboxes hosted by other operators (never log in, hold no mail here) -------------
+    def add_remote(self, entry: RemoteEntry) -> RemoteEntry:
+        """Add (or replace an imported entry by) an administrator's entry. Refused: an address
+        in one of our own domains or in a patients' domain, a domain that is not a trust-space
+        peer, an address already added by hand (`DuplicateMailbox`), invalid identifiers."""
+        ...
+
+    def get_remote(self, address: str) -> RemoteEntry | None: ...
+
+    def list_remote(
+        self,
+        *,
+        kind: RemoteKind | None = None,
+        domain: str | None = None,
+        search: str | None = None,
+        source: str | None = None,
+        limit: int | None = None,
+    ) -> list[RemoteEntry]:
+        """Ordered by address; `search`: words found in the address, name, identifiers."""
+        ...
+
+    def remove_remote(self, address: str) -> None:
+        """Raises UnknownMailbox when there is no such remote entry."""
+        ...
+
+    def import_remote(
+        self,
+        entries: Sequence[RemoteEntry],
+        *,
+        source_name: str = "",
+        allow_removals: bool = False,
+        max_removed_share: float = MAX_REMOVED_SHARE,
+    ) -> RemoteImport:
+        """Make the imported entries (source "annuaire") exactly `entries` (checked, one per
+        address), in one transaction: add, update, remove; entries added by hand are kept as
+        they are. Refused whole when it would remove more than `max_removed_share` of the
+        entries imported before, unless `allow_removals` (a truncated file must not empty
+        the directory)."""
+        ...
 
     def close(self) -> None: ...

@@ -25,7 +25,13 @@ from gateway import audit
 from gateway import identifiers as ids
 from gateway.db import connect, migrate, transaction
 from gateway.directory import validate as v
-from gateway.directory.identity import KIND_CLASS, KIND_FIELD, default_display_name, normalise
+from gateway.directory.identity import (
+    KIND_CLASS,
+    KIND_FIELD,
+    default_display_name,
+    normalise,
+    normalise_remote,
+)
 from gateway.directory.model import (
     Application,
     Mailbox,
@@ -35,6 +41,8 @@ from gateway.directory.model import (
     OrganisationKind,
     Patient,
     Professional,
+    RemoteEntry,
+    RemoteKind,
     TrustDomain,
 )
 from gateway.directory.passwords import (
@@ -47,6 +55,7 @@ from gateway.directory.passwords import verify_password as _verify
 from gateway.directory.repository import (
     Credentials,
     DuplicateMailbox,
+    RemoteImport,
     UnknownDomain,
     UnknownMailbox,
     WhitelistChange,
@@ -93,7 +102,32 @@ MIGRATIONS: list[str] = [
     );
     CREATE TABLE directory_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # Mailboxes hosted by other operators (issue 20): never log in, hold no mail here.
+    """
+    CREATE TABLE directory_remote (
+        address TEXT PRIMARY KEY,
+        domain TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('professional', 'pharmacy', 'structure')),
+        name TEXT NOT NULL,
+        rpps TEXT,
+        adeli TEXT,
+        finess TEXT,
+        siret TEXT,
+        profession TEXT,
+        specialty TEXT,
+        organisation TEXT,
+        source TEXT NOT NULL CHECK (source IN ('manual', 'annuaire')),
+        search TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX directory_remote_domain ON directory_remote(domain);
+    CREATE INDEX directory_remote_source ON directory_remote(source);
+    """,
 ]
+
+# The columns of directory_remote that hold a RemoteEntry's fields, in the entry's order.
+_REMOTE_FIELDS = ("address", "kind", "name", "rpps", "adeli", "finess", "siret", "profession",
+                  "specialty", "organisation", "source")
 
 @functools.lru_cache(maxsize=4096)
 def _normalised_dn(dn: str) -> str | None:
@@ -753,3 +787,165 @@ class SQLiteDirectory:
     def whitelist_generated(self) -> str | None:
         rows = self._read("SELECT value FROM directory_meta WHERE key = 'whitelist_generated'")
         return rows[0][0] if rows else None
+
+    # --- mailboxes hosted by other operators -------------------------------------------------
+
+    @staticmethod
+    def _remote(row: sqlite3.Row) -> RemoteEntry:
+        return RemoteEntry(**{f: row[f] for f in _REMOTE_FIELDS if f != "kind"},
+                           kind=RemoteKind(row["kind"]),
+                           updated_at=datetime.fromisoformat(row["updated_at"]))
+
+    @staticmethod
+    def _remote_row(entry: RemoteEntry, now: str) -> tuple[Any, ...]:
+        values = [getattr(entry, f) for f in _REMOTE_FIELDS]
+        values[1] = entry.kind.value
+        search = v.folded(entry.address, entry.name, entry.rpps, entry.adeli, entry.finess,
+                          entry.siret, entry.organisation)
+        return (*values, entry.domain, search, now)
+
+    _REMOTE_INSERT = (
+        "INSERT INTO directory_remote (address, kind, name, rpps, adeli, finess, siret,"
+        " profession, specialty, organisation, source, domain, search, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(address) DO UPDATE SET"
+        " kind = excluded.kind, name = excluded.name, rpps = excluded.rpps,"
+        " adeli = excluded.adeli, finess = excluded.finess, siret = excluded.siret,"
+        " profession = excluded.profession, specialty = excluded.specialty,"
+        " organisation = excluded.organisation, source = excluded.source,"
+        " domain = excluded.domain, search = excluded.search, updated_at = excluded.updated_at"
+    )
+
+    def _remote_domain_refusal(self, conn: sqlite3.Connection, address: str) -> str | None:
+        dom = address.rpartition("@")[2]
+        row = conn.execute("SELECT ours FROM directory_domain WHERE name = ?", (dom,)).fetchone()
+        if (row is not None and row[0]) or dom == self.patient_domain:
+            return (f"{dom} is one of our own domains: its mailboxes are added with"
+                    " `mssgw directory add-professional` / `add-organisation`")
+        if dom.startswith("patient."):
+            return f"{dom} is a patients' domain: remote entries are professionals and structures"
+        if row is None:
+            return (f"{dom} is not a trust-space domain: import the whitelist (`mssgw trust"
+                    f" import-whitelist`) or add it (`mssgw trust add-domain {dom} --dn ...`)")
+        return None
+
+    def add_remote(self, entry: RemoteEntry) -> RemoteEntry:
+        entry = normalise_remote(dataclasses.replace(entry, source="manual"))
+        with self._change() as conn:
+            refusal = self._remote_domain_refusal(conn, entry.address)
+            if refusal is not None:
+                raise v.InvalidField("email", entry.address, refusal)
+            row = conn.execute("SELECT source FROM directory_remote WHERE address = ?",
+                               (entry.address,)).fetchone()
+            if row is not None and row[0] == "manual":
+                raise DuplicateMailbox("email", entry.address)
+            conn.execute(self._REMOTE_INSERT, self._remote_row(entry, _now()))
+            self._audit("directory.add-remote", entry.address, kind=entry.kind.value,
+                        name=entry.name, replaced_imported=row is not None)
+        found = self.get_remote(entry.address)
+        assert found is not None
+        return found
+
+    def get_remote(self, address: str) -> RemoteEntry | None:
+        rows = self._read("SELECT * FROM directory_remote WHERE address = ?",
+                          (address.strip().lower(),))
+        return self._remote(rows[0]) if rows else None
+
+    def list_remote(
+        self,
+        *,
+        kind: RemoteKind | None = None,
+        domain: str | None = None,
+        search: str | None = None,
+        source: str | None = None,
+        limit: int | None = None,
+    ) -> list[RemoteEntry]:
+        where: list[str] = []
+        params: list[Any] = []
+        if kind is not None:
+            where.append("kind = ?")
+            params.append(RemoteKind(kind).value)
+        if domain:
+            where.append("domain = ?")
+            params.append(domain.strip().lower().rstrip("."))
+        if source:
+            where.append("source = ?")
+            params.append(source)
+        for word in v.folded(search or "").split():
+            where.append("search LIKE ? ESCAPE '\\'")
+            params.append(f"%{_escape_like(word)}%")
+        sql = "SELECT * FROM directory_remote"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY address"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(max(0, int(limit)))
+        return [self._remote(r) for r in self._read(sql, params)]
+
+    def remove_remote(self, address: str) -> None:
+        addr = address.strip().lower()
+        with self._change() as conn:
+            row = conn.execute("SELECT source FROM directory_remote WHERE address = ?",
+                               (addr,)).fetchone()
+            if row is None:
+                raise UnknownMailbox(addr)
+            conn.execute("DELETE FROM directory_remote WHERE address = ?", (addr,))
+            self._audit("directory.remove-remote", addr, source=row[0])
+
+    def import_remote(
+        self,
+        entries: Sequence[RemoteEntry],
+        *,
+        source_name: str = "",
+        allow_removals: bool = False,
+        max_removed_share: float = MAX_REMOVED_SHARE,
+    ) -> RemoteImport:
+        checked: dict[str, RemoteEntry] = {}
+        for entry in entries:
+            e = normalise_remote(dataclasses.replace(entry, source="annuaire"))
+            checked.setdefault(e.address, e)
+        now = _now()
+        with self._change() as conn:
+            own = {r[0] for r in conn.execute("SELECT name FROM directory_domain WHERE ours = 1")}
+            own.add(self.patient_domain)
+            trusted = {r[0] for r in conn.execute("SELECT name FROM directory_domain")}
+            existing = {r["address"]: r for r in conn.execute("SELECT * FROM directory_remote")}
+            writes: list[tuple[Any, ...]] = []
+            added = updated = unchanged = manual = ours = outside = 0
+            for address, e in checked.items():
+                if e.domain in own:
+                    ours += 1
+                    continue
+                old = existing.get(address)
+                if old is not None and old["source"] == "manual":
+                    manual += 1
+                    continue
+                if e.domain not in trusted:
+                    outside += 1
+                row = self._remote_row(e, now)
+                if old is None:
+                    added += 1
+                elif tuple(old[f] for f in _REMOTE_FIELDS) == row[:len(_REMOTE_FIELDS)]:
+                    unchanged += 1
+                    continue
+                else:
+                    updated += 1
+                writes.append(row)
+            before = [a for a, r in existing.items() if r["source"] == "annuaire"]
+            removed = [a for a in before if a not in checked or checked[a].domain in own]
+            if before and len(removed) > max_removed_share * len(before) and not allow_removals:
+                raise Conflict(
+                    f"{source_name or 'import'}: would remove {len(removed)} of the"
+                    f" {len(before)} remote entries imported before"
+                    f" ({len(removed) / len(before):.0%}), more than the"
+                    f" {max_removed_share:.0%} allowed ([trust] max_removed_share): refused"
+                    " (check the file; use --allow-removals to import it anyway)"
+                )
+            conn.executemany(self._REMOTE_INSERT, writes)
+            conn.executemany("DELETE FROM directory_remote WHERE address = ?",
+                             [(a,) for a in removed])
+            result = RemoteImport(entries=len(checked), added=added, updated=updated,
+                                  removed=len(removed), unchanged=unchanged, manual=manual,
+                                  ours=ours, outside_trust_space=outside)
+            self._audit("directory.import-remote", source_name or "-", **result.as_dict())
+        return result

@@ -262,6 +262,10 @@ class PrescriptionRecord:
     cancelled_at: dt.datetime | None = None
     cancelled_by: str | None = None
     cancel_reason: str | None = None
+    # Registered by another operator's gateway: this record holds the signed document a patient
+    # forwarded to one of our pharmacies and what was dispensed here, not the national status
+    # (a cancellation or a dispensation elsewhere is not known here).
+    registered_elsewhere: bool = False
 
     def status_at(self, now: dt.datetime | None = None) -> Status:
         today = _today(now)
@@ -296,6 +300,7 @@ class PrescriptionRecord:
             "cancelled_at": self.cancelled_at.isoformat() if self.cancelled_at else None,
             "cancelled_by": self.cancelled_by,
             "cancel_reason": self.cancel_reason,
+            "registered_elsewhere": self.registered_elsewhere,
             "lines": [line.as_dict() for line in self.lines],
             "dispensations": [d.as_dict() for d in self.dispensations],
         }
@@ -396,6 +401,23 @@ class PrescriptionRegistry(Protocol):
         actor: str | None = None,
         now: dt.datetime | None = None,
     ) -> PrescriptionRecord: ...
+
+    def record_external(
+        self,
+        prescription: Prescription,
+        *,
+        prescriber_address: str,
+        patient_address: str,
+        package: bytes,
+        patient_objects_to_feedback: bool = False,
+        actor: str | None = None,
+        now: dt.datetime | None = None,
+    ) -> PrescriptionRecord:
+        """Keep a prescription another operator's gateway registered (its signed package, as a
+        patient forwarded it to one of our pharmacies), so that our pharmacies dispense against
+        it: a record like `register`'s, marked `registered_elsewhere`, whose lines and validity
+        come from the signed document. `AlreadyRegistered` when the identifier is known."""
+        ...
 
     def get(self, identifier: str, *, actor: str) -> PrescriptionRecord: ...
 

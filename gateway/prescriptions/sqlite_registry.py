@@ -121,6 +121,10 @@ MIGRATIONS = [
     ALTER TABLE dispensed_lines ADD COLUMN kind TEXT;
     ALTER TABLE dispensed_lines ADD COLUMN partial_reason TEXT;
     """,
+    # Prescriptions another operator registered, kept to dispense them here (issue 20).
+    """
+    ALTER TABLE prescriptions ADD COLUMN registered_elsewhere INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 
@@ -247,6 +251,7 @@ class SQLiteRegistry:
             cancelled_at=_dt(row["cancelled_at"]),
             cancelled_by=row["cancelled_by"],
             cancel_reason=row["cancel_reason"],
+            registered_elsewhere=bool(row["registered_elsewhere"]),
         )
 
     def _audited_read(self, actor: str, action: str, identifier: str) -> PrescriptionRecord:
@@ -336,6 +341,38 @@ class SQLiteRegistry:
         actor: str | None = None,
         now: dt.datetime | None = None,
     ) -> PrescriptionRecord:
+        return self._insert(prescription, prescriber_address, patient_address, package,
+                            patient_objects_to_feedback, actor, now, elsewhere=False)
+
+    def record_external(
+        self,
+        prescription: Prescription,
+        *,
+        prescriber_address: str,
+        patient_address: str,
+        package: bytes,
+        patient_objects_to_feedback: bool = False,
+        actor: str | None = None,
+        now: dt.datetime | None = None,
+    ) -> PrescriptionRecord:
+        if not package:
+            raise InvalidPrescription("a prescription registered elsewhere is kept with its"
+                                      " signed package")
+        return self._insert(prescription, prescriber_address, patient_address, package,
+                            patient_objects_to_feedback, actor, now, elsewhere=True)
+
+    def _insert(
+        self,
+        prescription: Prescription,
+        prescriber_address: str,
+        patient_address: str,
+        package: bytes | None,
+        patient_objects_to_feedback: bool,
+        actor: str | None,
+        now: dt.datetime | None,
+        *,
+        elsewhere: bool,
+    ) -> PrescriptionRecord:
         if not prescription.identifier:
             raise InvalidPrescription("the prescription has no identifier")
         ident = checked_identifier(prescription.identifier)
@@ -349,8 +386,8 @@ class SQLiteRegistry:
                 self.conn.execute(
                     "INSERT INTO prescriptions (identifier, prescriber_address, prescriber_rpps,"
                     " patient_ins, patient_address, prescribed_at, prescribed_on, validity_end,"
-                    " dispensable_until, status, objects_to_feedback, document_id, registered_at)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " dispensable_until, status, objects_to_feedback, document_id, registered_at,"
+                    " registered_elsewhere) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         ident,
                         prescriber,
@@ -365,6 +402,7 @@ class SQLiteRegistry:
                         int(patient_objects_to_feedback),
                         prescription.document_id,
                         registered_at,
+                        int(elsewhere),
                     ),
                 )
             except sqlite3.IntegrityError:
@@ -395,9 +433,10 @@ class SQLiteRegistry:
             record = self._load(ident)
         self.audit(
             actor or prescriber,
-            "prescription.register",
+            "prescription.record-external" if elsewhere else "prescription.register",
             ident,
-            {"patient": record.patient_ins, "lines": len(lines)},
+            {"patient": record.patient_ins, "lines": len(lines)}
+            | ({"prescriber": prescriber} if elsewhere else {}),
         )
         return record
 

@@ -167,6 +167,12 @@ class Gateway:
             return Reply(550, "5.7.1", f"<{rcpt}>: patients cannot write to other patients")
         if target is not None and target.is_pharmacy:
             return None
+        if target is None and not self.is_local(domain_of(rcpt)):
+            # Another operator's mailbox: the directory's remote entries say which ones are
+            # pharmacies (a patient may send a prescription to any pharmacy of the space).
+            remote = self.directory.get_remote(rcpt)
+            if remote is not None and remote.takes_prescriptions:
+                return None
         if self.conversations.has_written(rcpt, patient.address):
             return None
         return Reply(
