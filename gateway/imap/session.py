@@ -195,7 +195,7 @@ def _state_error(name: str, state: str) -> str:
 _ANY = ("noauth", "auth", "selected")
 _AUTHED = ("auth", "selected")
 _SELECTED_ONLY = {"CHECK", "CLOSE", "UNSELECT", "EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY",
-                  "MOVE", "UID", "SORT", "THREAD"}
+                  "MOVE", "UID", "SORT", "THREAD", "CANCELUPDATE"}
 
 _HANDLERS: dict[str, tuple[tuple[str, ...], Callable[..., Awaitable[None]]]] = {
     "CAPABILITY": (_ANY, Session.cmd_capability),
@@ -233,6 +233,7 @@ _HANDLERS: dict[str, tuple[tuple[str, ...], Callable[..., Awaitable[None]]]] = {
     "SEARCH": (("selected",), Session.cmd_search),
     "SORT": (("selected",), Session.cmd_sort),
     "THREAD": (("selected",), Session.cmd_thread),
+    "CANCELUPDATE": (("selected",), Session.cmd_cancelupdate),
     "COPY": (("selected",), Session.cmd_copy),
     "MOVE": (("selected",), Session.cmd_move),
 }

@@ -57,6 +57,7 @@ class SelectedUpdates(SessionState):
                 + b")\r\n"
             )
         sel.own.clear()
+        changed = {u for u, _, _ in changes.changed}
         if changes.new:
             for u, text in changes.new:
                 sel.uids.append(u)
@@ -68,6 +69,14 @@ class SelectedUpdates(SessionState):
             if not self.rev2:
                 self.untagged(f"{sel.recent_count()} RECENT")
         sel.modseq = changes.highestmodseq
+        if sel.contexts and (changed or changes.new):
+            await self._update_contexts(changed, [u for u, _ in changes.new])
+
+    async def _update_contexts(self, changed: set[int], new: list[int]) -> None:
+        """RFC 5267 updating searches (MessageCommands): told what changed or arrived."""
+
+    def _contexts_before_expunge(self, uids: list[int]) -> None:
+        """RFC 5267 updating searches (MessageCommands): told what is about to go."""
 
     def _report_expunged(self, uids: list[int]) -> None:
         sel = self.selected
@@ -76,6 +85,8 @@ class SelectedUpdates(SessionState):
         if not seqs:
             return
         gone = set(uids)
+        if sel.contexts:
+            self._contexts_before_expunge(uids)
         if self.qresync:  # RFC 7162 3.2.10: one VANISHED line instead of EXPUNGEs
             self.untagged("VANISHED " + seq_set([u for u in uids if sel.seq_of(u)]))
         else:

@@ -151,7 +151,9 @@ def validate_name(name: str) -> str:
         raise StoreError("invalid folder name: empty or too long", "CANNOT")
     if name.startswith(DELIMITER) or name.endswith(DELIMITER) or "//" in name:
         raise StoreError("invalid folder name: empty hierarchy level", "CANNOT")
-    if any(ord(c) < 0x20 or c == "\x7f" for c in name) or any(c in name for c in "*%"):
+    # RFC 9051 5.1: no C0 or C1 control, DEL, line or paragraph separator
+    if any(ord(c) < 0x20 or 0x7f <= ord(c) <= 0x9f or c in "\u2028\u2029" for c in name) \
+            or any(c in name for c in "*%"):
         raise StoreError("invalid folder name: control or wildcard character", "CANNOT")
     parts = name.split(DELIMITER)
     if any(p in (".", "..") for p in parts):
