@@ -320,7 +320,8 @@ def big_mailbox(config: Config, address: str) -> None:
     store.close()
 
 
-async def run_benchmarks(config: Config, *, mixed: bool = True, big: bool = True) -> None:
+async def run_benchmarks(config: Config, *, with_mixed: bool = True, with_big: bool = True
+                         ) -> None:
     ctx = client_context(config, present_certificate=False)
     cores = os.cpu_count() or 1
 
@@ -329,7 +330,7 @@ async def run_benchmarks(config: Config, *, mixed: bool = True, big: bool = True
     procs, port, hold = start_workers(config, cores)
     try:
         pids = [p.pid for p in procs if p.pid is not None]
-        for resume in (True, False) if mixed else ():
+        for resume in (True, False) if with_mixed else ():
             contexts = {
                 a: resuming_context(config) if resume else ctx for a in users(CLIENTS)
             }
@@ -375,7 +376,7 @@ async def run_benchmarks(config: Config, *, mixed: bool = True, big: bool = True
                     f"(load average now {os.getloadavg()[0]:.1f})"
                 )
 
-        if big:
+        if with_big:
             # 2. SELECT + FETCH 1:* (FLAGS) on 100,000 messages
             address = "big@bench.localhost"
             c = Client()
@@ -475,7 +476,8 @@ def main(argv: list[str] | None = None) -> int:
             big_mailbox(config, "big@bench.localhost")
         print(f"(set-up: {time.perf_counter() - t0:.1f} s)")
         if "mixed" in parts or "big" in parts:
-            asyncio.run(run_benchmarks(config, mixed="mixed" in parts, big="big" in parts))
+            asyncio.run(run_benchmarks(config, with_mixed="mixed" in parts,
+                                       with_big="big" in parts))
     return 0
 
 
