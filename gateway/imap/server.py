@@ -140,9 +140,31 @@ class Connection:
         if self._timer is None:
             self._timer = loop.call_at(self._waiting_since + self._limit, self._check_idle)
         try:
+            # After NOTIFY (RFC 5465) the session tells what happens while the client is
+            # silent: the wait is cut into the session's poll interval.
+            interval = self.session.push_interval()
+            while interval is not None:
+                try:
+                    async with asyncio.timeout(interval):
+                        return await self._read()
+                except TimeoutError:
+                    pass
+                await self._push()
+                if self.session.closing:  # e.g. BYE: the selected mailbox was deleted
+                    return b""
+                interval = self.session.push_interval()
             return await self._read()
         finally:
             self._waiting_since = 0.0
+
+    async def _push(self) -> None:
+        try:
+            await self.session.push()
+        except (EOFError, ConnectionError):
+            raise
+        except Exception:  # as for a command: logged, the connection kept
+            log.exception("IMAP notification failed")
+        await self.flush()
 
     def _check_idle(self) -> None:
         self._timer = None

@@ -27,7 +27,7 @@ BASE_CAPS = (
     "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE SPECIAL-USE"
     " CONDSTORE UNSELECT CHILDREN ESEARCH BINARY LIST-EXTENDED LIST-STATUS QRESYNC SORT"
     " SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES WITHIN SEARCHRES MULTIAPPEND QUOTA"
-    " CATENATE CONTEXT=SEARCH CONTEXT=SORT"
+    " CATENATE CONTEXT=SEARCH CONTEXT=SORT NOTIFY"
     " QUOTA=RES-STORAGE STATUS=SIZE"
 )
 MAX_LOGIN_FAILURES = 3
@@ -156,6 +156,10 @@ class SessionState:
         # ESEARCH, SELECT sends LIST and no UNSEEN, mailbox names travel in UTF-8.
         self.rev2 = False
         self.denormalized: str | None = None  # the last non-NFC name a rev2 client gave
+        # NOTIFY (RFC 5465, notify.py): the events wanted for the selected mailbox (upper-case
+        # names); None until the client sends NOTIFY, when the base rules of IMAP apply.
+        self.notify_selected: frozenset[str] | None = None
+        self.notify_immediate = False  # SELECTED: expunges told at once, not held for a command
         self.failures = 0
         self.want_starttls = False
         self.want_compress = False  # COMPRESS DEFLATE answered: the connection switches
@@ -252,15 +256,17 @@ class SessionState:
         if self.login.quota and self.store.usage() + adding > self.login.quota:
             raise No(f"over quota: the mailbox may hold {self.login.quota} octets", "OVERQUOTA")
 
-    async def _adopt_new(self, folder: Folder) -> None:
-        """Index the messages delivered into `folder` since the last look. The look is a stat
-        on the event loop; reading, fsyncing and committing new arrivals runs in a thread."""
+    async def _adopt_new(self, folder: Folder) -> bool:
+        """Index the messages delivered into `folder` since the last look (True when there
+        were some). The look is a stat on the event loop; reading, fsyncing and committing
+        new arrivals runs in a thread."""
         assert self.store is not None
         names = self.store.arrivals(folder)
         if names:
             await asyncio.get_running_loop().run_in_executor(
                 None, self.store.adopt, folder, names
             )
+        return bool(names)
 
     async def _audit(self, action: str, details: dict[str, object]) -> None:
         """Record a read of a patient's mailbox before the command is answered. The entry is
