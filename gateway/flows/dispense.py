@@ -26,7 +26,7 @@ from gateway.documents.build import assign_dispensation_ids, build_dispensation,
 from gateway.documents.model import Dispensation, Prescription
 from gateway.documents.parse import parse_dispensation, parse_prescription
 from gateway.errors import GatewayError
-from gateway.flows import mail
+from gateway.flows import mail, remote
 from gateway.flows.common import (
     PRECHECK_MAX_BYTES,
     Plan,
@@ -180,6 +180,8 @@ def handle(ctx: Context, sender: str, recipients: tuple[str, ...], data: bytes) 
     left = remaining_text(record)
     notes = ("\nÀ vérifier (conditions de délivrance de la base des médicaments) :\n"
              + "\n".join(f"  - {w}" for w in warnings) + "\n") if warnings else ""
+    if record.registered_elsewhere:
+        notes += "\n" + _elsewhere_note(record) + "\n"
     out = [_reply(ctx, sender, f"Délivrance enregistrée : ordonnance {record.identifier}",
                   f"Bonjour,\n\nLa délivrance est enregistrée{'' if applied else ' (déjà reçue)'}"
                   + (" et versée dans le DMP du patient" if in_dmp else " (non versée dans le"
@@ -188,18 +190,37 @@ def handle(ctx: Context, sender: str, recipients: tuple[str, ...], data: bytes) 
                   f" {record.status_at(now())}\nQuantités restantes :\n{left}\n{notes}",
                   original_id)]
     xdm = mail.Attachment("IHE_XDM.zip", "application/zip", package)
-    if not record.patient_objects_to_feedback:
-        out.append(_reply(ctx, record.prescriber_address,
-                          f"Délivrance de votre ordonnance {record.identifier}",
-                          f"Bonjour,\n\n{sender} a délivré votre ordonnance {record.identifier}"
-                          f" (patient INS {record.patient_ins}) :\n{lines}\n\nQuantités"
-                          f" restantes :\n{left}\n", None, (xdm,)))
+    if not record.patient_objects_to_feedback and record.prescriber_address:
+        report = _reply(ctx, record.prescriber_address,
+                        f"Délivrance de votre ordonnance {record.identifier}",
+                        f"Bonjour,\n\n{sender} a délivré votre ordonnance {record.identifier}"
+                        f" (patient INS {record.patient_ins}) :\n{lines}\n\nQuantités"
+                        f" restantes :\n{left}\n", None, (xdm,))
+        if record.registered_elsewhere:
+            # To another operator, through the relay: a failure comes back to the pharmacy
+            # as a DSN, not to the robot.
+            report = dataclasses.replace(report, sender=sender)
+        out.append(report)
     out.append(_reply(ctx, record.patient_address,
                       f"Votre ordonnance {record.identifier} a été délivrée",
                       f"Bonjour,\n\nVotre pharmacie ({sender}) a délivré votre ordonnance :\n"
                       f"{lines}\n\nIl reste :\n{left}\n", None, (xdm,)))
     handled = tuple(r for r in recipients if r in (ctx.robot, record.prescriber_address))
     return Plan(handled=handled, deliveries=tuple(out) if applied else tuple(out[:1]))
+
+
+def _elsewhere_note(record: PrescriptionRecord) -> str:
+    """For the pharmacy: a prescription another operator registered (flows.remote)."""
+    if record.patient_objects_to_feedback:
+        report = "le patient s'est opposé à ce que le prescripteur en soit informé"
+    elif record.prescriber_address:
+        report = (f"le compte rendu part vers le prescripteur ({record.prescriber_address},"
+                  " chez un autre opérateur) avec le document signé")
+    else:
+        report = ("le document ne donne pas l'adresse de messagerie du prescripteur : il n'est"
+                  " pas prévenu")
+    return ("Cette ordonnance a été enregistrée par un autre opérateur : la délivrance est"
+            f" enregistrée ici contre le document signé que le patient a transmis ; {report}.")
 
 
 def _cancel(ctx: Context, sender: str, text: str, original_id: str | None) -> Plan:
@@ -252,6 +273,7 @@ async def step(pipeline: Pipeline, message: Message, outcome: Outcome) -> Outcom
     robot = f"{ROBOT_LOCAL}@{config.gateway.domain}"
     if message.channel == "relay":
         if message.sender and not all(r.endswith(patients) for r in message.recipients) \
+                and not remote.is_remote_patient(config, message.sender) \
                 and may_be_dispensation(message.data, message.recipients, robot):
             plan = await pipeline.run_flow(relayed, message.sender.lower(),
                                            message.recipients, message.data)

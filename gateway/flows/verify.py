@@ -19,7 +19,7 @@ from decimal import Decimal
 
 from gateway.documents.parse import parse_prescription
 from gateway.errors import GatewayError
-from gateway.flows import mail
+from gateway.flows import mail, remote
 from gateway.flows.common import (
     Plan,
     apply,
@@ -50,6 +50,12 @@ class Verdict:
     reason: str  # short, for the header
     explanation: str  # sentences, for people
     record: PrescriptionRecord | None = None
+    registered_elsewhere: bool = False  # by another operator's gateway (flows.remote)
+
+    @property
+    def elsewhere(self) -> bool:
+        return self.registered_elsewhere or (
+            self.record is not None and self.record.registered_elsewhere)
 
 
 def _pdf_text(data: bytes) -> str:
@@ -79,6 +85,9 @@ def _by_registry(ctx: Context, identifier: str, actor: str) -> Verdict:
     except GatewayError as exc:
         code = getattr(exc, "code", "") or type(exc).__name__
         return Verdict(identifier, False, str(code), str(exc), record)
+    if record.registered_elsewhere:
+        return Verdict(identifier, True, "signature checked, registered elsewhere",
+                       remote.ELSEWHERE, record)
     return Verdict(identifier, True, "signature and registry checked",
                    "L'ordonnance est authentique (signature vérifiée) et enregistrée ; elle"
                    " peut être délivrée dans la limite des quantités restantes.", record)
@@ -108,6 +117,13 @@ def verdict(ctx: Context, msg: mail.Message, actor: str) -> Verdict | None:
             return Verdict(None, False, "no identifier",
                            "Le document ne porte pas d'identifiant d'ordonnance numérique.")
         verdict_ = _by_registry(ctx, identifier, actor)
+        if verdict_.record is None and verdict_.reason == "unknown identifier":
+            # Signed under another operator's anchor: registered by their gateway.
+            external = remote.elsewhere(ctx, a.data, cdas[0], parse_prescription(cdas[0]),
+                                        actor)
+            if external is not None:
+                return Verdict(identifier, external.valid, external.reason,
+                               external.explanation, external.record, registered_elsewhere=True)
         if verdict_.record is not None and registered_cda(
                 ctx.registry, identifier, actor, limits) != cdas[0]:
             return Verdict(identifier, False, "not the registered document",
@@ -174,6 +190,12 @@ def _pharmacy_text(v: Verdict, robot: str) -> str:
         text += f"\nStatut : {v.record.status_at(now())}\n"
         text += f"Première délivrance avant le : {v.record.validity_end:%d/%m/%Y}\n"
         text += "Quantités restantes :\n" + remaining_text(v.record) + "\n"
+    if v.valid and v.record is not None and v.record.registered_elsewhere:
+        text += ("\nLe compte rendu de délivrance ira au prescripteur"
+                 + (f" ({v.record.prescriber_address}, chez un autre opérateur)"
+                    if v.record.prescriber_address else
+                    " : le document ne donne pas son adresse de messagerie, il ne sera pas"
+                    " prévenu") + ", sauf opposition du patient.\n")
     if v.valid and v.record is not None:
         text += ("\nPour enregistrer la délivrance, écrivez au service des ordonnances"
                  f" ({robot} ; une réponse à ce message-ci irait au patient) le formulaire"
@@ -205,7 +227,8 @@ def handle(ctx: Context, sender: str, recipients: tuple[str, ...], data: bytes) 
     domain, product = config.gateway.domain, config.gateway.product
     state = "valid" if v.valid else "invalid"
     reason = re.sub(r"[;\r\n]", " ", v.reason)
-    header = f"{state}; id={v.identifier or 'none'}; reason={reason}"
+    registry = "registry=elsewhere; " if v.elsewhere else ""
+    header = f"{state}; id={v.identifier or 'none'}; {registry}reason={reason}"
     subject = mail.header(msg, "Subject")
     to_pharmacy = mail.compose(
         sender=sender, to=pharmacies, domain=domain, in_reply_to=mail.message_id_of(msg),
@@ -263,15 +286,23 @@ def _has_verdict(data: bytes) -> bool:
 
 
 async def step(pipeline: Pipeline, message: Message, outcome: Outcome) -> Outcome:
-    """Pipeline step: a patient's mail to a pharmacy. Any mail arriving with a verdict header
-    loses it (a patient or a peer cannot make a message look verified)."""
+    """Pipeline step: a patient's mail to a pharmacy, ours on submission or another operator's
+    through the relay. Any mail arriving with a verdict header loses it (a patient or a peer
+    cannot make a message look verified)."""
     if _has_verdict(message.data):
         outcome = _sanitised(outcome)
-    if message.channel != "submission" or not message.authenticated:
-        return outcome
     config = pipeline.config
-    if not message.authenticated.lower().endswith("@" + config.gateway.patient_domain):
+    if message.channel == "relay":
+        # A patient another operator hosts, forwarding through the relay to our pharmacies:
+        # checked the same way (the peer's certificate vouches for the sender's domain).
+        if not message.sender or not remote.is_remote_patient(config, message.sender):
+            return outcome
+        patient = message.sender.lower()
+    elif message.channel != "submission" or not message.authenticated:
         return outcome
-    plan = await pipeline.run_flow(handle, message.authenticated.lower(),
-                                   message.recipients, message.data)
+    else:
+        patient = message.authenticated.lower()
+        if not patient.endswith("@" + config.gateway.patient_domain):
+            return outcome
+    plan = await pipeline.run_flow(handle, patient, message.recipients, message.data)
     return apply(message, outcome, plan)
