@@ -451,3 +451,22 @@ def test_traits_for_one_of_our_patients_must_be_the_directorys(operators: Operat
     assert "ligne 2 : Nom de naissance « Durand » ne correspond pas à l'annuaire" in \
         text_of(refusal)
     assert count(ops.ours, PATIENT) == before + 1
+
+
+def test_a_relay_failure_reaches_the_doctor_as_a_dsn(operators: Operators) -> None:
+    """The peer has no mailbox for this patient: its relay refuses the ordonnance (550), and
+    our queue tells the doctor with a delivery status notification naming the recipient."""
+    ops = operators
+    nobody = f"291062901904556@{PEER_PATIENTS}"
+    form = ("Patient : INS 291062901904556\nNom de naissance : KERMARREC\nPrénoms : Anne\n"
+            "Sexe : F\nDate de naissance : 03/06/1991\nLieu de naissance : 29019\n" + LINES)
+    doctor_before = count(ops.ours, DOCTOR)
+    ops.ours.send(DOCTOR, mail(DOCTOR, nobody, form, subject="Ordonnance Anne"))
+    receipt = arrives(ops.ours, DOCTOR, doctor_before)
+    assert "enregistrée" in receipt["Subject"]
+    dsn = arrives(ops.ours, DOCTOR, doctor_before + 1)
+    assert dsn.get_content_type() == "multipart/report"
+    assert dsn.get_param("report-type") == "delivery-status"
+    raw = dsn.as_string()
+    assert f"Final-Recipient: rfc822; {nobody}" in raw and "Action: failed" in raw
+    assert "Status: 5.1.1" in raw
