@@ -121,6 +121,9 @@ def _gateway_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
         f'cda_schema = "{shared}/ci-sis/infrastructure/cda/CDA_extended.xsd"\n'
         f'schematron_dir = "{shared}/ci-sis/schematrons"\n'
         f'schematron_cache = "{SCHEMATRON_CACHE}"\n'
+        # The generic layers on documents from outside need the validator process (a minute
+        # of compiling under load): test_journey runs it; the other gateways keep to "model".
+        'incoming_layers = "model"\n'
     )
     assert main(["init", "--config", str(home / "config.toml")]) == 0
     return home

@@ -239,7 +239,8 @@ def dispensations(draw: st.DrawFn) -> Dispensation:
             draw(st.none() | text),
             phases=draw(phase_lists(max_phases=1, max_moments=1).filter(
                 lambda phases: bool(phases[0].frequency or phases[0].moments)))
-            if kind is DispensingKind.ADAPTED and draw(st.booleans()) else (),
+            if kind in (DispensingKind.ADAPTED, DispensingKind.SUBSTITUTED, DispensingKind.PARTIAL)
+            and draw(st.booleans()) else (),
             refill=kind is DispensingKind.PARTIAL and draw(st.booleans()),
         ))
     return Dispensation(

@@ -130,6 +130,11 @@ class DocumentsSection:
     schematron_dir: str = "../shared/ci-sis/schematrons"
     # The schematrons compiled to XSLT (ISO chain), keyed by the kit's content: outside the kit.
     schematron_cache: str = "var/cache/schematrons"
+    # Documents from outside (a doctor's software, a pharmacy's eDISP): "all" layers (the
+    # generic ones in the validator process, reached at this socket), or "model" only
+    # (schema, volet, own rules: no validator process, ~700 MB saved).
+    incoming_layers: str = "all"
+    validator_socket: str = "var/run/validator.sock"
     # OID of the patients' INS in the documents we build: .8 INS-NIR in production, .10 test INS.
     patient_ins_root: str = "1.2.250.1.213.1.4.10"
 

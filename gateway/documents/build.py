@@ -424,12 +424,19 @@ _PRODUCT_TEMPLATES = tuple(_e("templateId", root=root) for root in (
 _MATERIAL_TEMPLATE = _e("templateId", root="1.3.6.1.4.1.19376.1.9.1.3.1")
 _COMPLETED = _e("statusCode", code="completed")
 _DRUG = _e("code", code="DRUG", displayName="Médicament", codeSystem="2.16.840.1.113883.5.4")
-_INSTRUCTIONS_HEAD = (
-    _e("templateId", root="2.16.840.1.113883.10.20.1.49"),
-    _e("templateId", root="1.3.6.1.4.1.19376.1.5.3.1.4.3"),
-    _e("templateId", root="1.2.250.1.213.1.1.3.33"),
-    _e("code", code="PINSTRUCT", codeSystem="1.3.6.1.4.1.19376.1.5.3.2",
-       codeSystemName="IHEActCode"))
+
+
+def _instructions_head(code: str, *templates: str) -> tuple[_Xml, ...]:
+    """An IHE instructions act's templateIds and code (PINSTRUCT: to the patient, FINSTRUCT:
+    to or from the pharmacist)."""
+    return (*(_e("templateId", root=t) for t in templates),
+            _e("code", code=code, codeSystem="1.3.6.1.4.1.19376.1.5.3.2",
+               codeSystemName="IHEActCode"))
+
+
+_INSTRUCTIONS_HEAD = _instructions_head(  # FR-Instructions-au-patient
+    "PINSTRUCT", "2.16.840.1.113883.10.20.1.49", "1.3.6.1.4.1.19376.1.5.3.1.4.3",
+    "1.2.250.1.213.1.1.3.33")
 _SUPPLY_HEAD = (
     _e("templateId", root="1.3.6.1.4.1.19376.1.9.1.3.8"),
     _e("templateId", root="1.2.250.1.213.1.1.3.86"),
@@ -817,12 +824,9 @@ def _dispensed_quantity(line: DispensedLine) -> str:
 _DISPENSED_TEMPLATES = tuple(_e("templateId", root=root) for root in (
     "2.16.840.1.113883.10.20.1.34", "1.3.6.1.4.1.19376.1.5.3.1.4.7.3", cda.DISPENSED_ITEM,
     "1.2.250.1.213.1.1.3.204"))
-_NOTES_HEAD = (  # FR-Notes-du-dispensateur
-    _e("templateId", root="2.16.840.1.113883.10.20.1.43"),
-    _e("templateId", root="1.3.6.1.4.1.19376.1.5.3.1.4.3.1"),
-    _e("templateId", root="1.2.250.1.213.1.1.3.207"),
-    _e("code", code="FINSTRUCT", codeSystem="1.3.6.1.4.1.19376.1.5.3.2",
-       codeSystemName="IHEActCode"))
+_NOTES_HEAD = _instructions_head(  # FR-Notes-du-dispensateur
+    "FINSTRUCT", "2.16.840.1.113883.10.20.1.43", "1.3.6.1.4.1.19376.1.5.3.1.4.3.1",
+    "1.2.250.1.213.1.1.3.207")
 _ITEM_REF_HEAD = (
     _e("templateId", root=cda.PRESCRIPTION_ITEM_REF),
     _e("templateId", root="1.2.250.1.213.1.1.3.90"))
@@ -866,6 +870,10 @@ def _adapted_posology(d: Dispensation, i: int, line: DispensedLine) -> _Xml | No
     if not line.phases:
         return None
     where = f"dispensed line {i}"
+    if line.kind in (DispensingKind.DELIVERED, DispensingKind.NOT_DELIVERED):
+        # The volet gives a dispensed line a posology only when it changed.
+        raise BuildError(f"{where}: a posology of its own on a line {line.kind.value}: mark it"
+                         " adapted (or substituted, partial) or leave the posology out")
     if len(line.phases) > 1 or len(line.phases[0].moments) > 1:
         raise BuildError(f"{where}: an adapted posology of several phases or times of day"
                          " cannot be written in an eDISP line; say it in the reason")
@@ -927,7 +935,7 @@ def _dispensation_entry(d: Dispensation, i: int, line: DispensedLine) -> _Xml:
         _e("product", _product(line.product, ref)),
         _item_reference(d, line),
         notes,
-        _adapted_posology(d, i, line) if line.kind is DispensingKind.ADAPTED else None,
+        _adapted_posology(d, i, line),
         substitution,
         classCode="SPLY", moodCode="EVN"))
 

@@ -28,9 +28,7 @@ def kit_of(config: Config) -> Any:
     """The CI-SIS kit the configuration names ([documents]), with its compiled-XSLT cache."""
     from gateway.documents.validate import Kit
 
-    docs = config.documents
-    return Kit(config.path(docs.cda_schema), config.path(docs.schematron_dir),
-               config.path(docs.schematron_cache))
+    return Kit.of(config)
 
 
 def _drugs(config: Config) -> Any:

@@ -198,7 +198,9 @@ class DispensedLine:
     kind: DispensingKind = DispensingKind.DELIVERED
     quantity_unit: str = "boîte"
     reason: str | None = None  # the pharmacist's why: motive, agreement, what is missing...
-    phases: tuple[Phase, ...] = ()  # ADAPTED: the posology as adapted, when it changed
+    # The posology when it changed: ADAPTED (or with a substitute, or a part fill); the eDISP
+    # gives a line one only then (FR-Traitement, "uniquement si la posologie a été modifiée").
+    phases: tuple[Phase, ...] = ()
     refill: bool = False  # delivered against a renewal ("à renouveler"), not the first fill
 
     # Readers written before `kind` (registry, reports): each fact with its reason.

@@ -23,7 +23,6 @@ does not depend on where the kit is.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -105,11 +104,6 @@ def _kit_key(kit: str, stamp: tuple[tuple[str, int, int], ...]) -> str:
     return digest.hexdigest()[:32]
 
 
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "mssgw" / "schematrons"
-
-
 class Engine:
     """One Saxon processor per process, its compiled chain, and the layers compiled so far.
     Not thread-safe (the servers run validation in a process pool, one document at a time
@@ -158,11 +152,13 @@ class Engine:
             raise SchematronError(f"cannot compile {sch} to XSLT: {reason}") from None
 
     def compiled(self, kit: Path, layer: Layer, cache: Path | None) -> Any:
-        """The layer compiled by Saxon: from the cached XSLT when the kit is unchanged."""
-        key = kit_key(kit)
-        ident = (key, layer.path)
+        """The layer compiled by Saxon: from the cached XSLT when the kit is unchanged. Kept
+        for the process's life by the kit's place (the key, which reads every file of the
+        kit, is computed only to compile)."""
+        ident = (str(kit.resolve()), layer.path)
         if ident in self._compiled:
             return self._compiled[ident]
+        key = kit_key(kit)
         cached = cache / key / (layer.path.replace("/", "__") + ".xsl") if cache else None
         xslt = None
         if cached is not None and cached.is_file():

@@ -31,7 +31,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from lxml import etree
 
@@ -41,6 +41,9 @@ from gateway.documents.parse import DocumentError, Kind, Problem, Severity, pars
 from gateway.errors import GatewayError, InvalidIdentifier
 from gateway.identifiers import adeli, cip13, cis, ins, rpps
 from gateway.xmlsafe import parse_xml
+
+if TYPE_CHECKING:
+    from gateway.config import Config
 
 Status = Literal["passed", "failed", "skipped"]
 SCHEMATRON_LAYERS = ("volet", "IHE", "ModelesDeContenusCDA", "Modeles_ANS", "StrucMin")
@@ -117,6 +120,13 @@ class Kit:
     schema: Path | None = None
     schematrons: Path | None = None
     cache: Path | None = None
+
+    @classmethod
+    def of(cls, config: Config) -> Kit:
+        """The kit the configuration names ([documents])."""
+        docs = config.documents
+        return cls(config.path(docs.cda_schema), config.path(docs.schematron_dir),
+                   config.path(docs.schematron_cache))
 
 
 @lru_cache(maxsize=4)
@@ -242,6 +252,57 @@ def validate_document(
                                         deliver=deliver)
         results.append(_result("rules", rules))
     return ValidationReport(parsed.kind, results, version)
+
+
+class Refused(GatewayError):
+    """A document from outside is not a valid instance of its model: `problems` are its
+    errors (schema, volet, own rules), each with its layer and location."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__(f"{problems[0].layer}: {problems[0]}"
+                         + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""))
+
+    def report(self) -> str:
+        return "\n".join(f"- [{p.layer}] {p.location} : {p.message}" for p in self.problems)
+
+
+def check_incoming(data: bytes, kit: Kit, drugs: DrugLookup | None = None, *,
+                   deliver: bool = True, generic: Callable[[bytes], ValidationReport] | None
+                   = None) -> ValidationReport:
+    """What the flows run on every document from outside (a doctor's software's prescription,
+    a pharmacy's eDISP) before using it. Here, in the flow's process: the schema, the volet of
+    its declared version and the own rules; an error in any refuses it (`Refused`: the
+    document is not a valid instance of its model). Then `generic(data)` (the validator
+    process: `documents.validator`) runs the four generic layers; what they find is reported,
+    never a refusal: the official examples do not all pass them (the eDISP's spouse name), and
+    they check the generic CDA profile, not what the gateway reads. A validator that cannot
+    be reached leaves those layers "skipped", with the reason."""
+    report = validate_document(data, kit=kit, layers=FAST_LAYERS, drugs=drugs,
+                               deliver=deliver)
+    if report.errors:
+        raise Refused(report.errors)
+    if generic is not None:
+        try:
+            report.layers[2:2] = generic(data).layers
+        except GatewayError as exc:
+            report.layers[2:2] = [LayerResult(n, "skipped", note=str(exc))
+                                  for n in SCHEMATRON_LAYERS[1:]]
+    return report
+
+
+def national_findings(report: ValidationReport) -> tuple[str, ...]:
+    """What the generic layers found (or why they did not run), one line each, for the sender:
+    what the national validators (DMP, pharmacy software) will say of the document."""
+    out: list[str] = []
+    for layer in report.layers:
+        if layer.name not in SCHEMATRON_LAYERS[1:]:
+            continue
+        if layer.status == "skipped":
+            out.append(f"{layer.name} : non vérifié ({layer.note})")
+        out += [f"{layer.name} [{p.severity}] {p.location} : {p.message}"
+                for p in layer.problems if p.severity != "info"]
+    return tuple(out)
 
 
 # --- our own rules ----------------------------------------------------------------------------

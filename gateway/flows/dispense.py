@@ -22,9 +22,11 @@ from gateway import metrics
 from gateway.directory.demo import ROBOT_LOCAL
 from gateway.dmp.feed import file_package, qualified_ins
 from gateway.dmp.model import Actor, ActorKind
+from gateway.documents import validator
 from gateway.documents.build import assign_dispensation_ids, build_dispensation, dispensed_status
 from gateway.documents.model import Dispensation, Prescription
 from gateway.documents.parse import parse_dispensation, parse_prescription
+from gateway.documents.validate import Kit, check_incoming, national_findings
 from gateway.errors import GatewayError
 from gateway.flows import mail, remote
 from gateway.flows.common import (
@@ -57,10 +59,15 @@ def _registered(ctx: Context, identifier: str, actor: str) -> Prescription | Non
     return parse_prescription(cda) if cda else None
 
 
-def _dispensation(ctx: Context, msg: mail.Message, sender: str) -> Dispensation | None:
+def _dispensation(ctx: Context, msg: mail.Message, sender: str
+                  ) -> tuple[Dispensation | None, tuple[str, ...]]:
+    """The dispensation, and what the national layers say of an eDISP from outside."""
     for a in mail.attachments(msg):
         if is_xml(a) and kind_of_cda(a.data) == "dispensation":
-            return parse_dispensation(a.data)
+            report = check_incoming(a.data, Kit.of(ctx.config), ctx.drugs,  # Refused: errors
+                                    generic=validator.for_config(ctx.config))
+            return _linked(ctx, parse_dispensation(a.data), sender), tuple(
+                f"contrôle national CI-SIS {f}" for f in national_findings(report))
     for text in mail.texts(msg):
         text = mail.strip_quotes(text)
         if _FORM.search(text):
@@ -68,8 +75,22 @@ def _dispensation(ctx: Context, msg: mail.Message, sender: str) -> Dispensation 
 
             return parse_dispensation_form(
                 text, prescription_for=lambda ident: _registered(ctx, ident, sender),
-                people=ctx.people, drugs=ctx.drugs, sender=sender, now=now())
-    return None
+                people=ctx.people, drugs=ctx.drugs, sender=sender, now=now()), ()
+    return None, ()
+
+
+def _linked(ctx: Context, d: Dispensation, sender: str) -> Dispensation:
+    """The dispensation with its e-prescription identifier: the official model links the
+    prescription by its document id only (inFulfillmentOf/order/id), which the registry
+    knows for every prescription it holds (looked up among the patient's)."""
+    if d.prescription_id or not d.prescription_document_id:
+        return d
+    for record in ctx.registry.find(actor=sender, patient_ins=d.patient.ins):
+        if record.document_id == d.prescription_document_id:
+            return dataclasses.replace(d, prescription_id=record.identifier)
+    raise GatewayError(f"la prescription que cette délivrance exécute (document"
+                       f" {d.prescription_document_id}) n'est pas enregistrée ici pour le"
+                       f" patient INS {d.patient.ins}")
 
 
 def _reply(ctx: Context, to: str, subject: str, body: str, in_reply_to: str | None,
@@ -133,6 +154,12 @@ def _record(ctx: Context, d: Dispensation, sender: str, key: str
     return result.record, result.applied, package, in_dmp, warnings
 
 
+# What `mssgw prescriptions dispense` uses: the same registered document, the same eDISP,
+# signature, registry entry and DMP filing as a pharmacy's mail.
+registered_prescription = _registered
+record_dispensation = _record
+
+
 def _check_conditions(ctx: Context, d: Dispensation, record: PrescriptionRecord, sender: str
                       ) -> tuple[str, ...]:
     """The drug database's delivery conditions (fractions, a stupéfiant's three days, hospital
@@ -157,7 +184,7 @@ def handle(ctx: Context, sender: str, recipients: tuple[str, ...], data: bytes) 
         if cancel:
             return _cancel(ctx, sender, cancel.group(1), original_id)
     try:
-        d = _dispensation(ctx, msg, sender)
+        d, national = _dispensation(ctx, msg, sender)
     except GatewayError as exc:
         report = exc.report() if hasattr(exc, "report") else str(exc)
         if not to_robot and not identifiers_in(text):
@@ -178,6 +205,7 @@ def handle(ctx: Context, sender: str, recipients: tuple[str, ...], data: bytes) 
             f" enregistrée :\n{exc}\n\nRien n'a été modifié.\n", original_id),))
     lines = _lines_text(d, record)
     left = remaining_text(record)
+    warnings += national
     notes = ("\nÀ vérifier (conditions de délivrance de la base des médicaments) :\n"
              + "\n".join(f"  - {w}" for w in warnings) + "\n") if warnings else ""
     if record.registered_elsewhere:

@@ -22,10 +22,12 @@ import re
 from gateway import metrics
 from gateway.dmp.feed import QUALIFIED_INS_ROOTS, file_package
 from gateway.dmp.model import Actor, ActorKind
+from gateway.documents import validator
 from gateway.documents.build import assign_ids, prescription_document
 from gateway.documents.model import Prescription
 from gateway.documents.parse import parse_prescription
-from gateway.documents.validate import prescription_rules
+from gateway.documents.validate import Kit, check_incoming, national_findings
+from gateway.documents.validate import Refused as DocumentRefused
 from gateway.errors import GatewayError
 from gateway.flows import mail, remote
 from gateway.flows.common import (
@@ -87,7 +89,8 @@ def find_source(msg: mail.Message, limits: Limits) -> Source | None:
 
 
 def _prescription(ctx: Context, source: Source, sender: str, when: dt.datetime,
-                  patient_address: str) -> Prescription:
+                  patient_address: str) -> tuple[Prescription, tuple[str, ...]]:
+    """The prescription, and what the national layers say of a document from outside."""
     if source.kind == "form":
         from gateway.documents.form import FormError, parse_prescription_form
 
@@ -101,15 +104,18 @@ def _prescription(ctx: Context, source: Source, sender: str, when: dt.datetime,
             found += exc.problems
         if found:
             raise Refused(remote.refusal_report(found)) from None
-        return p
+        return p, ()
     try:
-        p = parse_prescription(source.data)
+        # The schema, the volet of its declared version and the own rules: errors refuse (a
+        # warning never refuses what official software writes); the generic layers report.
+        report = check_incoming(source.data, Kit.of(ctx.config), ctx.drugs,
+                                generic=validator.for_config(ctx.config))
+        return parse_prescription(source.data), tuple(
+            f"contrôle national CI-SIS {f}" for f in national_findings(report))
+    except DocumentRefused as exc:
+        raise Refused("le document CDA joint n'est pas valide :\n" + exc.report()) from None
     except GatewayError as exc:
         raise Refused(f"le document CDA joint ne peut pas être lu : {exc}") from None
-    problems = prescription_rules(p, drugs=ctx.drugs)
-    if problems:
-        raise Refused("\n".join(f"{pb.location} : {pb.message}" for pb in problems))
-    return p
 
 
 def _check_conditions(ctx: Context, p: Prescription, sender: str) -> tuple[str, ...]:
@@ -275,9 +281,9 @@ def _register(ctx: Context, key: str, source: Source, sender: str, patient_addre
     known = ctx.records.prescribed.identifier_for(key)
     if known is not None:
         return _again(ctx, known, sender)
-    p = _prescription(ctx, source, sender, when, patient_address)
+    p, national = _prescription(ctx, source, sender, when, patient_address)
     _check_people(ctx, p, sender, patient_address)
-    warnings = _check_conditions(ctx, p, sender)
+    warnings = _check_conditions(ctx, p, sender) + national
     try:
         p, pdf, pkg = _build(ctx, p, sender)
     except GatewayError as exc:  # e.g. no valid signature certificate for the doctor

@@ -146,32 +146,97 @@ def _dispenser(args: argparse.Namespace) -> Dispenser:
     return Dispenser.from_mailbox(mailbox, structure)
 
 
+def _kinds(args: argparse.Namespace) -> dict[str, tuple[DispensingKind, str | None]]:
+    """Each line's kind and reason from the options (delivered when none names it)."""
+    kinds: dict[str, tuple[DispensingKind, str | None]] = {}
+    for option, kind in (("not_delivered", DispensingKind.NOT_DELIVERED),
+                         ("adjusted", DispensingKind.ADAPTED),
+                         ("partial", DispensingKind.PARTIAL)):
+        for ref, reason in _pairs(getattr(args, option), f"--{option.replace('_', '-')}"
+                                  ).items():
+            if ref in kinds:
+                raise GatewayError(f"line {ref}: one kind per line (it is already"
+                                   f" {kinds[ref][0].value})")
+            kinds[ref] = (kind, reason)
+    for ref in args.substituted or []:
+        if ref in kinds:
+            raise GatewayError(f"line {ref}: one kind per line (it is already"
+                               f" {kinds[ref][0].value})")
+        kinds[ref] = (DispensingKind.SUBSTITUTED, None)
+    return kinds
+
+
+def _dispense_with_document(args: argparse.Namespace, quantities: dict[str, Decimal],
+                            kinds: dict[str, tuple[DispensingKind, str | None]]) -> Any:
+    """As a pharmacy's mail does (gateway.flows.dispense): the eDISP built from the registered
+    prescription, signed with the pharmacist's certificate (the pharmacy's seal for its own
+    mailbox), recorded and filed in the DMP in one transaction. None when the registry holds
+    no document for this prescription (recorded then without an eDISP)."""
+    from gateway.documents.model import Dispensation
+    from gateway.flows import dispense as flow
+    from gateway.flows.context import now
+
+    ctx = runtime_of(args).flows
+    actor = local_actor()
+    prescription = flow.registered_prescription(ctx, args.identifier, actor)
+    if prescription is None:
+        return None
+    who = args.pharmacist or args.pharmacy
+    author = ctx.people.professional(who)
+    if author is None:
+        raise GatewayError(f"{who} is not a pharmacist in the directory: the eDISP names who"
+                           " dispensed (give --pharmacist EMAIL|RPPS for a pharmacy mailbox)")
+    lines = []
+    for ref, qty in quantities.items():
+        position = int(ref) if ref.isdigit() else None
+        prescribed = next((ln for i, ln in enumerate(prescription.lines, start=1)
+                           if i == position or ln.line_id == ref), None)
+        if prescribed is None:
+            raise GatewayError(f"line {ref}: the prescription has no such line (it has"
+                               f" {len(prescription.lines)})")
+        kind, reason = kinds.get(ref, (DispensingKind.DELIVERED, None))
+        lines.append(DispensedLine(line_ref=prescribed.line_id or ref,
+                                   product=prescribed.product, quantity=qty, kind=kind,
+                                   quantity_unit=prescribed.quantity_unit, reason=reason))
+    d = Dispensation(prescription_id=args.identifier,
+                     prescription_document_id=prescription.document_id or "",
+                     patient=prescription.patient, author=author, date=now(),
+                     lines=tuple(lines))
+    key = args.id or f"cli-{uuid.uuid4()}"
+    record, applied, _package, in_dmp, warnings = flow.record_dispensation(
+        ctx, d, args.pharmacy.lower(), key)
+    ctx.audit.record(actor, "prescription.dispense.cli", args.identifier,
+                     {"pharmacy": args.pharmacy, "dispensation": key, "applied": applied})
+    message = (f"dispensation {key} recorded" if applied else
+               f"dispensation {key} already recorded: nothing changed")
+    return record, applied, message, in_dmp, warnings
+
+
 def cmd_dispense(args: argparse.Namespace) -> int:
-    quantities = _pairs(args.lines, "line")
-    substituted = set(args.substituted or [])
-    adjusted = _pairs(args.adjusted, "--adjusted")
-    not_delivered = _pairs(args.not_delivered, "--not-delivered")
-    for ref in [*substituted, *adjusted, *not_delivered]:
-        if ref not in quantities and ref not in not_delivered:
+    quantities_text = _pairs(args.lines, "line")
+    kinds = _kinds(args)
+    for ref, (kind, _) in kinds.items():
+        if ref not in quantities_text and kind is not DispensingKind.NOT_DELIVERED:
             raise GatewayError(f"line {ref}: give its quantity as {ref}=QTY")
+    quantities: dict[str, Decimal] = {}
+    for ref in {**quantities_text, **{r: "0" for r, (k, _) in kinds.items()
+                                      if k is DispensingKind.NOT_DELIVERED}}:
+        qty_text = quantities_text.get(ref, "0")
+        try:
+            quantities[ref] = Decimal(qty_text.replace(",", "."))
+        except InvalidOperation:
+            raise GatewayError(f"line {ref}: {qty_text!r} is not a quantity") from None
     dispenser = _dispenser(args)
+    with_document = _dispense_with_document(args, quantities, kinds)
+    if with_document is not None:
+        record, applied, message, in_dmp, warnings = with_document
+        return _print_dispensed(args, record, applied, message, in_dmp, warnings)
     registry = _registry(args)
     record = registry.get(args.identifier, actor=local_actor())
     lines = []
-    for ref in {**quantities, **dict.fromkeys(not_delivered, "0")}:
-        qty_text = quantities.get(ref, "0")
-        try:
-            qty = Decimal(qty_text.replace(",", "."))
-        except InvalidOperation:
-            raise GatewayError(f"line {ref}: {qty_text!r} is not a quantity") from None
+    for ref, qty in quantities.items():
         label = next((ln.label for ln in record.lines if ln.matches(ref)), "?")
-        kind, reason = DispensingKind.DELIVERED, None
-        if ref in not_delivered:
-            kind, reason = DispensingKind.NOT_DELIVERED, not_delivered[ref]
-        elif ref in substituted:
-            kind = DispensingKind.SUBSTITUTED
-        elif ref in adjusted:
-            kind, reason = DispensingKind.ADAPTED, adjusted[ref]
+        kind, reason = kinds.get(ref, (DispensingKind.DELIVERED, None))
         lines.append(DispensedLine(line_ref=ref, product=Product(label=label),
                                    quantity=qty, kind=kind, reason=reason))
     report = DispensationReport(
@@ -182,18 +247,33 @@ def cmd_dispense(args: argparse.Namespace) -> int:
         lines=tuple(lines),
     )
     result = registry.dispense(report)
+    return _print_dispensed(args, result.record, result.applied,
+                            result.message + " (no document registered for it: no eDISP)",
+                            None, ())
+
+
+def _print_dispensed(args: argparse.Namespace, record: PrescriptionRecord, applied: bool,
+                     message: str, in_dmp: bool | None, warnings: tuple[str, ...]) -> int:
     if args.json:
         print_json(
             {
-                "applied": result.applied,
-                "message": result.message,
-                "status": result.record.status_at().value,
-                "remaining": [ln.as_dict() for ln in result.record.lines],
+                "applied": applied,
+                "message": message,
+                "status": record.status_at().value,
+                "edisp": in_dmp is not None,
+                "filed_in_dmp": bool(in_dmp),
+                "warnings": list(warnings),
+                "remaining": [ln.as_dict() for ln in record.lines],
             }
         )
     else:
-        print(result.message)
-        for ln in result.record.lines:
+        print(message)
+        if in_dmp is not None:
+            print("  eDISP signed" + (" and filed in the patient's DMP" if in_dmp else
+                                      " (not filed: the patient has no qualified INS)"))
+        for warning in warnings:
+            print(f"  warning: {warning}")
+        for ln in record.lines:
             print(f"  line {ln.position} ({ln.label}): remaining {_qty(ln.as_dict()['remaining'])}")
     return 0
 
@@ -267,7 +347,8 @@ def register(sub: Any) -> None:
     p = add_command(
         group_,
         "dispense",
-        "record a dispensation (administrators, tests): ID --pharmacy EMAIL LINE=QTY...",
+        "record a dispensation as a pharmacy's mail does (eDISP built, signed, recorded, filed"
+        " in the DMP): ID --pharmacy EMAIL LINE=QTY...",
         cmd_dispense,
         json_output=True,
     )
@@ -277,10 +358,18 @@ def register(sub: Any) -> None:
     p.add_argument(
         "lines", nargs="+", metavar="LINE=QTY", help="line number (or id) = quantity (0 if none)"
     )
-    p.add_argument("--pharmacy", required=True, metavar="EMAIL", help="the pharmacy's mailbox")
+    p.add_argument("--pharmacy", required=True, metavar="EMAIL",
+                   help="the pharmacy's mailbox, or its pharmacist's (whose certificate signs"
+                        " the eDISP; the pharmacy's seal for the pharmacy's own mailbox)")
+    p.add_argument("--pharmacist", metavar="EMAIL|RPPS",
+                   help="who dispensed, named in the eDISP (default: --pharmacy when it is a"
+                        " pharmacist's mailbox)")
     p.add_argument("--id", help="dispensation id (same id twice = recorded once)")
     p.add_argument("--substituted", action="append", metavar="LINE", help="generic substitution")
-    p.add_argument("--adjusted", action="append", metavar="LINE=REASON", help="dose adjusted")
+    p.add_argument("--adjusted", action="append", metavar="LINE=REASON",
+                   help="adapted with the prescriber's agreement")
+    p.add_argument("--partial", action="append", metavar="LINE=REASON",
+                   help="delivered in part, the rest later")
     p.add_argument(
         "--not-delivered",
         action="append",
