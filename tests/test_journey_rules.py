@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.identifiers import ins_key
 from tests.journey_helpers import (
     DOCTOR,
     PATIENT,
@@ -34,6 +35,8 @@ DEPAKINE = "60184188"  # initiale annuelle réservée à certains spécialistes,
 REFACTO = "60106606"  # PIH semestrielle, délivrance réservée aux pharmacies à usage intérieur
 DOLIPRANE = "60234100"  # DOLIPRANE 1000 mg, comprimé: no condition
 RHUMATOLOGUE = "dr.rhumato@test.localhost"
+RELATIVE_INS = "1850675056123" + f"{ins_key('1850675056123'):02d}"  # the patient's husband
+RELATIVE = f"{RELATIVE_INS}@patient.test.localhost"
 HOSPITAL = "chu@test.localhost"
 
 
@@ -52,7 +55,7 @@ def home(tmp_path_factory: pytest.TempPathFactory, _gateway_template: Path,
          shared_dir: Path) -> Path:
     from gateway.config import load_config
     from gateway.directory import open_directory
-    from gateway.directory.model import Organisation, OrganisationKind, Professional
+    from gateway.directory.model import Organisation, OrganisationKind, Patient, Professional
     from gateway.pki.ca import issue
     from gateway.pki.identity import identity_of
 
@@ -69,6 +72,10 @@ def home(tmp_path_factory: pytest.TempPathFactory, _gateway_template: Path,
     directory.set_password(RHUMATOLOGUE, PASSWORD)
     issue(config, "personal-sign", RHUMATOLOGUE, mailbox.display_name,
           identity=identity_of(mailbox))
+    relative = directory.add_patient(Patient(
+        ins=RELATIVE_INS, birth_name="DUPONT", given_names="Paul", sex="M",
+        birth_date=dt.date(1985, 6, 2), birth_place="75056"))
+    directory.set_password(relative.address, PASSWORD)
     directory.close()
     return home
 
@@ -381,3 +388,94 @@ def test_the_patient_notice_gives_a_stupefiants_three_days(gw: Gateway, tmp_path
     assert main(["ordonnance", "pdf", str(cda), "-o", str(out),
                  "--config", str(gw.config.home / "config.toml")]) == 0
     assert out.read_bytes() == pdf
+
+
+def test_the_pharmacy_mailbox_dispenses_with_the_form_alone(gw: Gateway) -> None:
+    from gateway.documents.parse import parse_dispensation
+    from gateway.signature.trust import check_package
+    from gateway.xdm import read_package
+    from tests.journey_helpers import attachment
+
+    identifier = str(ordonnance(gw)["X-Ordonnance-Id"])
+    doctor_before = len(gw.fetch_all(DOCTOR))
+    before = len(gw.fetch_all(PHARMACY))
+    gw.send(PHARMACY, form_message(PHARMACY, ROBOT, f"Ordonnance : {identifier}\n1 : délivré\n",
+                                   subject="Délivrance"))
+    reply = gw.wait_for(PHARMACY, before + 1)[-1]
+    text = text_of(reply)
+    assert "enregistrée" in str(reply["Subject"]), text
+    assert "pharmacien : Claire DURAND" in text  # the pharmacy's only pharmacist
+    report = gw.wait_for(DOCTOR, doctor_before + 1)[-1]
+    package = attachment(report, "IHE_XDM.zip")
+    check = check_package(gw.config, package)
+    assert check.valid and "Pharmacie Centrale" in (check.signer or ""), check  # its seal
+    edisp = next(d.data for d in read_package(package).content if b"60593-1" in d.data)
+    assert parse_dispensation(edisp).author.family_name == "DURAND"
+
+
+def test_a_forward_by_someone_else_is_said_not_refused(gw: Gateway) -> None:
+    from tests.journey_helpers import attachment
+
+    msg = ordonnance(gw)
+    identifier = str(msg["X-Ordonnance-Id"])
+    fwd = form_message(RELATIVE, PHARMACY, "Bonjour, l'ordonnance de ma femme.\n",
+                       subject="Ordonnance")
+    fwd.add_attachment(attachment(msg, "IHE_XDM.zip"), maintype="application", subtype="zip",
+                       filename="IHE_XDM.zip")
+    before = len(gw.fetch_all(PHARMACY))
+    gw.send(RELATIVE, fwd)
+    got = gw.wait_for(PHARMACY, before + 1)[-1]
+    verdict = str(got["X-Ordonnance-Verification"]).strip()
+    assert verdict.startswith(f"valid; id={identifier};"), verdict
+    assert f"forwarded-by={RELATIVE}; not-the-patient=yes" in verdict
+    text = " ".join(text_of(got).split())
+    assert f"Transmise par Paul DUPONT ({RELATIVE}), qui n'est pas le patient" in text
+    assert PATIENT in text
+
+
+def test_a_package_for_another_patient_is_not_filed_and_the_sender_is_told(
+        gw: Gateway, shared_dir: Path) -> None:
+    from gateway.dmp import Actor, open_dmp
+
+    package = (shared_dir / "xdm-examples/BIO-CR-BIO_2024.01_TSH_1/IHE_XDM.ZIP").read_bytes()
+    msg = form_message(DOCTOR, RELATIVE, "Bonjour, vos résultats.\n", subject="Résultats")
+    msg.add_attachment(package, maintype="application", subtype="zip", filename="IHE_XDM.zip")
+    doctor_before = len(gw.fetch_all(DOCTOR))
+    relative_before = len(gw.fetch_all(RELATIVE))
+    gw.send(DOCTOR, msg)
+    assert gw.wait_for(RELATIVE, relative_before + 1)[-1]["Subject"] == "Résultats"
+    notice = gw.wait_for(DOCTOR, doctor_before + 1)[-1]
+    text = " ".join(text_of(notice).split())
+    assert "Document non versé au DMP" in str(notice["Subject"])
+    assert "INS 279035121518989, pas le destinataire" in text and RELATIVE_INS in text
+    dmp = open_dmp(gw.config)
+    try:
+        assert dmp.find(RELATIVE_INS, actor=Actor.admin("test")) == []
+    finally:
+        dmp.close()
+    log = gw.config.audit_log_path.read_text("utf-8").splitlines()
+    entries = [e for e in log if '"dmp.not-filed"' in e and RELATIVE in e]
+    assert entries and DOCTOR in entries[-1]
+
+
+def test_dmp_show_keeps_the_author_apart_from_the_submitter(
+        gw: Gateway, shared_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from gateway.cli import main
+    from gateway.xdm import read_package
+
+    package = (shared_dir / "xdm-examples/BIO-CR-BIO_2024.01_TSH_1/IHE_XDM.ZIP").read_bytes()
+    unique_id = read_package(package).content[0].entry.unique_id
+    msg = form_message(DOCTOR, PATIENT, "Bonjour, vos résultats.\n", subject="Biologie")
+    msg.add_attachment(package, maintype="application", subtype="zip", filename="IHE_XDM.zip")
+    before = len(gw.fetch_all(PATIENT))
+    gw.send(DOCTOR, msg)
+    gw.wait_for(PATIENT, before + 1)
+    capsys.readouterr()
+    assert main(["dmp", "show", unique_id, "--json",
+                 "--config", str(gw.config.home / "config.toml")]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["submitter_address"] == DOCTOR  # who mailed it
+    assert shown["author_id"] and shown["author_id"] != "810100123453"  # the lab's biologist
+    assert shown["author_address"] is None  # not dr.martin: not in our directory

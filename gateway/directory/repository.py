@@ -208,6 +208,10 @@ class Directory(TrustDomains, Protocol):
 
     def find_by_finess(self, finess: str) -> list[Mailbox]: ...
 
+    def members_of(self, structure: str) -> list[Mailbox]:
+        """The professionals whose structure is the ORG mailbox `structure`."""
+        ...
+
     def list_mailboxes(
         self,
         *,

@@ -389,6 +389,13 @@ class SQLiteDirectory:
         )
         return [self._mailbox(r) for r in rows]
 
+    def members_of(self, structure: str) -> list[Mailbox]:
+        rows = self._read(
+            "SELECT * FROM directory_mailbox WHERE structure = ? ORDER BY address",
+            (structure.strip().lower(),),
+        )
+        return [self._mailbox(r) for r in rows]
+
     def list_mailboxes(
         self,
         *,

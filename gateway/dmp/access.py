@@ -56,7 +56,7 @@ def may_see(actor: Actor, entry: DocumentEntry) -> Decision:
 
 
 def is_author(actor: Actor, entry: DocumentEntry) -> bool:
-    return bool(entry.metadata.author_keys() & actor.keys())
+    return bool(entry.metadata.access_keys() & actor.keys())
 
 
 def may_change(actor: Actor, entry: DocumentEntry, *, delete: bool = False) -> Decision:

@@ -79,7 +79,7 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from gateway.dmp.feed import file_package
+    from gateway.dmp.feed import directory_mailbox_of, file_package
     from gateway.xdm import read_package
     from gateway.xdm.cli import limits_of
 
@@ -98,8 +98,9 @@ def cmd_import(args: argparse.Namespace) -> int:
         dmp,
         package,
         actor=_admin(),
-        author_address=args.author,
+        submitter_address=args.submitter,
         prescription_id=args.prescription,
+        mailbox_of=directory_mailbox_of(runtime_of(args).directory),
     )
     for e in entries:
         sig = " with its signature" if e.has_signature else ""
@@ -162,7 +163,12 @@ def register(sub: Any) -> None:
         group, "import", "file every document of an IHE_XDM.zip in its patient's record", cmd_import
     )
     p.add_argument("package", metavar="IHE_XDM.zip")
-    p.add_argument("--author", metavar="EMAIL", help="the author's mailbox (access rule)")
+    p.add_argument(
+        "--submitter", "--author", dest="submitter", metavar="EMAIL",
+        help="the mailbox that submits the package (XDS submission author); the documents'"
+        " authors are read from the package and found in the directory by their national id"
+        " (--author is the former name of this option)",
+    )
     p.add_argument("--prescription", metavar="ID", help="the e-prescription identifier")
 
     p = add_command(group, "deprecate", "mark a document deprecated", cmd_deprecate)

@@ -9,7 +9,8 @@ is `DocumentRepository.submit_set`, all documents or none.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from gateway.dmp.model import (
     Actor,
@@ -20,9 +21,32 @@ from gateway.dmp.model import (
     Submission,
 )
 from gateway.dmp.repository import DocumentRepository
+from gateway.errors import GatewayError
 from gateway.identifiers import OID_INS_DEMO, OID_INS_NIR, OID_INS_TEST
 from gateway.xdm import Author, Package
 from gateway.xdm import DocumentEntry as XdsEntry
+
+# A national id ("8" + RPPS, "1" + FINESS...) -> its mailbox in the directory, or None.
+MailboxOf = Callable[[str], str | None]
+
+
+def directory_mailbox_of(directory: Any) -> MailboxOf:
+    """`MailboxOf` over the trust directory: professionals by RPPS, structures by FINESS."""
+
+    def mailbox_of(national_id: str) -> str | None:
+        kind, number = national_id[:1], national_id[1:]
+        try:
+            if kind == "8":
+                found = directory.find_by_rpps(number)
+                return found.address if found is not None else None
+            if kind == "1":
+                found_all = directory.find_by_finess(number)
+                return found_all[0].address if len(found_all) == 1 else None
+        except GatewayError:  # not a well-formed number: no mailbox
+            return None
+        return None
+
+    return mailbox_of
 
 
 def ins_of(patient_id: str) -> str:
@@ -78,10 +102,13 @@ def _institution_id(author: Author) -> str | None:
 
 
 def metadata_of(
-    entry: XdsEntry, *, author_address: str | None = None, prescription_id: str | None = None
+    entry: XdsEntry, *, author_address: str | None = None, prescription_id: str | None = None,
+    submitter_address: str | None = None, mailbox_of: MailboxOf | None = None,
 ) -> DocumentMetadata:
-    """Our DocumentMetadata for one XDS entry. `author_address`: the sender's mailbox, when the
-    package came by mail from its author (lets the access rule match the mailbox too)."""
+    """Our DocumentMetadata for one XDS entry. `submitter_address`: the mailbox that sent the
+    package to be filed; `author_address`: the author's mailbox, when the caller knows it (else
+    `mailbox_of(national id)` finds it in the directory). The two are kept apart: a doctor who
+    mails a lab report is its submitter, not its author."""
     missing = [
         name
         for name, value in (
@@ -112,7 +139,9 @@ def metadata_of(
         title=entry.title or entry.type_code.display or entry.type_code.code,
         mime_type=entry.mime_type,
         author_id=first_person,
-        author_address=author_address,
+        author_address=author_address or (
+            mailbox_of(first_person) if mailbox_of is not None and first_person else None),
+        submitter_address=submitter_address,
         author_institution=first_institution,
         confidentiality_code=entry.confidentiality[0].code if entry.confidentiality else "N",
         language_code=entry.language_code or "fr-FR",
@@ -129,6 +158,8 @@ def submissions_of(
     author_address: str | None = None,
     prescription_id: str | None = None,
     hidden_from: Sequence[str] = (),
+    submitter_address: str | None = None,
+    mailbox_of: MailboxOf | None = None,
 ) -> list[Submission]:
     """One submission per content document, each with the package's signature document."""
     if not package.content:
@@ -138,7 +169,8 @@ def submissions_of(
     return [
         Submission(
             metadata=metadata_of(
-                doc.entry, author_address=author_address, prescription_id=prescription_id
+                doc.entry, author_address=author_address, prescription_id=prescription_id,
+                submitter_address=submitter_address, mailbox_of=mailbox_of,
             ),
             content=doc.data,
             signature=signature.data if signature else None,
@@ -161,6 +193,8 @@ def file_package(
     author_address: str | None = None,
     prescription_id: str | None = None,
     hidden_from: Sequence[str] = (),
+    submitter_address: str | None = None,
+    mailbox_of: MailboxOf | None = None,
 ) -> list[DocumentEntry]:
     """File every document of a checked XDM package in the patient's record, all or none.
     Refused (InvalidDocument, nothing filed) when a document does not name its patient by a
@@ -176,5 +210,7 @@ def file_package(
         author_address=author_address,
         prescription_id=prescription_id,
         hidden_from=hidden_from,
+        submitter_address=submitter_address,
+        mailbox_of=mailbox_of,
     )
     return dmp.submit_set(subs, actor=actor)

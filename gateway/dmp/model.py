@@ -43,7 +43,10 @@ class DocumentMetadata:
     title: str
     mime_type: str = "text/xml"
     author_id: str | None = None  # "8" + RPPS (national id of the author)
-    author_address: str | None = None  # the author's mailbox
+    # The author's mailbox: only when the directory says it is the author's (the author's
+    # national id has it). Who filed the document is `submitter_address`: XDS keeps the
+    # document's author (DocumentEntry.author) apart from the submission's (its source).
+    author_address: str | None = None
     author_institution: str | None = None  # "1" + FINESS or the structure's mailbox
     set_id: str | None = None  # CDA setId: versions of one document share it
     version: int = 1
@@ -53,11 +56,22 @@ class DocumentMetadata:
     other_authors: tuple[str, ...] = ()  # further authors' national ids or addresses
     hash: str | None = None
     size: int | None = None
+    # The mailbox that sent it to be filed (the XDS submission set's author: the prescriber who
+    # mailed a lab report, the pharmacy whose mailbox sent its pharmacist's dispensation).
+    submitter_address: str | None = None
 
     def author_keys(self) -> set[str]:
-        """Every identity of the document's authors, lower case (what access rules compare)."""
+        """Every identity of the document's authors, lower case."""
         keys = (self.author_id, self.author_address, self.author_institution, *self.other_authors)
         return {k.strip().lower() for k in keys if k and k.strip()}
+
+    def access_keys(self) -> set[str]:
+        """Who the access rules count as having fed the record with this document: its authors
+        and its submitter."""
+        keys = self.author_keys()
+        if self.submitter_address and self.submitter_address.strip():
+            keys.add(self.submitter_address.strip().lower())
+        return keys
 
 
 @dataclass(frozen=True)
@@ -94,6 +108,7 @@ class DocumentEntry:
             "author_id": m.author_id,
             "author_address": m.author_address,
             "author_institution": m.author_institution,
+            "submitter_address": m.submitter_address,
             "set_id": m.set_id,
             "version": m.version,
             "confidentiality_code": m.confidentiality_code,

@@ -105,6 +105,10 @@ MIGRATIONS = [
     """
     ALTER TABLE dmp_documents ADD COLUMN other_authors TEXT NOT NULL DEFAULT '';
     """,
+    # Who filed it, apart from who wrote it (XDS: the submission's author vs the document's).
+    """
+    ALTER TABLE dmp_documents ADD COLUMN submitter_address TEXT;
+    """,
 ]
 
 _UTC = dt.UTC
@@ -173,6 +177,7 @@ class SQLiteDMP:
             other_authors=tuple(row["other_authors"].split()),
             hash=row["hash"],
             size=row["size"],
+            submitter_address=row["submitter_address"],
         )
         return DocumentEntry(
             metadata=meta,
@@ -336,8 +341,8 @@ class SQLiteDMP:
                 " format_code, creation_time, title, mime_type, author_id, author_address,"
                 " author_institution, set_id, version, confidentiality_code, language_code,"
                 " prescription_id, hash, size, status, submitted_at, submitted_by,"
-                " signature_format, replaces, has_signature, other_authors) VALUES"
-                " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " signature_format, replaces, has_signature, other_authors, submitter_address)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     metadata.unique_id,
                     ins,
@@ -364,13 +369,14 @@ class SQLiteDMP:
                     replaces,
                     int(signature is not None),
                     " ".join(k.strip() for k in metadata.other_authors if k.strip()),
+                    metadata.submitter_address and metadata.submitter_address.lower(),
                 ),
             )
             self.conn.execute(
                 "INSERT INTO dmp_content (unique_id, content, signature) VALUES (?, ?, ?)",
                 (metadata.unique_id, content, signature),
             )
-            authors = metadata.author_keys()
+            authors = metadata.access_keys()
             self.conn.executemany(
                 "INSERT INTO dmp_authors (unique_id, patient_ins, author_key) VALUES (?, ?, ?)",
                 [(metadata.unique_id, ins, key) for key in sorted(authors)],

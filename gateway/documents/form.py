@@ -666,7 +666,7 @@ def parse_dispensation_form(
                   " caractères> » (imprimé sous le QR code)")
     if not seen_author:
         if sender:
-            author = _identify_professional(ctx, 0, sender, people, "pharmacien")
+            author = _dispensing_pharmacist(ctx, sender, people)
         else:
             ctx.error(0, "le pharmacien manque : ajoutez « Pharmacien : RPPS <11 chiffres> »")
     if not raw_lines:
@@ -702,6 +702,25 @@ def parse_dispensation_form(
         lines=tuple(dispensed),
         notes=notes,
     )
+
+
+def _dispensing_pharmacist(ctx: _Context, sender: str, people: People) -> AuthorInfo | None:
+    """Who dispensed when the form names nobody: the sender; or, from a pharmacy's own mailbox
+    (its team shares it; the document is sealed with the pharmacy's seal), its pharmacist when
+    the directory knows exactly one, the document's author being a pharmacist."""
+    team = people.pharmacists_of(sender.strip("<>").lower())
+    if team is None:
+        return _identify_professional(ctx, 0, sender, people, "pharmacien")
+    if len(team) == 1:
+        return team[0]
+    if not team:
+        ctx.error(0, f"aucun pharmacien n'est rattaché à la pharmacie {sender} dans l'annuaire :"
+                  " nommez celui ou celle qui a délivré (« Pharmacien : RPPS <11 chiffres> »)")
+    else:
+        names = ", ".join(f"{a.given_name} {a.family_name} (RPPS {a.rpps})" for a in team)
+        ctx.error(0, "la pharmacie a plusieurs pharmaciens dans l'annuaire : nommez celui ou"
+                  f" celle qui a délivré (« Pharmacien : RPPS <11 chiffres> ») : {names}")
+    return None
 
 
 def _identifier_reason(reason: str) -> str:

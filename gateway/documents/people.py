@@ -15,12 +15,19 @@ from gateway.directory.model import Mailbox
 from gateway.documents.model import AuthorInfo, PatientInfo, StructureInfo
 from gateway.identifiers import OID_INS_NIR, OID_INS_TEST
 
+PHARMACIEN = "21"  # TRE_G15
+
 
 class People(Protocol):
     def patient(self, ins: str) -> PatientInfo | None: ...
 
     def professional(self, key: str) -> AuthorInfo | None:
         """`key` is an RPPS number (11 digits) or a mailbox address."""
+        ...
+
+    def pharmacists_of(self, address: str) -> list[AuthorInfo] | None:
+        """The pharmacists of the pharmacy whose mailbox is `address`, or None when `address`
+        is not a pharmacy's mailbox (a pharmacy's team shares its mailbox)."""
         ...
 
 
@@ -47,6 +54,9 @@ class StaticPeople:
 
     def professional(self, key: str) -> AuthorInfo | None:
         return self.professionals.get(key.lower())
+
+    def pharmacists_of(self, address: str) -> list[AuthorInfo] | None:
+        return None
 
 
 def _phone(value: str | None) -> str | None:
@@ -101,3 +111,12 @@ class DirectoryPeople:
         structure_address = mailbox.professional.structure
         structure = self.directory.get(structure_address) if structure_address else None
         return author_info(mailbox, structure)
+
+    def pharmacists_of(self, address: str) -> list[AuthorInfo] | None:
+        pharmacy = self.directory.get(address)
+        if pharmacy is None or not pharmacy.is_pharmacy:
+            return None
+        team = [m for m in self.directory.members_of(pharmacy.address)
+                if m.active and m.professional is not None
+                and m.professional.profession == PHARMACIEN]
+        return [a for a in (author_info(m, pharmacy) for m in team) if a is not None]

@@ -106,7 +106,8 @@ def identifiers_in(text: str) -> list[str]:
     adds up to 18 characters is tried, starting at every word (so "est L71 90G ..." finds the
     identifier after "est"); only those whose check character is right are kept. Groups of one
     size, because one candidate in 37 passes the check by chance: "voici mon ordonnance" (5, 3
-    and 10 letters) must not be read as an identifier."""
+    and 10 letters) must not be read as an identifier. "est L71 90G 0OK PB6 U1L" may still pass
+    beside the real one: callers try the candidates in order against the registry."""
     from gateway.prescriptions.identifier import LENGTH, check_identifier
 
     tokens = list(_TOKEN.finditer(text))

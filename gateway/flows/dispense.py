@@ -40,7 +40,7 @@ from gateway.flows.common import (
     registered_cda,
 )
 from gateway.flows.context import ACTOR, Context, now
-from gateway.flows.verify import remaining_text
+from gateway.flows.verify import remaining_text, status_text
 from gateway.ordonnance.wording import plural
 from gateway.pipeline import Delivery, Message, Outcome, Pipeline
 from gateway.prescriptions import checks
@@ -122,8 +122,11 @@ def _record(ctx: Context, d: Dispensation, sender: str, key: str
     if mailbox is None:
         raise GatewayError(f"{sender} is not in the directory")
     structure = ctx.structure_of(mailbox)
+    # The pharmacist: the sender; from the pharmacy's own mailbox, the one the form names (or
+    # the pharmacy's only one), the document's author.
+    pharmacist = sender if mailbox.professional else (d.author.email or d.author.rpps)
     dispenser = dataclasses.replace(Dispenser.from_mailbox(mailbox, structure),
-                                    pharmacist=sender if mailbox.professional else None)
+                                    pharmacist=pharmacist)
     d = assign_dispensation_ids(d)
     report = DispensationReport.from_dispensation(d, dispenser, dispensation_id=key)
     record = ctx.registry.get(d.prescription_id, actor=sender)
@@ -149,7 +152,8 @@ def _record(ctx: Context, d: Dispensation, sender: str, key: str
             metrics.prescription("dispensed")
         if result.applied and in_dmp:
             file_package(uow.dmp, pkg, actor=Actor(ActorKind.GATEWAY, ACTOR),
-                         author_address=sender, prescription_id=d.prescription_id,
+                         author_address=d.author.email, submitter_address=sender,
+                         prescription_id=d.prescription_id,
                          hidden_from=hidden if record.patient_objects_to_feedback else ())
     return result.record, result.applied, package, in_dmp, warnings
 
@@ -214,8 +218,8 @@ def handle(ctx: Context, sender: str, recipients: tuple[str, ...], data: bytes) 
                   f"Bonjour,\n\nLa délivrance est enregistrée{'' if applied else ' (déjà reçue)'}"
                   + (" et versée dans le DMP du patient" if in_dmp else " (non versée dans le"
                      " DMP : le patient n'y est pas désigné par un INS qualifié)")
-                  + f" :\n{lines}\n\nStatut :"
-                  f" {record.status_at(now())}\nQuantités restantes :\n{left}\n{notes}",
+                  + f", pharmacien : {d.author.given_name} {d.author.family_name} :\n{lines}"
+                  f"\n\nStatut : {status_text(record)}\nQuantités restantes :\n{left}\n{notes}",
                   original_id)]
     xdm = mail.Attachment("IHE_XDM.zip", "application/zip", package)
     if not record.patient_objects_to_feedback and record.prescriber_address:

@@ -41,7 +41,7 @@ from gateway.flows.common import (
     prescription_cda,
 )
 from gateway.flows.context import ACTOR, Context, now
-from gateway.flows.filing import file_packages, may_hold_package, relayed
+from gateway.flows.filing import file_packages, may_hold_package, not_filed_notice, relayed
 from gateway.ordonnance import qr_png, render_pdf
 from gateway.pipeline import Delivery, Message, Outcome, Pipeline
 from gateway.prescriptions import checks
@@ -297,8 +297,8 @@ def _register(ctx: Context, key: str, source: Source, sender: str, patient_addre
             uow.registry.register(p, prescriber_address=sender, patient_address=patient_address,
                                   package=signed, actor=sender, now=when)
             entries = file_package(uow.dmp, pkg, actor=Actor(ActorKind.GATEWAY, ACTOR),
-                                   author_address=sender, prescription_id=p.identifier
-                                   ) if in_dmp(p) else []
+                                   author_address=sender, submitter_address=sender,
+                                   prescription_id=p.identifier) if in_dmp(p) else []
             uow.prescribed.add(key, p.identifier)
     except GatewayError as exc:  # the registry or the DMP refuses (e.g. an identifier reused)
         raise Refused(f"l'ordonnance n'a pas pu être enregistrée : {exc}") from None
@@ -317,9 +317,11 @@ def handle(ctx: Context, sender: str, patients: tuple[str, ...], data: bytes) ->
     try:
         source = find_source(msg, Limits.of(config))
         if source is None:  # an ordinary mail; its structured documents go to the DMP too
-            for patient in patients:
-                file_packages(ctx, msg, sender, patient)
-            return None
+            notices = [not_filed_notice(ctx, msg, sender, patient,
+                                        file_packages(ctx, msg, sender, patient))
+                       for patient in patients]
+            told = tuple(n for n in notices if n is not None)
+            return Plan(deliveries=told, notes=("packages not filed",)) if told else None
         if len(patients) > 1:
             raise Refused("une ordonnance concerne un seul patient : envoyez un message par"
                           f" patient (destinataires : {', '.join(patients)})")

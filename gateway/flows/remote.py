@@ -327,6 +327,24 @@ def _signer_is_author(cert: x509.Certificate, author: AuthorInfo) -> bool:
     return any(u in allowed for u in uids)
 
 
+def patient_address(ctx: Context, p: Prescription, sender: str) -> str:
+    """The mailbox of the document's patient: the sender when it is them; else ours for that
+    INS, or the same INS at the sender's patients' operator (a relative forwarded it)."""
+    ins = p.patient.ins.lower()
+    local, _, domain = sender.lower().rpartition("@")
+    if local == ins:
+        return sender.lower()
+    try:
+        mailbox = ctx.directory.find_by_ins(p.patient.ins)
+    except GatewayError:  # not an INS the directory would hold
+        mailbox = None
+    if mailbox is not None:
+        return mailbox.address
+    if domain.startswith("patient.") and _INS_LOCAL.fullmatch(ins):
+        return f"{ins}@{domain}"
+    return sender.lower()
+
+
 def elsewhere(ctx: Context, package: bytes, cda: bytes, p: Prescription, sender: str
               ) -> External | None:
     """A validly signed package whose identifier our registry does not know: when its signer
@@ -365,8 +383,8 @@ def elsewhere(ctx: Context, package: bytes, cda: bytes, p: Prescription, sender:
     try:
         with ctx.records.unit() as uow:
             record = uow.registry.record_external(
-                p, prescriber_address=prescriber, patient_address=sender, package=package,
-                actor=sender, now=now())
+                p, prescriber_address=prescriber, patient_address=patient_address(ctx, p, sender),
+                package=package, actor=sender, now=now())
     except AlreadyRegistered:  # another process kept it meanwhile
         record = ctx.registry.get(identifier, actor=sender)
     except GatewayError as exc:

@@ -137,6 +137,12 @@ def verdict(ctx: Context, msg: mail.Message, actor: str) -> Verdict | None:
     found = identifiers_in(text)
     if not found:
         return None
+    # One run of words in 37 passes the check character by chance ("est L71 90G 0OK PB6 U1L"
+    # before "L71 90G 0OK PB6 U1L 56T"): the first the registry knows is the one meant.
+    for identifier in found[:5]:
+        verdict_ = _by_registry(ctx, identifier, actor)
+        if verdict_.record is not None:
+            return verdict_
     return _by_registry(ctx, found[0], actor)
 
 
@@ -144,6 +150,18 @@ def _amount(value: Decimal | None) -> str:
     if value is None:
         return "-"
     return format(value.normalize(), "f").replace(".", ",")
+
+
+_STATUS_WORDS = {
+    "active": "à délivrer", "partially_dispensed": "délivrée en partie",
+    "dispensed": "entièrement délivrée", "expired": "expirée", "cancelled": "annulée",
+}
+
+
+def status_text(record: PrescriptionRecord) -> str:
+    """`délivrée en partie (partially_dispensed)`: the words, and the registry's code."""
+    status = record.status_at(now()).value
+    return f"{_STATUS_WORDS.get(status, status)} ({status})"
 
 
 def remaining_text(record: PrescriptionRecord) -> str:
@@ -180,14 +198,16 @@ def dispensation_form(record: PrescriptionRecord) -> str:
     return "\n".join(rows)
 
 
-def _pharmacy_text(v: Verdict, robot: str) -> str:
+def _pharmacy_text(v: Verdict, robot: str, not_the_patient: str = "") -> str:
     head = "VALIDE" if v.valid else "NON VALIDE"
     text = f"Vérification de l'ordonnance par la messagerie sécurisée : {head}\n"
     if v.identifier:
         text += f"Identifiant : {group(v.identifier)} ({v.identifier})\n"
+    if not_the_patient:
+        text += f"\n{not_the_patient}\n"
     text += f"\n{v.explanation}\n"
     if v.record is not None:
-        text += f"\nStatut : {v.record.status_at(now())}\n"
+        text += f"\nStatut : {status_text(v.record)}\n"
         text += f"Première délivrance avant le : {v.record.validity_end:%d/%m/%Y}\n"
         text += "Quantités restantes :\n" + remaining_text(v.record) + "\n"
     if v.valid and v.record is not None and v.record.registered_elsewhere:
@@ -229,11 +249,23 @@ def handle(ctx: Context, sender: str, recipients: tuple[str, ...], data: bytes) 
     reason = re.sub(r"[;\r\n]", " ", v.reason)
     registry = "registry=elsewhere; " if v.elsewhere else ""
     header = f"{state}; id={v.identifier or 'none'}; {registry}reason={reason}"
+    # A relative may bring an ordonnance: not refused, but said (the pharmacist checks at the
+    # counter who presents it).
+    not_the_patient = ""
+    if v.record is not None and v.record.patient_address.lower() != sender:
+        header += f"; forwarded-by={sender}; not-the-patient=yes"
+        who, patient = ctx.mailbox(sender), ctx.mailbox(v.record.patient_address)
+        by = f"{who.display_name} ({sender})" if who else sender
+        of = (f"{patient.display_name}, {v.record.patient_address}" if patient
+              else v.record.patient_address)
+        not_the_patient = (f"Transmise par {by}, qui n'est pas le patient de l'ordonnance ({of}) :"
+                           " un proche peut apporter une ordonnance ; vérifiez à la délivrance"
+                           " qui la présente.")
     subject = mail.header(msg, "Subject")
     to_pharmacy = mail.compose(
         sender=sender, to=pharmacies, domain=domain, in_reply_to=mail.message_id_of(msg),
         subject=f"[Ordonnance {'valide' if v.valid else 'NON VALIDE'}] {subject}"[:200],
-        body=_pharmacy_text(v, ctx.robot),
+        body=_pharmacy_text(v, ctx.robot, not_the_patient),
         files=[mail.Attachment("message-du-patient.eml", "message/rfc822", data)],
         headers=[("X-Ordonnance-Verification", header), ("X-MSS-NIL", product)],
     )
