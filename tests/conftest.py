@@ -139,13 +139,32 @@ def gateway_home(tmp_path: Path, _gateway_template: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def cisis_kit(shared_dir: Path):  # type: ignore[no-untyped-def]
-    """The official CI-SIS kit, every schematron layer compiled once for the whole session
-    (this process keeps them); a test validates with `validate_document(..., kit=cisis_kit)`."""
-    from gateway.documents.validate import Kit, validate_document
+def validator_socket(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """One validator process for the session (documents.validator): the four generic layers
+    compiled once (Saxon needs tens of seconds and ~750 MB for them) for the corpus tests and
+    for every gateway a test starts with `incoming_layers = "all"`; stopped at the end."""
+    from gateway.documents import validator
+    from gateway.documents.validate import Kit
 
+    socket = tmp_path_factory.mktemp("validator") / "validator.sock"
     kit = Kit(shared_dir / "ci-sis/infrastructure/cda/CDA_extended.xsd",
               shared_dir / "ci-sis/schematrons", SCHEMATRON_CACHE)
+    address = validator.Address(socket)
+    validator.start(address, kit, owner=os.getpid())
+    yield socket
+    validator.stop(address)
+
+
+@pytest.fixture(scope="session")
+def cisis_kit(shared_dir: Path, validator_socket: Path):  # type: ignore[no-untyped-def]
+    """The official CI-SIS kit, its generic layers run by the session's validator process; a
+    test validates with `validate_document(..., kit=cisis_kit)`."""
+    from gateway.documents import validator
+    from gateway.documents.validate import Kit, validate_document
+
+    kit = validator.remote(validator.Address(validator_socket), Kit(
+        shared_dir / "ci-sis/infrastructure/cda/CDA_extended.xsd",
+        shared_dir / "ci-sis/schematrons", SCHEMATRON_CACHE))
     example = shared_dir / "ci-sis/ExemplesCDA/eP-MED-DM_2024.01_PosoStruct.xml"
     report = validate_document(example.read_bytes(), kit=kit)
     skipped = [f"{layer.name}: {layer.note}" for layer in report.layers
@@ -155,7 +174,8 @@ def cisis_kit(shared_dir: Path):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
-def forms_home(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def forms_home(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory,
+               validator_socket: Path) -> Path:
     """A demo gateway (`init --demo`) with the real drug reference imported from ../shared/bdpm:
     what the mail forms are read against (the import takes seconds: once per session)."""
     from gateway.cli import main
@@ -167,7 +187,8 @@ def forms_home(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
         "[gateway]\nworkers = 1\n[documents]\n"
         f'cda_schema = "{shared_dir}/ci-sis/infrastructure/cda/CDA_extended.xsd"\n'
         f'schematron_dir = "{shared_dir}/ci-sis/schematrons"\n'
-        f'schematron_cache = "{SCHEMATRON_CACHE}"\n')
+        f'schematron_cache = "{SCHEMATRON_CACHE}"\n'
+        f'validator_socket = "{validator_socket}"\n')  # `cda validate` finds it running
     assert main(["init", "--demo", "--config", str(home / "config.toml")]) == 0
     conn = connect(home / "var" / "gateway.db")
     import_directory(conn, shared_dir / "bdpm")

@@ -36,31 +36,21 @@ Cordialement
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory, _gateway_template: Path,
-         shared_dir: Path) -> Path:
+         shared_dir: Path, validator_socket: Path) -> Path:
+    """Documents from outside go through every layer, as in production: the generic ones in
+    the session's validator process (already compiled: a reply does not wait for it)."""
     home = make_home(_gateway_template, tmp_path_factory.mktemp("journey") / "gw", shared_dir)
-    cfg = home / "config.toml"  # documents from outside: every layer, as in production
-    cfg.write_text(cfg.read_text().replace('incoming_layers = "model"', 'incoming_layers = "all"'))
+    cfg = home / "config.toml"
+    cfg.write_text(cfg.read_text().replace(
+        'incoming_layers = "model"',
+        f'incoming_layers = "all"\nvalidator_socket = "{validator_socket}"'))
     return home
 
 
 @pytest.fixture(scope="module")
 def gw(home: Path):  # noqa: ANN201
-    """The gateway, and its validator process started beforehand (its compile takes longer
-    than a test waits for a reply); stopped with the gateway."""
-    import os
-
-    from gateway.config import load_config
-    from gateway.documents import validator
-    from gateway.documents.validate import Kit
-
-    config = load_config(home / "config.toml")
-    address = validator.Address(config.path(config.documents.validator_socket))
-    validator.start(address, Kit.of(config), owner=os.getpid())
-    try:
-        with running(home) as gateway:
-            yield gateway
-    finally:
-        validator.stop(address)
+    with running(home) as gateway:
+        yield gateway
 
 
 def qr_text(pdf: bytes) -> str:

@@ -24,10 +24,12 @@ QID = re.compile(rb"queued as ([0-9A-F]{21})")
 RECEIVED_ID = re.compile(rb"with ESMTPSA id ([0-9A-F]{21})")
 
 
-def start_serve(cfg: Path) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
+def start_serve(
+    cfg: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway", "serve", "--config", str(cfg)],
-        stderr=subprocess.PIPE, start_new_session=True,
+        stderr=subprocess.PIPE, start_new_session=True, env=env,
     )
     ports: dict[str, int] = {}
     assert proc.stderr is not None

@@ -68,6 +68,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(config_of(args))
 
 
+def cmd_health(args: argparse.Namespace) -> int:
+    """Ask the running gateway whether it is ready (its /readyz), or run the same checks here
+    when it has no HTTPS listener; exit 0 when ready, 1 when not (a container's HEALTHCHECK,
+    a monitoring probe, an operator after an upgrade)."""
+    from gateway.cli import config_of, print_json
+    from gateway.systemd import probe
+
+    ready, checks = probe(config_of(args), timeout=args.timeout, address=args.address)
+    if args.json:
+        print_json({"ready": ready, "checks": checks})
+    else:
+        for name, check in checks.items():
+            print(f"{'ok' if check.get('ok') else 'FAILED':6} {name}: {check.get('detail')}")
+        print("ready" if ready else "NOT ready")
+    return 0 if ready else 1
+
+
 def register(sub: Any) -> None:
     p = add_command(
         sub, "init", "initialise the gateway described by the configuration (idempotent)", cmd_init
@@ -78,3 +95,9 @@ def register(sub: Any) -> None:
         help="also register the demo population (doctor, pharmacy, patient, robot)",
     )
     add_command(sub, "serve", "run every configured listener until interrupted", cmd_serve)
+    p = add_command(sub, "health", "is the running gateway ready? (exit 0 when it is)",
+                    cmd_health, json_output=True)
+    p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="how long to wait for the gateway's answer (default 10)")
+    p.add_argument("--address", metavar="HOST:PORT",
+                   help="where the HTTPS listener answers, when not at [http] listen")

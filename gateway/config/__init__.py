@@ -58,6 +58,11 @@ class PKISection:
     days: int = 1095  # default validity of issued certificates (IGC-Santé: 3 years)
     crl_days: int = 7  # nextUpdate of published CRLs
     ca_passphrase_file: str = ""  # CA keys encrypted with its first line ($MSSGW_CA_PASSPHRASE)
+    # External CAs' CRLs (gateway/pki/external.py): fetched from their distribution points at
+    # start and every crl_refresh_hours; crl_urls adds distribution points to those the
+    # anchors and the server certificate's chain name.
+    crl_refresh_hours: int = 6
+    crl_urls: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -358,7 +363,10 @@ def config_from_dict(data: dict[str, Any], home: Path, source: Path | None = Non
     for key in ("ca_key_bits", "key_bits"):
         if not 2048 <= getattr(cfg.pki, key) <= 8192:
             raise ConfigError(f"config: [pki] {key} must be between 2048 and 8192")
-    for key in ("days", "crl_days"):
+    if not all(isinstance(u, str) and u.lower().startswith(("http://", "https://"))
+               for u in cfg.pki.crl_urls):
+        raise ConfigError("config: [pki] crl_urls must be a list of http:// or https:// URLs")
+    for key in ("days", "crl_days", "crl_refresh_hours"):
         if getattr(cfg.pki, key) < 1:
             raise ConfigError(f"config: [pki] {key} must be at least 1")
     _check_password_kinds(cfg.auth)

@@ -120,6 +120,9 @@ class Kit:
     schema: Path | None = None
     schematrons: Path | None = None
     cache: Path | None = None
+    # Where the generic layers run when not in this process: (document, layer names) -> their
+    # results (documents.validator.remote: the validator process).
+    remote: Callable[[bytes, tuple[str, ...]], list[LayerResult]] | None = None
 
     @classmethod
     def of(cls, config: Config) -> Kit:
@@ -210,6 +213,17 @@ def _schematron_layers(tree: etree._ElementTree, kind: Kind, version: str | None
     return out
 
 
+def _remote_layers(kit: Kit, data: bytes, layers: Collection[str]) -> list[LayerResult]:
+    """The generic layers asked for, from `kit.remote`; the others (volet) stay here."""
+    names = tuple(n for n in SCHEMATRON_LAYERS[1:] if n in layers)
+    if not names or kit.remote is None:
+        return []
+    try:
+        return kit.remote(data, names)
+    except GatewayError as exc:
+        return [LayerResult(n, "skipped", note=str(exc)) for n in names]
+
+
 def validate_document(
     data: bytes,
     *,
@@ -240,8 +254,10 @@ def validate_document(
                                                                    "error")]))
         return ValidationReport(None, results)
     version = declared_version(tree.getroot(), parsed.kind)
-    if any(n in layers for n in SCHEMATRON_LAYERS):
-        results += _schematron_layers(tree, parsed.kind, version, kit, layers)
+    here = [n for n in layers if n == "volet" or kit.remote is None]
+    if any(n in here for n in SCHEMATRON_LAYERS):
+        results += _schematron_layers(tree, parsed.kind, version, kit, here)
+    results += _remote_layers(kit, data, layers)
     if "rules" in layers:
         rules = [Problem(p.location, p.message, "rules", p.severity) for p in parsed.problems]
         if parsed.prescription is not None:

@@ -17,6 +17,7 @@ a key in a 0600 file beside the socket (a pickle from anyone else would be code 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import logging
 import multiprocessing
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import Config
-from gateway.documents.validate import Kit, ValidationReport, validate_document
+from gateway.documents.validate import Kit, LayerResult, ValidationReport, validate_document
 from gateway.errors import GatewayError
 
 GENERIC = ("IHE", "ModelesDeContenusCDA", "Modeles_ANS", "StrucMin")
@@ -76,12 +77,30 @@ def for_config(config: Config) -> Callable[[bytes], ValidationReport] | None:
     return lambda data: validate_generic(address, kit, data)
 
 
-def validate_generic(address: Address, kit: Kit, data: bytes,
-                     timeout: float = START_SECONDS) -> ValidationReport:
+def remote(address: Address, kit: Kit) -> Kit:
+    """`kit` with its generic layers run by the validator process at `address` (what the
+    tests share for a session: one compile)."""
+    def run(data: bytes, layers: tuple[str, ...]) -> list[LayerResult]:
+        return validate_generic(address, kit, data, layers=layers).layers
+
+    return dataclasses.replace(kit, remote=run)
+
+
+def running(address: Address) -> bool:
+    """Whether a validator answers at `address` (one is not started for asking)."""
+    conn = _try_connect(address)
+    if conn is None:
+        return False
+    conn.close()
+    return True
+
+
+def validate_generic(address: Address, kit: Kit, data: bytes, timeout: float = START_SECONDS,
+                     layers: tuple[str, ...] = GENERIC) -> ValidationReport:
     """The generic layers' report on `data`, from the validator process (started if needed)."""
     conn = _connect(address, kit, timeout)
     try:
-        conn.send(("validate", data))
+        conn.send(("validate", (data, layers)))
         if not conn.poll(timeout):
             raise ValidatorUnavailable(f"the validator did not answer within {timeout:.0f} s")
         answer = conn.recv()
@@ -193,7 +212,9 @@ def serve(address: Address, kit: Kit, owner: int) -> None:
                 kind, data = conn.recv()
                 last[0] = time.monotonic()
                 if kind == "validate":
-                    conn.send(validate_document(data, kit=kit, layers=GENERIC))
+                    document, layers = data
+                    conn.send(validate_document(document, kit=kit, layers=[
+                        n for n in layers if n in GENERIC]))
                 elif kind == "ping":
                     conn.send("pong")
                 elif kind == "stop":

@@ -221,8 +221,12 @@ def initialise(config: Config) -> list[str]:
     created += [f"published CRL: {path}" for path in crl.refresh_due(config)]
     with store.connection(config) as conn:
         server = store.get_state(conn, "server_serial")
+        external = store.get_state(conn, "server_source") == "external"
     hostname = config.gateway.hostname
-    if server is None or not _server_cert_fits(config, server):
+    if external:
+        # Imported from the health PKI (`mssgw pki import-server`): never replaced by ours.
+        pass
+    elif server is None or not _server_cert_fits(config, server):
         names, ips = _server_sans(config)
         issued = issue(config, "server", None, hostname, dns_names=names, ip_addresses=ips)
         from gateway import db

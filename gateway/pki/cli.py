@@ -15,7 +15,7 @@ from gateway.cli import add_command, command_group, config_of, print_json, runti
 from gateway.fileio import write_atomic
 from gateway.pki import ca, crl
 from gateway.pki.admin import CertificateService
-from gateway.pki.anchors import add_anchor, list_anchors, load_certificates
+from gateway.pki.anchors import add_anchor, check_uses, list_anchors, load_certificates
 from gateway.pki.ca import PKIError
 from gateway.pki.files import write_private
 from gateway.pki.kinds import KINDS, Purpose
@@ -209,12 +209,50 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_add_anchor(args: argparse.Namespace) -> int:
     config = config_of(args)
-    for a in add_anchor(config, _read_input(args.file, "certificate")):
+    uses = [u.strip() for u in args.uses.split(",") if u.strip()]
+    for url in args.crl_url or []:
+        if not url.lower().startswith(("http://", "https://")):
+            raise PKIError(f"--crl-url {url}: only http:// and https:// are fetched")
+    for a in add_anchor(config, _read_input(args.file, "certificate"), check_uses(uses),
+                        args.crl_url or ()):
         print(
             f"added trust anchor {a.subject_dn} (sha256 {a.fingerprint[:16]}…, "
-            f"until {a.not_after.date().isoformat()})"
+            f"until {a.not_after.date().isoformat()}) for {', '.join(a.uses)}"
         )
+    print("restart `mssgw serve` for its listeners to use the new anchors")
     return 0
+
+
+def cmd_import_server(args: argparse.Namespace) -> int:
+    from gateway.pki.external import import_server
+
+    config = config_of(args)
+    passphrase = None
+    if args.key_passphrase_file:
+        passphrase = Path(args.key_passphrase_file).read_bytes().splitlines()[0]
+    done = import_server(
+        config, _read_input(args.cert, "certificate"), _read_input(args.key, "key"),
+        _read_input(args.chain, "chain") if args.chain else b"", key_passphrase=passphrase)
+    print(f"server certificate {done.serial}: {done.subject}, issued by {done.issuer}, "
+          f"until {done.not_after.date().isoformat()}")
+    for warning in done.warnings:
+        print(f"warning: {warning}")
+    print("restart `mssgw serve` for its listeners to present it")
+    return 0
+
+
+def cmd_refresh_crls(args: argparse.Namespace) -> int:
+    from gateway.pki.external import refresh_crls
+
+    results = refresh_crls(config_of(args))
+    if args.json:
+        print_json([r.as_json() for r in results])
+    elif not results:
+        print("no CRL distribution point to fetch (no external CA: import one with "
+              "`mssgw pki add-anchor`, or list URLs in [pki] crl_urls)")
+    for r in results if not args.json else []:
+        print(f"{'ok' if r.ok else 'FAILED':6} {r.url}: {r.detail}")
+    return 0 if all(r.ok for r in results) else 1
 
 
 def cmd_anchors(args: argparse.Namespace) -> int:
@@ -226,7 +264,10 @@ def cmd_anchors(args: argparse.Namespace) -> int:
     if not anchors:
         print("no imported trust anchors (our own root CA is always trusted)")
     for a in anchors:
-        print(f"{a.fingerprint[:16]}  {a.not_after.date().isoformat()}  {a.subject_dn}")
+        print(f"{a.fingerprint[:16]}  {a.not_after.date().isoformat()}  "
+              f"{','.join(a.uses):17}  {a.subject_dn}")
+        for url in a.crl_urls:
+            print(f"{'':18}CRL: {url}")
     return 0
 
 
@@ -302,6 +343,32 @@ def register(sub: Any) -> None:
     p.add_argument("--at", metavar="DATETIME", help="verify at this time (ISO 8601; UTC default)")
 
     p = add_command(pki, "add-anchor", "trust a peer operator's CA certificate", cmd_add_anchor)
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="FILE", help="CA certificate(s): PEM bundle or DER")
+    p.add_argument(
+        "--for", dest="uses", default="relay,sign", metavar="USES",
+        help="what it vouches for, among relay (other operators' servers), client (client"
+        " certificates: people, software), sign (document signatures); default relay,sign",
+    )
+    p.add_argument("--crl-url", action="append", metavar="URL",
+                   help="a distribution point of its CRL, beside those the certificates name"
+                   " (repeatable)")
+
+    p = add_command(
+        pki, "import-server",
+        "make an externally issued certificate (IGC-Santé) the gateway's server certificate",
+        cmd_import_server,
+    )
+    p.add_argument("--cert", required=True, metavar="FILE",
+                   help="the certificate (PEM; may be followed by its chain)")
+    p.add_argument("--key", required=True, metavar="FILE", help="its private key (PEM)")
+    p.add_argument("--chain", metavar="FILE", help="the issuing CA certificate(s) (PEM)")
+    p.add_argument("--key-passphrase-file", metavar="FILE",
+                   help="a file whose first line decrypts the key")
+
+    add_command(
+        pki, "refresh-crls",
+        "fetch the external CAs' CRLs from their distribution points now (exit 1 if one fails)",
+        cmd_refresh_crls, json_output=True,
+    )
 
     add_command(pki, "anchors", "list imported trust anchors", cmd_anchors, json_output=True)

@@ -47,6 +47,30 @@ async def start(runtime: Runtime, *, every: float = CHECK_EVERY_SECONDS) -> asyn
     return asyncio.create_task(_refresh_forever(runtime.config, every), name="mssgw crl refresh")
 
 
+async def _fetch_forever(config: Config, every: float) -> None:
+    from gateway.pki.external import refresh_crls
+
+    while True:
+        try:
+            for r in await asyncio.to_thread(refresh_crls, config):
+                if not r.ok:
+                    log.warning("CRL %s: %s", r.url, r.detail)
+                elif r.detail != "unchanged":
+                    log.info("CRL %s: %s", r.url, r.detail)
+        except Exception:  # never stop the gateway over a CRL; the next round tries again
+            log.exception("could not refresh the external CAs' CRLs")
+        await asyncio.sleep(every)
+
+
+async def fetch_external(runtime: Runtime, *, every: float | None = None) -> asyncio.Task[None]:
+    """Worker 0: the external CAs' CRLs from their distribution points, at start and every
+    [pki] crl_refresh_hours (gateway/pki/external.py); the workers' hourly reload puts them in
+    their TLS contexts."""
+    config = runtime.config
+    period = every if every is not None else config.pki.crl_refresh_hours * 3600.0
+    return asyncio.create_task(_fetch_forever(config, period), name="mssgw crl fetch")
+
+
 async def _reload_forever(config: Config, every: float) -> None:
     while True:
         await asyncio.sleep(every)

@@ -58,7 +58,8 @@ def _trust(ctx: ssl.SSLContext, config: Config, peers: bool) -> None:
     # Our issuing CAs are loaded too, so a client that sends only its leaf still verifies.
     ctx.load_verify_locations(cafile=str(layout.chain))
     if peers:
-        pem = "".join(c.public_bytes(Encoding.PEM).decode() for c in anchor_certificates(config))
+        pem = "".join(c.public_bytes(Encoding.PEM).decode()
+                      for c in anchor_certificates(config, "relay"))
         if pem:
             ctx.load_verify_locations(cadata=pem)
     # Imported anchors may be issuing CAs rather than roots: accept them as chain ends.
@@ -94,9 +95,25 @@ def server_context(
             layout = Layout.of(config)
             for ca in (CA.SERVERS, CA.PERSONS):
                 ctx.load_verify_locations(cafile=str(layout.ca_crl(ca)))
+            # External CAs imported for client certificates (`add-anchor --for client`), with
+            # their fetched CRLs: OpenSSL checks those leaves as ours (no CRL: refused).
+            clients = anchor_certificates(config, "client")
+            if clients:
+                ctx.load_verify_locations(
+                    cadata="".join(c.public_bytes(Encoding.PEM).decode() for c in clients))
+                _load_peer_crls(ctx, layout)
             ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
             _checking_crls.add(ctx)
     return ctx
+
+
+def _load_peer_crls(ctx: ssl.SSLContext, layout: Layout) -> None:
+    if layout.peer_crls.is_dir():
+        for path in sorted(layout.peer_crls.glob("*.crl.pem")):
+            try:
+                ctx.load_verify_locations(cafile=str(path))
+            except (OSError, ssl.SSLError) as exc:
+                log.warning("could not load the CRL %s: %s", path.name, exc)
 
 
 # Contexts whose OpenSSL checks our CRLs, so that `reload_crls` can keep them current.
@@ -117,6 +134,7 @@ def reload_crls(config: Config) -> int:
                 ctx.load_verify_locations(cafile=str(layout.ca_crl(ca)))
             except (OSError, ssl.SSLError) as exc:
                 log.warning("could not load the CRL of %s: %s", ca.value, exc)
+        _load_peer_crls(ctx, layout)  # the fetched CRLs of external CAs (gateway.pki.external)
         updated += 1
     return updated
 

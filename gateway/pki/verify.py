@@ -71,6 +71,14 @@ class VerifyResult:
         return self.chain[0] if self.chain else None
 
 
+# Which anchors vouch for each purpose. A relay peer is a TLS client too (it presents its
+# server certificate): `client` purpose accepts relay anchors; the listeners' handshakes are
+# what keep relay-only CAs from logging users in (pki/tls.py loads only `client` anchors there).
+_ANCHOR_USE: dict[Purpose, tuple[str, ...]] = {
+    Purpose.SERVER: ("relay",), Purpose.CLIENT: ("relay", "client"), Purpose.SIGN: ("sign",),
+}
+
+
 def verify_certificate(
     config: Config,
     cert: x509.Certificate,
@@ -84,7 +92,9 @@ def verify_certificate(
     at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
     name = subject_dn(cert.subject)
 
-    trusted = [ca_certificate(config, CA.ROOT), *anchor_certificates(config)]
+    # Imported anchors vouch only for what they were imported for (anchors.py).
+    use = _ANCHOR_USE.get(purpose)
+    trusted = [ca_certificate(config, CA.ROOT), *anchor_certificates(config, use)]
     ours = [ca_certificate(config, CA.SERVERS), ca_certificate(config, CA.PERSONS)]
     st = crypto.X509Store()
     for anchor in trusted:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any, Protocol
 
-from gateway import maillog, metrics
+from gateway import maillog, metrics, systemd
 from gateway.config import Config, parse_hostport
 from gateway.errors import GatewayError
 from gateway.http import service as http_service
@@ -87,6 +87,7 @@ SERVICES: tuple[Service, ...] = (
 SINGLETONS: tuple[StartTask, ...] = (
     outbound.start,
     pki_service.start,
+    pki_service.fetch_external,
 )
 
 # Started in every worker, after its SERVICES (upkeep of what each worker holds, e.g. the CRLs
@@ -282,6 +283,7 @@ class Supervisor:
         self.started: dict[int, float] = {}
         self.stopping = False
         self.announced = False
+        self.watchdog: systemd.Watchdog | None = None  # when systemd asks for one
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -310,6 +312,10 @@ class Supervisor:
         log.info("gateway %s: %d worker process(es) ready", self.config.gateway.domain, self.n)
         print(client_help(self.config, items), file=sys.stderr, flush=True)
         self.announced = True
+        systemd.notify("READY=1", f"STATUS=serving {self.config.gateway.domain}")
+        interval = systemd.watchdog_interval()
+        if interval is not None:
+            self.watchdog = systemd.Watchdog(self.config, interval)
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._signal)
@@ -322,7 +328,8 @@ class Supervisor:
             while not self.stopping:
                 sentinels: dict[Any, int] = {p.sentinel: i for i, p in self.procs.items()}
                 readers: dict[Any, int] = {c: i for i, c in self.pipes.items()}
-                ready = wait([*sentinels, *readers, self._wake_r], timeout=5)
+                timeout = min(5.0, self.watchdog.wait()) if self.watchdog else 5.0
+                ready = wait([*sentinels, *readers, self._wake_r], timeout=timeout)
                 for obj in ready:
                     if obj in readers:
                         i = readers[obj]
@@ -355,7 +362,10 @@ class Supervisor:
                             time.sleep(min(10.0, 0.5 * quick_deaths))
                         self.pipes.pop(i, None)
                         self.spawn(i)
+                if self.watchdog is not None and not self.stopping:
+                    self.watchdog.tick()
         finally:
+            systemd.notify("STOPPING=1")
             self._stop_all()
         log.info("gateway stopped")
         return 0
