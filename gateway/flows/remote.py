@@ -348,13 +348,17 @@ def patient_address(ctx: Context, p: Prescription, sender: str) -> str:
 def elsewhere(ctx: Context, package: bytes, cda: bytes, p: Prescription, sender: str
               ) -> External | None:
     """A validly signed package whose identifier our registry does not know: when its signer
-    chains to another operator's (or the health PKI's) anchor, the prescription was registered
-    elsewhere; it is kept here (`record_external`, with the package) once its identifier,
-    author and validity are checked. None: signed under our own CA, so not registered
-    elsewhere (the registry's "unknown identifier" stands)."""
+    chains to another operator's (or the health PKI's) anchor and its author is not one of our
+    mailboxes, the prescription was registered elsewhere; it is kept here (`record_external`,
+    with the package) once its identifier, author and validity are checked. None: signed under
+    our own CA or by one of our prescribers, so not registered elsewhere (the registry's
+    "unknown identifier" stands)."""
     chain = signer_chain(ctx.config, package)
     if not chain or _ours(ctx.config, chain):
         return None
+    author = (p.author.email or "").strip().lower()
+    if author and ctx.directory.is_own_domain(author.rpartition("@")[2]):
+        return None  # our prescribers' prescriptions are registered here, whoever certified
     identifier = p.identifier or ""
     check = check_identifier(identifier)
     if not check.ok:
