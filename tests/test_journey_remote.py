@@ -470,3 +470,33 @@ def test_a_relay_failure_reaches_the_doctor_as_a_dsn(operators: Operators) -> No
     raw = dsn.as_string()
     assert f"Final-Recipient: rfc822; {nobody}" in raw and "Action: failed" in raw
     assert "Status: 5.1.1" in raw
+
+
+def test_our_doctors_unregistered_package_is_not_taken_as_registered_elsewhere(
+        operators: Operators, tmp_path: Path) -> None:
+    """A package signed under our own CA that our registry does not know (made by hand with
+    `mssgw cda build` and `xdm pack --sign-as`, never mailed to a patient) is not a
+    prescription registered elsewhere: forwarded through the relay, it is refused as unknown."""
+    ops = operators
+    cfg = str(ops.ours.config.source)
+    form = tmp_path / "form.txt"
+    form.write_text(f"Patient : INS {YANN_INS}\n{LINES}")
+    # The CLI reads the patient from our directory: register Yann here for the build only.
+    directory = open_directory(ops.ours.config, actor="test")
+    directory.add_patient(Patient(ins=YANN_INS, birth_name="LE GOFF", given_names="Yann Pierre",
+                                  sex="M", birth_date=dt.date(1985, 7, 14), birth_place="29019"))
+    try:
+        assert main(["cda", "build", str(form), "-o", str(tmp_path / "o.xml"), "--sender",
+                     DOCTOR, "--config", cfg]) == 0
+        assert main(["xdm", "pack", str(tmp_path / "o.xml"), "-o", str(tmp_path / "x.zip"),
+                     "--sign-as", DOCTOR, "--config", cfg]) == 0
+    finally:
+        directory.delete(f"{YANN_INS}@patient.test.localhost")
+    fwd = mail(YANN, PHARMACY, "Bonjour, voici mon ordonnance.\n")
+    fwd.add_attachment((tmp_path / "x.zip").read_bytes(), maintype="application",
+                       subtype="zip", filename="IHE_XDM.zip")
+    before = count(ops.ours, PHARMACY)
+    ops.peer.send(YANN, fwd)
+    checked = arrives(ops.ours, PHARMACY, before)
+    assert verdict(checked).startswith("invalid;") and "unknown identifier" in verdict(checked)
+    assert "registry=elsewhere" not in verdict(checked)
