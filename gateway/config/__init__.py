@@ -26,6 +26,10 @@ class GatewaySection:
     hostname: str = "mx.mssgw.localhost"
     product: str = "mssgw/0.1"
     workers: int = 0
+    # Seconds one call into a worker's process pool (signatures, PDF, document checks of one
+    # message) may run; past it the message gets a temporary failure (451) and the process is
+    # replaced. 0: no limit.
+    pool_call_timeout: int = 120
 
     @property
     def patient_domain(self) -> str:
@@ -58,6 +62,10 @@ class PKISection:
     days: int = 1095  # default validity of issued certificates (IGC-Santé: 3 years)
     crl_days: int = 7  # nextUpdate of published CRLs
     ca_passphrase_file: str = ""  # CA keys encrypted with its first line ($MSSGW_CA_PASSPHRASE)
+    # CRL distribution point: the URL named in every certificate we issue (<base>/<ca>.crl),
+    # and the plain-HTTP listener of `mssgw serve` that answers it ("" for either: none).
+    crl_base_url: str = ""
+    crl_listen: str = ""
     # External CAs' CRLs (gateway/pki/external.py): fetched from their distribution points at
     # start and every crl_refresh_hours; crl_urls adds distribution points to those the
     # anchors and the server certificate's chain name.
@@ -363,6 +371,14 @@ def config_from_dict(data: dict[str, Any], home: Path, source: Path | None = Non
     for key in ("ca_key_bits", "key_bits"):
         if not 2048 <= getattr(cfg.pki, key) <= 8192:
             raise ConfigError(f"config: [pki] {key} must be between 2048 and 8192")
+    base = cfg.pki.crl_base_url
+    if base and not (base.startswith("http://") and len(base) > len("http://")):
+        raise ConfigError(
+            "config: [pki] crl_base_url must be an http:// URL (CRLs are fetched over plain"
+            " HTTP: fetching one over TLS would need the check it is for)"
+        )
+    if cfg.pki.crl_listen:
+        parse_hostport(cfg.pki.crl_listen)
     if not all(isinstance(u, str) and u.lower().startswith(("http://", "https://"))
                for u in cfg.pki.crl_urls):
         raise ConfigError("config: [pki] crl_urls must be a list of http:// or https:// URLs")

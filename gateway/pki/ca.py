@@ -15,6 +15,7 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -190,6 +191,9 @@ def _make_ca(
         builder = builder.add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer[1].public_key()), False
         )
+        cdp = _distribution_point(config, CA.ROOT)  # an issuing CA is revoked on the root's CRL
+        if cdp is not None:
+            builder = builder.add_extension(cdp, critical=False)
     cert = builder.sign(issuer[1] if issuer else key, hashes.SHA256())
     layout = Layout.of(config)
     # Key first: a certificate on disk always has its key.
@@ -328,7 +332,8 @@ def issue(
 
     `email` is the mailbox address (subjectAltName rfc822Name); for `server` certificates pass
     the host name as `email` or in `dns_names` (it becomes a dNSName). `not_before` exists for
-    tests and back-dating; the validity is `days` (default [pki] days) from it.
+    tests and back-dating; the validity is `days` (default [pki] days) from it. Every
+    certificate names the CRL distribution point of its CA ([pki] crl_base_url).
     """
     spec = _kind(kind)
     if not common_name.strip():
@@ -371,7 +376,7 @@ def issue(
     except ValueError as exc:  # e.g. an attribute longer than X.520 allows
         raise PKIError(f"subject: {exc}") from None
     serial = x509.random_serial_number()
-    cert = (
+    cert: Any = (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(ca_cert.subject)
@@ -387,8 +392,11 @@ def issue(
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
         )
-        .sign(ca_key, hashes.SHA256())
     )
+    cdp = _distribution_point(config, spec.ca)
+    if cdp is not None:
+        cert = cert.add_extension(cdp, critical=False)
+    cert = cert.sign(ca_key, hashes.SHA256())
     sid = serial_hex(serial)
     layout = Layout.of(config)
     pem = cert.public_bytes(serialization.Encoding.PEM)
@@ -426,6 +434,18 @@ def issue(
     return Issued(
         sid, spec.name, layout.cert(sid), layout.key(sid), subject_dn(subject), mail, start, end
     )
+
+
+def _distribution_point(config: Config, ca: CA) -> x509.CRLDistributionPoints | None:
+    """Where verifiers find the CRL of `ca` (RFC 5280 4.2.1.13), when a base URL is set."""
+    from gateway.pki.crlhttp import crl_url
+
+    url = crl_url(config, ca)
+    if url is None:
+        return None
+    return x509.CRLDistributionPoints([x509.DistributionPoint(
+        full_name=[x509.UniformResourceIdentifier(url)], relative_name=None, reasons=None,
+        crl_issuer=None)])
 
 
 def _kind(kind: str) -> Kind:

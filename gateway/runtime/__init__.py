@@ -164,11 +164,14 @@ class Runtime:
 
     @cached_property
     def authenticator(self) -> Authenticator:
-        from gateway.directory.auth import Authenticator
+        from gateway.directory.auth import Authenticator, verifier, verifier_threads
 
         directory, throttle = self.directory, self.throttle
+        # scrypt in a pool sized to the worker's share of the cores (memory: see auth.py)
+        pool = verifier(verifier_threads(self.config.gateway.workers))
         return self._open(lambda: Authenticator(directory, throttle, self.config.auth,
-                                                secret=self.auth_secret), closing=False)
+                                                secret=self.auth_secret, executor=pool),
+                          closing=False)
 
     @cached_property
     def token_logins(self) -> TokenLogins | None:
