@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from email.message import EmailMessage
+from email.policy import SMTP
 from email.utils import make_msgid
 from pathlib import Path
 
@@ -500,3 +501,21 @@ def test_our_doctors_unregistered_package_is_not_taken_as_registered_elsewhere(
     checked = arrives(ops.ours, PHARMACY, before)
     assert verdict(checked).startswith("invalid;") and "unknown identifier" in verdict(checked)
     assert "registry=elsewhere" not in verdict(checked)
+
+
+def test_a_peer_cannot_forward_as_one_of_our_users(operators: Operators) -> None:
+    """The envelope is the peer's patient, but the From: the pharmacist would read is one of
+    our own patients: refused at DATA (the peer's certificate vouches only for its domains)."""
+    from tests.journey_helpers import PATIENT
+
+    ops = operators
+    before = count(ops.ours, PHARMACY)
+    with smtplib.SMTP("127.0.0.1", ops.ours.smtp.ports["relay"], timeout=30) as c:
+        c.starttls(context=client_context(ops.peer.config, check_hostname=False))
+        c.ehlo("mx.peer.localhost")
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            c.sendmail(YANN, [PHARMACY],
+                       mail(PATIENT, PHARMACY, "Bonjour, voici mon ordonnance.\n").as_bytes(
+                           policy=SMTP))
+    assert refused.value.smtp_code == 550 and PATIENT.encode() in refused.value.smtp_error
+    assert count(ops.ours, PHARMACY) == before
