@@ -63,6 +63,7 @@ PEER = "peer.localhost"
 PEER_PATIENTS = f"patient.{PEER}"
 PEER_DN = "CN=mx.peer.localhost,O=Peer Operator,C=FR"
 PEER_DOCTOR = f"dr.martin@{PEER}"  # the peer's demo doctor
+PEER_PHARMACIST = f"ph.durand@{PEER}"  # the peer's demo pharmacist
 YANN_INS = "185072901912347"  # male, born 07/1985 in Brest (29019)
 YANN = f"{YANN_INS}@{PEER_PATIENTS}"
 TRAITS = ("Nom de naissance : LE GOFF\nPrénoms : Yann Pierre\nSexe : M\n"
@@ -94,7 +95,7 @@ def _peer_home(template: Path, target: Path, shared: Path) -> Path:
     directory.add_patient(Patient(ins=YANN_INS, birth_name="LE GOFF", given_names="Yann Pierre",
                                   sex="M", birth_date=dt.date(1985, 7, 14),
                                   birth_place="29019"))
-    for address in (PEER_DOCTOR, YANN, f"ordonnances@{PEER}"):
+    for address in (PEER_DOCTOR, YANN, f"ordonnances@{PEER}", PEER_PHARMACIST):
         directory.set_password(address, PASSWORD)
     conn = connect(config.database_path)
     import_directory(conn, shared / "bdpm")
@@ -519,3 +520,114 @@ def test_a_peer_cannot_forward_as_one_of_our_users(operators: Operators) -> None
                            policy=SMTP))
     assert refused.value.smtp_code == 550 and PATIENT.encode() in refused.value.smtp_error
     assert count(ops.ours, PHARMACY) == before
+
+
+def _actions(config: Config, identifier: str) -> set[tuple[str, str]]:
+    """(actor, action) of the audit entries about `identifier`, the test's own reads aside."""
+    from gateway import audit
+
+    return {(e.actor, e.action) for e in audit.read(config, target=identifier)
+            if e.actor != "test"}
+
+
+def test_the_audit_trail_of_a_prescription_registered_elsewhere(operators: Operators) -> None:
+    """Each operator's audit log says who did and read what: the peer registered it for its
+    doctor; here the patient's forward kept and read it, the pharmacy dispensed it."""
+    ops = operators
+    yann_before = count(ops.peer, YANN)
+    ops.peer.send(PEER_DOCTOR, mail(PEER_DOCTOR, YANN, f"Patient : INS {YANN_INS}\n{LINES}"))
+    got = arrives(ops.peer, YANN, yann_before)
+    identifier = str(got["X-Ordonnance-Id"])
+    before = count(ops.ours, PHARMACY)
+    forward(ops.peer, YANN, got)
+    arrives(ops.ours, PHARMACY, before)
+    dispense(ops, identifier, "1 : délivré ; 1 boîte\n")
+    assert (PEER_DOCTOR, "prescription.register") in _actions(ops.peer.config, identifier)
+    ours = _actions(ops.ours.config, identifier)
+    assert {(YANN, "prescription.record-external"), (YANN, "prescription.read"),
+            (PHARMACY, "prescription.dispense")} <= ours, ours
+    assert (PEER_DOCTOR, "prescription.register") not in ours
+
+
+def test_our_prescription_dispensed_elsewhere_is_recorded_here(operators: Operators) -> None:
+    """Our patient takes our doctor's ordonnance to a pharmacy the peer hosts: verified there
+    as registered elsewhere, dispensed there, and its report comes back to our doctor through
+    the relay. Our registry records it when the directory knows the sender as a pharmacist
+    (the national list) and the eDISP is signed by them: the next forward to our pharmacy
+    shows what is left. From a sender the directory does not know, the doctor still gets the
+    report, and nothing is recorded."""
+    from gateway.directory.demo import PHARMACIST_RPPS
+    from gateway.prescriptions.registry import open_registry
+    from tests.journey_helpers import PATIENT
+
+    ops = operators
+    peer_pharmacist = PEER_PHARMACIST
+    directory = open_directory(ops.ours.config, actor="test")
+    # Our patient may write to the peer's pharmacist: the national list says she is one.
+    directory.add_remote(RemoteEntry(address=peer_pharmacist, kind=RemoteKind.PROFESSIONAL,
+                                     name="Claire DURAND", rpps=PHARMACIST_RPPS,
+                                     profession="21"))
+    before = count(ops.ours, PATIENT)
+    ops.ours.send(DOCTOR, mail(DOCTOR, PATIENT, f"Patient : INS 279035121518989\n{LINES}"))
+    got = arrives(ops.ours, PATIENT, before)
+    identifier = str(got["X-Ordonnance-Id"])
+
+    before = count(ops.peer, peer_pharmacist)
+    fwd = mail(PATIENT, peer_pharmacist, "Bonjour, voici mon ordonnance.\n",
+               subject="Fwd: " + str(got["Subject"]))
+    fwd.add_attachment(got)
+    ops.ours.send(PATIENT, fwd)
+    checked = arrives(ops.peer, peer_pharmacist, before)
+    assert verdict(checked).startswith(f"valid; id={identifier}; registry=elsewhere;")
+
+    registry = open_registry(ops.ours.config)
+
+    def peer_dispenses(boxes: str) -> EmailMessage:
+        doctor_before = count(ops.ours, DOCTOR)
+        ops.peer.send(peer_pharmacist, mail(
+            peer_pharmacist, f"ordonnances@{PEER}",
+            f"Ordonnance : {identifier}\n1 : délivré ; {boxes}\n", subject="Délivrance"))
+        report = arrives(ops.ours, DOCTOR, doctor_before)
+        assert report["Subject"] == f"Délivrance de votre ordonnance {identifier}"
+        return report
+
+    # Unknown to our directory as a pharmacist: delivered, not recorded.
+    directory.remove_remote(peer_pharmacist)
+    peer_dispenses("1 boîte")
+    record = registry.get(identifier, actor="test")
+    assert record.dispensations == () and record.lines[0].remaining == 2
+    directory.add_remote(RemoteEntry(address=peer_pharmacist, kind=RemoteKind.PROFESSIONAL,
+                                     name="Claire DURAND", rpps=PHARMACIST_RPPS,
+                                     profession="21"))
+    peer_dispenses("1 boîte")
+    record = registry.get(identifier, actor="test")
+    assert [d.pharmacy for d in record.dispensations] == [peer_pharmacist]
+    assert record.lines[0].remaining == 1 and record.status_at().value == "partially_dispensed"
+    assert (peer_pharmacist, "prescription.dispense") in _actions(ops.ours.config, identifier)
+
+    before = count(ops.ours, PHARMACY)
+    fwd = mail(PATIENT, PHARMACY, "Bonjour, voici mon ordonnance.\n")
+    fwd.add_attachment(got)
+    ops.ours.send(PATIENT, fwd)
+    again = arrives(ops.ours, PHARMACY, before)
+    assert verdict(again).startswith(f"valid; id={identifier}; reason=signature and registry")
+    assert "reste 1 boîte" in text_of(again)
+
+
+def test_a_forward_without_its_package_says_how_to_check_it(operators: Operators) -> None:
+    """The peer's prescription forwarded as its PDF only: our registry does not know its
+    identifier, and the pharmacist is told that only the signed package can check it."""
+    ops = operators
+    yann_before = count(ops.peer, YANN)
+    ops.peer.send(PEER_DOCTOR, mail(PEER_DOCTOR, YANN, f"Patient : INS {YANN_INS}\n{LINES}"))
+    got = arrives(ops.peer, YANN, yann_before)
+    identifier = str(got["X-Ordonnance-Id"])
+    fwd = mail(YANN, PHARMACY, f"Bonjour, voici mon ordonnance {identifier}.\n")
+    pdf = next(p for p in got.iter_attachments() if p.get_filename().endswith(".pdf"))
+    fwd.add_attachment(pdf.get_payload(decode=True), maintype="application", subtype="pdf",
+                       filename=pdf.get_filename())
+    before = count(ops.ours, PHARMACY)
+    ops.peer.send(YANN, fwd)
+    checked = arrives(ops.ours, PHARMACY, before)
+    assert verdict(checked).startswith(f"invalid; id={identifier}; reason=unknown identifier")
+    assert "autre opérateur" in text_of(checked) and "IHE_XDM.zip" in text_of(checked)

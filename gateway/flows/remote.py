@@ -69,6 +69,12 @@ ELSEWHERE = (
     " seules les délivrances enregistrées ici sont décomptées."
 )
 
+NO_PACKAGE = (
+    " Une ordonnance faite chez un autre opérateur de l'espace de confiance ne se vérifie qu'avec"
+    " son paquet signé (IHE_XDM.zip) : le patient doit transférer le message reçu avec ses"
+    " pièces jointes."
+)
+
 
 # --- who is elsewhere ---------------------------------------------------------------------------
 
@@ -303,7 +309,7 @@ def signer_chain(config: Config, package: bytes) -> tuple[x509.Certificate, ...]
     return seen[-1] if verified.valid and seen else ()
 
 
-def _ours(config: Config, chain: Sequence[x509.Certificate]) -> bool:
+def signed_under_our_ca(config: Config, chain: Sequence[x509.Certificate]) -> bool:
     from gateway.pki.files import Layout
     from gateway.pki.kinds import CA
 
@@ -317,7 +323,7 @@ def _ours(config: Config, chain: Sequence[x509.Certificate]) -> bool:
     return any(c in mine for c in chain)
 
 
-def _signer_is_author(cert: x509.Certificate, author: AuthorInfo) -> bool:
+def signer_is_author(cert: x509.Certificate, author: AuthorInfo) -> bool:
     """A certificate naming a national identifier (our PKI's UID: 8+RPPS, 1+FINESS...) must
     name the document's author or the author's structure; one naming none is not judged."""
     uids = [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.USER_ID)]
@@ -354,7 +360,7 @@ def elsewhere(ctx: Context, package: bytes, cda: bytes, p: Prescription, sender:
     our own CA or by one of our prescribers, so not registered elsewhere (the registry's
     "unknown identifier" stands)."""
     chain = signer_chain(ctx.config, package)
-    if not chain or _ours(ctx.config, chain):
+    if not chain or signed_under_our_ca(ctx.config, chain):
         return None
     author = (p.author.email or "").strip().lower()
     if author and ctx.directory.is_own_domain(author.rpartition("@")[2]):
@@ -365,7 +371,7 @@ def elsewhere(ctx: Context, package: bytes, cda: bytes, p: Prescription, sender:
         return External(False, "invalid identifier",
                         f"L'identifiant de l'ordonnance ({identifier}) n'est pas valide :"
                         " son caractère de contrôle ne correspond pas.")
-    if not _signer_is_author(chain[0], p.author):
+    if not signer_is_author(chain[0], p.author):
         return External(False, "signer is not the author",
                         "Le document est signé par un autre professionnel que son"
                         f" prescripteur ({p.author.given_name} {p.author.family_name}) : il"

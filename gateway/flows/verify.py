@@ -183,7 +183,11 @@ def verdict(ctx: Context, msg: mail.Message, actor: str) -> Verdict | None:
         verdict_ = _by_registry(ctx, identifier, actor)
         if verdict_.record is not None:
             return verdict_
-    return _by_registry(ctx, found[0], actor)
+    unknown = _by_registry(ctx, found[0], actor)
+    if unknown.record is None and unknown.reason == "unknown identifier":
+        # Without the package, a prescription another operator registered looks unknown.
+        return dataclasses.replace(unknown, explanation=unknown.explanation + remote.NO_PACKAGE)
+    return unknown
 
 
 def _amount(value: Decimal | None) -> str:
