@@ -263,3 +263,44 @@ def test_notify_needs_login(imap):
     raw = Raw(imap)
     assert raw.cmd("NOTIFY NONE")[-1].startswith(b"t1 BAD")
     raw.close()
+
+
+@pytest.fixture
+def pg_imap(gateway_home, pg_dsn):
+    """The test gateway on the PostgreSQL backend (a fresh database), its doctor's password
+    known."""
+    from gateway.cli import main
+    from gateway.config import load_config
+    from gateway.directory import open_directory
+
+    cfg = gateway_home / "config.toml"
+    cfg.write_text(cfg.read_text() + f'\n[storage]\nbackend = "postgresql"\ndsn = "{pg_dsn}"\n')
+    assert main(["init", "--demo", "--config", str(cfg)]) == 0
+    open_directory(load_config(cfg), actor="test").set_password(DOCTOR, PASSWORD)
+    with running_server(gateway_home) as server:
+        yield server
+
+
+def test_notify_on_postgresql(pg_imap):
+    """The same watch over the PostgreSQL backend's index: STATUS for another session's APPEND,
+    flag change and expunge, LIST for a created and a deleted mailbox."""
+    raw = _client(pg_imap, select=None)
+    assert _ok(raw.cmd("NOTIFY SET STATUS (personal (MessageNew MessageExpunge FlagChange"
+                       " MailboxName))"))
+    other = pg_imap.connect(DOCTOR, PASSWORD)
+    other.create("Archive")
+    assert _pushed(raw, b"* LIST")[-1] == b'* LIST (\\HasNoChildren) "/" "Archive"'
+    other.append("Archive", "", None, message("kept"))
+    first = _status(_pushed(raw, b'* STATUS "Archive"')[-1])
+    assert first["MESSAGES"] == 1 and first["UNSEEN"] == 1
+    other.select("Archive")
+    other.store("1", "+FLAGS", "\\Seen \\Deleted")
+    seen = _status(_pushed(raw, b'* STATUS "Archive"')[-1])
+    assert seen["UNSEEN"] == 0 and seen["HIGHESTMODSEQ"] > first["HIGHESTMODSEQ"]
+    other.expunge()
+    assert _status(_pushed(raw, b'* STATUS "Archive"')[-1])["MESSAGES"] == 0
+    other.close()
+    other.delete("Archive")
+    assert _pushed(raw, b"* LIST")[-1] == b'* LIST (\\NonExistent) "/" "Archive"'
+    other.logout()
+    raw.close()
