@@ -212,17 +212,49 @@ def insert_messages(
     return uids
 
 
+# A delivery into an existing INBOX in one statement (one round trip): take the folder's next
+# UID and MODSEQ under its row lock, add the message and its sort keys, count the octets. No
+# row back means no such mailbox or INBOX yet: `deliver` then makes them, the long way.
+_DELIVER = (
+    "WITH f AS (UPDATE mail_folder SET uidnext = uidnext + 1,"  # noqa: S608 - constant
+    " highestmodseq = highestmodseq + 1 WHERE id = (SELECT f.id FROM mail_folder f"
+    " JOIN mail_user u ON u.id = f.user_id WHERE u.address = %(address)s"
+    " AND f.name = 'INBOX') RETURNING id, uidnext - 1 AS uid, highestmodseq, user_id),"
+    " m AS (INSERT INTO mail_message (folder_id, uid, digest, flags, modseq, internaldate,"
+    " size, tz) SELECT id, uid, %(digest)s, '', highestmodseq, %(now)s, %(size)s, %(tz)s"
+    " FROM f RETURNING folder_id, uid),"
+    f" k AS (INSERT INTO mail_sortkeys (folder_id, uid, {_SORTKEYS}) SELECT folder_id, uid,"
+    " %(sent)s, %(subject)s, %(reply)s, %(from_addr)s, %(to_addr)s, %(cc_addr)s,"
+    " %(display_from)s, %(display_to)s, %(message_id)s, %(refs)s FROM m),"
+    " u AS (UPDATE mail_user SET usage = usage + %(size)s WHERE id = (SELECT user_id FROM f))"
+    " SELECT uid FROM f"
+)
+
+
 def deliver(cur: psycopg.Cursor[Any], local: Sequence[tuple[str, bytes]], now: int) -> None:
-    """Each (address, octets) into that mailbox's INBOX; folders locked in address order."""
+    """Each (address, octets) into that mailbox's INBOX; folders locked in address order.
+    The body and the delivery statement of each recipient go together (pipeline mode: one
+    round trip for both)."""
+    tz = local_zone(now)
     for address, data in sorted(local, key=lambda item: item[0].lower()):
         data = crlf(data)
-        user_id = ensure_user(cur, address.lower())
+        address = address.lower()
+        keys = extract(data, now)
+        names = ("sent", "subject", "reply", "from_addr", "to_addr", "cc_addr", "display_from",
+                 "display_to", "message_id", "refs")
+        values = dict(zip(names, _key_row(keys), strict=True))
+        with cur.connection.pipeline():
+            digest = store_body(cur, data)
+            cur.execute(_DELIVER, {"address": address, "digest": digest, "now": now,
+                                   "size": len(data), "tz": tz, **values})
+        if cur.fetchone() is not None:
+            continue
+        user_id = ensure_user(cur, address)  # a first mail: the mailbox and its folders
         cur.execute("SELECT id FROM mail_folder WHERE user_id = %s AND name = 'INBOX'",
                     (user_id,))
         row = cur.fetchone()
         folder_id = int(row[0]) if row else create_folder_row(cur, user_id, "INBOX", True)
-        digest = store_body(cur, data)
-        insert_messages(cur, folder_id, [(digest, (), now, len(data), None, extract(data, now))])
+        insert_messages(cur, folder_id, [(digest, (), now, len(data), tz, keys)])
 
 
 def enqueue(cur: psycopg.Cursor[Any], entries: Sequence[Entry], now: float) -> None:
