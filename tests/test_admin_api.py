@@ -200,7 +200,7 @@ def test_console_cookies_csrf_headers_and_auditor(api):
 
     accounts = open_accounts(admins.config)
     eve_secret = accounts.reset_totp(Caller.local("test"), "eve")
-    accounts.store.close()
+    accounts.close()
     r = c.post("/console/login", data={"csrf": login_csrf, "name": "eve",
                                        "password": "correct horse battery",
                                        "code": totp.code(eve_secret)})

@@ -9,7 +9,8 @@ an administrator created (scoped, expiring, revocable) or such a certificate.
 - `model.py`: `Role`, `Caller` (who is asking, and what they may do: every application service
   takes one), the records, the errors (401 and 403 for the HTTP faces).
 - `totp.py`: RFC 6238 codes (cryptography's TOTP), provisioning URIs.
-- `store.py`: the `AdminStore` interface and its SQLite implementation (component `admins`).
+- `store.py`: the `AdminStore` interface and its implementation over the gateway's database
+  (component `admins`; the same class on PostgreSQL, `gateway.postgresql.storage`).
 - `accounts.py`: `AdminAccounts`, the rules: add, log in (lockout), sessions, tokens, one-time
   login links.
 - `cli.py`: `mssgw admin ...`.
@@ -18,17 +19,20 @@ an administrator created (scoped, expiring, revocable) or such a certificate.
 from __future__ import annotations
 
 from gateway.admins.accounts import AdminAccounts
-from gateway.admins.store import SQLiteAdminStore
 from gateway.config import Config
 
 
 def open_accounts(config: Config) -> AdminAccounts:
-    """The administrator accounts of this gateway (in its database), audited to its log."""
-    from gateway.audit import recorder
+    """The administrator accounts of this gateway, in the configured storage backend (the
+    embedded SQLite database, or the database every node shares), audited to the backend's
+    audit log. The caller closes it (`AdminAccounts.close`)."""
+    from gateway.runtime import storage_for
 
+    storage = storage_for(config)
+    log = storage.audit_log()
     return AdminAccounts(
-        SQLiteAdminStore.open(config.database_path), recorder(config), config.admin,
-        min_password_length=config.auth.min_password_length,
+        storage.admin_store(), log.record, config.admin,
+        min_password_length=config.auth.min_password_length, closing=[log.close],
     )
 
 

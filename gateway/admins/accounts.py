@@ -17,7 +17,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from cryptography import x509
 
@@ -77,12 +77,21 @@ class AdminAccounts:
         *,
         min_password_length: int = 12,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        closing: Sequence[Callable[[], None]] = (),
     ) -> None:
         self.store = store
         self.audit = audit
+        self._closing = list(closing)
         self.settings = settings
         self.min_password_length = min_password_length
         self.now = clock
+
+    def close(self) -> None:
+        """Close the store (and what was opened with it: the audit log)."""
+        self.store.close()
+        for close in self._closing:
+            close()
+        self._closing = []
 
     # --- accounts --------------------------------------------------------------------------
     @staticmethod

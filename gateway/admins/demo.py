@@ -28,7 +28,7 @@ def register(runtime: Runtime) -> list[str]:
         _, secret = accounts.add(Caller.local(local_actor()), DEMO_ADMIN, "administrator",
                                  password=password)
     finally:
-        accounts.store.close()
+        accounts.close()
     assert secret is not None
     url = console_url(config)
     return [

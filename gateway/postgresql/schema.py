@@ -87,6 +87,52 @@ MIGRATIONS: dict[str, list[str]] = {
         CREATE INDEX auth_verified_expires ON auth_verified(expires);
         """,
     ],
+    # The web console's and the REST API's administrators (gateway/admins/store.py): an
+    # account, its tokens, sessions and login links hold on every node.
+    "admins": [
+        """
+        CREATE TABLE admins_account (
+            name TEXT PRIMARY KEY,
+            role TEXT NOT NULL,
+            active INTEGER NOT NULL DEFAULT 1,
+            password_hash TEXT,
+            totp_secret TEXT,
+            totp_last_step INTEGER NOT NULL DEFAULT -1,
+            cert_sha256 TEXT UNIQUE,
+            created_at TEXT NOT NULL,
+            last_login_at TEXT,
+            failures INTEGER NOT NULL DEFAULT 0,
+            first_failure_at TEXT,
+            locked_until TEXT
+        );
+        CREATE TABLE admins_token (
+            id TEXT PRIMARY KEY,
+            secret_sha256 TEXT NOT NULL,
+            admin TEXT NOT NULL REFERENCES admins_account(name) ON DELETE CASCADE,
+            label TEXT NOT NULL,
+            scopes TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            expires_at TEXT NOT NULL,
+            revoked_at TEXT,
+            last_used_at TEXT
+        );
+        CREATE INDEX admins_token_admin ON admins_token(admin);
+        CREATE TABLE admins_session (
+            secret_sha256 TEXT PRIMARY KEY,
+            admin TEXT NOT NULL REFERENCES admins_account(name) ON DELETE CASCADE,
+            csrf TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL
+        );
+        CREATE INDEX admins_session_admin ON admins_session(admin);
+        CREATE TABLE admins_login_link (
+            secret_sha256 TEXT PRIMARY KEY,
+            admin TEXT NOT NULL REFERENCES admins_account(name) ON DELETE CASCADE,
+            expires_at TEXT NOT NULL
+        );
+        """,
+    ],
     "smtp": [
         """
         CREATE TABLE smtp_contact (

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from gateway.admins.store import AdminStore
 from gateway.audit import AuditLog
 from gateway.config import Config
 from gateway.directory.repository import Directory
@@ -60,6 +61,11 @@ class Storage(Protocol):
 
     def drug_reference(self) -> Any:
         """The BDPM drug reference (`gateway.drugs.store.DrugReference`), read only."""
+        ...
+
+    def admin_store(self) -> AdminStore:
+        """The web console's and the REST API's administrator accounts, their tokens,
+        sessions and login links (`gateway.admins`)."""
         ...
 
     def certificate_index(self) -> CertificateIndex:
