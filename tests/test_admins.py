@@ -13,7 +13,7 @@ from directory_cli import Cli
 
 from gateway import audit
 from gateway.admins import open_accounts, totp
-from gateway.admins.accounts import AdminAccounts, caller_for
+from gateway.admins.accounts import caller_for
 from gateway.admins.model import Caller, Forbidden, LockedOut, Role, Unauthenticated
 from gateway.config import load_config
 
@@ -36,18 +36,10 @@ class Clock:
         self.now += dt.timedelta(seconds=seconds)
 
 
-def accounts_on(storage) -> AdminAccounts:  # noqa: ANN001
-    """One process's AdminAccounts on a backend (as `open_accounts` makes them)."""
-    log = storage.audit_log()
-    return AdminAccounts(storage.admin_store(), log.record, storage.config.admin,
-                         min_password_length=storage.config.auth.min_password_length,
-                         closing=[log.close])
-
-
 @pytest.fixture
-def accounts(storage):
-    """The accounts on each storage backend (the embedded database, PostgreSQL)."""
-    acc = accounts_on(storage)
+def accounts(gateway_home):
+    config = load_config(gateway_home / "config.toml")
+    acc = open_accounts(config)
     acc.now = clock = Clock()
     acc.clock = clock  # type: ignore[attr-defined]
     yield acc
@@ -68,6 +60,7 @@ def test_admin_add_prints_the_totp_secret_once_and_logs_in_with_it(cli, gateway_
     config = load_config(gateway_home / "config.toml")
     acc = open_accounts(config)
     admin = acc.login("alice", PASSWORD, totp.code(secret))
+    acc.close()
     assert admin.name == "alice" and admin.role is Role.ADMINISTRATOR
     (entry,) = [e for e in audit.read(config, action="admin.add")]
     assert entry.target == "alice"
@@ -168,36 +161,3 @@ def test_totp_matches_rfc_6238_test_vector():
     assert totp.code(secret, 1111111109) == "081804"
     assert totp.verify(secret, "287 082", at=59) == 1
     assert totp.verify(secret, "287082", last_step=1, at=59) == -1
-
-
-def test_accounts_sessions_tokens_and_lockouts_hold_on_every_node(storage):
-    """Two processes (two gateway nodes on PostgreSQL, two workers on SQLite) on one backend:
-    an account made through one logs in through the other, a console session and a token
-    opened on one are valid on the other, a lockout on one holds on the other, and both
-    audit to the backend's one log."""
-    a, b = accounts_on(storage), accounts_on(storage)
-    try:
-        _, secret = a.add(Caller.local("root"), "alice", "administrator", password=PASSWORD)
-        assert secret is not None
-        admin = b.login("alice", PASSWORD, totp.code(secret))
-        session = b.start_session(admin)
-        assert a.session(session.secret)[1].name == "alice"
-        _, token = a.create_token(Caller.local("root"), "alice", "ops", ["*:read"])
-        assert b.check_token(token)[0].name == "alice"
-        b.end_session(session.secret, "alice")
-        assert a.session(session.secret) is None  # logged out everywhere
-        for _ in range(5):
-            with pytest.raises(Unauthenticated):
-                a.login("alice", "wrong password!!", "000000")
-        with pytest.raises(LockedOut):
-            b.login("alice", PASSWORD, totp.code(secret))
-        log = storage.audit_log()
-        try:
-            actions = [e.action for e in log.read(target="alice")]
-        finally:
-            log.close()
-        assert actions.count("admin.add") == 1 and "admin.login" in actions
-        assert actions.count("admin.login-failed") == 5
-    finally:
-        a.close()
-        b.close()

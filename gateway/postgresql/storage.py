@@ -1,9 +1,8 @@
 """`Storage` on PostgreSQL: every gateway node configured with the same `[storage] dsn` shares
 the directory, the throttle, the registry, the DMP, the audit log, the conversations, the PKI's
-index, the administrators' accounts and sessions, the mail (bodies included) and the outbound
-queue, and nothing else. What stays on each node's disk is deployed, not state: config.toml, the
-CA and TLS files under `certs/`, and the BDPM drug reference (public, read-only data each node
-imports with `mssgw drugs import`).
+index, the mail (bodies included) and the outbound queue, and nothing else. What stays on each
+node's disk is deployed, not state: config.toml, the CA and TLS files under `certs/`, and the
+BDPM drug reference (public, read-only data each node imports with `mssgw drugs import`).
 
 Each store gets its own connection (a store is used by one process; the directory's and the
 throttle's are shared by the process's threads under their own locks); the mail store and the
@@ -15,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from gateway.admins.store import SQLiteAdminStore
+from gateway.admins.sqlite import SQLiteAdminStore
 from gateway.audit import AuditLog
 from gateway.config import Config
 from gateway.pki.store import SQLCertificateIndex
@@ -58,6 +57,11 @@ class PostgreSQLStorage:
             conn.close()
         return created
 
+    def admin_store(self) -> SQLiteAdminStore:
+        # The embedded class over this backend's connection: its SQL is the shared dialect,
+        # its two atomic calls single UPDATE ... RETURNING statements (gateway/admins/sqlite.py).
+        return SQLiteAdminStore(self.connection())  # type: ignore[arg-type]
+
     def directory(self, actor: str) -> PostgreSQLDirectory:
         c = self.config
         return PostgreSQLDirectory(
@@ -94,11 +98,6 @@ class PostgreSQLStorage:
         from gateway.drugs.store import open_reference
 
         return open_reference(sqlite_connect(self.config.database_path))
-
-    def admin_store(self) -> SQLiteAdminStore:
-        # The embedded class over the shared database: an account, its tokens and its
-        # sessions hold on every node (a console session opened through A is valid on B).
-        return SQLiteAdminStore(self.connection())  # type: ignore[arg-type]
 
     def certificate_index(self) -> SQLCertificateIndex:
         conn = self.connection()

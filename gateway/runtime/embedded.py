@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from gateway.admins.store import SQLiteAdminStore
+from gateway.admins.sqlite import SQLiteAdminStore
 from gateway.audit import AuditFile, AuditLog
 from gateway.config import Config
 from gateway.db import connect

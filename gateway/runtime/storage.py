@@ -64,8 +64,7 @@ class Storage(Protocol):
         ...
 
     def admin_store(self) -> AdminStore:
-        """The web console's and the REST API's administrator accounts, their tokens,
-        sessions and login links (`gateway.admins`)."""
+        """Administrator accounts, their API tokens, console sessions and login links."""
         ...
 
     def certificate_index(self) -> CertificateIndex:
