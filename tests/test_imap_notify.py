@@ -42,14 +42,7 @@ def _pushed(raw: Raw, until: bytes) -> list[bytes]:
     """Lines the server sends on its own, without a command, up to one starting `until`."""
     out = []
     while True:
-        line = raw.line()
-        while m := re.search(rb"\{(\d+)\}$", line):  # literals: kept with their line
-            size = int(m.group(1))
-            while len(raw.buf) < size:
-                raw.buf += raw.sock.recv(65536)
-            line += b"\r\n" + raw.buf[:size]
-            raw.buf = raw.buf[size:]
-            line += raw.line()
+        line = raw.response()
         out.append(line)
         if line.startswith(until):
             return out
