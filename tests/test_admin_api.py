@@ -254,6 +254,8 @@ def test_queue_retry_and_bounce_return_the_message_to_its_sender(api):
     assert [e["id"] for e in page["items"]] == everyone[:2]
     rest = c.get("/api/v1/queue", params={"limit": 2, "offset": 2}).json()
     assert [e["id"] for e in rest["items"]] == everyone[2:] and not rest["has_more"]
+    listed = [e.details["ids"] for e in audit.read(admins.config, action="queue.list")]
+    assert listed[-2:] == [everyone[:2], everyone[2:]]  # each page read, under alice's name
     queue = c.get("/api/v1/status").json()["queue"]
     assert queue["depth"] == 3 and queue["oldest_seconds"] is not None
     for q in more:

@@ -4,7 +4,8 @@ List and show what waits for other operators, retry now, delete (no DSN), or bou
 message to its sender with a DSN (RFC 3464) saying an administrator stopped it, then remove it.
 Each entry is changed under its flock, the one the delivery runner takes, so a message being
 delivered is never changed behind its back. Changes are audited; showing a message's header is
-a read of what may be patient data (a subject naming a patient), audited too.
+a read of what may be patient data (a subject naming a patient), audited too, and so is a page
+of the listing (its envelopes name patients' mailboxes).
 """
 
 from __future__ import annotations
@@ -82,7 +83,11 @@ class QueueService:
         self.caller.require(self.resource)
         o, n = check_window(offset, limit)
         ids = self.queue.ids()
-        return Page(self._loaded(ids[o : o + n]), len(ids), o, n)
+        records = self._loaded(ids[o : o + n])
+        if records:  # envelopes name patients (<INS>@patient...): the page is a read, audited
+            self.audit(self.caller.actor, "queue.list", "*",
+                       {"ids": [r.id for r in records], "via": self.caller.via})
+        return Page(records, len(ids), o, n)
 
     def records(self) -> list[Record]:
         self.caller.require(self.resource)
