@@ -195,7 +195,7 @@ def test_dispense_part_then_rest_then_refused(gw: Gateway) -> None:
     assert "dispensed" in text_of(second)
     third = dispense(gw, identifier, "1 : délivré ; 1 boîte")
     assert "refusée" in str(third["Subject"])
-    assert "fully dispensed" in text_of(third) or "already" in text_of(third)
+    assert "déjà entièrement délivrée" in text_of(third)
     reports = gw.wait_for(DOCTOR, doctor_before + 2)[doctor_before:]
     assert [identifier in str(m["Subject"]) for m in reports] == [True, True]
     assert all(attachment(m, "IHE_XDM.zip") for m in reports)
@@ -355,6 +355,33 @@ def zipfile_replace(package: bytes, old: bytes, new: bytes) -> bytes:
     return out.getvalue()
 
 
+def consistent_replace(package: bytes, old: bytes, new: bytes) -> bytes:
+    """As zipfile_replace, with METADATA.XML's size and SHA-1 of the document brought along
+    (so the package itself reads; only its signature no longer matches)."""
+    import hashlib
+    import zipfile
+
+    src = zipfile.ZipFile(io.BytesIO(package))
+    name = next(n for n in src.namelist() if n.endswith("DOC0001.XML"))
+    before = src.read(name)
+    after = before.replace(old, new)
+    assert after != before
+    swaps = [(hashlib.sha1(before).hexdigest(), hashlib.sha1(after).hexdigest()),
+             (f">{len(before)}<", f">{len(after)}<")]
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename == name:
+                data = after
+            elif info.filename.endswith("METADATA.XML"):
+                for a, b in swaps:
+                    for a_, b_ in ((a, b), (a.upper(), b.upper())):
+                        data = data.replace(a_.encode(), b_.encode())
+            dst.writestr(info, data)
+    return out.getvalue()
+
+
 def test_expired_is_invalid(gw: Gateway) -> None:
     before = len(gw.fetch_all(PATIENT))
     prescribe(gw, FORM.replace("Patient :", "Date : 01/01/2026\nPatient :"))
@@ -455,6 +482,21 @@ def test_provisional_identity_is_not_a_qualified_ins(gw: Gateway, tmp_path: Path
     assert [e for e in filed if e.metadata.prescription_id == identifier] == []
 
 
+def test_same_dispensation_twice_is_recorded_once_and_said_so(gw: Gateway) -> None:
+    msg, identifier = latest_ordonnance(gw)
+    form = form_message(PHARMACIST, ROBOT, f"Ordonnance : {identifier}\n1 : délivré ; 1 boîte",
+                        subject="Délivrance")
+    before = len(gw.fetch_all(PHARMACIST))
+    gw.send(PHARMACIST, form)
+    gw.send(PHARMACIST, form)  # a client retrying after a lost answer
+    first, second = gw.wait_for(PHARMACIST, before + 2)[before:]
+    assert "enregistrée" in str(first["Subject"]) and "déjà reçue" not in text_of(first)
+    assert "enregistrée" in str(second["Subject"]), text_of(second)
+    assert "(déjà reçue)" in text_of(second)
+    assert "different content" not in text_of(second)
+    assert "reste 1 boîte" in text_of(second)  # counted once
+
+
 def test_same_message_twice_registers_once(gw: Gateway) -> None:
     from gateway.prescriptions.registry import open_registry
 
@@ -513,6 +555,63 @@ def test_lab_report_package_is_delivered_and_filed(gw: Gateway, shared_dir: Path
     finally:
         dmp.close()
     assert unique_id in [e.metadata.unique_id for e in filed]
+
+
+def _with_package(msg: EmailMessage, package: bytes) -> None:
+    for part in msg.iter_attachments():
+        if part.get_filename() == "IHE_XDM.zip":
+            part.set_content(package, maintype="application", subtype="zip",
+                             filename="IHE_XDM.zip")
+
+
+def test_forward_with_a_doctype_in_its_cda_says_unchecked(gw: Gateway) -> None:
+    msg, _ = latest_ordonnance(gw)
+    package = attachment(msg, "IHE_XDM.zip")
+    _with_package(msg, consistent_replace(package, b"<ClinicalDocument",
+                                          b"<!DOCTYPE ClinicalDocument>\n<ClinicalDocument"))
+    before = len(gw.fetch_all(PATIENT))
+    got = forward(gw, msg)
+    verdict = str(got["X-Ordonnance-Verification"]).strip()
+    assert verdict.startswith("unchecked; id=none; reason=unreadable document"), verdict
+    assert "NON VÉRIFIÉE" in text_of(got) and "n'a pas été vérifiée" in text_of(got)
+    assert "non vérifiée" in str(got["Subject"])
+    # unchecked is not invalid: the patient is not told their ordonnance is wrong
+    assert len(gw.fetch_all(PATIENT)) == before
+
+
+def test_forward_as_base64_message_part_is_checked(gw: Gateway) -> None:
+    """swaks --attach and some webmails send the forwarded message base64-encoded."""
+    import base64
+
+    msg, identifier = latest_ordonnance(gw)
+    fwd = EmailMessage()
+    fwd["From"] = PATIENT
+    fwd["To"] = PHARMACY
+    fwd["Subject"] = "mon ordonnance"
+    fwd["Message-ID"] = make_msgid(domain="patient.test")
+    fwd.set_content("Bonjour, voici mon ordonnance.\n")
+    part = EmailMessage()
+    part["Content-Type"] = "message/rfc822"
+    part["Content-Transfer-Encoding"] = "base64"
+    part.set_payload(base64.encodebytes(msg.as_bytes()).decode())
+    fwd.make_mixed()
+    fwd.attach(part)
+    before = len(gw.fetch_all(PHARMACY))
+    gw.send(PATIENT, fwd.as_bytes().replace(b"\n", b"\r\n"), to=[PHARMACY])
+    got = gw.wait_for(PHARMACY, before + 1)[-1]
+    verdict = str(got["X-Ordonnance-Verification"]).strip()
+    assert verdict.startswith(f"valid; id={identifier};"), verdict
+
+
+def test_forward_without_any_ordonnance_says_unchecked(gw: Gateway) -> None:
+    fwd = form_message(PATIENT, PHARMACY, "Bonjour, voici la photo de mon ordonnance.\n",
+                       subject="TR: ordonnance")
+    before = len(gw.fetch_all(PHARMACY))
+    gw.send(PATIENT, fwd)
+    got = gw.wait_for(PHARMACY, before + 1)[-1]
+    assert str(got["X-Ordonnance-Verification"]).strip() == \
+        "unchecked; id=none; reason=no ordonnance found"
+    assert "n'a pas été vérifiée" in text_of(got)
 
 
 def test_ordinary_mail_is_delivered_unchanged(gw: Gateway) -> None:

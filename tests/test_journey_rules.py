@@ -479,3 +479,25 @@ def test_dmp_show_keeps_the_author_apart_from_the_submitter(
     assert shown["submitter_address"] == DOCTOR  # who mailed it
     assert shown["author_id"] and shown["author_id"] != "810100123453"  # the lab's biologist
     assert shown["author_address"] is None  # not dr.martin: not in our directory
+
+
+def test_registry_refusals_are_in_french(gw: Gateway) -> None:
+    identifier = str(ordonnance(gw)["X-Ordonnance-Id"])
+    reply = dispense(gw, identifier, "1 : délivré ; 5 boîtes")
+    text = " ".join(text_of(reply).split())
+    assert "refusée" in str(reply["Subject"])
+    assert "ligne 1 (DOLIPRANE 1000 mg, comprimé) : il ne reste que 3 boîtes à délivrer, pas 5" \
+        in text
+    assert "asked" not in text
+
+
+def test_the_verification_tells_the_pharmacist_the_delivery_conditions(gw: Gateway) -> None:
+    identifier = prescribe_ok(gw, form(
+        f"CIS {SUBUTEX} ; un comprimé par jour pendant vingt-huit jours ; quatre boîtes",
+        f"CIS {SKENAN} ; une gélule matin et soir pendant vingt-huit jours ; quatre boîtes",
+        secured=True))
+    got = to_pharmacy(gw, f"Bonjour, mon ordonnance : {identifier}\n")
+    text = " ".join(text_of(got).split())
+    assert "ligne 1 (SUBUTEX 8 mg, comprimé sublingual) : délivrance fractionnée par 7 jours" \
+        in text
+    assert "ligne 2 (SKENAN L.P. 10 mg" in text and "dans les 3 jours" in text

@@ -1,5 +1,6 @@
 import os
 import stat
+import time
 
 import pytest
 
@@ -38,3 +39,26 @@ def test_deliver_many_unique_names(tmp_path):
 def test_unsafe_addresses_refused(tmp_path, address):
     with pytest.raises(UnsafeAddress):
         mailbox_path(tmp_path, address)
+
+
+def test_clean_tmp_removes_only_what_is_older(tmp_path):
+    import os
+
+    from gateway.store.maildir import STALE_TMP_SECONDS, clean_tmp
+
+    inbox = tmp_path / "example.test" / "alice"
+    for folder in (inbox, inbox / ".Sent"):
+        for sub in ("tmp", "new", "cur"):
+            (folder / sub).mkdir(parents=True)
+    old = inbox / "tmp" / "old"
+    old.write_bytes(b"x")
+    os.utime(old, (1, time.time() - STALE_TMP_SECONDS - 10))
+    fresh = inbox / ".Sent" / "tmp" / "fresh"
+    fresh.write_bytes(b"x")
+    kept = inbox / "new" / "kept"
+    kept.write_bytes(b"x")
+    assert clean_tmp(tmp_path, time.time() - STALE_TMP_SECONDS) == 1
+    assert not old.exists() and fresh.exists() and kept.exists()
+    assert clean_tmp(tmp_path, time.time() + 1) == 1
+    assert not fresh.exists() and kept.exists()
+    assert clean_tmp(tmp_path / "missing", time.time()) == 0

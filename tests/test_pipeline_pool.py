@@ -98,3 +98,24 @@ def test_a_process_using_the_pool_exits_without_shutting_it_down(tmp_path):
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                           timeout=60, env={**os.environ, "PYTHONPATH": root})
     assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr
+
+
+async def test_a_call_past_its_deadline_fails_and_its_process_is_replaced():
+    from pathlib import Path
+
+    from gateway.pipeline.pool import CallTimeout
+
+    pool = ProcessPool(1)
+    try:
+        first = await pool.run(_pid_after, 0)
+        with pytest.raises(CallTimeout, match="did not finish within 0.5 s"):
+            await pool.run(_pid_after, 3600, deadline=0.5)
+        second = await pool.run(_pid_after, 0, deadline=30)  # a new process serves
+        assert second != first
+        stat = Path(f"/proc/{first}/stat")
+        deadline = time.monotonic() + 10
+        while stat.exists() and ") Z " not in stat.read_text() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert not stat.exists() or ") Z " in stat.read_text(), "the stuck process still runs"
+    finally:
+        pool.shutdown()

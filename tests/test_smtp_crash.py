@@ -109,8 +109,15 @@ def test_sigkill_during_load_loses_nothing_acknowledged(gateway_home):
     missing = set(acked) - stored_ids(config)
     assert not missing, f"{len(missing)} acknowledged message(s) lost of {len(acked)}"
 
+    # What a killed writer leaves in tmp/ (a sub-folder's too) is cleaned at the restart.
+    inbox = config.mailboxes_path / "test.localhost" / "ph.durand"
+    for folder in (inbox, inbox / ".Sent"):
+        (folder / "tmp").mkdir(parents=True, exist_ok=True)
+        (folder / "tmp" / "1700000000.M1P1Q1.host,S=3").write_bytes(b"cut")
     # After a restart the gateway serves again, and everything is still there.
     proc, ports = start_serve(cfg)
+    assert list(config.mailboxes_path.glob("*/*/tmp/*")) == []
+    assert list(config.mailboxes_path.glob("*/*/.*/tmp/*")) == []
     try:
         with smtplib.SMTP("127.0.0.1", ports["smtp submission"], timeout=10) as c:
             c.starttls(context=client_context(config))

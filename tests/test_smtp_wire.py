@@ -183,18 +183,16 @@ def test_pipelined_group_gets_its_replies_in_order_and_together(gw):
 def test_idle_session_is_closed_and_activity_moves_the_deadline(gateway_home):
     """`[smtp] timeout`: a session that keeps talking stays open past it; a silent one is
     closed once it has been idle that long."""
-    config = setup_gateway(gateway_home, timeout="1")
+    config = setup_gateway(gateway_home, timeout="2")
     with ServerThread(config) as server, socket.create_connection(
-        ("127.0.0.1", server.ports["submission"]), timeout=10
+        ("127.0.0.1", server.ports["submission"]), timeout=30
     ) as s:
         f = s.makefile("rb")
         assert f.readline().startswith(b"220")
         started = time.monotonic()
-        for _ in range(6):  # 1.5 s of activity, never 1 s idle
-            time.sleep(0.25)
+        while time.monotonic() - started < 3:  # longer than the timeout, never 2 s idle
+            time.sleep(0.2)
             s.sendall(b"NOOP\r\n")
-            assert f.readline().startswith(b"250")
-        assert time.monotonic() - started > 1.2
-        idle = time.monotonic()
-        assert f.readline() == b""  # the server closed the connection...
-        assert 0.7 < time.monotonic() - idle < 5  # ...after about one idle second
+            assert f.readline().startswith(b"250")  # still open: activity moved the deadline
+        # silent now: the server closes the session (the socket's 30 s only bounds a hang)
+        assert f.readline() == b""

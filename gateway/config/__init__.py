@@ -26,6 +26,10 @@ class GatewaySection:
     hostname: str = "mx.mssgw.localhost"
     product: str = "mssgw/0.1"
     workers: int = 0
+    # Seconds one call into a worker's process pool (signatures, PDF, document checks of one
+    # message) may run; past it the message gets a temporary failure (451) and the process is
+    # replaced. 0: no limit.
+    pool_call_timeout: int = 120
 
     @property
     def patient_domain(self) -> str:
@@ -34,6 +38,9 @@ class GatewaySection:
 
 @dataclass(frozen=True)
 class StorageSection:
+    # "embedded": SQLite, Maildir and files under the gateway's home (one machine);
+    # "postgresql": every gateway node shares one PostgreSQL database (`dsn`) and nothing else.
+    backend: str = "embedded"
     database: str = "var/gateway.db"
     mailboxes: str = "mailboxes"
     queue: str = "var/queue"
@@ -42,6 +49,15 @@ class StorageSection:
     # The worker processes' metric files (prometheus-client multiprocess mode), emptied by every
     # `mssgw serve` at start: a tmpfs (e.g. /run/mssgw/metrics) in a deployment.
     metrics: str = "var/metrics"
+    # PostgreSQL: a libpq URI or key=value string, without the password; the password comes
+    # from `password_file` (its first line), else $MSSGW_DATABASE_PASSWORD, else libpq's own
+    # ways ($PGPASSWORD, ~/.pgpass). TLS to the server: `sslmode` ("verify-full" to check its
+    # certificate and name) and `sslrootcert` (the CA that signed it), passed to libpq.
+    dsn: str = ""
+    password_file: str = ""
+    sslmode: str = ""
+    sslrootcert: str = ""
+    pool_size: int = 4  # connections per process for the mail store and the queue
 
 
 @dataclass(frozen=True)
@@ -58,6 +74,10 @@ class PKISection:
     days: int = 1095  # default validity of issued certificates (IGC-Santé: 3 years)
     crl_days: int = 7  # nextUpdate of published CRLs
     ca_passphrase_file: str = ""  # CA keys encrypted with its first line ($MSSGW_CA_PASSPHRASE)
+    # CRL distribution point: the URL named in every certificate we issue (<base>/<ca>.crl),
+    # and the plain-HTTP listener of `mssgw serve` that answers it ("" for either: none).
+    crl_base_url: str = ""
+    crl_listen: str = ""
     # External CAs' CRLs (gateway/pki/external.py): fetched from their distribution points at
     # start and every crl_refresh_hours; crl_urls adds distribution points to those the
     # anchors and the server certificate's chain name.
@@ -363,12 +383,21 @@ def config_from_dict(data: dict[str, Any], home: Path, source: Path | None = Non
     for key in ("ca_key_bits", "key_bits"):
         if not 2048 <= getattr(cfg.pki, key) <= 8192:
             raise ConfigError(f"config: [pki] {key} must be between 2048 and 8192")
+    base = cfg.pki.crl_base_url
+    if base and not (base.startswith("http://") and len(base) > len("http://")):
+        raise ConfigError(
+            "config: [pki] crl_base_url must be an http:// URL (CRLs are fetched over plain"
+            " HTTP: fetching one over TLS would need the check it is for)"
+        )
+    if cfg.pki.crl_listen:
+        parse_hostport(cfg.pki.crl_listen)
     if not all(isinstance(u, str) and u.lower().startswith(("http://", "https://"))
                for u in cfg.pki.crl_urls):
         raise ConfigError("config: [pki] crl_urls must be a list of http:// or https:// URLs")
     for key in ("days", "crl_days", "crl_refresh_hours"):
         if getattr(cfg.pki, key) < 1:
             raise ConfigError(f"config: [pki] {key} must be at least 1")
+    _check_storage(cfg.storage)
     _check_password_kinds(cfg.auth)
     _check_oidc(cfg.oidc)
     if not 0.0 <= cfg.trust.max_removed_share <= 1.0:
@@ -380,6 +409,29 @@ def _string_list(value: object, where: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"config: {where} must be a list of strings")
     return value
+
+
+STORAGE_BACKENDS = ("embedded", "postgresql")
+SSL_MODES = ("", "disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def _check_storage(storage: StorageSection) -> None:
+    if storage.backend not in STORAGE_BACKENDS:
+        raise ConfigError(
+            f"config: [storage] backend must be one of {', '.join(STORAGE_BACKENDS)}, "
+            f"not {storage.backend!r}"
+        )
+    if storage.backend == "postgresql" and not storage.dsn:
+        raise ConfigError(
+            "config: [storage] backend = \"postgresql\" needs dsn (e.g. "
+            "\"postgresql://mssgw@db.example.fr:5432/mssgw\")"
+        )
+    if storage.sslmode not in SSL_MODES:
+        raise ConfigError(
+            f"config: [storage] sslmode must be one of {', '.join(m for m in SSL_MODES if m)}"
+        )
+    if storage.pool_size < 1:
+        raise ConfigError("config: [storage] pool_size must be at least 1")
 
 
 def _check_password_kinds(auth: AuthSection) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import uuid
 
 from gateway import metrics
 from gateway.directory.demo import ROBOT_LOCAL
@@ -116,6 +117,13 @@ def _lines_text(d: Dispensation, record: PrescriptionRecord) -> str:
     return "\n".join(out)
 
 
+def _oid_of(key: str, what: str) -> str:
+    """The same mail sent again names the same document (a name-based UUID in the OID arc
+    2.25): its report then has the same content, and the registry records it once and says so,
+    instead of taking a fresh document id for a different report."""
+    return f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, f'mssgw:{what}:{key}').int}"
+
+
 def _record(ctx: Context, d: Dispensation, sender: str, key: str
             ) -> tuple[PrescriptionRecord, bool, bytes, bool, tuple[str, ...]]:
     mailbox = ctx.mailbox(sender)
@@ -127,7 +135,9 @@ def _record(ctx: Context, d: Dispensation, sender: str, key: str
     pharmacist = sender if mailbox.professional else (d.author.email or d.author.rpps)
     dispenser = dataclasses.replace(Dispenser.from_mailbox(mailbox, structure),
                                     pharmacist=pharmacist)
-    d = assign_dispensation_ids(d)
+    d = assign_dispensation_ids(dataclasses.replace(
+        d, document_id=d.document_id or _oid_of(key, "document"),
+        set_id=d.set_id or _oid_of(key, "set")))
     report = DispensationReport.from_dispensation(d, dispenser, dispensation_id=key)
     record = ctx.registry.get(d.prescription_id, actor=sender)
     from gateway.prescriptions.registry import plan_dispensation
@@ -206,7 +216,8 @@ def handle(ctx: Context, sender: str, recipients: tuple[str, ...], data: bytes) 
         return Plan(handled=(ctx.robot,) if to_robot else (), deliveries=(_reply(
             ctx, sender, f"Délivrance refusée : ordonnance {d.prescription_id}",
             f"Bonjour,\n\nLa délivrance pour l'ordonnance {d.prescription_id} n'a pas été"
-            f" enregistrée :\n{exc}\n\nRien n'a été modifié.\n", original_id),))
+            f" enregistrée :\n{getattr(exc, 'french', None) or exc}\n\nRien n'a été modifié.\n",
+            original_id),))
     lines = _lines_text(d, record)
     left = remaining_text(record)
     warnings += national

@@ -8,6 +8,7 @@ import base64
 import binascii
 import datetime as dt
 import functools
+import quopri
 import re
 import unicodedata
 import uuid
@@ -56,10 +57,37 @@ class Attachment:
     data: bytes
 
 
+_FORWARDED = ("message/rfc822", "message/global")
+
+
+def forwarded_message(part: Message) -> Message | None:
+    """The message a message/rfc822 part holds. Some clients and tools (swaks --attach, a few
+    webmails) send it base64 or quoted-printable encoded, which RFC 2046 5.2.1 forbids but
+    people forward all the same: the email package then sees only encoded text, so the part is
+    decoded and parsed here."""
+    if part.get_content_type() not in _FORWARDED:
+        return None
+    payload = part.get_payload()
+    inner = payload[0] if isinstance(payload, list) and payload else None
+    cte = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
+    if cte not in ("base64", "quoted-printable") or not isinstance(inner, Message):
+        return inner if isinstance(inner, Message) else None
+    encoded = inner.as_bytes()
+    try:
+        raw = (base64.b64decode(encoded) if cte == "base64" else quopri.decodestring(encoded))
+    except (binascii.Error, ValueError):
+        return None
+    return parse(raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+
+
 def _walk(msg: Message, depth: int = 0) -> Iterator[Message]:
     """Every leaf part, descending into forwarded messages (message/rfc822) as clients attach
     them; depth-bounded so a hostile nesting cannot recurse for ever."""
     if depth > 8:
+        return
+    inner = forwarded_message(msg)
+    if inner is not None:
+        yield from _walk(inner, depth + 1)
         return
     if msg.is_multipart():
         for part in msg.get_payload():  # type: ignore[union-attr]
@@ -103,11 +131,21 @@ def header_texts(msg: Message) -> list[str]:
     """Subjects of the message and of forwarded ones (an identifier may be there)."""
     out = [header(msg, "Subject")]
     for part in msg.walk():
-        if part.get_content_type() == "message/rfc822":
-            for inner in part.get_payload():  # type: ignore[union-attr]
-                if isinstance(inner, Message):
-                    out.append(header(inner, "Subject"))
+        inner = forwarded_message(part)
+        if inner is not None:
+            out.append(header(inner, "Subject"))
     return out
+
+
+def is_forward(msg: Message) -> bool:
+    """Does the message pass something on (a forwarded message, an attachment, a "Fwd:" or
+    "TR:" subject), as opposed to a question typed in a mail?"""
+    if re.match(r"(?i)\s*(fwd?|tr|wg)\s*:", header(msg, "Subject")):
+        return True
+    return any(
+        part.get_content_type() in _FORWARDED or part.get_filename()
+        for part in msg.walk()
+    )
 
 
 def strip_quotes(text: str) -> str:

@@ -7,7 +7,10 @@ registered), else the identifier in the text, the subject or the PDF's text. The
 the authority: a cancelled, expired or fully dispensed prescription is not valid whatever the
 paper says. The pharmacy receives the patient's message with the verdict in
 `X-Ordonnance-Verification: valid|invalid; id=...; reason=...` and a readable part (result and
-remaining quantities); when the verdict is "invalid" the patient is told why. A patient who
+remaining quantities); when the verdict is "invalid" the patient is told why. A forward the
+gateway could not check (no ordonnance found in it, a document it refuses to read) says so:
+`unchecked; id=none; reason=...` and a line in the readable part, so the pharmacist never takes
+silence for a check. A patient who
 writes that they object ("je m'oppose ...") to feedback to the prescriber has it recorded.
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from decimal import Decimal
+from typing import Any
 
 from gateway.documents.parse import parse_prescription
 from gateway.errors import GatewayError
@@ -31,6 +35,7 @@ from gateway.flows.common import (
 from gateway.flows.context import Context, now
 from gateway.ordonnance.wording import plural
 from gateway.pipeline import Delivery, Message, Outcome, Pipeline
+from gateway.prescriptions.checks import delivery_reminders
 from gateway.prescriptions.identifier import group
 from gateway.prescriptions.registry import (
     PrescriptionNotFound,
@@ -39,6 +44,7 @@ from gateway.prescriptions.registry import (
 )
 from gateway.signature.trust import check_package
 from gateway.xdm import Limits
+from gateway.xmlsafe import parse_xml
 
 _OBJECTION = re.compile(r"(?i)\bje m'oppose\b|\bopposition\b|\bj'oppose\b|\bm'oppose\b")
 
@@ -50,6 +56,15 @@ class Verdict:
     reason: str  # short, for the header
     explanation: str  # sentences, for people
     record: PrescriptionRecord | None = None
+    checked: bool = True  # False: the gateway could not check the forward at all
+
+    @property
+    def state(self) -> str:
+        return "unchecked" if not self.checked else "valid" if self.valid else "invalid"
+
+
+def _unchecked(reason: str, explanation: str) -> Verdict:
+    return Verdict(None, False, reason, explanation, checked=False)
 
 
 def _pdf_text(data: bytes) -> str:
@@ -78,21 +93,39 @@ def _by_registry(ctx: Context, identifier: str, actor: str) -> Verdict:
         refuse_unless_dispensable(record, now())
     except GatewayError as exc:
         code = getattr(exc, "code", "") or type(exc).__name__
-        return Verdict(identifier, False, str(code), str(exc), record)
+        return Verdict(identifier, False, str(code),
+                       (getattr(exc, "french", None) or str(exc)) + ".", record)
     return Verdict(identifier, True, "signature and registry checked",
                    "L'ordonnance est authentique (signature vérifiée) et enregistrée ; elle"
                    " peut être délivrée dans la limite des quantités restantes.", record)
 
 
+def _unreadable(pkg: Any) -> str | None:
+    """Why a document of the package cannot be read as XML (a DOCTYPE...), or None."""
+    for d in pkg.content:
+        try:
+            parse_xml(d.data)
+        except Exception as exc:
+            return " ".join(str(exc).split()) or type(exc).__name__
+    return None
+
+
 def verdict(ctx: Context, msg: mail.Message, actor: str) -> Verdict | None:
     files = mail.attachments(msg)
     limits = Limits.of(ctx.config)
+    unreadable: Verdict | None = None
     for a, pkg in packages(files, limits):
         if isinstance(pkg, str):
             return Verdict(None, False, "invalid package",
                            f"Le paquet {a.filename or 'IHE_XDM.zip'} est refusé : {pkg}.")
         cdas = [d.data for d in pkg.content if kind_of_cda(d.data) == "prescription"]
         if not cdas:
+            why = _unreadable(pkg)
+            if why is not None and unreadable is None:
+                unreadable = _unchecked(
+                    "unreadable document",
+                    f"Un document du paquet {a.filename or 'IHE_XDM.zip'} n'a pas pu être lu"
+                    f" ({why}) : l'ordonnance n'a pas été vérifiée.")
             continue
         try:
             identifier = parse_prescription(cdas[0]).identifier
@@ -115,11 +148,18 @@ def verdict(ctx: Context, msg: mail.Message, actor: str) -> Verdict | None:
                            " identifiant : seule la version enregistrée fait foi.",
                            verdict_.record)
         return verdict_
+    if unreadable is not None:  # a package we refuse to read: its text proves nothing either
+        return unreadable
     text = "\n".join(mail.header_texts(msg) + mail.texts(msg))
     text += "\n".join(_pdf_text(a.data) for a in files if a.content_type == "application/pdf"
                       or a.filename.lower().endswith(".pdf"))
     found = identifiers_in(text)
     if not found:
+        if mail.is_forward(msg):
+            return _unchecked(
+                "no ordonnance found",
+                "La messagerie n'a trouvé dans ce message ni paquet IHE_XDM.zip lisible ni"
+                " identifiant d'ordonnance numérique : l'ordonnance n'a pas été vérifiée.")
         return None
     # One run of words in 37 passes the check character by chance ("est L71 90G 0OK PB6 U1L"
     # before "L71 90G 0OK PB6 U1L 56T"): the first the registry knows is the one meant.
@@ -182,8 +222,9 @@ def dispensation_form(record: PrescriptionRecord) -> str:
     return "\n".join(rows)
 
 
-def _pharmacy_text(v: Verdict, robot: str, not_the_patient: str = "") -> str:
-    head = "VALIDE" if v.valid else "NON VALIDE"
+def _pharmacy_text(v: Verdict, robot: str, not_the_patient: str = "",
+                   reminders: list[str] | None = None) -> str:
+    head = "NON VÉRIFIÉE" if not v.checked else "VALIDE" if v.valid else "NON VALIDE"
     text = f"Vérification de l'ordonnance par la messagerie sécurisée : {head}\n"
     if v.identifier:
         text += f"Identifiant : {group(v.identifier)} ({v.identifier})\n"
@@ -194,6 +235,9 @@ def _pharmacy_text(v: Verdict, robot: str, not_the_patient: str = "") -> str:
         text += f"\nStatut : {status_text(v.record)}\n"
         text += f"Première délivrance avant le : {v.record.validity_end:%d/%m/%Y}\n"
         text += "Quantités restantes :\n" + remaining_text(v.record) + "\n"
+    if v.valid and reminders:
+        text += ("\nConditions de délivrance (base des médicaments) :\n"
+                 + "\n".join(f"  - {r}" for r in reminders) + "\n")
     if v.valid and v.record is not None:
         text += ("\nPour enregistrer la délivrance, écrivez au service des ordonnances"
                  f" ({robot} ; une réponse à ce message-ci irait au patient) le formulaire"
@@ -223,9 +267,8 @@ def handle(ctx: Context, sender: str, recipients: tuple[str, ...], data: bytes) 
             any(_OBJECTION.search(t) for t in mail.texts(msg)[:1]):
         ctx.registry.set_feedback_objection(v.record.identifier, True, actor=sender)
     domain, product = config.gateway.domain, config.gateway.product
-    state = "valid" if v.valid else "invalid"
     reason = re.sub(r"[;\r\n]", " ", v.reason)
-    header = f"{state}; id={v.identifier or 'none'}; reason={reason}"
+    header = f"{v.state}; id={v.identifier or 'none'}; reason={reason}"
     # A relative may bring an ordonnance: not refused, but said (the pharmacist checks at the
     # counter who presents it).
     not_the_patient = ""
@@ -239,15 +282,17 @@ def handle(ctx: Context, sender: str, recipients: tuple[str, ...], data: bytes) 
                            " un proche peut apporter une ordonnance ; vérifiez à la délivrance"
                            " qui la présente.")
     subject = mail.header(msg, "Subject")
+    tag = {"valid": "valide", "invalid": "NON VALIDE", "unchecked": "non vérifiée"}[v.state]
     to_pharmacy = mail.compose(
         sender=sender, to=pharmacies, domain=domain, in_reply_to=mail.message_id_of(msg),
-        subject=f"[Ordonnance {'valide' if v.valid else 'NON VALIDE'}] {subject}"[:200],
-        body=_pharmacy_text(v, ctx.robot, not_the_patient),
+        subject=f"[Ordonnance {tag}] {subject}"[:200],
+        body=_pharmacy_text(v, ctx.robot, not_the_patient,
+                            delivery_reminders(v.record, ctx.drugs) if v.record else None),
         files=[mail.Attachment("message-du-patient.eml", "message/rfc822", data)],
         headers=[("X-Ordonnance-Verification", header), ("X-MSS-NIL", product)],
     )
     out = [Delivery(tuple(pharmacies), to_pharmacy)]
-    if not v.valid:
+    if v.checked and not v.valid:
         notice = mail.compose(
             sender=ctx.robot, to=[sender], domain=domain, in_reply_to=mail.message_id_of(msg),
             subject="Votre ordonnance n'a pas pu être validée",

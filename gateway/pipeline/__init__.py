@@ -144,19 +144,28 @@ class Pipeline:
             self._pool = new_pool(self.config.gateway.workers)  # on first use
         return self._pool
 
+    @property
+    def deadline(self) -> float | None:
+        """[gateway] pool_call_timeout: seconds one pool call may run (None: no limit)."""
+        return self.config.gateway.pool_call_timeout or None
+
     async def run_cpu(self, func: Callable[..., _T], *args: Any) -> _T:
         """Run CPU-heavy `func(*args)` (picklable) in the process pool, off the event loop. A
         pool process that dies during the call makes it raise BrokenProcessPool (the next call
-        gets a new process)."""
-        result: _T = await self._executor().run(func, *args)
+        gets a new process); one that runs past [gateway] pool_call_timeout is killed and the
+        call raises CallTimeout (a TimeoutError): the SMTP server answers 451, the client
+        retries."""
+        result: _T = await self._executor().run(func, *args, deadline=self.deadline)
         return result
 
     async def run_flow(self, func: Callable[..., _T], *args: Any) -> _T:
         """`func(context, *args)` in the process pool, `context` being what the pool process
-        built for the flows (its root's flow context, opened once per process)."""
+        built for the flows (its root's flow context, opened once per process); the same
+        deadline as run_cpu."""
         if self._context is None:
             raise RuntimeError("this pipeline has no flow context")
-        result: _T = await self._executor().run_in_context(self._context, func, *args)
+        result: _T = await self._executor().run_in_context(
+            self._context, func, *args, deadline=self.deadline)
         return result
 
     def shutdown(self) -> None:

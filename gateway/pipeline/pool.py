@@ -13,6 +13,10 @@ whole pool broken and fails every later call.
 
 Each process serves one call at a time (the pool queues the rest), so a pipe never holds more
 than one request or one result. Frames are an 8-byte length then a pickle (protocol 5).
+
+A call may have a deadline: past it the caller gets CallTimeout and the process, which may be
+stuck for good (a pathological document, a library loop), is killed and replaced, so a hung
+call holds neither the client nor a pool process for ever.
 """
 
 from __future__ import annotations
@@ -35,6 +39,10 @@ from typing import Any
 
 _LEN = struct.Struct("!Q")
 PIPE_SIZE = 1 << 20  # Linux's default /proc/sys/fs/pipe-max-size
+
+
+class CallTimeout(TimeoutError):
+    """A pool call ran past its deadline; its process was killed (the next call gets a new one)."""
 
 
 class _Process:
@@ -80,8 +88,25 @@ class _Call:
         self.head = b""  # the result's length, once read
         self.body = memoryview(b"")
         self.got = 0
+        self.timer: asyncio.TimerHandle | None = None
         loop.add_reader(process.res_r, self._readable)
         self._writable()
+
+    def expire_after(self, seconds: float) -> None:
+        self.timer = self.loop.call_later(seconds, self._expire, seconds)
+
+    def _expire(self, seconds: float) -> None:
+        if self.future.done() and not self.process.open:
+            return
+        self.loop.remove_reader(self.process.res_r)
+        self.loop.remove_writer(self.process.req_w)
+        with contextlib.suppress(OSError):
+            self.process.proc.kill()
+        self.process.close()
+        self.pool._died(self.process)
+        if not self.future.done():
+            self.future.set_exception(CallTimeout(
+                f"the call did not finish within {seconds:g} s: its pool process was replaced"))
 
     def _writable(self) -> None:
         try:
@@ -121,6 +146,8 @@ class _Call:
         self._end(self.body, None)
 
     def _end(self, frame: memoryview | None, error: BaseException | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
         self.loop.remove_reader(self.process.res_r)
         self.loop.remove_writer(self.process.req_w)
         if frame is None:  # the process died (or was killed) during the call
@@ -168,21 +195,26 @@ class ProcessPool:
         # process waits for a call until its pipe closes (the executor did the same).
         atexit.register(self.shutdown)
 
-    async def run(self, func: Callable[..., Any], /, *args: Any) -> Any:
-        return await self._call(func, args, None)
+    async def run(self, func: Callable[..., Any], /, *args: Any,
+                  deadline: float | None = None) -> Any:
+        """`func(*args)` in a pool process; with `deadline` (seconds, counted once a process
+        has the call), CallTimeout past it and the process replaced."""
+        return await self._call(func, args, None, deadline)
 
-    async def run_in_context(self, context: bytes, func: Callable[..., Any], /, *args: Any
-                             ) -> Any:
-        """`func(made, *args)` in a pool process (see the class)."""
-        return await self._call(func, args, context)
+    async def run_in_context(self, context: bytes, func: Callable[..., Any], /, *args: Any,
+                             deadline: float | None = None) -> Any:
+        """`func(made, *args)` in a pool process (see the class); `deadline` as for run."""
+        return await self._call(func, args, context, deadline)
 
-    async def _call(self, func: Callable[..., Any], args: tuple[Any, ...], context: bytes | None
-                    ) -> Any:
+    async def _call(self, func: Callable[..., Any], args: tuple[Any, ...], context: bytes | None,
+                    deadline: float | None) -> Any:
         payload = pickle.dumps((func, args, context), protocol=5)
         process = await self._acquire()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        _Call(self, process, payload, loop, future)
+        call = _Call(self, process, payload, loop, future)
+        if deadline is not None and not future.done():
+            call.expire_after(deadline)
         return await future
 
     async def _acquire(self) -> _Process:

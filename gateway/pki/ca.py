@@ -15,6 +15,7 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -190,6 +191,9 @@ def _make_ca(
         builder = builder.add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer[1].public_key()), False
         )
+        cdp = _distribution_point(config, CA.ROOT)  # an issuing CA is revoked on the root's CRL
+        if cdp is not None:
+            builder = builder.add_extension(cdp, critical=False)
     cert = builder.sign(issuer[1] if issuer else key, hashes.SHA256())
     layout = Layout.of(config)
     # Key first: a certificate on disk always has its key.
@@ -205,6 +209,8 @@ def initialise(config: Config) -> list[str]:
     layout.private.mkdir(mode=0o700, exist_ok=True)
     os.chmod(layout.private, 0o700)
     created: list[str] = []
+    # Another node's certificates and CRLs first (a shared database): nothing issued twice.
+    created += [f"fetched from the database: {p}" for p in store.fetch_files(config)]
     passphrase = ca_passphrase(config)
     if not layout.ca_cert(CA.ROOT).exists():
         _make_ca(config, CA.ROOT, None, passphrase)
@@ -328,7 +334,8 @@ def issue(
 
     `email` is the mailbox address (subjectAltName rfc822Name); for `server` certificates pass
     the host name as `email` or in `dns_names` (it becomes a dNSName). `not_before` exists for
-    tests and back-dating; the validity is `days` (default [pki] days) from it.
+    tests and back-dating; the validity is `days` (default [pki] days) from it. Every
+    certificate names the CRL distribution point of its CA ([pki] crl_base_url).
     """
     spec = _kind(kind)
     if not common_name.strip():
@@ -371,7 +378,7 @@ def issue(
     except ValueError as exc:  # e.g. an attribute longer than X.520 allows
         raise PKIError(f"subject: {exc}") from None
     serial = x509.random_serial_number()
-    cert = (
+    cert: Any = (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(ca_cert.subject)
@@ -387,8 +394,11 @@ def issue(
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
         )
-        .sign(ca_key, hashes.SHA256())
     )
+    cdp = _distribution_point(config, spec.ca)
+    if cdp is not None:
+        cert = cert.add_extension(cdp, critical=False)
+    cert = cert.sign(ca_key, hashes.SHA256())
     sid = serial_hex(serial)
     layout = Layout.of(config)
     pem = cert.public_bytes(serialization.Encoding.PEM)
@@ -419,6 +429,7 @@ def issue(
                 # Files inside the transaction: if writing fails, the index is rolled back.
                 write_private(layout.key(sid), _key_pem(key))
                 write_atomic(layout.cert(sid), chain)
+                store.share_files(config, conn, [layout.key(sid), layout.cert(sid)])
         except BaseException:
             layout.key(sid).unlink(missing_ok=True)
             layout.cert(sid).unlink(missing_ok=True)
@@ -426,6 +437,18 @@ def issue(
     return Issued(
         sid, spec.name, layout.cert(sid), layout.key(sid), subject_dn(subject), mail, start, end
     )
+
+
+def _distribution_point(config: Config, ca: CA) -> x509.CRLDistributionPoints | None:
+    """Where verifiers find the CRL of `ca` (RFC 5280 4.2.1.13), when a base URL is set."""
+    from gateway.pki.crlhttp import crl_url
+
+    url = crl_url(config, ca)
+    if url is None:
+        return None
+    return x509.CRLDistributionPoints([x509.DistributionPoint(
+        full_name=[x509.UniformResourceIdentifier(url)], relative_name=None, reasons=None,
+        crl_issuer=None)])
 
 
 def _kind(kind: str) -> Kind:

@@ -428,6 +428,32 @@ def patient_notice(p: Prescription, drugs: DrugFactsSource | None) -> Notice | N
         only_narcotics=len(narcotic) == len(p.lines), fractions=tuple(fractions))
 
 
+def delivery_reminders(record: PrescriptionRecord, drugs: DrugFactsSource | None) -> list[str]:
+    """What the pharmacist must know before delivering, line by line: fractions, a
+    stupéfiant's three days, hospital pharmacies only, the papers to check."""
+    out: list[str] = []
+    if drugs is None:
+        return out
+    for rec in record.lines:
+        facts = drugs.facts(rec.cis) if rec.cis else None
+        if facts is None:
+            continue
+        rules = facts.rules
+        notes: list[str] = []
+        if rules.fraction_days:
+            notes.append(f"délivrance fractionnée par {rules.fraction_days} jours")
+        if rules.narcotic:
+            notes.append(f"stupéfiant : délivré en entier si présenté dans les"
+                         f" {NARCOTIC_PRESENTATION_DAYS} jours suivant la date de l'ordonnance,"
+                         f" ensuite pour le traitement restant à courir ({ART_PRESENTATION})")
+        if rules.pui_only:
+            notes.append("délivré seulement par une pharmacie à usage intérieur")
+        notes += [f"à vérifier : {c.text}" for c in rules.of_kind(Kind.PAPER)
+                  if c.when == "dispensing"]
+        out += [f"ligne {rec.position} ({rec.label}) : {n}" for n in notes]
+    return out
+
+
 # ---- the dispensation -----------------------------------------------------------------------
 
 

@@ -59,7 +59,14 @@ class Status(StrEnum):
 
 
 class RegistryError(GatewayError):
+    """`str(error)` is for administrators (the CLI, logs); `french`, when given, is the same
+    refusal for the people the mail flows answer (pharmacists, patients)."""
+
     code = "refused"
+
+    def __init__(self, message: str, french: str | None = None) -> None:
+        super().__init__(message)
+        self.french = french or message
 
 
 class PrescriptionNotFound(RegistryError, NotFound):
@@ -88,7 +95,9 @@ class NotAPharmacy(DispensationRefused):
     code = "not-a-pharmacy"
 
     def __init__(self, address: str) -> None:
-        super().__init__(f"{address} is not a pharmacy mailbox: only pharmacies dispense")
+        super().__init__(f"{address} is not a pharmacy mailbox: only pharmacies dispense",
+                         f"{address} n'est ni une pharmacie ni un pharmacien d'une pharmacie"
+                         " dans l'annuaire : seules les pharmacies délivrent")
 
 
 class PrescriptionExpired(DispensationRefused):
@@ -494,6 +503,14 @@ def add_months(day: dt.date, months: int) -> dt.date:
     return dt.date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
 
 
+def _fr(value: Decimal | None) -> str:
+    return "-" if value is None else format(value.normalize(), "f").replace(".", ",")
+
+
+def _fr_unit(value: Decimal, unit: str) -> str:
+    return unit + "s" if value >= 2 and not unit.endswith(("s", "x")) else unit
+
+
 def _num(value: Decimal | None) -> str | None:
     return None if value is None else format(value.normalize(), "f")
 
@@ -549,21 +566,26 @@ def refuse_unless_dispensable(record: PrescriptionRecord, now: dt.datetime | Non
     ident = record.identifier
     if status is Status.CANCELLED:
         when = f" on {record.cancelled_at.date()}" if record.cancelled_at else ""
-        raise PrescriptionCancelled(f"prescription {ident} was cancelled by its prescriber{when}")
+        le = f" le {record.cancelled_at:%d/%m/%Y}" if record.cancelled_at else ""
+        raise PrescriptionCancelled(
+            f"prescription {ident} was cancelled by its prescriber{when}",
+            f"l'ordonnance {ident} a été annulée par son prescripteur{le}")
     if status is Status.DISPENSED:
         raise PrescriptionFullyDispensed(
-            f"prescription {ident} is already fully dispensed: it cannot be used again"
-        )
+            f"prescription {ident} is already fully dispensed: it cannot be used again",
+            f"l'ordonnance {ident} est déjà entièrement délivrée : elle ne peut plus servir")
     if status is Status.EXPIRED:
         if record.dispensations:
             raise PrescriptionExpired(
                 f"prescription {ident} expired on {record.dispensable_until}"
-                " (renewals end 12 months after the prescription)"
-            )
+                " (renewals end 12 months after the prescription)",
+                f"l'ordonnance {ident} a expiré le {record.dispensable_until:%d/%m/%Y} (les"
+                " renouvellements s'arrêtent 12 mois après sa date)")
         raise PrescriptionExpired(
             f"prescription {ident} expired on {record.validity_end}:"
-            " the first dispensation must happen within its validity"
-        )
+            " the first dispensation must happen within its validity",
+            f"l'ordonnance {ident} a expiré le {record.validity_end:%d/%m/%Y} : la première"
+            " délivrance doit avoir lieu avant")
 
 
 @dataclass(frozen=True)
@@ -588,16 +610,18 @@ def plan_dispensation(
         if not match:
             known = ", ".join(str(r.position) for r in record.lines)
             raise UnknownLine(
-                f"prescription {record.identifier} has no line {line.line_ref!r} (lines: {known})"
-            )
+                f"prescription {record.identifier} has no line {line.line_ref!r} (lines: {known})",
+                f"l'ordonnance {record.identifier} n'a pas de ligne {line.line_ref} (lignes :"
+                f" {known})")
         if not line.quantity.is_finite() or line.quantity < 0:
             raise InvalidDispensation(
                 f"line {line.line_ref}: {line.quantity} is not a quantity (0 or more)"
             )
         if line.quantity == 0 and not line.not_delivered_reason:
             raise InvalidDispensation(
-                f"line {line.line_ref}: nothing delivered needs the reason why"
-            )
+                f"line {line.line_ref}: nothing delivered needs the reason why",
+                f"ligne {line.line_ref} : rien n'est délivré, donnez-en le motif"
+                " (« non délivré ; motif : ... »)")
         pos = match[0].position
         totals[pos] = totals.get(pos, Decimal(0)) + line.quantity
     plan: list[LineDelivery] = []
@@ -606,16 +630,19 @@ def plan_dispensation(
         if qty > 0 and rec.complete:
             raise PrescriptionFullyDispensed(
                 f"prescription {record.identifier} line {pos} ({rec.label}) is already fully"
-                " dispensed"
-            )
+                " dispensed",
+                f"ligne {pos} ({rec.label}) : déjà entièrement délivrée")
         remaining = rec.remaining
         if remaining is not None and qty > remaining:
             raise OverDispensing(
                 f"prescription {record.identifier} line {pos} ({rec.label}): {_num(qty)}"
                 f" {rec.quantity_unit} asked, only {_num(remaining)} remain"
                 f" ({_num(rec.quantity)} × {1 + rec.renewals} prescribed,"
-                f" {_num(rec.delivered)} delivered)"
-            )
+                f" {_num(rec.delivered)} delivered)",
+                f"ligne {pos} ({rec.label}) : il ne reste que {_fr(remaining)}"
+                f" {_fr_unit(remaining, rec.quantity_unit)} à délivrer, pas {_fr(qty)}"
+                f" (prescrit : {_fr(rec.quantity)} × {1 + rec.renewals} ; déjà délivré :"
+                f" {_fr(rec.delivered)})")
         plan.append(LineDelivery(pos, qty, qty > 0))
     return plan
 

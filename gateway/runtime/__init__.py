@@ -35,6 +35,7 @@ from gateway.directory.repository import Directory
 from gateway.directory.throttle import LoginThrottle
 from gateway.dmp.repository import DocumentRepository
 from gateway.flows.records import Records
+from gateway.pki.store import CertificateIndex
 from gateway.prescriptions.registry import PrescriptionRegistry
 from gateway.runtime.storage import Storage, storage_for
 from gateway.smtp.conversations import ConversationLog
@@ -157,18 +158,21 @@ class Runtime:
         return self._open(self.storage.drug_reference)
 
     @cached_property
-    def certificates(self) -> Any:
+    def certificates(self) -> CertificateIndex:
         return self._open(self.storage.certificate_index)
 
     # --- services, built from the stores ----------------------------------------------------
 
     @cached_property
     def authenticator(self) -> Authenticator:
-        from gateway.directory.auth import Authenticator
+        from gateway.directory.auth import Authenticator, verifier, verifier_threads
 
         directory, throttle = self.directory, self.throttle
+        # scrypt in a pool sized to the worker's share of the cores (memory: see auth.py)
+        pool = verifier(verifier_threads(self.config.gateway.workers))
         return self._open(lambda: Authenticator(directory, throttle, self.config.auth,
-                                                secret=self.auth_secret), closing=False)
+                                                secret=self.auth_secret, executor=pool),
+                          closing=False)
 
     @cached_property
     def token_logins(self) -> TokenLogins | None:

@@ -40,6 +40,7 @@ from gateway.config import Config, parse_hostport
 from gateway.errors import GatewayError
 from gateway.http import service as http_service
 from gateway.imap import service as imap_service
+from gateway.pki import crlhttp
 from gateway.pki import service as pki_service
 from gateway.runtime import Runtime
 from gateway.smtp import outbound
@@ -80,6 +81,7 @@ SERVICES: tuple[Service, ...] = (
     Service("smtp", smtp_service.start, smtp_service.prepare),
     Service("imap", imap_service.start, imap_service.prepare),
     Service("https", http_service.start, http_service.prepare),
+    Service("crl", crlhttp.start),  # the CRL distribution point (plain HTTP), when configured
 )
 
 # Started in the first worker only (work that must not run once per core): the outbound queue
@@ -317,15 +319,31 @@ class Supervisor:
         if interval is not None:
             self.watchdog = systemd.Watchdog(self.config, interval)
 
+    def clean_maildirs(self, before: float) -> None:
+        from gateway.store.maildir import clean_tmp
+
+        removed = clean_tmp(self.config.mailboxes_path, before)
+        if removed:
+            log.info("removed %d unfinished file(s) from the Maildirs' tmp/", removed)
+
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._signal)
         signal.signal(signal.SIGINT, self._signal)
+        from gateway.store.maildir import STALE_TMP_SECONDS
+
+        # Files a killed writer left in tmp/: all of them now, before any worker writes; then
+        # those older than 36 hours, hourly (Maildir's rule).
+        self.clean_maildirs(time.time())
+        next_clean = time.monotonic() + 3600
         prepare_services(self.runtime)
         for i in range(self.n):
             self.spawn(i)
         quick_deaths = 0
         try:
             while not self.stopping:
+                if time.monotonic() > next_clean:
+                    self.clean_maildirs(time.time() - STALE_TMP_SECONDS)
+                    next_clean = time.monotonic() + 3600
                 sentinels: dict[Any, int] = {p.sentinel: i for i, p in self.procs.items()}
                 readers: dict[Any, int] = {c: i for i, c in self.pipes.items()}
                 timeout = min(5.0, self.watchdog.wait()) if self.watchdog else 5.0

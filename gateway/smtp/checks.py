@@ -29,6 +29,73 @@ def has_bare_cr_or_lf(data: bytes) -> bool:
     return data.count(b"\n") != crlf or data.count(b"\r") != crlf
 
 
+# MIME nesting (multipart inside multipart, message/rfc822 inside a part) deeper than this is
+# refused for good: Python's email package recurses once per level, fails near 300 levels, and
+# real mail nests a handful (a forwarded message with attachments: 4 or 5).
+MAX_MIME_DEPTH = 50
+_NESTING_WORDS = (b"boundary", b"message/rfc822", b"message/global")
+_BOUNDARY = re.compile(r'boundary\s*=\s*(?:"([^"]*)"|([^\s;]+))', re.IGNORECASE)
+_CONTENT_TYPE = re.compile(r"^content-type\s*:\s*([a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+)", re.I)
+
+
+def mime_depth(data: bytes, limit: int = MAX_MIME_DEPTH) -> int:
+    """How deep the MIME structure of `data` nests (exact up to `limit`, then some value above).
+
+    Every level needs a `boundary=` or a `message/rfc822`, so a message with at most `limit`
+    of them (nearly all mail) is answered by one scan in C; only the others are walked line by
+    line, keeping the stack of open multiparts the way a MIME parser does, without recursion.
+    """
+    lowered = data.lower()  # bytes.lower and bytes.count run in C: ~30 ms for 25 MB
+    if sum(lowered.count(word) for word in _NESTING_WORDS) <= limit:
+        return 0
+    stack: list[str | None] = []  # open multipart boundaries; None: an embedded message
+    deepest = 0
+    fields: list[str] | None = []  # the header block being read; None while in a body
+    for raw in data.split(b"\r\n"):
+        line = raw.decode("latin-1")
+        if fields is not None:
+            if line[:1] in (" ", "\t") and fields:
+                fields[-1] += line
+            elif line:
+                fields.append(line)
+            else:  # the end of a header block: what does it open?
+                kind, boundary = _content_type(fields)
+                fields = None
+                if kind.startswith("multipart/") and boundary:
+                    stack.append(boundary)
+                elif kind in ("message/rfc822", "message/global"):
+                    stack.append(None)
+                    fields = []  # the embedded message's header follows
+                deepest = max(deepest, len(stack))
+                if deepest > limit:
+                    return deepest
+            continue
+        if not line.startswith("--"):
+            continue
+        mark = line.rstrip(" \t")
+        for level in range(len(stack) - 1, -1, -1):
+            boundary = stack[level]
+            if boundary is None:
+                continue
+            if mark == f"--{boundary}--":  # this multipart ends, with all it still held
+                del stack[level:]
+                break
+            if mark == f"--{boundary}":  # its next part: a header block follows
+                del stack[level + 1 :]
+                fields = []
+                break
+    return deepest
+
+
+def _content_type(fields: list[str]) -> tuple[str, str | None]:
+    for line in fields:
+        m = _CONTENT_TYPE.match(line)
+        if m:
+            b = _BOUNDARY.search(line, m.end())
+            return m.group(1).lower(), (b.group(1) or b.group(2)) if b else None
+    return "text/plain", None
+
+
 def split_header(data: bytes) -> tuple[bytes, bytes]:
     """(header block including the blank line, body)."""
     end = data.find(b"\r\n\r\n")
@@ -42,6 +109,7 @@ class Headers:
     """The few header facts the SMTP policy needs."""
 
     from_addresses: list[str] = field(default_factory=list)
+    sender_addresses: list[str] = field(default_factory=list)
     message_id: str | None = None
     references: list[str] = field(default_factory=list)  # In-Reply-To and References ids
     subject: str = ""
@@ -59,7 +127,7 @@ def _decoded(value: str | None) -> str:
         return value
 
 
-_WANTED = {"from", "message-id", "in-reply-to", "references", "subject", "x-mss-mes"}
+_WANTED = {"from", "sender", "message-id", "in-reply-to", "references", "subject", "x-mss-mes"}
 
 
 def header_fields(data: bytes) -> dict[str, list[str]]:
@@ -93,6 +161,9 @@ def read_headers(data: bytes) -> Headers:
         froms = [(simple.group(1) or simple.group(2)).lower()]
     else:
         froms = [addr.strip().lower() for _, addr in getaddresses(from_values) if addr.strip()]
+    senders = [
+        addr.strip().lower() for _, addr in getaddresses(fields.get("sender", [])) if addr.strip()
+    ]
     mid = _MSGID.search(" ".join(fields.get("message-id", [])))
     refs: list[str] = []
     for name in ("in-reply-to", "references"):
@@ -102,6 +173,7 @@ def read_headers(data: bytes) -> Headers:
     fin = any(v.strip().upper() == "FIN" for v in fields.get("x-mss-mes", []))
     return Headers(
         from_addresses=froms,
+        sender_addresses=senders,
         message_id=mid.group(0) if mid else None,
         references=refs,
         subject=subject,

@@ -32,7 +32,14 @@ from gateway.directory import MailboxKind
 from gateway.directory.auth import AuthReason
 from gateway.oidc import sasl
 from gateway.smtp import replies
-from gateway.smtp.checks import Headers, domain_of, has_bare_cr_or_lf, read_headers
+from gateway.smtp.checks import (
+    MAX_MIME_DEPTH,
+    Headers,
+    domain_of,
+    has_bare_cr_or_lf,
+    mime_depth,
+    read_headers,
+)
 from gateway.smtp.gateway import Gateway
 from gateway.smtp.protocol import NULL_SENDER, GatewaySession, GatewaySMTP, offer_pipelining
 from gateway.smtp.replies import Reply
@@ -156,6 +163,10 @@ class BaseHandler:
             limit = self.gw.size_limit(domain)
             if len(data) > limit:
                 return str(replies.too_big(limit, domain))
+        if mime_depth(data) > MAX_MIME_DEPTH:
+            log.info("refused data peer=%s from=<%s>: MIME nesting over %d",
+                     _ip(session), sender, MAX_MIME_DEPTH)
+            return str(replies.too_deep(MAX_MIME_DEPTH))
         # The real size against each local recipient's quota. One recipient without room
         # defers the whole message (DATA has one reply): the client retries the others too.
         full = await self.gw.check_quotas(rcpts, len(data))
@@ -183,6 +194,12 @@ class BaseHandler:
         try:
             outcome = await self.gw.pipeline.process(message)
             await self.gw.deliver(message, outcome, headers, sender_mailbox=session.mailbox)
+        except TimeoutError as exc:  # the process pool's deadline: the client retries later
+            log.error("queue id %s: not processed in time: %s", qid, exc)
+            return str(replies.temporary_failure(qid))
+        except RecursionError:  # a structure mime_depth let through: retrying cannot help
+            log.error("queue id %s: refused: too deeply nested to process", qid)
+            return str(replies.too_deep(MAX_MIME_DEPTH))
         except Exception:
             log.exception("queue id %s: could not process or store the message", qid)
             return str(replies.temporary_failure(qid))
@@ -260,7 +277,7 @@ class SubmissionHandler(BaseHandler):
         if refusal is not None:
             return refusal
         if sender != mailbox.address:
-            return replies.sender_not_yours(sender or "<>", mailbox.address)
+            return replies.sender_not_yours(sender, mailbox.address)
         return None
 
     async def check_recipient(
@@ -341,10 +358,11 @@ class SubmissionHandler(BaseHandler):
             return self._refused("acting for another mailbox is not allowed")
         mailbox = await self.gw.mailbox(address)
         if mailbox is None or mailbox.kind is not MailboxKind.APP or not mailbox.active:
-            log.info("AUTH EXTERNAL refused for %s: not an active APP mailbox", address)
+            maillog.login("smtp", "failed", user=address, peer=_ip(session),
+                          mechanism="certificate", reason="not an active APP mailbox")
             return self._refused(f"<{address}> is not an active applicative (APP) mailbox")
         session.mailbox = mailbox
-        log.info("AUTH EXTERNAL ok peer=%s mailbox=%s", _ip(session), address)
+        maillog.login("smtp", "ok", user=address, peer=_ip(session), mechanism="certificate")
         return AuthResult(success=True, auth_data=mailbox)
 
     async def auth_OAUTHBEARER(self, server: GatewaySMTP, args: list[str]) -> AuthResult:
@@ -373,6 +391,10 @@ class SubmissionHandler(BaseHandler):
             await server.push(f"501 5.5.2 malformed {mechanism} response: {exc}")
             return AuthResult(success=False, handled=True)
         result = await logins.login(response, _ip(session), "smtp")
+        maillog.login("smtp", "ok" if result.ok else "locked" if result.retry_after is not None
+                      else "failed", user=result.mailbox.address if result.mailbox else "-",
+                      peer=_ip(session), mechanism="token",
+                      reason=None if result.ok else result.message)
         if result.ok:
             session.mailbox = result.mailbox
             return AuthResult(success=True, auth_data=result.mailbox)
@@ -502,6 +524,17 @@ class RelayHandler(BaseHandler):
             return refusal
         return await self.gw.check_recipient(None, rcpt, relay=True,
                                              size=session.mail_size or 0)
+
+    def check_headers(self, session: GatewaySession, headers: Headers) -> Reply | None:
+        """A peer's mail may not show one of our own addresses as its author: the envelope
+        sender is checked against the peer's certificate, the header the reader sees must not
+        undo that."""
+        for field, addresses in (("From", headers.from_addresses),
+                                 ("Sender", headers.sender_addresses)):
+            for address in addresses:
+                if self.gw.is_local(domain_of(address)):
+                    return replies.peer_claims_our_address(field, address)
+        return None
 
 
 TOKEN_MECHANISMS = frozenset(m.value for m in sasl.Mechanism)

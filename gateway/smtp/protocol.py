@@ -6,8 +6,8 @@
   it as a syntax error. The handler sees it as NULL_SENDER and treats it as "".
 - The deprecated `login_data` warning aiosmtpd logs on every AUTH is silenced.
 - DATA is read in blocks (gateway.smtp.dotdata) instead of line by line.
-- aiosmtpd's per-command log masking is skipped when its logger is quiet, and its idle timer is
-  moved instead of replaced on every command.
+- Its idle timer is moved instead of replaced on every command.
+- A failed TLS handshake is one log line (`handle_exception`), not a traceback.
 - AUTH lines may be 12,288 octets (RFC 4954 4): an OAUTHBEARER or XOAUTH2 initial response
   carries a whole access token, past aiosmtpd's 512-octet command and 1,001-octet line limits.
   Other commands keep their 512 octets, and DATA lines RFC 5321's 1,000 (DotData).
@@ -15,72 +15,46 @@
   grouped MAIL/RCPT/DATA are served as they come; their replies are sent together (one TLS
   record, one send) while more complete command lines wait in the input buffer, as RFC 2920
   3.2 recommends. Only MAIL and RCPT replies are held: every other reply, 354 included, flushes.
+Everything that touches aiosmtpd's or asyncio's internals (its module globals, the reader's
+buffer) is in gateway.smtp.internals, checked by a test and bypassed when it no longer fits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import inspect
 import logging
 import re
 import ssl
 from typing import Any
 
-import aiosmtpd.smtp
-from aiosmtpd.smtp import MISSING, SMTP, Session
+from aiosmtpd.smtp import MISSING, SMTP, Session, TLSSetupException
 
+from gateway.smtp import internals
 from gateway.smtp.dotdata import DotData
 
-
-class _CachedInspect:
-    """What aiosmtpd's `SMTP.__init__` asks of `inspect`, answered from a per-class cache.
-
-    aiosmtpd runs `inspect.getmembers()` on the protocol and on the handler for every new
-    connection, only to find the `auth_*` methods, and `inspect.signature()` on the EHLO hook:
-    that was a fifth of the CPU of a one-message session. Same answers, computed once per class.
-    """
-
-    def __init__(self) -> None:
-        self._auth_names: dict[type, list[str]] = {}
-        self._signatures: dict[tuple[Any, bool], inspect.Signature] = {}
-
-    def getmembers(self, obj: object) -> list[tuple[str, Any]]:
-        names = self._auth_names.get(type(obj))
-        if names is None:
-            names = [n for n in dir(type(obj)) if n.startswith("auth_")]
-            self._auth_names[type(obj)] = names
-        return [(n, getattr(obj, n)) for n in names]
-
-    def signature(self, func: Any) -> inspect.Signature:
-        key = (getattr(func, "__func__", func), hasattr(func, "__func__"))
-        sig = self._signatures.get(key)
-        if sig is None:
-            sig = self._signatures[key] = inspect.signature(func)
-        return sig
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(inspect, name)
+log = logging.getLogger("mssgw.smtp")
 
 
-aiosmtpd.smtp.inspect = _CachedInspect()  # type: ignore[assignment]
+class _ImplicitTLSWarning(logging.Filter):
+    """aiosmtpd warns "auth_required == True but auth_require_tls == False" for every session
+    of the implicit-TLS listener: it only knows TLS begun by STARTTLS, and there the connection
+    is encrypted before its first byte. The gateway never configures AUTH without TLS
+    otherwise (gateway.smtp.service), so the line only ever misleads."""
 
-_sanitized_log = aiosmtpd.smtp.sanitized_log
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO}
-
-
-def _sanitized_log_if_enabled(func: Any, msg: Any, *args: Any, **kwargs: Any) -> None:
-    """aiosmtpd logs every command line through `sanitized_log`, which masks AUTH arguments
-    (a regular expression per line) before asking the logger whether it logs at all; its
-    "mail.log" logger is quiet here (gateway.smtp.service), so ask first."""
-    level = _LEVELS.get(getattr(func, "__name__", ""))
-    logger = getattr(func, "__self__", None)
-    if level is not None and isinstance(logger, logging.Logger) and not logger.isEnabledFor(level):
-        return
-    _sanitized_log(func, msg, *args, **kwargs)
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("auth_required == True but auth_require_tls")
 
 
-aiosmtpd.smtp.sanitized_log = _sanitized_log_if_enabled
+logging.getLogger("mail.log").addFilter(_ImplicitTLSWarning())
+
+
+def tls_failure_reason(error: BaseException) -> str:
+    """A failed TLS handshake in a few words: OpenSSL's reason code, or the exception."""
+    cause = error.__cause__ or error
+    reason = getattr(cause, "reason", None) or str(cause) or type(cause).__name__
+    return " ".join(str(reason).split())
+
 
 NULL_SENDER = "null-sender@mssgw.invalid"
 AUTH_LINE_LIMIT = 12288  # RFC 4954 4: an AUTH command line, initial response included
@@ -152,9 +126,8 @@ class GatewaySMTP(SMTP):
 
     def _command_waiting(self) -> bool:
         """A complete command line is already in the input buffer (the client pipelines); its
-        reply comes right after this one. StreamReader has no public way to ask."""
-        buffer: bytearray = self._reader._buffer  # type: ignore[attr-defined]
-        return b"\n" in buffer
+        reply comes right after this one (gateway.smtp.internals)."""
+        return internals.line_waiting(self._reader)
 
     async def smtp_RCPT(self, arg: str | None) -> None:
         self._hold_replies = True
@@ -184,8 +157,27 @@ class GatewaySMTP(SMTP):
     def _create_session(self) -> GatewaySession:
         return GatewaySession(self.loop)
 
+    async def handle_exception(self, error: Exception) -> str:
+        """aiosmtpd logs a full traceback for any exception of a session, a failed STARTTLS
+        handshake included (hundreds during one TLS scan; anyone can cause them on the relay
+        port). One line instead: who, on which port, why. A TLSSetupException closes the
+        connection (no reply is sent); anything else gets aiosmtpd's 500."""
+        peer = self.session.peer if self.session is not None else None
+        where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        port = self._local[1] if isinstance(self._local, tuple) else "?"
+        if isinstance(error, TLSSetupException):
+            log.info("TLS handshake failed peer=%s port=%s reason=%s",
+                     where, port, tls_failure_reason(error))
+            return "421 4.7.0 TLS handshake failed"
+        log.error("session error peer=%s port=%s: %s: %s",
+                  where, port, type(error).__name__, " ".join(str(error).split()))
+        return f"500 Error: ({type(error).__name__}) {error}"
+
+    _local: Any = None
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._replies = []
+        self._local = transport.get_extra_info("sockname")
         # aiosmtpd keeps command_size_limits in a dict of its class: ours is per session.
         self.command_size_limits = collections.defaultdict(
             lambda: self.command_size_limit, {"AUTH": AUTH_LINE_LIMIT}
@@ -218,7 +210,11 @@ class GatewaySMTP(SMTP):
         """aiosmtpd's `smtp_DATA` with the content read by `DotData` in blocks.
 
         Same checks and replies as aiosmtpd 1.4 before and after the content; only the reading
-        differs (aiosmtpd's per-line loop was a fifth of the server's CPU per message)."""
+        differs (aiosmtpd's per-line loop was a fifth of the server's CPU per message). When
+        gateway.smtp.internals finds asyncio or aiosmtpd changed, aiosmtpd's own DATA runs."""
+        if not internals.OK:
+            await super().smtp_DATA(arg)
+            return
         if await self.check_helo_needed():
             return
         if await self.check_auth_needed("DATA"):
@@ -247,22 +243,6 @@ class GatewaySMTP(SMTP):
         await self.push("250 OK" if status is MISSING else status)
 
     async def _read_data(self) -> tuple[bytes, str | None]:
-        # StreamReader has no public call for "consume what you have buffered, then wait":
-        # readuntil() cannot say "a '.' line at the very start or after a CRLF" without a
-        # per-line loop. So this works on the reader's buffer the way readuntil() itself does
-        # (CPython's StreamReader internals, unchanged from 3.8 to 3.13).
-        reader: Any = self._reader
         parser = DotData(self.data_size_limit, DATA_LINE_LIMIT)
-        while True:
-            if reader._exception is not None:
-                raise reader._exception
-            buf: bytearray = reader._buffer
-            n = parser.feed(buf)
-            if n:
-                del buf[:n]
-                reader._maybe_resume_transport()
-            if parser.done:
-                return parser.result()
-            if reader._eof:
-                raise ConnectionResetError("the client closed the connection during DATA")
-            await reader._wait_for_data("readuntil")
+        result: tuple[bytes, str | None] = await internals.feed_from_buffer(self._reader, parser)
+        return result

@@ -78,6 +78,13 @@ def rate_limited(who: str, retry_after: float) -> Reply:
 
 
 def sender_not_yours(sender: str, mailbox: str) -> Reply:
+    if not sender:
+        return Reply(
+            553,
+            "5.7.1",
+            f"the null sender <> is reserved for delivery reports: send as <{mailbox}>, the"
+            " mailbox you are authenticated as",
+        )
     return Reply(
         553,
         "5.7.1",
@@ -91,6 +98,23 @@ def smuggling() -> Reply:
         "5.6.0",
         "message refused: it holds a bare CR or LF; every line must end with CRLF "
         "(protection against SMTP smuggling)",
+    )
+
+
+def peer_claims_our_address(field: str, address: str) -> Reply:
+    return Reply(
+        550,
+        "5.7.1",
+        f"message refused: {field}: <{address}> is an address of our own domains; mail from"
+        " a trust-space peer cannot claim to come from one of our mailboxes",
+    )
+
+
+def too_deep(limit: int) -> Reply:
+    return Reply(
+        554,
+        "5.6.0",
+        f"message refused: its MIME parts are nested more than {limit} levels deep",
     )
 
 

@@ -53,6 +53,45 @@ def folder_path(inbox: Path, folder: str = "INBOX") -> Path:
     return inbox if folder.upper() == "INBOX" else inbox / f".{folder}"
 
 
+# Maildir's rule for files left in tmp/ (a writer killed before its rename): gone after 36 hours.
+STALE_TMP_SECONDS = 36 * 3600
+
+
+def clean_tmp(root: Path, before: float) -> int:
+    """Remove the files in `tmp/` of every Maildir folder under `root` last modified before
+    `before` (a time.time() value); the number removed.
+
+    `mssgw serve` calls it as it starts with its start time (nothing of its own writes there
+    yet; a command writing right now has a newer file) and then now and then with 36 hours ago.
+    A message found there was never acknowledged: its writer died before the rename into new/.
+    """
+    removed = 0
+    for domain in _dirs(root):
+        for inbox in _dirs(domain):
+            for folder in (inbox, *(d for d in _dirs(inbox) if d.name.startswith("."))):
+                for entry in _entries(folder / "tmp"):
+                    try:
+                        if entry.is_file(follow_symlinks=False) and \
+                                entry.stat(follow_symlinks=False).st_mtime < before:
+                            os.unlink(entry.path)
+                            removed += 1
+                    except FileNotFoundError:
+                        continue
+    return removed
+
+
+def _entries(path: Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(path) as it:
+            return list(it)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _dirs(path: Path) -> list[Path]:
+    return [Path(e.path) for e in _entries(path) if e.is_dir(follow_symlinks=False)]
+
+
 def ensure_maildir(path: Path) -> Path:
     for sub in SUBDIRS:
         (path / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
