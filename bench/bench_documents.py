@@ -2,10 +2,12 @@
 in one process and in a process pool over every core (as the servers run it). The embedded PDF
 is the real ordonnance. Bounded: about 2 s per measurement.
 
-Then the CI-SIS schematron layers (Saxon-HE through the ANS compile chain): for each layer,
-in a fresh process, the XSLT generation (cold cache), Saxon's compile (warm cache) and the
-process's resident memory after it; then the cost per document of each layer once compiled.
-The compile figures take a minute (StrucMin's 10 MB stylesheet)."""
+Then the CI-SIS schematron layers (Saxon-HE through the ANS compile chain), the chain's XSLT
+as it comes beside its rewrite (documents.svrl_rewrite, what the gateway runs): for each
+layer, in a fresh process, the XSLT generation (cold cache), Saxon's compile (warm cache) and
+the process's resident memory after it; then the cost per document of each layer once
+compiled, and whether both report the same. A few minutes (StrucMin's 10 MB stylesheet). The
+load average is printed: on a shared machine, read the ratios more than the times."""
 
 from __future__ import annotations
 
@@ -95,7 +97,8 @@ def main() -> int:
     if not SCHEMA.is_file():
         print(f"CI-SIS kit not found at {SHARED} (set MSSGW_SHARED): skipped")
         return 0
-    print(f"prescription: {len(P.lines)} lines, {len(DOC) // 1024} KiB with the PDF")
+    print(f"prescription: {len(P.lines)} lines, {len(DOC) // 1024} KiB with the PDF;"
+          f" {_load()}")
     measure("build prescription", build)
     measure("parse prescription", parse)
     measure("build + schema + own rules (prescription)", build_validate)
@@ -108,6 +111,11 @@ def main() -> int:
 
 LAYER_NAMES = ("volet", "IHE", "ModelesDeContenusCDA", "Modeles_ANS", "StrucMin")
 GENERIC = LAYER_NAMES[1:]
+
+
+def _load() -> str:
+    """The machine's load average: on a shared machine, the figures are read against it."""
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def _rss_mb() -> float:
@@ -232,6 +240,7 @@ def layers() -> None:
             found += len(reports[0])
         print(f"  the rewrite reports what the chain reports: {same} of {len(docs)} documents"
               f" ({found} problems in all)", flush=True)
+        print(f"  {_load()}")
 
 
 if __name__ == "__main__":
