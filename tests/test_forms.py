@@ -9,10 +9,11 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from lxml import etree
 
 from gateway.cli import main
 from gateway.directory import demo
-from gateway.documents.build import assign_ids, build_prescription
+from gateway.documents.build import assign_ids, build_dispensation, build_prescription
 from gateway.documents.form import FormError, parse_dispensation_form, parse_prescription_form
 from gateway.documents.model import DispensingKind, Prescription
 from gateway.documents.parse import parse_document
@@ -200,6 +201,49 @@ def test_form_to_valid_document(people: DirectoryPeople, drugs: DrugReference,
     assert parse_document(data).prescription == p
 
 
+def _stamps(data: bytes) -> dict[str, str]:
+    """The document's own dates (header, author, signature, validity, first line's interval)."""
+    root = etree.fromstring(data)
+    ns = {"c": "urn:hl7-org:v3"}
+    paths = {"document": "c:effectiveTime", "author": "c:author/c:time",
+             "signed": "c:legalAuthenticator/c:time",
+             "event": "c:documentationOf/c:serviceEvent/c:effectiveTime/c:low",
+             "valid until": "c:documentationOf/c:serviceEvent/c:effectiveTime/c:high",
+             "treatment": ".//c:substanceAdministration/c:effectiveTime[@xsi:type='IVL_TS']/c:low"}
+    ns["xsi"] = "http://www.w3.org/2001/XMLSchema-instance"
+    return {k: str(el[0].get("value")) for k, path in paths.items()
+            if (el := root.xpath(path, namespaces=ns))}
+
+
+def test_the_form_date_is_a_day_never_a_made_up_time(people: DirectoryPeople,
+                                                      drugs: DrugReference) -> None:
+    """'Date :' another day than the day of sending dates the document by that day alone (it
+    used to get that day at the clock time of sending, a moment nobody wrote); the day of
+    sending keeps the time of sending; 'the day' is France's (00:30 in Paris is 23:30 UTC the
+    day before)."""
+    body = "1. CIS 60234100 ; 1 cp 3 fois par jour pendant 5 jours ; 1 boîte\n"
+    p = assign_ids(form(people, drugs, HEAD + "Date : 20/11/2026\n" + body))
+    assert p.day_only and p.day == dt.date(2026, 11, 20)
+    data = build_prescription(p, sample_pdf(), sample_png())
+    assert _stamps(data) == {"document": "20261120", "author": "20261120", "signed": "20261120",
+                             "event": "20261120", "valid until": "20270220",
+                             "treatment": "20261120"}
+    assert parse_document(data).prescription == p  # read back as the day alone
+
+    today = form(people, drugs, HEAD + "Date : 22/11/2026\n" + body)
+    assert today.date == NOW and not today.day_only
+    assert _stamps(build_prescription(assign_ids(today), sample_pdf(), sample_png()))[
+        "document"] == "20261122100000+0000"
+
+    late = dt.datetime(2026, 11, 21, 23, 30, tzinfo=dt.UTC)  # 00:30 on the 22nd in Paris
+    night = parse_prescription_form(HEAD + "Date : 22/11/2026\n" + body, people=people,
+                                    drugs=drugs, now=late)
+    assert night.date == late and not night.day_only and night.day == dt.date(2026, 11, 22)
+    stamps = _stamps(build_prescription(assign_ids(night), sample_pdf(), sample_png()))
+    assert stamps["document"] == "20261121233000+0000"
+    assert stamps["valid until"] == "20270222" and stamps["treatment"] == "20261122"
+
+
 # --- dispensation form ----------------------------------------------------------------------
 
 
@@ -230,6 +274,22 @@ def test_the_sample_dispensation_form(people: DirectoryPeople, drugs: DrugRefere
     assert partial.kind is DispensingKind.PARTIAL and partial.quantity == 1
     assert "prochain passage" in partial.reason
     assert missing.quantity == 0 and "commander" in missing.not_delivered_reason
+
+
+def test_the_dispensation_form_date_is_a_day_too(people: DirectoryPeople,
+                                                drugs: DrugReference,
+                                                registered: Prescription) -> None:
+    text = (ROOT / "examples" / "dispensation.txt").read_text("utf-8")
+    d = dispense(people, drugs, registered, text.replace("Pharmacien", "Date : 21/11/2026\n"
+                                                                      "Pharmacien"))
+    assert d.day_only and d.day == dt.date(2026, 11, 21)  # type: ignore[attr-defined]
+    data = build_dispensation(d)  # type: ignore[arg-type]
+    assert etree.fromstring(data).find("{urn:hl7-org:v3}effectiveTime").get("value") == \
+        "20261121"
+    back = parse_document(data).dispensation
+    assert back is not None and back.day_only and back.date == d.date  # type: ignore[attr-defined]
+    d = dispense(people, drugs, registered, text)
+    assert d.date == NOW and not d.day_only  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("body, expected", [

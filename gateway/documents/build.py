@@ -314,7 +314,7 @@ def posology(line: PrescriptionLine) -> str:
 
 def _validity_end(p: Prescription) -> dt.date:
     # A first dispensation must happen within 3 months of the prescription date.
-    return p.validity_end or cda.add_months(p.date.date(), 3)
+    return p.validity_end or cda.add_months(p.day, 3)
 
 
 def _substitution_text(line: PrescriptionLine) -> str:
@@ -656,7 +656,7 @@ def _posology_parts(phases: tuple[Phase, ...], start: dt.date, ref: str
 def _prescription_entry(p: Prescription, i: int, line: PrescriptionLine, stamp: str) -> _Xml:
     """Line `i`; `stamp`: the prescription's time as written (cda.ts, once per document)."""
     ref = f"med-{i}"
-    modes, times, dose, subordinates = _posology_parts(line.phases, p.date.date(), ref)
+    modes, times, dose, subordinates = _posology_parts(line.phases, p.day, ref)
     if line.substitutable:
         sub_code = _e("code", code=_SUBSTITUTABLE[0], displayName=_SUBSTITUTABLE[1],
                       codeSystem=cda.OID_SUBSTITUTION)
@@ -735,7 +735,7 @@ def prescription_document(p: Prescription, pdf: bytes, qr_png: bytes
     p = assign_ids(p)
     assert p.identifier and p.document_id and p.set_id
     author = p.author
-    stamp = cda.ts(p.date)
+    stamp = cda.ts_date(p.day) if p.day_only else cda.ts(p.date)
     event = _e("serviceEvent",
                _e("id", root=OID_PRESCRIPTION_ID, extension=p.identifier),
                _e("code", code="57833-6", displayName="Prescription de produits de santé",
@@ -879,7 +879,7 @@ def _adapted_posology(d: Dispensation, i: int, line: DispensedLine) -> _Xml | No
                          " cannot be written in an eDISP line; say it in the reason")
     phase = line.phases[0]
     _check_phases(where, line.phases)
-    start = d.date.date()
+    start = d.day
     timings = _timings(phase)
     if not timings:
         raise BuildError(f"{where}: an adapted posology says how often or when (the eDISP"
@@ -950,7 +950,7 @@ def build_dispensation(d: Dispensation) -> bytes:
     d = assign_dispensation_ids(d)
     assert d.document_id and d.set_id
     author = d.author
-    stamp = cda.ts(d.date)
+    stamp = cda.ts_date(d.day) if d.day_only else cda.ts(d.date)
     blocks = _header(doc_id=d.document_id, set_id=d.set_id, version=d.version, stamp=stamp)
     event = _e("serviceEvent",
                _e("id", root=d.set_id),

@@ -52,6 +52,8 @@ from gateway.documents.model import (
     PrescriptionLine,
     Product,
     SubstitutionRefusal,
+    french_day,
+    on_day,
 )
 from gateway.documents.people import People
 from gateway.drugs.bdpm import normalise_name
@@ -457,6 +459,15 @@ def _in_letters(ctx: _Context, written: list[tuple[int, str]]) -> None:
                           " du code de la santé publique")
 
 
+def _dated(day: dt.date, now: dt.datetime) -> tuple[dt.datetime, bool]:
+    """The document's moment for a form dated `day`, sent at `now`: `now` when that is the day
+    (in France); else the day alone (`day_only`), never `day` at the clock time of sending, a
+    moment nobody wrote."""
+    if day == french_day(now):
+        return now, False
+    return on_day(day), True
+
+
 def _date(ctx: _Context, n: int, text: str) -> dt.date | None:
     t = text.strip()
     for fmt in ("%d/%m/%Y", "%d/%m/%y", "%Y-%m-%d", "%d-%m-%Y", "%d.%m.%Y"):
@@ -529,6 +540,7 @@ def parse_prescription_form(
     patient: PatientInfo | None = None
     author: AuthorInfo | None = None
     when = now or dt.datetime.now(dt.UTC)
+    day_only = False
     fields: dict[str, Any] = {}
     lines: list[PrescriptionLine] = []
     seen_patient = seen_author = False
@@ -548,7 +560,7 @@ def parse_prescription_form(
             elif key == "date":
                 day = _date(ctx, line.number, value)
                 if day:
-                    when = dt.datetime.combine(day, when.timetz())
+                    when, day_only = _dated(day, when)
             elif key == "validity":
                 m = re.fullmatch(r"(\d+) mois", _norm(value))
                 if m:
@@ -597,9 +609,10 @@ def parse_prescription_form(
     assert patient is not None and author is not None
     validity_end = fields.get("validity_end")
     if "validity_months" in fields:
-        validity_end = cda.add_months(when.date(), fields["validity_months"])
+        validity_end = cda.add_months(when.date() if day_only else french_day(when),
+                                      fields["validity_months"])
     return Prescription(
-        patient=patient, author=author, date=when, lines=tuple(lines),
+        patient=patient, author=author, date=when, day_only=day_only, lines=tuple(lines),
         validity_end=validity_end,
         bizone=fields.get("bizone", any(line.ald for line in lines)),
         exception_drugs=fields.get("exception_drugs", False),
@@ -621,6 +634,7 @@ def parse_dispensation_form(
     registered prescription (the registry's record, authoritative over any printed text)."""
     ctx = _Context(drugs)
     when = now or dt.datetime.now(dt.UTC)
+    day_only = False
     prescription: Prescription | None = None
     identifier = ""
     author: AuthorInfo | None = None
@@ -648,7 +662,7 @@ def parse_dispensation_form(
             elif key == "date":
                 day = _date(ctx, line.number, value)
                 if day:
-                    when = dt.datetime.combine(day, when.timetz())
+                    when, day_only = _dated(day, when)
             elif key == "notes":
                 notes = value
             continue
@@ -699,6 +713,7 @@ def parse_dispensation_form(
         patient=prescription.patient,
         author=author,
         date=when,
+        day_only=day_only,
         lines=tuple(dispensed),
         notes=notes,
     )

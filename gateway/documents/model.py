@@ -11,6 +11,24 @@ import datetime as dt
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
+from zoneinfo import ZoneInfo
+
+# The calendar prescriptions are dated in: a moment's day is the day a French reader reads
+# (00:30 in Paris is still 23:30 UTC the day before).
+FRANCE = ZoneInfo("Europe/Paris")
+
+
+def french_day(moment: dt.datetime) -> dt.date:
+    """The day `moment` falls on in France (a naive moment is taken as UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(FRANCE).date()
+
+
+def on_day(day: dt.date) -> dt.datetime:
+    """The moment a document dated `day` alone is held as: 00:00 UTC, which falls on `day` in
+    France too (with `day_only`, no time is written)."""
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
 
 
 class SubstitutionRefusal(StrEnum):
@@ -177,6 +195,16 @@ class Prescription:
     version: int = 1
     title: str = "Prescription de produits de santé"
     notes: str | None = None
+    # The prescriber dated it by the day alone (a form's "Date :" other than the day it was
+    # sent; a document whose effectiveTime has no time): `date` is that day (`on_day`) and the
+    # document says the day, never a clock time nobody wrote.
+    day_only: bool = False
+
+    @property
+    def day(self) -> dt.date:
+        """The prescription's date, as the ordonnance prints it (validity and treatment start
+        count from it)."""
+        return self.date.date() if self.day_only else french_day(self.date)
 
 
 class DispensingKind(StrEnum):
@@ -238,3 +266,8 @@ class Dispensation:
     version: int = 1
     notes: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    day_only: bool = False  # as Prescription.day_only
+
+    @property
+    def day(self) -> dt.date:
+        return self.date.date() if self.day_only else french_day(self.date)

@@ -234,6 +234,12 @@ class _Reader:
             return value
         return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
 
+    def document_date(self) -> tuple[dt.datetime, bool]:
+        """The document's effectiveTime, and whether it gives the day alone."""
+        el = self.first(self.root, "c:effectiveTime")
+        day_only = el is not None and re.fullmatch(r"\s*\d{8}\s*", el.get("value") or "")
+        return self.datetime_of(el, "document date"), bool(day_only)
+
     def decimal(self, el: etree._Element | None, attr: str, what: str) -> Decimal | None:
         if el is None or el.get(attr) is None:
             return None
@@ -411,7 +417,7 @@ class _Reader:
     # prescription
     def prescription(self) -> tuple[Prescription, list[str]]:
         doc_id, set_id, version = self.header_ids()
-        date = self.datetime_of(self.first(self.root, "c:effectiveTime"), "document date")
+        date, day_only = self.document_date()
         event = self.first(self.root, f"c:documentationOf/c:serviceEvent[c:id/@root="
                                       f"'{OID_PRESCRIPTION_ID}']")
         if event is None:
@@ -454,6 +460,7 @@ class _Reader:
             patient=self.patient(),
             author=self.author(self.first(self.root, "c:author/c:assignedAuthor"), "prescriber"),
             date=date,
+            day_only=day_only,
             lines=tuple(lines),
             validity_end=validity_end,
             identifier=identifier,
@@ -699,7 +706,7 @@ class _Reader:
     # dispensation
     def dispensation(self) -> tuple[Dispensation, list[str]]:
         doc_id, set_id, version = self.header_ids()
-        date = self.datetime_of(self.first(self.root, "c:effectiveTime"), "document date")
+        date, day_only = self.document_date()
         # The prescription: by its document id (inFulfillmentOf/order/id, the official link)
         # and by its e-prescription identifier (a second order id here; serviceEvent/id in the
         # gateway's documents before 2024.01 encoding fixes).
@@ -736,6 +743,7 @@ class _Reader:
             patient=self.patient(),
             author=self.author(self.pharmacist(), "pharmacist"),
             date=date,
+            day_only=day_only,
             lines=tuple(lines),
             document_id=doc_id,
             set_id=set_id,

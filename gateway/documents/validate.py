@@ -402,7 +402,7 @@ def prescription_rules(p: Prescription, locations: list[str] | None = None,
                        drugs: DrugLookup | None = None, *, deliver: bool = False
                        ) -> list[Problem]:
     out: list[Problem] = []
-    day = p.date.date()
+    day = p.day
     _patient_rules(p.patient, day, out)
     _author_rules(p.author.national_id, f"{HEADER}/author/assignedAuthor", "prescriber", out)
     _identifier_rule(p.identifier, out)
@@ -440,7 +440,7 @@ def dispensation_rules(d: Dispensation, locations: list[str] | None = None,
                        drugs: DrugLookup | None = None, *, deliver: bool = False
                        ) -> list[Problem]:
     out: list[Problem] = []
-    _patient_rules(d.patient, d.date.date(), out)
+    _patient_rules(d.patient, d.day, out)
     _author_rules(d.author.national_id, f"{HEADER}/documentationOf/serviceEvent/performer",
                   "pharmacist", out)
     _identifier_rule(d.prescription_id, out)

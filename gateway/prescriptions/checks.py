@@ -183,7 +183,7 @@ def _duration_findings(p: Prescription, line: PrescriptionLine, rules: DrugRules
     if limit is None:
         return
     limit_days = limit.days if limit.days is not None else (
-        add_months(p.date.date(), limit.months or 0) - p.date.date()).days
+        add_months(p.day, limit.months or 0) - p.day).days
     limit_words = _limit_words(limit)
     if line.duration_days is None:
         add(Severity.REFUSE, f"indiquez la durée du traitement (« pendant {limit_days} jours »"
