@@ -119,6 +119,10 @@ def phase_lists(draw: st.DrawFn, max_phases: int = 3, max_moments: int = 3
         phase = Phase(dose=draw(st.none() | doses), frequency=frequency, moments=moments,
                       duration_days=draw(positive_int) if k < n - 1
                       else draw(st.none() | positive_int))
+        if len(moments) > 1 and draw(st.booleans()):  # split dosing: a dose per time of day
+            split = tuple(draw(st.lists(doses, min_size=len(moments), max_size=len(moments))))
+            if len(set(split)) > 1:  # canonical: equal doses are one dose
+                phase = dataclasses.replace(phase, dose=None, doses=split)
         if not phase.structured:
             phase = dataclasses.replace(phase, duration_days=draw(positive_int))
         out.append(phase)

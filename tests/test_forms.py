@@ -201,6 +201,32 @@ def test_form_to_valid_document(people: DirectoryPeople, drugs: DrugReference,
     assert parse_document(data).prescription == p
 
 
+def test_a_dose_per_time_of_day(people: DirectoryPeople, drugs: DrugReference) -> None:
+    """'1 comprimé le matin, 2 le soir' is a dose per time of day (it was kept as text only);
+    the same dose at each time is one dose; without a unit it stays as written."""
+    from gateway.documents import cda
+    from gateway.documents.model import Dose
+
+    p = form(people, drugs, HEAD + "1. CIS 60234100 ; 1 comprimé le matin, 2 le soir pendant"
+                                   " 10 jours ; 1 boîte\n"
+                                   "2. CIS 60234100 ; 2 cp matin et 1 cp au coucher ; 1 boîte\n"
+                                   "3. CIS 60234100 ; 1 comprimé le matin et 1 le soir\n"
+                                   "4. CIS 60234100 ; 1 le matin, 2 le soir\n")
+    tablets = [Dose(Decimal(n), "{tablet}") for n in (0, 1, 2)]
+    split, bedtime, same, unitless = (line.phases for line in p.lines)
+    assert split[0].doses == (tablets[1], tablets[2]) and split[0].dose is None
+    assert split[0].moments == (cda.MORNING, cda.EVENING) and split[0].duration_days == 10
+    assert p.lines[0].dosage_text is None  # nothing left as text: all of it is structured
+    assert bedtime[0].doses == (tablets[2], tablets[1])
+    assert bedtime[0].moments == (cda.MORNING, cda.BEDTIME)
+    assert same[0].dose == tablets[1] and same[0].doses == ()
+    assert unitless == () and p.lines[3].dosage_text == "1 le matin, 2 le soir"
+    data = build_prescription(assign_ids(p), sample_pdf(), sample_png())
+    back = parse_document(data).prescription
+    assert back is not None and [line.phases for line in back.lines] == [
+        line.phases for line in p.lines]
+
+
 def _stamps(data: bytes) -> dict[str, str]:
     """The document's own dates (header, author, signature, validity, first line's interval)."""
     root = etree.fromstring(data)

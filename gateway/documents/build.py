@@ -600,6 +600,11 @@ def _check_phases(where: str, phases: tuple[Phase, ...]) -> None:
                              f" but gives {len(ph.moments)} times of day")
         if ph.duration_days is not None and ph.duration_days <= 0:
             raise BuildError(f"{where}: phase {k} lasts {ph.duration_days} days")
+        if ph.doses and (ph.dose is not None or len(ph.doses) != len(ph.moments)):
+            raise BuildError(f"{where}: phase {k} gives {len(ph.doses)} doses for"
+                             f" {len(ph.moments)} times of day" if ph.dose is None else
+                             f"{where}: phase {k} gives both one dose and a dose per time of"
+                             " day")
 
 
 def _subordinates(phases: tuple[Phase, ...], start: dt.date, ref: str) -> list[_Xml]:
@@ -609,7 +614,7 @@ def _subordinates(phases: tuple[Phase, ...], start: dt.date, ref: str) -> list[_
         timings = _timings(ph)
         # One administration per time of day when there are several, else one for the phase.
         intakes = [[t] for t in timings] if len(ph.moments) > 1 else [timings]
-        for intake in intakes:
+        for i, intake in enumerate(intakes):
             if intake and intake[0][0] == "PIVL_TS":
                 times = [_e("effectiveTime", _interval(day, ph.duration_days, "comp",
                                                        operator="A"),
@@ -625,7 +630,7 @@ def _subordinates(phases: tuple[Phase, ...], start: dt.date, ref: str) -> list[_
                 _e("templateId", root=cda.SUBORDINATE_ITEM),
                 _e("id", root=cda.new_uuid()),
                 _e("text", _e("reference", value=text)),
-                _COMPLETED, *times, _dose(ph.dose), _NO_PRODUCT,
+                _COMPLETED, *times, _dose(ph.dose_at(i)), _NO_PRODUCT,
                 classCode="SBADM", moodCode="INT"), typeCode="COMP"))
         if ph.duration_days:
             day += dt.timedelta(days=ph.duration_days)
@@ -646,7 +651,7 @@ def _posology_parts(phases: tuple[Phase, ...], start: dt.date, ref: str
         phase = phases[0]
         times += [_timing_element("effectiveTime", kind, content, operator="A")
                   for kind, content in _timings(phase)]
-        return [_STRUCTURED, _MODES[cda.MODE_NORMAL]], times, _dose(phase.dose), []
+        return [_STRUCTURED, _MODES[cda.MODE_NORMAL]], times, _dose(phase.dose_at(0)), []
     modes = [_MODES[cda.MODE_TAPERED]] if len(phases) > 1 else []
     if any(len(ph.moments) > 1 for ph in phases):
         modes.append(_MODES[cda.MODE_SPLIT])
@@ -718,6 +723,7 @@ def _check_prescription(p: Prescription) -> None:
             raise BuildError(f"line {i}: the medicine has no name")
         if not line.substitutable and line.substitution_refusal is None:
             raise BuildError(f"line {i}: 'non substituable' needs a reason (MTE, EFG or CIF)")
+        _check_phases(f"line {i}", line.phases)
 
 
 def build_prescription(p: Prescription, pdf: bytes, qr_png: bytes) -> bytes:
@@ -897,7 +903,7 @@ def _adapted_posology(d: Dispensation, i: int, line: DispensedLine) -> _Xml | No
     return _e("entryRelationship", _e(
         "substanceAdministration", *_ADAPTED_TEMPLATES, _e("id", root=cda.new_uuid()),
         _e("text", _e("reference", value=f"#disp-{i}-posologie")), _COMPLETED, *times,
-        _dose(phase.dose), _NA_PRODUCT, classCode="SBADM", moodCode="INT"), typeCode="COMP")
+        _dose(phase.dose_at(0)), _NA_PRODUCT, classCode="SBADM", moodCode="INT"), typeCode="COMP")
 
 
 def _dispensation_entry(d: Dispensation, i: int, line: DispensedLine) -> _Xml:

@@ -211,6 +211,7 @@ class _Posology:
     frequency: Frequency | None = None
     moments: tuple[Moment, ...] = ()
     duration_days: int | None = None
+    doses: tuple[Dose, ...] = ()  # split dosing: one per moment
     leftover: str = ""
     as_written: bool = False  # understood, but only the text can say it (kept as free text)
 
@@ -227,8 +228,36 @@ _DURATION = re.compile(rf" pendant {_NUM} (jours?|j|semaines?|mois) ")
 _MOMENT_KEYS = re.compile(
     " (" + "|".join(sorted(MOMENTS, key=len, reverse=True)) + r")(?= )")
 _ANOTHER_DOSE = re.compile(rf" {_NUM} ")
+# One intake of split dosing: "1 comprimé le matin", "2 le soir" (the unit of the one before).
+_INTAKE = re.compile(rf" {_NUM}(?: ({_DOSE_UNITS})s?)?(?: (?:le|la|les|a))?"
+                     rf"{_MOMENT_KEYS.pattern}")
 _FILLER = frozenset({"a", "un", "une", "prendre", "de", "par", "et", "en", "au", "du", "le", "la",
                      "les", "puis", "posologie"})
+
+
+def _split_dosing(text: str, first: Dose
+                  ) -> tuple[tuple[Moment, ...], tuple[Dose, ...], str] | None:
+    """'1 comprimé le matin, 2 le soir': (moments, their doses, what is left of the text), or
+    None when the text is not doses each followed by its time of day (each time once, the
+    first dose with its unit, the others with theirs or the one before). The same dose at
+    every time ('1 le matin et 1 le soir') comes back as one dose: the canonical form."""
+    t = " " + _norm(_PER_DAY_SHORTHAND.sub(" par jour", _TIMES_SHORTHAND.sub(r"\1 fois", text)))
+    t = _DURATION.sub(" ", t + " ", count=1)
+    moments: list[Moment] = []
+    doses: list[Dose] = []
+    unit = first.unit
+    for m in _INTAKE.finditer(t):
+        if m.group(2):
+            unit = DOSE_WORDS[m.group(2)]
+        elif not doses:
+            return None  # the first intake names the unit ('1 comprimé le matin')
+        moments.append(MOMENTS[m.group(3)])
+        doses.append(Dose(_number(m.group(1)), unit))
+    rest = _INTAKE.sub(" ", t)
+    if len(moments) < 2 or len(set(moments)) != len(moments) or _ANOTHER_DOSE.search(rest) \
+            or _MOMENT_KEYS.search(rest):
+        return None
+    return tuple(moments), tuple(doses), rest
 
 
 def _posology(text: str) -> _Posology:
@@ -259,6 +288,12 @@ def _posology(text: str) -> _Posology:
         _, days = _period_unit(m.group(2))
         out.duration_days = int(_number(m.group(1)) * days)
         t = t.replace(m.group(0), " ", 1)
+    if out.dose is not None and out.frequency is None and _ANOTHER_DOSE.search(t):
+        split = _split_dosing(text, out.dose)
+        if split is not None:
+            out.moments, doses, t = split
+            same = all(d == doses[0] for d in doses)
+            out.dose, out.doses = (doses[0], ()) if same else (None, doses)
     moments = [MOMENTS[m.group(1)] for m in _MOMENT_KEYS.finditer(t)]
     if moments:
         t = _MOMENT_KEYS.sub(" ", t)
@@ -426,6 +461,8 @@ def _medicine_line(ctx: _Context, n: int, text: str) -> PrescriptionLine | None:
                     line[key] = getattr(pos, key)
             if pos.moments:
                 line["moments"] = pos.moments
+            if pos.doses:
+                line["doses"] = pos.doses
             if pos.leftover or pos.as_written:
                 free.append(part)
     if free:
@@ -436,7 +473,8 @@ def _medicine_line(ctx: _Context, n: int, text: str) -> PrescriptionLine | None:
     if product is None:
         return None
     phase = Phase(dose=line.pop("dose", None), frequency=line.pop("frequency", None),
-                  moments=line.pop("moments", ()), duration_days=line.pop("duration_days", None))
+                  moments=line.pop("moments", ()), duration_days=line.pop("duration_days", None),
+                  doses=line.pop("doses", ()))
     return PrescriptionLine(product=product, phases=(phase,) if phase.structured else (), **line)
 
 

@@ -130,16 +130,36 @@ class Phase:
     for how long. `moments` say when (and so how many intakes a day: one per moment);
     `frequency` says how often when no time of day is given (both may be given when they agree,
     e.g. 2 per day, morning and evening). A line's posology is one phase, or several one after
-    the other (doses progressives: 3 a day for 2 days, then 2 a day for 4 days)."""
+    the other (doses progressives: 3 a day for 2 days, then 2 a day for 4 days).
+
+    Different doses at different times of day ("1 comprimé le matin, 2 le soir": split dosing)
+    are `doses`, one per moment in the order of `moments`, with `dose` None; the canonical form
+    (what the form and the parser return) uses `doses` only when they differ. `dose_at(i)` is
+    the dose at the i-th moment either way; `intakes()` pairs them."""
 
     dose: Dose | None = None
     frequency: Frequency | None = None
     moments: tuple[Moment, ...] = ()
     duration_days: int | None = None
+    doses: tuple[Dose, ...] = ()  # split dosing: the dose at each of `moments`, in order
 
     @property
     def structured(self) -> bool:
-        return bool(self.dose or self.frequency or self.moments or self.duration_days)
+        return bool(self.dose or self.frequency or self.moments or self.duration_days
+                    or self.doses)
+
+    def dose_at(self, i: int) -> Dose | None:
+        """The dose taken at `moments[i]` (the phase's own `dose` unless split)."""
+        return self.doses[i] if self.doses else self.dose
+
+    def intakes(self) -> tuple[tuple[Moment, Dose | None], ...]:
+        """(time of day, dose) for each of `moments`."""
+        return tuple((m, self.dose_at(i)) for i, m in enumerate(self.moments))
+
+    @property
+    def all_doses(self) -> tuple[Dose, ...]:
+        """Every dose the phase names (the common one, or each split one): what checks read."""
+        return self.doses if self.doses else ((self.dose,) if self.dose else ())
 
 
 @dataclass(frozen=True)

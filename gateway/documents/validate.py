@@ -419,7 +419,7 @@ def prescription_rules(p: Prescription, locations: list[str] | None = None,
             what = f"line {n}" + (f" phase {k}" if len(line.phases) > 1 else "")
             if phase.duration_days is not None and phase.duration_days <= 0:
                 out.append(_warning(where, f"{what}: the duration must be at least one day"))
-            if phase.dose is not None and phase.dose.quantity <= 0:
+            if any(dose.quantity <= 0 for dose in phase.all_doses):
                 out.append(_warning(where, f"{what}: the dose must be positive"))
             if phase.frequency is not None and (phase.frequency.times <= 0
                                                 or phase.frequency.period_value <= 0):

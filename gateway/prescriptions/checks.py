@@ -351,9 +351,8 @@ def _initial_words(hospital_initial: list[Condition], who: list[Condition],
 
 def _unit_findings(line: PrescriptionLine, facts: DrugFactsLike, add: _Add) -> None:
     units = facts.dose_units()
-    wrong = sorted({phase.dose.unit for phase in line.phases if phase.dose is not None
-                    and phase.dose.unit in COUNTED and units is not None
-                    and phase.dose.unit not in units})
+    wrong = sorted({dose.unit for phase in line.phases for dose in phase.all_doses
+                    if dose.unit in COUNTED and units is not None and dose.unit not in units})
     if units is not None and wrong:
         fitting = sorted(DOSE_UNITS[u][1] for u in units if u in DOSE_UNITS)
         amounts = ", ".join(DOSE_UNITS[u][0] for u in ("mg", "g", "ug", "[iU]") if u in AMOUNT)
