@@ -45,12 +45,16 @@ Pure: XSLT bytes in, XSLT bytes out; the result is cached with the generated XSL
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 from lxml import etree
 
-VERSION = "1"  # part of the cache entry's name: bump when a rewrite changes
+# Part of the cache entry's name: this module's own digest, so that a changed rewrite never
+# meets the output of the one before (nobody has to remember to bump a number).
+VERSION = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
 XSLNS = "http://www.w3.org/1999/XSL/Transform"
 X = f"{{{XSLNS}}}"
 SVRLNS = "http://purl.oclc.org/dsdl/svrl"
