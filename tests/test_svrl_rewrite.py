@@ -197,3 +197,34 @@ def test_the_generic_layers_report_the_same_once_rewritten(name: str, shared_dir
         assert _report(engine, kit, layer, node, SCHEMATRON_CACHE, rewrite=True) == plain
         found += len(plain)
     assert found > 0  # the broken copies make the layer fire
+
+
+@pytest.mark.parametrize("kind, version", [("prescription", "2022.01"),
+                                           ("prescription", "2023.01"),
+                                           ("prescription", "2024.01"),
+                                           ("dispensation", "2024.01")])
+def test_the_volets_report_the_same_once_rewritten(kind: str, version: str,
+                                                   shared_dir: Path) -> None:
+    """The volet decides refusals (documents from outside): its rewrite must report what the
+    chain's XSLT does, on documents of its model and version and on broken copies of them."""
+    from gateway.documents.build import build_dispensation
+
+    kit = shared_dir / "ci-sis/schematrons"
+    layer = schematron.volet_layer(kind, version)
+    engine = schematron.engine()
+    prefix = "eDISP-MED" if kind == "dispensation" else "eP-MED-DM"
+    docs = [f.read_bytes() for f in sorted((shared_dir / "ci-sis/ExemplesCDA").glob(
+        f"{prefix}_{version}*.xml"))]
+    if version == "2024.01":
+        docs.append(build_dispensation(samples.dispensation()) if kind == "dispensation" else
+                    build_prescription(assign_ids(samples.prescription()), b"%PDF-1.4\n",
+                                       b"\x89PNG"))
+    assert docs
+    docs += [c for i, d in enumerate(docs) for c in _broken_copies(d, 8, 100 + i)]
+    found = 0
+    for data in docs:
+        node = engine.document(parse_xml(data))
+        plain = _report(engine, kit, layer, node, SCHEMATRON_CACHE, rewrite=False)
+        assert _report(engine, kit, layer, node, SCHEMATRON_CACHE, rewrite=True) == plain
+        found += len(plain)
+    assert found > 0
