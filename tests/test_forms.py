@@ -268,6 +268,9 @@ def test_the_form_date_is_a_day_never_a_made_up_time(people: DirectoryPeople,
     stamps = _stamps(build_prescription(assign_ids(night), sample_pdf(), sample_png()))
     assert stamps["document"] == "20261121233000+0000"
     assert stamps["valid until"] == "20270222" and stamps["treatment"] == "20261122"
+    from gateway.flows.prescribe import pdf_name  # the patient's file is named by that day
+    assert pdf_name(night).startswith("20261122_Prescription_")
+    assert pdf_name(p).startswith("20261120_Prescription_")
 
 
 # --- dispensation form ----------------------------------------------------------------------
