@@ -31,7 +31,7 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
 
-from gateway import metrics
+from gateway import handshakes
 from gateway.config import Config, parse_hostport
 from gateway.http.app import Extension, WebContext, create_app
 from gateway.runtime import Runtime
@@ -47,7 +47,7 @@ def make_tls_context(config: Config) -> ssl.SSLContext:
 
     ctx = server_context(config)
     ctx.set_alpn_protocols(ALPN)
-    return metrics.count_tls_failures(ctx, "https")
+    return handshakes.name_listener(ctx, "https")
 
 
 def tls_context(runtime: Runtime) -> ssl.SSLContext:

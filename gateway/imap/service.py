@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from cryptography import x509
 
-from gateway import maillog, metrics
+from gateway import handshakes, maillog
 from gateway.config import Config, parse_hostport
 from gateway.imap.server import end_sessions, serve_connection
 from gateway.imap.session import AuthFailed, Hooks, Login
@@ -132,7 +132,7 @@ def make_tls_context(config: Config) -> ssl.SSLContext:
 
     # "optional": application mailboxes may present a client certificate (AUTHENTICATE
     # EXTERNAL); everyone else logs in with a password once TLS is up.
-    return metrics.count_tls_failures(server_context(config, client_certs="optional"), "imap")
+    return handshakes.name_listener(server_context(config, client_certs="optional"), "imap")
 
 
 def tls_context(runtime: Runtime) -> ssl.SSLContext:

@@ -43,6 +43,7 @@ from gateway.imap import service as imap_service
 from gateway.pki import crlhttp
 from gateway.pki import service as pki_service
 from gateway.runtime import Runtime
+from gateway.server.loop import WorkerLoop, raise_open_files_limit
 from gateway.smtp import outbound
 from gateway.smtp import service as smtp_service
 
@@ -244,7 +245,8 @@ def worker_main(supervisor: Runtime, index: int, conn: Connection) -> None:
     maillog.configure_from(supervisor.config)
     runtime = supervisor.in_child()
     try:
-        asyncio.run(_worker(runtime, index, conn))
+        with asyncio.Runner(loop_factory=WorkerLoop) as runner:
+            runner.run(_worker(runtime, index, conn))
     finally:
         with contextlib.suppress(Exception):
             runtime.close()
@@ -428,6 +430,7 @@ def client_help(config: Config, items: list[tuple[str, str, int]]) -> str:
 
 def serve(config: Config) -> int:
     _logging()
+    raise_open_files_limit()  # before the workers fork: they inherit it
     # Before anything counts: every process of this gateway writes its metrics there.
     metrics.enable_multiprocess(config.metrics_path)
     try:
