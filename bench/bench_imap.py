@@ -29,6 +29,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from backend import BACKEND, database, label  # noqa: E402
+
 from gateway.cli import main as cli  # noqa: E402
 from gateway.config import Config, load_config  # noqa: E402
 from gateway.pki.tls import client_context  # noqa: E402
@@ -56,11 +58,11 @@ def users(n: int) -> list[str]:
     return [f"user{i}@bench.localhost" for i in range(n)]
 
 
-def make_home(tmp: Path) -> Config:
+def make_home(tmp: Path, storage: str = "") -> Config:
     home = tmp / "gw"
     home.mkdir()
     (home / "config.toml").write_text(
-        '[gateway]\ndomain = "bench.localhost"\nhostname = "mx.bench.localhost"\n'
+        '[gateway]\ndomain = "bench.localhost"\nhostname = "mx.bench.localhost"\n' + storage
     )
     with contextlib.redirect_stdout(io.StringIO()):
         assert cli(["init", "--config", str(home / "config.toml")]) == 0
@@ -440,16 +442,63 @@ async def run_benchmarks(config: Config) -> None:
         hold.close()
 
 
+def big_mailbox_pg(config: Config) -> None:
+    """The same 100,000 messages and sort keys straight into the PostgreSQL tables (one body)."""
+    from gateway.postgresql.connection import connect
+    from gateway.postgresql.mail import ensure_user, store_body
+
+    now = int(time.time())
+    with connect(config) as conn, conn.cursor() as cur:
+        user = ensure_user(cur, "big@bench.localhost")
+        digest = store_body(cur, message(1, 500))
+        cur.execute("SELECT id FROM mail_folder WHERE user_id = %s AND name = 'INBOX'", (user,))
+        row = cur.fetchone()
+        assert row is not None
+        fid = row[0]
+        cur.execute(
+            "INSERT INTO mail_message (folder_id, uid, digest, flags, modseq, internaldate,"
+            " size, recent) SELECT %s, g, %s, CASE WHEN g %% 3 <> 0 THEN '\\Seen' ELSE '' END,"
+            " g, %s, 520, false FROM generate_series(1, %s) AS g",
+            (fid, digest, now, BIG),
+        )
+        cur.execute(
+            "INSERT INTO mail_sortkeys (folder_id, uid, sent, subject, reply, from_addr,"
+            " to_addr, cc_addr, display_from, display_to, message_id, refs)"
+            " SELECT %s, g, %s - (g * 7919) %% 31536000,"
+            " 'MESSAGE ' || ((g - (g - 1) %% 10) %% 3000),"
+            " (g <> g - (g - 1) %% 10)::int, 'DR' || (g %% 500), 'USER', '', 'DR ' || (g %% 500),"
+            " 'USER@BENCH.LOCALHOST', g || '@bench', COALESCE((SELECT string_agg(r || '@bench',"
+            " ' ' ORDER BY r) FROM generate_series(g - (g - 1) %% 10, g - 1) AS r), '')"
+            " FROM generate_series(1, %s) AS g",
+            (fid, now, BIG),
+        )
+        cur.execute("UPDATE mail_folder SET uidnext = %s, highestmodseq = %s WHERE id = %s",
+                    (BIG + 1, BIG + 1, fid))
+        cur.execute("UPDATE mail_user SET usage = %s WHERE id = %s", (520 * BIG, user))
+        conn.commit()
+
+
 def main() -> int:
-    with tempfile.TemporaryDirectory() as tmp:
-        config = make_home(Path(tmp))
+    with tempfile.TemporaryDirectory() as tmp, database() as storage:
+        config = make_home(Path(tmp), storage)
+        print(f"storage: {label()}")
         t0 = time.perf_counter()
         register(config, [*users(CLIENTS), "big@bench.localhost"])
-        for address in users(CLIENTS):
-            root = mailbox_path(config.mailboxes_path, address)
-            for i in range(50):
-                deliver(root, message(i))
-        big_mailbox(config, "big@bench.localhost")
+        if BACKEND == "postgresql":
+            from gateway.runtime import storage_for
+
+            intake = storage_for(config).intake()
+            for address in users(CLIENTS):
+                for i in range(50):
+                    intake.store([(address, message(i))])
+            intake.close()
+            big_mailbox_pg(config)
+        else:
+            for address in users(CLIENTS):
+                root = mailbox_path(config.mailboxes_path, address)
+                for i in range(50):
+                    deliver(root, message(i))
+            big_mailbox(config, "big@bench.localhost")
         print(f"(set-up: {time.perf_counter() - t0:.1f} s)")
         asyncio.run(run_benchmarks(config))
     return 0

@@ -29,6 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from backend import database, database_cpu, label  # noqa: E402
+
 from gateway.cli import main as cli  # noqa: E402
 from gateway.config import load_config  # noqa: E402
 
@@ -51,7 +53,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def setup(home: Path) -> tuple[Path, int]:
+def setup(home: Path, storage: str = "") -> tuple[Path, int]:
     port = free_port()
     shared = Path(os.environ.get("MSSGW_SHARED", ROOT.parent / "shared"))
     cfg = home / "config.toml"
@@ -61,6 +63,7 @@ def setup(home: Path) -> tuple[Path, int]:
         f'[smtp]\nsubmission = "127.0.0.1:{port}"\nsubmission_tls = ""\nrelay = ""\n'
         "rate_limit_client = 0\nrate_limit_account = 0\n"
         '[imap]\nstarttls = ""\ntls = ""\n'
+        + storage
     )
     with open(os.devnull, "w") as null:
         stdout, sys.stdout = sys.stdout, null
@@ -153,8 +156,8 @@ def wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
 
 def main() -> int:
     load_before = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg, port = setup(Path(tmp))
+    with tempfile.TemporaryDirectory() as tmp, database() as storage:
+        cfg, port = setup(Path(tmp), storage)
         proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(cfg)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
         try:
@@ -171,6 +174,7 @@ def main() -> int:
                 t.join()
             done: list[float] = []
             cpu_before = process_cpu(proc.pid)
+            db_before = database_cpu()
             client_before = time.process_time()
             start = time.perf_counter()
             threads = [threading.Thread(target=client, args=(
@@ -182,6 +186,7 @@ def main() -> int:
             elapsed = time.perf_counter() - start
             client_cpu = time.process_time() - client_before
             cpu_after = process_cpu(proc.pid)
+            db_cpu = database_cpu() - db_before
         finally:
             proc.terminate()
             proc.wait(30)
@@ -191,6 +196,7 @@ def main() -> int:
     done.sort()
     p99 = done[min(len(done) - 1, int(len(done) * 0.99))]
     cores = os.cpu_count() or 1
+    print(f"storage: {label()}")
     print(f"doctor → patient prescriptions: {len(done) / elapsed:,.1f}/s"
           f" ({len(done)} in {elapsed:.1f} s, {CLIENTS} clients, {cores} cores)")
     print(f"latency DATA → 250 (both deliveries and DMP filing done):"
@@ -199,7 +205,8 @@ def main() -> int:
     cpu = {k: (cpu_after[k] - cpu_before[k]) * 1000 / n for k in cpu_after}
     print(f"CPU per prescription: server {sum(cpu.values()):.1f} ms (workers {cpu['workers']:.1f},"
           f" pools {cpu['pools']:.1f}, supervisor {cpu['supervisor']:.1f}),"
-          f" bench client {client_cpu * 1000 / n:.1f} ms")
+          f" bench client {client_cpu * 1000 / n:.1f} ms"
+          + (f", PostgreSQL server {db_cpu * 1000 / n:.1f} ms" if db_cpu else ""))
     if errors:
         print(f"errors: {len(errors)} (first: {errors[0]})")
     load = os.getloadavg()[0]

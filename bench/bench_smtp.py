@@ -31,6 +31,9 @@ import threading
 import time
 from pathlib import Path
 
+from backend import database, database_cpu, messages_in
+from backend import label as backend_label
+
 ROOT = Path(__file__).resolve().parent.parent
 SESSIONS = 20
 DURATION = float(os.environ.get("BENCH_SECONDS", "8"))
@@ -159,8 +162,7 @@ def client_process(args: tuple[int, str, int, bool, float]) -> tuple[int, list[f
 
 
 def count_stored(home: Path) -> int:
-    new = home / "mailboxes" / "bench.localhost" / "ph.durand" / "new"
-    return len(os.listdir(new)) if new.is_dir() else 0
+    return messages_in(home / "config.toml", RCPT)
 
 
 def server_cpu(pid: int) -> float:
@@ -184,6 +186,7 @@ def run_mode(port: int, home: Path, per_connection: bool, procs: int, pid: int) 
     cafile = str(home / "certs" / "ca" / "root.pem")
     before = count_stored(home)
     cpu_before = server_cpu(pid)
+    db_before = database_cpu()
     start = time.time() + 0.5
     deadline = start + DURATION
     per_proc = SESSIONS // procs
@@ -191,7 +194,7 @@ def run_mode(port: int, home: Path, per_connection: bool, procs: int, pid: int) 
         results = pool.map(client_process,
                            [(port, cafile, per_proc, per_connection, deadline)] * procs)
     elapsed = time.time() - start
-    cpu = server_cpu(pid) - cpu_before
+    cpu = server_cpu(pid) - cpu_before + database_cpu() - db_before
     accepted = sum(r[0] for r in results)
     client_cpu = sum(r[3] for r in results)
     errors = sum(r[2] for r in results)
@@ -208,12 +211,12 @@ def run_mode(port: int, home: Path, per_connection: bool, procs: int, pid: int) 
           f"(clients {client_cpu * 1e6 / max(accepted, 1):.0f})", flush=True)
 
 
-def setup(home: Path, workers: int) -> None:
+def setup(home: Path, workers: int, storage: str = "") -> None:
     (home / "config.toml").write_text(
         '[gateway]\ndomain = "bench.localhost"\nhostname = "mx.bench.localhost"\n'
         f"workers = {workers}\n"
         '[smtp]\nsubmission = "127.0.0.1:0"\nsubmission_tls = ""\nrelay = ""\n'
-        "rate_limit_client = 0\nrate_limit_account = 0\n"
+        "rate_limit_client = 0\nrate_limit_account = 0\n" + storage
     )
     env = {**os.environ, "MSSGW_CONFIG": str(home / "config.toml")}
     mssgw = [sys.executable, "-m", "gateway"]
@@ -268,9 +271,11 @@ def main() -> int:
     args = parser.parse_args()
     modes = {"many": [False], "one": [True], "both": [False, True]}[args.mode]
     with tempfile.TemporaryDirectory(prefix="mssgw-bench-", dir=ROOT / "var"
-                                     if (ROOT / "var").is_dir() else None) as tmp:
+                                     if (ROOT / "var").is_dir() else None) as tmp, \
+            database() as storage:
         home = Path(tmp)
-        setup(home, args.workers)
+        setup(home, args.workers, storage)
+        print(f"storage: {backend_label()}", flush=True)
         from gateway.flows.steps import STEPS
 
         print(f"server: {os.cpu_count()} core(s), workers: {args.workers or 'one per core'}; "

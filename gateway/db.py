@@ -2,7 +2,8 @@
 
 Each capability (directory, drugs, prescriptions, dmp...) owns its tables and its list of
 migrations, so components evolve independently: `schema_version` holds one row per component.
-A PostgreSQL implementation of the repositories can follow behind the same interfaces.
+The PostgreSQL backend runs the same repositories, and the same versioned migrations (its own
+DDL per component, `gateway.postgresql.schema`), through `apply_migrations`.
 """
 
 from __future__ import annotations
@@ -80,8 +81,19 @@ def migrate(conn: sqlite3.Connection, component: str, migrations: Sequence[str])
     """Apply the migrations of `component` not applied yet; return how many were applied.
 
     `migrations[i]` is the SQL script taking the component from version i to i+1. Never edit a
-    released migration: append a new one.
+    released migration: append a new one. On a PostgreSQL connection (`gateway.postgresql.sql`)
+    a store opening checks instead that `mssgw init` brought its component's own schema up to
+    date (migrations there run once, for the cluster, not as each node's process opens).
     """
+    if not isinstance(conn, sqlite3.Connection):
+        conn.require_schema(component)  # type: ignore[attr-defined]
+        return 0
+    return apply_migrations(conn, component, migrations)
+
+
+def apply_migrations(conn: sqlite3.Connection, component: str, migrations: Sequence[str]) -> int:
+    """The versioned runner both backends use: one row per component in `schema_version`, the
+    scripts not applied yet run in one transaction with the new version."""
     conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_version ("
         " component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
@@ -97,8 +109,11 @@ def migrate(conn: sqlite3.Connection, component: str, migrations: Sequence[str])
                 f"database schema of {component} is version {current}, newer than this program"
             )
         for version in range(current, len(migrations)):
-            for statement in _statements(migrations[version]):
-                conn.execute(statement)
+            if isinstance(conn, sqlite3.Connection):
+                for statement in _statements(migrations[version]):
+                    conn.execute(statement)
+            else:
+                conn.executescript(migrations[version])
             applied += 1
         if applied:
             conn.execute(

@@ -2,7 +2,8 @@
 
 Ready means all of:
 - storage: the database answers a query; the mailbox and queue folders are writable and their
-  file systems have room for at least two messages of the largest accepted size;
+  file systems have room for at least two messages of the largest accepted size (PostgreSQL:
+  the shared database answers and is the primary, not a read-only standby);
 - queue moving: no recipient in the outbound queue is overdue (its next attempt due) by more
   than STALLED_AFTER seconds: the queue runner is alive and reaches the queue. Mail that waits
   for a peer (retries backing off) is moving; mail nobody tries is not;
@@ -39,9 +40,26 @@ class Check:
         return {"ok": self.ok, "detail": self.detail}
 
 
+def check_database(config: Config) -> Check:
+    """The PostgreSQL backend: the shared database answers, and takes writes (not a standby
+    left read-only after a failover the DSN does not follow)."""
+    from gateway.postgresql.connection import connect, where
+
+    try:
+        with connect(config, autocommit=True) as conn:
+            row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+    except Exception as exc:  # GatewayError (unreachable), psycopg.Error
+        return Check("storage", False, f"database {where(config)}: {exc}")
+    if row and row[0]:
+        return Check("storage", False, f"database {where(config)} is a read-only standby")
+    return Check("storage", True, f"database {where(config)} answers and takes writes")
+
+
 def check_storage(config: Config) -> Check:
     from gateway import db
 
+    if config.storage.backend == "postgresql":
+        return check_database(config)
     try:
         conn = db.connect(config.database_path, readonly=True)
         try:

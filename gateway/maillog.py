@@ -30,6 +30,7 @@ import json
 import logging
 import logging.handlers
 import os
+import re
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -69,27 +70,36 @@ class _FileFormatter(logging.Formatter):
         return f"{ts.replace('+00:00', 'Z')} mssgw[{record.process}]: {record.getMessage()}"
 
 
+# A value is written bare when it is printable ASCII without spaces, quotes, '=' or '\\';
+# otherwise in double quotes with '"' and '\\' escaped and any non-printable character
+# (CR, LF, controls) escaped: a line is always one line, whatever a client sent.
+_BARE = re.compile(r'[!#-<>-\[\]-~]+')
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
 def _quote(value: str) -> str:
-    if value and all(c.isprintable() and c not in ' "=\\' for c in value):
+    if _BARE.fullmatch(value):
         return value
-    out = []
-    for c in value:
-        if c in '"\\':
-            out.append("\\" + c)
-        elif c.isprintable():
-            out.append(c)
-        else:
-            out.append({"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(c, f"\\x{ord(c):02x}"))
-    return '"' + "".join(out) + '"'
+    value = value.replace("\\", "\\\\").replace('"', '\\"')
+    if not value.isprintable():  # rare: checked at C speed, escaped character by character
+        value = "".join(c if c.isprintable() else _ESCAPES.get(c, f"\\x{ord(c):02x}")
+                        for c in value)
+    return f'"{value}"'
 
 
 def render(fields: dict[str, object], fmt: str = "kv") -> str:
-    clean = {k: v for k, v in fields.items() if v is not None and v != ""}
     if fmt == "json":
+        clean = {k: v for k, v in fields.items() if v is not None and v != ""}
         stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         return json.dumps({"ts": stamp, "pid": os.getpid(), **clean}, ensure_ascii=False,
                           separators=(",", ":"), default=str)
-    return " ".join(f"{k}={_quote(_text(v))}" for k, v in clean.items())
+    parts = []
+    for key, value in fields.items():
+        if value is None or value == "":
+            continue
+        text = value if type(value) is str else _text(value)
+        parts.append(f"{key}={_quote(text)}")
+    return " ".join(parts)
 
 
 def _text(value: object) -> str:

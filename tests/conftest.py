@@ -88,7 +88,19 @@ def embedded_storage(tmp_path: Path, request: pytest.FixtureRequest) -> Storage:
 # `config` selects that backend (`gateway.runtime.storage_for(storage.config)` must open the
 # same stores: the tests use it for "another process" or "another gateway"); a PostgreSQL one
 # gets a fresh database from `request.getfixturevalue("pg_dsn")`.
-STORAGE_BACKENDS = [embedded_storage]
+def postgresql_storage(tmp_path: Path, request: pytest.FixtureRequest) -> Storage:
+    """The PostgreSQL backend on a fresh database of the session's server (files that stay on
+    a node, the CA and TLS files, under `tmp_path`)."""
+    from gateway.config import config_from_dict
+    from gateway.postgresql.storage import PostgreSQLStorage
+
+    dsn = request.getfixturevalue("pg_dsn")
+    return PostgreSQLStorage(config_from_dict(
+        {"gateway": {"domain": "test.localhost"},
+         "storage": {"backend": "postgresql", "dsn": dsn}}, tmp_path))
+
+
+STORAGE_BACKENDS = [embedded_storage, postgresql_storage]
 
 
 @pytest.fixture(params=STORAGE_BACKENDS, ids=lambda f: f.__name__.removesuffix("_storage"))

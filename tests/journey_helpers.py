@@ -31,9 +31,12 @@ from tests.smtp_helpers import (
 ALL = (DOCTOR, PRACTICE, PHARMACY, PHARMACIST, PATIENT, ROBOT)
 
 
-def make_home(template: Path, target: Path, shared: Path) -> Path:
+def make_home(template: Path, target: Path, shared: Path, dsn: str | None = None,
+              smtp: dict[str, str] | None = None, extra: str = "") -> Path:
     """A copy of the session's initialised home, with the demo population (passwords known),
-    their certificates, the BDPM drug reference and SMTP on ephemeral ports."""
+    their certificates, the BDPM drug reference and SMTP on ephemeral ports; on the PostgreSQL
+    backend when `dsn` names a database (`mssgw init` then makes its schema). `smtp`: more
+    [smtp] settings (TOML values); `extra`: more sections."""
     from gateway.cli import main
     from gateway.config import load_config
     from gateway.db import connect
@@ -43,7 +46,10 @@ def make_home(template: Path, target: Path, shared: Path) -> Path:
     shutil.copytree(template, target, symlinks=True)
     cfg = target / "config.toml"
     cfg.write_text(cfg.read_text() + "\n[smtp]\n"
-                   + "".join(f"{k} = {v}\n" for k, v in SMTP_TEST_SETTINGS.items()))
+                   + "".join(f"{k} = {v}\n"
+                             for k, v in {**SMTP_TEST_SETTINGS, **(smtp or {})}.items())
+                   + extra
+                   + (f'[storage]\nbackend = "postgresql"\ndsn = "{dsn}"\n' if dsn else ""))
     assert main(["init", "--demo", "--config", str(cfg)]) == 0
     config = load_config(cfg)
     directory = open_directory(config, actor="test")

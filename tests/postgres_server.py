@@ -51,12 +51,15 @@ class PostgresServer:
     """One running cluster. `dsn(database)` gives a libpq URI with the password inline;
     `password_file` holds the password alone (what a configuration would point at)."""
 
-    def __init__(self, *, durable: bool = False) -> None:
+    def __init__(self, *, durable: bool = False, tls: tuple[bytes, bytes] | None = None) -> None:
+        """`tls`: (certificate chain PEM, key PEM) of the server: ssl = on, TCP clients may
+        (and with `hostssl` rules must) use TLS."""
         bindir = binaries()
         if bindir is None:
             raise FileNotFoundError("PostgreSQL server binaries (Debian package postgresql)")
         self.bindir = bindir
         self.durable = durable
+        self.tls = tls
         self.root = Path(tempfile.mkdtemp(prefix="mssgw-pg-"))
         self.data = self.root / "data"
         self.sockets = self.root / "run"
@@ -91,9 +94,15 @@ class PostgresServer:
         pwfile.write_text(self.password + "\n")
         self.password_file.write_text(self.password + "\n")
         self.password_file.chmod(0o600)
+        owned = [self.root, self.sockets, pwfile]
+        if self.tls is not None:
+            for name, data in zip(("server.crt", "server.key"), self.tls, strict=True):
+                (self.root / name).write_bytes(data)
+                (self.root / name).chmod(0o600)
+                owned.append(self.root / name)
         if self._as is not None:
             entry = pwd.getpwnam(self._as)
-            for path in (self.root, self.sockets, pwfile):
+            for path in owned:
                 os.chown(path, entry.pw_uid, entry.pw_gid)
         self.root.chmod(0o700)
         try:
@@ -113,6 +122,9 @@ class PostgresServer:
             "-c max_connections=200",
             "-c shared_buffers=64MB",
         ]
+        if self.tls is not None:
+            options += ["-c ssl=on", f"-c ssl_cert_file={self.root / 'server.crt'}",
+                        f"-c ssl_key_file={self.root / 'server.key'}"]
         if not self.durable:
             # Tests never kill PostgreSQL itself, only the gateway: the server's own durability
             # buys them nothing and costs seconds per run.

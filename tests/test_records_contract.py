@@ -11,6 +11,7 @@ import pytest
 from registry_fixtures import DOCTOR, PATIENT, prescription
 
 from gateway.dmp.model import Actor, DocumentMetadata, DuplicateDocument
+from gateway.flows.records import AlreadyPrescribed
 from gateway.prescriptions.registry import AlreadyRegistered, PrescriptionNotFound
 
 ADMIN = "admin:test"
@@ -127,7 +128,7 @@ def test_prescribed_keys_are_unique(records):
     with records.unit() as uow:
         register(uow, p)
         uow.prescribed.add("key-1", p.identifier)
-    with pytest.raises(Exception), records.unit() as uow:  # noqa: B017 - the backend's own error
+    with pytest.raises(AlreadyPrescribed), records.unit() as uow:
         uow.prescribed.add("key-1", "another")
     assert records.prescribed.identifier_for("key-1") == p.identifier
 

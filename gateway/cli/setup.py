@@ -63,9 +63,35 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.cli import config_of
+    from gateway.pki.store import fetch_files
     from gateway.server import serve
 
-    return serve(config_of(args))
+    config = config_of(args)
+    fetch_files(config)  # certificates another node issued (a shared database)
+    return serve(config)
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gateway.backup import backup
+    from gateway.cli import config_of
+
+    for line in backup(config_of(args), Path(args.folder)):
+        print(line)
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gateway.backup import restore
+    from gateway.cli import config_of
+
+    for line in restore(config_of(args), Path(args.folder)):
+        print(line)
+    print("restored: run `mssgw init` (it changes nothing it finds), then `mssgw serve`")
+    return 0
 
 
 def cmd_health(args: argparse.Namespace) -> int:
@@ -95,6 +121,12 @@ def register(sub: Any) -> None:
         help="also register the demo population (doctor, pharmacy, patient, robot)",
     )
     add_command(sub, "serve", "run every configured listener until interrupted", cmd_serve)
+    p = add_command(sub, "backup", "copy the gateway's state (database, mail, certificates) "
+                    "into an empty folder, while it runs", cmd_backup)
+    p.add_argument("folder", help="where to write the backup (must not exist, or be empty)")
+    p = add_command(sub, "restore", "bring an empty installation back from a backup",
+                    cmd_restore)
+    p.add_argument("folder", help="a folder written by `mssgw backup`")
     p = add_command(sub, "health", "is the running gateway ready? (exit 0 when it is)",
                     cmd_health, json_output=True)
     p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",

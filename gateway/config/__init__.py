@@ -38,6 +38,9 @@ class GatewaySection:
 
 @dataclass(frozen=True)
 class StorageSection:
+    # "embedded": SQLite, Maildir and files under the gateway's home (one machine);
+    # "postgresql": every gateway node shares one PostgreSQL database (`dsn`) and nothing else.
+    backend: str = "embedded"
     database: str = "var/gateway.db"
     mailboxes: str = "mailboxes"
     queue: str = "var/queue"
@@ -46,6 +49,15 @@ class StorageSection:
     # The worker processes' metric files (prometheus-client multiprocess mode), emptied by every
     # `mssgw serve` at start: a tmpfs (e.g. /run/mssgw/metrics) in a deployment.
     metrics: str = "var/metrics"
+    # PostgreSQL: a libpq URI or key=value string, without the password; the password comes
+    # from `password_file` (its first line), else $MSSGW_DATABASE_PASSWORD, else libpq's own
+    # ways ($PGPASSWORD, ~/.pgpass). TLS to the server: `sslmode` ("verify-full" to check its
+    # certificate and name) and `sslrootcert` (the CA that signed it), passed to libpq.
+    dsn: str = ""
+    password_file: str = ""
+    sslmode: str = ""
+    sslrootcert: str = ""
+    pool_size: int = 4  # connections per process for the mail store and the queue
 
 
 @dataclass(frozen=True)
@@ -385,6 +397,7 @@ def config_from_dict(data: dict[str, Any], home: Path, source: Path | None = Non
     for key in ("days", "crl_days", "crl_refresh_hours"):
         if getattr(cfg.pki, key) < 1:
             raise ConfigError(f"config: [pki] {key} must be at least 1")
+    _check_storage(cfg.storage)
     _check_password_kinds(cfg.auth)
     _check_oidc(cfg.oidc)
     if not 0.0 <= cfg.trust.max_removed_share <= 1.0:
@@ -396,6 +409,29 @@ def _string_list(value: object, where: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"config: {where} must be a list of strings")
     return value
+
+
+STORAGE_BACKENDS = ("embedded", "postgresql")
+SSL_MODES = ("", "disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def _check_storage(storage: StorageSection) -> None:
+    if storage.backend not in STORAGE_BACKENDS:
+        raise ConfigError(
+            f"config: [storage] backend must be one of {', '.join(STORAGE_BACKENDS)}, "
+            f"not {storage.backend!r}"
+        )
+    if storage.backend == "postgresql" and not storage.dsn:
+        raise ConfigError(
+            "config: [storage] backend = \"postgresql\" needs dsn (e.g. "
+            "\"postgresql://mssgw@db.example.fr:5432/mssgw\")"
+        )
+    if storage.sslmode not in SSL_MODES:
+        raise ConfigError(
+            f"config: [storage] sslmode must be one of {', '.join(m for m in SSL_MODES if m)}"
+        )
+    if storage.pool_size < 1:
+        raise ConfigError("config: [storage] pool_size must be at least 1")
 
 
 def _check_password_kinds(auth: AuthSection) -> None:

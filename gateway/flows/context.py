@@ -16,6 +16,7 @@ from gateway.directory.demo import ROBOT_LOCAL
 from gateway.dmp.repository import DocumentRepository
 from gateway.documents.people import People
 from gateway.flows.records import Records
+from gateway.pki.store import CertificateIndex
 from gateway.prescriptions.registry import PrescriptionRegistry
 
 ACTOR = "gateway"
@@ -29,7 +30,7 @@ class Context:
     audit: AuditLog
     people: People
     reference: Any  # gateway.drugs.store.DrugReference
-    certificates: Any  # the PKI's certificate index, for the signers (gateway.pki.store)
+    certificates: CertificateIndex  # the PKI's index, for the signers (gateway.pki.store)
     close: Callable[[], None] = field(default=lambda: None)  # the root's, in a pool process
 
     @property

@@ -19,7 +19,17 @@ from types import TracebackType
 from typing import Protocol
 
 from gateway.dmp.repository import DocumentRepository
+from gateway.errors import Conflict
 from gateway.prescriptions.registry import PrescriptionRegistry
+
+
+class AlreadyPrescribed(Conflict):
+    """`PrescribedKeys.add` of a key already there: another process registered the same
+    message meanwhile; the unit of work rolls back and the client's retry finds the first."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"prescription: message {key[:16]}... was already registered")
 
 
 class PrescribedKeys(Protocol):
@@ -30,8 +40,9 @@ class PrescribedKeys(Protocol):
 
     def add(self, key: str, identifier: str) -> None:
         """Remember `key`; inside a unit of work, committed with the registration. A key
-        already there (another process registered the same message meanwhile) raises, so
-        that unit rolls back and the client's retry finds the first one."""
+        already there (another process registered the same message meanwhile) raises
+        `AlreadyPrescribed`, so that unit rolls back and the client's retry finds the first
+        one."""
         ...
 
 

@@ -12,6 +12,7 @@ from types import TracebackType
 from gateway.audit import AuditLog
 from gateway.db import migrate
 from gateway.dmp.sqlite import SQLiteDMP
+from gateway.flows.records import AlreadyPrescribed
 from gateway.prescriptions.sqlite_registry import SQLiteRegistry
 
 COMPONENT = "flows"
@@ -37,9 +38,12 @@ class SQLitePrescribedKeys:
         return None if row is None else str(row[0])
 
     def add(self, key: str, identifier: str) -> None:
-        self.conn.execute(
-            "INSERT INTO flows_prescribed (key, identifier) VALUES (?, ?)", (key, identifier)
-        )
+        try:
+            self.conn.execute(
+                "INSERT INTO flows_prescribed (key, identifier) VALUES (?, ?)", (key, identifier)
+            )
+        except sqlite3.IntegrityError:
+            raise AlreadyPrescribed(key) from None
 
 
 class SQLiteUnit:

@@ -131,10 +131,9 @@ def add_anchor(config: Config, data: bytes, uses: Sequence[str] = DEFAULT_USES,
             )
             header = _USES_LINE + ",".join(anchor.uses) + "\n" + "".join(
                 f"{_CRL_LINE}{url}\n" for url in anchor.crl_urls)
-            write_atomic(
-                Layout.of(config).anchors / f"{fp[:16]}.pem",
-                header.encode() + cert.public_bytes(serialization.Encoding.PEM),
-            )
+            path = Layout.of(config).anchors / f"{fp[:16]}.pem"
+            write_atomic(path, header.encode() + cert.public_bytes(serialization.Encoding.PEM))
+            store.share_files(config, conn, [path])
             added.append(anchor)
     return added
 

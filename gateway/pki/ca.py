@@ -209,6 +209,8 @@ def initialise(config: Config) -> list[str]:
     layout.private.mkdir(mode=0o700, exist_ok=True)
     os.chmod(layout.private, 0o700)
     created: list[str] = []
+    # Another node's certificates and CRLs first (a shared database): nothing issued twice.
+    created += [f"fetched from the database: {p}" for p in store.fetch_files(config)]
     passphrase = ca_passphrase(config)
     if not layout.ca_cert(CA.ROOT).exists():
         _make_ca(config, CA.ROOT, None, passphrase)
@@ -427,6 +429,7 @@ def issue(
                 # Files inside the transaction: if writing fails, the index is rolled back.
                 write_private(layout.key(sid), _key_pem(key))
                 write_atomic(layout.cert(sid), chain)
+                store.share_files(config, conn, [layout.key(sid), layout.cert(sid)])
         except BaseException:
             layout.key(sid).unlink(missing_ok=True)
             layout.cert(sid).unlink(missing_ok=True)

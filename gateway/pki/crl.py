@@ -58,6 +58,7 @@ def publish(config: Config, conn: sqlite3.Connection, ca: CA) -> Path:
     crl = builder.sign(ca_key, hashes.SHA256())
     path = Layout.of(config).ca_crl(ca)
     write_atomic(path, crl.public_bytes(serialization.Encoding.PEM))
+    store.share_files(config, conn, [path])
     return path
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from gateway.config import Config
 from gateway.pki.crl import refresh_due
+from gateway.pki.store import fetch_files
 from gateway.pki.tls import reload_crls
 
 if TYPE_CHECKING:
@@ -74,6 +75,10 @@ async def fetch_external(runtime: Runtime, *, every: float | None = None) -> asy
 async def _reload_forever(config: Config, every: float) -> None:
     while True:
         await asyncio.sleep(every)
+        try:  # what another node issued or published meanwhile (a shared database)
+            await asyncio.to_thread(fetch_files, config)
+        except Exception:
+            log.exception("could not fetch the certificates and CRLs from the database")
         # A few kilobytes read and parsed: cheap enough for the event loop, and it keeps the
         # contexts' stores changed by the thread that uses them.
         log.debug("CRLs reloaded into %d TLS contexts", reload_crls(config))

@@ -1,4 +1,5 @@
-"""The index of issued certificates and imported anchors, in the gateway's SQLite database.
+"""The index of issued certificates and imported anchors, in the gateway's database (SQLite, or
+PostgreSQL with `gateway.postgresql`: the same SQL).
 
 Certificates and keys themselves are files under `certs/` (see `files.Layout`); the index says
 what was issued to whom, and which certificates are revoked (the CRLs are built from it).
@@ -11,6 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
+from typing import Protocol
 
 from gateway import db
 from gateway.config import Config
@@ -46,23 +49,66 @@ MIGRATIONS = [
 ]
 
 
-def open_index(config: Config) -> sqlite3.Connection:
+class CertificateIndex(Protocol):
+    """The PKI's index in the backend's database (SQLite, or PostgreSQL through
+    `gateway.postgresql.sql`: the same SQL): what the signers ask (`issued`), and the
+    connection the PKI's own administration (`gateway.pki.ca`, `crl`, `anchors`) runs its
+    transactions on."""
+
+    connection: sqlite3.Connection
+
+    def issued(self, *, email: str | None = None, kind: str | None = None) -> list[CertRecord]:
+        """Certificates issued (to `email`, of `kind`), oldest first, revoked ones included."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class SQLCertificateIndex:
+    """`CertificateIndex` over one connection of either backend."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+
+    def issued(self, *, email: str | None = None, kind: str | None = None) -> list[CertRecord]:
+        where, params = [], []
+        if email:
+            where.append("email = ?")
+            params.append(email.lower())
+        if kind:
+            where.append("kind = ?")
+            params.append(kind)
+        sql = "SELECT * FROM pki_certificates"  # noqa: S608 - fixed fragments, bound values
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = self.connection.execute(sql + " ORDER BY issued_at, serial", params).fetchall()
+        return [record_of(r) for r in rows]
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def open_index(config: Config) -> SQLCertificateIndex:
     """A connection to the index (migrated) for its owner to keep: the root of a process that
     looks up the signer of each prescription opens one (`Runtime.certificates`), where opening
     and migrating per look-up costs more than the query."""
     conn = db.connect(config.database_path)
     db.migrate(conn, "pki", MIGRATIONS)
-    return conn
+    return SQLCertificateIndex(conn)
 
 
 @contextmanager
 def connection(config: Config) -> Iterator[sqlite3.Connection]:
-    conn = db.connect(config.database_path)
+    """A connection to the index of the configured storage backend (the embedded one:
+    `open_index`; PostgreSQL: the shared database, so every node sees every certificate
+    issued and revoked), closed at the end of the block."""
+    from gateway.runtime.storage import storage_for
+
+    index = storage_for(config).certificate_index()
     try:
-        db.migrate(conn, "pki", MIGRATIONS)
-        yield conn
+        yield index.connection
     finally:
-        conn.close()
+        index.close()
 
 
 @dataclass(frozen=True)
@@ -130,6 +176,68 @@ def record_of(row: sqlite3.Row) -> CertRecord:
         revoked_at=_dt(row["revoked_at"]),
         reason=row["reason"],
     )
+
+
+# --- files every node needs, kept in a shared database -------------------------------------
+# On the embedded backend `certs/` is the one copy. On a shared database (PostgreSQL), the
+# files the PKI writes while the gateway runs — issued certificates and their keys, our CRLs,
+# imported anchors — are also kept in the table `pki_files`, written in the same transaction
+# as the index, and every node writes the ones it lacks into its own `certs/`
+# (`fetch_files`: at `mssgw init` and `serve`, hourly in each worker, and when a signer's
+# file is missing). The CAs' own certificates and keys, and the configuration, stay deployed
+# files: CA keys never enter the database.
+
+
+def _shared(config: Config) -> bool:
+    return config.storage.backend == "postgresql"
+
+
+def share_files(config: Config, conn: sqlite3.Connection, paths: list[Path]) -> None:
+    """Keep `paths` (under certs/) in the shared database, inside the caller's transaction."""
+    if not _shared(config):
+        return
+    root = config.certs_path
+    for path in paths:
+        conn.execute(
+            "INSERT INTO pki_files (path, data, mode) VALUES (?, ?, ?) ON CONFLICT (path)"
+            " DO UPDATE SET data = excluded.data, mode = excluded.mode,"
+            " version = nextval('pki_files_version')",
+            (str(path.relative_to(root)), path.read_bytes(), path.stat().st_mode & 0o777),
+        )
+
+
+def fetch_files(config: Config) -> list[Path]:
+    """Write into this node's certs/ the shared files it lacks or has older; the paths written.
+    A watermark (`certs/.shared-version`) makes the next call read only what changed since."""
+    if not _shared(config):
+        return []
+    from gateway.fileio import write_atomic
+
+    root = config.certs_path
+    mark = root / ".shared-version"
+    try:
+        since = int(mark.read_text())
+    except (OSError, ValueError):
+        since = 0
+    with connection(config) as conn:
+        rows = conn.execute(
+            "SELECT path, data, mode, version FROM pki_files WHERE version > ? ORDER BY version",
+            (since,),
+        ).fetchall()
+    written: list[Path] = []
+    for rel, data, mode, version in rows:
+        target = (root / rel).resolve()
+        if root.resolve() not in target.parents:  # a path of ours, never elsewhere
+            continue
+        data = bytes(data)
+        if not target.exists() or target.read_bytes() != data:
+            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            write_atomic(target, data, int(mode))
+            written.append(target)
+        since = max(since, int(version))
+    if rows:
+        write_atomic(mark, str(since).encode())
+    return written
 
 
 def get_state(conn: sqlite3.Connection, name: str) -> str | None:

@@ -35,6 +35,7 @@ from gateway.directory.repository import Directory
 from gateway.directory.throttle import LoginThrottle
 from gateway.dmp.repository import DocumentRepository
 from gateway.flows.records import Records
+from gateway.pki.store import CertificateIndex
 from gateway.prescriptions.registry import PrescriptionRegistry
 from gateway.runtime.storage import Storage, storage_for
 from gateway.smtp.conversations import ConversationLog
@@ -157,7 +158,7 @@ class Runtime:
         return self._open(self.storage.drug_reference)
 
     @cached_property
-    def certificates(self) -> Any:
+    def certificates(self) -> CertificateIndex:
         return self._open(self.storage.certificate_index)
 
     # --- services, built from the stores ----------------------------------------------------

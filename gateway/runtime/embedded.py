@@ -16,6 +16,7 @@ from gateway.db import connect
 from gateway.directory.auth import SQLiteThrottle
 from gateway.directory.sqlite import SQLiteDirectory
 from gateway.flows.sqlite import SQLiteRecords
+from gateway.pki.store import SQLCertificateIndex
 from gateway.smtp.conversations import Conversations
 from gateway.store.commit import MaildirIntake
 from gateway.store.mailstore import StorePool
@@ -70,7 +71,7 @@ class EmbeddedStorage:
 
         return open_reference(connect(self.config.database_path))
 
-    def certificate_index(self) -> Any:
+    def certificate_index(self) -> SQLCertificateIndex:
         from gateway.pki.store import open_index
 
         return open_index(self.config)

@@ -21,6 +21,7 @@ from gateway.config import Config
 from gateway.directory.repository import Directory
 from gateway.directory.throttle import LoginThrottle
 from gateway.flows.records import Records
+from gateway.pki.store import CertificateIndex
 from gateway.smtp.conversations import ConversationLog
 from gateway.store.interfaces import Intake, MailStores, OutboundQueue
 
@@ -61,14 +62,20 @@ class Storage(Protocol):
         """The BDPM drug reference (`gateway.drugs.store.DrugReference`), read only."""
         ...
 
-    def certificate_index(self) -> Any:
-        """The PKI's index of issued certificates, for finding signers (`gateway.pki.store`;
-        not yet behind an interface of its own), with a `close()`."""
+    def certificate_index(self) -> CertificateIndex:
+        """The PKI's index of issued certificates (`gateway.pki.store.CertificateIndex`): the
+        signers' look-ups, and the PKI's own administration."""
         ...
 
 
 def storage_for(config: Config) -> Storage:
-    """The configured backend: today always the embedded one."""
+    """The configured backend (`[storage] backend`): "embedded" (SQLite, Maildir and files
+    under the gateway's home) or "postgresql" (`gateway.postgresql`: every node shares one
+    database)."""
+    if config.storage.backend == "postgresql":
+        from gateway.postgresql.storage import PostgreSQLStorage
+
+        return PostgreSQLStorage(config)
     from gateway.runtime.embedded import EmbeddedStorage
 
     return EmbeddedStorage(config)

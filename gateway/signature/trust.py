@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -19,6 +18,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from gateway.config import Config
 from gateway.directory import Directory
 from gateway.errors import NotFound
+from gateway.pki.store import CertificateIndex
 from gateway.signature.dsg import Signer, SigningError, sign, sign_package
 from gateway.signature.verify import CertificateCheck, Verification, verify_package
 from gateway.xdm.model import Package
@@ -70,27 +70,31 @@ def signing_mailbox(config: Config, email: str, directory: Directory | None = No
 
 
 def signer_for(config: Config, email: str, *, kinds: Sequence[str] | None = None,
-               directory: Directory | None = None, index: Any = None) -> Signer:
+               directory: Directory | None = None,
+               index: CertificateIndex | None = None) -> Signer:
     """The signing key and chain for mailbox `email` (see `signing_mailbox`): the newest
     unrevoked, currently valid certificate of the right kind issued by our PKI. `kinds`
     overrides the directory's choice (tests, tools); `directory`, `index`: an open directory
-    and certificate index (`gateway.pki.store.open_index`) to ask, else opened for the call.
+    and certificate index (`gateway.pki.store.CertificateIndex`: the root's) to ask, else
+    opened for the call.
 
     The index is read on every call, so a revocation or a new certificate counts at once; the
     certificate and key files of a serial, which never change, are parsed once per process."""
-    from gateway.pki import list_certificates
     from gateway.pki.files import Layout, load_cached
-    from gateway.pki.store import connection
+    from gateway.runtime.storage import storage_for
 
     holder, wanted = signing_mailbox(config, email, directory)
     if kinds is not None:
         wanted = tuple(kinds)
     now = dt.datetime.now(dt.UTC)
-    with contextlib.nullcontext(index) if index is not None else connection(config) as conn:
+    opened = None if index is not None else storage_for(config).certificate_index()
+    idx = index if index is not None else opened
+    assert idx is not None
+    with contextlib.closing(opened) if opened is not None else contextlib.nullcontext():
         records = [
             r
             for kind in wanted
-            for r in list_certificates(config, email=holder, kind=kind, conn=conn)
+            for r in idx.issued(email=holder, kind=kind)
             if r.revoked_at is None and r.not_before <= now < r.not_after
         ]
     if not records:
@@ -100,6 +104,10 @@ def signer_for(config: Config, email: str, *, kinds: Sequence[str] | None = None
         )
     record = max(records, key=lambda r: r.not_before)
     layout = Layout.of(config)
+    if not layout.key(record.serial).exists():  # issued on another node of a shared database
+        from gateway.pki.store import fetch_files
+
+        fetch_files(config)
     try:
         cert, *chain = load_cached(layout.cert(record.serial), x509.load_pem_x509_certificates)
         # Our own key file (0600, written by our PKI): skipping cryptography's RSA consistency
@@ -133,7 +141,8 @@ def sign_as(config: Config, email: str, package: bytes) -> bytes:
 
 
 def signed_as(config: Config, email: str, package: Package,
-              directory: Directory | None = None, index: Any = None) -> Package:
+              directory: Directory | None = None,
+              index: CertificateIndex | None = None) -> Package:
     """`sign_as` on a package in memory (`gateway.xdm.package.build`): the flows build, sign
     and file it, then zip it once (`gateway.xdm.package.to_zip`); they pass their root's
     directory and certificate index."""

@@ -358,10 +358,11 @@ class SubmissionHandler(BaseHandler):
             return self._refused("acting for another mailbox is not allowed")
         mailbox = await self.gw.mailbox(address)
         if mailbox is None or mailbox.kind is not MailboxKind.APP or not mailbox.active:
-            log.info("AUTH EXTERNAL refused for %s: not an active APP mailbox", address)
+            maillog.login("smtp", "failed", user=address, peer=_ip(session),
+                          mechanism="certificate", reason="not an active APP mailbox")
             return self._refused(f"<{address}> is not an active applicative (APP) mailbox")
         session.mailbox = mailbox
-        log.info("AUTH EXTERNAL ok peer=%s mailbox=%s", _ip(session), address)
+        maillog.login("smtp", "ok", user=address, peer=_ip(session), mechanism="certificate")
         return AuthResult(success=True, auth_data=mailbox)
 
     async def auth_OAUTHBEARER(self, server: GatewaySMTP, args: list[str]) -> AuthResult:
@@ -390,6 +391,10 @@ class SubmissionHandler(BaseHandler):
             await server.push(f"501 5.5.2 malformed {mechanism} response: {exc}")
             return AuthResult(success=False, handled=True)
         result = await logins.login(response, _ip(session), "smtp")
+        maillog.login("smtp", "ok" if result.ok else "locked" if result.retry_after is not None
+                      else "failed", user=result.mailbox.address if result.mailbox else "-",
+                      peer=_ip(session), mechanism="token",
+                      reason=None if result.ok else result.message)
         if result.ok:
             session.mailbox = result.mailbox
             return AuthResult(success=True, auth_data=result.mailbox)
