@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 from http_helpers import client
 from smtp_helpers import setup_gateway
-from test_smtp_crash import start_serve
+from test_smtp_crash import listening, start_serve
 
 
 def test_every_worker_serves_https(gateway_home):
@@ -18,8 +19,13 @@ def test_every_worker_serves_https(gateway_home):
     proc, ports = start_serve(cfg)
     try:
         assert "https" in ports
+        # "ready" is said when the first worker listens; the second may still be starting.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and listening(ports["https"]) < 2:
+            time.sleep(0.1)
+        assert listening(ports["https"]) == 2, "the second worker does not listen"
         pids = set()
-        for _ in range(24):  # new connections: the kernel spreads them over the workers
+        for _ in range(32):  # new connections: the kernel spreads them over the workers
             with client(config, ports["https"]) as c:
                 r = c.get("/healthz")
                 assert r.status_code == 200

@@ -15,7 +15,7 @@ import time
 import pytest
 from http_helpers import client
 from smtp_helpers import DOCTOR, PASSWORD, PHARMACIST, message, setup_gateway, submission
-from test_smtp_crash import start_serve
+from test_smtp_crash import listening, start_serve
 
 from gateway.config import load_config
 from gateway.maillog import render
@@ -70,6 +70,8 @@ def served(gateway_home):
     directory.close()
     proc, ports = start_serve(cfg)
     try:
+        # "ready" is said when the first worker listens: both do before the test counts on them.
+        wait_for(lambda: listening(ports["https"]) == 2, timeout=60)
         yield config, ports
     finally:
         if proc.poll() is None:

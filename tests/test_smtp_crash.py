@@ -175,8 +175,10 @@ def test_dead_worker_is_restarted_and_busy_port_is_one_line(gateway_home):
                 [sys.executable, "-m", "gateway", "serve", "--config", str(busy)],
                 capture_output=True, text=True, timeout=60, start_new_session=True,
             )
-        assert r.returncode == 1
-        assert r.stderr.strip().splitlines()[-1].startswith("mssgw: error: cannot listen:")
+        assert r.returncode == 1, r.stderr
+        assert r.stderr.strip().splitlines()[-1].startswith("mssgw: error: cannot listen:"), \
+            r.stderr
+        assert "Traceback" not in r.stderr, r.stderr
         assert "Traceback" not in r.stderr
     finally:
         proc.send_signal(signal.SIGTERM)

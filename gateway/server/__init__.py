@@ -196,7 +196,10 @@ async def _worker(runtime: Runtime, index: int, conn: Connection) -> None:
         with contextlib.suppress(OSError):
             conn.send(("error", _describe(exc)))
         return
-    conn.send(("ready", listeners(servers)))
+    try:
+        conn.send(("ready", listeners(servers)))
+    except OSError:  # the supervisor is gone (it stopped on another worker's error)
+        stop.set()
     # Everything loaded so far (modules, configuration, caches) lives as long as the worker:
     # out of the collector's sight, a full collection no longer walks it. Sessions allocate
     # enough cyclic objects (protocol <-> transport) to trigger collections often.
@@ -243,10 +246,20 @@ def worker_main(supervisor: Runtime, index: int, conn: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; SIGTERM stops us
     _logging()
     maillog.configure_from(supervisor.config)
-    runtime = supervisor.in_child()
+    try:
+        runtime = supervisor.in_child()
+    except Exception as exc:  # storage that cannot be opened: said once, by the supervisor
+        with contextlib.suppress(OSError):
+            conn.send(("error", _describe(exc)))
+        return
     try:
         with asyncio.Runner(loop_factory=WorkerLoop) as runner:
             runner.run(_worker(runtime, index, conn))
+    except Exception as exc:
+        # multiprocessing would print a traceback; a worker that fails says one line (the
+        # supervisor restarts it, or has stopped: a pipe to it may be closed already).
+        log.error("worker %d stopped: %s: %s", index, type(exc).__name__, exc)
+        raise SystemExit(1) from None
     finally:
         with contextlib.suppress(Exception):
             runtime.close()
