@@ -20,8 +20,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from gateway.audit_index import AuditFilter, AuditIndex, entry_text
 from gateway.config import Config
 from gateway.errors import GatewayError
+from gateway.texts import t
 
 if TYPE_CHECKING:
     from gateway.admins.model import Caller
@@ -66,7 +68,9 @@ def _write(path: Path, lines: list[str]) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     except OSError as exc:
-        raise GatewayError(f"audit log: cannot open {path}: {exc.strerror}") from None
+        raise GatewayError(t(
+            "audit log: cannot open {path}: {strerror}",
+            path=path, strerror=exc.strerror)) from None
     try:
         os.write(fd, "".join(line + "\n" for line in lines).encode("utf-8"))
         os.fsync(fd)
@@ -103,6 +107,14 @@ class AuditLog(Protocol):
         the administrators' dashboard)."""
         ...
 
+    def query(
+        self, f: AuditFilter, *, offset: int = 0, limit: int = 50
+    ) -> tuple[list[AuditEntry], int | None]:
+        """One window of the entries matching `f`, newest first, found by the store (a log
+        holds millions of entries: a query must not read them all), and how many match;
+        None only when `f.words` are searched and the store stopped counting at a full page."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -119,6 +131,7 @@ class AuditFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
+        self._index: AuditIndex | None = None  # made by the first query
 
     def record(self, actor: str, action: str, target: str, details: dict[str, Any]) -> None:
         line = _line(actor, action, target, details)
@@ -152,8 +165,17 @@ class AuditFile:
     def since(self, start: datetime) -> list[AuditEntry]:
         return since(self.path, start)
 
+    def query(
+        self, f: AuditFilter, *, offset: int = 0, limit: int = 50
+    ) -> tuple[list[AuditEntry], int | None]:
+        if self._index is None:
+            self._index = AuditIndex(self.path)
+        raws, total = self._index.query(f, offset, limit)
+        return [_entry(r) for r in raws], total
+
     def close(self) -> None:
-        pass
+        if self._index is not None:
+            self._index.close()
 
 
 Batched = AuditFile  # its former name
@@ -266,7 +288,8 @@ def parse_since(value: str | None) -> datetime | None:
     try:
         when = datetime.fromisoformat(value)
     except ValueError:
-        raise GatewayError(f"since: {value!r} is invalid: a date is YYYY-MM-DD[THH:MM]") from None
+        raise GatewayError(t(
+            "since: {value!r} is invalid: a date is YYYY-MM-DD[THH:MM]", value=value)) from None
     return when if when.tzinfo else when.astimezone()
 
 
@@ -279,33 +302,57 @@ class AuditService:
         self.log = log
         self.caller = caller
 
+    def _filter(
+        self, action: str | None, target: str | None, actor: str | None, since: str | None,
+        search: str | None,
+    ) -> AuditFilter:
+        self.caller.require(self.resource)
+        return AuditFilter(action=action or None, target=target or None, actor=actor or None,
+                           since=parse_since(since), words=tuple((search or "").lower().split()))
+
     def query(
         self, *, action: str | None = None, target: str | None = None, actor: str | None = None,
         since: str | None = None, search: str | None = None,
     ) -> list[AuditEntry]:
-        """Matching entries, oldest first. `search`: words found anywhere in the entry."""
-        self.caller.require(self.resource)
-        start = parse_since(since)
-        words = (search or "").lower().split()
+        """Every matching entry, oldest first, reading the whole log (the CLI's `audit list`).
+        `search`: words found anywhere in the entry."""
+        f = self._filter(action, target, actor, since, search)
         out = []
-        for e in self.log.read(action=action or None, target=target or None):
-            if start is not None and e.at < start:
+        for e in self.log.read(action=f.action, target=f.target):
+            if f.since is not None and e.at < f.since:
                 continue
-            if actor and e.actor != actor:
+            if f.actor and e.actor != f.actor:
                 continue
-            if words:
-                text = json.dumps(entry_dict(e), ensure_ascii=False).lower()
-                if not all(w in text for w in words):
+            if f.words:
+                text = entry_text(entry_dict(e))
+                if not all(w in text for w in f.words):
                     continue
             out.append(e)
         return out
 
-    def page(
-        self, *, offset: int | None = None, limit: int | None = None, **filters: str | None
-    ) -> Page[AuditEntry]:
-        """One page, newest first (what a person reading the log wants to see first)."""
-        from gateway.admins.paging import paginate
+    def last(
+        self, n: int, *, action: str | None = None, target: str | None = None,
+        actor: str | None = None, since: str | None = None, search: str | None = None,
+    ) -> list[AuditEntry]:
+        """The `n` most recent matching entries, oldest first (`audit list --last N`)."""
+        f = self._filter(action, target, actor, since, search)
+        entries, _ = self.log.query(f, offset=0, limit=max(n, 0))
+        entries.reverse()
+        return entries
 
-        found = self.query(**filters)
-        found.reverse()
-        return paginate(found, offset, limit)
+    def page(
+        self, *, offset: int | None = None, limit: int | None = None, action: str | None = None,
+        target: str | None = None, actor: str | None = None, since: str | None = None,
+        search: str | None = None,
+    ) -> Page[AuditEntry]:
+        """One page, newest first (what a person reading the log wants to see first), found by
+        the log's store without reading the whole log."""
+        from gateway.admins.paging import Page, check_window
+
+        f = self._filter(action, target, actor, since, search)
+        o, n = check_window(offset, limit)
+        # One entry more than the page tells whether there is a next one when the store does
+        # not count (a word search).
+        entries, total = self.log.query(f, offset=o, limit=n + 1)
+        more = len(entries) > n
+        return Page(entries[:n], total, o, n, more=more)

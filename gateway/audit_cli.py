@@ -13,12 +13,10 @@ from gateway.cli import add_command, command_group, print_json, runtime_of
 
 def cmd_list(args: argparse.Namespace) -> None:
     service = AuditService(runtime_of(args).audit, Caller.local(local_actor()))
-    entries = service.query(
-        action=args.action, target=args.target, actor=args.actor, since=args.since,
-        search=args.search,
-    )
-    if args.last:
-        entries = entries[-args.last :]
+    filters = {"action": args.action, "target": args.target, "actor": args.actor,
+               "since": args.since, "search": args.search}
+    # --last: the newest, found through the log's index, without reading the whole log.
+    entries = service.last(args.last, **filters) if args.last else service.query(**filters)
     if args.json:
         print_json([entry_dict(e) for e in entries])
         return

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from gateway.errors import InvalidIdentifier
+from gateway.texts import t
 
 # OIDs used in documents and metadata (see shared/reference).
 OID_RPPS_ADELI = "1.2.250.1.71.4.2.1"  # national professional id: "8" + RPPS or "0" + ADELI
@@ -103,7 +104,8 @@ def ins(value: str, field: str = "ins") -> str:
         )
     month = int(v[3:5])
     if not (1 <= month <= 12 or 20 <= month <= 42 or 50 <= month <= 99):
-        raise InvalidIdentifier(field, value, f"month {v[3:5]} is not a valid INS month")
+        raise InvalidIdentifier(field, value, t("month {month} is not a valid INS month",
+                                                month=v[3:5]))
     if ins_key(v[:13]) != int(v[13:]):
         raise InvalidIdentifier(field, value, "the INS key does not match (97 - N mod 97)")
     return v

@@ -63,9 +63,7 @@ class StatusService:
         reader = dataclasses.replace(self.caller, scopes=None)  # the dashboard's own reads
         depth, oldest = QueueService(self.config, self.queue, audit.no_record, reader).depth()
         expiring = CertificateService(self.config, audit.no_record, reader).expiring()
-        kinds: dict[str, int] = {}
-        for m in self.directory.list_mailboxes():
-            kinds[m.kind.value] = kinds.get(m.kind.value, 0) + 1
+        kinds = {k.value: n for k, n in sorted(self.directory.count_by_kind().items())}
         return {
             "at": now.isoformat(timespec="seconds"),
             "domain": self.config.gateway.domain,
@@ -76,8 +74,9 @@ class StatusService:
             "certificates_expiring": [
                 {"serial": r.serial, "subject": r.subject_dn, "email": r.email,
                  "not_after": r.not_after.isoformat(), "kind": r.kind}
-                for r in expiring
+                for r in expiring.items
             ],
+            "certificates_expiring_total": expiring.total,
             "expiring_within_days": EXPIRING_DAYS,
             "mailboxes": kinds,
             "whitelist_generated": self.directory.whitelist_generated(),

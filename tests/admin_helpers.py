@@ -59,6 +59,6 @@ def setup_admins(home: Path, *, demo: bool = True) -> Admins:
         _, auditor_token = accounts.create_token(root, "eve", "tests", ["*:read"])
         _, mailboxes_read = accounts.create_token(root, "alice", "tests", ["mailboxes:read"])
     finally:
-        accounts.store.close()
+        accounts.close()
     assert secret is not None
     return Admins(config, secret, admin_token, auditor_token, mailboxes_read)

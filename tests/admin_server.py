@@ -47,8 +47,12 @@ def admin_gateway(
         _stop(proc)
 
 
-def client(admins: Admins, base: str, token: str | None = None) -> httpx.Client:
-    """An HTTP client of the listener, trusting the gateway's CA (real TLS)."""
+def client(admins: Admins, base: str, token: str | None = None, *,
+           certificate: tuple[Path, Path] | None = None, http2: bool = False) -> httpx.Client:
+    """An HTTP client of the listener, trusting the gateway's CA (real TLS), presenting
+    `certificate` (certificate file, key file) when given."""
     context = ssl.create_default_context(cafile=str(admins.config.certs_path / "ca" / "chain.pem"))
+    if certificate is not None:
+        context.load_cert_chain(str(certificate[0]), str(certificate[1]))
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.Client(base_url=base, verify=context, headers=headers, timeout=30)
+    return httpx.Client(base_url=base, verify=context, headers=headers, timeout=30, http2=http2)

@@ -3,6 +3,7 @@ OpenAPI document), and answers with the CLI's rules, messages and HTTP status co
 
 from __future__ import annotations
 
+import html
 import re
 
 import httpx
@@ -21,8 +22,11 @@ def api(admin_gateway):  # noqa: F811
     admins, base = admin_gateway
     clients: list[httpx.Client] = []
 
-    def make(token: str | None) -> httpx.Client:
-        c = client(admins, base, token)
+    def make(token: str | None, certificate: object = None, http2: bool = False
+             ) -> httpx.Client:
+        """A client with a token, or a certificate (an `Issued`: its files), or neither."""
+        files = (certificate.cert_path, certificate.key_path) if certificate else None
+        c = client(admins, base, token, certificate=files, http2=http2)
         clients.append(c)
         return c
 
@@ -191,7 +195,7 @@ def test_console_cookies_csrf_headers_and_auditor(api):
     # Without the login form's token (a cross-site post): refused, no session.
     r = c.post("/console/login", data={"csrf": "forged", "name": "eve",
                                        "password": "correct horse battery", "code": "000000"})
-    assert r.status_code == 401 and "csrf:" in r.text
+    assert r.status_code == 401 and "Formulaire : la page de connexion a expiré" in r.text
     c.cookies.clear()
     page = c.get("/console/login")
     login_csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
@@ -200,7 +204,7 @@ def test_console_cookies_csrf_headers_and_auditor(api):
 
     accounts = open_accounts(admins.config)
     eve_secret = accounts.reset_totp(Caller.local("test"), "eve")
-    accounts.store.close()
+    accounts.close()
     r = c.post("/console/login", data={"csrf": login_csrf, "name": "eve",
                                        "password": "correct horse battery",
                                        "code": totp.code(eve_secret)})
@@ -214,7 +218,7 @@ def test_console_cookies_csrf_headers_and_auditor(api):
     assert page.status_code == 200 and "Suspendre" not in page.text
     csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
     r = c.post(f"/console/mailboxes/{doctor_address(DOMAIN)}/suspend", data={"csrf": csrf})
-    assert r.status_code == 403 and "auditor" in r.text
+    assert r.status_code == 403 and "eve est auditeur : lecture seule" in r.text
     r = c.post(f"/console/mailboxes/{doctor_address(DOMAIN)}/suspend", data={})
     assert r.status_code == 401
 
@@ -256,3 +260,202 @@ def test_queue_retry_and_bounce_return_the_message_to_its_sender(api):
     actions = [e.action for e in audit.read(admins.config, target=qid)]
     assert actions[0] == "queue.show" and "queue.retry" in actions
     assert actions[-1] == "queue.bounce"
+
+
+def test_client_certificates_log_in_to_the_api_and_the_console(api, capsys):
+    """A client certificate of our CA bound to an administrator (`mssgw admin certificate`)
+    is a credential for the API and the console, over real mutual TLS; a certificate bound to
+    nobody is not, an auditor's changes nothing, a revoked one stops working at once."""
+    from directory_cli import Cli
+
+    from gateway.pki import ca
+
+    admins, client = api
+    config = admins.config
+
+    def issue(name: str):  # personal-auth: the clientAuth extended key usage
+        return ca.issue(config, "personal-auth", f"{name}@test.localhost", f"Admin {name}")
+
+    alice, eve, bob, stranger = (issue(n) for n in ("alice", "eve", "bob", "stranger"))
+    cli = Cli(config.home, capsys)
+    cli.ok("admin", "certificate", "alice", alice.serial)
+    cli.ok("admin", "certificate", "eve", str(eve.cert_path))
+    cli.ok("admin", "add", "bob", "--certificate", bob.serial, "--no-password")
+    # The API: the certificate says who is calling; the audit log names them.
+    c = client(None, alice)
+    me = c.get("/api/v1/me").json()
+    assert (me["name"], me["role"], me["actor"]) == ("alice", "administrator", "admin:alice")
+    r = c.post("/api/v1/mailboxes/applications", json={"email": f"lab@{DOMAIN}", "name": "Lab"})
+    assert r.status_code == 201, r.text
+    (added,) = audit.read(config, target=f"lab@{DOMAIN}")
+    assert added.actor == "admin:alice"
+    # HTTP/2: every stream of the connection is the certificate's holder's, and nobody
+    # else's on other connections at the same time.
+    h2, anonymous = client(None, alice, http2=True), client(None, http2=True)
+    for _ in range(3):
+        r = h2.get("/api/v1/me")
+        assert r.http_version == "HTTP/2" and r.json()["name"] == "alice"
+        assert anonymous.get("/api/v1/me").status_code == 401
+    # An auditor's certificate reads, and changes nothing.
+    auditor = client(None, eve)
+    assert auditor.get(f"/api/v1/mailboxes/lab@{DOMAIN}").status_code == 200
+    r = auditor.post(f"/api/v1/mailboxes/lab@{DOMAIN}/suspend")
+    assert r.status_code == 403 and "auditor" in r.json()["error"]
+    assert c.get(f"/api/v1/mailboxes/lab@{DOMAIN}").json()["state"] == "active"
+    # A valid certificate of our CA that no administrator holds: 401, as without one.
+    r = client(None, stranger).get("/api/v1/status")
+    assert r.status_code == 401 and r.json()["error"].startswith("authentication:")
+    # Revoked while the gateway runs: refused from the next request on.
+    robot = client(None, bob)
+    assert robot.get("/api/v1/me").json()["name"] == "bob"
+    r = c.post(f"/api/v1/certificates/{bob.serial}/revoke", json={"reason": "key-compromise"})
+    assert r.json()["status"] == "revoked"
+    assert robot.get("/api/v1/me").status_code == 401  # the same (kept-alive) connection
+    assert client(None, bob).get("/api/v1/me").status_code == 401  # a new one
+    # The console: the certificate's holder is offered a login without password or code.
+    browser = client(None, alice)
+    page = browser.get("/console/login")
+    assert "Se connecter avec mon certificat" in page.text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    r = browser.post("/console/login/certificate", data={"csrf": csrf})
+    assert r.status_code == 303 and r.headers["location"] == "/console/"
+    page = browser.get("/console/")
+    assert page.status_code == 200 and "alice (administrateur)" in page.text
+    logins = [e for e in audit.read(config, action="admin.login") if e.target == "alice"]
+    assert logins[-1].details["method"] == "certificate"
+    # ...and nobody else is.
+    other = client(None, stranger)
+    page = other.get("/console/login")
+    assert "Se connecter avec mon certificat" not in page.text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    r = other.post("/console/login/certificate", data={"csrf": csrf})
+    assert r.status_code == 401
+    assert "ce certificat n'est lié à aucun administrateur" in html.unescape(r.text)
+    assert other.get("/console/").status_code == 303  # no session
+
+
+def console_messages(page: str) -> dict[str, str]:
+    """The refusals a console page shows: {field: message} ("_" for the page's own)."""
+    found = {m.group(1): html.unescape(m.group(2)) for m in re.finditer(
+        r'<p class="field-error" id="e-([a-z_]+)" role="alert">(.*?)</p>', page, re.S)}
+    for m in re.finditer(r'<p class="notice error" role="alert" id="(?:error|login-error)">'
+                         r"(.*?)</p>", page, re.S):
+        found["_"] = html.unescape(m.group(1))
+    return found
+
+
+def test_the_console_says_every_refusal_in_french(api):
+    """The console's forms refused with the same rules as the CLI and the API: each message is
+    the French of the very error the service raises (computed here by calling the service with
+    the same input), never the English one the API answers."""
+    from gateway.admins import open_accounts, totp
+    from gateway.admins.model import Caller
+    from gateway.audit import no_record
+    from gateway.directory import open_directory
+    from gateway.directory.admin import MailboxService, TrustService
+    from gateway.errors import GatewayError
+    from gateway.french import say
+    from gateway.pki.admin import CertificateService
+
+    admins, client = api
+    config = admins.config
+    directory = open_directory(config)
+    caller = Caller.local("test")
+    mailboxes, trust = MailboxService(directory, no_record, caller), TrustService(directory, caller)
+    pki = CertificateService(config, no_record, caller)
+    accounts = open_accounts(config)
+
+    def refusal(call) -> GatewayError:  # type: ignore[no-untyped-def]
+        with pytest.raises(GatewayError) as err:
+            call()
+        return err.value
+
+    browser = client(None)
+    page = browser.get("/console/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    r = browser.post("/console/login", data={"csrf": csrf, "name": "alice", "password": "nope",
+                                             "code": "000000"})
+    assert console_messages(r.text) == {"_": "Connexion : nom, mot de passe ou code erroné"}
+    csrf = re.search(r'name="csrf" value="([^"]+)"', r.text).group(1)  # the form's new token
+    secret = accounts.reset_totp(caller, "alice")
+    r = browser.post("/console/login", data={"csrf": csrf, "name": "alice",
+                                             "password": "correct horse battery",
+                                             "code": totp.code(secret)})
+    assert r.status_code == 303
+    csrf = re.search(r'name="csrf" value="([^"]+)"', browser.get("/console/").text).group(1)
+    doctor = doctor_address(DOMAIN)
+    from gateway.web.console import current_values
+
+    shown_now = current_values(directory.require(doctor))  # what the edit form sends back
+    per = {"email": f"dr.who@{DOMAIN}", "rpps": RPPS_OK, "given_name": "John",
+           "family_name": "Smith", "profession": "10"}
+    org = {"email": f"pharma2@{DOMAIN}", "finess": "750712184", "name": "Pharma", "kind":
+           "pharmacy"}
+    patient = {"ins": "279035121518989", "birth_name": "X", "given_names": "Y", "sex": "F",
+               "birth_date": "1979-03-15", "birth_place": "51215"}
+    # (console form, its data, the field the message goes to, the same call to the service)
+    cases = [
+        ("/console/mailboxes/new", {"type": "PER", **per, "rpps": RPPS_BAD_KEY}, "rpps",
+         lambda: mailboxes.add_professional(**{**per, "rpps": RPPS_BAD_KEY})),
+        ("/console/mailboxes/new", {"type": "PER", **per, "profession": ""}, "profession",
+         lambda: mailboxes.add_professional(**{**per, "profession": ""})),
+        ("/console/mailboxes/new", {"type": "PER", **per, "email": "x@elsewhere.localhost"},
+         "email", lambda: mailboxes.add_professional(**{**per, "email": "x@elsewhere.localhost"})),
+        ("/console/mailboxes/new", {"type": "PER", **per, "savoir_faire": "C99"}, "savoir_faire",
+         lambda: mailboxes.add_professional(**{**per, "savoir_faire": "C99"})),
+        ("/console/mailboxes/new", {"type": "PER", **per, "phone": "call me"}, "phone",
+         lambda: mailboxes.add_professional(**{**per, "phone": "call me"})),
+        ("/console/mailboxes/new", {"type": "ORG", **org, "finess": "750712185"}, "finess",
+         lambda: mailboxes.add_organisation(**{**org, "finess": "750712185"})),
+        ("/console/mailboxes/new", {"type": "ORG", **org, "siret": "73282932000074"}, "siret",
+         lambda: mailboxes.add_organisation(**{**org, "siret": "73282932000074"})),
+        ("/console/mailboxes/new", {"type": "PATIENT", **patient, "sex": "M"}, "ins",
+         lambda: mailboxes.add_patient(**{**patient, "sex": "M"})),
+        ("/console/mailboxes/new", {"type": "PATIENT", **patient, "ins": "279035121518980"},
+         "ins", lambda: mailboxes.add_patient(**{**patient, "ins": "279035121518980"})),
+        ("/console/mailboxes/new", {"type": "APP", "email": f"app@{DOMAIN}", "name": ""}, "name",
+         lambda: mailboxes.add_application(email=f"app@{DOMAIN}", name="")),
+        (f"/console/mailboxes/{doctor}/edit", {**shown_now, "family_name": ""}, "family_name",
+         lambda: mailboxes.update(doctor, {"family_name": ""})),
+        (f"/console/mailboxes/{doctor}/edit", {**shown_now, "structure": doctor}, "structure",
+         lambda: mailboxes.update(doctor, {"structure": doctor})),
+        (f"/console/mailboxes/{doctor}/password", {"password": "short"}, "password",
+         lambda: mailboxes.set_password(doctor, "short")),
+        ("/console/trust/add", {"name": "not a domain"}, "name",
+         lambda: trust.add("not a domain")),
+        ("/console/trust/add", {"name": "peer.example.fr", "dn": "not a DN"}, "dn",
+         lambda: trust.add("peer.example.fr", ["not a DN"])),
+        ("/console/certificates/issue", {"subject": f"nobody@{DOMAIN}", "kind": "personal-auth"},
+         "subject", lambda: pki.issue(f"nobody@{DOMAIN}", "personal-auth")),
+        ("/console/certificates/issue", {"subject": doctor, "kind": "org-seal"}, "subject",
+         lambda: pki.issue(doctor, "org-seal")),
+        ("/console/tokens/new", {"admin": "alice", "label": "x", "scopes": "everything"},
+         "scopes", lambda: accounts.create_token(caller, "alice", "x", ["everything"])),
+        ("/console/tokens/new", {"admin": "alice", "label": "", "scopes": "*:read"}, "label",
+         lambda: accounts.create_token(caller, "alice", "", ["*:read"])),
+    ]
+    for url, data, field, call in cases:
+        exc = refusal(call)
+        r = browser.post(url, data={"csrf": csrf, **data})
+        shown = console_messages(r.text)
+        assert r.status_code in (400, 404, 409, 422), (url, data, r.status_code)
+        assert shown.get(field) == say(exc), (url, data, shown, str(exc))
+        assert str(exc) not in r.text and not shown[field].startswith("Opération refusée")
+    # Pages refused whole (an error page), in French too.
+    from gateway.audit import parse_since
+
+    wrong = [("/console/audit?depuis=hier", lambda: parse_since("hier")),
+             ("/console/mailboxes?kind=XYZ", lambda: mailboxes.page(kind="XYZ")),
+             ("/console/certificates/ZZ/revoke", None),
+             ("/console/prescriptions/NOTANID", None)]
+    for url, call in wrong:
+        r = browser.post(url, data={"csrf": csrf}) if url.endswith("revoke") else browser.get(url)
+        shown = console_messages(r.text)
+        assert r.status_code >= 400 and "_" in shown, (url, r.status_code)
+        assert not shown["_"].startswith("Opération refusée"), shown
+        if call is not None:
+            assert shown["_"] == say(refusal(call))
+    r = browser.post(f"/console/mailboxes/{doctor}/suspend", data={})  # no CSRF token
+    assert console_messages(r.text)["_"].startswith("Formulaire : il est périmé")
+    accounts.close()
+    directory.close()

@@ -95,7 +95,7 @@ def test_console_walk_in_chromium(admin_gateway, browser, shots, tmp_path):  # n
     assert browser.current_url.endswith("/console/login")
     fill({"name": "alice", "password": PASSWORD, "code": "000000"})
     go(browser.find_element(By.ID, "login"))
-    assert "wrong name, password or code" in text("#login-error")
+    assert text("#login-error") == "Connexion : nom, mot de passe ou code erroné"
     shot("login-refused")
     fill({"name": "alice", "password": PASSWORD, "code": totp.code(admins.totp_secret)})
     go(browser.find_element(By.ID, "login"))
@@ -110,9 +110,9 @@ def test_console_walk_in_chromium(admin_gateway, browser, shots, tmp_path):  # n
     fill({"email": house, "rpps": RPPS_BAD_KEY, "given_name": "Gregory",
           "family_name": "House", "profession": "10", "specialty": "SM26"})
     go(browser.find_element(By.ID, "save"))
-    error = text("#e-rpps")
-    assert error == (f"rpps: '{RPPS_BAD_KEY}' is invalid: the RPPS check digit (Luhn) does"
-                     " not match")
+    error = text("#e-rpps")  # the CLI's rule and message, in French
+    assert error == (f"RPPS : « {RPPS_BAD_KEY} » n'est pas valide : la clé de contrôle du RPPS"
+                     " (Luhn) ne correspond pas")
     assert browser.find_element(By.ID, "f-rpps").get_attribute("aria-invalid") == "true"
     assert browser.find_element(By.ID, "f-family_name").get_attribute("value") == "House"
     shot("rpps-key-refused")
@@ -121,6 +121,21 @@ def test_console_walk_in_chromium(admin_gateway, browser, shots, tmp_path):  # n
     assert text("#done") == "Boîte aux lettres créée."
     assert house in browser.page_source
     shot("professional-added")
+
+    # 2b. Change its fields: the same rule, the message next to the field, nothing half-done.
+    go(browser.find_element(By.ID, "edit"))
+    assert browser.find_element(By.ID, "f-family_name").get_attribute("value") == "House"
+    fill({"specialty": "S-M", "phone": "01 23 45 67 89"})
+    go(browser.find_element(By.ID, "save"))
+    assert text("#e-specialty") == (
+        "Spécialité : « S-M » n'est pas valide : une spécialité est un code TRE_R38, comme SM26"
+        " ou SM54")
+    assert browser.find_element(By.ID, "f-phone").get_attribute("value") == "01 23 45 67 89"
+    shot("edit-refused")
+    fill({"specialty": "SM54"})
+    go(browser.find_element(By.ID, "save"))
+    assert text("#done") == "Boîte aux lettres modifiée."
+    assert "SM54" in browser.page_source and "01 23 45 67 89" in browser.page_source
 
     # 3. Suspend the mailbox.
     go(browser.find_element(By.XPATH, "//button[text()='Suspendre la boîte']"))
@@ -148,7 +163,7 @@ def test_console_walk_in_chromium(admin_gateway, browser, shots, tmp_path):  # n
     browser.find_element(By.ID, "f-file").send_keys(str(upload))
     go(browser.find_element(By.ID, "import"))
     report = text("#import-report")
-    assert "added 1, removed 0, changed 0 (operator certificate DN)" in report
+    assert "1 ajouté(s), 0 retiré(s), 0 modifié(s) (DN du certificat de l'opérateur)" in report
     assert "+ peer.mssante.fr" in report
     shot("whitelist-imported")
 
@@ -159,6 +174,7 @@ def test_console_walk_in_chromium(admin_gateway, browser, shots, tmp_path):  # n
     rows = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "#audit tbody tr")]
     shot("audit")
     for action, target in (("admin.login", "alice"), ("directory.add", house),
+                           ("directory.update", house),
                            ("directory.suspend", house), ("pki.issue", doctor_address(DOMAIN)),
                            ("pki.revoke", doctor_address(DOMAIN)),
                            ("trust.import-whitelist", "")):

@@ -43,7 +43,7 @@ def accounts(gateway_home):
     acc.now = clock = Clock()
     acc.clock = clock  # type: ignore[attr-defined]
     yield acc
-    acc.store.close()
+    acc.close()
 
 
 def test_admin_add_prints_the_totp_secret_once_and_logs_in_with_it(cli, gateway_home):
@@ -60,6 +60,7 @@ def test_admin_add_prints_the_totp_secret_once_and_logs_in_with_it(cli, gateway_
     config = load_config(gateway_home / "config.toml")
     acc = open_accounts(config)
     admin = acc.login("alice", PASSWORD, totp.code(secret))
+    acc.close()
     assert admin.name == "alice" and admin.role is Role.ADMINISTRATOR
     (entry,) = [e for e in audit.read(config, action="admin.add")]
     assert entry.target == "alice"

@@ -88,3 +88,57 @@ def test_held_entries_are_written_together_even_on_failure(tmp_path, monkeypatch
         ("prescription.register", "ID1"), ("prescription.register", "ID2"),
         ("dmp.submit", "2.25.1"), ("prescription.dispense", "ID2")]
     assert len(syncs) == 3
+
+
+def test_the_index_follows_the_log_through_torn_lines_rotation_and_loss(tmp_path):
+    """The embedded log's index (a cache beside it, `<log>.index`) indexes whole lines only,
+    skips a line torn by a crash, starts again when the log is replaced, is 0600, and losing
+    it loses nothing."""
+    import os
+    import threading
+
+    from gateway.audit import AuditFile, AuditFilter
+
+    path = tmp_path / "audit.log"
+    log = AuditFile(path)
+    assert log.query(AuditFilter(), limit=5) == ([], 0)  # no log yet
+    for i in range(3):
+        log.record("gateway", "a.b", f"t{i}", {})
+    assert [e.target for e in log.query(AuditFilter(), limit=5)[0]] == ["t2", "t1", "t0"]
+    index = path.with_name("audit.log.index")
+    assert stat.S_IMODE(index.stat().st_mode) == 0o600
+    # A line being written (no newline yet) is left for the next query.
+    with path.open("ab") as f:
+        f.write(b'{"actor": "gateway", "action": "a.b", "target": "t3", "details": {}, ')
+    assert log.query(AuditFilter(), limit=5)[1] == 3
+    with path.open("ab") as f:
+        f.write(b'"at": "2026-03-01T12:00:00+00:00"}\n')
+    assert [e.target for e in log.query(AuditFilter(), limit=2)[0]] == ["t3", "t2"]
+    # A line torn by a crash (the next entry written after it, on the same line) is skipped,
+    # as `read()` skips it.
+    with path.open("ab") as f:
+        f.write(b'{"at": "2026-')
+    log.record("gateway", "a.b", "t4", {})
+    log.record("gateway", "a.b", "t5", {})
+    found = [e.target for e in log.query(AuditFilter(), limit=10)[0]]
+    assert found == ["t5", "t3", "t2", "t1", "t0"] == [e.target for e in log.read()][::-1]
+    # Another log at the path (rotated): indexed from its start.
+    os.rename(path, tmp_path / "audit.log.1")
+    log.record("gateway", "c.d", "u0", {})
+    assert log.query(AuditFilter(), limit=10) == (list(log.read()), 1)
+    # The index lost: made again from the log.
+    log.close()
+    index.unlink()
+    assert [e.target for e in AuditFile(path).query(AuditFilter(), limit=10)[0]] == ["u0"]
+    # Workers catching up at the same moment index each line once.
+    for i in range(200):
+        log.record("gateway", "e.f", f"v{i}", {})
+    logs = [AuditFile(path) for _ in range(4)]
+    threads = [threading.Thread(target=x.query, args=(AuditFilter(),)) for x in logs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [x.query(AuditFilter(action="e.f"), limit=1)[1] for x in logs] == [200] * 4
+    for x in logs:
+        x.close()

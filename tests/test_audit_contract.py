@@ -67,3 +67,41 @@ def test_each_thread_holds_its_own_entries(log):
         assert [e.action for e in log.read()] == ["mailbox.read"]
     t.join(10)
     assert [e.action for e in log.read()] == ["mailbox.read", "prescription.register"]
+
+
+def test_a_query_finds_one_page_newest_first_and_counts(log):
+    """What the API and the console ask: one window of the matching entries, newest first,
+    with the total, without reading the whole log."""
+    from datetime import UTC, datetime, timedelta
+
+    from gateway.audit import AuditFilter
+
+    start = datetime.now(UTC)
+    for i in range(30):
+        log.record("admin:alice" if i % 2 else "gateway", "directory.add" if i % 3 else "pki.issue",
+                   f"m{i:02d}@test.localhost", {"n": i, "note": "Compte rendu" if i == 7 else ""})
+    entries, total = log.query(AuditFilter(), offset=0, limit=5)
+    assert [e.target for e in entries] == [f"m{i:02d}@test.localhost" for i in (29, 28, 27, 26, 25)]
+    assert total == 30
+    entries, total = log.query(AuditFilter(actor="admin:alice", action="directory."), offset=2,
+                               limit=3)
+    expected = [i for i in range(29, -1, -1) if i % 2 and i % 3]
+    assert [e.details["n"] for e in entries] == expected[2:5] and total == len(expected)
+    entries, total = log.query(AuditFilter(action="pki.issue"), offset=7, limit=5)
+    assert [e.details["n"] for e in entries] == [6, 3, 0] and total == 10
+    entries, total = log.query(AuditFilter(target="m07@test.localhost"), offset=0, limit=5)
+    assert [e.details["n"] for e in entries] == [7] and total == 1
+    assert log.query(AuditFilter(since=start + timedelta(days=1)), offset=0, limit=5) == ([], 0)
+    assert log.query(AuditFilter(since=start), offset=0, limit=50)[1] == 30
+    # Words anywhere in the entry, any case; the total may be left uncounted (None) when the
+    # page is full, never wrong.
+    entries, total = log.query(AuditFilter(words=("compte", "rendu")), offset=0, limit=5)
+    assert [e.details["n"] for e in entries] == [7] and total in (1, None)
+    entries, total = log.query(AuditFilter(words=("alice",)), offset=0, limit=5)
+    assert [e.details["n"] for e in entries] == [29, 27, 25, 23, 21] and total in (15, None)
+    entries, total = log.query(AuditFilter(words=("alice",), action="pki."), offset=0, limit=50)
+    assert [e.details["n"] for e in entries] == [27, 21, 15, 9, 3] and total in (5, None)
+    # New entries are seen by the next query.
+    log.record("gateway", "pki.revoke", "m07@test.localhost", {})
+    entries, total = log.query(AuditFilter(target="m07@test.localhost"), offset=0, limit=5)
+    assert [e.action for e in entries] == ["pki.revoke", "directory.add"] and total == 2

@@ -137,3 +137,39 @@ def test_domains(directory):
     assert not directory.is_trusted_domain("peer.fr")
     assert directory.get_domain("peer.fr") is None
     assert directory.whitelist_generated() is None
+
+
+def test_listings_are_searched_cut_and_counted_by_the_store(directory):
+    """Operators have hundreds of thousands of mailboxes: the store searches, counts and cuts
+    the window (what the API and the console page through), in address order."""
+    from annuaire_helpers import luhn_complete
+
+    directory.add_organisation(f"pharma@{D}", PHARMACY)
+    for i in range(12):
+        rpps = luhn_complete(f"1000382{i:03d}")
+        directory.add_professional(f"dr.{i:02d}@{D}", Professional(
+            **{**DOCTOR.__dict__, "rpps": rpps, "family_name": "Martin" if i % 3 else "Durand",
+               "given_name": f"Prénom{i}"}))
+    directory.add_patient(PATIENT)
+    directory.suspend(f"dr.05@{D}")
+    everyone = [m.address for m in directory.list_mailboxes()]
+    assert everyone == sorted(everyone) and len(everyone) == 14
+    window = directory.list_mailboxes(kind=MailboxKind.PER, offset=4, limit=5)
+    assert [m.address for m in window] == [f"dr.{i:02d}@{D}" for i in range(4, 9)]
+    assert directory.list_mailboxes(kind=MailboxKind.PER, offset=10, limit=5)[-1].address == (
+        f"dr.11@{D}")
+    assert directory.list_mailboxes(offset=14, limit=5) == []
+    assert len(directory.list_mailboxes(offset=3)) == 11  # an offset without a limit
+    assert directory.count_mailboxes() == 14
+    assert directory.count_mailboxes(kind=MailboxKind.PER) == 12
+    assert directory.count_mailboxes(state=MailboxState.SUSPENDED) == 1
+    assert directory.count_mailboxes(domain=f"patient.{D}") == 1
+    # Search: every word, accents and case folded, in names, addresses and identifiers.
+    durand = [m.address for m in directory.list_mailboxes(search="DURAND prénom", limit=2)]
+    assert durand == [f"dr.00@{D}", f"dr.03@{D}"]
+    assert directory.count_mailboxes(search="durand prenom") == 4
+    assert directory.count_mailboxes(search="martin dr.1") == 2  # dr.10 and dr.11
+    assert directory.count_mailboxes(search="100_382") == 0  # LIKE's wildcards are literal
+    assert directory.count_mailboxes(search="1000382007") == 1  # an RPPS, partly
+    assert directory.count_by_kind() == {MailboxKind.PER: 12, MailboxKind.ORG: 1,
+                                         MailboxKind.PATIENT: 1}

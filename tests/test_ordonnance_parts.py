@@ -6,6 +6,7 @@ import datetime as dt
 import io
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pypdfium2 as pdfium
 import pytest
@@ -193,7 +194,7 @@ def test_cli_pdf_into_a_missing_folder(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_cda_with_the_real_ordonnance_and_qr_passes_schema_and_schematron(
-    tmp_path: Path, shared_dir: Path
+    tmp_path: Path, cisis_kit: Any
 ) -> None:
     """The issue's promise: the PDF and QR image embedded, the CDA still passes every layer,
     and its serviceEvent carries the same identifier as the QR code."""
@@ -204,11 +205,8 @@ def test_cda_with_the_real_ordonnance_and_qr_passes_schema_and_schematron(
 
     doc, _, ident = _cda(tmp_path)
     data = doc.read_bytes()
-    report = validate_document(
-        data,
-        schema=shared_dir / "ci-sis/infrastructure/cda/CDA_extended.xsd",
-        schematron_dir=shared_dir / "ci-sis/schematrons",
-    )
+    # Every layer, the generic ones in the session's validator (compiled once for the suite).
+    report = validate_document(data, kit=cisis_kit)
     assert report.ok, [str(p) for layer in report.layers for p in layer.problems]
     ns = {"c": "urn:hl7-org:v3"}
     ids = etree.fromstring(data).xpath(

@@ -514,3 +514,49 @@ def test_rendered_dn_parses_back(attributes):
     expected = ",".join(f"{k}={' '.join(v.split()).casefold()}" for k, v in reversed(attrs))
     assert pki.normalise_dn(pki.subject_dn(name)) == expected
     assert pki.dn_matches(name, pki.subject_dn(name))
+
+
+def test_the_index_pages_searches_and_filters_by_status(config):
+    """The certificate listings (API, console) are cut, searched and counted by the index:
+    newest first, words in subject, address or serial, status as `CertRecord.status` says."""
+    from gateway.admins.model import Caller
+    from gateway.audit import no_record
+    from gateway.directory.validate import InvalidField
+    from gateway.pki import store
+    from gateway.pki.admin import CertificateService
+
+    now = datetime.now(UTC).replace(microsecond=0)
+
+    def row(i: int, *, start: int = -10, end: int = 300, revoked: bool = False) -> tuple:
+        return (f"{i:08X}", "personal-auth", "persons", f"CN=Médecin {i},O=Test,C=FR",
+                f"Médecin {i}", f"dr.{i}@test.localhost", (now + timedelta(days=start)).isoformat(),
+                (now + timedelta(days=end)).isoformat(), "00" * 32,
+                (now + timedelta(seconds=i)).isoformat(), now.isoformat() if revoked else None)
+
+    rows = [row(i) for i in range(1, 21)]  # serials in hexadecimal: 0x12 is the 18th
+    rows[2] = row(3, revoked=True)
+    rows[4] = row(5, start=-400, end=-1)  # expired
+    rows[6] = row(7, start=2)  # not yet valid
+    rows[8] = row(9, end=10)  # expires within 30 days
+    with store.connection(config) as conn:
+        conn.executemany(
+            "INSERT INTO pki_certificates(serial, kind, ca, subject_dn, common_name, email,"
+            " not_before, not_after, fingerprint, issued_at, revoked_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    service = CertificateService(config, no_record, Caller.local("test"))
+    page = service.page(search="médecin", limit=3, offset=2)
+    assert [r.serial for r in page.items] == ["00000012", "00000011", "00000010"]
+    assert page.total == 20 and page.has_next
+    assert [r.serial for r in service.page(status="revoked").items] == ["00000003"]
+    assert [r.serial for r in service.page(status="expired").items] == ["00000005"]
+    assert [r.serial for r in service.page(status="not yet valid").items] == ["00000007"]
+    valid = service.page(status="valid", search="médecin", limit=500)
+    assert valid.total == 17 and all(r.status(datetime.now(UTC)) == "valid" for r in valid.items)
+    assert [r.serial for r in service.page(search="dr.1@").items] == ["00000001"]
+    assert service.page(search="dr.1_").total == 0  # LIKE's wildcards are literal
+    assert [r.serial for r in service.page(email="DR.9@test.localhost").items] == ["00000009"]
+    assert [r.serial for r in service.expiring().items] == ["00000009"]
+    assert service.expiring().total == 1
+    with pytest.raises(InvalidField, match="status: 'lost' is invalid"):
+        service.page(status="lost")
+    assert len(service.list_all()) == len(pki.ca.list_certificates(config))  # the server's too

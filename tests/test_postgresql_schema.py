@@ -18,6 +18,7 @@ SHARED = {  # component -> the embedded module holding its SQLite migrations
     "dmp": "gateway.dmp.sqlite",
     "flows": "gateway.flows.sqlite",
     "pki": "gateway.pki.store",
+    "admins": "gateway.admins.sqlite",
 }
 EXTRA = {"dispensations": {"rowid"}}  # SQLite's implicit rowid, a real column on PostgreSQL
 

@@ -40,6 +40,7 @@ from gateway.directory.passwords import check_new_password, dummy_verify, hash_p
 from gateway.directory.passwords import verify_password as check_password
 from gateway.directory.validate import InvalidField
 from gateway.errors import Conflict, GatewayError, NotFound
+from gateway.texts import t
 
 ISSUER = "mssgw"
 TOKEN_PREFIX = "mssgw_"  # noqa: S105 (the prefix of every token, not a secret)
@@ -60,12 +61,13 @@ def certificate_sha256(cert: x509.Certificate) -> str:
 
 class UnknownAdmin(NotFound):
     def __init__(self, name: str) -> None:
-        super().__init__(f"name: no administrator account {name!r}")
+        super().__init__(t("name: no administrator account {name!r}", name=name))
 
 
 def _may_change(caller: Caller) -> None:
     if not caller.can_write:
-        raise Forbidden(f"role: {caller.name} is an auditor: read-only, no changes")
+        raise Forbidden(t("role: {name} is an auditor: read-only, no changes",
+                          name=caller.name))
 
 
 class AdminAccounts:
@@ -83,6 +85,17 @@ class AdminAccounts:
         self.settings = settings
         self.min_password_length = min_password_length
         self.now = clock
+        self._closers: list[Callable[[], None]] = []
+
+    def closing(self, *closers: Callable[[], None]) -> AdminAccounts:
+        """Close these (the store, the audit log it was opened with) with `close()`."""
+        self._closers.extend(closers)
+        return self
+
+    def close(self) -> None:
+        closers, self._closers = self._closers, []
+        for close in reversed(closers):
+            close()
 
     # --- accounts --------------------------------------------------------------------------
     @staticmethod
@@ -134,7 +147,7 @@ class AdminAccounts:
         if password is not None:
             check_new_password(password, self.min_password_length)
         if self.store.account(name) is not None:
-            raise Conflict(f"name: administrator {name!r} already exists")
+            raise Conflict(t("name: administrator {name!r} already exists", name=name))
         cert_hash = certificate_sha256(certificate) if certificate is not None else None
         if cert_hash and self.store.account_by_certificate(cert_hash) is not None:
             raise Conflict("certificate: already bound to another administrator")
@@ -201,15 +214,11 @@ class AdminAccounts:
 
     def _failed(self, acc: AccountSecrets, now: dt.datetime, client: str) -> None:
         window = dt.timedelta(seconds=self.settings.lockout)
-        start = acc.first_failure_at
-        if start is None or now - start > window:
-            count, start = 1, now
-        else:
-            count = acc.failures + 1
+        # Counted by the store in one atomic step: parallel attempts (on any worker) all count.
+        count = self.store.count_failure(acc.admin.name, now, now - window)
         locked = now + window if count >= self.settings.max_failures else None
-        self.store.update_account(
-            acc.admin.name, failures=count, first_failure_at=start, locked_until=locked
-        )
+        if locked is not None:
+            self.store.update_account(acc.admin.name, locked_until=locked)
         self.audit(f"unauthenticated {client}".strip(), "admin.login-failed", acc.admin.name,
                    {"client": client, "failures": count, "locked": locked is not None})
 
@@ -224,22 +233,22 @@ class AdminAccounts:
             dummy_verify(password)
             raise Unauthenticated(BAD_LOGIN)
         if self._locked(acc, now):
-            raise LockedOut(
-                "login: too many failed attempts: this account is locked until "
-                f"{acc.admin.locked_until:%H:%M} UTC"
-            )
+            raise LockedOut(t(
+                "login: too many failed attempts: this account is locked until {until} UTC",
+                until=f"{acc.admin.locked_until:%H:%M}"))
         ok = check_password(password, acc.password_hash) and acc.admin.active
         step = -1
         if ok and acc.totp_secret is not None:
             step = totp.verify(acc.totp_secret, code, last_step=acc.totp_last_step,
                                at=now.timestamp())
-            ok = step >= 0
+            # A code is good once: of two logins presenting it at the same moment, one wins.
+            ok = step >= 0 and self.store.take_totp_step(acc.admin.name, step)
         if not ok:
             self._failed(acc, now, client)
             raise Unauthenticated(BAD_LOGIN)
         self.store.update_account(
             acc.admin.name, failures=0, first_failure_at=None, locked_until=None,
-            last_login_at=now, **({"totp_last_step": step} if step >= 0 else {}),
+            last_login_at=now,
         )
         self.audit(f"admin:{acc.admin.name}", "admin.login", acc.admin.name,
                    {"client": client, "method": "password+totp" if step >= 0 else "password"})
@@ -338,7 +347,7 @@ class AdminAccounts:
         days = self.settings.token_days if days is None else days
         if not 1 <= days <= self.settings.max_token_days:
             raise InvalidField(
-                "days", days, f"a token lasts 1 to {self.settings.max_token_days} days"
+                "days", days, t("a token lasts 1 to {n} days", n=self.settings.max_token_days)
             )
         now = self.now()
         token = ApiToken(
@@ -359,7 +368,7 @@ class AdminAccounts:
         _may_change(caller)
         found = self.store.token((token_id or "").strip().lower())
         if found is None:
-            raise NotFound(f"token: no API token {token_id!r}")
+            raise NotFound(t("token: no API token {token!r}", token=token_id))
         token = found[0]
         if token.revoked_at is None:
             self.store.update_token(token.id, revoked_at=self.now())
@@ -378,10 +387,12 @@ class AdminAccounts:
             raise Unauthenticated("token: unknown or malformed API token")
         now = self.now()
         if token.state(now) != "active":
-            raise Unauthenticated(f"token: {token.id} is {token.state(now)}")
+            raise Unauthenticated(t("token: {token} is {state}", token=token.id,
+                                    state=token.state(now)))
         acc = self.store.account(token.admin)
         if acc is None or not acc.admin.active:
-            raise Unauthenticated(f"token: the account {token.admin} is disabled")
+            raise Unauthenticated(t("token: the account {name} is disabled",
+                                    name=token.admin))
         if token.last_used_at is None or now - token.last_used_at > dt.timedelta(minutes=1):
             self.store.update_token(token.id, last_used_at=now)
         return acc.admin, token

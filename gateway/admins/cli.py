@@ -16,17 +16,17 @@ from typing import Any
 
 from cryptography import x509
 
-from gateway.admins import console_url, open_accounts
+from gateway.admins import console_url
 from gateway.admins.accounts import ISSUER, AdminAccounts
 from gateway.admins.model import SCOPE_CHOICES, Caller, Role
 from gateway.admins.totp import provisioning_uri
 from gateway.audit import local_actor
-from gateway.cli import add_command, command_group, config_of, print_json
+from gateway.cli import add_command, command_group, config_of, print_json, runtime_of
 from gateway.errors import GatewayError
 
 
 def _accounts(args: argparse.Namespace) -> AdminAccounts:
-    return open_accounts(config_of(args))
+    return runtime_of(args).admin_accounts  # closed with the command's root
 
 
 def _caller() -> Caller:

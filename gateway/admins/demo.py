@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import secrets
 
-from gateway.admins import console_url, open_accounts
+from gateway.admins import console_url
 from gateway.admins.accounts import ISSUER
 from gateway.admins.model import Caller
 from gateway.admins.totp import provisioning_uri
@@ -20,15 +20,12 @@ DEMO_ADMIN = "demo"
 def register(runtime: Runtime) -> list[str]:
     """A DEMO_STEPS entry of `mssgw init --demo` (idempotent)."""
     config = runtime.config
-    accounts = open_accounts(config)
-    try:
-        if accounts.store.account(DEMO_ADMIN) is not None:
-            return []
-        password = secrets.token_urlsafe(12)
-        _, secret = accounts.add(Caller.local(local_actor()), DEMO_ADMIN, "administrator",
-                                 password=password)
-    finally:
-        accounts.store.close()
+    accounts = runtime.admin_accounts
+    if accounts.store.account(DEMO_ADMIN) is not None:
+        return []
+    password = secrets.token_urlsafe(12)
+    _, secret = accounts.add(Caller.local(local_actor()), DEMO_ADMIN, "administrator",
+                             password=password)
     assert secret is not None
     url = console_url(config)
     return [

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from gateway.errors import GatewayError
+from gateway.texts import t
 
 
 class Role(StrEnum):
@@ -40,8 +41,9 @@ def check_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
             s = s.strip().lower()
             if s not in SCOPE_CHOICES:
                 raise GatewayError(
-                    f"scope: {s!r} is invalid: a scope is RESOURCE:read or RESOURCE:write, "
-                    f"RESOURCE one of *, {', '.join(RESOURCES)}"
+                    t("scope: {scope!r} is invalid: a scope is RESOURCE:read or"
+                      " RESOURCE:write, RESOURCE one of *, {resources}", scope=s,
+                      resources=", ".join(RESOURCES))
                 )
             if s not in out:
                 out.append(s)
@@ -87,9 +89,10 @@ class Caller:
         if self.allows(resource, write=write):
             return
         if write and self.role is not Role.ADMINISTRATOR:
-            raise Forbidden(f"role: {self.name} is an auditor: read-only, no changes")
+            raise Forbidden(t("role: {name} is an auditor: read-only, no changes",
+                              name=self.name))
         need = f"{resource}:{'write' if write else 'read'}"
-        raise Forbidden(f"scope: this token does not grant {need}")
+        raise Forbidden(t("scope: this token does not grant {scope}", scope=need))
 
 
 @dataclass(frozen=True)

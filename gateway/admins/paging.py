@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from gateway.directory.validate import InvalidField
+from gateway.texts import t
 
 T = TypeVar("T")
 MAX_LIMIT = 500
@@ -15,12 +16,15 @@ MAX_LIMIT = 500
 @dataclass(frozen=True)
 class Page(Generic[T]):
     items: list[T]
-    total: int
+    total: int | None  # None: not counted (the audit log's word search stops at a full page)
     offset: int
     limit: int
+    more: bool = False  # when `total` is None: is there a next page?
 
     @property
     def has_next(self) -> bool:
+        if self.total is None:
+            return self.more
         return self.offset + len(self.items) < self.total
 
 
@@ -30,7 +34,7 @@ def check_window(offset: int | None, limit: int | None, default: int = 50) -> tu
     if o < 0:
         raise InvalidField("offset", o, "must be 0 or more")
     if not 1 <= n <= MAX_LIMIT:
-        raise InvalidField("limit", n, f"must be between 1 and {MAX_LIMIT}")
+        raise InvalidField("limit", n, t("must be between 1 and {n}", n=MAX_LIMIT))
     return o, n
 
 

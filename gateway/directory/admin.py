@@ -14,7 +14,7 @@ from enum import Enum
 from typing import Any
 
 from gateway.admins.model import Caller
-from gateway.admins.paging import Page, paginate
+from gateway.admins.paging import Page, check_window, paginate
 from gateway.audit import Recorder
 from gateway.directory.model import (
     Application,
@@ -30,6 +30,7 @@ from gateway.directory.model import (
 from gateway.directory.repository import Directory, UnknownDomain, WhitelistChange
 from gateway.directory.validate import InvalidField, MissingField
 from gateway.directory.validate import savoir_faire as checked_savoir_faire
+from gateway.texts import t, text_of
 
 # Fields `update` accepts (the CLI's options, the API's JSON keys, the console's form fields).
 UPDATE_FIELDS = (
@@ -195,30 +196,35 @@ class MailboxService:
         return self.directory.add_application(_req(email, "email"), Application(name or ""))
 
     # --- read ---------------------------------------------------------------------------
-    def _find(
+    def _filters(
         self, kind: str | None, domain: str | None, search: str | None, state: str | None
-    ) -> list[Mailbox]:
+    ) -> dict[str, Any]:
         self.caller.require(self.resource)
-        return self.directory.list_mailboxes(
-            kind=parse_kind(kind), domain=_opt(domain), search=_opt(search),
-            state=parse_state(state),
-        )
+        return {"kind": parse_kind(kind), "domain": _opt(domain), "search": _opt(search),
+                "state": parse_state(state)}
 
     def page(
         self, *, kind: str | None = None, domain: str | None = None, search: str | None = None,
         state: str | None = None, offset: int | None = None, limit: int | None = None,
     ) -> Page[Mailbox]:
-        """One page of the matches; the patients on it are audited as read."""
-        page = paginate(self._find(kind, domain, search, state), offset, limit)
-        self._patient_reads("directory.list", [m for m in page.items if m.patient])
-        return page
+        """One page of the matches, searched and cut by the directory itself (an operator has
+        hundreds of thousands); the patients on it are audited as read."""
+        filters = self._filters(kind, domain, search, state)
+        o, n = check_window(offset, limit)
+        items = self.directory.list_mailboxes(**filters, offset=o, limit=n)
+        if len(items) < n and (items or o == 0):
+            total = o + len(items)  # the last page: no need to count
+        else:
+            total = self.directory.count_mailboxes(**filters)
+        self._patient_reads("directory.list", [m for m in items if m.patient])
+        return Page(items, total, o, n)
 
     def list_all(
         self, *, kind: str | None = None, domain: str | None = None, search: str | None = None,
         state: str | None = None,
     ) -> list[Mailbox]:
         """Every match, no paging (the CLI's `directory list`)."""
-        found = self._find(kind, domain, search, state)
+        found = self.directory.list_mailboxes(**self._filters(kind, domain, search, state))
         self._patient_reads("directory.list", [m for m in found if m.patient])
         return found
 
@@ -228,10 +234,12 @@ class MailboxService:
         self._patient_reads("directory.show", [m] if m.patient else [])
         return m
 
-    def structures(self) -> list[Mailbox]:
-        """ORG mailboxes (a professional's structure: the console's choice list)."""
+    def structures(self, at_most: int = 200) -> list[Mailbox] | None:
+        """ORG mailboxes (a professional's structure: the console's choice list), or None when
+        there are more than `at_most` (the console then asks for the address)."""
         self.caller.require(self.resource)
-        return self.directory.list_mailboxes(kind=MailboxKind.ORG)
+        found = self.directory.list_mailboxes(kind=MailboxKind.ORG, limit=at_most + 1)
+        return None if len(found) > at_most else found
 
     # --- change -------------------------------------------------------------------------
     def update(self, address: str, changes: dict[str, Any]) -> Mailbox:
@@ -337,19 +345,20 @@ class TrustService:
 
 
 def whitelist_report(change: WhitelistChange, source: str, show_names: int = 50) -> list[str]:
-    """The lines `mssgw trust import-whitelist` prints (the console shows the same)."""
-    lines = [f"warning: {w}" for w in change.warnings]
-    lines.append(
-        f"imported {source} (generated {change.generated or 'unknown'}): {change.entries}"
-        f" entries, {change.domains} domains"
-    )
-    lines.append(
-        f"added {len(change.added)}, removed {len(change.removed)},"
-        f" changed {len(change.changed)} (operator certificate DN)"
-    )
+    """The lines `mssgw trust import-whitelist` prints (the console shows the same, in
+    French: each line is a `Text`)."""
+    lines: list[str] = [t("warning: {warning}", warning=text_of(w)) for w in change.warnings]
+    lines.append(t(
+        "imported {file} (generated {generated}): {entries} entries, {domains} domains",
+        file=source, generated=change.generated or t("unknown"), entries=change.entries,
+        domains=change.domains))
+    lines.append(t(
+        "added {added}, removed {removed}, changed {changed} (operator certificate DN)",
+        added=len(change.added), removed=len(change.removed), changed=len(change.changed)))
     for mark, names in (("+", change.added), ("-", change.removed), ("~", change.changed)):
         if len(names) > show_names:
-            lines.append(f"{mark} ... {len(names)} domains (--json lists them)")
+            lines.append(t("{mark} ... {count} domains (--json lists them)", mark=mark,
+                           count=len(names)))
             continue
-        lines += [f"{mark} {name}" for name in names]
+        lines += [f"{mark} {name}" for name in names]  # names: nothing to translate
     return lines

@@ -23,6 +23,7 @@ from gateway.directory.model import (
     RemoteKind,
 )
 from gateway.errors import InvalidIdentifier
+from gateway.texts import t
 
 KIND_FIELD = {
     MailboxKind.PER: "professional",
@@ -67,7 +68,8 @@ def _organisation(o: Organisation) -> Organisation:
         kind = OrganisationKind(str(o.kind).strip().lower())
     except ValueError:
         raise v.InvalidField(
-            "kind", o.kind, "one of " + ", ".join(k.value for k in OrganisationKind)
+            "kind", o.kind, t("one of {choices}",
+                              choices=", ".join(k.value for k in OrganisationKind))
         ) from None
     return dataclasses.replace(
         o,
@@ -130,7 +132,8 @@ def normalise_remote(entry: RemoteEntry) -> RemoteEntry:
         kind = RemoteKind(str(entry.kind).strip().lower())
     except ValueError:
         raise v.InvalidField(
-            "kind", entry.kind, "one of " + ", ".join(k.value for k in RemoteKind)
+            "kind", entry.kind,
+            t("one of {choices}", choices=", ".join(k.value for k in RemoteKind))
         ) from None
     rpps = ids.rpps(entry.rpps) if entry.rpps else None
     adeli = ids.adeli(entry.adeli) if entry.adeli else None
@@ -139,7 +142,8 @@ def normalise_remote(entry: RemoteEntry) -> RemoteEntry:
     if kind is RemoteKind.PROFESSIONAL and not (rpps or adeli):
         raise InvalidIdentifier("rpps", "", "a professional needs an RPPS (or ADELI) number")
     if kind is not RemoteKind.PROFESSIONAL and not (finess or siret):
-        raise InvalidIdentifier("finess", "", f"a {kind.value} needs a FINESS (or SIRET) number")
+        raise InvalidIdentifier("finess", "", t("a {kind} needs a FINESS (or SIRET) number",
+                                                kind=kind.value))
     profession = (entry.profession or "").strip() or None
     if profession is not None and not profession.isdigit():
         raise v.InvalidField("profession", profession, "a TRE_G15 code is digits (e.g. 10, 21)")

@@ -14,6 +14,7 @@ import os
 import re
 
 from gateway.errors import GatewayError
+from gateway.texts import t
 
 DEFAULT_LOG_N = 14  # N = 16384: about 16 MB and some tens of ms per check on one core
 DEFAULT_R = 8
@@ -34,9 +35,11 @@ class WeakPassword(GatewayError):
 
 def check_new_password(password: str, min_length: int = MIN_PASSWORD_LENGTH) -> None:
     if len(password) < min_length:
-        raise WeakPassword(f"password: too short: at least {min_length} characters are required")
+        raise WeakPassword(t("password: too short: at least {n} characters are required",
+                             n=min_length))
     if len(password) > MAX_PASSWORD_LENGTH:
-        raise WeakPassword(f"password: too long: at most {MAX_PASSWORD_LENGTH} characters")
+        raise WeakPassword(t("password: too long: at most {n} characters",
+                             n=MAX_PASSWORD_LENGTH))
     if password != password.strip() or "\n" in password or "\r" in password:
         raise WeakPassword("password: must not start or end with spaces or contain line breaks")
 

@@ -27,12 +27,13 @@ from gateway.directory.model import (
 )
 from gateway.directory.whitelist import MAX_REMOVED_SHARE
 from gateway.errors import Conflict, NotFound
+from gateway.texts import t
 
 
 class UnknownMailbox(NotFound):
     def __init__(self, address: str) -> None:
         self.address = address
-        super().__init__(f"email: no mailbox {address!r} in the directory")
+        super().__init__(t("email: no mailbox {address!r} in the directory", address=address))
 
 
 class DuplicateMailbox(Conflict):
@@ -40,13 +41,16 @@ class DuplicateMailbox(Conflict):
 
     def __init__(self, field: str, value: str, owner: str | None = None) -> None:
         self.field = field
-        whose = f" (mailbox {owner})" if owner else ""
-        super().__init__(f"{field}: {value!r} is already registered{whose}")
+        whose = t(" (mailbox {owner})", owner=owner) if owner else ""
+        super().__init__(t(
+            "{field}: {value!r} is already registered{whose}",
+            field=field, value=value, whose=whose))
 
 
 class UnknownDomain(NotFound):
     def __init__(self, name: str) -> None:
-        super().__init__(f"domain: {name!r} is not a trust-space domain of this gateway")
+        super().__init__(t(
+            "domain: {name!r} is not a trust-space domain of this gateway", name=name))
 
 
 @dataclass(frozen=True)
@@ -219,7 +223,28 @@ class Directory(TrustDomains, Protocol):
         domain: str | None = None,
         search: str | None = None,
         state: MailboxState | None = None,
-    ) -> list[Mailbox]: ...
+        offset: int = 0,
+        limit: int | None = None,
+    ) -> list[Mailbox]:
+        """The matching mailboxes by address; `offset` and `limit` (None: no limit) take one
+        window of them, in the store (an operator has hundreds of thousands). `search`: every
+        word (`validate.folded`) is found in the address, the names or the identifiers."""
+        ...
+
+    def count_mailboxes(
+        self,
+        *,
+        kind: MailboxKind | None = None,
+        domain: str | None = None,
+        search: str | None = None,
+        state: MailboxState | None = None,
+    ) -> int:
+        """How many mailboxes `list_mailboxes` would list with the same filters."""
+        ...
+
+    def count_by_kind(self) -> dict[MailboxKind, int]:
+        """How many mailboxes of each kind (kinds with none are left out)."""
+        ...
 
     def update(self, address: str, **changes: Any) -> Mailbox:
         """Change fields of the mailbox's identity (e.g. family_name=..., structure=...)."""

@@ -63,6 +63,7 @@ from gateway.directory.repository import (
 from gateway.directory.whitelist import MAX_REMOVED_SHARE, InvalidWhitelist, parse_whitelist
 from gateway.errors import Conflict, GatewayError
 from gateway.pki.dn import dn_matches, normalise_dn, subject_dn
+from gateway.texts import t
 
 COMPONENT = "directory"
 MIGRATIONS: list[str] = [
@@ -136,6 +137,9 @@ def _normalised_dn(dn: str) -> str | None:
         return normalise_dn(dn)
     except ValueError:
         return None
+
+
+NO_LIMIT = 1 << 62
 
 
 def _now() -> str:
@@ -248,10 +252,12 @@ class SQLiteDirectory:
         if kind is MailboxKind.PATIENT:
             if dom != self.patient_domain:
                 raise v.InvalidField(
-                    "email", addr, f"a patient's address is in {self.patient_domain}"
+                    "email", addr, t("a patient's address is in {domain}",
+                                     domain=self.patient_domain)
                 )
         elif dom == self.patient_domain:
-            raise v.InvalidField("email", addr, f"{dom} holds patients' mailboxes only")
+            raise v.InvalidField("email", addr, t("{domain} holds patients' mailboxes only",
+                                                  domain=dom))
         if not own:
             raise GatewayError(
                 "directory: this gateway has no domain of its own yet: run `mssgw init` first"
@@ -260,8 +266,9 @@ class SQLiteDirectory:
             raise v.InvalidField(
                 "email",
                 addr,
-                f"{dom} is not one of our domains ({', '.join(sorted(own)) or 'none'});"
-                f" add it with `mssgw trust add-domain {dom} --own`",
+                t("{domain} is not one of our domains ({ours}); add it with"
+                  " `mssgw trust add-domain {domain} --own`",
+                  domain=dom, ours=", ".join(sorted(own)) or "none"),
             )
         return addr
 
@@ -396,14 +403,11 @@ class SQLiteDirectory:
         )
         return [self._mailbox(r) for r in rows]
 
-    def list_mailboxes(
-        self,
-        *,
-        kind: MailboxKind | None = None,
-        domain: str | None = None,
-        search: str | None = None,
-        state: MailboxState | None = None,
-    ) -> list[Mailbox]:
+    @staticmethod
+    def _mailbox_filter(
+        kind: MailboxKind | None, domain: str | None, search: str | None,
+        state: MailboxState | None,
+    ) -> tuple[str, list[Any]]:
         where: list[str] = []
         params: list[Any] = []
         if kind is not None:
@@ -418,10 +422,41 @@ class SQLiteDirectory:
         for word in v.folded(search or "").split():
             where.append("search LIKE ? ESCAPE '\\'")
             params.append(f"%{_escape_like(word)}%")
-        sql = "SELECT * FROM directory_mailbox"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        return [self._mailbox(r) for r in self._read(sql + " ORDER BY address", params)]
+        return (" WHERE " + " AND ".join(where)) if where else "", params
+
+    def list_mailboxes(
+        self,
+        *,
+        kind: MailboxKind | None = None,
+        domain: str | None = None,
+        search: str | None = None,
+        state: MailboxState | None = None,
+        offset: int = 0,
+        limit: int | None = None,
+    ) -> list[Mailbox]:
+        where, params = self._mailbox_filter(kind, domain, search, state)
+        sql = "SELECT * FROM directory_mailbox" + where + " ORDER BY address"  # noqa: S608
+        if limit is not None or offset:
+            # (no limit with an offset: a bound no store reaches; PostgreSQL refuses -1)
+            sql += " LIMIT ? OFFSET ?"
+            params += [NO_LIMIT if limit is None else max(limit, 0), max(offset, 0)]
+        return [self._mailbox(r) for r in self._read(sql, params)]
+
+    def count_mailboxes(
+        self,
+        *,
+        kind: MailboxKind | None = None,
+        domain: str | None = None,
+        search: str | None = None,
+        state: MailboxState | None = None,
+    ) -> int:
+        where, params = self._mailbox_filter(kind, domain, search, state)
+        rows = self._read("SELECT count(*) FROM directory_mailbox" + where, params)  # noqa: S608
+        return int(rows[0][0])
+
+    def count_by_kind(self) -> dict[MailboxKind, int]:
+        rows = self._read("SELECT kind, count(*) FROM directory_mailbox GROUP BY kind")
+        return {MailboxKind(r[0]): int(r[1]) for r in rows}
 
     def update(self, address: str, **changes: Any) -> Mailbox:
         current = self.require(address)
@@ -432,7 +467,8 @@ class SQLiteDirectory:
         for key in changes:
             if key not in allowed:
                 raise v.InvalidField(
-                    key.replace("_", "-"), changes[key], f"does not apply to a {kind.value} mailbox"
+                    key.replace("_", "-"), changes[key],
+                    t("does not apply to a {kind} mailbox", kind=kind.value)
                 )
         if kind is MailboxKind.PATIENT and "ins" in changes and changes["ins"] != identity.ins:
             raise Conflict(
@@ -480,7 +516,8 @@ class SQLiteDirectory:
     def _set_state(self, address: str, state: MailboxState, action: str) -> Mailbox:
         current = self.require(address)
         if current.state is state:
-            raise Conflict(f"state: {current.address} is already {state.value}")
+            raise Conflict(t("state: {address} is already {state}", address=current.address,
+                             state=state.value))
         with self._change() as conn:
             conn.execute(
                 "UPDATE directory_mailbox SET state = ?, updated_at = ? WHERE address = ?",
@@ -506,10 +543,11 @@ class SQLiteDirectory:
                 )
             ]
             if members:
-                raise Conflict(
-                    f"structure: {current.address} is the structure of {len(members)}"
-                    f" professional(s) ({', '.join(members[:3])}); move or delete them first"
-                )
+                raise Conflict(t(
+                    "structure: {address} is the structure of {count} professional(s)"
+                    " ({members}); move or delete them first",
+                    address=current.address, count=len(members), members=", ".join(members[:3])
+                ))
             conn.execute("DELETE FROM directory_mailbox WHERE address = ?", (current.address,))
             self._audit("directory.delete", current.address, kind=current.kind.value)
 
@@ -632,7 +670,8 @@ class SQLiteDirectory:
                 "SELECT source FROM directory_domain WHERE name = ?", (domain,)
             ).fetchone()
             if row:
-                raise Conflict(f"domain: {domain!r} is already listed (source: {row[0]})")
+                raise Conflict(t("domain: {domain!r} is already listed (source: {source})",
+                                 domain=domain, source=row[0]))
             now = _now()
             conn.execute(
                 "INSERT INTO directory_domain (name, ours, source, operator_dns, description,"
@@ -663,9 +702,9 @@ class SQLiteDirectory:
                 "SELECT count(*) FROM directory_mailbox WHERE domain = ?", (domain,)
             ).fetchone()
             if count:
-                raise Conflict(
-                    f"domain: {domain!r} still holds {count} mailbox(es); delete them first"
-                )
+                raise Conflict(t(
+                    "domain: {domain!r} still holds {count} mailbox(es); delete them first",
+                    domain=domain, count=count))
             conn.execute("DELETE FROM directory_domain WHERE name = ?", (domain,))
             self._audit("trust.remove-domain", domain)
 
@@ -710,7 +749,8 @@ class SQLiteDirectory:
         try:
             data = p.read_bytes()
         except OSError as exc:
-            raise GatewayError(f"whitelist: cannot read {p}: {exc.strerror}") from None
+            raise GatewayError(t("whitelist: cannot read {path}: {reason}", path=str(p),
+                                 reason=exc.strerror)) from None
         wl = parse_whitelist(data, source=p.name)
         warnings = list(wl.warnings)
         added: list[str] = []
@@ -718,10 +758,10 @@ class SQLiteDirectory:
         with self._change() as conn:
             previous = self.whitelist_generated()
             if previous and wl.generated and wl.generated < previous and not allow_older:
-                raise InvalidWhitelist(
-                    f"{p.name}: generated {wl.generated}, older than the list already imported"
-                    f" ({previous}): refused (use --allow-older to import it anyway)"
-                )
+                raise InvalidWhitelist(t(
+                    "{file}: generated {generated}, older than the list already imported"
+                    " ({previous}): refused (use --allow-older to import it anyway)",
+                    file=p.name, generated=wl.generated, previous=previous))
             existing = {
                 r["name"]: r for r in conn.execute("SELECT * FROM directory_domain")
             }
@@ -729,7 +769,8 @@ class SQLiteDirectory:
             for name, dom in sorted(wl.domains.items()):
                 old = existing.get(name)
                 if old is not None and old["ours"]:
-                    warnings.append(f"{name} is one of our own domains: its entry is ignored")
+                    warnings.append(t("{name} is one of our own domains: its entry is ignored",
+                                      name=name))
                     continue
                 values = (
                     json.dumps(list(dom.operator_dns), ensure_ascii=False),
@@ -758,11 +799,12 @@ class SQLiteDirectory:
             listed = [name for name, old in existing.items() if old["source"] == "whitelist"]
             removed = sorted(name for name in listed if name not in wl.domains)
             if len(removed) > max_removed_share * len(listed) and not allow_removals:
-                raise InvalidWhitelist(
-                    f"{p.name}: would remove {len(removed)} of the {len(listed)} peer domains"
-                    f" imported from the whitelist ({len(removed) / len(listed):.0%}), more than"
-                    f" the {max_removed_share:.0%} allowed ([trust] max_removed_share): refused"
-                    " (check the file; use --allow-removals to import it anyway)"
+                raise InvalidWhitelist(t(
+                    "{file}: would remove {removed} of the {listed} peer domains imported from"
+                    " the whitelist ({share:.0%}), more than the {allowed:.0%} allowed ([trust]"
+                    " max_removed_share): refused (check the file; use --allow-removals to"
+                    " import it anyway)", file=p.name, removed=len(removed), listed=len(listed),
+                    share=len(removed) / len(listed), allowed=max_removed_share)
                 )
             for name in removed:
                 conn.execute("DELETE FROM directory_domain WHERE name = ?", (name,))
@@ -941,13 +983,13 @@ class SQLiteDirectory:
             before = [a for a, r in existing.items() if r["source"] == "annuaire"]
             removed = [a for a in before if a not in checked or checked[a].domain in own]
             if before and len(removed) > max_removed_share * len(before) and not allow_removals:
-                raise Conflict(
-                    f"{source_name or 'import'}: would remove {len(removed)} of the"
-                    f" {len(before)} remote entries imported before"
-                    f" ({len(removed) / len(before):.0%}), more than the"
-                    f" {max_removed_share:.0%} allowed ([trust] max_removed_share): refused"
-                    " (check the file; use --allow-removals to import it anyway)"
-                )
+                raise Conflict(t(
+                    "{file}: would remove {removed} of the {before} remote entries imported"
+                    " before ({share:.0%}), more than the {allowed:.0%} allowed ([trust]"
+                    " max_removed_share): refused (check the file; use --allow-removals to"
+                    " import it anyway)", file=source_name or "import", removed=len(removed),
+                    before=len(before), share=len(removed) / len(before),
+                    allowed=max_removed_share))
             conn.executemany(self._REMOTE_INSERT, writes)
             conn.executemany("DELETE FROM directory_remote WHERE address = ?",
                              [(a,) for a in removed])

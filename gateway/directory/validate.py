@@ -12,6 +12,7 @@ from datetime import date
 
 from gateway.directory.codes import PROFESSIONS, SAVOIR_FAIRE
 from gateway.errors import GatewayError, InvalidIdentifier
+from gateway.texts import t, text_of
 
 # RFC 5321 allows more, but mailbox names we create stay simple and unambiguous.
 _LOCAL = re.compile(r"[a-z0-9](?:[a-z0-9._+-]{0,62}[a-z0-9])?")
@@ -24,7 +25,8 @@ class InvalidField(GatewayError):
     def __init__(self, field: str, value: object, rule: str) -> None:
         self.field = field
         self.rule = rule
-        super().__init__(f"{field}: {value!r} is invalid: {rule}")
+        super().__init__(t("{field}: {value!r} is invalid: {rule}", field=field, value=value,
+                           rule=text_of(rule)))
 
 
 class MissingField(GatewayError):
@@ -33,7 +35,7 @@ class MissingField(GatewayError):
     def __init__(self, field: str, rule: str) -> None:
         self.field = field
         self.rule = rule
-        super().__init__(f"{field}: {rule}")
+        super().__init__(t("{field}: {rule}", field=field, rule=text_of(rule)))
 
 
 def domain_name(value: str, field: str = "domain") -> str:
@@ -64,7 +66,7 @@ def text(value: str | None, field: str, *, required: bool = True, max_len: int =
     if required and not v:
         raise InvalidField(field, value or "", "must not be empty")
     if len(v) > max_len:
-        raise InvalidField(field, v[:20] + "...", f"at most {max_len} characters")
+        raise InvalidField(field, v[:20] + "...", t("at most {n} characters", n=max_len))
     if any(unicodedata.category(c) == "Cc" for c in v):
         raise InvalidField(field, v, "control characters are not allowed")
     return v
@@ -77,7 +79,7 @@ def multiline(value: str | None, field: str, max_len: int = 500) -> str | None:
     lines = [text(line, field, required=False) for line in value.replace("\\n", "\n").split("\n")]
     out = "\n".join(line for line in lines if line)
     if len(out) > max_len:
-        raise InvalidField(field, out[:20] + "...", f"at most {max_len} characters")
+        raise InvalidField(field, out[:20] + "...", t("at most {n} characters", n=max_len))
     return out or None
 
 
@@ -166,16 +168,16 @@ def ins_matches_traits(ins: str, sex_: str, born: date, field: str = "ins") -> N
     Temporary numbers (first digit 3, 4, 7, 8) and unknown months (20-42, 50-99) are not checked.
     """
     if ins[0] in "12" and ins[0] != ("1" if sex_ == "M" else "2"):
-        raise InvalidIdentifier(field, ins, f"its first digit {ins[0]} contradicts sex {sex_}")
+        raise InvalidIdentifier(field, ins, t("its first digit {digit} contradicts sex {sex}",
+                                              digit=ins[0], sex=sex_))
     if int(ins[1:3]) != born.year % 100:
-        raise InvalidIdentifier(
-            field, ins, f"its birth year {ins[1:3]} contradicts the birth date {born}"
-        )
+        raise InvalidIdentifier(field, ins, t(
+            "its birth year {year} contradicts the birth date {born}", year=ins[1:3], born=born))
     month = int(ins[3:5])
     if 1 <= month <= 12 and month != born.month:
-        raise InvalidIdentifier(
-            field, ins, f"its birth month {ins[3:5]} contradicts the birth date {born}"
-        )
+        raise InvalidIdentifier(field, ins, t(
+            "its birth month {month} contradicts the birth date {born}", month=ins[3:5],
+            born=born))
 
 
 def folded(*parts: str | None) -> str:

@@ -29,6 +29,7 @@ from lxml import etree
 
 from gateway.directory.validate import InvalidField, domain_name
 from gateway.errors import GatewayError
+from gateway.texts import t
 
 NS = "https://listeblanche.mssante.fr/schema"
 MAX_SIZE = 64 * 1024 * 1024
@@ -85,15 +86,16 @@ def _parser_options() -> dict[str, Any]:
 def _refuse_dtd(root: etree._Element, source: str) -> None:
     docinfo = root.getroottree().docinfo
     if getattr(docinfo, "doctype", "") or docinfo.internalDTD is not None:
-        raise InvalidWhitelist(
-            f"{source}: a DOCTYPE/DTD is not allowed in the whitelist (entities refused)"
-        )
+        raise InvalidWhitelist(t(
+            "{file}: a DOCTYPE/DTD is not allowed in the whitelist (entities refused)",
+            file=source))
 
 
 def _not_well_formed(source: str, exc: etree.XMLSyntaxError) -> InvalidWhitelist:
     # libxml2 may quote the offending bytes (a newline...): keep the message on one line
     message = " ".join(str(exc.msg).split()).encode("ascii", "backslashreplace").decode()
-    return InvalidWhitelist(f"{source}: not well-formed XML: {message}")
+    return InvalidWhitelist(t("{file}: not well-formed XML: {detail}", file=source,
+                              detail=message))
 
 
 def _cut_root(data: bytes) -> etree._Element | None:
@@ -140,10 +142,9 @@ def _parse_tree(data: bytes, source: str) -> tuple[etree._Element, list[str]]:
         raise _not_well_formed(source, error) from None
     _refuse_dtd(cut_root, source)
     if not _LIST_CLOSE.search(data):
-        raise InvalidWhitelist(
-            f"{source}: the file is truncated before the end of the domain list: refused"
-            " (importing it would remove the domains that are missing)"
-        )
+        raise InvalidWhitelist(t(
+            "{file}: the file is truncated before the end of the domain list: refused"
+            " (importing it would remove the domains that are missing)", file=source))
     completed = _completed_list(data, cut_root)
     if completed is None:  # something else than the closing root tag follows the list
         raise _not_well_formed(source, error) from None
@@ -152,24 +153,25 @@ def _parse_tree(data: bytes, source: str) -> tuple[etree._Element, list[str]]:
     except etree.XMLSyntaxError as exc:  # e.g. that `</ListeDomaines>` is inside a comment
         raise _not_well_formed(source, exc) from None
     return root, [
-        f"{source}: the file ends without </ListeBlancheMSSante>; the domain list itself is"
-        " complete"
+        t("{file}: the file ends without </ListeBlancheMSSante>; the domain list itself is"
+          " complete", file=source)
     ]
 
 
 def parse_whitelist(data: bytes, source: str = "whitelist") -> Whitelist:
     """Parse the whitelist XML in `data`; raises InvalidWhitelist with a one-line reason."""
     if len(data) > MAX_SIZE:
-        raise InvalidWhitelist(f"{source}: larger than {MAX_SIZE // (1024 * 1024)} MB: refused")
+        raise InvalidWhitelist(t("{file}: larger than {mb} MB: refused", file=source,
+                                 mb=MAX_SIZE // (1024 * 1024)))
     root, warnings = _parse_tree(data, source)
     _refuse_dtd(root, source)
     if root.tag != _q("ListeBlancheMSSante"):
-        raise InvalidWhitelist(
-            f"{source}: root element is {root.tag}, not ListeBlancheMSSante in namespace {NS}"
-        )
+        raise InvalidWhitelist(t(
+            "{file}: root element is {tag}, not ListeBlancheMSSante in namespace {ns}",
+            file=source, tag=root.tag, ns=NS))
     domain_list = root.find(_q("ListeDomaines"))
     if domain_list is None:
-        raise InvalidWhitelist(f"{source}: no ListeDomaines element")
+        raise InvalidWhitelist(t("{file}: no ListeDomaines element", file=source))
     raw = domain_list.findall(_q("Domaine"))
     generated = _text(root, "DateDeGeneration")
     return Whitelist(generated, len(raw), _merge(raw, warnings), tuple(warnings))
@@ -182,10 +184,10 @@ def _merge(raw: list[etree._Element], warnings: list[str]) -> dict[str, Whitelis
         try:
             name = domain_name(nom or "", "Nom")
         except InvalidField as exc:
-            warnings.append(f"entry skipped: {exc}")
+            warnings.append(t("entry skipped: {reason}", reason=exc.text))
             continue
         if not _text(el, "DNCertificatOperateur"):
-            warnings.append(f"entry skipped: {name} has no DNCertificatOperateur")
+            warnings.append(t("entry skipped: {name} has no DNCertificatOperateur", name=name))
             continue
         by_name.setdefault(name, []).append((_text(el, "DateMAJ") or "", el))
     out: dict[str, WhitelistDomain] = {}

@@ -14,6 +14,7 @@ from gateway.admins.paging import Page, paginate
 from gateway.directory.validate import InvalidField, MissingField
 from gateway.dmp import Actor, DocumentRepository, DocumentStatus
 from gateway.dmp.model import DocumentEntry, StoredDocument
+from gateway.texts import t
 
 STATUS_CHOICES = [s.value for s in DocumentStatus] + ["all"]
 
@@ -37,7 +38,8 @@ def parse_status(value: str | None) -> DocumentStatus | None:
     try:
         return DocumentStatus(value)
     except ValueError:
-        raise InvalidField("status", value, f"one of {', '.join(STATUS_CHOICES)}") from None
+        raise InvalidField("status", value, t("one of {choices}",
+                                              choices=", ".join(STATUS_CHOICES))) from None
 
 
 class DmpService:

@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from gateway.errors import Conflict, GatewayError, NotFound
+from gateway.texts import t
 
 if TYPE_CHECKING:
     from gateway.directory.model import Mailbox
@@ -218,14 +219,14 @@ class DocumentNotFound(DMPError, NotFound):
     code = "unknown"
 
     def __init__(self, unique_id: str) -> None:
-        super().__init__(f"document {unique_id}: not in the DMP")
+        super().__init__(t("document {unique_id}: not in the DMP", unique_id=unique_id))
 
 
 class DuplicateDocument(DMPError, Conflict):
     code = "duplicate"
 
     def __init__(self, unique_id: str) -> None:
-        super().__init__(f"document {unique_id}: already in the DMP")
+        super().__init__(t("document {unique_id}: already in the DMP", unique_id=unique_id))
 
 
 class InvalidDocument(DMPError):

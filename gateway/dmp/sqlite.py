@@ -39,6 +39,7 @@ from gateway.dmp.model import (
     Submission,
 )
 from gateway.errors import GatewayError
+from gateway.texts import t
 
 COMPONENT = "dmp"
 
@@ -136,7 +137,8 @@ def sha1_hex(content: bytes) -> str:
 
 def _enforce(decision: Decision, actor: Actor) -> None:
     if not decision.granted:
-        raise AccessDenied(f"{actor.name} may not do this: {decision.reason}")
+        raise AccessDenied(t(
+            "{name} may not do this: {reason}", name=actor.name, reason=decision.reason))
 
 
 class SQLiteDMP:
@@ -222,7 +224,9 @@ class SQLiteDMP:
             actor.name, action, target, {"outcome": outcome, "rule": decision.reason, **details}
         )
         if not decision.granted:
-            raise AccessDenied(f"{actor.name} may not access this record: {decision.reason}")
+            raise AccessDenied(t(
+                "{name} may not access this record: {reason}",
+                name=actor.name, reason=decision.reason))
 
     def _require(self, unique_id: str, actor: Actor, action: str) -> DocumentEntry:
         entry = self._load(unique_id)
@@ -287,17 +291,21 @@ class SQLiteDMP:
             raise InvalidDocument("a document needs a uniqueId")
         for name in ("class_code", "type_code", "format_code", "title"):
             if not str(getattr(metadata, name)).strip():
-                raise InvalidDocument(f"document {metadata.unique_id}: {name} is empty")
+                raise InvalidDocument(t(
+                    "document {unique_id}: {name} is empty",
+                    unique_id=metadata.unique_id, name=name))
         digest, size = sha1_hex(content), len(content)
         if metadata.hash and metadata.hash.upper() != digest:
             raise InvalidDocument(
-                f"document {metadata.unique_id}: hash {metadata.hash} does not match its bytes"
-                f" ({digest})"
+                t(
+                    "document {unique_id}: hash {hash} does not match its bytes ({digest})",
+                    unique_id=metadata.unique_id, hash=metadata.hash, digest=digest)
             )
         if metadata.size is not None and metadata.size != size:
             raise InvalidDocument(
-                f"document {metadata.unique_id}: size {metadata.size} does not match its bytes"
-                f" ({size})"
+                t(
+                    "document {unique_id}: size {size} does not match its bytes ({size2})",
+                    unique_id=metadata.unique_id, size=metadata.size, size2=size)
             )
         return ins, digest, size
 
@@ -321,13 +329,17 @@ class SQLiteDMP:
                 _enforce(may_change(actor, old), actor)
                 if old.metadata.patient_ins != ins:
                     raise InvalidDocument(
-                        f"document {metadata.unique_id} cannot replace {replaces}:"
-                        " it belongs to another patient"
+                        t(
+                            "document {unique_id} cannot replace {replaces}: it belongs to "
+                            "another patient", unique_id=metadata.unique_id, replaces=replaces)
                     )
                 if old.status is not DocumentStatus.APPROVED:
                     raise InvalidDocument(
-                        f"document {replaces} is already {old.status.value}: replace its latest"
-                        f" version ({old.replaced_by or 'none'})"
+                        t(
+                            "document {replaces} is already {value}: replace its latest version "
+                            "({value2})",
+                            replaces=replaces, value=old.status.value,
+                            value2=old.replaced_by or 'none')
                     )
                 set_id = set_id or old.metadata.set_id
                 version = max(version, old.metadata.version + 1)

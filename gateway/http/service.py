@@ -33,6 +33,7 @@ from hypercorn.config import Sockets
 
 from gateway import handshakes
 from gateway.config import Config, parse_hostport
+from gateway.http import tls_extension
 from gateway.http.app import Extension, WebContext, create_app
 from gateway.runtime import Runtime
 
@@ -45,9 +46,13 @@ ALPN = ["h2", "http/1.1"]
 def make_tls_context(config: Config) -> ssl.SSLContext:
     from gateway.pki.tls import server_context
 
-    ctx = server_context(config)
+    # A client certificate is asked for, never required: the administration API and console
+    # accept one bound to an administrator (gateway/web/auth.py); browsers, scrapers and
+    # token clients send none. OpenSSL checks a presented one (our CAs, their CRLs); what it
+    # accepted reaches the application as the ASGI TLS extension (tls_extension.py).
+    ctx = server_context(config, client_certs="optional")
     ctx.set_alpn_protocols(ALPN)
-    return handshakes.name_listener(ctx, "https")
+    return tls_extension.record_peers(handshakes.name_listener(ctx, "https"))
 
 
 def tls_context(runtime: Runtime) -> ssl.SSLContext:
@@ -146,7 +151,8 @@ async def start(
     sock = bind(config.http.listen, reuse_port=reuse_port)
     stop = asyncio.Event()
     task = asyncio.create_task(
-        serve(app, _Hypercorn(sock, context, config.http.graceful_timeout),  # type: ignore[arg-type]
+        serve(tls_extension.exposing(app),  # type: ignore[arg-type]
+              _Hypercorn(sock, context, config.http.graceful_timeout),
               shutdown_trigger=stop.wait),
         name="mssgw https",
     )

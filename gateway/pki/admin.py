@@ -9,20 +9,21 @@ itself (`ca.py`, `crl.py`) keeps its files and index; this layer adds who may, a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography import x509
 
 from gateway.admins.model import Caller
-from gateway.admins.paging import Page, paginate
+from gateway.admins.paging import Page, check_window
 from gateway.audit import Recorder
 from gateway.config import Config
 from gateway.directory.validate import InvalidField
-from gateway.pki import ca, crl
+from gateway.pki import ca, crl, store
 from gateway.pki.identity import identity_for
 from gateway.pki.kinds import CA, KINDS
 from gateway.pki.store import CertRecord
+from gateway.texts import t
 
 EXPIRING_DAYS = 30  # the dashboard's "expiring soon"
 
@@ -71,7 +72,8 @@ class CertificateService:
         self.caller.require(self.resource, write=True)
         if not kind or kind not in KINDS:
             raise InvalidField(
-                "kind", kind or "", f"a certificate kind is one of {', '.join(KINDS)}"
+                "kind", kind or "", t("a certificate kind is one of {kinds}",
+                                      kinds=", ".join(KINDS))
             )
         if not subject or not subject.strip():
             raise InvalidField("subject", "", "give the mailbox address (or a host name)")
@@ -93,33 +95,36 @@ class CertificateService:
             str(issued.key_path),
         )
 
+    def _find(
+        self, email: str | None, kind: str | None, search: str | None, status: str | None,
+        offset: int, limit: int,
+    ) -> tuple[list[CertRecord], int]:
+        self.caller.require(self.resource)
+        if kind and kind not in KINDS:
+            raise InvalidField("kind", kind, t("a certificate kind is one of {kinds}",
+                                               kinds=", ".join(KINDS)))
+        with store.connection(self.config) as conn:
+            return store.find(
+                conn, datetime.now(UTC), email=(email or "").strip() or None, kind=kind or None,
+                search=search, status=status or None, offset=offset, limit=limit,
+            )
+
     def page(
         self, *, email: str | None = None, kind: str | None = None, search: str | None = None,
         status: str | None = None, offset: int | None = None, limit: int | None = None,
     ) -> Page[CertRecord]:
-        """Newest first. `search`: words in the subject or address; `status`: valid, revoked,
-        expired."""
-        return paginate(self.list_all(email=email, kind=kind, search=search, status=status),
-                        offset, limit)
+        """Newest first, cut by the index. `search`: words in the subject, address or serial;
+        `status`: valid, revoked, expired, not yet valid."""
+        o, n = check_window(offset, limit)
+        items, total = self._find(email, kind, search, status, o, n)
+        return Page(items, total, o, n)
 
     def list_all(
         self, *, email: str | None = None, kind: str | None = None, search: str | None = None,
         status: str | None = None,
     ) -> list[CertRecord]:
-        self.caller.require(self.resource)
-        if kind and kind not in KINDS:
-            raise InvalidField("kind", kind, f"a certificate kind is one of {', '.join(KINDS)}")
-        found = ca.list_certificates(self.config, email=(email or "").strip() or None,
-                                     kind=kind or None)
-        now = datetime.now(UTC)
-        words = (search or "").lower().split()
-        out = [
-            r for r in found
-            if all(w in f"{r.subject_dn} {r.email or ''} {r.serial}".lower() for w in words)
-            and (not status or r.status(now) == status)
-        ]
-        out.reverse()
-        return out
+        """Every match, newest first (the CLI's `pki list`, a mailbox's page)."""
+        return self._find(email, kind, search, status, 0, store.NO_LIMIT)[0]
 
     def show(self, serial: str) -> dict[str, Any]:
         self.caller.require(self.resource)
@@ -140,7 +145,8 @@ class CertificateService:
         reason = reason or "unspecified"
         if reason not in ca.REASONS:
             raise InvalidField(
-                "reason", reason, f"a revocation reason is one of {', '.join(ca.REASONS)}"
+                "reason", reason, t("a revocation reason is one of {reasons}",
+                                    reasons=", ".join(ca.REASONS))
             )
         r = ca.revoke(self.config, serial, reason)
         self.audit(self.caller.actor, "pki.revoke", r.email or r.subject_dn,
@@ -157,7 +163,7 @@ class CertificateService:
             authority = CA(which)
         except ValueError:
             raise InvalidField(
-                "ca", which, f"a CA is one of {', '.join(c.value for c in CA)}"
+                "ca", which, t("a CA is one of {cas}", cas=", ".join(c.value for c in CA))
             ) from None
         return ca.Layout.of(self.config).ca_crl(authority).read_bytes()
 
@@ -167,11 +173,11 @@ class CertificateService:
         self.audit(self.caller.actor, "pki.crl", "all CAs", {"published": len(paths)})
         return paths
 
-    def expiring(self, days: int = EXPIRING_DAYS) -> list[CertRecord]:
-        """Valid certificates that expire within `days` (the dashboard's warning)."""
+    def expiring(self, days: int = EXPIRING_DAYS, limit: int = 50) -> Page[CertRecord]:
+        """Valid certificates that expire within `days`, soonest first (the dashboard's
+        warning): at most `limit` of them, and how many there are."""
         self.caller.require(self.resource)
         now = datetime.now(UTC)
-        return [
-            r for r in ca.list_certificates(self.config)
-            if r.status(now) == "valid" and (r.not_after - now).days < days
-        ]
+        with store.connection(self.config) as conn:
+            items, total = store.expiring(conn, now, now + timedelta(days=days), limit)
+        return Page(items, total, 0, limit)

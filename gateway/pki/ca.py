@@ -30,6 +30,7 @@ from gateway.pki import store
 from gateway.pki.dn import subject_dn
 from gateway.pki.files import Layout, load_cached, write_private
 from gateway.pki.kinds import CA, CA_NAMES, KINDS, Kind
+from gateway.texts import t
 
 PASSPHRASE_ENV = "MSSGW_CA_PASSPHRASE"  # noqa: S105 (the name of a variable, not a secret)
 ROOT_DAYS = 20 * 365
@@ -76,7 +77,8 @@ def parse_serial(text: str) -> str:
     if s.lower().startswith("0x"):
         s = s[2:]
     if not s or not re.fullmatch(r"[0-9A-Fa-f]{1,64}", s):
-        raise PKIError(f"serial: {text!r} is not a hexadecimal certificate serial number")
+        raise PKIError(t("serial: {serial!r} is not a hexadecimal certificate serial number",
+                         serial=text))
     return serial_hex(int(s, 16))
 
 
@@ -97,9 +99,10 @@ def ca_passphrase(config: Config) -> bytes | None:
         try:
             line = path.read_text(encoding="utf-8").splitlines()[:1]
         except OSError as exc:
-            raise PKIError(f"[pki] ca_passphrase_file {path}: {exc.strerror}") from None
+            raise PKIError(t("[pki] ca_passphrase_file {path}: {reason}", path=str(path),
+                             reason=exc.strerror)) from None
         if not line or not line[0]:
-            raise PKIError(f"[pki] ca_passphrase_file {path} is empty")
+            raise PKIError(t("[pki] ca_passphrase_file {path} is empty", path=str(path)))
         return line[0].encode()
     return None
 
@@ -123,21 +126,19 @@ def load_ca(config: Config, ca: CA) -> tuple[x509.Certificate, rsa.RSAPrivateKey
         cert = x509.load_pem_x509_certificate(layout.ca_cert(ca).read_bytes())
         key_pem = layout.ca_key(ca).read_bytes()
     except FileNotFoundError:
-        raise PKIError(
-            f"the {CA_NAMES[ca]} is missing under {layout.root}: run `mssgw init`"
-        ) from None
+        raise PKIError(t("the {ca} is missing under {path}: run `mssgw init`", ca=CA_NAMES[ca],
+                         path=str(layout.root))) from None
     password = ca_passphrase(config) if b"ENCRYPTED" in key_pem else None
     if b"ENCRYPTED" in key_pem and password is None:
-        raise PKIError(
-            f"the CA keys are passphrase-protected: set {PASSPHRASE_ENV}"
-            " or [pki] ca_passphrase_file"
-        )
+        raise PKIError(t("the CA keys are passphrase-protected: set {variable} or [pki]"
+                         " ca_passphrase_file", variable=PASSPHRASE_ENV))
     try:
         key = serialization.load_pem_private_key(key_pem, password)
     except (ValueError, TypeError):
-        raise PKIError(f"cannot open the {CA_NAMES[ca]} key: wrong CA passphrase?") from None
+        raise PKIError(t("cannot open the {ca} key: wrong CA passphrase?",
+                         ca=CA_NAMES[ca])) from None
     if not isinstance(key, rsa.RSAPrivateKey):
-        raise PKIError(f"the {CA_NAMES[ca]} key is not an RSA key")
+        raise PKIError(t("the {ca} key is not an RSA key", ca=CA_NAMES[ca]))
     return cert, key
 
 
@@ -145,7 +146,7 @@ def ca_certificate(config: Config, ca: CA) -> x509.Certificate:
     try:
         return load_cached(Layout.of(config).ca_cert(ca), x509.load_pem_x509_certificate)
     except FileNotFoundError:
-        raise PKIError(f"the {CA_NAMES[ca]} is missing: run `mssgw init`") from None
+        raise PKIError(t("the {ca} is missing: run `mssgw init`", ca=CA_NAMES[ca])) from None
 
 
 # --- the hierarchy (mssgw init) ------------------------------------------------------------
@@ -341,9 +342,10 @@ def issue(
     if not common_name.strip():
         raise PKIError("common name: must not be empty")
     if len(common_name.strip()) > 64:
-        raise PKIError(f"common name: {common_name.strip()!r} is longer than 64 characters")
+        raise PKIError(t("common name: {name!r} is longer than 64 characters",
+                         name=common_name.strip()))
     if days is not None and not 1 <= days <= 36500:
-        raise PKIError(f"days: {days} is out of range (1..36500)")
+        raise PKIError(t("days: {days} is out of range (1..36500)", days=days))
     sans: list[x509.GeneralName] = []
     mail: str | None = None
     if spec.name == "server":
@@ -352,19 +354,19 @@ def issue(
             raise PKIError("a server certificate needs a host name")
     else:
         if not email or not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
-            raise PKIError(f"email: {email!r} is not an e-mail address")
+            raise PKIError(t("email: {email!r} is not an e-mail address", email=email))
         mail = email.lower()
         sans.append(x509.RFC822Name(mail))
         names = list(dns_names)
     for n in names:
         if not re.fullmatch(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?", n):
-            raise PKIError(f"host name: {n!r} is not a DNS name")
+            raise PKIError(t("host name: {name!r} is not a DNS name", name=n))
         sans.append(x509.DNSName(n.lower()))
     for ip in ip_addresses:
         try:
             sans.append(x509.IPAddress(ipaddress.ip_address(ip)))
         except ValueError:
-            raise PKIError(f"IP address: {ip!r} is not an IP address") from None
+            raise PKIError(t("IP address: {ip!r} is not an IP address", ip=ip)) from None
 
     ca_cert, ca_key = load_ca(config, spec.ca)
     key = _new_key(config.pki.key_bits)
@@ -376,7 +378,7 @@ def issue(
     try:
         subject = _subject(config, common_name.strip(), (identity or Identity()).attributes())
     except ValueError as exc:  # e.g. an attribute longer than X.520 allows
-        raise PKIError(f"subject: {exc}") from None
+        raise PKIError(t("subject: {reason}", reason=str(exc))) from None
     serial = x509.random_serial_number()
     cert: Any = (
         x509.CertificateBuilder()
@@ -455,9 +457,8 @@ def _kind(kind: str) -> Kind:
     try:
         return KINDS[kind]
     except KeyError:
-        raise PKIError(
-            f"kind: {kind!r} is not a certificate kind (one of: {', '.join(KINDS)})"
-        ) from None
+        raise PKIError(t("kind: {kind!r} is not a certificate kind (one of: {kinds})",
+                         kind=kind, kinds=", ".join(KINDS))) from None
 
 
 # --- the index -----------------------------------------------------------------------------
@@ -493,7 +494,8 @@ def get_certificate(config: Config, serial: str) -> store.CertRecord:
     with store.connection(config) as conn:
         row = conn.execute("SELECT * FROM pki_certificates WHERE serial = ?", (sid,)).fetchone()
     if row is None:
-        raise NotFound(f"certificate {sid}: no such certificate issued by this gateway")
+        raise NotFound(t("certificate {serial}: no such certificate issued by this gateway",
+                         serial=sid))
     return store.record_of(row)
 
 
@@ -503,7 +505,8 @@ def load_issued(config: Config, serial: str) -> tuple[x509.Certificate, list[x50
     try:
         certs = x509.load_pem_x509_certificates(Layout.of(config).cert(rec.serial).read_bytes())
     except FileNotFoundError:
-        raise PKIError(f"certificate {rec.serial}: its file is missing from certs/") from None
+        raise PKIError(t("certificate {serial}: its file is missing from certs/",
+                         serial=rec.serial)) from None
     return certs[0], certs[1:]
 
 
@@ -522,15 +525,12 @@ def revoke(config: Config, serial: str, reason: str = "unspecified") -> store.Ce
     from gateway.pki import crl
 
     if reason not in REASONS:
-        raise PKIError(
-            f"reason: {reason!r} is not a revocation reason (one of: {', '.join(REASONS)})"
-        )
+        raise PKIError(t("reason: {reason!r} is not a revocation reason (one of: {reasons})",
+                         reason=reason, reasons=", ".join(REASONS)))
     rec = get_certificate(config, serial)
     if rec.revoked_at is not None:
-        raise Conflict(
-            f"certificate {rec.serial} is already revoked ({rec.reason}, "
-            f"{rec.revoked_at.isoformat()})"
-        )
+        raise Conflict(t("certificate {serial} is already revoked ({reason}, {at})",
+                         serial=rec.serial, reason=rec.reason, at=rec.revoked_at.isoformat()))
     with store.connection(config) as conn, db.transaction(conn):
         changed = conn.execute(
             "UPDATE pki_certificates SET revoked_at = ?, reason = ?"
@@ -538,7 +538,7 @@ def revoke(config: Config, serial: str, reason: str = "unspecified") -> store.Ce
             (now().replace(microsecond=0).isoformat(), reason, rec.serial),
         ).rowcount
         if not changed:
-            raise Conflict(f"certificate {rec.serial} is already revoked")
+            raise Conflict(t("certificate {serial} is already revoked", serial=rec.serial))
         crl.publish(config, conn, CA(rec.ca))
     return get_certificate(config, rec.serial)
 
@@ -552,7 +552,7 @@ def revoke_mailbox(
     from gateway.pki import crl
 
     if reason not in REASONS:
-        raise PKIError(f"reason: {reason!r} is not a revocation reason")
+        raise PKIError(t("reason: {reason!r} is not a revocation reason", reason=reason))
     stamp = now().replace(microsecond=0).isoformat()
     with store.connection(config) as conn, db.transaction(conn):
         rows = conn.execute(
@@ -579,7 +579,8 @@ def export_pem(config: Config, serial: str, *, with_key: bool = False) -> bytes:
     out += ca_certificate(config, CA.ROOT).public_bytes(serialization.Encoding.PEM)
     if with_key:
         if get_certificate(config, serial).revoked_at is not None:
-            raise PKIError(f"certificate {cert_serial(cert)} is revoked: its key is not exported")
+            raise PKIError(t("certificate {serial} is revoked: its key is not exported",
+                             serial=cert_serial(cert)))
         out = Layout.of(config).key(cert_serial(cert)).read_bytes() + out
     return out
 
@@ -594,14 +595,16 @@ def export_pkcs12(config: Config, serial: str, password: bytes) -> bytes:
         raise PKIError("PKCS#12 password: must not be empty")
     rec = get_certificate(config, serial)
     if rec.revoked_at is not None:
-        raise PKIError(f"certificate {rec.serial} is revoked: its key is not exported")
+        raise PKIError(t("certificate {serial} is revoked: its key is not exported",
+                         serial=rec.serial))
     cert, chain = load_issued(config, serial)
     try:
         key = serialization.load_pem_private_key(
             Layout.of(config).key(cert_serial(cert)).read_bytes(), None
         )
     except FileNotFoundError:
-        raise PKIError(f"certificate {cert_serial(cert)}: its private key is missing") from None
+        raise PKIError(t("certificate {serial}: its private key is missing",
+                         serial=cert_serial(cert))) from None
     if not isinstance(key, rsa.RSAPrivateKey):
         raise PKIError("unexpected key type")
     cas = [*chain, ca_certificate(config, CA.ROOT)]

@@ -21,6 +21,7 @@ from gateway.fileio import write_atomic
 from gateway.pki import store
 from gateway.pki.files import Layout, load_cached
 from gateway.pki.kinds import CA
+from gateway.texts import t
 
 
 def publish(config: Config, conn: sqlite3.Connection, ca: CA) -> Path:
@@ -131,16 +132,14 @@ def import_crl(config: Config, data: bytes) -> tuple[Path, x509.CertificateRevoc
         None,
     )
     if issuer is None:
-        raise PKIError(
-            f"CRL issuer {crl.issuer.rfc4514_string()} is not a known CA, or its signature"
-            " does not check: import its anchor first (`mssgw pki add-anchor`)"
-        )
+        raise PKIError(t(
+            "CRL issuer {issuer} is not a known CA, or its signature does not check: import its"
+            " anchor first (`mssgw pki add-anchor`)", issuer=crl.issuer.rfc4514_string()))
     # Named like the issuer's anchor file (certs/anchors/<sha256 prefix>.pem).
     path = Layout.of(config).peer_crls / f"{issuer.fingerprint(hashes.SHA256()).hex()[:16]}.crl.pem"
     old = _read(path)
     if old is not None and old.last_update_utc > crl.last_update_utc:
-        raise PKIError(
-            f"a newer CRL of this issuer is already imported ({old.last_update_utc.isoformat()})"
-        )
+        raise PKIError(t("a newer CRL of this issuer is already imported ({at})",
+                         at=old.last_update_utc.isoformat()))
     write_atomic(path, crl.public_bytes(serialization.Encoding.PEM))
     return path, crl

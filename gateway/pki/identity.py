@@ -15,6 +15,7 @@ from gateway.directory import open_directory
 from gateway.directory.model import Mailbox, MailboxKind
 from gateway.errors import NotFound
 from gateway.pki.ca import Identity, PKIError
+from gateway.texts import t
 
 # Which mailbox kinds may hold which certificate kinds.
 _FITS: dict[str, tuple[MailboxKind, ...]] = {
@@ -42,7 +43,8 @@ def identity_for(
     email = subject.strip().lower()
     mailbox = lookup(config, email)
     if mailbox is None:
-        raise NotFound(f"{email}: no such mailbox in the directory (add it first)")
+        raise NotFound(t("{address}: no such mailbox in the directory (add it first)",
+                         address=email))
     check_fits(mailbox, kind)
     return email, name or mailbox.display_name, identity_of(mailbox), []
 
@@ -51,13 +53,13 @@ def check_fits(mailbox: Mailbox, kind: str) -> None:
     allowed = _FITS.get(kind, ())
     if mailbox.kind not in allowed:
         fits = [k for k, kinds in _FITS.items() if mailbox.kind in kinds]
-        hint = f" (it may hold: {', '.join(fits)})" if fits else " (it may hold none)"
-        raise PKIError(
-            f"{mailbox.address}: a {mailbox.kind.value} mailbox cannot hold a {kind} "
-            f"certificate{hint}"
-        )
+        hint = t(" (it may hold: {kinds})", kinds=", ".join(fits)) if fits else t(
+            " (it may hold none)")
+        raise PKIError(t(
+            "{address}: a {mailbox_kind} mailbox cannot hold a {kind} certificate{hint}",
+            address=mailbox.address, mailbox_kind=mailbox.kind.value, kind=kind, hint=hint))
     if not mailbox.active:
-        raise PKIError(f"{mailbox.address}: the mailbox is suspended")
+        raise PKIError(t("{address}: the mailbox is suspended", address=mailbox.address))
 
 
 def identity_of(mailbox: Mailbox) -> Identity:

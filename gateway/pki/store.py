@@ -11,12 +11,14 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
 from gateway import db
 from gateway.config import Config
+from gateway.directory.validate import InvalidField
+from gateway.texts import t
 
 MIGRATIONS = [
     """
@@ -45,6 +47,11 @@ MIGRATIONS = [
         name  TEXT PRIMARY KEY,                -- 'server_serial', 'crl_number:<ca>'
         value TEXT NOT NULL
     );
+    """,
+    # Listings page in the database, newest first, and the dashboard's "expiring soon".
+    """
+    CREATE INDEX pki_certificates_issued ON pki_certificates(issued_at, serial);
+    CREATE INDEX pki_certificates_not_after ON pki_certificates(not_after);
     """,
 ]
 
@@ -176,6 +183,85 @@ def record_of(row: sqlite3.Row) -> CertRecord:
         revoked_at=_dt(row["revoked_at"]),
         reason=row["reason"],
     )
+
+
+STATUSES = ("valid", "revoked", "expired", "not yet valid")
+NO_LIMIT = 1 << 62  # `find` without a limit (PostgreSQL refuses SQLite's -1)
+
+
+def _like(word: str) -> str:
+    return "%" + word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _filter(
+    now: datetime, email: str | None, kind: str | None, search: str | None,
+    status: str | None,
+) -> tuple[str, list[object]]:
+    """The WHERE of a listing. Times are compared as the index stores them (ISO 8601 UTC)."""
+    where: list[str] = []
+    params: list[object] = []
+    if email:
+        where.append("email = ?")
+        params.append(email.strip().lower())
+    if kind:
+        where.append("kind = ?")
+        params.append(kind)
+    for word in (search or "").lower().split():
+        where.append("lower(subject_dn || ' ' || coalesce(email, '') || ' ' || serial)"
+                     " LIKE ? ESCAPE '\\'")
+        params.append(_like(word))
+    at = now.astimezone(UTC).isoformat()
+    if status == "revoked":
+        where.append("revoked_at IS NOT NULL")
+    elif status == "expired":
+        where.append("revoked_at IS NULL AND not_after < ?")
+        params.append(at)
+    elif status == "valid":
+        where.append("revoked_at IS NULL AND not_after >= ? AND not_before <= ?")
+        params += [at, at]
+    elif status == "not yet valid":
+        where.append("revoked_at IS NULL AND not_after >= ? AND not_before > ?")
+        params += [at, at]
+    elif status:
+        raise InvalidField("status", status, t("a status is one of {statuses}",
+                                               statuses=", ".join(STATUSES)))
+    return (" WHERE " + " AND ".join(where)) if where else "", params
+
+
+def find(
+    conn: sqlite3.Connection, now: datetime, *, email: str | None = None,
+    kind: str | None = None, search: str | None = None, status: str | None = None,
+    offset: int = 0, limit: int = 50,
+) -> tuple[list[CertRecord], int]:
+    """One window of the matching certificates, newest first, and how many match. `search`:
+    every word is in the subject, the address or the serial; `status` as `CertRecord.status`."""
+    where, params = _filter(now, email, kind, search, status)
+    rows = conn.execute(
+        "SELECT * FROM pki_certificates" + where  # noqa: S608 (built from fixed fragments)
+        + " ORDER BY issued_at DESC, serial DESC LIMIT ? OFFSET ?",
+        [*params, limit, offset],
+    ).fetchall()
+    if len(rows) < limit and (rows or offset == 0):
+        total = offset + len(rows)  # the last page: no need to count
+    else:
+        total = int(conn.execute("SELECT count(*) FROM pki_certificates" + where,  # noqa: S608
+                                 params).fetchone()[0])
+    return [record_of(r) for r in rows], total
+
+
+def expiring(
+    conn: sqlite3.Connection, now: datetime, until: datetime, limit: int
+) -> tuple[list[CertRecord], int]:
+    """Valid certificates whose end is before `until`, soonest first (at most `limit`), and
+    how many there are."""
+    where = " WHERE revoked_at IS NULL AND not_after >= ? AND not_after < ? AND not_before <= ?"
+    params = [now.astimezone(UTC).isoformat(), until.astimezone(UTC).isoformat(),
+              now.astimezone(UTC).isoformat()]
+    rows = conn.execute("SELECT * FROM pki_certificates" + where  # noqa: S608
+                        + " ORDER BY not_after, serial LIMIT ?", [*params, limit]).fetchall()
+    total = len(rows) if len(rows) < limit else int(conn.execute(
+        "SELECT count(*) FROM pki_certificates" + where, params).fetchone()[0])  # noqa: S608
+    return [record_of(r) for r in rows], total
 
 
 # --- files every node needs, kept in a shared database -------------------------------------

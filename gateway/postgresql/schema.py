@@ -272,6 +272,12 @@ MIGRATIONS: dict[str, list[str]] = {
         );
         CREATE INDEX pki_files_version_idx ON pki_files(version);
         """,
+        # The listings page in the database, newest first, and "expiring soon" (pki.store.find,
+        # expiring): the twin of the embedded migration 2.
+        """
+        CREATE INDEX pki_certificates_issued ON pki_certificates(issued_at, serial);
+        CREATE INDEX pki_certificates_not_after ON pki_certificates(not_after);
+        """,
     ],
     "audit": [
         """
@@ -285,6 +291,55 @@ MIGRATIONS: dict[str, list[str]] = {
         );
         CREATE INDEX audit_log_at ON audit_log(at);
         CREATE INDEX audit_log_target ON audit_log(target);
+        """,
+        # The administrators' queries (AuditLog.query): newest first by actor or action.
+        """
+        CREATE INDEX audit_log_actor ON audit_log(actor, id);
+        CREATE INDEX audit_log_action ON audit_log(action, id);
+        """,
+    ],
+    # Administrator accounts, API tokens, console sessions, login links (gateway/admins): the
+    # embedded schema (admins/sqlite.py), TEXT times compared as ISO 8601 text.
+    "admins": [
+        """
+        CREATE TABLE admins_account (
+            name TEXT PRIMARY KEY,
+            role TEXT NOT NULL,
+            active INTEGER NOT NULL DEFAULT 1,
+            password_hash TEXT,
+            totp_secret TEXT,
+            totp_last_step INTEGER NOT NULL DEFAULT -1,
+            cert_sha256 TEXT UNIQUE,
+            created_at TEXT NOT NULL,
+            last_login_at TEXT,
+            failures INTEGER NOT NULL DEFAULT 0,
+            first_failure_at TEXT,
+            locked_until TEXT
+        );
+        CREATE TABLE admins_token (
+            id TEXT PRIMARY KEY,
+            secret_sha256 TEXT NOT NULL,
+            admin TEXT NOT NULL REFERENCES admins_account(name) ON DELETE CASCADE,
+            label TEXT NOT NULL,
+            scopes TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            expires_at TEXT NOT NULL,
+            revoked_at TEXT,
+            last_used_at TEXT
+        );
+        CREATE TABLE admins_session (
+            secret_sha256 TEXT PRIMARY KEY,
+            admin TEXT NOT NULL REFERENCES admins_account(name) ON DELETE CASCADE,
+            csrf TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL
+        );
+        CREATE TABLE admins_login_link (
+            secret_sha256 TEXT PRIMARY KEY,
+            admin TEXT NOT NULL REFERENCES admins_account(name) ON DELETE CASCADE,
+            expires_at TEXT NOT NULL
+        );
         """,
     ],
     "mail": [

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from gateway.admins.sqlite import SQLiteAdminStore
 from gateway.audit import AuditLog
 from gateway.config import Config
 from gateway.pki.store import SQLCertificateIndex
@@ -55,6 +56,11 @@ class PostgreSQLStorage:
         finally:
             conn.close()
         return created
+
+    def admin_store(self) -> SQLiteAdminStore:
+        # The embedded class over this backend's connection: its SQL is the shared dialect,
+        # its two atomic calls single UPDATE ... RETURNING statements (gateway/admins/sqlite.py).
+        return SQLiteAdminStore(self.connection())  # type: ignore[arg-type]
 
     def directory(self, actor: str) -> PostgreSQLDirectory:
         c = self.config

@@ -23,6 +23,7 @@ from typing import Any
 from cryptography import x509
 
 from gateway.audit import AuditEntry, AuditLog
+from gateway.audit_index import AuditFilter
 from gateway.db import transaction
 from gateway.directory.auth import SQLiteThrottle
 from gateway.directory.sqlite import SQLiteDirectory, _normalised_dn
@@ -165,6 +166,47 @@ class PostgreSQLAuditLog:
 
     def since(self, start: datetime) -> list[AuditEntry]:
         return self._entries(" WHERE at >= ?", (start,))
+
+    def query(
+        self, f: AuditFilter, *, offset: int = 0, limit: int = 50
+    ) -> tuple[list[AuditEntry], int | None]:
+        """One page newest first, and the count: the indexes on (action, id), (actor, id),
+        target and at serve the filters; words are matched in the entry's text (ILIKE)."""
+        where: list[str] = []
+        params: list[Any] = []
+        if f.action and f.action.endswith("."):
+            where.append("action >= ? AND action < ?")  # a range the index on action serves
+            params += [f.action, f.action[:-1] + "/"]
+        elif f.action:
+            where.append("action = ?")
+            params.append(f.action)
+        for column, value in (("target", f.target), ("actor", f.actor)):
+            if value:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if f.since is not None:
+            where.append("at >= ?")
+            params.append(f.since)
+        for word in f.words:
+            where.append("lower(actor || ' ' || action || ' ' || target || ' ' || details::text)"
+                         " LIKE ? ESCAPE '\\'")
+            params.append("%" + word.replace("\\", "\\\\").replace("%", "\\%")
+                          .replace("_", "\\_") + "%")
+        clause = (" WHERE " + " AND ".join(where)) if where else ""
+        with self._lock:
+            rows = self.conn.execute(
+                "SELECT at, actor, action, target, details FROM audit_log"  # noqa: S608
+                + clause + " ORDER BY id DESC LIMIT ? OFFSET ?", (*params, limit, offset),
+            ).fetchall()
+            if len(rows) < limit and (rows or offset == 0):
+                total = offset + len(rows)
+            else:
+                total = int(self.conn.execute(
+                    "SELECT count(*) FROM audit_log" + clause, tuple(params)  # noqa: S608
+                ).fetchone()[0])
+        entries = [AuditEntry(at=r[0], actor=r[1], action=r[2], target=r[3],
+                              details=r[4] or {}) for r in rows]
+        return entries, total
 
     def close(self) -> None:
         self.conn.close()

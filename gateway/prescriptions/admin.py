@@ -16,6 +16,7 @@ from gateway.prescriptions.registry import (
     PrescriptionRegistry,
     Status,
 )
+from gateway.texts import t
 
 
 def parse_status(value: str | None) -> Status | None:
@@ -25,7 +26,8 @@ def parse_status(value: str | None) -> Status | None:
         return Status(value)
     except ValueError:
         raise InvalidField(
-            "status", value, f"a status is one of {', '.join(s.value for s in Status)}"
+            "status", value, t("a status is one of {statuses}",
+                               statuses=", ".join(s.value for s in Status))
         ) from None
 
 

@@ -23,6 +23,8 @@ import re
 import secrets
 from dataclasses import dataclass
 
+from gateway.texts import t
+
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 LENGTH = 18
 
@@ -74,10 +76,12 @@ def check_identifier(text: str) -> IdCheck:
     """Is `text` a well-formed identifier? Says precisely what is wrong when it is not."""
     ident = normalise(text)
     if len(ident) != LENGTH:
-        return IdCheck(False, ident, f"an identifier has {LENGTH} characters, not {len(ident)}")
+        return IdCheck(False, ident, t("an identifier has {length} characters, not {found}",
+                                       length=LENGTH, found=len(ident)))
     bad = sorted({c for c in ident if c not in ALPHABET})
     if bad:
-        return IdCheck(False, ident, f"only 0-9 and A-Z are allowed (found {''.join(bad)!r})")
+        return IdCheck(False, ident, t("only 0-9 and A-Z are allowed (found {bad!r})",
+                                       bad="".join(bad)))
     if (_weighted(ident[:-1]) + ALPHABET.index(ident[-1])) % 37 != 1:
         return IdCheck(False, ident, "the check character does not match (a typing error?)")
     return IdCheck(True, ident)

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from gateway.documents.model import Dispensation, DispensedLine, DispensingKind, Prescription
 from gateway.errors import Conflict, GatewayError, NotFound
 from gateway.prescriptions.identifier import check_identifier
+from gateway.texts import t
 
 if TYPE_CHECKING:
 
@@ -59,28 +60,38 @@ class Status(StrEnum):
 
 
 class RegistryError(GatewayError):
-    """`str(error)` is for administrators (the CLI, logs); `french`, when given, is the same
-    refusal for the people the mail flows answer (pharmacists, patients)."""
+    """`str(error)` is for administrators (the CLI, logs); `french` is the same refusal for
+    the people the mail flows answer (pharmacists, patients) and the console: the wording
+    given where it is raised (`french_wording`: numbers and dates the French way, what to
+    write in a reply), else the French of its message (gateway/french.py)."""
 
     code = "refused"
 
     def __init__(self, message: str, french: str | None = None) -> None:
         super().__init__(message)
-        self.french = french or message
+        self.french_wording = french
+
+    @property
+    def french(self) -> str:
+        if self.french_wording:
+            return self.french_wording
+        from gateway.french import french
+
+        return french(self.text) or str(self)
 
 
 class PrescriptionNotFound(RegistryError, NotFound):
     code = "unknown"
 
     def __init__(self, identifier: str) -> None:
-        super().__init__(f"prescription {identifier}: not in the registry")
+        super().__init__(t("prescription {identifier}: not in the registry", identifier=identifier))
 
 
 class AlreadyRegistered(RegistryError, Conflict):
     code = "duplicate"
 
     def __init__(self, identifier: str) -> None:
-        super().__init__(f"prescription {identifier}: already registered")
+        super().__init__(t("prescription {identifier}: already registered", identifier=identifier))
 
 
 class InvalidPrescription(RegistryError):
@@ -95,9 +106,10 @@ class NotAPharmacy(DispensationRefused):
     code = "not-a-pharmacy"
 
     def __init__(self, address: str) -> None:
-        super().__init__(f"{address} is not a pharmacy mailbox: only pharmacies dispense",
-                         f"{address} n'est ni une pharmacie ni un pharmacien d'une pharmacie"
-                         " dans l'annuaire : seules les pharmacies délivrent")
+        super().__init__(
+            t("{address} is not a pharmacy mailbox: only pharmacies dispense", address=address),
+            f"{address} n'est ni une pharmacie ni un pharmacien d'une pharmacie"
+            " dans l'annuaire : seules les pharmacies délivrent")
 
 
 class PrescriptionExpired(DispensationRefused):
@@ -523,12 +535,13 @@ def lines_from_prescription(prescription: Prescription) -> tuple[LineRecord, ...
     seen: set[str] = set()
     for pos, line in enumerate(prescription.lines, start=1):
         if line.quantity is not None and not (line.quantity.is_finite() and line.quantity > 0):
-            raise InvalidPrescription(f"line {pos}: the quantity must be positive")
+            raise InvalidPrescription(t("line {pos}: the quantity must be positive", pos=pos))
         if line.renewals < 0:
-            raise InvalidPrescription(f"line {pos}: renewals cannot be negative")
+            raise InvalidPrescription(t("line {pos}: renewals cannot be negative", pos=pos))
         if line.line_id is not None:
             if line.line_id in seen:
-                raise InvalidPrescription(f"line {pos}: line id {line.line_id!r} is repeated")
+                raise InvalidPrescription(t(
+                    "line {pos}: line id {line_id!r} is repeated", pos=pos, line_id=line.line_id))
             seen.add(line.line_id)
         out.append(
             LineRecord(
@@ -550,14 +563,17 @@ def validity_of(prescription: Prescription) -> tuple[dt.date, dt.date]:
     start = prescription.date.date()
     end = prescription.validity_end or add_months(start, FIRST_DISPENSATION_MONTHS)
     if end < start:
-        raise InvalidPrescription(f"the validity end {end} is before the prescription date")
+        raise InvalidPrescription(t(
+            "the validity end {end} is before the prescription date", end=end))
     return end, max(end, add_months(start, TREATMENT_MAX_MONTHS))
 
 
 def checked_identifier(text: str) -> str:
     check = check_identifier(text)
     if not check.ok:
-        raise InvalidPrescription(f"identifier {check.identifier!r}: {check.reason}")
+        raise InvalidPrescription(t(
+            "identifier {identifier!r}: {reason}",
+            identifier=check.identifier, reason=check.reason))
     return check.identifier
 
 
@@ -565,25 +581,28 @@ def refuse_unless_dispensable(record: PrescriptionRecord, now: dt.datetime | Non
     status = record.status_at(now)
     ident = record.identifier
     if status is Status.CANCELLED:
-        when = f" on {record.cancelled_at.date()}" if record.cancelled_at else ""
+        when = t(" on {date}", date=record.cancelled_at.date()) if record.cancelled_at else ""
         le = f" le {record.cancelled_at:%d/%m/%Y}" if record.cancelled_at else ""
         raise PrescriptionCancelled(
-            f"prescription {ident} was cancelled by its prescriber{when}",
+            t("prescription {ident} was cancelled by its prescriber{when}", ident=ident,
+              when=when),
             f"l'ordonnance {ident} a été annulée par son prescripteur{le}")
     if status is Status.DISPENSED:
         raise PrescriptionFullyDispensed(
-            f"prescription {ident} is already fully dispensed: it cannot be used again",
+            t("prescription {ident} is already fully dispensed: it cannot be used again",
+              ident=ident),
             f"l'ordonnance {ident} est déjà entièrement délivrée : elle ne peut plus servir")
     if status is Status.EXPIRED:
         if record.dispensations:
             raise PrescriptionExpired(
-                f"prescription {ident} expired on {record.dispensable_until}"
-                " (renewals end 12 months after the prescription)",
+                t("prescription {ident} expired on {dispensable_until} (renewals end 12 months"
+                  " after the prescription)", ident=ident,
+                  dispensable_until=record.dispensable_until),
                 f"l'ordonnance {ident} a expiré le {record.dispensable_until:%d/%m/%Y} (les"
                 " renouvellements s'arrêtent 12 mois après sa date)")
         raise PrescriptionExpired(
-            f"prescription {ident} expired on {record.validity_end}:"
-            " the first dispensation must happen within its validity",
+            t("prescription {ident} expired on {validity_end}: the first dispensation must"
+              " happen within its validity", ident=ident, validity_end=record.validity_end),
             f"l'ordonnance {ident} a expiré le {record.validity_end:%d/%m/%Y} : la première"
             " délivrance doit avoir lieu avant")
 
@@ -603,23 +622,28 @@ def plan_dispensation(
         raise NotAPharmacy(report.dispenser.address)
     refuse_unless_dispensable(record, now)
     if not report.lines:
-        raise InvalidDispensation(f"dispensation {report.dispensation_id} has no line")
+        raise InvalidDispensation(t(
+            "dispensation {dispensation_id} has no line", dispensation_id=report.dispensation_id))
     totals: dict[int, Decimal] = {}
     for line in report.lines:
         match = [r for r in record.lines if r.matches(line.line_ref)]
         if not match:
             known = ", ".join(str(r.position) for r in record.lines)
             raise UnknownLine(
-                f"prescription {record.identifier} has no line {line.line_ref!r} (lines: {known})",
+                t("prescription {identifier} has no line {line_ref!r} (lines: {known})",
+                  identifier=record.identifier, line_ref=line.line_ref, known=known),
                 f"l'ordonnance {record.identifier} n'a pas de ligne {line.line_ref} (lignes :"
                 f" {known})")
         if not line.quantity.is_finite() or line.quantity < 0:
             raise InvalidDispensation(
-                f"line {line.line_ref}: {line.quantity} is not a quantity (0 or more)"
+                t(
+                    "line {line_ref}: {quantity} is not a quantity (0 or more)",
+                    line_ref=line.line_ref, quantity=line.quantity)
             )
         if line.quantity == 0 and not line.not_delivered_reason:
             raise InvalidDispensation(
-                f"line {line.line_ref}: nothing delivered needs the reason why",
+                t("line {line_ref}: nothing delivered needs the reason why",
+                  line_ref=line.line_ref),
                 f"ligne {line.line_ref} : rien n'est délivré, donnez-en le motif"
                 " (« non délivré ; motif : ... »)")
         pos = match[0].position
@@ -629,16 +653,18 @@ def plan_dispensation(
         rec = record.lines[pos - 1]
         if qty > 0 and rec.complete:
             raise PrescriptionFullyDispensed(
-                f"prescription {record.identifier} line {pos} ({rec.label}) is already fully"
-                " dispensed",
+                t("prescription {identifier} line {pos} ({label}) is already fully dispensed",
+                  identifier=record.identifier, pos=pos, label=rec.label),
                 f"ligne {pos} ({rec.label}) : déjà entièrement délivrée")
         remaining = rec.remaining
         if remaining is not None and qty > remaining:
             raise OverDispensing(
-                f"prescription {record.identifier} line {pos} ({rec.label}): {_num(qty)}"
-                f" {rec.quantity_unit} asked, only {_num(remaining)} remain"
-                f" ({_num(rec.quantity)} × {1 + rec.renewals} prescribed,"
-                f" {_num(rec.delivered)} delivered)",
+                t("prescription {identifier} line {pos} ({label}): {value} {quantity_unit}"
+                  " asked, only {value2} remain ({value3} × {value4} prescribed, {value5}"
+                  " delivered)",
+                  identifier=record.identifier, pos=pos, label=rec.label, value=_num(qty),
+                  quantity_unit=rec.quantity_unit, value2=_num(remaining),
+                  value3=_num(rec.quantity), value4=1 + rec.renewals, value5=_num(rec.delivered)),
                 f"ligne {pos} ({rec.label}) : il ne reste que {_fr(remaining)}"
                 f" {_fr_unit(remaining, rec.quantity_unit)} à délivrer, pas {_fr(qty)}"
                 f" (prescrit : {_fr(rec.quantity)} × {1 + rec.renewals} ; déjà délivré :"

@@ -43,6 +43,7 @@ from gateway.prescriptions.registry import (
     utcnow,
     validity_of,
 )
+from gateway.texts import t
 
 COMPONENT = "prescriptions"
 
@@ -458,8 +459,9 @@ class SQLiteRegistry:
                 if prior is not None:
                     if prior["fingerprint"] != fingerprint or prior["identifier"] != ident:
                         raise DispensationConflict(
-                            f"dispensation {prior['dispensation_id']} was already recorded"
-                            " with different content: nothing changed"
+                            t(
+                                "dispensation {value} was already recorded with different "
+                                "content: nothing changed", value=prior['dispensation_id'])
                         )
                     result = DispenseResult(
                         record,
@@ -584,8 +586,10 @@ class SQLiteRegistry:
                 record = self._load(ident)
                 if not is_prescriber(record, by, by_rpps):
                     raise NotPrescriber(
-                        f"prescription {ident}: only its prescriber ({record.prescriber_address})"
-                        f" may cancel it, not {by}"
+                        t(
+                            "prescription {ident}: only its prescriber ({prescriber_address}) may "
+                            "cancel it, not {by}",
+                            ident=ident, prescriber_address=record.prescriber_address, by=by)
                     )
                 status = record.status_at(now)
                 if status is Status.CANCELLED:
@@ -594,7 +598,9 @@ class SQLiteRegistry:
                     )
                 elif status is Status.DISPENSED:
                     raise CancellationRefused(
-                        f"prescription {ident} is fully dispensed: too late to cancel it"
+                        t(
+                            "prescription {ident} is fully dispensed: too late to cancel it",
+                            ident=ident)
                     )
                 else:
                     self.conn.execute(

@@ -42,6 +42,7 @@ from gateway.smtp.conversations import ConversationLog
 from gateway.store.interfaces import Intake, MailStores, OutboundQueue
 
 if TYPE_CHECKING:
+    from gateway.admins.accounts import AdminAccounts
     from gateway.directory.auth import Authenticator
     from gateway.flows.context import Context
     from gateway.imap.state import Hooks
@@ -162,6 +163,15 @@ class Runtime:
         return self._open(self.storage.certificate_index)
 
     # --- services, built from the stores ----------------------------------------------------
+
+    @cached_property
+    def admin_accounts(self) -> AdminAccounts:
+        """The administrators' accounts, sessions and tokens (the HTTPS listener's API and
+        console ask on every request), audited to the root's log."""
+        from gateway.admins import accounts_over
+
+        store = self._open(self.storage.admin_store)
+        return accounts_over(self.config, store, self.audit)
 
     @cached_property
     def authenticator(self) -> Authenticator:

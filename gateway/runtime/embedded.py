@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from gateway.admins.sqlite import SQLiteAdminStore
 from gateway.audit import AuditFile, AuditLog
 from gateway.config import Config
 from gateway.db import connect
@@ -70,6 +71,9 @@ class EmbeddedStorage:
         from gateway.drugs.store import open_reference
 
         return open_reference(connect(self.config.database_path))
+
+    def admin_store(self) -> SQLiteAdminStore:
+        return SQLiteAdminStore.open(self.config.database_path)
 
     def certificate_index(self) -> SQLCertificateIndex:
         from gateway.pki.store import open_index

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from gateway.admins.store import AdminStore
 from gateway.audit import AuditLog
 from gateway.config import Config
 from gateway.directory.repository import Directory
@@ -60,6 +61,10 @@ class Storage(Protocol):
 
     def drug_reference(self) -> Any:
         """The BDPM drug reference (`gateway.drugs.store.DrugReference`), read only."""
+        ...
+
+    def admin_store(self) -> AdminStore:
+        """Administrator accounts, their API tokens, console sessions and login links."""
         ...
 
     def certificate_index(self) -> CertificateIndex:

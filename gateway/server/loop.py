@@ -138,6 +138,12 @@ class _TLSAcceptor(asyncio.Protocol):
         if tls is None:  # lost in the same loop turn as the handshake ended: nothing to serve
             return
         app = self.app
+        # asyncio starts the protocol in the callback that completed the handshake; here it
+        # starts in this task. An SSLObject subclass that keeps per-connection state in a
+        # context variable (gateway.http.tls_extension) sets it again in this context.
+        ready = getattr(tls.get_extra_info("ssl_object"), "connection_ready", None)
+        if ready is not None:
+            ready()
         tls.set_protocol(app)
         app.connection_made(tls)
         for what, value in gate.held:

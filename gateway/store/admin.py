@@ -21,6 +21,7 @@ from gateway.directory import own_domains
 from gateway.errors import Conflict
 from gateway.store.interfaces import Intake, OutboundQueue
 from gateway.store.queue import PENDING, Record, check_id
+from gateway.texts import t
 
 LOCK_WAIT = 10.0  # seconds to wait for the delivery worker to release an entry
 
@@ -102,7 +103,7 @@ class QueueService:
         for qid in ids:
             with self._locked_change(qid) as held:
                 if not held:
-                    raise Conflict(f"queue: {qid} is being delivered right now; try again")
+                    raise Conflict(t("queue: {id} is being delivered right now; try again", id=qid))
                 record = self.queue.load(qid)
                 for x in record.recipients:
                     if x.state == PENDING:
@@ -116,7 +117,7 @@ class QueueService:
         qid = check_id(queue_id)
         with self._locked_change(qid) as held:
             if not held:
-                raise Conflict(f"queue: {qid} is being delivered right now; try again")
+                raise Conflict(t("queue: {id} is being delivered right now; try again", id=qid))
             record = self.queue.load(qid)
             self.queue.remove(qid)
         self.audit(self.caller.actor, "queue.delete", qid,
@@ -134,7 +135,7 @@ class QueueService:
         qid = check_id(queue_id)
         with self._locked_change(qid) as held:
             if not held:
-                raise Conflict(f"queue: {qid} is being delivered right now; try again")
+                raise Conflict(t("queue: {id} is being delivered right now; try again", id=qid))
             record = self.queue.load(qid)
             data = self.queue.message(qid)
             now = time.time()

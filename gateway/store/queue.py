@@ -29,6 +29,7 @@ from typing import Any
 
 from gateway.errors import GatewayError, NotFound
 from gateway.fileio import fsync_dir, write_synced
+from gateway.texts import t
 
 _ID = re.compile(r"[0-9A-F]{21}")
 
@@ -50,7 +51,9 @@ class QueueError(GatewayError):
 def check_id(queue_id: str) -> str:
     qid = queue_id.strip().upper()
     if not _ID.fullmatch(qid):
-        raise QueueError(f"queue id: {queue_id!r} is not a queue id (21 hexadecimal characters)")
+        raise QueueError(t(
+            "queue id: {queue_id!r} is not a queue id (21 hexadecimal characters)",
+            queue_id=queue_id))
     return qid
 
 
@@ -182,7 +185,7 @@ class Queue:
         try:
             data = json.loads((self.env / f"{qid}.json").read_bytes())
         except FileNotFoundError:
-            raise NotFound(f"queue: no message {qid} in the queue") from None
+            raise NotFound(t("queue: no message {qid} in the queue", qid=qid)) from None
         return Record.from_json(data)
 
     def records(self) -> list[Record]:
@@ -197,7 +200,7 @@ class Queue:
         try:
             return (self.msg / qid).read_bytes()
         except FileNotFoundError:
-            raise NotFound(f"queue: no message {qid} in the queue") from None
+            raise NotFound(t("queue: no message {qid} in the queue", qid=qid)) from None
 
     # --- changing ------------------------------------------------------------------------------
 

@@ -3,9 +3,10 @@
 Every resource calls the application service the CLI calls, as the authenticated caller (API
 token or client certificate, auth.py); refusals are the CLI's one-line messages with the field
 they name and an HTTP status (errors.py). Lists take `offset` and `limit` (at most 500) and
-answer `{"items": [...], "total": N, "offset": O, "limit": L}`. The OpenAPI document of this
-API alone is `/api/v1/openapi.json` (public, like any API description; every resource in it
-needs credentials).
+answer `{"items": [...], "total": N, "offset": O, "limit": L, "has_more": bool}` (the audit
+log's word search answers `"total": null`: it stops reading at a full page). The OpenAPI
+document of this API alone is `/api/v1/openapi.json` (public, like any API description; every
+resource in it needs credentials).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from gateway.audit import entry_dict
 from gateway.directory.admin import domain_dict, mailbox_dict, whitelist_report
 from gateway.errors import GatewayError
 from gateway.store.admin import summary
+from gateway.texts import t
 from gateway.web.auth import ApiServices
 
 PREFIX = "/api/v1"
@@ -41,7 +43,7 @@ class Body(BaseModel):
 
 def page_of(page: Page[Any], convert: Any) -> dict[str, Any]:
     return {"items": [convert(x) for x in page.items], "total": page.total,
-            "offset": page.offset, "limit": page.limit}
+            "offset": page.offset, "limit": page.limit, "has_more": page.has_next}
 
 
 # --- status ----------------------------------------------------------------------------------
@@ -249,7 +251,7 @@ def with_upload(upload: AnyUpload, limit: int, run: Any) -> Any:
     shows it) in a private temporary folder removed afterwards."""
     data = upload.file.read(limit + 1)
     if len(data) > limit:
-        raise GatewayError(f"file: over the limit of {limit} bytes")
+        raise GatewayError(t("file: over the limit of {limit} bytes", limit=limit))
     name = os.path.basename(upload.filename or "") or "upload"
     name = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)[:100]
     with tempfile.TemporaryDirectory(prefix="mssgw-upload-") as folder:

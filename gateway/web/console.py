@@ -27,7 +27,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from gateway.admins.model import Caller, Session, Unauthenticated
+from gateway.admins.paging import Page
 from gateway.errors import GatewayError
+from gateway.french import french, say
 from gateway.web import errors
 from gateway.web.auth import (
     LOGIN_COOKIE,
@@ -64,6 +66,7 @@ router = APIRouter(prefix=PREFIX, include_in_schema=False)
 DONE = {
     "added": "Boîte aux lettres créée.",
     "updated": "Boîte aux lettres modifiée.",
+    "unchanged": "Rien n'a changé : la boîte est telle qu'elle était.",
     "suspended": "Boîte aux lettres suspendue : plus de connexion ni de distribution.",
     "resumed": "Boîte aux lettres réactivée.",
     "deleted": "Boîte aux lettres supprimée.",
@@ -122,6 +125,16 @@ FORMS: dict[str, list[tuple[str, str, bool, str]]] = {
         ("email", "Adresse de messagerie", True, ""),
         ("name", "Nom", True, ""),
     ],
+}
+
+
+# The fields of each edit form: the add form's, less what names the mailbox (its address; a
+# patient's INS, which is their address), plus the display name where the add form has none.
+EDIT_FORMS: dict[str, list[tuple[str, str, bool, str]]] = {
+    kind: [f for f in fields if f[0] not in ("email", "ins")]
+    + ([] if any(f[0] == "display_name" for f in fields)
+       else [("display_name", "Nom affiché", False, "")])
+    for kind, fields in FORMS.items()
 }
 
 
@@ -186,7 +199,7 @@ def error_page(request: Request, exc: GatewayError) -> Response:
         ctx: Ctx | None = Ctx(request, caller, session)
     except (NotLoggedIn, GatewayError):
         ctx = None
-    return render(request, "error.html", ctx, status=errors.status_of(exc), message=str(exc))
+    return render(request, "error.html", ctx, status=errors.status_of(exc), message=say(exc))
 
 
 def _redirect(url: str, done: str | None = None) -> RedirectResponse:
@@ -223,17 +236,18 @@ async def _post(request: Request, run: Callable[[Ctx, dict[str, Any]], Response]
         await form.close()
 
 
-def _pages(request: Request, total: int, offset: int) -> dict[str, Any]:
-    """Previous/next links keeping the search."""
+def _pages(request: Request, page: Page[Any]) -> dict[str, Any]:
+    """Previous/next links keeping the search; the total when it was counted."""
     params = dict(request.query_params)
     params.pop("fait", None)
-    out: dict[str, Any] = {"total": total, "first": offset + 1 if total else 0,
-                           "last": min(offset + PAGE_SIZE, total)}
-    page = offset // PAGE_SIZE + 1
+    offset = page.offset
+    out: dict[str, Any] = {"total": page.total, "first": offset + 1 if page.items else 0,
+                           "last": offset + len(page.items) if page.items else 0}
+    number = offset // PAGE_SIZE + 1
     if offset > 0:
-        out["prev"] = "?" + urlencode({**params, "page": page - 1})
-    if offset + PAGE_SIZE < total:
-        out["next"] = "?" + urlencode({**params, "page": page + 1})
+        out["prev"] = "?" + urlencode({**params, "page": number - 1})
+    if page.has_next:
+        out["next"] = "?" + urlencode({**params, "page": number + 1})
     return out
 
 
@@ -303,7 +317,7 @@ async def login(request: Request) -> Response:
             data.get("code", ""), client=client_address(request),
         )
     except Unauthenticated as exc:
-        return _login_form(request, str(exc), status=401)
+        return _login_form(request, say(exc), status=401)
     return _logged_in(request, admin)
 
 
@@ -317,7 +331,7 @@ async def login_certificate(request: Request) -> Response:
         admin = await run_in_threadpool(accounts_of(request).login_certificate, cert,
                                         client=client_address(request))
     except Unauthenticated as exc:
-        return _login_form(request, str(exc), status=401)
+        return _login_form(request, say(exc), status=401)
     return _logged_in(request, admin)
 
 
@@ -342,7 +356,7 @@ async def login_link(request: Request) -> Response:
         admin = await run_in_threadpool(accounts_of(request).use_login_link,
                                         data.get("code", ""), client=client_address(request))
     except Unauthenticated as exc:
-        return _login_form(request, str(exc), status=401)
+        return _login_form(request, say(exc), status=401)
     return _logged_in(request, admin)
 
 
@@ -379,15 +393,17 @@ async def mailboxes(request: Request) -> Response:
                                          state=state or None, offset=_offset(request),
                                          limit=PAGE_SIZE)
         return render(request, "mailboxes.html", c, page=page, kinds=MAILBOX_KINDS,
-                      pages=_pages(request, page.total, page.offset), q=_q(request, "q"),
+                      pages=_pages(request, page), q=_q(request, "q"),
                       kind=kind, etat=state)
     return await _page(request, run)
 
 
 def _mailbox_form(request: Request, c: Ctx, kind: str, form: dict[str, Any],
                   errors_: dict[str, str], status: int = 200) -> Response:
-    structures = c.services.mailboxes.structures() if kind == "PER" else []
-    options = [("", "—")] + [(m.address, f"{m.display_name} ({m.address})") for m in structures]
+    # A choice list while there are few structures; past that, the address is typed.
+    structures = c.services.mailboxes.structures() if kind == "PER" else None
+    options = [("", "—")] + [(m.address, f"{m.display_name} ({m.address})")
+                             for m in structures] if structures else []
     return render(request, "mailbox_new.html", c, status=status, kind=kind,
                   kind_label=MAILBOX_KINDS[kind], fields=FORMS[kind], form=form,
                   errors=errors_, structure_options=options, org_kinds=ORG_KINDS)
@@ -423,7 +439,7 @@ async def mailbox_add(request: Request) -> Response:
             key = _field_key(errors.field_of(exc)) or "_"
             if key not in values:
                 key = "_"
-            return _mailbox_form(request, c, kind, values, {key: str(exc)},
+            return _mailbox_form(request, c, kind, values, {key: say(exc)},
                                  status=errors.status_of(exc))
         return _redirect(f"{PREFIX}/mailboxes/{m.address}", "added")
     return await _post(request, run)
@@ -437,6 +453,72 @@ async def mailbox_show(request: Request, address: str) -> Response:
         return render(request, "mailbox.html", c, m=m, kinds=MAILBOX_KINDS, certs=certs,
                       now=dt.datetime.now(dt.UTC))
     return await _page(request, run)
+
+
+def current_values(m: Any) -> dict[str, str]:
+    """What the edit form shows for a mailbox: its fields as text."""
+    identity = m.professional or m.organisation or m.patient or m.application
+    values: dict[str, str] = {"display_name": m.display_name}
+    for name, value in vars(identity).items():
+        if value is None:
+            values[name] = ""
+        elif isinstance(value, tuple):
+            values[name] = ", ".join(value)
+        elif isinstance(value, bool):
+            values[name] = "1" if value else ""
+        else:
+            values[name] = str(getattr(value, "value", value))
+    return values
+
+
+def _edit_form(request: Request, c: Ctx, m: Any, form: dict[str, str],
+               errors_: dict[str, str], status: int = 200) -> Response:
+    kind = m.kind.value
+    structures = c.services.mailboxes.structures() if kind == "PER" else None
+    options = [("", "—")] + [(s.address, f"{s.display_name} ({s.address})")
+                             for s in structures] if structures else []
+    return render(request, "mailbox_edit.html", c, status=status, m=m, kind=kind,
+                  kind_label=MAILBOX_KINDS[kind], fields=EDIT_FORMS[kind], form=form,
+                  errors=errors_, structure_options=options, org_kinds=ORG_KINDS)
+
+
+@router.get("/mailboxes/{address}/edit")
+async def mailbox_edit(request: Request, address: str) -> Response:
+    def run(c: Ctx) -> Response:
+        c.caller.require("mailboxes", write=True)
+        m = c.services.mailboxes.show(address)
+        return _edit_form(request, c, m, current_values(m), {})
+    return await _page(request, run)
+
+
+@router.post("/mailboxes/{address}/edit")
+async def mailbox_update(request: Request, address: str) -> Response:
+    """The fields changed (as the API's PATCH: only those sent, "" clears an optional one),
+    through the same service, refused with the same message next to the field."""
+    def run(c: Ctx, data: dict[str, Any]) -> Response:
+        svc = c.services.mailboxes
+        m = svc.show(address)
+        before = current_values(m)
+        fields = [name for name, _, _, _ in EDIT_FORMS[m.kind.value]]
+        form = {name: " ".join(str(data.get(name, "")).split()) if name != "address"
+                else str(data.get(name, "")).strip() for name in fields}
+        if m.kind.value == "PATIENT":
+            form["objects_to_prescriber_feedback"] = "1" if data.get("objection") else ""
+            fields.append("objects_to_prescriber_feedback")
+        changes: dict[str, Any] = {
+            name: form[name] for name in fields if form[name] != before.get(name, "")}
+        if "objects_to_prescriber_feedback" in changes:
+            changes["objects_to_prescriber_feedback"] = bool(form["objects_to_prescriber_feedback"])
+        if not changes:
+            return _redirect(f"{PREFIX}/mailboxes/{m.address}", "unchanged")
+        try:
+            svc.update(m.address, changes)
+        except GatewayError as exc:
+            key = _field_key(errors.field_of(exc)) or "_"
+            return _edit_form(request, c, m, form, {key if key in form else "_": say(exc)},
+                              status=errors.status_of(exc))
+        return _redirect(f"{PREFIX}/mailboxes/{m.address}", "updated")
+    return await _post(request, run)
 
 
 def _mailbox_action(action: str) -> Callable[[Request, str], Any]:
@@ -458,7 +540,7 @@ def _mailbox_action(action: str) -> Callable[[Request, str], Any]:
                 m = svc.directory.require(address)
                 return render(request, "mailbox.html", c, status=errors.status_of(exc), m=m,
                               kinds=MAILBOX_KINDS, certs=[], now=dt.datetime.now(dt.UTC),
-                              errors={"password": str(exc)})
+                              errors={"password": say(exc)})
             return _redirect(f"{PREFIX}/mailboxes/{address}", "password")
         return await _post(request, run)
     return handler
@@ -478,7 +560,7 @@ def _trust_page(request: Request, c: Ctx, status: int = 200, **values: Any) -> R
     page = c.services.trust.page(search=_q(request, "q"), ours=ours, offset=_offset(request),
                                  limit=PAGE_SIZE)
     return render(request, "trust.html", c, status=status, page=page,
-                  pages=_pages(request, page.total, page.offset), q=_q(request, "q"),
+                  pages=_pages(request, page), q=_q(request, "q"),
                   portee=scope, generated=c.services.trust.whitelist_generated(), **values)
 
 
@@ -498,7 +580,7 @@ async def trust_add(request: Request) -> Response:
             key = _field_key(errors.field_of(exc)) or "_"
             key = {"domain": "name"}.get(key, key)
             return _trust_page(request, c, status=errors.status_of(exc), form=form,
-                               errors={key if key in form else "_": str(exc)})
+                               errors={key if key in form else "_": say(exc)})
         return _redirect(f"{PREFIX}/trust", "domain-added")
     return await _post(request, run)
 
@@ -511,8 +593,8 @@ async def trust_import(request: Request) -> Response:
     def run(c: Ctx, data: dict[str, Any]) -> Response:
         upload = data.get("file")
         if not isinstance(upload, UploadFile) or not upload.filename:
-            return _trust_page(request, c, status=422,
-                               errors={"file": "file: choose the whitelist XML file to import"})
+            return _trust_page(request, c, status=422, errors={
+                "file": "Fichier : choisissez le fichier XML de la liste blanche"})
         try:
             from gateway.web.api import with_upload
 
@@ -521,8 +603,9 @@ async def trust_import(request: Request) -> Response:
                 allow_removals=bool(data.get("allow_removals"))))
         except GatewayError as exc:
             return _trust_page(request, c, status=errors.status_of(exc),
-                               errors={"file": str(exc)})
-        return _trust_page(request, c, report=whitelist_report(change, upload.filename))
+                               errors={"file": say(exc)})
+        return _trust_page(request, c, report=[
+            french(line) or line for line in whitelist_report(change, upload.filename)])
     return await _post(request, run)
 
 
@@ -544,7 +627,7 @@ def _certs_page(request: Request, c: Ctx, status: int = 200, **values: Any) -> R
     page = c.services.pki.page(search=_q(request, "q"), status=_q(request, "etat") or None,
                                offset=_offset(request), limit=PAGE_SIZE)
     return render(request, "certificates.html", c, status=status, page=page,
-                  pages=_pages(request, page.total, page.offset), q=_q(request, "q"),
+                  pages=_pages(request, page), q=_q(request, "q"),
                   etat=_q(request, "etat"), kind_options=[(k, k) for k in KINDS],
                   reasons=list(REASONS),
                   now=dt.datetime.now(dt.UTC), **values)
@@ -570,7 +653,7 @@ async def certificate_issue(request: Request) -> Response:
         except GatewayError as exc:
             key = _field_key(errors.field_of(exc)) or "_"
             return _certs_page(request, c, status=errors.status_of(exc), form=form,
-                               errors={key if key in form else "subject": str(exc)})
+                               errors={key if key in form else "subject": say(exc)})
         return _redirect(f"{PREFIX}/certificates", "issued")
     return await _post(request, run)
 
@@ -598,7 +681,7 @@ async def prescriptions(request: Request) -> Response:
             offset=_offset(request), limit=PAGE_SIZE,
         )
         return render(request, "prescriptions.html", c, page=page,
-                      pages=_pages(request, page.total, page.offset), patient=patient,
+                      pages=_pages(request, page), patient=patient,
                       prescripteur=prescriber, etat=status, statuses=[s.value for s in Status])
     return await _page(request, run)
 
@@ -618,7 +701,7 @@ async def prescription_cancel(request: Request, identifier: str) -> Response:
         except GatewayError as exc:
             return render(request, "prescription.html", c, status=errors.status_of(exc),
                           rec=c.services.prescriptions.show(identifier),
-                          errors={"by": str(exc)}, form=data)
+                          errors={"by": say(exc)}, form=data)
         return _redirect(f"{PREFIX}/prescriptions/{identifier}", "cancelled")
     return await _post(request, run)
 
@@ -664,7 +747,7 @@ async def audit(request: Request) -> Response:
         page = c.services.audit.page(**{k: v or None for k, v in filters.items()},
                                      offset=_offset(request), limit=PAGE_SIZE)
         return render(request, "audit.html", c, page=page, f=filters,
-                      pages=_pages(request, page.total, page.offset))
+                      pages=_pages(request, page))
     return await _page(request, run)
 
 
@@ -678,7 +761,7 @@ async def queue(request: Request) -> Response:
     def run(c: Ctx) -> Response:
         page = c.services.queue.page(offset=_offset(request), limit=PAGE_SIZE)
         return render(request, "queue.html", c, items=[summary(r) for r in page.items],
-                      pages=_pages(request, page.total, page.offset))
+                      pages=_pages(request, page))
     return await _page(request, run)
 
 
@@ -744,7 +827,7 @@ async def token_new(request: Request) -> Response:
             key = _field_key(errors.field_of(exc)) or "_"
             key = {"scope": "scopes", "name": "admin"}.get(key, key)
             return _tokens_page(request, c, status=errors.status_of(exc), form=form,
-                                errors={key if key in form else "_": str(exc)})
+                                errors={key if key in form else "_": say(exc)})
         return _tokens_page(request, c, created=token, secret=secret)
     return await _post(request, run)
 

@@ -2,8 +2,8 @@
 
 Storage is opened on first use through the configured backend (`gateway.runtime.storage_for`),
 with the caller's audit name, and closed when the request ends (`services()` is a FastAPI
-dependency with `yield`). Administrator accounts are shared by the
-worker process (one connection, thread-safe): every request checks a token or a session.
+dependency with `yield`). Administrator accounts are the worker's (its composition root's
+`admin_accounts`: one store, thread-safe): every request checks a token or a session.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from typing import Any
 
 from fastapi import Request
 
-from gateway.admins import open_accounts
 from gateway.admins.accounts import AdminAccounts
 from gateway.admins.model import Caller
 from gateway.audit import AuditService
@@ -37,11 +36,8 @@ def config_of(request: Request) -> Config:
 
 
 def accounts_of(request: Request) -> AdminAccounts:
-    """The process's AdminAccounts (made on first use)."""
-    state = request.app.state
-    accounts: AdminAccounts | None = getattr(state, "mssgw_admins", None)
-    if accounts is None:
-        accounts = state.mssgw_admins = open_accounts(config_of(request))
+    """The worker's AdminAccounts (its root's, opened on first use, closed with it)."""
+    accounts: AdminAccounts = request.app.state.mssgw.runtime.admin_accounts
     return accounts
 
 
