@@ -1,8 +1,10 @@
 """Administration listings at an operator's scale: one page of the directory, of the certificate
-index and of the audit log, as the API and the console ask for them.
+index, of the prescription registry and of the audit log, as the API and the console ask for
+them.
 
-A directory of 100,000 mailboxes (MSSGW_BENCH_MAILBOXES), a certificate index of as many rows
-and an audit log of 500,000 entries (MSSGW_BENCH_AUDIT) in a temporary gateway home. Each figure
+A directory of 100,000 mailboxes (MSSGW_BENCH_MAILBOXES), a certificate index of as many rows,
+a registry of 100,000 prescriptions (MSSGW_BENCH_PRESCRIPTIONS) and an audit log of 500,000
+entries (MSSGW_BENCH_AUDIT) in a temporary gateway home. Each figure
 is the median of a few calls; "before" is what the services did until the listings were pushed
 down to the stores (read every row, then cut the page in memory), measured on the same data.
 Rows are written straight into the tables as the repositories write them (one transaction:
@@ -38,9 +40,12 @@ from gateway.directory.sqlite import _details_json  # noqa: E402
 from gateway.identifiers import ins_key, luhn_valid  # noqa: E402
 from gateway.pki import store  # noqa: E402
 from gateway.pki.admin import CertificateService  # noqa: E402
+from gateway.prescriptions.admin import PrescriptionService  # noqa: E402
+from gateway.prescriptions.sqlite_registry import SQLiteRegistry  # noqa: E402
 
 MAILBOXES = int(os.environ.get("MSSGW_BENCH_MAILBOXES", "100000"))
 AUDIT = int(os.environ.get("MSSGW_BENCH_AUDIT", "500000"))
+PRESCRIPTIONS = int(os.environ.get("MSSGW_BENCH_PRESCRIPTIONS", "100000"))
 DOMAIN = "bench.localhost"
 NAMES = ["Martin", "Bernard", "Thomas", "Petit", "Robert", "Richard", "Durand", "Dubois",
          "Moreau", "Laurent", "Simon", "Michel", "Lefebvre", "Leroy", "Roux", "David"]
@@ -130,6 +135,29 @@ def fill_audit(path: Path, n: int) -> None:
                 sort_keys=True) + "\n")
 
 
+def fill_registry(conn, n: int) -> None:  # type: ignore[no-untyped-def]
+    """`n` prescriptions of one line each, one every 5 minutes up to now, from 1,000 patients
+    and 500 prescribers, written as `SQLiteRegistry.register` writes them."""
+    start = datetime.now(UTC) - timedelta(minutes=5 * n)
+    rows, lines = [], []
+    for i in range(n):
+        at = start + timedelta(minutes=5 * i)
+        ident = f"BENCH{i:013d}"
+        rows.append((ident, f"dr.{i % 500:06d}@{DOMAIN}", rpps(i % 500), ins(i % 1000),
+                     f"{ins(i % 1000)}@patient.{DOMAIN}", at.isoformat(), at.date().isoformat(),
+                     (at + timedelta(days=90)).date().isoformat(),
+                     (at + timedelta(days=90)).date().isoformat(), "active", at.isoformat()))
+        lines.append((ident, 1, "L1", "DOLIPRANE 1000 mg", "2", "boîte", 0, 1))
+    with conn:
+        conn.executemany(
+            "INSERT INTO prescriptions (identifier, prescriber_address, prescriber_rpps,"
+            " patient_ins, patient_address, prescribed_at, prescribed_on, validity_end,"
+            " dispensable_until, status, registered_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+        conn.executemany(
+            "INSERT INTO prescription_lines (identifier, position, line_id, label, quantity,"
+            " quantity_unit, renewals, substitutable) VALUES (?,?,?,?,?,?,?,?)", lines)
+
+
 def main_bench() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "config.toml"
@@ -176,6 +204,22 @@ def main_bench() -> None:
                                                                  limit=25))
         timed("search 'durand'", lambda: certificates.page(search="durand", limit=25))
         timed("dashboard: expiring within 30 days", certificates.expiring)
+
+        print(f"prescription registry of {PRESCRIPTIONS:,} prescriptions")
+        registry = SQLiteRegistry.open(config.database_path)
+        fill_registry(registry.conn, PRESCRIPTIONS)
+        prescriptions = PrescriptionService(registry, caller)
+        timed("before: the newest 10,000 read, then the first page cut", lambda: paginate(
+            registry.find(actor="bench", limit=10000), 0, 25), runs=3)
+        timed("first page, newest first, and the count", lambda: prescriptions.page(limit=25))
+        timed("page 400 (offset 9,975)", lambda: prescriptions.page(offset=9975, limit=25))
+        timed("one patient's (100), first page", lambda: prescriptions.page(
+            patient=ins(4242 % 1000), limit=25))
+        timed("one prescriber's (200), by RPPS", lambda: prescriptions.page(
+            prescriber=rpps(42), limit=25))
+        timed("status active, page 10", lambda: prescriptions.page(
+            status="active", offset=225, limit=25))
+        registry.close()
 
         print(f"audit log of {AUDIT:,} entries")
         fill_audit(config.audit_log_path, AUDIT)

@@ -355,4 +355,12 @@ class AuditService:
         # not count (a word search).
         entries, total = self.log.query(f, offset=o, limit=n + 1)
         more = len(entries) > n
+        # The log names patients (their INS, their mailboxes): reading it through the API or
+        # the console is a read of patient data, recorded like the others. (The CLI's `audit
+        # list` is not: whoever runs it on the machine can read the log's file itself.)
+        filters = {"action": action, "target": target, "actor": actor, "since": since,
+                   "search": search}
+        self.log.record(self.caller.actor, "audit.query", target or "*", {
+            "filters": {k: v for k, v in filters.items() if v}, "offset": o,
+            "count": len(entries[:n]), "via": self.caller.via})
         return Page(entries[:n], total, o, n, more=more)

@@ -459,3 +459,109 @@ def test_the_console_says_every_refusal_in_french(api):
     assert console_messages(r.text)["_"].startswith("Formulaire : il est périmé")
     accounts.close()
     directory.close()
+
+
+def console_login(client, admins, name: str):  # type: ignore[no-untyped-def]
+    """A console session of `name` (a new TOTP secret, its current code): (client, CSRF)."""
+    from gateway.admins import open_accounts, totp
+    from gateway.admins.model import Caller
+
+    accounts = open_accounts(admins.config)
+    try:
+        secret = accounts.reset_totp(Caller.local("test"), name)
+    finally:
+        accounts.close()
+    browser = client(None)
+    page = browser.get("/console/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    r = browser.post("/console/login", data={"csrf": csrf, "name": name, "password":
+                                             "correct horse battery", "code": totp.code(secret)})
+    assert r.status_code == 303, r.text
+    page = browser.get("/console/")
+    return browser, re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+
+
+def test_reads_of_prescriptions_and_dmp_documents_are_audited_under_the_reader(api):
+    """A prescription and a DMP document of the demo patient, read through the API (alice's
+    token) and the console (eve, auditor, in a session): every list, show and download is in
+    the audit log under the reader's name, with the patient it concerns."""
+    import datetime as dt
+
+    from registry_fixtures import prescription
+
+    from gateway.dmp import Actor, DocumentMetadata, open_dmp
+    from gateway.prescriptions.registry import open_registry
+
+    admins, client = api
+    config = admins.config
+    registry = open_registry(config)
+    try:
+        ident = registry.register(
+            prescription(), prescriber_address=doctor_address(DOMAIN),
+            patient_address=f"{PATIENT_INS}@patient.{DOMAIN}", package=b"PK\x03\x04",
+            actor="test").identifier
+    finally:
+        registry.close()
+    uid, content = "1.2.250.1.999.16.1", b"<ClinicalDocument>compte rendu</ClinicalDocument>"
+    dmp = open_dmp(config)
+    try:
+        dmp.submit(DocumentMetadata(
+            unique_id=uid, patient_ins=PATIENT_INS, class_code="11", type_code="11490-0",
+            format_code="urn:ihe:iti:xds-sd:text:2008", title="Compte rendu",
+            creation_time=dt.datetime(2026, 12, 1, 10, 0, tzinfo=dt.UTC)),
+            content, actor=Actor.gateway())
+    finally:
+        dmp.close()
+
+    def reads(actor: str) -> list[tuple[str, str, object]]:
+        """(action, target, the patient it names) of `actor`'s reads, oldest first."""
+        return [(e.action, e.target, e.details.get("patient") or e.details.get("patients"))
+                for e in audit.read(config) if e.actor == actor
+                and e.action.startswith(("prescription.", "dmp."))]
+
+    # The API, with alice's token.
+    token = admins.admin_token.split("_")[1]
+    earlier = len(reads(f"admin:alice (token {token})"))  # this module's other tests
+    c = client(admins.admin_token)
+    page = c.get("/api/v1/prescriptions", params={"patient": PATIENT_INS}).json()
+    assert [p["identifier"] for p in page["items"]] == [ident] and page["total"] == 1
+    assert c.get(f"/api/v1/prescriptions/{ident}").json()["patient_ins"] == PATIENT_INS
+    docs = c.get("/api/v1/dmp/documents", params={"patient": PATIENT_INS}).json()
+    assert [d["unique_id"] for d in docs["items"]] == [uid]
+    assert c.get(f"/api/v1/dmp/documents/{uid}").json()["title"] == "Compte rendu"
+    got = c.get(f"/api/v1/dmp/documents/{uid}/content")
+    assert got.content == content and got.headers["content-type"].startswith("text/xml")
+    assert reads(f"admin:alice (token {token})")[earlier:] == [
+        ("prescription.list", PATIENT_INS, [PATIENT_INS]),
+        ("prescription.read", ident, PATIENT_INS),
+        ("dmp.query", PATIENT_INS, None),
+        ("dmp.entry", uid, PATIENT_INS),
+        ("dmp.retrieve", uid, PATIENT_INS),
+    ]
+    # The console, an auditor reading the same: each page is a read under her name.
+    browser, _ = console_login(client, admins, "eve")
+    listing = browser.get("/console/prescriptions", params={"patient": PATIENT_INS})
+    assert listing.status_code == 200 and ident in listing.text
+    assert PATIENT_INS in browser.get(f"/console/prescriptions/{ident}").text
+    assert uid in browser.get("/console/dmp", params={"patient": PATIENT_INS}).text
+    assert "Compte rendu" in browser.get(f"/console/dmp/{uid}").text
+    assert browser.get(f"/console/dmp/{uid}/contenu").content == content
+    assert reads("admin:eve") == [
+        ("prescription.list", PATIENT_INS, [PATIENT_INS]),
+        ("prescription.read", ident, PATIENT_INS),
+        ("dmp.query", PATIENT_INS, None),
+        ("dmp.entry", uid, PATIENT_INS),
+        ("dmp.retrieve", uid, PATIENT_INS),
+    ]
+    # A listing of everyone's prescriptions names the patients of the page it showed.
+    assert c.get("/api/v1/prescriptions").json()["total"] == 1
+    (last,) = reads(f"admin:alice (token {token})")[-1:]
+    assert last == ("prescription.list", "*", [PATIENT_INS])
+    # The audit log names patients: reading it through the API or the console is recorded too.
+    found = c.get("/api/v1/audit", params={"target": PATIENT_INS}).json()["items"]
+    assert {e["action"] for e in found} >= {"prescription.list", "dmp.query"}
+    assert browser.get("/console/audit", params={"cible": PATIENT_INS}).status_code == 200
+    queries = [(e.actor, e.target, e.details["via"], e.details["count"])
+               for e in audit.read(config, action="audit.query")]
+    assert queries[-2:] == [(f"admin:alice (token {token})", PATIENT_INS, "api", len(found)),
+                            ("admin:eve", PATIENT_INS, "console", len(found) + 1)]

@@ -53,6 +53,8 @@ async def run(session: Session, data: bytes) -> None:
                 break
         elif isinstance(ev, Command):
             await session.handle(ev)
+            if session.push_interval() is not None:  # what the silent client would be told
+                await session.push()
         elif isinstance(ev, Continue):
             session.io.send(b"+ go ahead\r\n")
 
@@ -70,6 +72,11 @@ ARGS = st.sampled_from(
         "RETURN", "(MIN MAX COUNT)", "()", "BINARY[1]", "BINARY.SIZE[]", "~{3+}\r\na\x00c",
         "QRESYNC", "(QRESYNC (1 1 1:*))", "(CHANGEDSINCE 1 VANISHED)", "(SUBSCRIBED)",
         "(RECURSIVEMATCH SUBSCRIBED)", "(STATUS (MESSAGES))", "(CHILDREN)",
+        # NOTIFY (RFC 5465)
+        "SET", "STATUS", "NONE", "(SELECTED (MessageNew (UID BODY.PEEK[]) MessageExpunge))",
+        "(SELECTED-DELAYED (MessageNew MessageExpunge FlagChange))", "(PERSONAL (MailboxName))",
+        "(SUBTREE (INBOX a/b) (MessageNew MessageExpunge SubscriptionChange))",
+        "(MAILBOXES Trash NONE)", "(INBOXES (AnnotationChange))",
     ]
 )
 VERBS = st.sampled_from(
@@ -77,7 +84,8 @@ VERBS = st.sampled_from(
         "NOOP", "CAPABILITY", "SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE",
         "LIST", "LSUB", "STATUS", "APPEND", "CHECK", "CLOSE", "UNSELECT", "EXPUNGE", "SEARCH",
         "FETCH", "STORE", "COPY", "MOVE", "UID FETCH", "UID STORE", "UID SEARCH", "UID EXPUNGE",
-        "UID MOVE", "ENABLE", "ID", "NAMESPACE", "IDLE", "XYZZY", "STARTTLS", "LOGIN",
+        "UID MOVE", "ENABLE", "ID", "NAMESPACE", "IDLE", "XYZZY", "STARTTLS", "LOGIN", "NOTIFY",
+        "NOTIFY SET", "NOTIFY SET STATUS",
     ]
 )
 COMMAND = st.tuples(VERBS, st.lists(ARGS, max_size=4))

@@ -9,13 +9,7 @@ import pytest
 from imap_helpers import running_server
 from smtp_helpers import DOCTOR, PASSWORD, setup_gateway
 
-from gateway.imap.threading import (
-    Item,
-    format_threads,
-    orderedsubject,
-    orderedsubject_text,
-    references,
-)
+from gateway.imap.threading import ThreadRow, orderedsubject_text, references
 from gateway.store.mailstore import INDEX_NAME
 from gateway.store.sortkeys import base_subject, extract
 
@@ -138,31 +132,48 @@ def test_thread_references_and_orderedsubject(imap):
     client.logout()
 
 
-def _item(n: int, subject: str = "", mid: str = "", refs: tuple[str, ...] = (),
-          sent: int = 0) -> Item:
+def _row(n: int, subject: str = "", mid: str = "", refs: tuple[str, ...] = (),
+         sent: int = 0) -> ThreadRow:
     base, reply = base_subject(subject)
-    keys = extract(b"", sent)
-    keys = type(keys)(sent, base.upper(), reply, "", "", "", "", "", mid, refs)
-    return Item(n, n, sent, 0, keys)
+    return (n, sent, base.upper(), int(reply), mid, " ".join(refs))
 
 
 def test_references_prunes_dummies_and_groups_by_subject():
-    items = [
-        _item(1, "x", "1@a", (), 10),
-        _item(2, "Re: x", "2@a", ("missing@a", "1@a"), 20),  # parent 1 through a dummy link
-        _item(3, "y", "3@a", ("gone@a",), 30),  # a lone dummy parent is pruned
-        _item(4, "Re: y", "4@a", ("gone@a",), 40),  # siblings under one dummy root
-        _item(5, "z", "", (), 5),
-        _item(6, "Re: z", "", (), 50),  # same base subject, a reply: child of 5
+    rows = [
+        _row(1, "x", "1@a", (), 10),
+        _row(2, "Re: x", "2@a", ("missing@a", "1@a"), 20),  # parent 1 through a dummy link
+        _row(3, "y", "3@a", ("gone@a",), 30),  # a lone dummy parent is pruned
+        _row(4, "Re: y", "4@a", ("gone@a",), 40),  # siblings under one dummy root
+        _row(5, "z", "", (), 5),
+        _row(6, "Re: z", "", (), 50),  # same base subject, a reply: child of 5
     ]
-    assert format_threads(references(items)) == "(5 6)(1 2)((3)(4))"
-    assert format_threads(orderedsubject(items)) == "(5 6)(1 2)(3 4)"
-    rows = [(i.number, i.seq, i.keys.subject, i.keys.sent) for i in items]
-    rows.append((7, 7, "X", 60))
-    rows.append((8, 8, "X", 15))
-    assert orderedsubject_text(rows) == "(5 6)(1 (8)(2)(7))(3 4)"
-    assert format_threads(orderedsubject([*items, _item(7, "x", sent=60),
-                                          _item(8, "x", sent=15)])) == orderedsubject_text(rows)
+    numbers = [r[0] for r in rows]
+    assert references(numbers, rows) == "(5 6)(1 2)((3)(4))"
+    assert references([n * 10 for n in numbers], rows) == "(50 60)(10 20)((30)(40))"
+    subjects = [(r[0], r[0], r[2], r[1]) for r in rows]
+    assert orderedsubject_text(subjects) == "(5 6)(1 2)(3 4)"
+    subjects += [(7, 7, "X", 60), (8, 8, "X", 15)]
+    assert orderedsubject_text(subjects) == "(5 6)(1 (8)(2)(7))(3 4)"
+
+
+def test_references_loops_duplicates_and_deep_chains():
+    # 1 and 2 refer to each other (no loop made); 3 repeats 1's Message-ID (a container of
+    # its own); 4 has no Message-ID; the last references are what decide the parent (1.B)
+    rows = [_row(1, "", "a", ("b",), 1), _row(2, "", "b", ("a",), 2), _row(3, "", "a", (), 3),
+            _row(4, "", "", ("a",), 4)]
+    assert references([1, 2, 3, 4], rows) == "(2 1 4)(3)"
+    # a reply chain thousands deep, and one message with thousands of children: neither
+    # recursion nor a quadratic walk (a THREAD of hostile mail answers)
+    depth = 5000
+    chain = [_row(i, "", f"m{i}", tuple(f"m{j}" for j in range(max(1, i - 3), i)), i)
+             for i in range(1, depth + 1)]
+    assert references(list(range(1, depth + 1)), chain) == \
+        "(" + " ".join(str(i) for i in range(1, depth + 1)) + ")"
+    wide = [_row(1, "", "top", (), 1)] + [_row(i, "", f"c{i}", ("top",), i)
+                                          for i in range(2, depth + 1)]
+    assert references(list(range(1, depth + 1)), wide) == \
+        "(1 " + "".join(f"({i})" for i in range(2, depth + 1)) + ")"
+    assert references([], []) == ""
 
 
 def test_sort_keys_are_computed_for_messages_indexed_before_them(imap):

@@ -182,6 +182,13 @@ def test_cached_structure_and_sort_keys(store):
     assert sizes[other] == len(message("abc", "longer body"))
     with pytest.raises(ValueError):
         store.sort_values(inbox, [uid], "flags")
+    # thread_keys: THREAD=REFERENCES's row per message
+    reply = store.append(inbox, b"Message-ID: <r@test>\r\nReferences: <a@test>\r\n <b@test>"
+                         b"\r\nSubject: Fwd: abc\r\nDate: Thu, 1 Jan 2026 00:00:00 +0000\r\n"
+                         b"\r\nx\r\n", [])
+    rows = store.thread_keys(inbox, [uid, reply, 999])
+    assert rows[reply] == (reply, 1_767_225_600, "ABC", 1, "r@test", "a@test b@test")
+    assert rows[uid][4:] == ("Re:.hello@test", "") and set(rows) == {uid, reply}
 
 
 def test_append_to_a_deleted_folder_says_trycreate(store):

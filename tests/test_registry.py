@@ -342,6 +342,29 @@ def test_find_filters(reg):
     assert [r.identifier for r in part] == [b]
 
 
+def test_find_pages_newest_first_and_count_says_how_many(reg, audit):
+    """The administrators' listing: one page at a time (offset, limit), newest first, counted
+    apart; only the patients of the page read are audited, a count reads nobody's data."""
+    ids = [register(reg, date=DAY0 + dt.timedelta(days=i)).identifier for i in range(5)]
+    newest_first = list(reversed(ids))
+    assert [r.identifier for r in reg.find(actor=ADMIN, limit=2)] == newest_first[:2]
+    assert [r.identifier for r in reg.find(actor=ADMIN, limit=2, offset=2)] == newest_first[2:4]
+    assert [r.identifier for r in reg.find(actor=ADMIN, limit=2, offset=4)] == newest_first[4:]
+    assert reg.find(actor=ADMIN, limit=2, offset=5) == []
+    assert reg.count() == 5
+    assert reg.count(prescriber=RPPS, patient_ins="279035121518989") == 5
+    reg.dispense(report(ids[0], ("1", "1")), now=DAY0)
+    assert reg.count(status=Status.PARTIALLY_DISPENSED, now=DAY0) == 1
+    assert reg.count(prescriber="nobody@x") == 0
+    audit.entries.clear()
+    reg.count()
+    assert audit.entries == []
+    (page,) = [r for r in reg.find(actor=ADMIN, limit=1, offset=1)]
+    (entry,) = audit.entries
+    assert entry[:3] == (ADMIN, "prescription.list", "*")
+    assert entry[3]["count"] == 1 and entry[3]["patients"] == [page.patient_ins]
+
+
 def test_purge_after_five_years(reg, audit):
     old = register(reg, date=dt.datetime(2020, 3, 1, tzinfo=dt.UTC)).identifier
     reg.dispense(report(old, ("1", "1")), now=dt.datetime(2020, 3, 2, tzinfo=dt.UTC))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -41,3 +41,11 @@ def check_window(offset: int | None, limit: int | None, default: int = 50) -> tu
 def paginate(items: Sequence[T], offset: int | None, limit: int | None) -> Page[T]:
     o, n = check_window(offset, limit)
     return Page(list(items[o : o + n]), len(items), o, n)
+
+
+def counted(items: list[T], offset: int, limit: int, count: Callable[[], int]) -> Page[T]:
+    """The page a store cut (`items` at `offset`, at most `limit`), with its total: counted by
+    `count()` only when the page does not tell it (a short page is the last one)."""
+    if len(items) < limit and (items or offset == 0):
+        return Page(items, offset + len(items), offset, limit)
+    return Page(items, count(), offset, limit)

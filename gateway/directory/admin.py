@@ -14,7 +14,7 @@ from enum import Enum
 from typing import Any
 
 from gateway.admins.model import Caller
-from gateway.admins.paging import Page, check_window, paginate
+from gateway.admins.paging import Page, check_window, counted, paginate
 from gateway.audit import Recorder
 from gateway.directory.model import (
     Application,
@@ -212,12 +212,8 @@ class MailboxService:
         filters = self._filters(kind, domain, search, state)
         o, n = check_window(offset, limit)
         items = self.directory.list_mailboxes(**filters, offset=o, limit=n)
-        if len(items) < n and (items or o == 0):
-            total = o + len(items)  # the last page: no need to count
-        else:
-            total = self.directory.count_mailboxes(**filters)
         self._patient_reads("directory.list", [m for m in items if m.patient])
-        return Page(items, total, o, n)
+        return counted(items, o, n, lambda: self.directory.count_mailboxes(**filters))
 
     def list_all(
         self, *, kind: str | None = None, domain: str | None = None, search: str | None = None,

@@ -44,7 +44,7 @@ class ListCommands(MailboxCommands):
         if not lsub and len(args) == 4 and isinstance(args[2], Atom) \
                 and args[2].upper() == "RETURN":
             extended = True
-            returns, status = _return_options(args.pop())
+            returns, status = _return_options(args.pop(), self.rev2)
             args.pop()
         if len(args) != 2:
             raise Bad(f"{verb} expects a reference and a mailbox pattern")
@@ -112,7 +112,7 @@ class ListCommands(MailboxCommands):
         await self.cmd_list(tag, args, lsub=True)
 
 
-def _return_options(tok: Token) -> tuple[set[str], list[str] | None]:
+def _return_options(tok: Token, rev2: bool) -> tuple[set[str], list[str] | None]:
     """LIST ... RETURN (SUBSCRIBED CHILDREN STATUS (items))."""
     toks = as_list(tok, "LIST return options")
     out: set[str] = set()
@@ -121,7 +121,7 @@ def _return_options(tok: Token) -> tuple[set[str], list[str] | None]:
     while i < len(toks):
         name = as_atom(toks[i], "LIST return option").upper()
         if name == "STATUS" and i + 1 < len(toks):
-            status = _status_items(toks[i + 1])
+            status = _status_items(toks[i + 1], rev2)
             i += 2
             continue
         if name not in ("SUBSCRIBED", "CHILDREN", "SPECIAL-USE"):  # special use: always shown

@@ -20,7 +20,7 @@ from gateway.imap.parser import (
     parse_sequence_set,
 )
 from gateway.imap.state import Bad, No, Selected, _no_args
-from gateway.imap.syntax import parse_imap_datetime, seq_set, uid_ranges
+from gateway.imap.syntax import parse_imap_datetime, quote, seq_set, uid_ranges
 from gateway.imap.updates import SelectedUpdates
 from gateway.imap.urls import parse_imap_url
 from gateway.store.interfaces import DELIMITER, Appended, Folder
@@ -65,6 +65,7 @@ class MailboxCommands(SelectedUpdates):
             self.selected = None
             if self.condstore or self.rev2:  # RFC 7162 3.2.11, RFC 9051 7.1
                 self.untagged("OK [CLOSED] previous mailbox closed")
+        self.denormalized = None
         folder = self._get_folder(args[0])
         await self._adopt_new(folder)
         folder = self.store.folder_by_id(folder.id) or folder
@@ -77,7 +78,8 @@ class MailboxCommands(SelectedUpdates):
         self._send_flags(sel)
         self.untagged(f"{len(uids)} EXISTS")
         if self.rev2:  # RFC 9051 6.3.2: LIST in place of RECENT and UNSEEN
-            self.send(b'* LIST () "' + DELIMITER.encode() + b'" ' + self._wire_name(folder.name))
+            self.send(b'* LIST () "' + DELIMITER.encode() + b'" ' + self._wire_name(folder.name)
+                      + self._oldname())
         else:
             self.untagged(f"{sel.recent_count()} RECENT")
         if seen < len(uids) and not self.rev2:
@@ -148,9 +150,19 @@ class MailboxCommands(SelectedUpdates):
         if len(args) != 1:
             raise Bad("CREATE expects a mailbox name")
         assert self.store is not None
+        self.denormalized = None
         name = self._folder_name(args[0]).rstrip(DELIMITER)
         self.store.create_folder(name)
+        if self.denormalized is not None:  # RFC 9051 6.3.4: the name it was created under
+            self.send(f'* LIST () "{DELIMITER}" '.encode() + self._wire_name(name)
+                      + self._oldname())
         self.tagged(tag, "OK", "CREATE completed")
+
+    def _oldname(self) -> bytes:
+        """` ("OLDNAME" (name))` when the rev2 client's last name was not in NFC (RFC 9051
+        5.1: we keep names normalised and say so), else nothing."""
+        given, self.denormalized = self.denormalized, None
+        return b"" if given is None else b' ("OLDNAME" (' + quote(given) + b"))"
 
     async def cmd_delete(self, tag: str, args: list[Token]) -> None:
         if len(args) != 1:
@@ -166,9 +178,30 @@ class MailboxCommands(SelectedUpdates):
         if len(args) != 2:
             raise Bad("RENAME expects two mailbox names")
         assert self.store is not None
-        self.store.rename_folder(self._folder_name(args[0]), self._folder_name(args[1]))
+        old, new = self._folder_name(args[0]), self._folder_name(args[1])
+        self.store.rename_folder(old, new)
         await self._notify(True)
+        if self.rev2 and old != "INBOX":
+            self._send_renamed(old, new)
         self.tagged(tag, "OK", "RENAME completed")
+
+    def _send_renamed(self, old: str, new: str) -> None:
+        """RFC 9051 (6.3.9, 7.3.1): a LIST response with the OLDNAME extended data item for
+        the renamed mailbox and each of its children, so a rev2 client updates its list
+        without listing again. (Renaming INBOX moves its messages to a new mailbox: nothing
+        was renamed.)"""
+        assert self.store is not None
+        folders = {f.name: f for f in self.store.folders()}
+        renamed = [n for n in sorted(folders) if n == new or n.startswith(new + DELIMITER)]
+        for name in renamed:
+            folder = folders[name]
+            attrs = ["\\HasChildren" if any(n.startswith(name + DELIMITER) for n in folders)
+                     else "\\HasNoChildren"]
+            if folder.special_use:
+                attrs.append(folder.special_use)
+            was = old + name[len(new):]
+            self.send(f'* LIST ({" ".join(attrs)}) "{DELIMITER}" '.encode()
+                      + self._wire_name(name) + b' ("OLDNAME" (' + self._wire_name(was) + b"))")
 
     async def cmd_subscribe(self, tag: str, args: list[Token], on: bool = True) -> None:
         if len(args) != 1:
@@ -183,7 +216,7 @@ class MailboxCommands(SelectedUpdates):
     async def cmd_status(self, tag: str, args: list[Token]) -> None:
         if len(args) != 2:
             raise Bad("STATUS expects a mailbox name and a list of items")
-        items = _status_items(args[1])
+        items = _status_items(args[1], self.rev2)
         folder = self._get_folder(args[0])
         await self._adopt_new(folder)
         self.send(self._status_line(folder, items))
@@ -376,11 +409,13 @@ STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHE
                 "DELETED", "SIZE")  # DELETED: RFC 9051; SIZE: RFC 8438
 
 
-def _status_items(tok: Token) -> list[str]:
+def _status_items(tok: Token, rev2: bool = False) -> list[str]:
     items = [as_atom(i, "status item").upper() for i in as_list(tok, "status items")]
     if not items:
         raise Bad("STATUS needs at least one item")
     for item in items:
         if item not in STATUS_ITEMS:
             raise Bad(f"unknown STATUS item {item[:20]}")
+        if item == "RECENT" and rev2:  # RFC 9051 removed \Recent, and RECENT with it
+            raise Bad("STATUS RECENT does not exist in IMAP4rev2 (RFC 9051: no \\Recent)")
     return items

@@ -1,13 +1,23 @@
 """Commands on the selected mailbox's messages other than FETCH: STORE (with UNCHANGEDSINCE),
-SEARCH, COPY, MOVE and EXPUNGE (UID EXPUNGE of UIDPLUS).
+SEARCH (with ESEARCH, SEARCHRES and RFC 5267's UPDATE and PARTIAL: `imap/contexts.py`),
+CANCELUPDATE, COPY, MOVE and EXPUNGE (UID EXPUNGE of UIDPLUS).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Sequence
 
-from gateway.imap.parser import Atom, Token, as_atom, as_number
+from gateway.imap import contexts, threading
+from gateway.imap.contexts import (
+    MAX_CONTEXTS,
+    Context,
+    ReturnOptions,
+    parse_return_options,
+    partial_data,
+)
+from gateway.imap.parser import Atom, Literal, Token, as_atom, as_number, as_text
 from gateway.imap.search import (
     BadCharset,
     Candidate,
@@ -17,6 +27,7 @@ from gateway.imap.search import (
     needs_message,
     parse_search,
     uses_modseq,
+    uses_recent,
 )
 from gateway.imap.state import Bad, No, _no_args
 from gateway.imap.syntax import quote, seq_set
@@ -109,16 +120,18 @@ class MessageCommands(SelectedUpdates):
         if args and isinstance(args[0], Atom) and args[0].upper() == "RETURN":
             if len(args) < 2:
                 raise Bad("SEARCH RETURN expects a list of options")
-            options = _return_options(args[1])
+            options = parse_return_options(args[1])
             args = args[2:]
+            self._check_update(tag, options)
             if "SAVE" in options:
                 sel.saved = frozenset()  # RFC 5182 2.1: a failed SEARCH (SAVE) leaves "$" empty
         if options is None and self.rev2:
-            options = {"ALL"}  # RFC 9051 6.4.4: the answer is always ESEARCH
+            options = ReturnOptions(frozenset({"ALL"}))  # RFC 9051 6.4.4: always ESEARCH
         try:
             _, keys = parse_search(args)
         except BadCharset:
             raise No("unsupported charset", "BADCHARSET (US-ASCII UTF-8)") from None
+        self._check_keys(keys)
         folder = sel.folder
         heavy = needs_message(keys)
         found = await self._matching(keys, saved)
@@ -127,9 +140,11 @@ class MessageCommands(SelectedUpdates):
             self._enable_condstore()
         if options is not None:
             if "SAVE" in options:
-                sel.saved = saved_result(options, [u for _, u, _ in found])
-            if options - {"SAVE"}:  # SAVE alone: no ESEARCH response (RFC 5182 2.1)
+                sel.saved = saved_result(options.names, [u for _, u, _ in found])
+            if options.names - {"SAVE", "CONTEXT"}:  # SAVE alone: no ESEARCH (RFC 5182 2.1)
                 self.untagged(_esearch(tag, uid, options, found, modseq))
+            if "UPDATE" in options:
+                self._keep_context(Context(tag, uid, keys, [u for _, u, _ in found]))
         else:
             numbers = [u if uid else s for s, u, _ in found]
             line = "SEARCH" + "".join(f" {n}" for n in numbers)
@@ -141,32 +156,119 @@ class MessageCommands(SelectedUpdates):
         await self._notify(uid)
         self.tagged(tag, "OK", f"{'UID ' if uid else ''}SEARCH completed")
 
+    def _check_keys(self, keys: list[Key]) -> None:
+        """RFC 9051 removed \\Recent: in IMAP4rev2, RECENT, NEW and OLD are not search keys."""
+        if self.rev2 and uses_recent(keys):
+            raise Bad("RECENT, NEW and OLD do not exist in IMAP4rev2 (RFC 9051: no \\Recent)")
+
+    # --- RFC 5267 contexts: results kept current (gateway.imap.contexts) ------------------
+
+    def _check_update(self, tag: str, options: ReturnOptions) -> None:
+        sel = self.selected
+        assert sel is not None
+        if "UPDATE" in options and tag in sel.contexts:
+            raise Bad(f"the search {tag[:40]} is already being updated: use another tag")
+
+    def _keep_context(self, ctx: Context) -> None:
+        sel = self.selected
+        assert sel is not None
+        if len(sel.contexts) >= MAX_CONTEXTS:
+            self.untagged(f"NO [NOUPDATE {quote(ctx.tag).decode()}] too many updating searches"
+                          f" ({MAX_CONTEXTS}): this one is not kept current")
+            return
+        sel.contexts[ctx.tag] = ctx
+
+    async def cmd_cancelupdate(self, tag: str, args: list[Token]) -> None:
+        """CANCELUPDATE "tag" ... (RFC 5267 4.3.2): those searches are no longer kept."""
+        sel = self.selected
+        assert sel is not None
+        if not args or not all(isinstance(a, bytes) and not isinstance(a, Literal)
+                               for a in args):
+            raise Bad("CANCELUPDATE expects one or more quoted tags")
+        tags = [as_text(a, "tag") for a in args]
+        unknown = [t for t in tags if t not in sel.contexts]
+        if unknown:
+            raise No(f"no updating search has the tag {unknown[0][:40]}")
+        for t in tags:
+            del sel.contexts[t]
+        self.tagged(tag, "OK", "CANCELUPDATE completed")
+
+    def _contexts_before_expunge(self, uids: list[int]) -> None:
+        """REMOVEFROM for the contexts' messages about to be reported expunged (their
+        sequence numbers still the ones the client knows)."""
+        sel = self.selected
+        assert sel is not None
+        for ctx in sel.contexts.values():
+            line = contexts.remove(ctx, uids, (lambda u: u) if ctx.uid else sel.seq_of)
+            if line:
+                self.untagged(line)
+
+    async def _update_contexts(self, changed: set[int], new: list[int]) -> None:
+        """Re-test what changed flags or arrived against each context's keys; ADDTO and
+        REMOVEFROM for what entered or left its result."""
+        sel = self.selected
+        store = self.store
+        assert sel is not None and store is not None
+        for ctx in list(sel.contexts.values()):
+            tested = list(sel.uids) if ctx.everything else \
+                sorted(u for u in changed | set(new) if sel.seq_of(u))
+            if not tested:
+                continue
+            found = await self._matching(ctx.keys, uids=tested)
+            if self.selected is not sel:
+                return  # the mailbox went away meanwhile
+            order = None if ctx.criteria is None else functools.partial(self._sort_order, ctx)
+            line = contexts.apply(ctx, tested, {u for _, u, _ in found}, sel.uids,
+                                  (lambda u: u) if ctx.uid else sel.seq_of, order)
+            if line:
+                self.untagged(line)
+
+    def _sort_order(self, ctx: Context, uids: list[int]) -> list[int]:
+        """`uids` (mailbox order) in `ctx`'s SORT order, reading the sort values of the
+        messages it has not seen yet."""
+        sel = self.selected
+        store = self.store
+        assert sel is not None and store is not None and ctx.criteria is not None
+        for name in {c for c, _ in ctx.criteria}:
+            known = ctx.values.setdefault(name, {})
+            missing = [u for u in uids if u not in known]
+            if missing:
+                known.update(store.sort_values(sel.folder, missing, threading.SORT_FIELDS[name]))
+        present = [u for u in uids if all(u in ctx.values[c] for c, _ in ctx.criteria)]
+        return threading.sort(present, ctx.criteria, ctx.values)
+
     async def _matching(
-        self, keys: list[Key], saved: frozenset[int] | None = None
+        self, keys: list[Key], saved: frozenset[int] | None = None,
+        uids: Sequence[int] | None = None,
     ) -> list[tuple[int, int, int]]:
-        """(sequence number, UID, MODSEQ) of the selected mailbox's messages matching all of
-        `keys`, in mailbox order (shared by SEARCH, SORT and THREAD)."""
+        """(sequence number, UID, MODSEQ) of the selected mailbox's messages (only `uids`,
+        ascending, when given) matching all of `keys`, in mailbox order (shared by SEARCH,
+        SORT, THREAD and the updating searches)."""
         sel = self.selected
         store = self.store
         assert sel is not None and store is not None
         folder = sel.folder
-        bind_saved(keys, sel.saved if saved is None else saved)
+        if saved is not None or uids is None:
+            bind_saved(keys, sel.saved if saved is None else saved)
+        candidates = sel.uids if uids is None else uids
         if all(k.name == "ALL" for k in keys):  # SORT/SEARCH ... ALL: no row needed
-            return [(i, u, 0) for i, u in enumerate(sel.uids, 1)]
-        infos = store.infos(folder, sel.uids)
+            return [(sel.seq_of(u), u, 0) for u in candidates] if uids is not None else \
+                [(i, u, 0) for i, u in enumerate(sel.uids, 1)]
+        infos = store.infos(folder, candidates)
         largest_uid = sel.uids[-1] if sel.uids else 0
         found: list[tuple[int, int, int]] = []
         heavy = needs_message(keys)
-        for i, u in enumerate(sel.uids):
+        for i, u in enumerate(candidates):
             info = infos.get(u)
-            if info is None:
+            seq = i + 1 if uids is None else sel.seq_of(u)
+            if info is None or not seq:
                 continue
             cand = Candidate(
-                i + 1, u, info.flags, info.internaldate, info.size, info.modseq, u in sel.recent,
+                seq, u, info.flags, info.internaldate, info.size, info.modseq, u in sel.recent,
                 functools.partial(store.read, folder, info.base), info.tz,
             )
             if all(matches(k, cand, len(sel.uids), largest_uid) for k in keys):
-                found.append((i + 1, u, info.modseq))
+                found.append((seq, u, info.modseq))
             if heavy and i % 200 == 199:
                 await asyncio.sleep(0)  # long text searches leave room for other clients
         return found
@@ -210,10 +312,7 @@ class MessageCommands(SelectedUpdates):
         await self.cmd_copy(tag, args, uid=uid, move=True)
 
 
-_RETURN_OPTIONS = ("MIN", "MAX", "ALL", "COUNT", "SAVE")
-
-
-def saved_result(options: set[str], uids: list[int]) -> frozenset[int]:
+def saved_result(options: frozenset[str], uids: list[int]) -> frozenset[int]:
     """What SEARCH/SORT RETURN (SAVE ...) keeps as "$" (RFC 5182 2.4): with MIN and/or MAX and
     neither ALL nor COUNT, only those messages; else the whole result. `uids` in the order
     the options' MIN and MAX refer to."""
@@ -227,23 +326,11 @@ def saved_result(options: set[str], uids: list[int]) -> frozenset[int]:
     return frozenset(uids)
 
 
-def _return_options(tok: Token) -> set[str]:
-    """RFC 4731 SEARCH RETURN (...): MIN, MAX, ALL, COUNT, and SAVE (RFC 5182); an empty list
-    means ALL."""
-    if not isinstance(tok, list):
-        raise Bad("SEARCH RETURN expects a list of options")
-    options = {as_atom(t, "SEARCH RETURN option").upper() for t in tok}
-    unknown = options - set(_RETURN_OPTIONS)
-    if unknown:
-        raise Bad(f"unsupported SEARCH RETURN option {sorted(unknown)[0][:20]}")
-    return options or {"ALL"}
-
-
-def _esearch(tag: str, uid: bool, options: set[str], found: list[tuple[int, int, int]],
+def _esearch(tag: str, uid: bool, options: ReturnOptions, found: list[tuple[int, int, int]],
              modseq: bool) -> str:
     """The ESEARCH response (RFC 4731): MIN, MAX and ALL only when something matched, COUNT
-    always; with a MODSEQ key, the highest mod-sequence of the messages returned (RFC 7162
-    3.1.5: all of them for ALL/COUNT, else the MIN/MAX ones)."""
+    always, PARTIAL (RFC 5267 4.4) always; with a MODSEQ key, the highest mod-sequence of the
+    messages returned (RFC 7162 3.1.5: all of them for ALL/COUNT, else the MIN/MAX ones)."""
     line = f"ESEARCH (TAG {quote(tag).decode()})" + (" UID" if uid else "")
     numbers = [u if uid else s for s, u, _ in found]
     returned: list[int] = []  # indexes into found
@@ -256,10 +343,15 @@ def _esearch(tag: str, uid: bool, options: set[str], found: list[tuple[int, int,
             returned.append(len(found) - 1)
         if "ALL" in options:
             line += f" ALL {seq_set(numbers)}"
+    if options.partial is not None:
+        line += partial_data(options.partial, numbers, seq_set)
+        lo, hi = options.partial
+        returned.extend(range(lo - 1, min(hi, len(found))))
     if "COUNT" in options:
         line += f" COUNT {len(found)}"
     if modseq and found:
-        if options & {"ALL", "COUNT"}:
+        if options.names & {"ALL", "COUNT"}:
             returned = list(range(len(found)))
-        line += f" MODSEQ {max(found[i][2] for i in returned)}"
+        if returned:
+            line += f" MODSEQ {max(found[i][2] for i in returned)}"
     return line

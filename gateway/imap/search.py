@@ -177,6 +177,13 @@ def needs_message(keys: list[Key]) -> bool:
     return False
 
 
+def uses_recent(keys: list[Key]) -> bool:
+    """RECENT, NEW, OLD or KEYWORD \\Recent anywhere in the keys."""
+    return any(k.name in ("RECENT", "NEW", "OLD")
+               or (k.name == "FLAG" and str(k.arg).lower() == "\\recent")
+               or (k.sub is not None and uses_recent(k.sub)) for k in keys)
+
+
 def uses_modseq(keys: list[Key]) -> bool:
     return any(k.name == "MODSEQ" or (k.sub is not None and uses_modseq(k.sub)) for k in keys)
 

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import weakref
 import zlib
 
 from gateway import handshakes, metrics
@@ -50,6 +51,7 @@ class Connection:
         self.parser = CommandReader(max_literal=PREAUTH_LITERAL)
         peer = writer.get_extra_info("peername")
         ssl_object = writer.get_extra_info("ssl_object")
+        share_tls_read_buffer(writer.transport)
         self.session = Session(
             hooks,
             self,
@@ -138,9 +140,31 @@ class Connection:
         if self._timer is None:
             self._timer = loop.call_at(self._waiting_since + self._limit, self._check_idle)
         try:
+            # After NOTIFY (RFC 5465) the session tells what happens while the client is
+            # silent: the wait is cut into the session's poll interval.
+            interval = self.session.push_interval()
+            while interval is not None:
+                try:
+                    async with asyncio.timeout(interval):
+                        return await self._read()
+                except TimeoutError:
+                    pass
+                await self._push()
+                if self.session.closing:  # e.g. BYE: the selected mailbox was deleted
+                    return b""
+                interval = self.session.push_interval()
             return await self._read()
         finally:
             self._waiting_since = 0.0
+
+    async def _push(self) -> None:
+        try:
+            await self.session.push()
+        except (EOFError, ConnectionError):
+            raise
+        except Exception:  # as for a command: logged, the connection kept
+            log.exception("IMAP notification failed")
+        await self.flush()
 
     def _check_idle(self) -> None:
         self._timer = None
@@ -228,8 +252,38 @@ class Connection:
             handshakes.failed(self.tls_context, self.writer.get_extra_info("peername"),
                               self.writer.get_extra_info("sockname"), exc)
             raise EOFError from None
+        share_tls_read_buffer(self.writer.transport)
         session.tls = True
         session.tls_info = self.writer.get_extra_info("ssl_object")
+
+
+# One TLS read buffer per event loop instead of one per connection.
+_SharedBuffer = tuple[bytearray, memoryview]
+_read_buffers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _SharedBuffer] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def share_tls_read_buffer(transport: asyncio.BaseTransport) -> None:
+    """Give the connection's TLS protocol the event loop's shared read buffer.
+
+    asyncio's TLS protocol (3.11+) owns a bytearray the socket is read into (32 KiB here, see
+    `service.TLS_READ_BUFFER`) and copies what each read brought into OpenSSL's input BIO in
+    the same call (`get_buffer`, `recv_into`, `buffer_updated`, with no await between them):
+    the buffer holds nothing from one read to the next. So every connection of a loop can read
+    into the same one; an idle IMAP connection then costs 32 KiB less (a third of what 1,000
+    idle clients cost a worker). Private attributes: when a Python version lays them out
+    otherwise, the connection keeps its own buffer, as before."""
+    protocol = getattr(transport, "_ssl_protocol", None)
+    own = getattr(protocol, "_ssl_buffer", None)
+    if not isinstance(own, bytearray) or not hasattr(protocol, "_ssl_buffer_view"):
+        return
+    loop = asyncio.get_running_loop()
+    shared = _read_buffers.get(loop)
+    if shared is None or len(shared[0]) < len(own):
+        buffer = bytearray(len(own))
+        shared = _read_buffers[loop] = (buffer, memoryview(buffer))
+    protocol._ssl_buffer, protocol._ssl_buffer_view = shared  # type: ignore[union-attr]
 
 
 async def serve_connection(

@@ -1,6 +1,6 @@
 """The IMAP command logic of one connection (RFC 3501 + IDLE, UIDPLUS, MOVE, NAMESPACE, ID,
 ENABLE, LITERAL+, SASL-IR, SPECIAL-USE, CONDSTORE, QRESYNC, UNSELECT, CHILDREN, ESEARCH, BINARY,
-LIST-EXTENDED, LIST-STATUS).
+LIST-EXTENDED, LIST-STATUS, NOTIFY...).
 
 A `Session` takes parsed commands (gateway.imap.parser) and writes responses to a `Channel`;
 it knows nothing of sockets, so tests drive it with an in-memory channel. The mail itself is
@@ -10,8 +10,9 @@ service supplies (the directory's authenticator with its credential cache, the a
 This module holds the dispatch by state and the commands valid in any state (CAPABILITY, NOOP,
 LOGOUT, ID, IDLE, UID); the command groups are mixins over `state.SessionState`:
 `auth` (STARTTLS, LOGIN, AUTHENTICATE), `mailboxes` (SELECT ... APPEND), `listing` (LIST,
-LSUB), `fetch` (FETCH), `messages` (STORE, SEARCH, COPY, MOVE, EXPUNGE), and `updates`, which
-keeps the selected mailbox's view true and reports other sessions' changes.
+LSUB), `fetch` (FETCH), `messages` (STORE, SEARCH, COPY, MOVE, EXPUNGE), `notify` (NOTIFY, and
+what it tells while the client is silent), and `updates`, which keeps the selected mailbox's
+view true and reports other sessions' changes.
 """
 
 from __future__ import annotations
@@ -22,8 +23,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from gateway.imap.auth import AuthCommands
-from gateway.imap.fetch import FetchCommand
-from gateway.imap.listing import ListCommands
+from gateway.imap.notify import NotifyCommands
 from gateway.imap.parser import Atom, Command, SyntaxProblem, Token, as_atom
 from gateway.imap.sort import SortCommands
 from gateway.imap.state import (  # re-exported: the service, server and tests import them from here
@@ -49,7 +49,7 @@ IDLE_POLL = 0.5  # seconds between two looks at the index during IDLE
 IDLE_TIMEOUT = 30 * 60
 
 
-class Session(AuthCommands, ListCommands, FetchCommand, SortCommands):
+class Session(AuthCommands, NotifyCommands, SortCommands):
     """One connection: dispatch by state, and the commands valid in any state."""
 
     def greeting(self) -> bytes:
@@ -109,7 +109,7 @@ class Session(AuthCommands, ListCommands, FetchCommand, SortCommands):
 
     async def cmd_noop(self, tag: str, args: list[Token]) -> None:
         _no_args(args)
-        await self._notify(True)
+        await self._idle_poll()
         self.tagged(tag, "OK", "NOOP completed")
 
     async def cmd_logout(self, tag: str, args: list[Token]) -> None:
@@ -129,7 +129,7 @@ class Session(AuthCommands, ListCommands, FetchCommand, SortCommands):
         self.io.send(b"+ idling\r\n")
         deadline = time.monotonic() + IDLE_TIMEOUT
         while True:
-            await self._notify(True)
+            await self._idle_poll()
             await self.io.flush()
             line = await self.io.read_line(IDLE_POLL)
             if line is None:
@@ -195,7 +195,7 @@ def _state_error(name: str, state: str) -> str:
 _ANY = ("noauth", "auth", "selected")
 _AUTHED = ("auth", "selected")
 _SELECTED_ONLY = {"CHECK", "CLOSE", "UNSELECT", "EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY",
-                  "MOVE", "UID", "SORT", "THREAD"}
+                  "MOVE", "UID", "SORT", "THREAD", "CANCELUPDATE"}
 
 _HANDLERS: dict[str, tuple[tuple[str, ...], Callable[..., Awaitable[None]]]] = {
     "CAPABILITY": (_ANY, Session.cmd_capability),
@@ -206,6 +206,7 @@ _HANDLERS: dict[str, tuple[tuple[str, ...], Callable[..., Awaitable[None]]]] = {
     "LOGIN": (("noauth",), Session.cmd_login),
     "AUTHENTICATE": (("noauth",), Session.cmd_authenticate),
     "ENABLE": (_AUTHED, Session.cmd_enable),
+    "NOTIFY": (_AUTHED, Session.cmd_notify),
     "COMPRESS": (_AUTHED, Session.cmd_compress),
     "GETQUOTAROOT": (_AUTHED, Session.cmd_getquotaroot),
     "GETQUOTA": (_AUTHED, Session.cmd_getquota),
@@ -233,6 +234,7 @@ _HANDLERS: dict[str, tuple[tuple[str, ...], Callable[..., Awaitable[None]]]] = {
     "SEARCH": (("selected",), Session.cmd_search),
     "SORT": (("selected",), Session.cmd_sort),
     "THREAD": (("selected",), Session.cmd_thread),
+    "CANCELUPDATE": (("selected",), Session.cmd_cancelupdate),
     "COPY": (("selected",), Session.cmd_copy),
     "MOVE": (("selected",), Session.cmd_move),
 }

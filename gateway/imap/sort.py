@@ -1,15 +1,23 @@
-"""SORT and THREAD (RFC 5256), with SORT=DISPLAY (RFC 5957) and ESORT (RFC 5267 3).
+"""SORT and THREAD (RFC 5256), with SORT=DISPLAY (RFC 5957), ESORT (RFC 5267 3) and
+CONTEXT=SORT (RFC 5267 4: UPDATE, PARTIAL; `imap/contexts.py`).
 
 The messages are chosen by the SEARCH keys (`MessageCommands._matching`), then ordered from
-the keys the index keeps for each message (`MailStore.sort_keys`: base subject, sent date,
-addresses, references), so no message file is opened. The orderings themselves are pure
-functions in `gateway.imap.threading`.
+the keys the index keeps for each message (`MailStore.sort_values`, `thread_keys`: base
+subject, sent date, addresses, references), so no message file is opened. The orderings
+themselves are pure functions in `gateway.imap.threading`.
 """
 
 from __future__ import annotations
 
 from gateway.imap import threading
-from gateway.imap.messages import MessageCommands, _return_options, saved_result
+from gateway.imap.contexts import (
+    Context,
+    ReturnOptions,
+    ordered_set,
+    parse_return_options,
+    partial_data,
+)
+from gateway.imap.messages import MessageCommands, saved_result
 from gateway.imap.parser import Atom, Token, as_atom, as_list, as_text
 from gateway.imap.search import CHARSETS, BadCharset, Key, parse_search
 from gateway.imap.state import Bad, No
@@ -24,15 +32,17 @@ class SortCommands(MessageCommands):
         if args and isinstance(args[0], Atom) and args[0].upper() == "RETURN":
             if len(args) < 2:
                 raise Bad("SORT RETURN expects a list of options")
-            options = _return_options(args[1])
+            options = parse_return_options(args[1], "SORT")
             args = args[2:]
+            self._check_update(tag, options)
         if len(args) < 3:
             raise Bad("SORT expects sort criteria, a charset and search keys")
         criteria = _criteria(as_list(args[0], "sort criteria"))
         sel = self.selected
         store = self.store
         assert sel is not None and store is not None
-        found = await self._matching(self._keys(args[1], args[2:]))
+        keys = self._keys(args[1], args[2:])
+        found = await self._matching(keys)
         uids = [u for _, u, _ in found]
         # Only the columns the criteria name are read from the index.
         values = {name: store.sort_values(sel.folder, uids, threading.SORT_FIELDS[name])
@@ -48,9 +58,11 @@ class SortCommands(MessageCommands):
             self.untagged("SORT" + "".join(f" {n}" for n in ordered))
         else:
             if "SAVE" in options:
-                sel.saved = saved_result(options, ranked)
-            if options - {"SAVE"}:
+                sel.saved = saved_result(options.names, ranked)
+            if options.names - {"SAVE", "CONTEXT"}:
                 self.untagged(_esort(tag, uid, options, ordered))
+            if "UPDATE" in options:
+                self._keep_context(Context(tag, uid, keys, ranked, criteria, values))
         await self._notify(uid)
         self.tagged(tag, "OK", f"{'UID ' if uid else ''}SORT completed")
 
@@ -60,15 +72,21 @@ class SortCommands(MessageCommands):
         algorithm = as_atom(args[0], "threading algorithm").upper()
         if algorithm not in threading.THREAD_ALGORITHMS:
             raise Bad(f"unknown threading algorithm {algorithm[:30]}")
+        sel = self.selected
+        store = self.store
+        assert sel is not None and store is not None
+        found = await self._matching(self._keys(args[1], args[2:]))
+        uids = [u for _, u, _ in found]
         if algorithm == "REFERENCES":
-            items = await self._items(args[1], args[2:], uid)
-            data = threading.format_threads(threading.references(items))
+            keys = store.thread_keys(sel.folder, uids)
+            numbers, rows = [], []
+            for s, u, _ in found:
+                row = keys.get(u)
+                if row is not None:  # else expunged by another session meanwhile
+                    numbers.append(u if uid else s)
+                    rows.append(row)
+            data = threading.references(numbers, rows)
         else:  # only the base subject and the sent date are read
-            sel = self.selected
-            store = self.store
-            assert sel is not None and store is not None
-            found = await self._matching(self._keys(args[1], args[2:]))
-            uids = [u for _, u, _ in found]
             subjects = store.sort_values(sel.folder, uids, "subject")
             sent = store.sort_values(sel.folder, uids, "sent")
             data = threading.orderedsubject_text(
@@ -83,23 +101,11 @@ class SortCommands(MessageCommands):
         if charset not in CHARSETS:
             raise No("unsupported charset", "BADCHARSET (US-ASCII UTF-8)")
         try:
-            return parse_search([Atom("CHARSET"), charset.encode(), *keys_toks])[1]
+            keys = parse_search([Atom("CHARSET"), charset.encode(), *keys_toks])[1]
         except BadCharset:
             raise No("unsupported charset", "BADCHARSET (US-ASCII UTF-8)") from None
-
-    async def _items(self, charset_tok: Token, keys_toks: list[Token],
-                     uid: bool) -> list[threading.Item]:
-        sel = self.selected
-        store = self.store
-        assert sel is not None and store is not None
-        found = await self._matching(self._keys(charset_tok, keys_toks))
-        sort_keys = store.sort_keys(sel.folder, [u for _, u, _ in found])
-        items = []
-        for seq, u, _ in found:
-            k = sort_keys.get(u)
-            if k is not None:  # else expunged by another session meanwhile
-                items.append(threading.Item(u if uid else seq, seq, 0, 0, k))
-        return items
+        self._check_keys(keys)
+        return keys
 
 
 def _criteria(toks: list[Token]) -> list[tuple[str, bool]]:
@@ -121,9 +127,10 @@ def _criteria(toks: list[Token]) -> list[tuple[str, bool]]:
     return out
 
 
-def _esort(tag: str, uid: bool, options: set[str], ordered: list[int]) -> str:
+def _esort(tag: str, uid: bool, options: ReturnOptions, ordered: list[int]) -> str:
     """RFC 5267 3.2: MIN and MAX are the first and last messages in sort order, ALL lists
-    them in sort order (ranges only over ascending runs), COUNT counts them."""
+    them in sort order (ranges only over ascending runs), PARTIAL the positions asked for
+    (4.4), COUNT counts them."""
     line = f"ESEARCH (TAG {quote(tag).decode()})" + (" UID" if uid else "")
     if ordered:
         if "MIN" in options:
@@ -132,19 +139,8 @@ def _esort(tag: str, uid: bool, options: set[str], ordered: list[int]) -> str:
             line += f" MAX {ordered[-1]}"
         if "ALL" in options:
             line += f" ALL {ordered_set(ordered)}"
+    if options.partial is not None:
+        line += partial_data(options.partial, ordered, ordered_set)
     if "COUNT" in options:
         line += f" COUNT {len(ordered)}"
     return line
-
-
-def ordered_set(numbers: list[int]) -> str:
-    """[3, 4, 5, 1, 2] -> '3:5,1:2': the order kept, ascending runs as ranges."""
-    out: list[str] = []
-    i = 0
-    while i < len(numbers):
-        j = i
-        while j + 1 < len(numbers) and numbers[j + 1] == numbers[j] + 1:
-            j += 1
-        out.append(str(numbers[i]) if i == j else f"{numbers[i]}:{numbers[j]}")
-        i = j + 1
-    return ",".join(out)

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import unicodedata
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from gateway.imap import utf7
 from gateway.imap.parser import Token, as_atom, as_text
@@ -17,13 +18,16 @@ from gateway.imap.syntax import quote
 from gateway.oidc.sasl import BearerResponse
 from gateway.store.interfaces import Folder, MailStore, MailStores
 
+if TYPE_CHECKING:
+    from gateway.imap.contexts import Context
+
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 _SYSTEM_LOWER = {f.lower(): f for f in SYSTEM_FLAGS}
 BASE_CAPS = (
     "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS MOVE SPECIAL-USE"
     " CONDSTORE UNSELECT CHILDREN ESEARCH BINARY LIST-EXTENDED LIST-STATUS QRESYNC SORT"
     " SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES WITHIN SEARCHRES MULTIAPPEND QUOTA"
-    " CATENATE"
+    " CATENATE CONTEXT=SEARCH CONTEXT=SORT NOTIFY"
     " QUOTA=RES-STORAGE STATUS=SIZE"
 )
 MAX_LOGIN_FAILURES = 3
@@ -101,6 +105,8 @@ class Selected:
     recent: set[int] = field(default_factory=set)
     own: dict[int, int] = field(default_factory=dict)  # uid -> modseq of this session's STOREs
     saved: frozenset[int] = frozenset()  # SEARCHRES "$": UIDs of the last SEARCH ... (SAVE)
+    # RFC 5267 searches kept current, by tag (closing the mailbox ends them)
+    contexts: dict[str, Context] = field(default_factory=dict)
 
     @property
     def exists(self) -> int:
@@ -149,6 +155,11 @@ class SessionState:
         # ENABLE IMAP4rev2 (RFC 9051 Appendix E): no \Recent nor RECENT, SEARCH answers
         # ESEARCH, SELECT sends LIST and no UNSEEN, mailbox names travel in UTF-8.
         self.rev2 = False
+        self.denormalized: str | None = None  # the last non-NFC name a rev2 client gave
+        # NOTIFY (RFC 5465, notify.py): the events wanted for the selected mailbox (upper-case
+        # names); None until the client sends NOTIFY, when the base rules of IMAP apply.
+        self.notify_selected: frozenset[str] | None = None
+        self.notify_immediate = False  # SELECTED: expunges told at once, not held for a command
         self.failures = 0
         self.want_starttls = False
         self.want_compress = False  # COMPRESS DEFLATE answered: the connection switches
@@ -188,8 +199,11 @@ class SessionState:
 
     def _folder_name(self, tok: Token) -> str:
         text = as_text(tok, "mailbox name")
-        if self.rev2:  # RFC 9051 5.1: UTF-8 names, no modified UTF-7
-            return "INBOX" if text.upper() == "INBOX" else text
+        if self.rev2:  # RFC 9051 5.1: UTF-8 names (Net-Unicode: NFC), no modified UTF-7
+            name = unicodedata.normalize("NFC", text)
+            if name != text:
+                self.denormalized = text  # SELECT and CREATE tell it back as OLDNAME
+            return "INBOX" if name.upper() == "INBOX" else name
         try:
             name = utf7.decode(text)
         except ValueError as exc:
@@ -242,15 +256,17 @@ class SessionState:
         if self.login.quota and self.store.usage() + adding > self.login.quota:
             raise No(f"over quota: the mailbox may hold {self.login.quota} octets", "OVERQUOTA")
 
-    async def _adopt_new(self, folder: Folder) -> None:
-        """Index the messages delivered into `folder` since the last look. The look is a stat
-        on the event loop; reading, fsyncing and committing new arrivals runs in a thread."""
+    async def _adopt_new(self, folder: Folder) -> bool:
+        """Index the messages delivered into `folder` since the last look (True when there
+        were some). The look is a stat on the event loop; reading, fsyncing and committing
+        new arrivals runs in a thread."""
         assert self.store is not None
         names = self.store.arrivals(folder)
         if names:
             await asyncio.get_running_loop().run_in_executor(
                 None, self.store.adopt, folder, names
             )
+        return bool(names)
 
     async def _audit(self, action: str, details: dict[str, object]) -> None:
         """Record a read of a patient's mailbox before the command is answered. The entry is

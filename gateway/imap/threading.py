@@ -1,31 +1,21 @@
 """SORT ordering and THREAD (RFC 5256: ORDEREDSUBJECT and REFERENCES), pure functions over the
 keys the index keeps (`gateway.store.sortkeys.SortKeys`): no message is opened.
 
-Every message is an `Item`: its number in the answer (sequence number or UID), its sequence
-number (the final tie-break of SORT and of equal sent dates), its INTERNALDATE and size, and
-its keys.
+SORT compares one index column per criterion (`MailStore.sort_values`); ORDEREDSUBJECT reads
+the base subject and sent date, REFERENCES a `ThreadRow` per message (`MailStore.thread_keys`).
+Each message's number in the answer is its sequence number or UID; its sequence number is the
+final tie-break of SORT and of equal sent dates.
 """
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
-
-from gateway.store.sortkeys import SortKeys
 
 SORT_CRITERIA = ("ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM",
                  "DISPLAYTO")
 THREAD_ALGORITHMS = ("ORDEREDSUBJECT", "REFERENCES")
-
-
-@dataclass(frozen=True)
-class Item:
-    number: int  # what the answer shows: sequence number or UID
-    seq: int
-    internaldate: int
-    size: int
-    keys: SortKeys
 
 
 # What each SORT criterion compares: a SortKeys field, or the INTERNALDATE / RFC822.SIZE.
@@ -52,71 +42,11 @@ def sort(uids: Sequence[int], criteria: Sequence[tuple[str, bool]],
 # --- THREAD -------------------------------------------------------------------------------
 
 
-class _Node:
-    """A thread container (plain class with slots: a THREAD of a big folder makes 100,000)."""
-
-    __slots__ = ("item", "parent", "children")
-
-    def __init__(self, item: Item | None = None) -> None:
-        self.item = item  # None: a dummy (a message referred to but not in the set)
-        self.parent: _Node | None = None
-        self.children: list[_Node] = []
-
-    def first(self) -> Item | None:
-        """The item that dates and names the node: itself, else its first child's."""
-        node: _Node | None = self
-        while node is not None and node.item is None:
-            node = node.children[0] if node.children else None
-        return node.item if node is not None else None
-
-    def has_descendant(self, other: _Node) -> bool:
-        stack = list(self.children)
-        while stack:
-            n = stack.pop()
-            if n is other:
-                return True
-            stack.extend(n.children)
-        return False
-
-
-def _link(parent: _Node, child: _Node) -> None:
-    if child.parent is not None:
-        child.parent.children.remove(child)
-    child.parent = parent
-    parent.children.append(child)
-
-
-def _date_key(node: _Node) -> tuple[int, int]:
-    """Sent date, then sequence number; a dummy takes its earliest child's (the first once
-    its children are sorted: RFC 5256 4 steps 5 and 6)."""
-    item = node.item
-    if item is not None:
-        return (item.keys.sent, item.seq)
-    return min((_date_key(c) for c in node.children), default=(0, 0))
-
-
-def orderedsubject(items: Sequence[Item]) -> list[_Node]:
-    """RFC 5256 ORDEREDSUBJECT: messages grouped by base subject; in each group the earliest
-    is the parent of the others (in sent-date order); groups in order of their first."""
-    ordered = sorted(items, key=lambda i: (i.keys.subject, i.keys.sent, i.seq))
-    roots: list[_Node] = []
-    last: _Node | None = None
-    for item in ordered:
-        node = _Node(item)
-        if last is not None and last.item is not None and \
-                last.item.keys.subject == item.keys.subject:
-            _link(last, node)
-        else:
-            roots.append(node)
-            last = node
-    roots.sort(key=_date_key)
-    return roots
-
-
 def orderedsubject_text(rows: Sequence[tuple[int, int, str, int]]) -> str:
     """ORDEREDSUBJECT straight to the THREAD response's data, for big folders: `rows` are
-    (number, sequence number, base subject, sent date). Same result as
-    format_threads(orderedsubject(...)), without a node per message."""
+    (number, sequence number, base subject, sent date): messages grouped by base subject, in
+    each group the earliest the parent of the others (in sent-date order), groups in order
+    of their first."""
     ordered = sorted(rows, key=lambda r: (r[2], r[3], r[1]))
     threads: list[tuple[tuple[int, int], str]] = []
     i = 0
@@ -139,152 +69,258 @@ def orderedsubject_text(rows: Sequence[tuple[int, int, str, int]]) -> str:
     return "".join(text for _, text in threads)
 
 
-def references(items: Sequence[Item]) -> list[_Node]:
-    """RFC 5256 REFERENCES (the algorithm of section 4, steps 1 to 6)."""
-    table: dict[str, _Node] = {}
-    unique = 0
-    nodes: list[_Node] = []
-    for item in sorted(items, key=lambda i: i.seq):
-        # 1.A: the message's own container (a duplicate Message-ID gets a unique one)
-        mid = item.keys.message_id
-        node = table.get(mid) if mid else None
-        if node is None or node.item is not None:
-            node = _Node(item)
-            if mid and mid not in table:
-                table[mid] = node
+# THREAD=REFERENCES over integer arrays: a 100,000-message folder is 100,000 rows, and a
+# Python object (with its list of children) per container made the algorithm cost 1.5-2.5 s,
+# mostly in allocating them and in the garbage collector walking them. Here a container is
+# an index into flat lists (its parent, its message, its children only when it has some),
+# Message-IDs become integers once (one dict lookup per reference), loops are checked by
+# walking up the parents (a few steps) instead of down a subtree, and nothing recurses: a
+# hostile chain of thousands of References cannot reach Python's recursion limit.
+
+
+# What REFERENCES reads of each message, as the index gives it (`MailStore.thread_keys`):
+# (uid, sent date, base subject casemapped, reply?, Message-ID, References space-separated).
+ThreadRow = tuple[int, int, str, int, str, str]
+
+
+def references(numbers: Sequence[int], rows: Sequence[ThreadRow]) -> str:
+    """RFC 5256 REFERENCES (section 4, steps 1 to 6) straight to the THREAD response's data.
+    `rows` in sequence order (the order is the final tie-break), `numbers` what the answer
+    shows for each (sequence numbers or UIDs)."""
+    if not rows:
+        return ""
+    gc_was_on = gc.isenabled()
+    gc.disable()  # ~300,000 small allocations, no cycle among them: no collection needed
+    try:
+        t = _Containers(rows)
+        t.link_all()
+        roots = t.prune([n for n, p in enumerate(t.parent) if p < 0])  # steps 2 to 4
+        roots.sort(key=t.date_key)  # 5.A
+        roots = t.merge_subjects(roots)  # 5.B, 5.C
+        t.sort_siblings(roots)  # 6
+        return t.format(roots, numbers)
+    finally:
+        if gc_was_on:
+            gc.enable()
+
+
+class _Containers:
+    """The thread containers as parallel lists indexed by container number. A container is
+    a message's (`msg` >= 0: its row) or a dummy (-1) for a message referred to but absent."""
+
+    def __init__(self, rows: Sequence[ThreadRow]) -> None:
+        self.rows = rows
+        self.parent: list[int] = []
+        self.kids: list[list[int] | None] = []
+        self.msg: list[int] = []
+        # (sent date, position in sequence order) as one integer, ordered the same
+        self.key = [(r[1] << 32) + i for i, r in enumerate(rows)]
+
+    def new(self, msg: int) -> int:
+        self.parent.append(-1)
+        self.kids.append(None)
+        self.msg.append(msg)
+        return len(self.msg) - 1
+
+    def ancestor_or_self(self, a: int, b: int) -> bool:
+        """Is `a` the container `b` or above it? (Linking `b` under `a`'s descendant would
+        make a loop.)"""
+        parent = self.parent
+        while b >= 0:
+            if b == a:
+                return True
+            b = parent[b]
+        return False
+
+    def link(self, parent: int, child: int) -> None:
+        old = self.parent[child]
+        if old >= 0:
+            self.kids[old].remove(child)  # type: ignore[union-attr]
+        self.parent[child] = parent
+        kids = self.kids[parent]
+        if kids is None:
+            self.kids[parent] = [child]
+        else:
+            kids.append(child)
+
+    def link_all(self) -> None:
+        """Step 1: each message's container, and the links its references imply."""
+        ids: dict[str, int] = {}
+        parent, kids, msg = self.parent, self.kids, self.msg
+        ancestor_or_self, link = self.ancestor_or_self, self.link
+        for m, row in enumerate(self.rows):
+            mid = row[4]
+            node = ids.get(mid, -1) if mid else -1
+            if node < 0 or msg[node] >= 0:  # 1.A: new, or a duplicate Message-ID: its own
+                node = len(msg)
+                parent.append(-1)
+                kids.append(None)
+                msg.append(m)
+                if mid and mid not in ids:
+                    ids[mid] = node
             else:
-                unique += 1
-                table[f"\0{unique}"] = node
-        else:
-            node.item = item
-        nodes.append(node)
-        # 1.A: link the references in order, never re-parenting nor making a loop
-        prev: _Node | None = None
-        for ref in item.keys.references:
-            ref_node = table.get(ref)
-            if ref_node is None:
-                ref_node = table[ref] = _Node()
-            if prev is not None and ref_node.parent is None and ref_node is not prev \
-                    and not ref_node.has_descendant(prev):
-                _link(prev, ref_node)
-            prev = ref_node
-        # 1.B: the last reference (or none) is the message's parent, replacing a link other
-        # messages' references made, unless that would make a loop
-        if prev is None:
-            if node.parent is not None:
-                node.parent.children.remove(node)
-                node.parent = None
-        elif prev is not node and not node.has_descendant(prev):
-            _link(prev, node)
-    # 2: the root set
-    roots = [n for n in table.values() if n.parent is None]
-    # 4: prune dummies
-    roots = _prune(roots, top=True)
-    for r in roots:
-        r.parent = None
-    # 5: sort the roots by date (a dummy by its earliest child), then merge them by subject
-    roots.sort(key=_date_key)
-    roots = _merge_subjects(roots)
-    # 6: sort every set of siblings (children before parents), roots last
-    for r in roots:
-        _sort_tree(r)
-    roots.sort(key=_date_key)
-    return roots
+                msg[node] = m
+            # 1.A: link the references in order, never re-parenting nor making a loop
+            prev = -1
+            if row[5]:
+                for ref in row[5].split():
+                    r = ids.get(ref, -1)
+                    if r < 0:
+                        r = ids[ref] = len(msg)
+                        parent.append(-1)
+                        kids.append(None)
+                        msg.append(-1)
+                    if prev >= 0 and parent[r] < 0 and not ancestor_or_self(r, prev):
+                        link(prev, r)
+                    prev = r
+            # 1.B: the last reference (or none) is the message's parent, replacing a link
+            # other messages' references made, unless that would make a loop
+            if prev < 0:
+                old = parent[node]
+                if old >= 0:
+                    kids[old].remove(node)  # type: ignore[union-attr]
+                    parent[node] = -1
+            elif not ancestor_or_self(node, prev):
+                link(prev, node)
 
+    def prune(self, roots: list[int]) -> list[int]:
+        """Step 4: dummies without children go; a dummy's children take its place, except
+        at the top when there are several of them (4.A, 4.B). Children before parents."""
+        kids, msg = self.kids, self.msg
+        order: list[int] = []
+        stack = list(roots)
+        while stack:
+            n = stack.pop()
+            order.append(n)
+            if kids[n]:
+                stack.extend(kids[n])  # type: ignore[arg-type]
+        for n in reversed(order):  # every container after all of its descendants
+            children = kids[n]
+            if not children:
+                continue
+            pruned: list[int] = []
+            for c in children:
+                if msg[c] >= 0:
+                    pruned.append(c)
+                elif kids[c]:
+                    pruned.extend(kids[c])  # type: ignore[arg-type]
+            for c in pruned:
+                self.parent[c] = n
+            kids[n] = pruned or None
+        out: list[int] = []
+        for r in roots:
+            if msg[r] >= 0:
+                out.append(r)
+            elif kids[r]:
+                if len(kids[r]) > 1:  # type: ignore[arg-type]
+                    out.append(r)
+                else:
+                    out.extend(kids[r])  # type: ignore[arg-type]
+        for r in out:
+            self.parent[r] = -1
+        return out
 
-def _prune(nodes: list[_Node], *, top: bool) -> list[_Node]:
-    out: list[_Node] = []
-    for n in nodes:
-        n.children = _prune(n.children, top=False)
-        for c in n.children:
-            c.parent = n
-        if n.item is not None:
-            out.append(n)
-        elif not n.children:
-            continue  # 4.A: a dummy without children goes
-        elif top and len(n.children) > 1:
-            out.append(n)  # 4.B: a root dummy with several children stays
-        else:
-            out.extend(n.children)  # 4.B: its children take its place
-    return out
+    def date_key(self, n: int) -> int:
+        """Sent date, then sequence number; a dummy takes its earliest child's."""
+        m = self.msg[n]
+        if m >= 0:
+            return self.key[m]
+        return min((self.date_key(c) for c in self.kids[n] or ()), default=0)
 
+    def subject(self, n: int) -> str:
+        """The base subject of a container: its message's, else its first child's."""
+        while self.msg[n] < 0:
+            kids = self.kids[n]
+            if not kids:
+                return ""
+            n = kids[0]
+        return self.rows[self.msg[n]][2]
 
-def _sort_tree(root: _Node) -> None:
-    stack = [root]  # iterative: a long reply chain is a deep tree
-    while stack:
-        node = stack.pop()
-        children = node.children
-        if len(children) > 1:
-            children.sort(key=_date_key)
-        stack.extend(children)
+    def is_reply(self, n: int) -> bool:
+        m = self.msg[n]
+        return m >= 0 and bool(self.rows[m][3])
 
-
-def _merge_subjects(roots: list[_Node]) -> list[_Node]:
-    def subject(n: _Node) -> str:
-        item = n.first()
-        return item.keys.subject if item is not None else ""
-
-    def is_reply(n: _Node) -> bool:
-        return n.item is not None and n.item.keys.reply
-
-    table: dict[str, _Node] = {}
-    for r in roots:  # 5.B
-        s = subject(r)
-        if not s:
-            continue
-        old = table.get(s)
-        if old is None or (old.item is not None and r.item is None) or \
-                (is_reply(old) and not is_reply(r) and r.item is not None):
-            table[s] = r
-    out: list[_Node] = []
-    removed: set[int] = set()
-    replaced: dict[int, _Node] = {}
-    for r in roots:  # 5.C
-        s = subject(r)
-        other = table.get(s) if s else None
-        if other is None or other is r:
+    def merge_subjects(self, roots: list[int]) -> list[int]:
+        """Step 5.B and 5.C: roots of the same base subject gathered."""
+        msg = self.msg
+        subjects = [self.subject(r) for r in roots]
+        table: dict[str, int] = {}
+        for r, s in zip(roots, subjects, strict=True):  # 5.B
+            if not s:
+                continue
+            old = table.get(s)
+            if old is None or (msg[old] >= 0 and msg[r] < 0) or \
+                    (self.is_reply(old) and not self.is_reply(r) and msg[r] >= 0):
+                table[s] = r
+        out: list[int] = []
+        removed: set[int] = set()
+        replaced: dict[int, int] = {}
+        for r in roots:  # 5.C
+            s = self.subject(r)
+            other = table.get(s, -1) if s else -1
+            if other < 0 or other == r:
+                out.append(r)
+                continue
+            if msg[other] < 0 and msg[r] < 0:
+                for c in list(self.kids[r] or ()):
+                    self.link(other, c)
+            elif msg[other] < 0 or (msg[r] >= 0 and self.is_reply(r)
+                                    and not self.is_reply(other)):
+                self.link(other, r)
+            else:
+                dummy = self.new(-1)
+                replaced[other] = dummy
+                self.link(dummy, other)
+                self.link(dummy, r)
+                table[s] = dummy
+            removed.add(r)
             out.append(r)
-            continue
-        if other.item is None and r.item is None:
-            for c in list(r.children):
-                _link(other, c)
-            removed.add(id(r))
-        elif other.item is None or r.item is not None and is_reply(r) and not is_reply(other):
-            _link(other, r)
-            removed.add(id(r))
-        else:
-            dummy = _Node()
-            replaced[id(other)] = dummy
-            _link(dummy, other)
-            _link(dummy, r)
-            table[s] = dummy
-            removed.add(id(r))
-        out.append(r)
-    result = []
-    for r in out:
-        if id(r) in removed:
-            continue
-        result.append(replaced.get(id(r), r))
-    for r in result:
-        r.parent = None
-    return result
+        result = [replaced.get(r, r) for r in out if r not in removed]
+        for r in result:
+            self.parent[r] = -1
+        return result
 
+    def sort_siblings(self, roots: list[int]) -> None:
+        """Step 6: every set of siblings by date (a dummy by its earliest child), then the
+        roots."""
+        kids = self.kids
+        stack = list(roots)
+        while stack:
+            children = kids[stack.pop()]
+            if children:
+                if len(children) > 1:
+                    children.sort(key=self.date_key)
+                stack.extend(children)
+        roots.sort(key=self.date_key)
 
-def format_threads(roots: Sequence[_Node]) -> str:
-    """The THREAD response's data: "(1 2)(3 (4)(5))" (RFC 5256 5, thread-list)."""
-    return "".join(f"({_members(r)})" for r in roots)
-
-
-def _members(node: _Node) -> str:
-    parts: list[str] = []
-    n = node
-    while True:
-        if n.item is not None:
-            parts.append(str(n.item.number))
-        if len(n.children) == 1:
-            n = n.children[0]
-            continue
-        if n.children:
-            nested = "".join(f"({_members(c)})" for c in n.children)
-            parts.append(nested)
-        return " ".join(parts)
+    def format(self, roots: list[int], numbers: Sequence[int]) -> str:
+        """The thread-list (RFC 5256 5): "(1 2)(3 (4)(5))"; a chain of only children is one
+        run of numbers, a branching a list of parenthesised threads."""
+        kids, msg = self.kids, self.msg
+        out: list[str] = []
+        close = -1
+        stack = list(reversed(roots))
+        while stack:
+            n = stack.pop()
+            if n == close:
+                out.append(")")
+                continue
+            run: list[str] = []
+            while True:
+                m = msg[n]
+                if m >= 0:
+                    run.append(str(numbers[m]))
+                children = kids[n]
+                if children and len(children) == 1:
+                    n = children[0]
+                    continue
+                break
+            out.append("(" + " ".join(run))
+            if children:
+                if run:
+                    out.append(" ")
+                stack.append(close)
+                stack.extend(reversed(children))
+            else:
+                out.append(")")
+        return "".join(out)

@@ -3,9 +3,10 @@ changes made by this session or by others (another client, a delivery, another w
 and the translation of sequence and UID sets through that view.
 
 Other sessions' changes reach this one through the index's per-folder MODSEQ: after each
-command, and twice a second during IDLE, `_notify` asks the index what changed since the
-MODSEQ this session has seen. EXPUNGE is held back during FETCH, STORE and SEARCH, whose
-sequence numbers it would shift (RFC 3501 7.4.1).
+command, and twice a second during IDLE (or, after NOTIFY, while the client is silent),
+`_notify` asks the index what changed since the MODSEQ this session has seen. EXPUNGE is held
+back during FETCH, STORE and SEARCH, whose sequence numbers it would shift (RFC 3501 7.4.1).
+Once NOTIFY is in force, only the events its SELECTED group asks for are told (notify.py).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ class SelectedUpdates(SessionState):
     async def _notify(self, allow_expunge: bool) -> None:
         sel = self.selected
         store = self.store
-        if sel is None or store is None:
+        wanted = self.notify_selected
+        if sel is None or store is None or (wanted is not None and not wanted):
             return
         await self._adopt_new(sel.folder)
         last_uid = sel.uids[-1] if sel.uids else 0
@@ -39,16 +41,23 @@ class SelectedUpdates(SessionState):
         if changes.highestmodseq <= sel.modseq:
             return
         present = [u for u in changes.expunged if sel.seq_of(u)]
-        if present and not allow_expunge:
+        held = bool(present) and not allow_expunge
+        if held and wanted is None:
             return  # reported after a command that may shift sequence numbers
-        if present:
+        if present and not held:
             self._report_expunged(present)
+        # NOTIFY SELECTED-DELAYED (RFC 5465 5.3): with an expunge held back, arrivals and flag
+        # changes are still told; the MODSEQ stays where the expunge is, so changes already
+        # told come again at the next look and are passed over (the view has their flags).
+        tell_flags = wanted is None or "FLAGCHANGE" in wanted
+        changed: set[int] = set()
         for u, flags, m in changes.changed:
             seq = sel.seq_of(u)
-            if not seq:
+            if not seq or (held and sel.flags.get(u, "") == " ".join(flags)):
                 continue
+            changed.add(u)
             sel.set_flags(u, flags)
-            if sel.own.get(u) == m:
+            if sel.own.get(u) == m or not tell_flags:
                 continue
             self._announce(flags)
             extra = b" MODSEQ (%d)" % m if self.condstore else b""
@@ -56,7 +65,6 @@ class SelectedUpdates(SessionState):
                 b"* %d FETCH (UID %d FLAGS " % (seq, u) + self._flags_of(sel, u, flags) + extra
                 + b")\r\n"
             )
-        sel.own.clear()
         if changes.new:
             for u, text in changes.new:
                 sel.uids.append(u)
@@ -67,7 +75,22 @@ class SelectedUpdates(SessionState):
             self.untagged(f"{len(sel.uids)} EXISTS")
             if not self.rev2:
                 self.untagged(f"{sel.recent_count()} RECENT")
-        sel.modseq = changes.highestmodseq
+        if not held:
+            sel.own.clear()
+            sel.modseq = changes.highestmodseq
+        if changes.new:
+            await self._announce_new([u for u, _ in changes.new])
+        if sel.contexts and (changed or changes.new):
+            await self._update_contexts(changed, [u for u, _ in changes.new])
+
+    async def _announce_new(self, uids: list[int]) -> None:
+        """NOTIFY's MessageNew fetch attributes, after the EXISTS (notify.py)."""
+
+    async def _update_contexts(self, changed: set[int], new: list[int]) -> None:
+        """RFC 5267 updating searches (MessageCommands): told what changed or arrived."""
+
+    def _contexts_before_expunge(self, uids: list[int]) -> None:
+        """RFC 5267 updating searches (MessageCommands): told what is about to go."""
 
     def _report_expunged(self, uids: list[int]) -> None:
         sel = self.selected
@@ -76,6 +99,8 @@ class SelectedUpdates(SessionState):
         if not seqs:
             return
         gone = set(uids)
+        if sel.contexts:
+            self._contexts_before_expunge(uids)
         if self.qresync:  # RFC 7162 3.2.10: one VANISHED line instead of EXPUNGEs
             self.untagged("VANISHED " + seq_set([u for u in uids if sel.seq_of(u)]))
         else:

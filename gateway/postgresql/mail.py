@@ -643,6 +643,25 @@ class PostgreSQLMailStore:
         wanted = set(uids)
         return {int(u): v for u, v in rows if u in wanted}
 
+    def thread_keys(
+        self, folder: Folder, uids: Sequence[int]
+    ) -> dict[int, tuple[int, int, str, int, str, str]]:
+        """THREAD=REFERENCES's five columns of each message, in one range scan."""
+        if not uids:
+            return {}
+        lo, hi = min(uids), max(uids)
+        with self._read() as cur:
+            cur.execute(
+                "SELECT uid, sent, subject, reply, message_id, refs FROM mail_sortkeys"
+                " WHERE folder_id = %s AND uid BETWEEN %s AND %s",
+                (folder.id, lo, hi),
+            )
+            rows = cur.fetchall()
+        wanted = None if len(uids) == hi - lo + 1 else set(uids)
+        return {int(u): (int(u), int(sent), subject, int(reply), mid, refs)
+                for u, sent, subject, reply, mid, refs in rows
+                if wanted is None or u in wanted}
+
     def cached(
         self, folder: Folder, uids: Sequence[int]
     ) -> dict[int, tuple[bytes | None, bytes | None]]:

@@ -179,6 +179,10 @@ MIGRATIONS: dict[str, list[str]] = {
         """
         ALTER TABLE prescriptions ADD COLUMN registered_elsewhere INTEGER NOT NULL DEFAULT 0;
         """,
+        # The administrators' listing, newest first, one page at a time (find's ORDER BY).
+        """
+        CREATE INDEX prescriptions_newest ON prescriptions(prescribed_at DESC, identifier);
+        """,
     ],
     "dmp": [
         """

@@ -8,7 +8,7 @@ recorded as "<caller> for <prescriber>".
 from __future__ import annotations
 
 from gateway.admins.model import Caller
-from gateway.admins.paging import Page, paginate
+from gateway.admins.paging import Page, check_window, counted
 from gateway.directory.validate import InvalidField, MissingField
 from gateway.prescriptions.registry import (
     CancelResult,
@@ -42,9 +42,16 @@ class PrescriptionService:
         self, *, patient: str | None = None, prescriber: str | None = None,
         status: str | None = None, offset: int | None = None, limit: int | None = None,
     ) -> Page[PrescriptionRecord]:
+        """One page, newest first, cut by the registry itself (an operator's registry holds
+        millions): only the patients on the page are audited as read."""
         self.caller.require(self.resource)
-        found = self.find(patient=patient, prescriber=prescriber, status=status, limit=10000)
-        return paginate(found, offset, limit)
+        ins, who = (patient or "").strip() or None, (prescriber or "").strip() or None
+        state = parse_status(status)
+        o, n = check_window(offset, limit)
+        items = self.registry.find(actor=self.caller.actor, patient_ins=ins, prescriber=who,
+                                   status=state, limit=n, offset=o)
+        return counted(items, o, n, lambda: self.registry.count(patient_ins=ins, prescriber=who,
+                                                                status=state))
 
     def find(
         self, *, patient: str | None = None, prescriber: str | None = None,

@@ -455,7 +455,21 @@ class PrescriptionRegistry(Protocol):
         status: Status | None = None,
         now: dt.datetime | None = None,
         limit: int = 1000,
-    ) -> list[PrescriptionRecord]: ...
+        offset: int = 0,
+    ) -> list[PrescriptionRecord]:
+        """Newest first; the patients listed are audited as read by `actor`."""
+        ...
+
+    def count(
+        self,
+        *,
+        patient_ins: str | None = None,
+        prescriber: str | None = None,
+        status: Status | None = None,
+        now: dt.datetime | None = None,
+    ) -> int:
+        """How many `find` would list (a number, not audited)."""
+        ...
 
     def dispense(
         self, report: DispensationReport, *, now: dt.datetime | None = None

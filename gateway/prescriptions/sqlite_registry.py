@@ -126,6 +126,10 @@ MIGRATIONS = [
     """
     ALTER TABLE prescriptions ADD COLUMN registered_elsewhere INTEGER NOT NULL DEFAULT 0;
     """,
+    # The administrators' listing, newest first, one page at a time (find's ORDER BY).
+    """
+    CREATE INDEX prescriptions_newest ON prescriptions(prescribed_at DESC, identifier);
+    """,
 ]
 
 
@@ -280,16 +284,11 @@ class SQLiteRegistry:
         ).fetchone()
         return None if row is None else bytes(row[0])
 
-    def find(
-        self,
-        *,
-        actor: str,
-        patient_ins: str | None = None,
-        prescriber: str | None = None,
-        status: Status | None = None,
-        now: dt.datetime | None = None,
-        limit: int = 1000,
-    ) -> list[PrescriptionRecord]:
+    def _where(
+        self, patient_ins: str | None, prescriber: str | None, status: Status | None,
+        now: dt.datetime | None,
+    ) -> tuple[str, dict[str, Any]]:
+        """The WHERE clause of find and count (fixed fragments; every value a bound parameter)."""
         today = (now or utcnow()).date().isoformat()
         # The status as of today, without waiting for the sweep (same rule as status_at).
         effective = (
@@ -297,7 +296,8 @@ class SQLiteRegistry:
             " WHEN p.status = 'partially_dispensed' AND p.dispensable_until < :today"
             " THEN 'expired' ELSE p.status END"
         )
-        where, params = [], {"today": today, "limit": limit}
+        where: list[str] = []
+        params: dict[str, Any] = {}
         if patient_ins:
             where.append("p.patient_ins = :ins")
             params["ins"] = identifiers.ins(patient_ins, "patient INS")
@@ -307,13 +307,30 @@ class SQLiteRegistry:
         if status:
             where.append(f"{effective} = :status")
             params["status"] = status.value
-        # `where` holds only the fixed fragments above; every value is a bound parameter.
+            params["today"] = today
+        return (" WHERE " + " AND ".join(where) if where else ""), params
+
+    def find(
+        self,
+        *,
+        actor: str,
+        patient_ins: str | None = None,
+        prescriber: str | None = None,
+        status: Status | None = None,
+        now: dt.datetime | None = None,
+        limit: int = 1000,
+        offset: int = 0,
+    ) -> list[PrescriptionRecord]:
+        where, params = self._where(patient_ins, prescriber, status, now)
+        # Newest first, through the index prescriptions_newest (one page of a registry of
+        # millions reads the page's rows, not the table).
         sql = (
             "SELECT p.*, EXISTS(SELECT 1 FROM prescription_packages k"  # noqa: S608
             " WHERE k.identifier = p.identifier) AS has_package FROM prescriptions p"
-            + (" WHERE " + " AND ".join(where) if where else "")
-            + " ORDER BY p.prescribed_at DESC, p.identifier LIMIT :limit"
+            + where + " ORDER BY p.prescribed_at DESC, p.identifier"
+            " LIMIT :limit OFFSET :offset"
         )
+        params.update(limit=limit, offset=max(offset, 0))
         with snapshot(self.conn):
             records = [self._record(row) for row in self.conn.execute(sql, params).fetchall()]
         filters = {"patient": patient_ins, "prescriber": prescriber, "status": status}
@@ -328,6 +345,22 @@ class SQLiteRegistry:
             },
         )
         return records
+
+    def count(
+        self,
+        *,
+        patient_ins: str | None = None,
+        prescriber: str | None = None,
+        status: Status | None = None,
+        now: dt.datetime | None = None,
+    ) -> int:
+        """How many prescriptions `find` would list without a limit (a number: not a read of
+        anyone's data, so not audited)."""
+        where, params = self._where(patient_ins, prescriber, status, now)
+        row = self.conn.execute(
+            "SELECT count(*) FROM prescriptions p" + where, params  # noqa: S608
+        ).fetchone()
+        return int(row[0])
 
     # ---- transitions ----
 

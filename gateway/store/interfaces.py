@@ -217,6 +217,14 @@ class MailStore(Protocol):
         compare as the SORT collation wants (strings already casemapped)."""
         ...
 
+    def thread_keys(
+        self, folder: Folder, uids: Sequence[int]
+    ) -> dict[int, tuple[int, int, str, int, str, str]]:
+        """What THREAD=REFERENCES reads of each of `uids` still in the folder, as one row:
+        (uid, sent, subject, reply (0 or 1), message_id, the references joined by spaces),
+        the SortKeys fields as `sort_values` gives them."""
+        ...
+
     def cached(
         self, folder: Folder, uids: Sequence[int]
     ) -> dict[int, tuple[bytes | None, bytes | None]]:

@@ -713,10 +713,12 @@ async def prescription_cancel(request: Request, identifier: str) -> Response:
 async def dmp(request: Request) -> Response:
     def run(c: Ctx) -> Response:
         patient = _q(request, "patient")
-        entries = c.services.dmp.find(patient, status=_q(request, "etat") or None) \
-            if patient else []
-        return render(request, "dmp.html", c, patient=patient, entries=entries,
-                      etat=_q(request, "etat"))
+        if not patient:
+            return render(request, "dmp.html", c, patient="", etat=_q(request, "etat"))
+        page = c.services.dmp.page(patient, status=_q(request, "etat") or None,
+                                   offset=_offset(request), limit=PAGE_SIZE)
+        return render(request, "dmp.html", c, patient=patient, page=page,
+                      pages=_pages(request, page), etat=_q(request, "etat"))
     return await _page(request, run)
 
 
