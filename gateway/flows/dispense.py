@@ -30,7 +30,7 @@ from gateway.documents.model import Dispensation, Prescription
 from gateway.documents.parse import parse_dispensation, parse_prescription
 from gateway.documents.validate import Kit, check_incoming, national_findings
 from gateway.errors import GatewayError
-from gateway.flows import mail
+from gateway.flows import mail, remote, reported
 from gateway.flows.common import (
     PRECHECK_MAX_BYTES,
     Plan,
@@ -38,6 +38,7 @@ from gateway.flows.common import (
     idempotence_key,
     identifiers_in,
     is_xml,
+    is_zip,
     kind_of_cda,
     registered_cda,
 )
@@ -245,6 +246,8 @@ def handle(ctx: Context, sender: str, recipients: tuple[str, ...], data: bytes) 
     warnings += national
     notes = ("\nÀ vérifier (conditions de délivrance de la base des médicaments) :\n"
              + "\n".join(f"  - {w}" for w in warnings) + "\n") if warnings else ""
+    if record.registered_elsewhere:
+        notes += "\n" + _elsewhere_note(record) + "\n"
     out = [_reply(ctx, sender, f"Délivrance enregistrée : ordonnance {record.identifier}",
                   f"Bonjour,\n\nLa délivrance est enregistrée{'' if applied else ' (déjà reçue)'}"
                   + (" et versée dans le DMP du patient" if in_dmp else " (non versée dans le"
@@ -253,18 +256,37 @@ def handle(ctx: Context, sender: str, recipients: tuple[str, ...], data: bytes) 
                   f"\n\nStatut : {status_text(record)}\nQuantités restantes :\n{left}\n{notes}",
                   original_id)]
     xdm = mail.Attachment("IHE_XDM.zip", "application/zip", package)
-    if not record.patient_objects_to_feedback:
-        out.append(_reply(ctx, record.prescriber_address,
-                          f"Délivrance de votre ordonnance {record.identifier}",
-                          f"Bonjour,\n\n{sender} a délivré votre ordonnance {record.identifier}"
-                          f" (patient INS {record.patient_ins}) :\n{lines}\n\nQuantités"
-                          f" restantes :\n{left}\n", None, (xdm,)))
+    if not record.patient_objects_to_feedback and record.prescriber_address:
+        report = _reply(ctx, record.prescriber_address,
+                        f"Délivrance de votre ordonnance {record.identifier}",
+                        f"Bonjour,\n\n{sender} a délivré votre ordonnance {record.identifier}"
+                        f" (patient INS {record.patient_ins}) :\n{lines}\n\nQuantités"
+                        f" restantes :\n{left}\n", None, (xdm,))
+        if record.registered_elsewhere:
+            # To another operator, through the relay: a failure comes back to the pharmacy
+            # as a DSN, not to the robot.
+            report = dataclasses.replace(report, sender=sender)
+        out.append(report)
     out.append(_reply(ctx, record.patient_address,
                       f"Votre ordonnance {record.identifier} a été délivrée",
                       f"Bonjour,\n\nVotre pharmacie ({sender}) a délivré votre ordonnance :\n"
                       f"{lines}\n\nIl reste :\n{left}\n", None, (xdm,)))
     handled = tuple(r for r in recipients if r in (ctx.robot, record.prescriber_address))
     return Plan(handled=handled, deliveries=tuple(out) if applied else tuple(out[:1]))
+
+
+def _elsewhere_note(record: PrescriptionRecord) -> str:
+    """For the pharmacy: a prescription another operator registered (flows.remote)."""
+    if record.patient_objects_to_feedback:
+        report = "le patient s'est opposé à ce que le prescripteur en soit informé"
+    elif record.prescriber_address:
+        report = (f"le compte rendu part vers le prescripteur ({record.prescriber_address},"
+                  " chez un autre opérateur) avec le document signé")
+    else:
+        report = ("le document ne donne pas l'adresse de messagerie du prescripteur : il n'est"
+                  " pas prévenu")
+    return ("Cette ordonnance a été enregistrée par un autre opérateur : la délivrance est"
+            f" enregistrée ici contre le document signé que le patient a transmis ; {report}.")
 
 
 def _cancel(ctx: Context, sender: str, text: str, original_id: str | None) -> Plan:
@@ -288,13 +310,21 @@ def relayed(ctx: Context, sender: str, recipients: tuple[str, ...], data: bytes
     another operator's member. The registry takes dispensations only from pharmacies this
     gateway hosts, whose identity and pharmacy status its directory vouches for, and
     cancellations only from their prescribers; the sender is told so, as a local mailbox that
-    is not a pharmacy would be, and nothing is read or changed. A prescriber it was addressed to
-    still receives the mail; the robot's copy (it only reads requests) is dropped."""
+    is not a pharmacy would be, and nothing is read or changed. One exception: the signed eDISP
+    a pharmacy elsewhere reports about a prescription registered here (`reported.record`). A
+    prescriber it was addressed to still receives the mail; the robot's copy (it only reads
+    requests) is dropped."""
     msg = mail.parse(data)
+    to_robot = ctx.robot in recipients
+    # A signed eDISP from a pharmacy elsewhere, about a prescription registered here: the
+    # registry records it when the trust space vouches for it (flows.reported); either way
+    # the prescriber receives the mail as sent.
+    report = reported.record(ctx, sender, recipients, msg, _linked)
+    if report is not None:
+        return Plan(handled=(ctx.robot,) if to_robot else (), notes=(report.note,))
     texts = [mail.strip_quotes(t) for t in mail.texts(msg)]
     dispensation = any(_FORM.search(t) for t in texts) or any(
         is_xml(a) and kind_of_cda(a.data) == "dispensation" for a in mail.attachments(msg))
-    to_robot = ctx.robot in recipients
     cancel = to_robot and any(_CANCEL.search(t) for t in texts)
     if not (dispensation or cancel):
         return None
@@ -317,7 +347,8 @@ async def step(pipeline: Pipeline, message: Message, outcome: Outcome) -> Outcom
     robot = f"{ROBOT_LOCAL}@{config.gateway.domain}"
     if message.channel == "relay":
         if message.sender and not all(r.endswith(patients) for r in message.recipients) \
-                and may_be_dispensation(message.data, message.recipients, robot):
+                and not remote.is_remote_patient(config, message.sender) \
+                and may_be_dispensation(message.data, message.recipients, robot, packages=True):
             plan = await pipeline.run_flow(relayed, message.sender.lower(),
                                            message.recipients, message.data)
             return apply(message, outcome, plan)
@@ -334,15 +365,17 @@ async def step(pipeline: Pipeline, message: Message, outcome: Outcome) -> Outcom
     return apply(message, outcome, plan)
 
 
-def may_be_dispensation(data: bytes, recipients: tuple[str, ...], robot: str) -> bool:
+def may_be_dispensation(data: bytes, recipients: tuple[str, ...], robot: str, *,
+                        packages: bool = False) -> bool:
     """False only when `handle` would return None: ordinary mail between professionals (most
     of the traffic) then skips the process pool, whose round trip tripled the server's CPU per
     message. Runs on the event loop, so only on small messages: a MIME parse of a few kB costs
     less than the pool's pickling. Mirrors `handle`: mail to the robot, an XML attachment, or a
-    text with the dispensation form's heading."""
+    text with the dispensation form's heading; with `packages`, a ZIP attachment too (`relayed`:
+    the signed report of a pharmacy elsewhere)."""
     if robot in recipients or len(data) > PRECHECK_MAX_BYTES:
         return True
     msg = mail.parse(data)
-    if any(is_xml(a) for a in mail.attachments(msg)):
+    if any(is_xml(a) or (packages and is_zip(a)) for a in mail.attachments(msg)):
         return True
     return any(_FORM.search(mail.strip_quotes(text)) for text in mail.texts(msg))

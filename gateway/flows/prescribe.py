@@ -29,7 +29,7 @@ from gateway.documents.parse import parse_prescription
 from gateway.documents.validate import Kit, check_incoming, national_findings
 from gateway.documents.validate import Refused as DocumentRefused
 from gateway.errors import GatewayError
-from gateway.flows import mail
+from gateway.flows import mail, remote
 from gateway.flows.common import (
     PRESCRIPTION_CODE,
     Plan,
@@ -88,17 +88,23 @@ def find_source(msg: mail.Message, limits: Limits) -> Source | None:
     return None
 
 
-def _prescription(ctx: Context, source: Source, sender: str, when: dt.datetime
-                  ) -> tuple[Prescription, tuple[str, ...]]:
+def _prescription(ctx: Context, source: Source, sender: str, when: dt.datetime,
+                  patient_address: str) -> tuple[Prescription, tuple[str, ...]]:
     """The prescription, and what the national layers say of a document from outside."""
     if source.kind == "form":
         from gateway.documents.form import FormError, parse_prescription_form
 
+        # The patient's identity traits in lines of their own: a patient elsewhere is in no
+        # directory of ours (remote.form_people), one of ours must agree with it.
+        text, people, found = remote.form_people(ctx, source.text, patient_address)
         try:
-            return parse_prescription_form(source.text, people=ctx.people, drugs=ctx.drugs,
-                                           sender=sender, now=when), ()
+            p = parse_prescription_form(text, people=people, drugs=ctx.drugs,
+                                        sender=sender, now=when)
         except FormError as exc:
-            raise Refused(exc.report()) from None
+            found += exc.problems
+        if found:
+            raise Refused(remote.refusal_report(found)) from None
+        return p, ()
     try:
         # The schema, the volet of its declared version and the own rules: errors refuse (a
         # warning never refuses what official software writes); the generic layers report.
@@ -138,6 +144,11 @@ def _check_people(ctx: Context, p: Prescription, sender: str, patient_address: s
             " on ne prescrit que sous son propre nom"
         )
     patient = ctx.mailbox(patient_address)
+    if patient is None and remote.is_remote_patient(ctx.config, patient_address):
+        refusal = remote.check_patient(p, patient_address)  # a patient elsewhere
+        if refusal:
+            raise Refused(refusal)
+        return
     if patient is None or patient.patient is None:
         raise Refused(f"{patient_address} n'est pas une messagerie de patient")
     if patient.patient.ins != p.patient.ins:
@@ -194,7 +205,7 @@ def _patient_text(p: Prescription) -> str:
 
 
 def _doctor_text(p: Prescription, patient_address: str, filed: list[str], robot: str,
-                 warnings: tuple[str, ...] = ()) -> str:
+                 warnings: tuple[str, ...] = (), where: str = "") -> str:
     lines = "\n".join(
         f"  {i}. {line.product.label}" + (f" (CIS {line.product.cis})" if line.product.cis else "")
         for i, line in enumerate(p.lines, 1)
@@ -214,6 +225,7 @@ def _doctor_text(p: Prescription, patient_address: str, filed: list[str], robot:
            " pas été versée dans le DMP : le patient y est désigné par un identifiant"
            f" provisoire ({p.patient.ins}, identité non qualifiée), et le DMP n'accepte que"
            " l'INS qualifié.\n\n")
+        + where
         + notes
         + "L'ordonnance PDF est jointe. Pour l'annuler, écrivez au service des ordonnances"
         f" ({robot}) : « Annulation : {p.identifier} ».\n"
@@ -269,7 +281,7 @@ def _register(ctx: Context, key: str, source: Source, sender: str, patient_addre
     known = ctx.records.prescribed.identifier_for(key)
     if known is not None:
         return _again(ctx, known, sender)
-    p, national = _prescription(ctx, source, sender, when)
+    p, national = _prescription(ctx, source, sender, when, patient_address)
     _check_people(ctx, p, sender, patient_address)
     warnings = _check_conditions(ctx, p, sender) + national
     try:
@@ -344,7 +356,8 @@ def handle(ctx: Context, sender: str, patients: tuple[str, ...], data: bytes) ->
     to_doctor = mail.compose(
         sender=ctx.robot, to=[sender], domain=domain, in_reply_to=original_id,
         subject=f"Ordonnance {p.identifier} enregistrée pour {p.patient.birth_name}",
-        body=_doctor_text(p, patient, list(built.filed), ctx.robot, built.warnings),
+        body=_doctor_text(p, patient, list(built.filed), ctx.robot, built.warnings,
+                          remote.delivery_note(config, patient)),
         files=[pdf],
         headers=[("X-MSS-NIL", product), ("X-Ordonnance-Id", p.identifier or "")],
     )
@@ -365,13 +378,15 @@ async def step(pipeline: Pipeline, message: Message, outcome: Outcome) -> Outcom
     config = pipeline.config
     suffix = "@" + config.gateway.patient_domain
     patients = tuple(r for r in message.recipients if r.endswith(suffix))
-    if not patients:
-        return outcome
     if message.channel == "relay":
-        if message.sender and may_hold_package(message.data):
+        if patients and message.sender and may_hold_package(message.data):
             await pipeline.run_flow(relayed, message.sender, patients, message.data)
         return outcome
     if message.channel != "submission" or not message.authenticated:
+        return outcome
+    # Patients another operator hosts: the ordonnance is made here and leaves by the queue.
+    patients += tuple(r for r in message.recipients if remote.is_remote_patient(config, r))
+    if not patients:
         return outcome
     plan = await pipeline.run_flow(handle, message.authenticated.lower(), patients,
                                    message.data)

@@ -23,7 +23,7 @@ from typing import Any
 
 from gateway.documents.parse import parse_prescription
 from gateway.errors import GatewayError
-from gateway.flows import mail
+from gateway.flows import mail, remote
 from gateway.flows.common import (
     Plan,
     apply,
@@ -56,11 +56,17 @@ class Verdict:
     reason: str  # short, for the header
     explanation: str  # sentences, for people
     record: PrescriptionRecord | None = None
+    registered_elsewhere: bool = False  # by another operator's gateway (flows.remote)
     checked: bool = True  # False: the gateway could not check the forward at all
 
     @property
     def state(self) -> str:
         return "unchecked" if not self.checked else "valid" if self.valid else "invalid"
+
+    @property
+    def elsewhere(self) -> bool:
+        return self.registered_elsewhere or (
+            self.record is not None and self.record.registered_elsewhere)
 
 
 def _unchecked(reason: str, explanation: str) -> Verdict:
@@ -95,6 +101,9 @@ def _by_registry(ctx: Context, identifier: str, actor: str) -> Verdict:
         code = getattr(exc, "code", "") or type(exc).__name__
         return Verdict(identifier, False, str(code),
                        (getattr(exc, "french", None) or str(exc)) + ".", record)
+    if record.registered_elsewhere:
+        return Verdict(identifier, True, "signature checked, registered elsewhere",
+                       remote.ELSEWHERE, record)
     return Verdict(identifier, True, "signature and registry checked",
                    "L'ordonnance est authentique (signature vérifiée) et enregistrée ; elle"
                    " peut être délivrée dans la limite des quantités restantes.", record)
@@ -141,6 +150,13 @@ def verdict(ctx: Context, msg: mail.Message, actor: str) -> Verdict | None:
             return Verdict(None, False, "no identifier",
                            "Le document ne porte pas d'identifiant d'ordonnance numérique.")
         verdict_ = _by_registry(ctx, identifier, actor)
+        if verdict_.record is None and verdict_.reason == "unknown identifier":
+            # Signed under another operator's anchor: registered by their gateway.
+            external = remote.elsewhere(ctx, a.data, cdas[0], parse_prescription(cdas[0]),
+                                        actor)
+            if external is not None:
+                return Verdict(identifier, external.valid, external.reason,
+                               external.explanation, external.record, registered_elsewhere=True)
         if verdict_.record is not None and registered_cda(
                 ctx.registry, identifier, actor, limits) != cdas[0]:
             return Verdict(identifier, False, "not the registered document",
@@ -167,7 +183,11 @@ def verdict(ctx: Context, msg: mail.Message, actor: str) -> Verdict | None:
         verdict_ = _by_registry(ctx, identifier, actor)
         if verdict_.record is not None:
             return verdict_
-    return _by_registry(ctx, found[0], actor)
+    unknown = _by_registry(ctx, found[0], actor)
+    if unknown.record is None and unknown.reason == "unknown identifier":
+        # Without the package, a prescription another operator registered looks unknown.
+        return dataclasses.replace(unknown, explanation=unknown.explanation + remote.NO_PACKAGE)
+    return unknown
 
 
 def _amount(value: Decimal | None) -> str:
@@ -235,6 +255,12 @@ def _pharmacy_text(v: Verdict, robot: str, not_the_patient: str = "",
         text += f"\nStatut : {status_text(v.record)}\n"
         text += f"Première délivrance avant le : {v.record.validity_end:%d/%m/%Y}\n"
         text += "Quantités restantes :\n" + remaining_text(v.record) + "\n"
+    if v.valid and v.record is not None and v.record.registered_elsewhere:
+        text += ("\nLe compte rendu de délivrance ira au prescripteur"
+                 + (f" ({v.record.prescriber_address}, chez un autre opérateur)"
+                    if v.record.prescriber_address else
+                    " : le document ne donne pas son adresse de messagerie, il ne sera pas"
+                    " prévenu") + ", sauf opposition du patient.\n")
     if v.valid and reminders:
         text += ("\nConditions de délivrance (base des médicaments) :\n"
                  + "\n".join(f"  - {r}" for r in reminders) + "\n")
@@ -268,7 +294,8 @@ def handle(ctx: Context, sender: str, recipients: tuple[str, ...], data: bytes) 
         ctx.registry.set_feedback_objection(v.record.identifier, True, actor=sender)
     domain, product = config.gateway.domain, config.gateway.product
     reason = re.sub(r"[;\r\n]", " ", v.reason)
-    header = f"{v.state}; id={v.identifier or 'none'}; reason={reason}"
+    registry = "registry=elsewhere; " if v.elsewhere else ""
+    header = f"{v.state}; id={v.identifier or 'none'}; {registry}reason={reason}"
     # A relative may bring an ordonnance: not refused, but said (the pharmacist checks at the
     # counter who presents it).
     not_the_patient = ""
@@ -340,15 +367,23 @@ def _has_verdict(data: bytes) -> bool:
 
 
 async def step(pipeline: Pipeline, message: Message, outcome: Outcome) -> Outcome:
-    """Pipeline step: a patient's mail to a pharmacy. Any mail arriving with a verdict header
-    loses it (a patient or a peer cannot make a message look verified)."""
+    """Pipeline step: a patient's mail to a pharmacy, ours on submission or another operator's
+    through the relay. Any mail arriving with a verdict header loses it (a patient or a peer
+    cannot make a message look verified)."""
     if _has_verdict(message.data):
         outcome = _sanitised(outcome)
-    if message.channel != "submission" or not message.authenticated:
-        return outcome
     config = pipeline.config
-    if not message.authenticated.lower().endswith("@" + config.gateway.patient_domain):
+    if message.channel == "relay":
+        # A patient another operator hosts, forwarding through the relay to our pharmacies:
+        # checked the same way (the peer's certificate vouches for the sender's domain).
+        if not message.sender or not remote.is_remote_patient(config, message.sender):
+            return outcome
+        patient = message.sender.lower()
+    elif message.channel != "submission" or not message.authenticated:
         return outcome
-    plan = await pipeline.run_flow(handle, message.authenticated.lower(),
-                                   message.recipients, message.data)
+    else:
+        patient = message.authenticated.lower()
+        if not patient.endswith("@" + config.gateway.patient_domain):
+            return outcome
+    plan = await pipeline.run_flow(handle, patient, message.recipients, message.data)
     return apply(message, outcome, plan)
