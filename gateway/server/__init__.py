@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any, Protocol
 
-from gateway import maillog, metrics, systemd
+from gateway import maillog, malloc, metrics, systemd
 from gateway.config import Config, parse_hostport
 from gateway.errors import GatewayError
 from gateway.http import service as http_service
@@ -97,6 +97,7 @@ SINGLETONS: tuple[StartTask, ...] = (
 # in its TLS contexts).
 WORKER_TASKS: tuple[StartTask, ...] = (
     pki_service.keep_loaded,
+    imap_service.rest_stores,  # idle sessions' mail stores close their SQLite connections
 )
 
 GRACE_SECONDS = 10.0  # how long sessions in progress may finish after SIGTERM
@@ -205,6 +206,7 @@ async def _worker(runtime: Runtime, index: int, conn: Connection) -> None:
     # enough cyclic objects (protocol <-> transport) to trigger collections often.
     gc.collect()
     gc.freeze()
+    malloc.trim()  # what starting freed (imports, the TLS contexts' loading) goes back
     watchdog = asyncio.create_task(_orphan_watch(stop))
     await stop.wait()
     watchdog.cancel()
@@ -329,6 +331,7 @@ class Supervisor:
         log.info("gateway %s: %d worker process(es) ready", self.config.gateway.domain, self.n)
         print(client_help(self.config, items), file=sys.stderr, flush=True)
         self.announced = True
+        malloc.trim()  # the supervisor keeps little of what it loaded to start the workers
         systemd.notify("READY=1", f"STATUS=serving {self.config.gateway.domain}")
         interval = systemd.watchdog_interval()
         if interval is not None:
