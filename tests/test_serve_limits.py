@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from smtp_helpers import DOCTOR, PASSWORD, client_context, setup_gateway
+from smtp_helpers import DOCTOR, PASSWORD, PHARMACIST, client_context, message, setup_gateway
 
 from gateway.config import Config
 
@@ -155,6 +155,12 @@ def test_out_of_file_descriptors_is_one_line_and_the_gateway_recovers(served: Se
 
     port = served.ports["smtp submission"]
     worker = served.worker()
+    # Sessions that began before: they will need descriptors (a mailbox index, a message file).
+    imap = imaplib.IMAP4_SSL("127.0.0.1", served.ports["imap tls"], timeout=30,
+                             ssl_context=client_context(served.config))
+    smtp = smtplib.SMTP("127.0.0.1", port, timeout=30)
+    smtp.starttls(context=client_context(served.config))
+    smtp.login(DOCTOR, PASSWORD)
     before = resource.prlimit(worker, resource.RLIMIT_NOFILE)
     # The worker may open 8 more descriptors (a connection takes one, its session some more
     # when it logs in): 40 clients run it out.
@@ -169,11 +175,25 @@ def test_out_of_file_descriptors_is_one_line_and_the_gateway_recovers(served: Se
         assert lines, "\n".join(served.lines[-20:])
         time.sleep(2.5)  # two more pauses: no more lines for them
         assert len(served.wait_lines("cannot accept connections", 1, timeout=0)) == 1
+        # The sessions in progress get a temporary failure, and the log one line each.
+        with pytest.raises(imaplib.IMAP4.error, match=r"\[UNAVAILABLE\].*try again later"):
+            imap.login(DOCTOR, PASSWORD)
+        assert smtp.mail(DOCTOR)[0] == 250
+        code, text = smtp.rcpt(PHARMACIST)  # its mailbox's usage: a directory to read
+        assert (code, text) == (451, b"4.3.0 the server is short of resources, try again later")
+        smtp.rset()
+        assert served.wait_lines("IMAP LOGIN failed for .*: .*unable to open database file", 1)
+        assert served.wait_lines(r"session error peer=.* OSError: \[Errno 24\]", 1)
     finally:
         for c in clients:
             c.close()
         resource.prlimit(worker, resource.RLIMIT_NOFILE, before)
-    # Descriptors free again: the worker serves (submission and IMAP).
+    # Descriptors free again: the worker serves (submission and IMAP), the sessions that
+    # were refused included.
+    imap.login(DOCTOR, PASSWORD)
+    imap.logout()
+    smtp.send_message(message(DOCTOR, PHARMACIST))
+    smtp.quit()
     with smtplib.SMTP("127.0.0.1", port, timeout=30) as c:
         c.starttls(context=client_context(served.config))
         c.login(DOCTOR, PASSWORD)

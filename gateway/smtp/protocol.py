@@ -31,7 +31,7 @@ from typing import Any
 
 from aiosmtpd.smtp import MISSING, SMTP, Session, TLSSetupException
 
-from gateway import handshakes
+from gateway import handshakes, resources
 from gateway.smtp import internals
 from gateway.smtp.dotdata import DotData
 
@@ -156,15 +156,17 @@ class GatewaySMTP(SMTP):
         """aiosmtpd logs a full traceback for any exception of a session, a failed STARTTLS
         handshake included (hundreds during one TLS scan; anyone can cause them on the relay
         port). One line instead: who, on which port, why. A TLSSetupException closes the
-        connection (no reply is sent); anything else gets aiosmtpd's 500."""
+        connection (no reply is sent); the machine out of descriptors, memory or disk a
+        temporary 451 (the client retries; the session goes on); anything else aiosmtpd's 500."""
         peer = self.session.peer if self.session is not None else None
         if isinstance(error, TLSSetupException):
             handshakes.failed(self.tls_context, peer, self._local, error)
             return "421 4.7.0 TLS handshake failed"
         where = handshakes.address(peer) if isinstance(peer, tuple) else str(peer)
         port = handshakes.port(self._local)
-        log.error("session error peer=%s port=%s: %s: %s",
-                  where, port, type(error).__name__, " ".join(str(error).split()))
+        log.error("session error peer=%s port=%s: %s", where, port, resources.describe(error))
+        if resources.exhausted(error):
+            return "451 4.3.0 the server is short of resources, try again later"
         return f"500 Error: ({type(error).__name__}) {error}"
 
     _local: Any = None
