@@ -204,3 +204,44 @@ def test_out_of_file_descriptors_is_one_line_and_the_gateway_recovers(served: Se
     imap.logout()
     assert served.proc.poll() is None
     assert worker == served.worker()  # the same worker: it did not die of it
+
+
+_CLOSED_WHILE_PAUSED = """
+import asyncio, os, resource, socket, sys, time
+from gateway.server.loop import WorkerLoop
+
+async def start():
+    async def handle(reader, writer):
+        await asyncio.sleep(30)
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    open_now = len(os.listdir("/proc/self/fd"))
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (open_now + 3, hard))
+    return server
+
+loop = WorkerLoop()
+server = loop.run_until_complete(start())
+port = server.sockets[0].getsockname()[1]
+if os.fork() == 0:  # the clients, in a process of their own with descriptors to spare
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+    held = [socket.create_connection(("127.0.0.1", port)) for _ in range(10)]
+    time.sleep(5)
+    os._exit(0)
+loop.run_until_complete(asyncio.sleep(1.5))  # out of descriptors: accept() paused
+server.close()  # the worker stops meanwhile
+loop.run_until_complete(asyncio.sleep(2.5))  # asyncio's retry timers fire
+print("stopped", flush=True)
+"""
+
+
+def test_a_listener_closed_while_out_of_descriptors_stops_quietly(tmp_path: Path) -> None:
+    """asyncio leaves a timer per failed accept() that resumes the listener; once the worker
+    closed it, each used to log a traceback (ValueError: Invalid file descriptor: -1)."""
+    script = tmp_path / "paused.py"
+    script.write_text("import logging; logging.basicConfig(level=logging.INFO)\n"
+                      + _CLOSED_WHILE_PAUSED)
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0 and "stopped" in r.stdout, r.stderr
+    assert "cannot accept connections" in r.stderr and "reason=EMFILE" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and "Invalid file descriptor" not in r.stderr, r.stderr

@@ -16,7 +16,8 @@ gets (SMTP, IMAP, HTTPS: Hypercorn too, which makes its server with `asyncio.sta
 - **Running out of file descriptors is one line.** When accept() fails with EMFILE/ENFILE
   (or ENOBUFS/ENOMEM), asyncio stops accepting on that socket for one second and tells the
   loop's exception handler, whose default logs a traceback per attempt. Here: one line per
-  listener at most every `ACCEPT_LOG_INTERVAL` seconds, saying how many pauses it stands for.
+  listener at most every `ACCEPT_LOG_INTERVAL` seconds, saying how many failed accepts it stands
+  for; the retry timers asyncio leaves behind a listener closed meanwhile fail quietly.
 
 `raise_open_files_limit()` lifts the soft RLIMIT_NOFILE to the hard limit (the supervisor
 calls it before it forks, so the workers inherit it): a shell's usual soft limit, 1,024, is
@@ -161,7 +162,19 @@ def _exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any])
     if isinstance(exc, OSError) and exc.errno in _OUT_OF_RESOURCES and sock is not None:
         _accept_failed(loop, sock, exc)
         return
+    if isinstance(exc, ValueError) and _resumes_a_closed_listener(context):
+        return  # the listener closed (the worker stops) while its accept() was paused
     loop.default_exception_handler(context)
+
+
+def _resumes_a_closed_listener(context: dict[str, Any]) -> bool:
+    """asyncio's timer that resumes accepting after EMFILE (`_start_serving`, one per failed
+    accept) still fires once its listener is closed, and fails on the closed socket
+    ("Invalid file descriptor: -1"): nothing is lost, there is nothing left to resume. The
+    handle names its callback only in a private attribute; read-only, and when asyncio
+    changes it the default handler reports as before."""
+    callback = getattr(context.get("handle"), "_callback", None)
+    return getattr(callback, "__name__", "") == "_start_serving"
 
 
 def _accept_failed(loop: asyncio.AbstractEventLoop, sock: socket.socket, exc: OSError) -> None:
@@ -182,7 +195,7 @@ def _accept_failed(loop: asyncio.AbstractEventLoop, sock: socket.socket, exc: OS
     log.warning(
         "cannot accept connections port=%s reason=%s (%s): new connections wait 1 s%s",
         where, name, exc.strerror,
-        f"; {count} such pauses in the last {ACCEPT_LOG_INTERVAL:.0f} s" if count > 1 else "",
+        f"; {count} failed accepts in the last {ACCEPT_LOG_INTERVAL:.0f} s" if count > 1 else "",
     )
 
 
