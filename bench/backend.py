@@ -18,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BACKEND = os.environ.get("BENCH_BACKEND", "embedded")
 _server = None
+_database = ""
 
 
 def label() -> str:
@@ -29,7 +30,7 @@ def label() -> str:
 def database() -> Iterator[str]:
     """The configuration text selecting the backend ("" for the embedded one); for PostgreSQL,
     a durable server and a fresh database for the length of the block."""
-    global _server
+    global _server, _database
     if BACKEND != "postgresql":
         yield ""
         return
@@ -39,7 +40,7 @@ def database() -> Iterator[str]:
     server = PostgresServer(durable=True).start()
     _server = server
     try:
-        name = server.create_database()
+        name = _database = server.create_database()
         yield f'[storage]\nbackend = "postgresql"\ndsn = "{server.dsn(name)}"\n'
     finally:
         _server = None
@@ -66,6 +67,21 @@ def database_cpu() -> float:
         total += (int(fields[11]) + int(fields[12])) / tick
         todo += [int(c) for c in children]
     return total
+
+
+def database_bytes() -> tuple[int, int]:
+    """(WAL bytes written so far, the database's size on disk) of the PostgreSQL server ((0, 0)
+    for the embedded one): their growth over a run is what the database writes and keeps per
+    unit of work (docs/scaling.md sizes the primary and its standby from them)."""
+    if _server is None:
+        return 0, 0
+    import psycopg
+
+    with psycopg.connect(_server.dsn(_database), autocommit=True) as conn:
+        row = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint,"
+                           " pg_database_size(current_database())").fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
 
 
 def messages_in(config_path: Path, address: str) -> int:

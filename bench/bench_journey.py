@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from backend import database, database_cpu, label  # noqa: E402
+from backend import database, database_bytes, database_cpu, label  # noqa: E402
 
 from gateway.cli import main as cli  # noqa: E402
 from gateway.config import load_config  # noqa: E402
@@ -175,6 +175,7 @@ def main() -> int:
             done: list[float] = []
             cpu_before = process_cpu(proc.pid)
             db_before = database_cpu()
+            bytes_before = database_bytes()
             client_before = time.process_time()
             start = time.perf_counter()
             threads = [threading.Thread(target=client, args=(
@@ -187,6 +188,7 @@ def main() -> int:
             client_cpu = time.process_time() - client_before
             cpu_after = process_cpu(proc.pid)
             db_cpu = database_cpu() - db_before
+            bytes_after = database_bytes()
         finally:
             proc.terminate()
             proc.wait(30)
@@ -207,6 +209,11 @@ def main() -> int:
           f" pools {cpu['pools']:.1f}, supervisor {cpu['supervisor']:.1f}),"
           f" bench client {client_cpu * 1000 / n:.1f} ms"
           + (f", PostgreSQL server {db_cpu * 1000 / n:.1f} ms" if db_cpu else ""))
+    if bytes_after[0]:
+        wal, size = (after - before for after, before in zip(bytes_after, bytes_before,
+                                                              strict=True))
+        print(f"PostgreSQL per prescription: {wal / n / 1024:.0f} KB of WAL,"
+              f" {size / n / 1024:.0f} KB more on disk")
     if errors:
         print(f"errors: {len(errors)} (first: {errors[0]})")
     load = os.getloadavg()[0]

@@ -194,7 +194,8 @@ def run_mode(port: int, home: Path, per_connection: bool, procs: int, pid: int) 
         results = pool.map(client_process,
                            [(port, cafile, per_proc, per_connection, deadline)] * procs)
     elapsed = time.time() - start
-    cpu = server_cpu(pid) - cpu_before + database_cpu() - db_before
+    db_cpu = database_cpu() - db_before
+    cpu = server_cpu(pid) - cpu_before + db_cpu
     accepted = sum(r[0] for r in results)
     client_cpu = sum(r[3] for r in results)
     errors = sum(r[2] for r in results)
@@ -208,7 +209,9 @@ def run_mode(port: int, home: Path, per_connection: bool, procs: int, pid: int) 
           f"({accepted} in {elapsed:.1f} s, {errors} errors)  "
           f"latency p50 {p50:.1f} ms  p99 {p99:.1f} ms; "
           f"server CPU {cpu * 1e6 / max(accepted, 1):.0f} us/message "
-          f"(clients {client_cpu * 1e6 / max(accepted, 1):.0f})", flush=True)
+          f"(clients {client_cpu * 1e6 / max(accepted, 1):.0f}"
+          + (f"; PostgreSQL's share {db_cpu * 1e6 / max(accepted, 1):.0f}" if db_cpu else "")
+          + ")", flush=True)
 
 
 def setup(home: Path, workers: int, storage: str = "") -> None:

@@ -185,18 +185,22 @@ class Raw:
         self.send(tag + b" " + raw + b"\r\n")
         return self.until(tag)
 
+    def response(self) -> bytes:
+        """One response: its line with the literals it carries (`{n}`, CRLF, the n octets)."""
+        line = self.line()
+        while m := re.search(rb"\{(\d+)\}$", line):
+            size = int(m.group(1))
+            while len(self.buf) < size:
+                self.buf += self.sock.recv(65536)
+            line += b"\r\n" + self.buf[:size]
+            self.buf = self.buf[size:]
+            line += self.line()
+        return line
+
     def until(self, tag: bytes) -> list[bytes]:
         out = []
         while True:
-            line = self.line()
-            m = re.search(rb"\{(\d+)\}$", line)
-            if m:  # a literal: keep it with its line
-                size = int(m.group(1))
-                while len(self.buf) < size:
-                    self.buf += self.sock.recv(65536)
-                line += b"\r\n" + self.buf[:size]
-                self.buf = self.buf[size:]
-                line += self.line()
+            line = self.response()
             out.append(line)
             if line.startswith(tag + b" "):
                 return out

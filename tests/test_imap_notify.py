@@ -42,15 +42,7 @@ def _pushed(raw: Raw, until: bytes) -> list[bytes]:
     """Lines the server sends on its own, without a command, up to one starting `until`."""
     out = []
     while True:
-        line = raw.line()
-        m = re.search(rb"\{(\d+)\}$", line)
-        if m:  # a literal: keep it with its line
-            size = int(m.group(1))
-            while len(raw.buf) < size:
-                raw.buf += raw.sock.recv(65536)
-            line += b"\r\n" + raw.buf[:size]
-            raw.buf = raw.buf[size:]
-            line += raw.line()
+        line = raw.response()
         out.append(line)
         if line.startswith(until):
             return out
@@ -153,14 +145,15 @@ def test_selected_mailbox_events_are_pushed_with_fetch_attributes(imap):
     raw = _client(imap)
     imap.deliver(DOCTOR, message("one"))
     assert raw.cmd("NOOP")[0] == b"* 1 EXISTS"
-    lines = raw.cmd("NOTIFY SET (selected (MessageNew (UID BODY[HEADER.FIELDS (SUBJECT)])"
-                    " MessageExpunge FlagChange))")
+    lines = raw.cmd("NOTIFY SET (selected (MessageNew (UID BODY[HEADER.FIELDS (SUBJECT)]"
+                    " RFC822.TEXT) MessageExpunge FlagChange))")
     assert len(lines) == 1 and _ok(lines)
     imap.deliver(DOCTOR, message("two"))
     lines = _pushed(raw, b"* 2 FETCH")
     assert b"* 2 EXISTS" in lines
     assert lines[-1].startswith(b"* 2 FETCH (UID 2 BODY[HEADER.FIELDS (SUBJECT)] {")
     assert b"Subject: two" in lines[-1] and b"\\Seen" not in lines[-1]
+    assert lines[-1].endswith(b" RFC822.TEXT {10}\r\nBonjour.\r\n)")
     other = imap.connect(DOCTOR, PASSWORD)
     other.select("INBOX")
     _, data = other.fetch("2", "(FLAGS)")

@@ -1,8 +1,10 @@
-"""The prescription journey's main paths on the PostgreSQL backend: the same tests as
-tests/test_journey.py (imported here, so they run against this module's `gw`), through the
-real SMTP and IMAP listeners, with every piece of state in PostgreSQL. The variants of the
-journey (forms, refusals, documents) stay on the embedded backend only: they exercise the
-flows, not the storage, and CI time is counted."""
+"""The prescription journey on the PostgreSQL backend: the same tests as tests/test_journey.py
+(imported here, so they run against this module's `gw`), through the real SMTP and IMAP
+listeners, with every piece of state in PostgreSQL: each one that writes or reads a store
+differently (registry, DMP filing and reading, the flows' keys, a cancellation and a
+dispensation through the CLI, a message's bytes through the mail store). The variants that
+differ only in the document they carry (forms, refusals, CDA checks) exercise the flows, not
+the storage: they stay on the embedded backend, as CI time is counted."""
 
 from __future__ import annotations
 
@@ -13,11 +15,17 @@ import pytest
 from tests.journey_helpers import make_home, running
 from tests.test_journey import (  # noqa: F401 - collected here, with this module's gw
     test_cancel_by_mail,
+    test_cancelled_is_invalid,
+    test_cli_dispense_writes_signs_and_files_the_edisp,
     test_dispense_part_then_rest_then_refused,
     test_doctor_to_patient,
+    test_edisp_cda_attachment_is_recorded,
     test_forward_to_pharmacy_is_valid,
+    test_lab_report_package_is_delivered_and_filed,
+    test_ordinary_mail_is_delivered_unchanged,
     test_over_dispensing_is_refused,
     test_patient_objection_means_no_report,
+    test_same_dispensation_twice_is_recorded_once_and_said_so,
     test_same_message_twice_registers_once,
 )
 

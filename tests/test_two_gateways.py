@@ -10,7 +10,10 @@ reference), sharing nothing else. What a user of either sees is the same gateway
 - deliveries through A and B at once to one mailbox get unique, ascending UIDs;
 - an account locked out on A is locked out on B;
 - a message for another operator is relayed once with both queue runners up;
-- SIGKILL of A during a load: every message A acknowledged is readable through B.
+- SIGKILL of A during a load: every message A acknowledged is readable through B, B stays
+  ready and takes new mail, and A, restarted, serves what arrived while it was down;
+- an administrator account and API token made with A's `mssgw admin` work on B's API, and a
+  revocation through B holds on A.
 """
 
 from __future__ import annotations
@@ -399,6 +402,35 @@ def test_an_account_locked_on_a_is_locked_on_b(cluster: Cluster) -> None:
         pass
 
 
+def _mssgw(node: Node, *args: str, stdin: str = "") -> str:
+    out = subprocess.run([sys.executable, "-m", "gateway", *args, "--config", str(node.cfg)],
+                         input=stdin, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_an_administrator_made_on_a_works_on_b(cluster: Cluster) -> None:
+    """The console's and the API's accounts and tokens are in the database: an account and a
+    token created with A's `mssgw admin` work against B's API; revoked through B, refused by
+    A at once."""
+    import json
+
+    from tests.http_helpers import client
+
+    a, b = cluster.a, cluster.b
+    _mssgw(a, "admin", "add", "ops", stdin="a long operator password\n")
+    token = json.loads(_mssgw(a, "admin", "token", "create", "--admin", "ops", "--label",
+                              "monitoring", "--scope", "*:read", "--json"))
+    auth = {"Authorization": f"Bearer {token['token']}"}
+    with client(b.config, b.port("https"), headers=auth) as on_b, \
+            client(a.config, a.port("https"), headers=auth) as on_a:
+        assert on_b.get("/api/v1/status").status_code == 200
+        _mssgw(b, "admin", "token", "revoke", token["id"])
+        assert on_a.get("/api/v1/status").status_code == 401
+    listed = json.loads(_mssgw(b, "admin", "list", "--json"))
+    assert "ops" in [x["name"] for x in listed]
+
+
 def test_outbound_message_is_relayed_once_with_both_nodes_up(cluster: Cluster) -> None:
     a = cluster.a
     peer = cluster.peer
@@ -461,4 +493,14 @@ def test_sigkill_of_a_during_a_load_loses_nothing_acknowledged(cluster: Cluster)
                 for m in RECEIVED_ID.finditer(item[1])}
     missing = set(acked) - readable
     assert not missing, f"{len(missing)} acknowledged message(s) not readable through B"
-    a.start()  # A comes back for the tests after this one
+    # What the operator checks next: B is ready (the load balancer keeps sending to it) and
+    # takes new mail on its own; A, back, serves what arrived while it was down.
+    from tests.http_helpers import client as https_client
+
+    with https_client(b.config, b.port("https")) as http:
+        assert http.get("/readyz").status_code == 200
+    b.send(DOCTOR, message(DOCTOR, PHARMACIST, subject="While A is down"))
+    a.start()  # A comes back (for the tests after this one too)
+    subjects = [str(m["Subject"]) for m in a.wait_for(PHARMACIST, len(readable) + 1)]
+    assert "While A is down" in subjects
+    assert len(subjects) == len(b.fetch_all(PHARMACIST))  # one mailbox, whichever node

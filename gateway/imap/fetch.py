@@ -85,9 +85,11 @@ class FetchCommand(SelectedUpdates):
         return out
 
     async def _fetch(
-        self, uids: list[int], items: list[FetchItem], changedsince: int | None
+        self, uids: list[int], items: list[FetchItem], changedsince: int | None,
+        peek: bool = False,
     ) -> int:
-        """Send the FETCH responses; returns how many messages no longer exist."""
+        """Send the FETCH responses; returns how many messages no longer exist. `peek`: never
+        set \\Seen (NOTIFY's fetch attributes, RFC 5465 5.2)."""
         sel = self.selected
         store = self.store
         assert sel is not None and store is not None
@@ -97,7 +99,7 @@ class FetchCommand(SelectedUpdates):
         need_file = bool(names & {"BODY[]", "BINARY[]", "BINARY.SIZE[]", "RFC822",
                                   "RFC822.HEADER", "RFC822.TEXT"})
         need_cache = bool(names & {"ENVELOPE", "BODYSTRUCTURE", "BODY"})
-        sets_seen = not sel.readonly and any(
+        sets_seen = not sel.readonly and not peek and any(
             (i.name in ("BODY[]", "BINARY[]") and not i.peek)
             or i.name in ("RFC822", "RFC822.TEXT")
             for i in items

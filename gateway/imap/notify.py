@@ -24,7 +24,6 @@ of an active NOTIFY is one query on the folder rows (and one `stat` of each watc
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -214,7 +213,7 @@ class NotifyCommands(ListCommands, FetchCommand):
         fetch = None
         sel = spec.selected if spec else None
         if sel is not None and sel.fetch is not None:
-            fetch = [dataclasses.replace(i, peek=True) for i in self._fetch_items(sel.fetch)]
+            fetch = self._fetch_items(sel.fetch)
         self.notify_selected = sel.events if sel is not None else frozenset()
         self.notify_immediate = sel is not None and sel.filter == "SELECTED"
         self.notify_fetch = fetch
@@ -242,7 +241,7 @@ class NotifyCommands(ListCommands, FetchCommand):
     async def _announce_new(self, uids: list[int]) -> None:
         """MessageNew (fetch-att): the new messages' attributes after their EXISTS."""
         if self.notify_fetch and uids:
-            await self._fetch(uids, self.notify_fetch, None)
+            await self._fetch(uids, self.notify_fetch, None, peek=True)
 
     async def _idle_poll(self) -> None:
         await self._notify(True)

@@ -84,6 +84,9 @@ _SORTKEYS = (
     "sent, subject, reply, from_addr, to_addr, cc_addr, display_from, display_to, message_id,"
     " refs"
 )
+# Messages are chosen by UID with `uid IN (SELECT unnest(array))`, which PostgreSQL joins by
+# hashing the array, not `uid = ANY(array)`, which it compares row by row (SORT/THREAD over a
+# 100,000-message folder: 39 s -> well under a second).
 # A folder's messages with their sort keys (COPY, RENAME INBOX keep them).
 _WITH_KEYS = (
     "SELECT m.uid, m.digest, m.flags, m.internaldate, m.size, m.tz, "  # noqa: S608 - constant
@@ -212,17 +215,49 @@ def insert_messages(
     return uids
 
 
+# A delivery into an existing INBOX in one statement (one round trip): take the folder's next
+# UID and MODSEQ under its row lock, add the message and its sort keys, count the octets. No
+# row back means no such mailbox or INBOX yet: `deliver` then makes them, the long way.
+_DELIVER = (
+    "WITH f AS (UPDATE mail_folder SET uidnext = uidnext + 1,"  # noqa: S608 - constant
+    " highestmodseq = highestmodseq + 1 WHERE id = (SELECT f.id FROM mail_folder f"
+    " JOIN mail_user u ON u.id = f.user_id WHERE u.address = %(address)s"
+    " AND f.name = 'INBOX') RETURNING id, uidnext - 1 AS uid, highestmodseq, user_id),"
+    " m AS (INSERT INTO mail_message (folder_id, uid, digest, flags, modseq, internaldate,"
+    " size, tz) SELECT id, uid, %(digest)s, '', highestmodseq, %(now)s, %(size)s, %(tz)s"
+    " FROM f RETURNING folder_id, uid),"
+    f" k AS (INSERT INTO mail_sortkeys (folder_id, uid, {_SORTKEYS}) SELECT folder_id, uid,"
+    " %(sent)s, %(subject)s, %(reply)s, %(from_addr)s, %(to_addr)s, %(cc_addr)s,"
+    " %(display_from)s, %(display_to)s, %(message_id)s, %(refs)s FROM m),"
+    " u AS (UPDATE mail_user SET usage = usage + %(size)s WHERE id = (SELECT user_id FROM f))"
+    " SELECT uid FROM f"
+)
+
+
 def deliver(cur: psycopg.Cursor[Any], local: Sequence[tuple[str, bytes]], now: int) -> None:
-    """Each (address, octets) into that mailbox's INBOX; folders locked in address order."""
+    """Each (address, octets) into that mailbox's INBOX; folders locked in address order.
+    The body and the delivery statement of each recipient go together (pipeline mode: one
+    round trip for both)."""
+    tz = local_zone(now)
     for address, data in sorted(local, key=lambda item: item[0].lower()):
         data = crlf(data)
-        user_id = ensure_user(cur, address.lower())
+        address = address.lower()
+        keys = extract(data, now)
+        names = ("sent", "subject", "reply", "from_addr", "to_addr", "cc_addr", "display_from",
+                 "display_to", "message_id", "refs")
+        values = dict(zip(names, _key_row(keys), strict=True))
+        with cur.connection.pipeline():
+            digest = store_body(cur, data)
+            cur.execute(_DELIVER, {"address": address, "digest": digest, "now": now,
+                                   "size": len(data), "tz": tz, **values})
+        if cur.fetchone() is not None:
+            continue
+        user_id = ensure_user(cur, address)  # a first mail: the mailbox and its folders
         cur.execute("SELECT id FROM mail_folder WHERE user_id = %s AND name = 'INBOX'",
                     (user_id,))
         row = cur.fetchone()
         folder_id = int(row[0]) if row else create_folder_row(cur, user_id, "INBOX", True)
-        digest = store_body(cur, data)
-        insert_messages(cur, folder_id, [(digest, (), now, len(data), None, extract(data, now))])
+        insert_messages(cur, folder_id, [(digest, (), now, len(data), tz, keys)])
 
 
 def enqueue(cur: psycopg.Cursor[Any], entries: Sequence[Entry], now: float) -> None:
@@ -304,6 +339,18 @@ class Listener:
 
 
 # --- the store -------------------------------------------------------------------------------
+
+
+def _chosen(uids: Sequence[int]) -> tuple[str, tuple[Any, ...], set[int] | None]:
+    """How to pick `uids` of a folder's messages: a range scan when they are dense (the
+    caller keeps the wanted ones: the set returned, None for all of the range), else the
+    array, joined by hashing it."""
+    lo, hi = min(uids), max(uids)
+    if hi - lo + 1 <= 4 * len(uids):
+        return ("uid BETWEEN %s AND %s", (lo, hi),
+                None if len(uids) == hi - lo + 1 else set(uids))
+    return "uid IN (SELECT unnest(%s::bigint[]))", (list(uids),), None
+
 
 
 class PostgreSQLMailStore:
@@ -529,7 +576,8 @@ class PostgreSQLMailStore:
                         (dst.id, self.user_id))
             if cur.fetchone() is None:
                 raise StoreError(f"folder {dst.name} was deleted", "TRYCREATE")
-            cur.execute(_WITH_KEYS + " AND m.uid = ANY(%s) ORDER BY m.uid", (src.id, list(uids)))
+            cur.execute(_WITH_KEYS + " AND m.uid IN (SELECT unnest(%s::bigint[])) ORDER BY m.uid",
+                        (src.id, list(uids)))
             found = {int(r[0]): r for r in cur.fetchall()}
             order = [u for u in uids if u in found]
             if not order:
@@ -598,28 +646,31 @@ class PostgreSQLMailStore:
     def infos(self, folder: Folder, uids: Sequence[int]) -> dict[int, MessageInfo]:
         if not uids:
             return {}
+        where, params, wanted = _chosen(uids)
         with self._read() as cur:
             cur.execute(
-                "SELECT uid, flags, modseq, internaldate, size, digest, tz FROM mail_message"
-                " WHERE folder_id = %s AND uid = ANY(%s)",
-                (folder.id, list(uids)),
+                "SELECT uid, flags, modseq, internaldate, size, digest, tz FROM mail_message"  # noqa: S608 - fixed fragments
+                " WHERE folder_id = %s AND " + where,
+                (folder.id, *params),
             )
             return {
                 int(u): MessageInfo(int(u), split_flags(f), int(m), int(d), int(s),
                                     bytes(g).hex(), int(t))
-                for u, f, m, d, s, g, t in cur.fetchall()
+                for u, f, m, d, s, g, t in cur.fetchall() if wanted is None or u in wanted
             }
 
     def sort_keys(self, folder: Folder, uids: Sequence[int]) -> dict[int, SortKeys]:
         if not uids:
             return {}
+        where, params, wanted = _chosen(uids)
         with self._read() as cur:
             cur.execute(
                 f"SELECT uid, {_SORTKEYS} FROM mail_sortkeys"  # noqa: S608
-                " WHERE folder_id = %s AND uid = ANY(%s)",
-                (folder.id, list(uids)),
+                " WHERE folder_id = %s AND " + where,
+                (folder.id, *params),
             )
-            return {int(r[0]): _keys_of(r[1:]) for r in cur.fetchall()}
+            return {int(r[0]): _keys_of(r[1:]) for r in cur.fetchall()
+                    if wanted is None or r[0] in wanted}
 
     def sort_values(self, folder: Folder, uids: Sequence[int], key: str) -> dict[int, Any]:
         if not uids:
@@ -667,14 +718,15 @@ class PostgreSQLMailStore:
     ) -> dict[int, tuple[bytes | None, bytes | None]]:
         if not uids:
             return {}
+        where, params, wanted = _chosen(uids)
         with self._read() as cur:
             cur.execute(
-                "SELECT uid, envelope, bodystructure FROM mail_message WHERE folder_id = %s"
-                " AND uid = ANY(%s)",
-                (folder.id, list(uids)),
+                "SELECT uid, envelope, bodystructure FROM mail_message WHERE folder_id = %s"  # noqa: S608 - fixed fragments
+                " AND " + where,
+                (folder.id, *params),
             )
             return {int(u): (None if e is None else bytes(e), None if b is None else bytes(b))
-                    for u, e, b in cur.fetchall()}
+                    for u, e, b in cur.fetchall() if wanted is None or u in wanted}
 
     def set_cached(self, folder: Folder, items: list[tuple[int, bytes, bytes]]) -> None:
         if not items:
@@ -708,7 +760,7 @@ class PostgreSQLMailStore:
                 return changed, failed
             cur.execute(
                 "SELECT uid, flags, modseq FROM mail_message WHERE folder_id = %s"
-                " AND uid = ANY(%s)",
+                " AND uid IN (SELECT unnest(%s::bigint[]))",
                 (folder.id, list(uids)),
             )
             current = {int(u): (f, int(m)) for u, f, m in cur.fetchall()}
@@ -762,12 +814,14 @@ class PostgreSQLMailStore:
             return
         modseq = int(row[0])
         cur.execute(
-            "WITH gone AS (DELETE FROM mail_message WHERE folder_id = %s AND uid = ANY(%s)"
+            "WITH gone AS (DELETE FROM mail_message WHERE folder_id = %s"
+            " AND uid IN (SELECT unnest(%s::bigint[]))"
             " RETURNING size) UPDATE mail_user SET usage = usage - (SELECT COALESCE(sum(size), 0)"
             " FROM gone) WHERE id = %s",
             (folder_id, list(uids), self.user_id),
         )
-        cur.execute("DELETE FROM mail_sortkeys WHERE folder_id = %s AND uid = ANY(%s)",
+        cur.execute("DELETE FROM mail_sortkeys WHERE folder_id = %s"
+                    " AND uid IN (SELECT unnest(%s::bigint[]))",
                     (folder_id, list(uids)))
         cur.execute(
             "INSERT INTO mail_expunged (folder_id, uid, modseq) SELECT %s, u, %s"
@@ -803,7 +857,8 @@ class PostgreSQLMailStore:
             return
         with self._write() as cur:
             cur.execute("SELECT 1 FROM mail_folder WHERE id = %s FOR UPDATE", (folder.id,))
-            cur.execute("SELECT uid FROM mail_message WHERE folder_id = %s AND uid = ANY(%s)",
+            cur.execute("SELECT uid FROM mail_message WHERE folder_id = %s"
+                        " AND uid IN (SELECT unnest(%s::bigint[]))",
                         (folder.id, list(uids)))
             present = [int(r[0]) for r in cur.fetchall()]
             if present:
