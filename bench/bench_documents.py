@@ -2,10 +2,12 @@
 in one process and in a process pool over every core (as the servers run it). The embedded PDF
 is the real ordonnance. Bounded: about 2 s per measurement.
 
-Then the CI-SIS schematron layers (Saxon-HE through the ANS compile chain): for each layer,
-in a fresh process, the XSLT generation (cold cache), Saxon's compile (warm cache) and the
-process's resident memory after it; then the cost per document of each layer once compiled.
-The compile figures take a minute (StrucMin's 10 MB stylesheet)."""
+Then the CI-SIS schematron layers (Saxon-HE through the ANS compile chain), the chain's XSLT
+as it comes beside its rewrite (documents.svrl_rewrite, what the gateway runs): for each
+layer, in a fresh process, the XSLT generation (cold cache), Saxon's compile (warm cache) and
+the process's resident memory after it; then the cost per document of each layer once
+compiled, and whether both report the same. A few minutes (StrucMin's 10 MB stylesheet). The
+load average is printed: on a shared machine, read the ratios more than the times."""
 
 from __future__ import annotations
 
@@ -95,7 +97,8 @@ def main() -> int:
     if not SCHEMA.is_file():
         print(f"CI-SIS kit not found at {SHARED} (set MSSGW_SHARED): skipped")
         return 0
-    print(f"prescription: {len(P.lines)} lines, {len(DOC) // 1024} KiB with the PDF")
+    print(f"prescription: {len(P.lines)} lines, {len(DOC) // 1024} KiB with the PDF;"
+          f" {_load()}")
     measure("build prescription", build)
     measure("parse prescription", parse)
     measure("build + schema + own rules (prescription)", build_validate)
@@ -107,50 +110,141 @@ def main() -> int:
 
 
 LAYER_NAMES = ("volet", "IHE", "ModelesDeContenusCDA", "Modeles_ANS", "StrucMin")
+GENERIC = LAYER_NAMES[1:]
 
 
-def _compile_child(layer: str, cache: str) -> None:
-    """In a fresh process: compile `layer` (generating its XSLT unless cached), say how long
-    and how much memory the process holds after it."""
-    t0 = time.perf_counter()
-    kit = Kit(SCHEMA, SCHEMATRONS, Path(cache))
-    validate_document(DOC, kit=kit, layers=(layer,))
-    first = time.perf_counter() - t0
+def _load() -> str:
+    """The machine's load average: on a shared machine, the figures are read against it."""
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _rss_mb() -> float:
     status = Path("/proc/self/status").read_text().splitlines()
-    rss = next(int(line.split()[1]) for line in status if line.startswith("VmRSS"))
-    print(json.dumps({"first": first, "rss_mb": rss / 1024}))
+    return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
 
 
-def _child(layer: str, cache: str) -> dict[str, float]:
-    out = subprocess.run([sys.executable, __file__, "--compile", layer, cache],
+def _compile_child(layers: str, cache: str, rewrite: str) -> None:
+    """In a fresh process: compile `layers` (generating their XSLT unless cached), say how
+    long (wall and CPU) and how much memory the process holds after it."""
+    from gateway.documents import schematron
+
+    engine = schematron.engine()
+    t0, c0 = time.perf_counter(), time.process_time()
+    for name in layers.split(","):
+        layer = next(g for g in schematron.GENERIC_LAYERS if g.name == name) \
+            if name in GENERIC else schematron.volet_layer("prescription", "2024.01")
+        engine.compiled(SCHEMATRONS, layer, Path(cache), rewrite=rewrite == "1")
+    print(json.dumps({"first": time.perf_counter() - t0, "cpu": time.process_time() - c0,
+                      "rss_mb": _rss_mb()}))
+
+
+def _child(layers: str, cache: str, rewrite: bool) -> dict[str, float]:
+    out = subprocess.run([sys.executable, __file__, "--compile", layers, cache,
+                          "1" if rewrite else "0"],
                          capture_output=True, text=True, check=True).stdout
     result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
     return result
 
 
+def _cpu(fn: Callable[[], object], n: int) -> tuple[float, float]:
+    """(wall, CPU) ms per call over `n` calls, after a warm-up call."""
+    fn()
+    t0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(n):
+        fn()
+    return ((time.perf_counter() - t0) / n * 1000, (time.process_time() - c0) / n * 1000)
+
+
+def _broken_copies(data: bytes, n: int) -> list[bytes]:
+    import random
+
+    from lxml import etree
+
+    from gateway.xmlsafe import parse_xml
+
+    rnd = random.Random(13)
+    out = []
+    for _ in range(n):
+        tree = parse_xml(data)
+        elements = list(tree.getroot().iter(etree.Element))[1:]
+        for el in rnd.sample(elements, 12):
+            parent = el.getparent()
+            if parent is not None and rnd.random() < 0.5:
+                parent.remove(el)
+            elif el.attrib:
+                del el.attrib[rnd.choice(list(el.attrib))]
+        out.append(etree.tostring(tree))
+    return out
+
+
 def layers() -> None:
+    """The schematron layers: the chain's XSLT as it comes ("chain") and its rewrite
+    (documents.svrl_rewrite, what the gateway runs): compile time and memory in a fresh
+    process, CPU per document, and whether both report the same on the official examples,
+    this prescription and broken copies of them."""
+    from gateway.documents import schematron
+    from gateway.xmlsafe import parse_xml
+
     with tempfile.TemporaryDirectory() as cache:
-        print("schematron layers, each in a fresh process (generate: cold cache;"
-              " compile: warm cache; memory after it):")
+        print("schematron layers, each in a fresh process (generate: cold cache; compile:"
+              " warm cache; memory after it), the chain's XSLT -> its rewrite:")
         for layer in LAYER_NAMES:
-            cold = _child(layer, cache)
-            warm = _child(layer, cache)
-            print(f"  {layer:22s} generate + compile {cold['first']:6.1f} s,"
-                  f" compile {warm['first']:6.1f} s, {warm['rss_mb']:5.0f} MB", flush=True)
+            cold = _child(layer, cache, True)
+            plain = _child(layer, cache, False)
+            fast = _child(layer, cache, True)
+            print(f"  {layer:22s} generate + compile {cold['first']:5.1f} s;"
+                  f" compile {plain['first']:5.1f} -> {fast['first']:5.1f} s"
+                  f" (CPU {plain['cpu']:5.1f} -> {fast['cpu']:5.1f} s),"
+                  f" {plain['rss_mb']:4.0f} -> {fast['rss_mb']:4.0f} MB", flush=True)
+        every = ",".join(GENERIC)
+        plain, fast = _child(every, cache, False), _child(every, cache, True)
+        print(f"  the four generic layers in one process (the validator): compile"
+              f" {plain['first']:.1f} -> {fast['first']:.1f} s (CPU {plain['cpu']:.1f} ->"
+              f" {fast['cpu']:.1f} s), {plain['rss_mb']:.0f} -> {fast['rss_mb']:.0f} MB",
+              flush=True)
+
+        engine = schematron.engine()
         kit = Kit(SCHEMA, SCHEMATRONS, Path(cache))
         disp = build_dispensation(samples.dispensation())
-        for layer in ("schema", *LAYER_NAMES, "rules"):
-            validate_document(DOC, kit=kit, layers=(layer,))  # compiled once in this process
-            measure(f"  {layer}, per prescription", lambda layer=layer: validate_document(
-                DOC, kit=kit, layers=(layer,)))
-        measure("every layer, per prescription",
+        node = engine.document(parse_xml(DOC))
+        print("  per prescription (ms wall / ms CPU), chain -> rewrite:")
+        totals = [0.0, 0.0]
+        for name in LAYER_NAMES:
+            layer = next(g for g in schematron.GENERIC_LAYERS if g.name == name) \
+                if name in GENERIC else schematron.volet_layer("prescription", "2024.01")
+            times = []
+            for rewrite in (False, True):
+                times.append(_cpu(lambda layer=layer, rewrite=rewrite: engine.run(
+                    SCHEMATRONS, layer, node, Path(cache), rewrite), 5 if not rewrite else 20))
+            if name in GENERIC:
+                totals[0] += times[0][1]
+                totals[1] += times[1][1]
+            print(f"    {name:22s} {times[0][0]:6.1f} / {times[0][1]:6.1f} ->"
+                  f" {times[1][0]:6.1f} / {times[1][1]:6.1f}", flush=True)
+        print(f"    the four generic layers: {totals[0]:.1f} -> {totals[1]:.1f} ms CPU")
+        measure("  every layer, per prescription (rewritten)",
                 lambda: validate_document(DOC, kit=kit))
-        measure("every layer, per dispensation",
+        measure("  every layer, per dispensation (rewritten)",
                 lambda: validate_document(disp, kit=kit))
+        examples = [f.read_bytes() for f in sorted((SHARED / "ci-sis/ExemplesCDA").glob("*.xml"))]
+        docs = [DOC, disp, *examples]
+        docs += [c for d in docs for c in _broken_copies(d, 4)]
+        same, found = 0, 0
+        for data in docs:
+            node = engine.document(parse_xml(data))
+            reports = [[(p.location, p.message, p.severity)
+                        for g in schematron.GENERIC_LAYERS
+                        for p in engine.run(SCHEMATRONS, g, node, Path(cache), rewrite)]
+                       for rewrite in (False, True)]
+            same += reports[0] == reports[1]
+            found += len(reports[0])
+        print(f"  the rewrite reports what the chain reports: {same} of {len(docs)} documents"
+              f" ({found} problems in all)", flush=True)
+        print(f"  {_load()}")
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--compile"]:
-        _compile_child(sys.argv[2], sys.argv[3])
+        _compile_child(sys.argv[2], sys.argv[3], sys.argv[4])
         raise SystemExit(0)
     raise SystemExit(main())

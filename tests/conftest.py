@@ -153,7 +153,7 @@ def gateway_home(tmp_path: Path, _gateway_template: Path) -> Path:
 @pytest.fixture(scope="session")
 def validator_socket(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """One validator process for the session (documents.validator): the four generic layers
-    compiled once (Saxon needs tens of seconds and ~750 MB for them) for the corpus tests and
+    compiled once (Saxon needs seconds and ~300 MB for them) for the corpus tests and
     for every gateway a test starts with `incoming_layers = "all"`; stopped at the end."""
     from gateway.documents import validator
     from gateway.documents.validate import Kit

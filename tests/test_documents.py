@@ -135,6 +135,47 @@ def test_build_then_parse_returns_the_dispensation() -> None:
     assert dataclasses.replace(got, document_id=None, set_id=None) == d
 
 
+def test_split_dosing_a_dose_per_time_of_day() -> None:
+    """'1 comprimé le matin, 2 le soir': one subordinate administration per time of day, each
+    with its own dose, read back as such; the narrative and the PDF's words say each dose.
+    A document that gives doses for some of its times only is reported, the first dose kept."""
+    from gateway.documents import cda
+    from gateway.ordonnance.wording import dosage_lines
+
+    one, two = Dose(Decimal(1), "{tablet}"), Dose(Decimal(2), "{tablet}")
+    phase = Phase(moments=(cda.MORNING, cda.EVENING), duration_days=10, doses=(one, two))
+    line = PrescriptionLine(product=samples.DOLIPRANE, phases=(phase,), quantity=Decimal(1))
+    data = _build(samples.prescription(lines=(line,)))
+    root = etree.fromstring(data)
+    subs = root.xpath("//c:substanceAdministration/c:entryRelationship/c:substanceAdministration",
+                      namespaces=XP)
+    assert [s.xpath("c:doseQuantity/c:low/@value", namespaces=XP) for s in subs] == [["1"], ["2"]]
+    assert root.xpath(f"//c:templateId[@root='{cda.MODE_SPLIT}']", namespaces=XP)
+    parsed = parse_document(data)
+    assert parsed.problems == [] and parsed.prescription is not None
+    assert parsed.prescription.lines[0].phases == (phase,)
+    words = "1 comprimé le matin et 2 comprimés le soir"
+    assert words + " pendant 10 jours" in " ".join(root.xpath("//c:text//text()", namespaces=XP))
+    assert dosage_lines(line) == [words[0].upper() + words[1:]]
+
+    # A dose for the morning only: not something the model holds; said, not dropped silently.
+    no_dose = etree.fromstring(data)
+    second = no_dose.xpath("//c:substanceAdministration/c:entryRelationship"
+                           "/c:substanceAdministration/c:doseQuantity", namespaces=XP)[1]
+    second.getparent().remove(second)
+    parsed = parse_document(etree.tostring(no_dose))
+    assert [p.message for p in parsed.problems] == [
+        "line 1 phase 1: doses given for some times of day only cannot be held by the"
+        " gateway's model; the first dose is kept for all, the narrative says the rest"]
+    assert parsed.prescription is not None
+    assert parsed.prescription.lines[0].phases[0].dose == one
+
+    for bad, words in ((dataclasses.replace(phase, doses=(one,)), "1 doses for 2 times"),
+                       (dataclasses.replace(phase, dose=one), "both one dose and a dose per")):
+        with pytest.raises(BuildError, match=words):
+            _build(samples.prescription(lines=(dataclasses.replace(line, phases=(bad,)),)))
+
+
 def test_build_refuses_what_cannot_be_written() -> None:
     line = samples.prescription().lines[0]
     with pytest.raises(BuildError, match="line 1: 'non substituable' needs a reason"):

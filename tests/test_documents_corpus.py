@@ -58,6 +58,7 @@ Validité : 6 mois
    non substituable (CIF)
 6. CIS 62772966 ; 1 cp/j ; 1 boîte ; à renouveler 2 fois
 7. CIS 60833559 ; 1 goutte dans chaque oeil si gêne ; 1 flacon ; voie ophtalmique
+8. CIS 62772966 ; 1 comprimé le matin, 2 le soir pendant 10 jours ; 1 boîte
 Remarques : revoir en consultation dans 3 mois.
 """
 # The other headers: prescriber by address, a validity date, secured ordonnance (quantities
@@ -74,11 +75,11 @@ Médicaments d'exception : oui
 
 # Every posology encoding of the model (what the forms will produce for times of day).
 POSOLOGY_LINES = (
-    # Tapered doses with times of day: 2 in the morning and at bedtime for 3 days, then 1 in
-    # the morning for 4 days, then 1 to 2 at 07:30 every other day.
+    # Tapered doses with times of day: 2 in the morning and 1 at bedtime (a dose per time of
+    # day) for 3 days, then 1 in the morning for 4 days, then 1 to 2 at 07:30 every other day.
     PrescriptionLine(product=samples.DOLIPRANE, phases=(
-        Phase(Dose(Decimal(2), "{tablet}"), moments=(cda.MORNING, cda.BEDTIME),
-              duration_days=3),
+        Phase(moments=(cda.MORNING, cda.BEDTIME), duration_days=3,
+              doses=(Dose(Decimal(2), "{tablet}"), Dose(Decimal(1), "{tablet}"))),
         Phase(Dose(Decimal(1), "{tablet}"), moments=(cda.MORNING,), duration_days=4),
         Phase(Dose(Decimal(1), "{tablet}", high=Decimal(2)), Frequency(1, Decimal(2), "d"),
               moments=(Moment(time=dt.time(7, 30)),)),
@@ -176,6 +177,12 @@ def test_the_corpus_covers_what_it_says(corpus: dict[str, bytes]) -> None:
     assert other.validity_end == dt.date(2026, 12, 31)
     assert {k for line in form.lines for k in [line.kind]} == set(DispensingKind)
     assert [len(line.phases) for line in posology.lines] == [3, 1, 1, 1, 1]
+    assert posology.lines[0].phases[0].doses == (Dose(Decimal(2), "{tablet}"),
+                                                 Dose(Decimal(1), "{tablet}"))
+    split = every.lines[7].phases[0]  # "1 comprimé le matin, 2 le soir pendant 10 jours"
+    assert split.moments == (cda.MORNING, cda.EVENING) and split.duration_days == 10
+    assert split.doses == (Dose(Decimal(1), "{tablet}"), Dose(Decimal(2), "{tablet}"))
+    assert split.dose is None and every.lines[7].dosage_text is None
     moments = {m for line in posology.lines for ph in line.phases for m in ph.moments}
     assert {m.event for m in moments} >= {"HS", "C", "PCM"}
     assert {m.time for m in moments} >= {dt.time(8), dt.time(12), dt.time(19), dt.time(7, 30)}

@@ -39,6 +39,7 @@ from gateway.documents.model import (
     Product,
     StructureInfo,
     SubstitutionRefusal,
+    on_day,
 )
 from gateway.documents.parse import parse_document
 from gateway.documents.validate import load_schema
@@ -118,6 +119,10 @@ def phase_lists(draw: st.DrawFn, max_phases: int = 3, max_moments: int = 3
         phase = Phase(dose=draw(st.none() | doses), frequency=frequency, moments=moments,
                       duration_days=draw(positive_int) if k < n - 1
                       else draw(st.none() | positive_int))
+        if len(moments) > 1 and draw(st.booleans()):  # split dosing: a dose per time of day
+            split = tuple(draw(st.lists(doses, min_size=len(moments), max_size=len(moments))))
+            if len(set(split)) > 1:  # canonical: equal doses are one dose
+                phase = dataclasses.replace(phase, dose=None, doses=split)
         if not phase.structured:
             phase = dataclasses.replace(phase, duration_days=draw(positive_int))
         out.append(phase)
@@ -151,6 +156,9 @@ offsets = st.sampled_from([dt.UTC, dt.timezone(dt.timedelta(hours=1)),
 moments = st.builds(lambda d, tz: d.replace(microsecond=0, tzinfo=tz),
                     st.datetimes(min_value=dt.datetime(2024, 1, 1),
                                  max_value=dt.datetime(2030, 12, 31)), offsets)
+# The document's date: a moment, or a day alone (a form dated another day than its sending).
+dated = st.tuples(moments, st.just(False)) | st.tuples(
+    st.dates(dt.date(2024, 1, 1), dt.date(2030, 12, 31)).map(on_day), st.just(True))
 
 
 @st.composite
@@ -176,8 +184,9 @@ def people(draw: st.DrawFn) -> tuple[PatientInfo, AuthorInfo]:
 @st.composite
 def prescriptions(draw: st.DrawFn) -> Prescription:
     patient, author = draw(people())
+    date, day_only = draw(dated)
     return Prescription(
-        patient=patient, author=author, date=draw(moments),
+        patient=patient, author=author, date=date, day_only=day_only,
         lines=tuple(draw(st.lists(lines(), min_size=1, max_size=4))),
         bizone=draw(st.booleans()), exception_drugs=draw(st.booleans()),
         secured=draw(st.booleans()), notes=draw(st.none() | text),
@@ -223,6 +232,7 @@ def test_xds_metadata_from_the_built_tree_are_those_of_its_bytes(p: Prescription
 def dispensations(draw: st.DrawFn) -> Dispensation:
     patient, author = draw(people())
     author = dataclasses.replace(author, profession="21", specialty=None)
+    date, day_only = draw(dated)
     n = draw(st.integers(1, 4))
     dispensed = []
     for i in range(1, n + 1):
@@ -245,7 +255,7 @@ def dispensations(draw: st.DrawFn) -> Dispensation:
         ))
     return Dispensation(
         prescription_id="01S2TBPZ2JCNZZYGH0", prescription_document_id="2.25.42",
-        patient=patient, author=author, date=draw(moments), lines=tuple(dispensed),
+        patient=patient, author=author, date=date, day_only=day_only, lines=tuple(dispensed),
         document_id="2.25.7", set_id="2.25.8", version=draw(st.integers(1, 3)),
         notes=draw(st.none() | text))
 

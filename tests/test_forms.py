@@ -9,10 +9,11 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from lxml import etree
 
 from gateway.cli import main
 from gateway.directory import demo
-from gateway.documents.build import assign_ids, build_prescription
+from gateway.documents.build import assign_ids, build_dispensation, build_prescription
 from gateway.documents.form import FormError, parse_dispensation_form, parse_prescription_form
 from gateway.documents.model import DispensingKind, Prescription
 from gateway.documents.parse import parse_document
@@ -200,6 +201,78 @@ def test_form_to_valid_document(people: DirectoryPeople, drugs: DrugReference,
     assert parse_document(data).prescription == p
 
 
+def test_a_dose_per_time_of_day(people: DirectoryPeople, drugs: DrugReference) -> None:
+    """'1 comprimé le matin, 2 le soir' is a dose per time of day (it was kept as text only);
+    the same dose at each time is one dose; without a unit it stays as written."""
+    from gateway.documents import cda
+    from gateway.documents.model import Dose
+
+    p = form(people, drugs, HEAD + "1. CIS 60234100 ; 1 comprimé le matin, 2 le soir pendant"
+                                   " 10 jours ; 1 boîte\n"
+                                   "2. CIS 60234100 ; 2 cp matin et 1 cp au coucher ; 1 boîte\n"
+                                   "3. CIS 60234100 ; 1 comprimé le matin et 1 le soir\n"
+                                   "4. CIS 60234100 ; 1 le matin, 2 le soir\n")
+    tablets = [Dose(Decimal(n), "{tablet}") for n in (0, 1, 2)]
+    split, bedtime, same, unitless = (line.phases for line in p.lines)
+    assert split[0].doses == (tablets[1], tablets[2]) and split[0].dose is None
+    assert split[0].moments == (cda.MORNING, cda.EVENING) and split[0].duration_days == 10
+    assert p.lines[0].dosage_text is None  # nothing left as text: all of it is structured
+    assert bedtime[0].doses == (tablets[2], tablets[1])
+    assert bedtime[0].moments == (cda.MORNING, cda.BEDTIME)
+    assert same[0].dose == tablets[1] and same[0].doses == ()
+    assert unitless == () and p.lines[3].dosage_text == "1 le matin, 2 le soir"
+    data = build_prescription(assign_ids(p), sample_pdf(), sample_png())
+    back = parse_document(data).prescription
+    assert back is not None and [line.phases for line in back.lines] == [
+        line.phases for line in p.lines]
+
+
+def _stamps(data: bytes) -> dict[str, str]:
+    """The document's own dates (header, author, signature, validity, first line's interval)."""
+    root = etree.fromstring(data)
+    ns = {"c": "urn:hl7-org:v3"}
+    paths = {"document": "c:effectiveTime", "author": "c:author/c:time",
+             "signed": "c:legalAuthenticator/c:time",
+             "event": "c:documentationOf/c:serviceEvent/c:effectiveTime/c:low",
+             "valid until": "c:documentationOf/c:serviceEvent/c:effectiveTime/c:high",
+             "treatment": ".//c:substanceAdministration/c:effectiveTime[@xsi:type='IVL_TS']/c:low"}
+    ns["xsi"] = "http://www.w3.org/2001/XMLSchema-instance"
+    return {k: str(el[0].get("value")) for k, path in paths.items()
+            if (el := root.xpath(path, namespaces=ns))}
+
+
+def test_the_form_date_is_a_day_never_a_made_up_time(people: DirectoryPeople,
+                                                      drugs: DrugReference) -> None:
+    """'Date :' another day than the day of sending dates the document by that day alone (it
+    used to get that day at the clock time of sending, a moment nobody wrote); the day of
+    sending keeps the time of sending; 'the day' is France's (00:30 in Paris is 23:30 UTC the
+    day before)."""
+    body = "1. CIS 60234100 ; 1 cp 3 fois par jour pendant 5 jours ; 1 boîte\n"
+    p = assign_ids(form(people, drugs, HEAD + "Date : 20/11/2026\n" + body))
+    assert p.day_only and p.day == dt.date(2026, 11, 20)
+    data = build_prescription(p, sample_pdf(), sample_png())
+    assert _stamps(data) == {"document": "20261120", "author": "20261120", "signed": "20261120",
+                             "event": "20261120", "valid until": "20270220",
+                             "treatment": "20261120"}
+    assert parse_document(data).prescription == p  # read back as the day alone
+
+    today = form(people, drugs, HEAD + "Date : 22/11/2026\n" + body)
+    assert today.date == NOW and not today.day_only
+    assert _stamps(build_prescription(assign_ids(today), sample_pdf(), sample_png()))[
+        "document"] == "20261122100000+0000"
+
+    late = dt.datetime(2026, 11, 21, 23, 30, tzinfo=dt.UTC)  # 00:30 on the 22nd in Paris
+    night = parse_prescription_form(HEAD + "Date : 22/11/2026\n" + body, people=people,
+                                    drugs=drugs, now=late)
+    assert night.date == late and not night.day_only and night.day == dt.date(2026, 11, 22)
+    stamps = _stamps(build_prescription(assign_ids(night), sample_pdf(), sample_png()))
+    assert stamps["document"] == "20261121233000+0000"
+    assert stamps["valid until"] == "20270222" and stamps["treatment"] == "20261122"
+    from gateway.flows.prescribe import pdf_name  # the patient's file is named by that day
+    assert pdf_name(night).startswith("20261122_Prescription_")
+    assert pdf_name(p).startswith("20261120_Prescription_")
+
+
 # --- dispensation form ----------------------------------------------------------------------
 
 
@@ -230,6 +303,22 @@ def test_the_sample_dispensation_form(people: DirectoryPeople, drugs: DrugRefere
     assert partial.kind is DispensingKind.PARTIAL and partial.quantity == 1
     assert "prochain passage" in partial.reason
     assert missing.quantity == 0 and "commander" in missing.not_delivered_reason
+
+
+def test_the_dispensation_form_date_is_a_day_too(people: DirectoryPeople,
+                                                drugs: DrugReference,
+                                                registered: Prescription) -> None:
+    text = (ROOT / "examples" / "dispensation.txt").read_text("utf-8")
+    d = dispense(people, drugs, registered, text.replace("Pharmacien", "Date : 21/11/2026\n"
+                                                                      "Pharmacien"))
+    assert d.day_only and d.day == dt.date(2026, 11, 21)  # type: ignore[attr-defined]
+    data = build_dispensation(d)  # type: ignore[arg-type]
+    assert etree.fromstring(data).find("{urn:hl7-org:v3}effectiveTime").get("value") == \
+        "20261121"
+    back = parse_document(data).dispensation
+    assert back is not None and back.day_only and back.date == d.date  # type: ignore[attr-defined]
+    d = dispense(people, drugs, registered, text)
+    assert d.date == NOW and not d.day_only  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("body, expected", [

@@ -314,7 +314,7 @@ def posology(line: PrescriptionLine) -> str:
 
 def _validity_end(p: Prescription) -> dt.date:
     # A first dispensation must happen within 3 months of the prescription date.
-    return p.validity_end or cda.add_months(p.date.date(), 3)
+    return p.validity_end or cda.add_months(p.day, 3)
 
 
 def _substitution_text(line: PrescriptionLine) -> str:
@@ -600,6 +600,11 @@ def _check_phases(where: str, phases: tuple[Phase, ...]) -> None:
                              f" but gives {len(ph.moments)} times of day")
         if ph.duration_days is not None and ph.duration_days <= 0:
             raise BuildError(f"{where}: phase {k} lasts {ph.duration_days} days")
+        if ph.doses and (ph.dose is not None or len(ph.doses) != len(ph.moments)):
+            raise BuildError(f"{where}: phase {k} gives {len(ph.doses)} doses for"
+                             f" {len(ph.moments)} times of day" if ph.dose is None else
+                             f"{where}: phase {k} gives both one dose and a dose per time of"
+                             " day")
 
 
 def _subordinates(phases: tuple[Phase, ...], start: dt.date, ref: str) -> list[_Xml]:
@@ -609,7 +614,7 @@ def _subordinates(phases: tuple[Phase, ...], start: dt.date, ref: str) -> list[_
         timings = _timings(ph)
         # One administration per time of day when there are several, else one for the phase.
         intakes = [[t] for t in timings] if len(ph.moments) > 1 else [timings]
-        for intake in intakes:
+        for i, intake in enumerate(intakes):
             if intake and intake[0][0] == "PIVL_TS":
                 times = [_e("effectiveTime", _interval(day, ph.duration_days, "comp",
                                                        operator="A"),
@@ -625,7 +630,7 @@ def _subordinates(phases: tuple[Phase, ...], start: dt.date, ref: str) -> list[_
                 _e("templateId", root=cda.SUBORDINATE_ITEM),
                 _e("id", root=cda.new_uuid()),
                 _e("text", _e("reference", value=text)),
-                _COMPLETED, *times, _dose(ph.dose), _NO_PRODUCT,
+                _COMPLETED, *times, _dose(ph.dose_at(i)), _NO_PRODUCT,
                 classCode="SBADM", moodCode="INT"), typeCode="COMP"))
         if ph.duration_days:
             day += dt.timedelta(days=ph.duration_days)
@@ -646,7 +651,7 @@ def _posology_parts(phases: tuple[Phase, ...], start: dt.date, ref: str
         phase = phases[0]
         times += [_timing_element("effectiveTime", kind, content, operator="A")
                   for kind, content in _timings(phase)]
-        return [_STRUCTURED, _MODES[cda.MODE_NORMAL]], times, _dose(phase.dose), []
+        return [_STRUCTURED, _MODES[cda.MODE_NORMAL]], times, _dose(phase.dose_at(0)), []
     modes = [_MODES[cda.MODE_TAPERED]] if len(phases) > 1 else []
     if any(len(ph.moments) > 1 for ph in phases):
         modes.append(_MODES[cda.MODE_SPLIT])
@@ -656,7 +661,7 @@ def _posology_parts(phases: tuple[Phase, ...], start: dt.date, ref: str
 def _prescription_entry(p: Prescription, i: int, line: PrescriptionLine, stamp: str) -> _Xml:
     """Line `i`; `stamp`: the prescription's time as written (cda.ts, once per document)."""
     ref = f"med-{i}"
-    modes, times, dose, subordinates = _posology_parts(line.phases, p.date.date(), ref)
+    modes, times, dose, subordinates = _posology_parts(line.phases, p.day, ref)
     if line.substitutable:
         sub_code = _e("code", code=_SUBSTITUTABLE[0], displayName=_SUBSTITUTABLE[1],
                       codeSystem=cda.OID_SUBSTITUTION)
@@ -718,6 +723,7 @@ def _check_prescription(p: Prescription) -> None:
             raise BuildError(f"line {i}: the medicine has no name")
         if not line.substitutable and line.substitution_refusal is None:
             raise BuildError(f"line {i}: 'non substituable' needs a reason (MTE, EFG or CIF)")
+        _check_phases(f"line {i}", line.phases)
 
 
 def build_prescription(p: Prescription, pdf: bytes, qr_png: bytes) -> bytes:
@@ -735,7 +741,7 @@ def prescription_document(p: Prescription, pdf: bytes, qr_png: bytes
     p = assign_ids(p)
     assert p.identifier and p.document_id and p.set_id
     author = p.author
-    stamp = cda.ts(p.date)
+    stamp = cda.ts_date(p.day) if p.day_only else cda.ts(p.date)
     event = _e("serviceEvent",
                _e("id", root=OID_PRESCRIPTION_ID, extension=p.identifier),
                _e("code", code="57833-6", displayName="Prescription de produits de santé",
@@ -879,7 +885,7 @@ def _adapted_posology(d: Dispensation, i: int, line: DispensedLine) -> _Xml | No
                          " cannot be written in an eDISP line; say it in the reason")
     phase = line.phases[0]
     _check_phases(where, line.phases)
-    start = d.date.date()
+    start = d.day
     timings = _timings(phase)
     if not timings:
         raise BuildError(f"{where}: an adapted posology says how often or when (the eDISP"
@@ -897,7 +903,7 @@ def _adapted_posology(d: Dispensation, i: int, line: DispensedLine) -> _Xml | No
     return _e("entryRelationship", _e(
         "substanceAdministration", *_ADAPTED_TEMPLATES, _e("id", root=cda.new_uuid()),
         _e("text", _e("reference", value=f"#disp-{i}-posologie")), _COMPLETED, *times,
-        _dose(phase.dose), _NA_PRODUCT, classCode="SBADM", moodCode="INT"), typeCode="COMP")
+        _dose(phase.dose_at(0)), _NA_PRODUCT, classCode="SBADM", moodCode="INT"), typeCode="COMP")
 
 
 def _dispensation_entry(d: Dispensation, i: int, line: DispensedLine) -> _Xml:
@@ -950,7 +956,7 @@ def build_dispensation(d: Dispensation) -> bytes:
     d = assign_dispensation_ids(d)
     assert d.document_id and d.set_id
     author = d.author
-    stamp = cda.ts(d.date)
+    stamp = cda.ts_date(d.day) if d.day_only else cda.ts(d.date)
     blocks = _header(doc_id=d.document_id, set_id=d.set_id, version=d.version, stamp=stamp)
     event = _e("serviceEvent",
                _e("id", root=d.set_id),

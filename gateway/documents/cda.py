@@ -160,8 +160,18 @@ def moment_words(m: Moment) -> str:
 
 
 def moments_words(moments: tuple[Moment, ...]) -> str:
-    words = [moment_words(m) for m in moments]
+    return enumeration([moment_words(m) for m in moments])
+
+
+def enumeration(words: list[str]) -> str:
+    """'a', 'a et b', 'a, b et c'."""
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " et " + words[-1]
+
+
+def split_words(intakes: list[tuple[str, str]]) -> str:
+    """Split dosing in words from (dose words, moment words): '1 comprimé le matin et 2
+    comprimés le soir'."""
+    return enumeration([f"{dose} {moment}" for dose, moment in intakes])
 
 
 PERIOD_WORDS = {"h": ("heure", "heures"), "d": ("jour", "jours"), "wk": ("semaine", "semaines"),
@@ -273,13 +283,17 @@ def dose_range_words(dose: Dose) -> str:
 
 
 def phase_words(phase: Phase) -> str:
-    """'1 comprimé 3 fois par jour pendant 5 jours', '1 comprimé le matin et le soir'."""
+    """'1 comprimé 3 fois par jour pendant 5 jours', '1 comprimé le matin et le soir', '1
+    comprimé le matin et 2 comprimés le soir'."""
     parts: list[str] = []
-    if phase.dose:
+    if phase.doses:
+        parts.append(split_words([(dose_range_words(d), moment_words(m))
+                                  for m, d in phase.intakes() if d is not None]))
+    elif phase.dose:
         parts.append(dose_range_words(phase.dose))
     if phase.frequency and not (phase.moments and per_day(phase.frequency) == len(phase.moments)):
         parts.append(frequency_words(phase.frequency))
-    if phase.moments:
+    if phase.moments and not phase.doses:
         parts.append(moments_words(phase.moments))
     if phase.duration_days:
         parts.append(f"pendant {phase.duration_days} jour{'s' if phase.duration_days > 1 else ''}")

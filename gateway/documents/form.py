@@ -52,6 +52,8 @@ from gateway.documents.model import (
     PrescriptionLine,
     Product,
     SubstitutionRefusal,
+    french_day,
+    on_day,
 )
 from gateway.documents.people import People
 from gateway.drugs.bdpm import normalise_name
@@ -209,6 +211,7 @@ class _Posology:
     frequency: Frequency | None = None
     moments: tuple[Moment, ...] = ()
     duration_days: int | None = None
+    doses: tuple[Dose, ...] = ()  # split dosing: one per moment
     leftover: str = ""
     as_written: bool = False  # understood, but only the text can say it (kept as free text)
 
@@ -225,8 +228,36 @@ _DURATION = re.compile(rf" pendant {_NUM} (jours?|j|semaines?|mois) ")
 _MOMENT_KEYS = re.compile(
     " (" + "|".join(sorted(MOMENTS, key=len, reverse=True)) + r")(?= )")
 _ANOTHER_DOSE = re.compile(rf" {_NUM} ")
+# One intake of split dosing: "1 comprimé le matin", "2 le soir" (the unit of the one before).
+_INTAKE = re.compile(rf" {_NUM}(?: ({_DOSE_UNITS})s?)?(?: (?:le|la|les|a))?"
+                     rf"{_MOMENT_KEYS.pattern}")
 _FILLER = frozenset({"a", "un", "une", "prendre", "de", "par", "et", "en", "au", "du", "le", "la",
                      "les", "puis", "posologie"})
+
+
+def _split_dosing(text: str, first: Dose
+                  ) -> tuple[tuple[Moment, ...], tuple[Dose, ...], str] | None:
+    """'1 comprimé le matin, 2 le soir': (moments, their doses, what is left of the text), or
+    None when the text is not doses each followed by its time of day (each time once, the
+    first dose with its unit, the others with theirs or the one before). The same dose at
+    every time ('1 le matin et 1 le soir') comes back as one dose: the canonical form."""
+    t = " " + _norm(_PER_DAY_SHORTHAND.sub(" par jour", _TIMES_SHORTHAND.sub(r"\1 fois", text)))
+    t = _DURATION.sub(" ", t + " ", count=1)
+    moments: list[Moment] = []
+    doses: list[Dose] = []
+    unit = first.unit
+    for m in _INTAKE.finditer(t):
+        if m.group(2):
+            unit = DOSE_WORDS[m.group(2)]
+        elif not doses:
+            return None  # the first intake names the unit ('1 comprimé le matin')
+        moments.append(MOMENTS[m.group(3)])
+        doses.append(Dose(_number(m.group(1)), unit))
+    rest = _INTAKE.sub(" ", t)
+    if len(moments) < 2 or len(set(moments)) != len(moments) or _ANOTHER_DOSE.search(rest) \
+            or _MOMENT_KEYS.search(rest):
+        return None
+    return tuple(moments), tuple(doses), rest
 
 
 def _posology(text: str) -> _Posology:
@@ -257,6 +288,12 @@ def _posology(text: str) -> _Posology:
         _, days = _period_unit(m.group(2))
         out.duration_days = int(_number(m.group(1)) * days)
         t = t.replace(m.group(0), " ", 1)
+    if out.dose is not None and out.frequency is None and _ANOTHER_DOSE.search(t):
+        split = _split_dosing(text, out.dose)
+        if split is not None:
+            out.moments, doses, t = split
+            same = all(d == doses[0] for d in doses)
+            out.dose, out.doses = (doses[0], ()) if same else (None, doses)
     moments = [MOMENTS[m.group(1)] for m in _MOMENT_KEYS.finditer(t)]
     if moments:
         t = _MOMENT_KEYS.sub(" ", t)
@@ -424,6 +461,8 @@ def _medicine_line(ctx: _Context, n: int, text: str) -> PrescriptionLine | None:
                     line[key] = getattr(pos, key)
             if pos.moments:
                 line["moments"] = pos.moments
+            if pos.doses:
+                line["doses"] = pos.doses
             if pos.leftover or pos.as_written:
                 free.append(part)
     if free:
@@ -434,7 +473,8 @@ def _medicine_line(ctx: _Context, n: int, text: str) -> PrescriptionLine | None:
     if product is None:
         return None
     phase = Phase(dose=line.pop("dose", None), frequency=line.pop("frequency", None),
-                  moments=line.pop("moments", ()), duration_days=line.pop("duration_days", None))
+                  moments=line.pop("moments", ()), duration_days=line.pop("duration_days", None),
+                  doses=line.pop("doses", ()))
     return PrescriptionLine(product=product, phases=(phase,) if phase.structured else (), **line)
 
 
@@ -455,6 +495,15 @@ def _in_letters(ctx: _Context, written: list[tuple[int, str]]) -> None:
                 ctx.error(n, f"« {part} » : sur une ordonnance sécurisée, écrivez les nombres en"
                           f" toutes lettres (« {numbers.spell_numbers(part)} ») ; art. R5132-29"
                           " du code de la santé publique")
+
+
+def _dated(day: dt.date, now: dt.datetime) -> tuple[dt.datetime, bool]:
+    """The document's moment for a form dated `day`, sent at `now`: `now` when that is the day
+    (in France); else the day alone (`day_only`), never `day` at the clock time of sending, a
+    moment nobody wrote."""
+    if day == french_day(now):
+        return now, False
+    return on_day(day), True
 
 
 def _date(ctx: _Context, n: int, text: str) -> dt.date | None:
@@ -529,6 +578,7 @@ def parse_prescription_form(
     patient: PatientInfo | None = None
     author: AuthorInfo | None = None
     when = now or dt.datetime.now(dt.UTC)
+    day_only = False
     fields: dict[str, Any] = {}
     lines: list[PrescriptionLine] = []
     seen_patient = seen_author = False
@@ -548,7 +598,7 @@ def parse_prescription_form(
             elif key == "date":
                 day = _date(ctx, line.number, value)
                 if day:
-                    when = dt.datetime.combine(day, when.timetz())
+                    when, day_only = _dated(day, when)
             elif key == "validity":
                 m = re.fullmatch(r"(\d+) mois", _norm(value))
                 if m:
@@ -597,9 +647,10 @@ def parse_prescription_form(
     assert patient is not None and author is not None
     validity_end = fields.get("validity_end")
     if "validity_months" in fields:
-        validity_end = cda.add_months(when.date(), fields["validity_months"])
+        validity_end = cda.add_months(when.date() if day_only else french_day(when),
+                                      fields["validity_months"])
     return Prescription(
-        patient=patient, author=author, date=when, lines=tuple(lines),
+        patient=patient, author=author, date=when, day_only=day_only, lines=tuple(lines),
         validity_end=validity_end,
         bizone=fields.get("bizone", any(line.ald for line in lines)),
         exception_drugs=fields.get("exception_drugs", False),
@@ -621,6 +672,7 @@ def parse_dispensation_form(
     registered prescription (the registry's record, authoritative over any printed text)."""
     ctx = _Context(drugs)
     when = now or dt.datetime.now(dt.UTC)
+    day_only = False
     prescription: Prescription | None = None
     identifier = ""
     author: AuthorInfo | None = None
@@ -648,7 +700,7 @@ def parse_dispensation_form(
             elif key == "date":
                 day = _date(ctx, line.number, value)
                 if day:
-                    when = dt.datetime.combine(day, when.timetz())
+                    when, day_only = _dated(day, when)
             elif key == "notes":
                 notes = value
             continue
@@ -699,6 +751,7 @@ def parse_dispensation_form(
         patient=prescription.patient,
         author=author,
         date=when,
+        day_only=day_only,
         lines=tuple(dispensed),
         notes=notes,
     )

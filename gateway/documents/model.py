@@ -11,6 +11,24 @@ import datetime as dt
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
+from zoneinfo import ZoneInfo
+
+# The calendar prescriptions are dated in: a moment's day is the day a French reader reads
+# (00:30 in Paris is still 23:30 UTC the day before).
+FRANCE = ZoneInfo("Europe/Paris")
+
+
+def french_day(moment: dt.datetime) -> dt.date:
+    """The day `moment` falls on in France (a naive moment is taken as UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(FRANCE).date()
+
+
+def on_day(day: dt.date) -> dt.datetime:
+    """The moment a document dated `day` alone is held as: 00:00 UTC, which falls on `day` in
+    France too (with `day_only`, no time is written)."""
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
 
 
 class SubstitutionRefusal(StrEnum):
@@ -112,16 +130,36 @@ class Phase:
     for how long. `moments` say when (and so how many intakes a day: one per moment);
     `frequency` says how often when no time of day is given (both may be given when they agree,
     e.g. 2 per day, morning and evening). A line's posology is one phase, or several one after
-    the other (doses progressives: 3 a day for 2 days, then 2 a day for 4 days)."""
+    the other (doses progressives: 3 a day for 2 days, then 2 a day for 4 days).
+
+    Different doses at different times of day ("1 comprimé le matin, 2 le soir": split dosing)
+    are `doses`, one per moment in the order of `moments`, with `dose` None; the canonical form
+    (what the form and the parser return) uses `doses` only when they differ. `dose_at(i)` is
+    the dose at the i-th moment either way; `intakes()` pairs them."""
 
     dose: Dose | None = None
     frequency: Frequency | None = None
     moments: tuple[Moment, ...] = ()
     duration_days: int | None = None
+    doses: tuple[Dose, ...] = ()  # split dosing: the dose at each of `moments`, in order
 
     @property
     def structured(self) -> bool:
-        return bool(self.dose or self.frequency or self.moments or self.duration_days)
+        return bool(self.dose or self.frequency or self.moments or self.duration_days
+                    or self.doses)
+
+    def dose_at(self, i: int) -> Dose | None:
+        """The dose taken at `moments[i]` (the phase's own `dose` unless split)."""
+        return self.doses[i] if self.doses else self.dose
+
+    def intakes(self) -> tuple[tuple[Moment, Dose | None], ...]:
+        """(time of day, dose) for each of `moments`."""
+        return tuple((m, self.dose_at(i)) for i, m in enumerate(self.moments))
+
+    @property
+    def all_doses(self) -> tuple[Dose, ...]:
+        """Every dose the phase names (the common one, or each split one): what checks read."""
+        return self.doses if self.doses else ((self.dose,) if self.dose else ())
 
 
 @dataclass(frozen=True)
@@ -177,6 +215,16 @@ class Prescription:
     version: int = 1
     title: str = "Prescription de produits de santé"
     notes: str | None = None
+    # The prescriber dated it by the day alone (a form's "Date :" other than the day it was
+    # sent; a document whose effectiveTime has no time): `date` is that day (`on_day`) and the
+    # document says the day, never a clock time nobody wrote.
+    day_only: bool = False
+
+    @property
+    def day(self) -> dt.date:
+        """The prescription's date, as the ordonnance prints it (validity and treatment start
+        count from it)."""
+        return self.date.date() if self.day_only else french_day(self.date)
 
 
 class DispensingKind(StrEnum):
@@ -238,3 +286,8 @@ class Dispensation:
     version: int = 1
     notes: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    day_only: bool = False  # as Prescription.day_only
+
+    @property
+    def day(self) -> dt.date:
+        return self.date.date() if self.day_only else french_day(self.date)

@@ -234,6 +234,12 @@ class _Reader:
             return value
         return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
 
+    def document_date(self) -> tuple[dt.datetime, bool]:
+        """The document's effectiveTime, and whether it gives the day alone."""
+        el = self.first(self.root, "c:effectiveTime")
+        day_only = el is not None and re.fullmatch(r"\s*\d{8}\s*", el.get("value") or "")
+        return self.datetime_of(el, "document date"), bool(day_only)
+
     def decimal(self, el: etree._Element | None, attr: str, what: str) -> Decimal | None:
         if el is None or el.get(attr) is None:
             return None
@@ -411,7 +417,7 @@ class _Reader:
     # prescription
     def prescription(self) -> tuple[Prescription, list[str]]:
         doc_id, set_id, version = self.header_ids()
-        date = self.datetime_of(self.first(self.root, "c:effectiveTime"), "document date")
+        date, day_only = self.document_date()
         event = self.first(self.root, f"c:documentationOf/c:serviceEvent[c:id/@root="
                                       f"'{OID_PRESCRIPTION_ID}']")
         if event is None:
@@ -454,6 +460,7 @@ class _Reader:
             patient=self.patient(),
             author=self.author(self.first(self.root, "c:author/c:assignedAuthor"), "prescriber"),
             date=date,
+            day_only=day_only,
             lines=tuple(lines),
             validity_end=validity_end,
             identifier=identifier,
@@ -551,8 +558,9 @@ class _Reader:
         for k, (_, members) in enumerate(ordered, start=1):
             where = f"{what} phase {k}"
             moments: list[Moment] = []
+            at: list[Dose | None] = []  # the dose given with each of `moments`
             frequency: Frequency | None = None
-            dose: Dose | None = None
+            dose: Dose | None = None  # a dose given without a time of day
             p_start: dt.date | None = None
             days: int | None = None
             for sub in members:
@@ -573,22 +581,48 @@ class _Reader:
                 if s_interval is not None:
                     p_start, days = self.interval(s_interval, where)
                 timing = self.timing(comps, where)
-                moments += [m for m in timing.moments if m not in moments]
                 if timing.frequency is not None:
                     if frequency is not None and frequency != timing.frequency:
                         self.problem(sub, f"{where}: two frequencies in one phase; only the"
                                      " first is kept")
                     frequency = frequency or timing.frequency
                 d = self.dose(self.first(sub, "c:doseQuantity"), where)
-                if d is not None and dose is not None and d != dose:
-                    self.problem(sub, f"{where}: different doses at different times of day"
-                                 " (split dosing) cannot be held by the gateway's model; the"
-                                 " first dose is kept, the narrative says the rest")
-                dose = dose or d
-            phases.append(_phase(dose, frequency, tuple(moments), days))
+                for m in timing.moments:
+                    if m not in moments:
+                        moments.append(m)
+                        at.append(d)
+                    elif d != at[moments.index(m)]:
+                        self.problem(sub, f"{where}: two doses at {cda.moment_words(m)}; only"
+                                     " the first is kept")
+                if not timing.moments:
+                    if d is not None and dose is not None and d != dose:
+                        self.problem(sub, f"{where}: two doses without a time of day in one"
+                                     " phase; only the first is kept")
+                    dose = dose or d
+            phases.append(self.split(sa, where, dose, frequency, moments, at, days))
             starts.append(p_start)
         self.check_sequence(sa, what, start, phases, starts)
         return tuple(phases)
+
+    def split(self, sa: etree._Element, where: str, dose: Dose | None,
+              frequency: Frequency | None, moments: list[Moment], at: list[Dose | None],
+              days: int | None) -> Phase:
+        """A phase from its subordinates: one dose for every time of day, or a dose per time
+        of day (split dosing) when they differ. What the model cannot hold (a time of day
+        without its dose beside others with theirs, a dose beside them without a time) is
+        reported, and the first dose is kept for all."""
+        given = [d for d in at if d is not None]
+        if not given:
+            return _phase(dose, frequency, tuple(moments), days)
+        if all(d == given[0] for d in at) and dose in (None, given[0]):
+            return _phase(given[0], frequency, tuple(moments), days)
+        if None in at or dose is not None:
+            self.problem(sa, f"{where}: doses given for some times of day only cannot be held"
+                         " by the gateway's model; the first dose is kept for all, the"
+                         " narrative says the rest")
+            return _phase(dose or given[0], frequency, tuple(moments), days)
+        return _phase(None, frequency, tuple(moments), days,
+                      tuple(d for d in at if d is not None))
 
     def check_sequence(self, sa: etree._Element, what: str, start: dt.date | None,
                        phases: list[Phase], starts: list[dt.date | None]) -> None:
@@ -699,7 +733,7 @@ class _Reader:
     # dispensation
     def dispensation(self) -> tuple[Dispensation, list[str]]:
         doc_id, set_id, version = self.header_ids()
-        date = self.datetime_of(self.first(self.root, "c:effectiveTime"), "document date")
+        date, day_only = self.document_date()
         # The prescription: by its document id (inFulfillmentOf/order/id, the official link)
         # and by its e-prescription identifier (a second order id here; serviceEvent/id in the
         # gateway's documents before 2024.01 encoding fixes).
@@ -736,6 +770,7 @@ class _Reader:
             patient=self.patient(),
             author=self.author(self.pharmacist(), "pharmacist"),
             date=date,
+            day_only=day_only,
             lines=tuple(lines),
             document_id=doc_id,
             set_id=set_id,
@@ -840,12 +875,13 @@ def _says(note: str, kind: DispensingKind) -> bool:
 
 
 def _phase(dose: Dose | None, frequency: Frequency | None, moments: tuple[Moment, ...],
-           days: int | None) -> Phase:
+           days: int | None, doses: tuple[Dose, ...] = ()) -> Phase:
     """A phase in the model's canonical form: with times of day, no frequency when it only
     says "once per time of day" (the times say it)."""
     if moments and frequency is not None and cda.per_day(frequency) == len(moments):
         frequency = None
-    return Phase(dose=dose, frequency=frequency, moments=moments, duration_days=days)
+    return Phase(dose=dose, frequency=frequency, moments=moments, duration_days=days,
+                 doses=doses)
 
 
 def _as_date(value: dt.datetime | dt.date | None) -> dt.date | None:

@@ -15,22 +15,31 @@ content (every .sch and the chain's .xsl: a newer kit gets its own entry, an unc
 never regenerated), written outside the kit (which is read-only in CI). Compiled stylesheets
 are kept per process, compiled on first use.
 
-The value sets are read at run time with `doc()` / `document()` relative to the stylesheet:
-the cached XSLT is compiled with `xml:base` set to its schematron's own folder, so the cache
-does not depend on where the kit is.
+The value sets are read with `doc()` / `document()` relative to the stylesheet: the cached
+XSLT is compiled with `xml:base` set to its schematron's own folder, so the cache does not
+depend on where the kit is.
+
+What runs is not the chain's XSLT as it comes but its rewrite (`svrl_rewrite`): the same
+report, ~15 times less CPU per document, half the memory, value sets parsed once per process
+(this engine's `_documents`, shared by the layers) instead of once per transformation. Both
+are cached; `compiled(..., rewrite=False)` runs the chain's own (the bench compares them).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin, urlparse
+from urllib.request import url2pathname
 
 from lxml import etree
 
+from gateway.documents import svrl_rewrite
 from gateway.documents.parse import Problem, Severity
 from gateway.errors import GatewayError
 from gateway.fileio import write_atomic
@@ -115,7 +124,8 @@ class Engine:
         self.proc: Any = PySaxonProcessor(license=False)
         self.xslt: Any = self.proc.new_xslt30_processor()
         self._chains: dict[str, list[Any]] = {}
-        self._compiled: dict[tuple[str, str], Any] = {}
+        self._compiled: dict[tuple[str, str, bool], Any] = {}
+        self._documents: dict[str, Any] = {}  # the value sets, parsed once, by path
 
     def chain(self, kit: Path) -> list[Any]:
         moteur = kit / "moteur"
@@ -151,39 +161,75 @@ class Engine:
             reason = " ".join(str(exc).split())[:500]
             raise SchematronError(f"cannot compile {sch} to XSLT: {reason}") from None
 
-    def compiled(self, kit: Path, layer: Layer, cache: Path | None) -> Any:
+    def compiled(self, kit: Path, layer: Layer, cache: Path | None, rewrite: bool = True
+                 ) -> Any:
         """The layer compiled by Saxon: from the cached XSLT when the kit is unchanged. Kept
         for the process's life by the kit's place (the key, which reads every file of the
-        kit, is computed only to compile)."""
-        ident = (str(kit.resolve()), layer.path)
+        kit, is computed only to compile). `rewrite`: the `svrl_rewrite` of the chain's
+        XSLT (the same report for far less), else the chain's own."""
+        ident = (str(kit.resolve()), layer.path, rewrite)
         if ident in self._compiled:
             return self._compiled[ident]
         key = kit_key(kit)
-        cached = cache / key / (layer.path.replace("/", "__") + ".xsl") if cache else None
-        xslt = None
-        if cached is not None and cached.is_file():
-            xslt = cached.read_text("utf-8")
-        if xslt is None:
-            xslt = self.generate(kit, layer)
-            if cached is not None:
-                try:
-                    cached.parent.mkdir(parents=True, exist_ok=True)
-                    write_atomic(cached, xslt.encode("utf-8"))
-                except OSError:
-                    pass  # a read-only cache only costs the generation next time
+        name = layer.path.replace("/", "__")
+        xslt = self._cached(cache / key / f"{name}.xsl" if cache else None,
+                            lambda: self.generate(kit, layer).encode("utf-8"))
+        if rewrite:
+            plain = xslt
+            xslt = self._cached(
+                cache / key / f"{name}.rewrite-{svrl_rewrite.VERSION}.xsl" if cache else None,
+                lambda: svrl_rewrite.rewrite(plain))
         base = (kit / layer.path).parent.resolve().as_uri() + "/"
-        text = _STYLESHEET.sub(f'<xsl:stylesheet xml:base="{base}"', xslt, count=1)
-        self._compiled[ident] = self._compile(stylesheet_text=text, what=str(kit / layer.path))
-        return self._compiled[ident]
+        text = _STYLESHEET.sub(f'<xsl:stylesheet xml:base="{base}"', xslt.decode("utf-8"),
+                               count=1)
+        executable = self._compile(stylesheet_text=text, what=str(kit / layer.path))
+        for param, uri in svrl_rewrite.documents(text).items():
+            document = self._value_set(urljoin(base, uri))
+            if document is not None:  # else the parameter's default reads it each time
+                executable.set_parameter(param, document)
+        self._compiled[ident] = executable
+        return executable
+
+    @staticmethod
+    def _cached(path: Path | None, make: Callable[[], bytes]) -> bytes:
+        if path is not None and path.is_file():
+            return path.read_bytes()
+        data = make()
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_atomic(path, data)
+            except OSError:
+                pass  # a read-only cache only costs the generation next time
+        return data
+
+    def _value_set(self, uri: str) -> Any:
+        """The document at `uri` (a file of the kit), parsed once for every layer."""
+        parts = urlparse(uri)
+        if parts.scheme != "file":
+            return None
+        path = url2pathname(parts.path)
+        if path not in self._documents:
+            try:
+                self._documents[path] = self.proc.parse_xml(xml_file_name=path)
+            except Exception:  # PySaxonApiError: missing or unreadable, as doc() would say
+                return None
+        return self._documents[path]
 
     def document(self, tree: etree._ElementTree) -> Any:
         """The document as Saxon's tree (serialised from lxml's: the input was parsed safely,
         with no DTD or entity, before Saxon sees it)."""
         return self.proc.parse_xml(xml_text=etree.tostring(tree, encoding="unicode"))
 
-    def run(self, kit: Path, layer: Layer, document: Any, cache: Path | None
-            ) -> list[Problem]:
-        svrl = self.compiled(kit, layer, cache).transform_to_string(xdm_node=document)
+    def run(self, kit: Path, layer: Layer, document: Any, cache: Path | None,
+            rewrite: bool = True) -> list[Problem]:
+        executable = self.compiled(kit, layer, cache, rewrite)
+        try:
+            svrl = executable.transform_to_string(xdm_node=document)
+        except Exception as exc:  # PySaxonApiError: the layer cannot evaluate this document
+            reason = " ".join(str(exc).split())[:300]
+            return [Problem("/", f"the layer cannot evaluate the document: {reason}",
+                            layer.name, "error")]
         return svrl_problems(str(svrl), layer.name)
 
 

@@ -402,7 +402,7 @@ def prescription_rules(p: Prescription, locations: list[str] | None = None,
                        drugs: DrugLookup | None = None, *, deliver: bool = False
                        ) -> list[Problem]:
     out: list[Problem] = []
-    day = p.date.date()
+    day = p.day
     _patient_rules(p.patient, day, out)
     _author_rules(p.author.national_id, f"{HEADER}/author/assignedAuthor", "prescriber", out)
     _identifier_rule(p.identifier, out)
@@ -419,7 +419,7 @@ def prescription_rules(p: Prescription, locations: list[str] | None = None,
             what = f"line {n}" + (f" phase {k}" if len(line.phases) > 1 else "")
             if phase.duration_days is not None and phase.duration_days <= 0:
                 out.append(_warning(where, f"{what}: the duration must be at least one day"))
-            if phase.dose is not None and phase.dose.quantity <= 0:
+            if any(dose.quantity <= 0 for dose in phase.all_doses):
                 out.append(_warning(where, f"{what}: the dose must be positive"))
             if phase.frequency is not None and (phase.frequency.times <= 0
                                                 or phase.frequency.period_value <= 0):
@@ -440,7 +440,7 @@ def dispensation_rules(d: Dispensation, locations: list[str] | None = None,
                        drugs: DrugLookup | None = None, *, deliver: bool = False
                        ) -> list[Problem]:
     out: list[Problem] = []
-    _patient_rules(d.patient, d.date.date(), out)
+    _patient_rules(d.patient, d.day, out)
     _author_rules(d.author.national_id, f"{HEADER}/documentationOf/serviceEvent/performer",
                   "pharmacist", out)
     _identifier_rule(d.prescription_id, out)

@@ -1,10 +1,10 @@
 """The validator process: the four generic CI-SIS layers (IHE, ModelesDeContenusCDA,
 Modeles_ANS, StrucMin) for documents from outside, in one process per machine.
 
-Why a process of its own: Saxon-HE needs 10-35 s to compile the layers (StrucMin's stylesheet
-is 10 MB) and then holds ~600-750 MB; the flows run in every worker's process pool (four
-processes on two cores), which would each pay it. Once compiled, a document costs ~0.2-1 s
-of this process's CPU (docs/architecture.md, `make bench`).
+Why a process of its own: Saxon-HE needs 5-15 s to compile the layers (rewritten by
+`svrl_rewrite`; StrucMin's is still 2.4 MB of XSLT) and then holds ~300 MB; the flows run in
+every worker's process pool (four processes on two cores), which would each pay it. Once
+compiled, a document costs ~25 ms of this process's CPU (docs/architecture.md, `make bench`).
 
 How: the first flow that needs it (a pool process) connects to the Unix socket
 `[documents] validator_socket`; when nobody listens it starts the validator (under a lock

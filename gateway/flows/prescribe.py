@@ -182,7 +182,7 @@ def in_dmp(p: Prescription) -> bool:
 def pdf_name(p: Prescription, number: int = 1) -> str:
     nom = mail.ascii_name(mail.ascii_upper(p.patient.used_name or p.patient.birth_name))
     prenom = mail.ascii_name(p.patient.given_names.split()[0] if p.patient.given_names else "")
-    return f"{p.date:%Y%m%d}_Prescription_{nom}_{prenom}_{number}.pdf"
+    return f"{p.day:%Y%m%d}_Prescription_{nom}_{prenom}_{number}.pdf"
 
 
 def _patient_text(p: Prescription) -> str:
@@ -190,7 +190,7 @@ def _patient_text(p: Prescription) -> str:
     who = f"{a.title or 'Dr'} {a.given_name} {a.family_name}"
     lines = "\n".join(f"  {i}. {line.product.label}" for i, line in enumerate(p.lines, 1))
     return (
-        f"Bonjour,\n\n{who} vous adresse votre ordonnance du {p.date:%d/%m/%Y}"
+        f"Bonjour,\n\n{who} vous adresse votre ordonnance du {p.day:%d/%m/%Y}"
         f" (n° {group(p.identifier or '')}) :\n{lines}\n\n"
         "Vous trouverez ci-joint l'ordonnance au format PDF, à imprimer ou à présenter en"
         " pharmacie (le pharmacien lit le QR code), et le document signé (IHE_XDM.zip).\n"

@@ -281,13 +281,16 @@ def phase_text(phase: Phase, letters: bool = False, with_duration: bool = False)
     """`1 comprimé, 3 fois par jour`, `1 comprimé le matin et le soir`, `1 comprimé, 2 fois par
     semaine le matin`; `pendant 2 jours` too when asked (the phases of a progressive dose)."""
     parts = []
-    if phase.dose:
+    if phase.doses:  # split dosing: each dose with its time of day
+        parts.append(cda.split_words([(dose_text(d, letters), cda.moment_words(m))
+                                      for m, d in phase.intakes() if d is not None]))
+    elif phase.dose:
         parts.append(dose_text(phase.dose, letters))
     freq = phase.frequency
     if freq and not (phase.moments and cda.per_day(freq) == len(phase.moments)):
         parts.append(frequency_text(freq, letters))
     text = ", ".join(parts)
-    if phase.moments:
+    if phase.moments and not phase.doses:
         text = f"{text} {cda.moments_words(phase.moments)}".strip()
     if with_duration and phase.duration_days:
         days = spelled(phase.duration_days, letters)

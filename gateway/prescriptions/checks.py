@@ -183,7 +183,7 @@ def _duration_findings(p: Prescription, line: PrescriptionLine, rules: DrugRules
     if limit is None:
         return
     limit_days = limit.days if limit.days is not None else (
-        add_months(p.date.date(), limit.months or 0) - p.date.date()).days
+        add_months(p.day, limit.months or 0) - p.day).days
     limit_words = _limit_words(limit)
     if line.duration_days is None:
         add(Severity.REFUSE, f"indiquez la durée du traitement (« pendant {limit_days} jours »"
@@ -351,9 +351,8 @@ def _initial_words(hospital_initial: list[Condition], who: list[Condition],
 
 def _unit_findings(line: PrescriptionLine, facts: DrugFactsLike, add: _Add) -> None:
     units = facts.dose_units()
-    wrong = sorted({phase.dose.unit for phase in line.phases if phase.dose is not None
-                    and phase.dose.unit in COUNTED and units is not None
-                    and phase.dose.unit not in units})
+    wrong = sorted({dose.unit for phase in line.phases for dose in phase.all_doses
+                    if dose.unit in COUNTED and units is not None and dose.unit not in units})
     if units is not None and wrong:
         fitting = sorted(DOSE_UNITS[u][1] for u in units if u in DOSE_UNITS)
         amounts = ", ".join(DOSE_UNITS[u][0] for u in ("mg", "g", "ug", "[iU]") if u in AMOUNT)

@@ -574,7 +574,7 @@ def lines_from_prescription(prescription: Prescription) -> tuple[LineRecord, ...
 
 def validity_of(prescription: Prescription) -> tuple[dt.date, dt.date]:
     """(validity_end, dispensable_until) for a prescription."""
-    start = prescription.date.date()
+    start = prescription.day
     end = prescription.validity_end or add_months(start, FIRST_DISPENSATION_MONTHS)
     if end < start:
         raise InvalidPrescription(t(

@@ -429,7 +429,7 @@ class SQLiteRegistry:
                         patient_ins,
                         patient_address.strip().lower(),
                         prescription.date.isoformat(),
-                        prescription.date.date().isoformat(),
+                        prescription.day.isoformat(),
                         validity_end.isoformat(),
                         dispensable_until.isoformat(),
                         Status.ACTIVE.value,
