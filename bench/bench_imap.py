@@ -1,12 +1,13 @@
 """IMAP figures: commands/s for 20 concurrent clients on a mixed workload, memory for 1,000 idle
-connections, SELECT + FETCH 1:* (FLAGS) on a 100,000-message mailbox.
+connections (and the CPU they take once each has sent NOTIFY), SELECT + FETCH 1:* (FLAGS) on a
+100,000-message mailbox.
 
 The server runs as in `mssgw serve`: worker processes (one per core) each listening with
 SO_REUSEPORT on the same implicit-TLS port, logins through the directory's authenticator. The
 clients are minimal asyncio IMAP clients in this process (they share the machine's cores with the
 server, so the figures are a floor). Like Thunderbird, Apple Mail or Outlook, each client resumes
 its TLS session when it reconnects; the mixed workload is also run with a full handshake for every
-connection (the worst case: clients that never resume). Bounded: about 40 seconds in all
+connection (the worst case: clients that never resume). Bounded: about 50 seconds in all
 (BENCH_SECONDS sets each mixed run, 6 by default). Loopback only.
 """
 
@@ -40,6 +41,7 @@ from gateway.store.mailstore import MailStore  # noqa: E402
 CLIENTS = 20
 MIXED_SECONDS = float(os.environ.get("BENCH_SECONDS", "6"))
 IDLE_CONNECTIONS = 1000
+NOTIFY_SECONDS = 4.0  # how long the idle connections are watched, without and with NOTIFY
 BIG = 100_000
 PASSWORD = "bench-password-123"  # noqa: S105
 
@@ -444,6 +446,22 @@ async def idle_connections(config: Config) -> None:
             f"{IDLE_CONNECTIONS} idle connections (TLS, logged in, INBOX selected): worker RSS "
             f"{after / 1024:.0f} MB ({(after - before) / 1024:.0f} MB for the connections, "
             f"{(after - before) / IDLE_CONNECTIONS:.0f} kB each; target < 300 MB)"
+        )
+        # NOTIFY (RFC 5465): each connection then looks at the index twice a second, for its
+        # selected mailbox and the user's other folders, while its client says nothing.
+        quiet = cpu_seconds(pid)
+        await asyncio.sleep(NOTIFY_SECONDS)
+        quiet = cpu_seconds(pid) - quiet
+        for c in clients:
+            await c.cmd("NOTIFY SET (selected (MessageNew MessageExpunge FlagChange))"
+                        " (personal (MessageNew MessageExpunge FlagChange MailboxName))")
+        busy = cpu_seconds(pid)
+        await asyncio.sleep(NOTIFY_SECONDS)
+        busy = cpu_seconds(pid) - busy
+        print(
+            f"the same connections idle: worker CPU {100 * quiet / NOTIFY_SECONDS:.1f}% of a core;"
+            f" after NOTIFY (selected and personal): {100 * busy / NOTIFY_SECONDS:.1f}%"
+            f" ({1000 * busy / NOTIFY_SECONDS / IDLE_CONNECTIONS:.2f} ms per connection-second)"
         )
         for c in clients:
             c.close()

@@ -87,16 +87,18 @@ async def test_the_identifier_claim_is_configurable(openid_provider: OpenIDProvi
 
 async def test_expired(openid_provider: OpenIDProvider) -> None:
     token = await asyncio.to_thread(openid_provider.token, DOCTOR_ID, SHORT)
+    issued = float(_parts(token)[1]["iat"])  # type: ignore[arg-type]
     v = validator(openid_provider, clock_skew=0)
-    await v.validate(token)  # valid for one second
-    v.clock = lambda: time.time() + 2  # two seconds later (tests/test_oidc_login waits them)
+    v.clock = lambda: issued  # valid for one second from its issue (whatever the load)
+    await v.validate(token)
+    v.clock = lambda: issued + 2  # two seconds later (tests/test_oidc_login waits them)
     assert await _refused(v, token) is Refusal.EXPIRED
     # Within the clock skew it is still accepted: clocks differ a little.
     lax = validator(openid_provider, clock_skew=30)
     lax.clock = v.clock
     await lax.validate(token)
     # Not valid before it was issued (a provider clock ahead of ours beyond the skew).
-    v.clock = lambda: time.time() - 120
+    v.clock = lambda: issued - 120
     assert await _refused(v, token) is Refusal.NOT_YET_VALID  # iat in the future
 
 

@@ -109,7 +109,7 @@ class Session(AuthCommands, NotifyCommands, SortCommands):
 
     async def cmd_noop(self, tag: str, args: list[Token]) -> None:
         _no_args(args)
-        await self._idle_poll()
+        await self._idle_poll(force=True)
         self.tagged(tag, "OK", "NOOP completed")
 
     async def cmd_logout(self, tag: str, args: list[Token]) -> None:
