@@ -25,6 +25,7 @@ from gateway.imap.service import start
 from gateway.imap.session import Hooks
 from gateway.pki.tls import client_context
 from gateway.runtime import Runtime
+from gateway.server.loop import WorkerLoop
 from gateway.store.maildir import deliver, mailbox_path
 
 
@@ -71,7 +72,7 @@ def running_server(home: Path, hooks: Hooks | None = None, parent: Runtime | Non
     # The test's root, as a worker's.
     runtime = parent.in_child() if parent is not None else Runtime(config)
     config = runtime.config
-    loop = asyncio.new_event_loop()
+    loop = WorkerLoop()  # a `mssgw serve` worker's event loop
     ready = threading.Event()
     state: dict[str, object] = {}
 

@@ -140,7 +140,22 @@ class PostgresServer:
             raise RuntimeError(f"pg_ctl start failed: {err}{log}") from exc
         self._started = True
         atexit.register(self.stop)
+        self._watch_owner()
         return self
+
+    def _watch_owner(self) -> None:
+        """A pytest killed outright (a CI timeout, ^C twice) runs no atexit hook: a detached
+        watcher stops the server and removes its folder once this process is gone, so no test
+        run leaves a PostgreSQL behind."""
+        pg_ctl = self.bindir / "pg_ctl"
+        as_user = f"runuser -u {self._as} -- " if self._as is not None else ""
+        script = (
+            f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 1; done; "
+            f"[ -d '{self.data}' ] && {as_user}'{pg_ctl}' -D '{self.data}' -m immediate -w stop"
+            f" >/dev/null 2>&1; rm -rf '{self.root}'"
+        )
+        subprocess.Popen(["sh", "-c", script], start_new_session=True, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def stop(self) -> None:
         if self._started:

@@ -20,6 +20,7 @@ from typing import Any
 from gateway.config import Config, load_config
 from gateway.pki.files import Layout
 from gateway.pki.kinds import CA
+from gateway.server.loop import WorkerLoop
 
 PASSWORD = "correct horse battery staple"
 DOMAIN = "test.localhost"
@@ -98,7 +99,8 @@ class ServerThread:
         self.parent = parent
         self.runner = runner
         self.imap = imap
-        self.loop = asyncio.new_event_loop()
+        # The event loop a `mssgw serve` worker runs (its TLS handshakes, its accept errors).
+        self.loop = WorkerLoop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.ports: dict[str, int] = {}
 

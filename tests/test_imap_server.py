@@ -584,6 +584,74 @@ async def test_idle_announces_a_delivery_without_being_asked(imap):
     assert (await client.logout()).result == "OK"
 
 
+async def test_an_idle_session_rests_its_store_and_still_hears_of_changes(imap):
+    """The worker lets unused stores rest (`rest_stores`, every 10 s, after 30 s unused): done
+    here at once. An IDLE session on a resting store polls without opening its index, and
+    still announces what another process appends and what is delivered."""
+    import os
+    import subprocess
+    import sys
+
+    import aioimaplib
+
+    index = str(imap.inbox(DOC) / "mssgw-index.sqlite")
+
+    def index_open() -> bool:
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                if os.readlink(f"/proc/self/fd/{fd}").startswith(index):
+                    return True
+            except OSError:
+                continue
+        return False
+
+    async def rest() -> None:
+        async def on_server() -> object:
+            return imap.hooks.pool.rest_idle(0)
+
+        closing = asyncio.run_coroutine_threadsafe(on_server(), imap.loop).result(10)
+        assert closing is not None
+        await asyncio.get_running_loop().run_in_executor(None, closing)
+        assert not index_open()
+
+    async def pushed(what: bytes) -> None:
+        push = await asyncio.wait_for(client.wait_server_push(), 30)  # the server's own word
+        assert any(what in (p if isinstance(p, bytes) else p.encode()) for p in push), push
+
+    client = aioimaplib.IMAP4_SSL(
+        host="127.0.0.1", port=imap.tls_port, ssl_context=imap.client_context(), timeout=10
+    )
+    await client.wait_hello_from_server()
+    assert (await client.login(DOC, PASSWORD)).result == "OK"
+    assert (await client.select("INBOX")).result == "OK"
+    idle = await client.idle_start(timeout=30)
+    await asyncio.sleep(0.2)
+    await rest()
+    await asyncio.sleep(1.5)  # three polls of the index: it stays closed
+    assert not index_open()
+    # Another process appends to the mailbox (as another worker serving its other client).
+    script = (
+        "import sys, pathlib; from gateway.store.mailstore import MailStore;"
+        "s = MailStore(pathlib.Path(sys.argv[1]));"
+        "s.append(s.folder('INBOX'), b'Subject: elsewhere\\r\\n\\r\\nx\\r\\n', []);"
+        "s.close()"
+    )
+    subprocess.run([sys.executable, "-c", script, str(imap.inbox(DOC))], check=True, timeout=60)
+    await pushed(b"1 EXISTS")
+    # Rested again: a delivery to new/ is seen too (its one stat), then indexed.
+    await rest()
+    await asyncio.get_running_loop().run_in_executor(
+        None, imap.deliver, DOC, message("delivered while resting")
+    )
+    await pushed(b"2 EXISTS")
+    client.idle_done()
+    assert (await asyncio.wait_for(idle, 5)).result == "OK"
+    response = await client.fetch("1:2", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    text = b"".join(x for x in response.lines if isinstance(x, bytes | bytearray))
+    assert b"Subject: elsewhere" in text and b"Subject: delivered while resting" in text
+    assert (await client.logout()).result == "OK"
+
+
 async def test_idle_announces_an_smtp_delivery(imap):
     import aioimaplib
     from smtp_helpers import ServerThread, submission

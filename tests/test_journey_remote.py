@@ -631,3 +631,42 @@ def test_a_forward_without_its_package_says_how_to_check_it(operators: Operators
     checked = arrives(ops.ours, PHARMACY, before)
     assert verdict(checked).startswith(f"invalid; id={identifier}; reason=unknown identifier")
     assert "autre opérateur" in text_of(checked) and "IHE_XDM.zip" in text_of(checked)
+
+
+def test_a_report_our_registry_refuses_is_told_to_the_prescriber(operators: Operators) -> None:
+    """Our pharmacy delivered all of our prescription; a pharmacy elsewhere, whose gateway could
+    not know it, delivers it again and reports it: our registry refuses the excess, and the
+    prescriber reads why beside the report itself."""
+    from gateway.directory.demo import PHARMACIST_RPPS
+    from gateway.prescriptions.registry import open_registry
+    from tests.journey_helpers import PATIENT
+
+    ops = operators
+    directory = open_directory(ops.ours.config, actor="test")
+    if directory.get_remote(PEER_PHARMACIST) is None:
+        directory.add_remote(RemoteEntry(address=PEER_PHARMACIST, kind=RemoteKind.PROFESSIONAL,
+                                         name="Claire DURAND", rpps=PHARMACIST_RPPS,
+                                         profession="21"))
+    before = count(ops.ours, PATIENT)
+    ops.ours.send(DOCTOR, mail(DOCTOR, PATIENT, f"Patient : INS 279035121518989\n{LINES}"))
+    got = arrives(ops.ours, PATIENT, before)
+    identifier = str(got["X-Ordonnance-Id"])
+    dispense(ops, identifier, "1 : délivré ; 2 boîtes\n")
+
+    before = count(ops.peer, PEER_PHARMACIST)
+    fwd = mail(PATIENT, PEER_PHARMACIST, "Bonjour, voici mon ordonnance.\n")
+    fwd.add_attachment(got)
+    ops.ours.send(PATIENT, fwd)
+    assert "registry=elsewhere" in verdict(arrives(ops.peer, PEER_PHARMACIST, before))
+    doctor_before = count(ops.ours, DOCTOR)
+    ops.peer.send(PEER_PHARMACIST, mail(PEER_PHARMACIST, f"ordonnances@{PEER}",
+                                        f"Ordonnance : {identifier}\n1 : délivré ; 1 boîte\n",
+                                        subject="Délivrance"))
+    new = ops.ours.wait_for(DOCTOR, doctor_before + 2, timeout=60)[doctor_before:]
+    subjects = {str(m["Subject"]): m for m in new}
+    assert f"Délivrance de votre ordonnance {identifier}" in subjects, list(subjects)
+    alert = subjects[f"Délivrance faite ailleurs non enregistrée : ordonnance {identifier}"]
+    text = text_of(alert)
+    assert PEER_PHARMACIST in text and "entièrement délivrée" in text and "reste 0" in text
+    record = open_registry(ops.ours.config).get(identifier, actor="test")
+    assert [d.pharmacy for d in record.dispensations] == [PHARMACY]

@@ -321,7 +321,8 @@ def relayed(ctx: Context, sender: str, recipients: tuple[str, ...], data: bytes
     # the prescriber receives the mail as sent.
     report = reported.record(ctx, sender, recipients, msg, _linked)
     if report is not None:
-        return Plan(handled=(ctx.robot,) if to_robot else (), notes=(report.note,))
+        return Plan(handled=(ctx.robot,) if to_robot else (), notes=(report.note,),
+                    deliveries=_not_recorded(ctx, sender, report, mail.message_id_of(msg)))
     texts = [mail.strip_quotes(t) for t in mail.texts(msg)]
     dispensation = any(_FORM.search(t) for t in texts) or any(
         is_xml(a) and kind_of_cda(a.data) == "dispensation" for a in mail.attachments(msg))
@@ -337,6 +338,25 @@ def relayed(ctx: Context, sender: str, recipients: tuple[str, ...], data: bytes
         f" {sender} relève d'un autre opérateur de l'espace de confiance ({domain}).\n"
         "Rien n'a été modifié.\n", mail.message_id_of(msg)),),
         notes=(f"relayed {what.split()[-1].lower()} from {sender} not recorded",))
+
+
+def _not_recorded(ctx: Context, sender: str, report: reported.Reported,
+                  original_id: str | None) -> tuple[Delivery, ...]:
+    """For the prescriber, when our registry refused a pharmacy elsewhere's report: the two
+    registries disagree (dispensed twice, after a cancellation...), which only they can sort."""
+    record = report.record
+    if not report.refusal or record is None or not record.prescriber_address:
+        return ()
+    return (_reply(
+        ctx, record.prescriber_address,
+        f"Délivrance faite ailleurs non enregistrée : ordonnance {record.identifier}",
+        f"Bonjour,\n\n{sender} (une pharmacie d'un autre opérateur de l'espace de confiance)"
+        f" vous adresse le compte rendu d'une délivrance de votre ordonnance"
+        f" {record.identifier} (patient INS {record.patient_ins}), dans un message séparé."
+        f" Le registre des ordonnances de cette messagerie ne l'a pas enregistrée :\n"
+        f"{report.refusal}\n\nStatut ici : {status_text(record)}\nQuantités restantes ici"
+        f" :\n{remaining_text(record)}\n\nLes délivrances ont pu dépasser la prescription :"
+        " voyez-le avec le patient et les pharmacies.\n", original_id),)
 
 
 async def step(pipeline: Pipeline, message: Message, outcome: Outcome) -> Outcome:

@@ -27,7 +27,7 @@ import dataclasses
 import datetime as dt
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -46,6 +46,9 @@ from gateway.prescriptions.registry import (
     PrescriptionRecord,
     validity_of,
 )
+
+if TYPE_CHECKING:
+    from gateway.signature.verify import Verification
 
 # The lines of the doctor's form that carry a remote patient's identity traits.
 TRAITS = {
@@ -290,9 +293,10 @@ class External:
     record: PrescriptionRecord | None = None
 
 
-def signer_chain(config: Config, package: bytes) -> tuple[x509.Certificate, ...]:
-    """The chain the package's signing certificate was verified through (leaf first, anchor
-    last), empty when the signature does not verify."""
+def checked(config: Config, package: bytes) -> tuple[Verification, tuple[x509.Certificate, ...]]:
+    """`signature.trust.check_package`, and the chain the signing certificate was verified
+    through (leaf first, anchor last; empty when the signature does not verify): the verdict
+    needs both, and one verification costs ~5 ms (bench_remote)."""
     from gateway.pki import Purpose, verify_certificate
     from gateway.signature.verify import verify_package
     from gateway.xdm import Limits
@@ -306,7 +310,13 @@ def signer_chain(config: Config, package: bytes) -> tuple[x509.Certificate, ...]
         return result.ok, result.reason
 
     verified = verify_package(package, check, limits=Limits.of(config))
-    return seen[-1] if verified.valid and seen else ()
+    return verified, (seen[-1] if verified.valid and seen else ())
+
+
+def signer_chain(config: Config, package: bytes) -> tuple[x509.Certificate, ...]:
+    """The chain the package's signing certificate was verified through, empty when the
+    signature does not verify."""
+    return checked(config, package)[1]
 
 
 def signed_under_our_ca(config: Config, chain: Sequence[x509.Certificate]) -> bool:
@@ -351,15 +361,16 @@ def patient_address(ctx: Context, p: Prescription, sender: str) -> str:
     return sender.lower()
 
 
-def elsewhere(ctx: Context, package: bytes, cda: bytes, p: Prescription, sender: str
-              ) -> External | None:
+def elsewhere(ctx: Context, package: bytes, cda: bytes, p: Prescription, sender: str,
+              chain: Sequence[x509.Certificate] | None = None) -> External | None:
     """A validly signed package whose identifier our registry does not know: when its signer
     chains to another operator's (or the health PKI's) anchor and its author is not one of our
     mailboxes, the prescription was registered elsewhere; it is kept here (`record_external`,
     with the package) once its identifier, author and validity are checked. None: signed under
     our own CA or by one of our prescribers, so not registered elsewhere (the registry's
     "unknown identifier" stands)."""
-    chain = signer_chain(ctx.config, package)
+    if chain is None:  # not verified by the caller
+        chain = signer_chain(ctx.config, package)
     if not chain or signed_under_our_ca(ctx.config, chain):
         return None
     author = (p.author.email or "").strip().lower()

@@ -16,13 +16,15 @@ vouches for each part:
   author's structure;
 - the eDISP names a prescription registered here (not one kept from elsewhere), for the same
   patient, and the mail goes to its prescriber (or to the robot).
-Otherwise, and when the registry refuses the report (more than prescribed, cancelled, expired,
-the same document with another content), nothing changes: the prescriber still receives the
-mail as sent, and the reason goes to the mail log (the registry's refusals to the audit log).
+Otherwise nothing changes: the prescriber still receives the mail as sent, and the reason goes
+to the mail log. When the registry refuses a report it would otherwise take (more than
+prescribed, cancelled, expired: the registries disagree), the prescriber is also told why, with
+what the registry here holds (the refusal is in the audit log too).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,6 +48,9 @@ class Reported:
     recorded: bool
     note: str  # for the mail log
     record: PrescriptionRecord | None = None
+    # The registry's refusal of a report otherwise vouched for (more than prescribed, after a
+    # cancellation...), in French: the prescriber is told (flows.dispense.relayed).
+    refusal: str = ""
 
 
 def record(ctx: Context, sender: str, recipients: tuple[str, ...], msg: mail.Message,
@@ -103,7 +108,9 @@ def _record(ctx: Context, sender: str, recipients: tuple[str, ...], package: byt
         result = ctx.registry.dispense(report, now=now())
     except GatewayError as exc:
         metrics.prescription("dispensation-refused")
-        return _refused(f"{found.identifier}: {exc}")
+        refused = _refused(f"{found.identifier}: {exc}")
+        return dataclasses.replace(refused, record=found,
+                                   refusal=getattr(exc, "french", None) or str(exc))
     if result.applied:
         metrics.prescription("dispensed")
     return Reported(True, f"dispensation of {found.identifier} reported by {sender} through"

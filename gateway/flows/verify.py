@@ -42,7 +42,6 @@ from gateway.prescriptions.registry import (
     PrescriptionRecord,
     refuse_unless_dispensable,
 )
-from gateway.signature.trust import check_package
 from gateway.xdm import Limits
 from gateway.xmlsafe import parse_xml
 
@@ -141,7 +140,7 @@ def verdict(ctx: Context, msg: mail.Message, actor: str) -> Verdict | None:
         except GatewayError as exc:
             return Verdict(None, False, "unreadable document",
                            f"Le document de l'ordonnance est illisible : {exc}.")
-        check = check_package(ctx.config, a.data)
+        check, chain = remote.checked(ctx.config, a.data)  # the chain: for `elsewhere`
         if not check.valid:
             return Verdict(identifier, False, f"signature {check.code}",
                            "La signature du paquet IHE_XDM.zip ne correspond pas à son contenu"
@@ -153,7 +152,7 @@ def verdict(ctx: Context, msg: mail.Message, actor: str) -> Verdict | None:
         if verdict_.record is None and verdict_.reason == "unknown identifier":
             # Signed under another operator's anchor: registered by their gateway.
             external = remote.elsewhere(ctx, a.data, cdas[0], parse_prescription(cdas[0]),
-                                        actor)
+                                        actor, chain)
             if external is not None:
                 return Verdict(identifier, external.valid, external.reason,
                                external.explanation, external.record, registered_elsewhere=True)

@@ -31,7 +31,7 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
 
-from gateway import metrics
+from gateway import handshakes
 from gateway.config import Config, parse_hostport
 from gateway.http import tls_extension
 from gateway.http.app import Extension, WebContext, create_app
@@ -52,7 +52,7 @@ def make_tls_context(config: Config) -> ssl.SSLContext:
     # accepted reaches the application as the ASGI TLS extension (tls_extension.py).
     ctx = server_context(config, client_certs="optional")
     ctx.set_alpn_protocols(ALPN)
-    return tls_extension.record_peers(metrics.count_tls_failures(ctx, "https"))
+    return tls_extension.record_peers(handshakes.name_listener(ctx, "https"))
 
 
 def tls_context(runtime: Runtime) -> ssl.SSLContext:

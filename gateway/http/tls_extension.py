@@ -8,12 +8,14 @@ Hypercorn (0.18, the locked version) does not fill it yet (pgjones/hypercorn#62)
 per-connection hook, so the listener does it with two documented mechanisms:
 
 1. `SSLContext.sslobject_class` (the documented way to give a context's connections an
-   `ssl.SSLObject` subclass; metrics.count_tls_failures uses it too): when a handshake
-   succeeds, `PeerRecordingSSLObject.do_handshake` stores what the connection presented
-   (the DER certificate OpenSSL verified, or None) in a context variable;
+   `ssl.SSLObject` subclass): when a handshake succeeds,
+   `PeerRecordingSSLObject.do_handshake` stores what the connection presented (the DER
+   certificate OpenSSL verified, or None) in a context variable;
 2. `contextvars`: asyncio completes the handshake and starts the connection's protocol in the
-   same callback, so the task that serves the connection (`asyncio.start_server`'s callback,
-   Hypercorn's) and every task it starts (one per HTTP/1.1 request or HTTP/2 stream) are
+   same callback (a `mssgw serve` worker's loop starts it from the task that ran the
+   handshake, after calling `connection_ready` there: gateway.server.loop), so the task that
+   serves the connection (`asyncio.start_server`'s callback, Hypercorn's) and every task
+   it starts (one per HTTP/1.1 request or HTTP/2 stream) are
    created with that value in their context (a task copies the context it is created in).
    `exposing(app)` then puts it in each request's scope.
 
@@ -84,6 +86,12 @@ class PeerRecordingSSLObject(ssl.SSLObject):
 
     def do_handshake(self) -> None:
         super().do_handshake()  # SSLWantRead/Write (more bytes needed) and errors pass through
+        self.connection_ready()
+
+    def connection_ready(self) -> None:
+        """Record the peer in the current context. The worker's event loop
+        (gateway.server.loop), which runs implicit-TLS handshakes itself and then starts the
+        connection's protocol from a task of its own, calls it again there."""
         _connection.set(PeerTLS(self.getpeercert(binary_form=True), self.version()))
 
 

@@ -21,7 +21,7 @@ import ssl
 import weakref
 import zlib
 
-from gateway import metrics
+from gateway import handshakes, metrics
 from gateway.imap.parser import Command, CommandReader, Continue, RawLine, Reject
 from gateway.imap.session import Hooks, Session
 
@@ -246,7 +246,12 @@ class Connection:
         session.want_starttls = False
         assert self.tls_context is not None
         self.parser.discard()  # nothing sent in clear after STARTTLS may count
-        await self.writer.start_tls(self.tls_context)
+        try:
+            await self.writer.start_tls(self.tls_context)
+        except (OSError, EOFError) as exc:  # one line, and the connection ends
+            handshakes.failed(self.tls_context, self.writer.get_extra_info("peername"),
+                              self.writer.get_extra_info("sockname"), exc)
+            raise EOFError from None
         share_tls_read_buffer(self.writer.transport)
         session.tls = True
         session.tls_info = self.writer.get_extra_info("ssl_object")

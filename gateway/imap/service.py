@@ -15,15 +15,17 @@ import asyncio
 import functools
 import logging
 import ssl
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from cryptography import x509
 
-from gateway import maillog, metrics
+from gateway import handshakes, maillog, malloc
 from gateway.config import Config, parse_hostport
 from gateway.imap.server import end_sessions, serve_connection
 from gateway.imap.session import AuthFailed, Hooks, Login
 from gateway.oidc.sasl import BearerResponse
+from gateway.store.mailstore import REST_AFTER
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
@@ -132,7 +134,7 @@ def make_tls_context(config: Config) -> ssl.SSLContext:
 
     # "optional": application mailboxes may present a client certificate (AUTHENTICATE
     # EXTERNAL); everyone else logs in with a password once TLS is up.
-    return metrics.count_tls_failures(server_context(config, client_certs="optional"), "imap")
+    return handshakes.name_listener(server_context(config, client_certs="optional"), "imap")
 
 
 def tls_context(runtime: Runtime) -> ssl.SSLContext:
@@ -161,6 +163,33 @@ def _small_tls_buffers() -> None:
 
     if getattr(sslproto.SSLProtocol, "max_size", 0) > TLS_READ_BUFFER:
         sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
+
+
+REST_EVERY = 10.0  # seconds between two looks for stores to rest
+
+
+async def rest_stores(runtime: Runtime, *, every: float = REST_EVERY) -> asyncio.Task[None]:
+    """Every worker: the mail stores nobody used for `REST_AFTER` seconds free their SQLite
+    connections (an idle or IDLE session's store holds ~170 KB otherwise; see
+    `MaildirStore.rest`), closed in a worker thread since a close may checkpoint and fsync."""
+    return asyncio.create_task(_rest_forever(runtime, every), name="mssgw store rest")
+
+
+def _close_and_trim(closing: Callable[[], None]) -> None:
+    closing()
+    malloc.trim()  # what the connections held is free, but resident until given back
+
+
+async def _rest_forever(runtime: Runtime, every: float) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(every)
+        try:
+            closing = runtime.mail_stores.rest_idle(REST_AFTER)
+            if closing is not None:
+                await loop.run_in_executor(None, _close_and_trim, closing)
+        except Exception as exc:  # noqa: BLE001 - said in one line; tried again later
+            log.error("could not rest idle mail stores: %s: %s", type(exc).__name__, exc)
 
 
 def _close_sessions_with(server: asyncio.Server) -> None:

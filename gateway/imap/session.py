@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from gateway import resources
 from gateway.imap.auth import AuthCommands
 from gateway.imap.notify import NotifyCommands
 from gateway.imap.parser import Atom, Command, SyntaxProblem, Token, as_atom
@@ -96,8 +97,14 @@ class Session(AuthCommands, NotifyCommands, SortCommands):
             self.tagged(cmd.tag, "NO", str(exc), exc.code)
         except (EOFError, ConnectionError):
             raise
-        except Exception:  # keep the connection: log, and tell the client it failed
-            log.exception("IMAP %s failed for %s", name, self.login.address if self.login else "-")
+        except Exception as exc:  # keep the connection: log, and tell the client it failed
+            who = self.login.address if self.login else "-"
+            if resources.exhausted(exc):  # RFC 5530 UNAVAILABLE: try again later
+                log.error("IMAP %s failed for %s: %s", name, who, resources.describe(exc))
+                self.tagged(cmd.tag, "NO", f"{name} failed: the server is short of resources,"
+                            " try again later", "UNAVAILABLE")
+                return
+            log.exception("IMAP %s failed for %s", name, who)
             self.tagged(cmd.tag, "NO", f"{name} failed: internal error", "SERVERBUG")
 
     # --- any state -----------------------------------------------------------------------

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import ssl
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -260,28 +259,3 @@ def refusal_reason(reply: str) -> RefusalReason:
     if subject == "6":
         return "content"
     return "policy"
-
-
-class _CountingSSLObject(ssl.SSLObject):
-    """An SSLObject (the TLS state asyncio wraps around a connection, for implicit TLS and
-    STARTTLS alike) that counts a handshake OpenSSL refuses. `SSLContext.sslobject_class` is
-    the documented way to give a context's connections a subclass."""
-
-    listener = ""
-
-    def do_handshake(self) -> None:
-        try:
-            super().do_handshake()
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            raise  # not a failure: the handshake needs more bytes
-        except ssl.SSLError:
-            tls_failure(self.listener)
-            raise
-
-
-def count_tls_failures(context: ssl.SSLContext, listener: str) -> ssl.SSLContext:
-    """Make `context` count its failed server handshakes under `listener`."""
-    context.sslobject_class = type(
-        "CountingSSLObject", (_CountingSSLObject,), {"listener": listener}
-    )
-    return context

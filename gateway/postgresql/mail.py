@@ -980,6 +980,9 @@ class PostgreSQLMailStores:
                                (address.lower(),)).fetchone()
         return int(row[0]) if row else 0
 
+    def rest_idle(self, idle_for: float) -> Callable[[], None] | None:
+        return None  # a store holds no connection of its own: the pool's are shared
+
     def close(self) -> None:
         if self.listener is not None:
             self.listener.close()

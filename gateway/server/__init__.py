@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any, Protocol
 
-from gateway import maillog, metrics, systemd
+from gateway import maillog, malloc, metrics, systemd
 from gateway.config import Config, parse_hostport
 from gateway.errors import GatewayError
 from gateway.http import service as http_service
@@ -43,6 +43,7 @@ from gateway.imap import service as imap_service
 from gateway.pki import crlhttp
 from gateway.pki import service as pki_service
 from gateway.runtime import Runtime
+from gateway.server.loop import WorkerLoop, raise_open_files_limit
 from gateway.smtp import outbound
 from gateway.smtp import service as smtp_service
 
@@ -96,6 +97,7 @@ SINGLETONS: tuple[StartTask, ...] = (
 # in its TLS contexts).
 WORKER_TASKS: tuple[StartTask, ...] = (
     pki_service.keep_loaded,
+    imap_service.rest_stores,  # idle sessions' mail stores close their SQLite connections
 )
 
 GRACE_SECONDS = 10.0  # how long sessions in progress may finish after SIGTERM
@@ -204,6 +206,7 @@ async def _worker(runtime: Runtime, index: int, conn: Connection) -> None:
     # enough cyclic objects (protocol <-> transport) to trigger collections often.
     gc.collect()
     gc.freeze()
+    malloc.trim()  # what starting freed (imports, the TLS contexts' loading) goes back
     watchdog = asyncio.create_task(_orphan_watch(stop))
     await stop.wait()
     watchdog.cancel()
@@ -252,7 +255,8 @@ def worker_main(supervisor: Runtime, index: int, conn: Connection) -> None:
             conn.send(("error", _describe(exc)))
         return
     try:
-        asyncio.run(_worker(runtime, index, conn))
+        with asyncio.Runner(loop_factory=WorkerLoop) as runner:
+            runner.run(_worker(runtime, index, conn))
     except Exception as exc:
         # multiprocessing would print a traceback; a worker that fails says one line (the
         # supervisor restarts it, or has stopped: a pipe to it may be closed already).
@@ -327,6 +331,7 @@ class Supervisor:
         log.info("gateway %s: %d worker process(es) ready", self.config.gateway.domain, self.n)
         print(client_help(self.config, items), file=sys.stderr, flush=True)
         self.announced = True
+        malloc.trim()  # the supervisor keeps little of what it loaded to start the workers
         systemd.notify("READY=1", f"STATUS=serving {self.config.gateway.domain}")
         interval = systemd.watchdog_interval()
         if interval is not None:
@@ -441,6 +446,7 @@ def client_help(config: Config, items: list[tuple[str, str, int]]) -> str:
 
 def serve(config: Config) -> int:
     _logging()
+    raise_open_files_limit()  # before the workers fork: they inherit it
     # Before anything counts: every process of this gateway writes its metrics there.
     metrics.enable_multiprocess(config.metrics_path)
     try:

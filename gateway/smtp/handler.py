@@ -27,7 +27,7 @@ from typing import Any
 from aiosmtpd.smtp import MISSING, AuthResult, Envelope
 from cryptography import x509
 
-from gateway import maillog, pipeline
+from gateway import maillog, pipeline, resources
 from gateway.directory import MailboxKind
 from gateway.directory.auth import AuthReason
 from gateway.oidc import sasl
@@ -200,8 +200,12 @@ class BaseHandler:
         except RecursionError:  # a structure mime_depth let through: retrying cannot help
             log.error("queue id %s: refused: too deeply nested to process", qid)
             return str(replies.too_deep(MAX_MIME_DEPTH))
-        except Exception:
-            log.exception("queue id %s: could not process or store the message", qid)
+        except Exception as exc:
+            if resources.exhausted(exc):  # out of descriptors, memory, disk: one line
+                log.error("queue id %s: could not process or store the message: %s", qid,
+                          resources.describe(exc))
+            else:
+                log.exception("queue id %s: could not process or store the message", qid)
             return str(replies.temporary_failure(qid))
         return replies.ok(f"Ok: queued as {qid}")
 

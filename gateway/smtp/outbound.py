@@ -98,6 +98,8 @@ class Runner:
                 if time.monotonic() - last_sweep > 600:
                     last_sweep = time.monotonic()
                     await asyncio.to_thread(self.queue.sweep)
+            except OSError as exc:  # out of descriptors, disk: one line, the next scan retries
+                log.error("queue scan failed: %s", exc)
             except Exception:
                 log.exception("queue scan failed")
             await asyncio.sleep(interval)
@@ -118,6 +120,8 @@ class Runner:
         try:
             async with self._sem:
                 await asyncio.to_thread(self.process, qid)
+        except OSError as exc:  # as above: the message stays queued for the next attempt
+            log.error("queue id %s: delivery attempt failed: %s", qid, exc)
         except Exception:
             log.exception("queue id %s: delivery attempt failed", qid)
         finally:

@@ -7,7 +7,8 @@
 - The deprecated `login_data` warning aiosmtpd logs on every AUTH is silenced.
 - DATA is read in blocks (gateway.smtp.dotdata) instead of line by line.
 - Its idle timer is moved instead of replaced on every command.
-- A failed TLS handshake is one log line (`handle_exception`), not a traceback.
+- A failed STARTTLS handshake is one log line (`handle_exception`, through
+  `gateway.handshakes`), not a traceback.
 - AUTH lines may be 12,288 octets (RFC 4954 4): an OAUTHBEARER or XOAUTH2 initial response
   carries a whole access token, past aiosmtpd's 512-octet command and 1,001-octet line limits.
   Other commands keep their 512 octets, and DATA lines RFC 5321's 1,000 (DotData).
@@ -30,6 +31,7 @@ from typing import Any
 
 from aiosmtpd.smtp import MISSING, SMTP, Session, TLSSetupException
 
+from gateway import handshakes, resources
 from gateway.smtp import internals
 from gateway.smtp.dotdata import DotData
 
@@ -47,13 +49,6 @@ class _ImplicitTLSWarning(logging.Filter):
 
 
 logging.getLogger("mail.log").addFilter(_ImplicitTLSWarning())
-
-
-def tls_failure_reason(error: BaseException) -> str:
-    """A failed TLS handshake in a few words: OpenSSL's reason code, or the exception."""
-    cause = error.__cause__ or error
-    reason = getattr(cause, "reason", None) or str(cause) or type(cause).__name__
-    return " ".join(str(reason).split())
 
 
 NULL_SENDER = "null-sender@mssgw.invalid"
@@ -161,16 +156,17 @@ class GatewaySMTP(SMTP):
         """aiosmtpd logs a full traceback for any exception of a session, a failed STARTTLS
         handshake included (hundreds during one TLS scan; anyone can cause them on the relay
         port). One line instead: who, on which port, why. A TLSSetupException closes the
-        connection (no reply is sent); anything else gets aiosmtpd's 500."""
+        connection (no reply is sent); the machine out of descriptors, memory or disk a
+        temporary 451 (the client retries; the session goes on); anything else aiosmtpd's 500."""
         peer = self.session.peer if self.session is not None else None
-        where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-        port = self._local[1] if isinstance(self._local, tuple) else "?"
         if isinstance(error, TLSSetupException):
-            log.info("TLS handshake failed peer=%s port=%s reason=%s",
-                     where, port, tls_failure_reason(error))
+            handshakes.failed(self.tls_context, peer, self._local, error)
             return "421 4.7.0 TLS handshake failed"
-        log.error("session error peer=%s port=%s: %s: %s",
-                  where, port, type(error).__name__, " ".join(str(error).split()))
+        where = handshakes.address(peer) if isinstance(peer, tuple) else str(peer)
+        port = handshakes.port(self._local)
+        log.error("session error peer=%s port=%s: %s", where, port, resources.describe(error))
+        if resources.exhausted(error):
+            return "451 4.3.0 the server is short of resources, try again later"
         return f"500 Error: ({type(error).__name__}) {error}"
 
     _local: Any = None

@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from gateway import metrics
+from gateway import handshakes, metrics
 from gateway.config import Config, parse_hostport
 from gateway.smtp.handler import RelayHandler, SubmissionHandler
 from gateway.smtp.protocol import GatewaySMTP
@@ -39,8 +39,8 @@ def make_tls_contexts(config: Config) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     # Relay: optional at the TLS level so that a peer without one gets an SMTP reply saying why
     # instead of a bare handshake failure; RCPT is refused without a verified certificate.
     relay = server_context(config, client_certs="optional", peers=True)
-    return (metrics.count_tls_failures(submission, "smtp submission"),
-            metrics.count_tls_failures(relay, "smtp relay"))
+    return (handshakes.name_listener(submission, "smtp submission"),
+            handshakes.name_listener(relay, "smtp relay"))
 
 
 def tls_contexts(runtime: Runtime) -> tuple[ssl.SSLContext, ssl.SSLContext]:

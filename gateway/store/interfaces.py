@@ -292,6 +292,12 @@ class MailStores(Protocol):
         included. Cheap (SMTP asks before accepting mail), and opens or creates nothing."""
         ...
 
+    def rest_idle(self, idle_for: float) -> Callable[[], None] | None:
+        """Free what stores unused for `idle_for` seconds hold (sessions still logged in
+        included; it comes back at their next use). Returns the slow part, for the caller to
+        run in a worker thread, or None. Called every few seconds by each worker."""
+        ...
+
     def close(self) -> None: ...
 
 

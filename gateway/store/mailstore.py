@@ -59,6 +59,11 @@ SPECIAL_USE = {"Sent": "\\Sent", "Drafts": "\\Drafts", "Trash": "\\Trash"}
 MAX_FOLDER_NAME = 255
 MAX_FOLDERS = 1000
 EXPUNGED_KEPT = 50_000  # expunge records kept per folder for other sessions to catch up
+# A store nobody has used for this long closes its SQLite connections (`MaildirStore.rest`):
+# an open connection holds ~170 KB (SQLite's first page-cache block, the schema, prepared
+# statements, the WAL index mapping), which 1,000 idle IMAP sessions multiply into 170 MB.
+REST_AFTER = 30.0
+_WAL_INDEX_HEADER = 48  # octets: the first copy of the WAL-index header in the -shm file
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS folders (
@@ -181,7 +186,11 @@ class MaildirStore:
         # checkpoint or durable commit. Commits that make a message exist (APPEND, COPY,
         # adopting a delivery) use `transaction(durable=True)`, which fsyncs the WAL, so no
         # acknowledged message can be lost; a flag change may at worst be undone by a power cut.
-        self.conn = self._connect("NORMAL")
+        # Closed while the store rests (`rest`), opened again at the next use (`conn`).
+        self._conn: sqlite3.Connection | None = None
+        self._used = time.monotonic()
+        self._rested: _Rested | None = None
+        self._generation = 0  # bumped by every opening and writing: a late rest is ignored
         # APPEND's connection (synchronous=FULL), opened on first use: its durable commit runs
         # in a worker thread with the file's fsyncs, so no event loop waits for the disk.
         self._appender: sqlite3.Connection | None = None
@@ -234,7 +243,93 @@ class MaildirStore:
         with self._append_lock:
             if self._appender is not None:
                 self._appender.close()
-        self.conn.close()
+                self._appender = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """The store's connection (event loop thread), opened again if the store rested."""
+        self._used = time.monotonic()
+        conn = self._conn
+        if conn is None:
+            self._invalidate()
+            conn = self._conn = self._connect("NORMAL")
+        return conn
+
+    def rest(self, idle_for: float = REST_AFTER) -> Callable[[], None] | None:
+        """If nobody used the store for `idle_for` seconds, let it rest: its SQLite
+        connections close, to open again at the next use (~1 ms). Returns the closing, for
+        the caller to run in a worker thread (the last connection to an index checkpoints its
+        WAL, with an fsync), or None when the store stays open (in use, or a transaction or
+        APPEND in progress).
+
+        An IDLE session asks `changes_since` twice a second: a resting store answers "nothing
+        new" without a connection for as long as the index's files show no commit since it
+        rested (`_Rested`), so idle and IDLE sessions alike hold no SQLite memory."""
+        conn = self._conn
+        if conn is None or conn.in_transaction or time.monotonic() - self._used < idle_for:
+            return None
+        if not self._append_lock.acquire(blocking=False):
+            return None  # an APPEND or adoption in a worker thread
+        try:
+            self._invalidate()
+            header = self._index_files()[0]
+            folders = _folders(conn)
+            closing = [conn]
+            if self._appender is not None:
+                closing.append(self._appender)
+                self._appender = None
+            self._conn = None
+        finally:
+            self._append_lock.release()
+        return functools.partial(self._close_and_rest, closing, self._generation, header, folders)
+
+    def _close_and_rest(self, conns: list[sqlite3.Connection], generation: int,
+                        header: bytes | None, folders: dict[int, tuple[int, int, str]]) -> None:
+        """Close, then note what the store knows, and the index files' state it is true for
+        (in a worker thread). The folders were read before the close: they stand only if no
+        commit came between, which the WAL-index header tells. Closing the last connection
+        folds the WAL into the database file and removes it: then the file alone holds every
+        commit, and is read again without opening a WAL (`immutable`)."""
+        _close_all(conns)
+        files = self._index_files()
+        if files[0] is None:
+            try:
+                folders = _folders_in_file(self.root / INDEX_NAME)
+            except sqlite3.Error:
+                return  # opened and changed meanwhile: not resting (the next look reopens)
+            if self._index_files() != files:
+                return
+        elif files[0] != header:
+            return  # a commit since the folders were read
+        if self._generation == generation and self._conn is None:
+            self._rested = _Rested(files, folders, generation)
+
+    def _invalidate(self) -> None:
+        self._generation += 1
+        self._rested = None
+
+    def _index_files(self) -> tuple[bytes | None, tuple[int, int, int] | None]:
+        """What every commit to the index changes: the WAL-index header in `-shm` (SQLite's
+        documented file format, walformat.html: each commit bumps its change counter and frame
+        count, a WAL restart its salts; SQLite compares the same octets to know its cache is
+        stale) and, for the commit of a last connection that removed the WAL, the database
+        file itself."""
+        index = str(self.root / INDEX_NAME)
+        header: bytes | None = None
+        with contextlib.suppress(FileNotFoundError):
+            fd = os.open(index + "-shm", os.O_RDONLY)
+            try:
+                header = os.pread(fd, _WAL_INDEX_HEADER, 0)
+            finally:
+                os.close(fd)
+        try:
+            st = os.stat(index)
+        except FileNotFoundError:
+            return header, None
+        return header, (st.st_ino, st.st_size, st.st_mtime_ns)
 
     def _connect(self, synchronous: str) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -569,6 +664,7 @@ class MaildirStore:
         with self._append_lock:
             if self._appender is None:
                 self._appender = self._connect("FULL")
+            self._invalidate()  # it writes: whatever the store rested with is stale
             conn = self._appender
             with transaction(conn):
                 known = {
@@ -865,6 +961,7 @@ class MaildirStore:
             with self._append_lock:
                 if self._appender is None:
                     self._appender = self._connect("FULL")
+                self._invalidate()
                 conn = self._appender
                 with transaction(conn):
                     exists = conn.execute("SELECT 1 FROM folders WHERE id = ?", (folder.id,))
@@ -1024,6 +1121,13 @@ class MaildirStore:
     def changes_since(self, folder: Folder, modseq: int, last_uid: int) -> Changes | None:
         """What happened after `modseq`: new UIDs above `last_uid`, flag changes and
         expunges. None when the folder no longer exists (deleted or renamed)."""
+        rested = self._rested
+        if self._conn is None and rested is not None and rested.generation == self._generation:
+            known = rested.folders.get(folder.id)
+            if (known is None or known[0] <= modseq) and self._index_files() == rested.files:
+                if known is None or known[1] != folder.uidvalidity:
+                    return None
+                return Changes(known[0], [], [], [], known[2])
         row = self.conn.execute(
             "SELECT highestmodseq, uidvalidity, name FROM folders WHERE id = ?", (folder.id,)
         ).fetchone()
@@ -1095,6 +1199,41 @@ class MaildirStore:
 
 
 _MAILDIR_NAME = re.compile(r"(\d+)\.M(\d+)P")
+
+
+class _Rested:
+    """What a store knew when it rested: every folder's (highestmodseq, uidvalidity, name),
+    true for as long as the index files stay as they were then (`files`)."""
+
+    __slots__ = ("files", "folders", "generation")
+
+    def __init__(self, files: object, folders: dict[int, tuple[int, int, str]],
+                 generation: int) -> None:
+        self.files = files
+        self.folders = folders
+        self.generation = generation
+
+
+def _folders(conn: sqlite3.Connection) -> dict[int, tuple[int, int, str]]:
+    return {
+        int(r[0]): (int(r[1]), int(r[2]), str(r[3]))
+        for r in conn.execute("SELECT id, highestmodseq, uidvalidity, name FROM folders")
+    }
+
+
+def _folders_in_file(index: Path) -> dict[int, tuple[int, int, str]]:
+    """The folders as the database file holds them, read without a WAL or any lock
+    (`immutable`, read-only): only when no connection has the index open."""
+    conn = sqlite3.connect(f"file:{index}?mode=ro&immutable=1", uri=True)
+    try:
+        return _folders(conn)
+    finally:
+        conn.close()
+
+
+def _close_all(conns: list[sqlite3.Connection]) -> None:
+    for conn in conns:
+        conn.close()
 
 
 def _key_row(k: SortKeys) -> tuple[object, ...]:
@@ -1242,6 +1381,19 @@ class StorePool:
         else:
             self._stores[address] = (entry[0], entry[1] - 1)
 
+    def rest_idle(self, idle_for: float = REST_AFTER) -> Callable[[], None] | None:
+        """Let every store unused for `idle_for` seconds rest (`MaildirStore.rest`, sessions
+        still logged in included); the closings to run off the event loop, or None."""
+        closings = [c for c in (store.rest(idle_for) for store in self._open()) if c]
+        if not closings:
+            return None
+        return functools.partial(_run_all, closings)
+
+    def _open(self) -> Iterator[MaildirStore]:
+        for store, _ in self._stores.values():
+            yield store
+        yield from self._idle.values()
+
     def close(self) -> None:
         for store, _ in self._stores.values():
             store.close()
@@ -1249,6 +1401,11 @@ class StorePool:
             store.close()
         self._stores.clear()
         self._idle.clear()
+
+
+def _run_all(calls: list[Callable[[], None]]) -> None:
+    for call in calls:
+        call()
 
 
 MailStore = MaildirStore  # its former name (tests and tools open one directly)
