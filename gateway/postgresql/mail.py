@@ -67,6 +67,7 @@ from gateway.store.mailstore import (
     join_flags,
     local_zone,
     split_flags,
+    stored_flags,
     validate_name,
 )
 from gateway.store.queue import Entry, RecipientState, Record
@@ -774,8 +775,7 @@ class PostgreSQLMailStore:
                     failed.append(uid)
                     continue
                 old = set(split_flags(got[0]))
-                new = (old | wanted if mode == "+" else old - wanted if mode == "-"
-                       else set(wanted))
+                new = stored_flags(old, wanted, mode)
                 if new == old:
                     continue
                 if not modseq:

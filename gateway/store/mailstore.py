@@ -148,6 +148,12 @@ def join_flags(flags: Iterable[str]) -> str:
     return " ".join(sorted(set(flags), key=lambda f: (not f.startswith("\\"), f.lower())))
 
 
+def stored_flags(old: set[str], flags: set[str], mode: str) -> set[str]:
+    """A message's flags after STORE `mode` ('+' add, '-' remove, '' replace) of `flags`: the
+    one rule every mail store applies."""
+    return old | flags if mode == "+" else old - flags if mode == "-" else set(flags)
+
+
 def validate_name(name: str) -> str:
     """Normalise an IMAP folder name (already decoded from the wire) or refuse it."""
     if name.upper() == "INBOX":
@@ -916,7 +922,7 @@ class MaildirStore:
                     failed.append(uid)
                     continue
                 old = set(info.flags)
-                new = old | flags if mode == "+" else old - flags if mode == "-" else set(flags)
+                new = stored_flags(old, flags, mode)
                 if new == old:
                     continue
                 if not modseq:
