@@ -150,6 +150,18 @@ def gateway_home(tmp_path: Path, _gateway_template: Path) -> Path:
     return home
 
 
+@pytest.fixture
+def imap(gateway_home: Path):  # type: ignore[no-untyped-def]
+    """The IMAP listeners of a gateway with the demo population (real directory, PKI, audit),
+    on 127.0.0.1 over TLS: what the IMAP test modules talk to."""
+    from tests.imap_helpers import running_server
+    from tests.smtp_helpers import setup_gateway
+
+    setup_gateway(gateway_home)
+    with running_server(gateway_home) as server:
+        yield server
+
+
 @pytest.fixture(scope="session")
 def validator_socket(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """One validator process for the session (documents.validator): the four generic layers

@@ -8,21 +8,13 @@ import socket
 import ssl
 import subprocess
 
-import pytest
 from conftest import require_tool
-from imap_helpers import Raw, RunningServer, running_server
-from smtp_helpers import DOCTOR, PASSWORD, setup_gateway
+from imap_helpers import Raw, RunningServer
+from smtp_helpers import DOCTOR, PASSWORD
 
 from gateway.pki.files import Layout
 
 LOGIN = f'LOGIN {DOCTOR} "{PASSWORD}"'
-
-
-@pytest.fixture
-def imap(gateway_home):
-    setup_gateway(gateway_home)
-    with running_server(gateway_home) as server:
-        yield server
 
 
 def raw(server: RunningServer) -> Raw:

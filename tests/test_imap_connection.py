@@ -16,13 +16,6 @@ from gateway.imap import server as imap_server
 from gateway.imap import service
 
 
-@pytest.fixture
-def imap(gateway_home):
-    setup_gateway(gateway_home)
-    with running_server(gateway_home) as server:
-        yield server
-
-
 def tls_socket(server: RunningServer) -> ssl.SSLSocket:
     sock = socket.create_connection(("127.0.0.1", server.tls_port), timeout=10)
     return server.client_context().wrap_socket(sock, server_hostname="127.0.0.1")

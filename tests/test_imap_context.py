@@ -4,18 +4,10 @@ and PARTIAL; through the TLS listener with a line-level client and imaplib."""
 
 from __future__ import annotations
 
-import pytest
-from imap_helpers import Raw, running_server
-from smtp_helpers import DOCTOR, PASSWORD, setup_gateway
+from imap_helpers import Raw
+from smtp_helpers import DOCTOR, PASSWORD
 
 LOGIN = f'LOGIN {DOCTOR} "{PASSWORD}"'
-
-
-@pytest.fixture
-def imap(gateway_home):
-    setup_gateway(gateway_home)
-    with running_server(gateway_home) as server:
-        yield server
 
 
 def _session(imap, count: int = 6) -> Raw:

@@ -7,17 +7,10 @@ import time
 import zlib
 
 import pytest
-from imap_helpers import Raw, running_server
-from smtp_helpers import DOCTOR, PASSWORD, setup_gateway
+from imap_helpers import Raw
+from smtp_helpers import DOCTOR, PASSWORD
 
 LOGIN = f'LOGIN {DOCTOR} "{PASSWORD}"'
-
-
-@pytest.fixture
-def imap(gateway_home):
-    setup_gateway(gateway_home)
-    with running_server(gateway_home) as server:
-        yield server
 
 
 def _date(seconds_ago: int) -> str:

@@ -9,16 +9,9 @@ import re
 
 import pytest
 from imap_helpers import Raw, message, running_server
-from smtp_helpers import DOCTOR, PASSWORD, setup_gateway
+from smtp_helpers import DOCTOR, PASSWORD
 
 LOGIN = f'LOGIN {DOCTOR} "{PASSWORD}"'
-
-
-@pytest.fixture
-def imap(gateway_home):
-    setup_gateway(gateway_home)
-    with running_server(gateway_home) as server:
-        yield server
 
 
 def _client(imap, select: str | None = "INBOX") -> Raw:

@@ -44,18 +44,10 @@ RFC 9051 Appendix E (changes from RFC 3501), item by item, against what the gate
 
 from __future__ import annotations
 
-import pytest
-from imap_helpers import Raw, running_server
-from smtp_helpers import DOCTOR, PASSWORD, setup_gateway
+from imap_helpers import Raw
+from smtp_helpers import DOCTOR, PASSWORD
 
 LOGIN = f'LOGIN {DOCTOR} "{PASSWORD}"'
-
-
-@pytest.fixture
-def imap(gateway_home):
-    setup_gateway(gateway_home)
-    with running_server(gateway_home) as server:
-        yield server
 
 
 def session(server, rev2: bool) -> Raw:

@@ -7,15 +7,8 @@ import imaplib
 import re
 
 import pytest
-from imap_helpers import RunningServer, running_server
-from smtp_helpers import DOCTOR, PASSWORD, setup_gateway
-
-
-@pytest.fixture
-def imap(gateway_home):
-    setup_gateway(gateway_home)
-    with running_server(gateway_home) as server:
-        yield server
+from imap_helpers import RunningServer
+from smtp_helpers import DOCTOR, PASSWORD
 
 
 def login(server: RunningServer) -> imaplib.IMAP4_SSL:

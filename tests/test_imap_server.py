@@ -8,20 +8,12 @@ import re
 import ssl
 
 import pytest
-from imap_helpers import Raw, RunningServer, message, running_server
+from imap_helpers import Raw, RunningServer, message
 from smtp_helpers import DOCTOR as DOC
-from smtp_helpers import PASSWORD, PATIENT, ROBOT, setup_gateway
+from smtp_helpers import PASSWORD, PATIENT, ROBOT
 from smtp_helpers import PHARMACIST as PHARMA
 
 LOGIN_DOC = f'LOGIN {DOC} "{PASSWORD}"'
-
-
-@pytest.fixture
-def imap(gateway_home):
-    """The IMAP listeners of a gateway with the demo population (real directory, PKI, audit)."""
-    setup_gateway(gateway_home)
-    with running_server(gateway_home) as server:
-        yield server
 
 
 def status(client: imaplib.IMAP4, *args: str) -> str:

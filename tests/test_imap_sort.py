@@ -6,8 +6,7 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from imap_helpers import running_server
-from smtp_helpers import DOCTOR, PASSWORD, setup_gateway
+from smtp_helpers import DOCTOR, PASSWORD
 
 from gateway.imap.threading import ThreadRow, orderedsubject_text, references
 from gateway.store.mailstore import INDEX_NAME
@@ -16,13 +15,6 @@ from gateway.store.sortkeys import base_subject, extract
 # The subjects of imaptest's sort-subject test (RFC 5256 2.1 corner cases).
 SUBJECTS = ["a", "C", "b", "_", "[foo] Fwd: [bar] Re: fw: b (fWd)  (fwd)", "b (a)",
             "Re: [FWD: c]", "[xyz]", None]
-
-
-@pytest.fixture
-def imap(gateway_home):
-    setup_gateway(gateway_home)
-    with running_server(gateway_home) as server:
-        yield server
 
 
 def _append(client, header: str, body: str, date: str = "22-Feb-2008 23:00:00 +0200") -> None:
